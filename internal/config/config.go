@@ -1,0 +1,82 @@
+// Package config loads paystream's YAML configuration files: kebab-case keys, ${VAR}
+// expansion for secrets, unknown keys refused, and validation errors that name the field.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ConfigError is a validation error that names the offending field by its YAML path.
+type ConfigError struct {
+	Field string // e.g. "wechatpay.mchid"
+	Value any    // the rejected value; never a secret
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	if e.Value == nil {
+		return fmt.Sprintf("config: %s: %v", e.Field, e.Err)
+	}
+	return fmt.Sprintf("config: %s = %v: %v", e.Field, e.Value, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Errorf returns a *ConfigError for field.
+func Errorf(field string, value any, format string, args ...any) *ConfigError {
+	return &ConfigError{Field: field, Value: value, Err: fmt.Errorf(format, args...)}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// ErrUnsetVariable is returned when a file refers to an environment variable that is not set.
+var ErrUnsetVariable = errors.New("environment variable not set")
+
+// Parse decodes YAML from r into dst after replacing every ${VAR} with getenv("VAR").
+// dst should already hold the defaults; keys absent from the file keep them. Unknown keys
+// are an error. A reference to an unset variable is an error, so a missing secret is never
+// silently empty.
+func Parse(r io.Reader, getenv func(string) string, dst any) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var missing []string
+	expanded := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v := getenv(name)
+		if v == "" {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return fmt.Errorf("config: %w: %v", ErrUnsetVariable, missing)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+// Load is Parse on a file.
+func Load(path string, getenv func(string) string, dst any) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if err := Parse(f, getenv, dst); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
