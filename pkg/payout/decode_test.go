@@ -1,0 +1,145 @@
+package payout
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validJSON = `{"schema":"paystream.payout.v1","out_detail_no":"D0001","mchid":"1900000001",` +
+	`"appid":"wxa0000000000000001","openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o","amount":250000,` +
+	`"remark":"活动奖励","user_name":"张三","transfer_scene_id":"1001","source":"crm",` +
+	`"created_at":"2025-03-01T10:00:00+08:00"}`
+
+func TestDecode(t *testing.T) {
+	r, err := Decode([]byte(validJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Amount, int64(250000); got != want {
+		t.Fatalf("amount = %d, want %d", got, want)
+	}
+	if got, want := r.UserName, "张三"; got != want {
+		t.Fatalf("user_name = %q, want %q", got, want)
+	}
+	if got, want := r.CreatedAt, time.Date(2025, 3, 1, 2, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Fatalf("created_at = %v, want %v", got, want)
+	}
+	if err := r.Validate(DefaultLimits()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecode_errors(t *testing.T) {
+	secret := `"openid":"SECRET_OPENID","user_name":"王秘密"`
+	tests := []struct {
+		name      string
+		in        string
+		wantErr   error
+		wantField string
+	}{
+		{"empty", ``, ErrSyntax, ""},
+		{"not an object", `[1,2]`, ErrSyntax, ""},
+		{"string", `"x"`, ErrSyntax, ""},
+		{"truncated", `{"amount":1`, ErrSyntax, ""},
+		{"trailing data", `{"amount":1} {}`, ErrSyntax, ""},
+		{"trailing garbage", `{"amount":1}x`, ErrSyntax, ""},
+		{"bad syntax", `{"amount":1,,}`, ErrSyntax, ""},
+		{"too large", `{"remark":"` + strings.Repeat("a", MaxMessageSize) + `"}`, ErrTooLarge, ""},
+		{"invalid utf-8", "{\"remark\":\"\xff\"}", ErrInvalidUTF8, ""},
+		{"unknown field", `{` + secret + `,"amont":100}`, ErrUnknownField, `"amont"`},
+		{"field case differs", `{"Amount":100}`, ErrUnknownField, `"Amount"`},
+		{"duplicate key", `{"amount":100,` + secret + `,"amount":1}`, ErrDuplicateKey, "amount"},
+		{"duplicate openid", `{` + secret + `,"openid":"x"}`, ErrDuplicateKey, "openid"},
+		{"float amount", `{"amount":100.5}`, ErrNotInteger, "amount"},
+		{"float amount .0", `{"amount":100.0}`, ErrNotInteger, "amount"},
+		{"exponent amount", `{"amount":1e3}`, ErrNotInteger, "amount"},
+		{"string amount", `{"amount":"100"}`, ErrWrongType, "amount"},
+		{"null amount", `{"amount":null}`, ErrWrongType, "amount"},
+		{"amount above int64", `{"amount":9223372036854775808}`, ErrOutOfRange, "amount"},
+		{"amount below int64", `{"amount":-9223372036854775809}`, ErrOutOfRange, "amount"},
+		{"number for string", `{"openid":12345}`, ErrWrongType, "openid"},
+		{"object for string", `{"remark":{"a":1}}`, ErrWrongType, "remark"},
+		{"null string", `{"user_name":null}`, ErrWrongType, "user_name"},
+		{"bad time", `{"created_at":"yesterday"}`, ErrWrongType, "created_at"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.in))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("err = %v does not match ErrMalformed", err)
+			}
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("err = %T, want *DecodeError", err)
+			}
+			if de.Field != tt.wantField {
+				t.Fatalf("field = %q, want %q", de.Field, tt.wantField)
+			}
+			for _, leak := range []string{"SECRET_OPENID", "王秘密"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Fatalf("error text %q leaks %q", err, leak)
+				}
+			}
+		})
+	}
+}
+
+func TestDecode_unknownKeyIsQuotedAndCut(t *testing.T) {
+	_, err := Decode([]byte(`{"` + strings.Repeat("k", 100) + `\n":1}`))
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.ContainsAny(err.Error(), "\n\r") || len(de.Field) > 50 {
+		t.Fatalf("field %q not quoted and cut", de.Field)
+	}
+}
+
+func TestDecodeAndValidate(t *testing.T) {
+	_, err := DecodeAndValidate([]byte(`{"schema":"paystream.payout.v1","amount":5}`), DefaultLimits())
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !ve.Has("amount") || !ve.Has("openid") {
+		t.Fatalf("err = %v, want problems with amount and openid", err)
+	}
+	if _, err := DecodeAndValidate([]byte(`{"amount":5.5}`), DefaultLimits()); !errors.Is(err, ErrNotInteger) {
+		t.Fatalf("err = %v, want ErrNotInteger", err)
+	}
+}
+
+// FuzzDecode: Decode never panics, every error is a *DecodeError naming a known field (or
+// none) and matching ErrMalformed, and a decoded request survives a JSON round trip.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(validJSON))
+	f.Add([]byte(`{"amount":1e400}`))
+	f.Add([]byte(`{"remark":"\ud800"}`))
+	f.Add([]byte(`{"amount":-0}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := Decode(data)
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("err = %#v, want *DecodeError", err)
+			}
+			if _, known := fields[de.Field]; de.Field != "" && !known && !strings.HasPrefix(de.Field, `"`) {
+				t.Fatalf("field %q neither known nor quoted", de.Field)
+			}
+			return
+		}
+		msg, err := NewMessage(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := Decode(msg.Payload)
+		if err != nil {
+			t.Fatalf("re-decode of %s: %v", msg.Payload, err)
+		}
+		if r2.Amount != r.Amount || r2.OpenID != r.OpenID || r2.Remark != r.Remark || !r2.CreatedAt.Equal(r.CreatedAt) {
+			t.Fatalf("round trip changed the request: %+v vs %+v", r, r2)
+		}
+	})
+}

@@ -1,0 +1,299 @@
+package payout
+
+import (
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Amount rules of the batch API (spec §5), in fen.
+const (
+	// MinAmountDefault is WeChat's default minimum transfer (0.30 yuan); merchants can
+	// have it lowered to 10 fen [3P].
+	MinAmountDefault = 30
+	// MaxAmountDefault is 200 000 yuan, the monthly cap per user
+	// (BLOCK_B2C_USERLIMITAMOUNT_BSRULE_MONTH, spec §6): no single transfer above it can succeed.
+	MaxAmountDefault = 20_000_000
+	// NameRequiredFrom is the amount from which user_name is required (2000 yuan, spec §5).
+	NameRequiredFrom = 200_000
+	// NameForbiddenBelow is the amount below which user_name is not allowed (spec §5).
+	NameForbiddenBelow = 30
+)
+
+// Text length limits in characters (spec §5, §7).
+const (
+	MaxNoLen       = 32  // out_detail_no, mchid, sub_mchid, appids: string[1,32], [0-9A-Za-z]
+	MaxOpenIDLen   = 128 // openid: string[1,128]
+	MaxRemarkLen   = 32  // transfer_remark, batch_name, batch_remark: ≤32 UTF-8 characters
+	MaxSceneIDLen  = 36  // transfer_scene_id: string(36)
+	MinUserNameLen = 2   // user_name plaintext: 2–30 characters [3P, 2022 doc]
+	MaxUserNameLen = 30
+	MaxSourceLen   = 64 // source: our own metadata
+)
+
+// Partner authorization types (spec §7).
+const (
+	AuthInformation        = "INFORMATION_AUTHORIZATION_TYPE"
+	AuthFund               = "FUND_AUTHORIZATION_TYPE"
+	AuthInformationAndFund = "INFORMATION_AND_FUND_AUTHORIZATION_TYPE"
+)
+
+var (
+	authTypes        = []string{AuthInformation, AuthFund, AuthInformationAndFund}
+	transferPurposes = []string{"GOODSPAYMENT", "COMMISSION", "REFUND", "REIMBURSEMENT", "FREIGHT", "OTHERS"}
+	transferScenes   = []string{"ORDINARY_TRANSFER", "PAYROLL_CARD_TRANSFER"}
+)
+
+// Limits are the deployment's business limits for Validate. Amounts are fen.
+type Limits struct {
+	MinAmount int64 // smallest accepted amount; at least 1
+	MaxAmount int64 // largest accepted amount; 0 means no maximum
+	// Scenes lists the transfer_scene_id values the merchant has enabled (direct rail). An
+	// empty transfer_scene_id (the merchant's default scene) is always accepted. A nil or
+	// empty list accepts any scene id of valid form.
+	Scenes []string
+}
+
+// DefaultLimits returns WeChat's defaults: 30 fen to 200 000 yuan, and the old-API scene
+// ids 1000 (现金营销), 1001 (old numbering of 现金营销), 1005 (佣金报酬), 1006 (企业报销).
+func DefaultLimits() Limits {
+	return Limits{
+		MinAmount: MinAmountDefault,
+		MaxAmount: MaxAmountDefault,
+		Scenes:    []string{"1000", "1001", "1005", "1006"},
+	}
+}
+
+// ErrInvalid matches every *ValidationError.
+var ErrInvalid = errors.New("invalid payout request")
+
+// Problem is one broken rule. Reason never contains the field's value.
+type Problem struct {
+	Field  string // JSON field name, e.g. "remark"
+	Reason string // e.g. "longer than 32 characters"
+}
+
+// ValidationError lists every problem Validate found, in field order. It matches
+// ErrInvalid; its text is safe to log and to put in a dead-letter header.
+type ValidationError struct {
+	Problems []Problem
+}
+
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	b.WriteString("payout: invalid request: ")
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.Field)
+		b.WriteString(": ")
+		b.WriteString(p.Reason)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrInvalid.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// Has reports whether field has a problem.
+func (e *ValidationError) Has(field string) bool {
+	return slices.ContainsFunc(e.Problems, func(p Problem) bool { return p.Field == field })
+}
+
+// Validate checks r against the WeChat rules (spec §5 direct, §7 partner) and l. It returns
+// nil or a *ValidationError listing every problem with its field name; it never stops at
+// the first. Rules: numbers [0-9A-Za-z]{1,32}; openid [0-9A-Za-z_-]{1,128}; texts valid
+// UTF-8 without control characters, remark and batch hints ≤32 characters; amount within
+// l; user_name required from 2000 yuan, forbidden below 30 fen, 2–30 characters; partner
+// requests carry sub_mchid and authorization_type (sp_appid for FUND_AUTHORIZATION_TYPE,
+// sub_appid for INFORMATION_* types) and no appid or transfer_scene_id.
+func (r *Request) Validate(l Limits) error {
+	var v validator
+	if r.Schema != SchemaV1 {
+		v.add("schema", "must be "+SchemaV1)
+	}
+	v.number("out_detail_no", r.OutDetailNo, true)
+	v.number("mchid", r.MchID, true)
+	v.openID(r.OpenID)
+	v.amount(r.Amount, l)
+	v.text("remark", r.Remark, 1, MaxRemarkLen)
+	v.userName(r.UserName, r.Amount)
+	v.text("batch_name", r.BatchName, 0, MaxRemarkLen)
+	v.text("batch_remark", r.BatchRemark, 0, MaxRemarkLen)
+	v.text("source", r.Source, 0, MaxSourceLen)
+	if r.Rail() == RailPartner {
+		v.partner(r)
+	} else {
+		v.direct(r, l)
+	}
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: v.problems}
+}
+
+type validator struct{ problems []Problem }
+
+func (v *validator) add(field, reason string) {
+	v.problems = append(v.problems, Problem{Field: field, Reason: reason})
+}
+
+// number checks a [0-9A-Za-z]{1,32} identifier (spec §5).
+func (v *validator) number(field, s string, required bool) {
+	switch {
+	case s == "":
+		if required {
+			v.add(field, "required")
+		}
+	case len(s) > MaxNoLen:
+		v.add(field, "longer than 32 characters")
+	case !isAlnum(s, false):
+		v.add(field, "must contain only [0-9A-Za-z]")
+	}
+}
+
+func (v *validator) openID(s string) {
+	switch {
+	case s == "":
+		v.add("openid", "required")
+	case len(s) > MaxOpenIDLen:
+		v.add("openid", "longer than 128 characters")
+	case !isAlnum(s, true):
+		v.add("openid", "must contain only [0-9A-Za-z_-]")
+	}
+}
+
+func (v *validator) amount(a int64, l Limits) {
+	switch {
+	case a <= 0:
+		v.add("amount", "must be a positive number of fen")
+	case a < l.MinAmount:
+		v.add("amount", "below the minimum amount")
+	case l.MaxAmount > 0 && a > l.MaxAmount:
+		v.add("amount", "above the maximum amount")
+	}
+}
+
+// text checks a free text field: valid UTF-8, no control or format characters, between
+// minLen and maxLen characters (a zero minLen makes it optional).
+func (v *validator) text(field, s string, minLen, maxLen int) {
+	if s == "" {
+		if minLen > 0 {
+			v.add(field, "required")
+		}
+		return
+	}
+	if reason := badText(s); reason != "" {
+		v.add(field, reason)
+		return
+	}
+	n := utf8.RuneCountInString(s)
+	switch {
+	case n < minLen:
+		v.add(field, "too short")
+	case n > maxLen:
+		v.add(field, "longer than "+strconv.Itoa(maxLen)+" characters")
+	case strings.TrimSpace(s) == "":
+		v.add(field, "blank")
+	}
+}
+
+// userName applies spec §5: required when amount ≥ 200000 fen, forbidden when < 30 fen,
+// 2–30 characters, no surrounding spaces (WeChat compares it with the real name).
+func (v *validator) userName(s string, amount int64) {
+	switch {
+	case s == "" && amount >= NameRequiredFrom:
+		v.add("user_name", "required for amounts of 2000 yuan or more")
+		return
+	case s == "":
+		return
+	case amount > 0 && amount < NameForbiddenBelow:
+		v.add("user_name", "not allowed for amounts below 30 fen")
+		return
+	case strings.TrimSpace(s) != s:
+		v.add("user_name", "leading or trailing space")
+		return
+	}
+	v.text("user_name", s, MinUserNameLen, MaxUserNameLen)
+}
+
+func (v *validator) direct(r *Request, l Limits) {
+	v.number("appid", r.AppID, true)
+	switch {
+	case r.SceneID == "":
+	case len(r.SceneID) > MaxSceneIDLen || !isAlnum(r.SceneID, false):
+		v.add("transfer_scene_id", "must be [0-9A-Za-z]{1,36}")
+	case len(l.Scenes) > 0 && !slices.Contains(l.Scenes, r.SceneID):
+		v.add("transfer_scene_id", "unknown transfer scene")
+	}
+	for _, f := range []struct{ name, val string }{
+		{"sub_appid", r.SubAppID}, {"sp_appid", r.SpAppID}, {"authorization_type", r.AuthorizationType},
+		{"transfer_purpose", r.TransferPurpose}, {"transfer_scene", r.TransferScene},
+	} {
+		if f.val != "" {
+			v.add(f.name, "partner field without sub_mchid")
+		}
+	}
+}
+
+// partner applies spec §7.
+func (v *validator) partner(r *Request) {
+	v.number("sub_mchid", r.SubMchID, true)
+	if r.AppID != "" {
+		v.add("appid", "not allowed on the partner rail (use sub_appid or sp_appid)")
+	}
+	if r.SceneID != "" {
+		v.add("transfer_scene_id", "not allowed on the partner rail")
+	}
+	v.oneOf("authorization_type", r.AuthorizationType, authTypes, true)
+	v.oneOf("transfer_purpose", r.TransferPurpose, transferPurposes, false)
+	v.oneOf("transfer_scene", r.TransferScene, transferScenes, false)
+	v.number("sp_appid", r.SpAppID, r.AuthorizationType == AuthFund)
+	v.number("sub_appid", r.SubAppID, strings.HasPrefix(r.AuthorizationType, "INFORMATION_"))
+}
+
+func (v *validator) oneOf(field, s string, allowed []string, required bool) {
+	switch {
+	case s == "":
+		if required {
+			v.add(field, "required")
+		}
+	case !slices.Contains(allowed, s):
+		v.add(field, "must be one of "+strings.Join(allowed, ", "))
+	}
+}
+
+// badText returns why s is not acceptable text, or "". U+FFFD is refused because
+// encoding/json produces it from invalid input (lone surrogates).
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "invalid UTF-8"
+	}
+	for _, c := range s {
+		switch {
+		case c == utf8.RuneError:
+			return "invalid UTF-8 (U+FFFD)"
+		case unicode.IsControl(c), unicode.Is(unicode.Cf, c), unicode.Is(unicode.Co, c):
+			return "control or format character"
+		}
+	}
+	return ""
+}
+
+// isAlnum reports whether s is only [0-9A-Za-z], plus '_' and '-' when openID is set.
+func isAlnum(s string, openID bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case openID && (c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
