@@ -326,7 +326,7 @@ func (c *Client) handle(resp *http.Response, method, uri string, out any) error 
 		return fmt.Errorf("%s %s: HTTP %d: body exceeds %d bytes", method, uri, resp.StatusCode, MaxResponseBytes)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return newAPIError(resp, body)
+		return fmt.Errorf("%s %s: %w", method, uri, newAPIError(resp, body))
 	}
 	if err := c.verifier.verify(resp.Header, body); err != nil {
 		return fmt.Errorf("%s %s: HTTP %d (request id %s): %w", method, uri, resp.StatusCode, resp.Header.Get(HeaderRequestID), err)

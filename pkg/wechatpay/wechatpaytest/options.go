@@ -1,0 +1,287 @@
+package wechatpaytest
+
+import (
+	"crypto/rsa"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// Identities of the TEST-ONLY credentials the sandbox uses by default. They match
+// testdata/testvectors (vectors.json "parameters").
+const (
+	DefaultMchID          = "1900000001"
+	DefaultMerchantSerial = "TESTMERCHANTSERIAL0001"
+	DefaultPlatformKeyID  = "PUB_KEY_ID_0119000000012025011500000000000001"
+	DefaultAPIv3Key       = "TestOnlyAPIv3Key0123456789abcdef"
+	DefaultAppID          = "wxf636efh567hg4356"
+)
+
+// Defaults of the behaviour options (DefaultOptions).
+const (
+	// DefaultTimestampWindow is how far a request's Authorization timestamp may be from the
+	// sandbox clock. WeChat does not publish its window (spec §11); 5 minutes mirrors the
+	// response rule of spec §2.
+	DefaultTimestampWindow = 5 * time.Minute
+	// DefaultAcceptDelay is how long a batch stays ACCEPTED (details INIT) at Speed 1.
+	DefaultAcceptDelay = 2 * time.Second
+	// DefaultProcessDelay is how long a detail stays PROCESSING at Speed 1.
+	DefaultProcessDelay = time.Minute
+	// DefaultMinAmount is the smallest transfer_amount accepted (spec §5: 30 fen).
+	DefaultMinAmount wechatpay.Fen = 30
+	// DefaultRateLimit is the per-endpoint limit of the batch APIs (spec §6, §7: 50 QPS).
+	DefaultRateLimit = 50
+	// DefaultBillRateLimit is the per-endpoint limit of transfer bills and abnormal-fund
+	// instructions (spec §8.2, §9: 100/s).
+	DefaultBillRateLimit = 100
+	// DefaultNotifyAttempts bounds the deliveries of one callback notification.
+	DefaultNotifyAttempts = 5
+	// DefaultNotifyBackoff is the wait before the second delivery at Speed 1; it doubles
+	// after each failed attempt.
+	DefaultNotifyBackoff = 15 * time.Second
+	// DefaultBillConfirmTimeout is how long a bill waits in WAIT_USER_CONFIRM before it
+	// expires to FAIL at Speed 1 (spec §8.2: 24 h).
+	DefaultBillConfirmTimeout = 24 * time.Hour
+	// TestSpeed is the Speed NewServer uses unless an Option changes it: a batch is accepted
+	// after 20 ms and its details finish 600 ms later.
+	TestSpeed = 100
+	// QueryWindow is how old a batch may be and still be queried (spec §6: 30 days).
+	// Speed does not scale it.
+	QueryWindow = 30 * 24 * time.Hour
+)
+
+// Unlimited is the default merchant balance: no create is ever refused with NOT_ENOUGH.
+const Unlimited wechatpay.Fen = math.MaxInt64
+
+// Options configures a Server. Build them with DefaultOptions and change what you need:
+// the zero value of a field means zero (a zero RateLimit is "no limit"), not "default".
+// Speed divides every sandbox duration (AcceptDelay, ProcessDelay, AutoConfirm,
+// WaitPayTimeout, NotFoundLag, NotifyBackoff, BillConfirmTimeout), never Latency faults,
+// TimestampWindow or QueryWindow.
+type Options struct {
+	// MchID is the merchant id every Authorization must carry.
+	MchID string
+	// MerchantSerial is the serial_no every Authorization must carry.
+	MerchantSerial string
+	// MerchantKey verifies request signatures (spec §1) and encrypts user_name in detail
+	// query answers (spec §3).
+	MerchantKey *rsa.PublicKey
+	// PlatformKeyID is sent as Wechatpay-Serial on every response and notification and is the
+	// only Wechatpay-Serial a request may name. A PUB_KEY_ID_… value is the public-key mode;
+	// anything else stands for a platform certificate serial (spec §2).
+	PlatformKeyID string
+	// PlatformKey signs responses and notifications and decrypts user_name (spec §2, §3).
+	PlatformKey *rsa.PrivateKey
+	// APIv3Key encrypts notification resources (spec §4); 32 ASCII bytes.
+	APIv3Key string
+	// AppID, when not empty, is the only appid accepted; another gets 401
+	// APPID_MCHID_NOT_MATCH. Empty accepts any non-empty appid.
+	AppID string
+	// TimestampWindow bounds |now − Authorization timestamp|; beyond it, 401 SIGN_ERROR.
+	TimestampWindow time.Duration
+
+	// Speed divides the sandbox durations listed above; 1 is realistic. Must be > 0.
+	Speed float64
+	// AcceptDelay is how long a new batch stays ACCEPTED with its details INIT.
+	AcceptDelay time.Duration
+	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL.
+	ProcessDelay time.Duration
+	// NotFoundLag: queries of a batch younger than this answer 404 NOT_FOUND (spec §6).
+	NotFoundLag time.Duration
+	// NoPasswordLimit: details with a larger amount go WAIT_PAY until confirmed (Confirm,
+	// POST /sandbox/confirm) or AutoConfirm. 0 means no limit.
+	NoPasswordLimit wechatpay.Fen
+	// AutoConfirm confirms WAIT_PAY details this long after acceptance. 0 never does.
+	AutoConfirm time.Duration
+	// WaitPayTimeout fails unconfirmed WAIT_PAY details with MERCHANT_NOT_CONFIRM this long
+	// after acceptance; a batch whose details all expired is CLOSED (OVERDUE_CLOSE).
+	// 0 waits forever. AutoConfirm, when set, wins.
+	WaitPayTimeout time.Duration
+	// Balance is the merchant's starting balance. A create whose total exceeds the balance
+	// not yet held by unsettled details gets 403 NOT_ENOUGH. Unlimited disables the check.
+	Balance wechatpay.Fen
+	// MinAmount is the smallest transfer_amount accepted (spec §5).
+	MinAmount wechatpay.Fen
+	// MaxDetailsDirect and MaxDetailsPartner cap transfer_detail_list (spec §5, §7).
+	MaxDetailsDirect, MaxDetailsPartner int
+	// RateLimit is the requests per second allowed on each batch endpoint (fixed 1-s
+	// window); more get 429 FREQUENCY_LIMITED. 0 is no limit.
+	RateLimit int
+	// BillRateLimit is the same for transfer bills and abnormal-fund endpoints.
+	BillRateLimit int
+	// BillConfirmTimeout expires a bill still in WAIT_USER_CONFIRM to FAIL (spec §8.2).
+	BillConfirmTimeout time.Duration
+	// BillAutoConfirm makes the simulated user confirm a bill this long after it was
+	// created. 0 waits for ConfirmBill.
+	BillAutoConfirm time.Duration
+
+	// NotifyAttempts bounds deliveries of one notification (non-2xx answers are retried).
+	NotifyAttempts int
+	// NotifyBackoff is the first wait between deliveries; it doubles each time.
+	NotifyBackoff time.Duration
+	// HTTPClient delivers notifications. Nil uses a client with a 5 s timeout (spec §4).
+	HTTPClient *http.Client
+
+	// Faults are probabilistic faults active from the start (see FailRate).
+	Faults []FaultRule
+	// Seed makes probabilistic faults reproducible.
+	Seed uint64
+	// Admin serves the unsigned /sandbox/ admin API (see Server.Handler).
+	Admin bool
+	// Now is the clock. Nil is time.Now.
+	Now func() time.Time
+	// Logger receives one line per request and per notification. Nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns realistic settings (Speed 1) with the embedded TEST-ONLY keys and
+// the spec's limits.
+func DefaultOptions() Options {
+	return Options{
+		MchID:              DefaultMchID,
+		MerchantSerial:     DefaultMerchantSerial,
+		MerchantKey:        MerchantPublicKey(),
+		PlatformKeyID:      DefaultPlatformKeyID,
+		PlatformKey:        PlatformPrivateKey(),
+		APIv3Key:           DefaultAPIv3Key,
+		TimestampWindow:    DefaultTimestampWindow,
+		Speed:              1,
+		AcceptDelay:        DefaultAcceptDelay,
+		ProcessDelay:       DefaultProcessDelay,
+		Balance:            Unlimited,
+		MinAmount:          DefaultMinAmount,
+		MaxDetailsDirect:   wechatpay.MaxDetailsDirect,
+		MaxDetailsPartner:  wechatpay.MaxDetailsPartner,
+		RateLimit:          DefaultRateLimit,
+		BillRateLimit:      DefaultBillRateLimit,
+		BillConfirmTimeout: DefaultBillConfirmTimeout,
+		NotifyAttempts:     DefaultNotifyAttempts,
+		NotifyBackoff:      DefaultNotifyBackoff,
+	}
+}
+
+// ErrOptions is wrapped by every error New returns for bad Options.
+var ErrOptions = errors.New("wechatpaytest: bad options")
+
+func (o *Options) validate() error {
+	bad := func(field string, v any) error { return fmt.Errorf("%w: %s = %v", ErrOptions, field, v) }
+	switch {
+	case o.MchID == "":
+		return bad("MchID", `""`)
+	case o.MerchantSerial == "":
+		return bad("MerchantSerial", `""`)
+	case o.MerchantKey == nil:
+		return bad("MerchantKey", nil)
+	case o.PlatformKey == nil:
+		return bad("PlatformKey", nil)
+	case o.PlatformKeyID == "":
+		return bad("PlatformKeyID", `""`)
+	case len(o.APIv3Key) != wechatpay.APIv3KeySize:
+		return bad("len(APIv3Key)", len(o.APIv3Key))
+	case !(o.Speed > 0) || math.IsInf(o.Speed, 0):
+		return bad("Speed", o.Speed)
+	case o.Balance < 0:
+		return bad("Balance", o.Balance)
+	case o.MinAmount < 1:
+		return bad("MinAmount", o.MinAmount)
+	case o.MaxDetailsDirect < 1:
+		return bad("MaxDetailsDirect", o.MaxDetailsDirect)
+	case o.MaxDetailsPartner < 1:
+		return bad("MaxDetailsPartner", o.MaxDetailsPartner)
+	case o.RateLimit < 0:
+		return bad("RateLimit", o.RateLimit)
+	case o.BillRateLimit < 0:
+		return bad("BillRateLimit", o.BillRateLimit)
+	case o.NotifyAttempts < 1:
+		return bad("NotifyAttempts", o.NotifyAttempts)
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"TimestampWindow", o.TimestampWindow}, {"AcceptDelay", o.AcceptDelay},
+		{"ProcessDelay", o.ProcessDelay}, {"NotFoundLag", o.NotFoundLag},
+		{"AutoConfirm", o.AutoConfirm}, {"WaitPayTimeout", o.WaitPayTimeout},
+		{"NotifyBackoff", o.NotifyBackoff}, {"BillConfirmTimeout", o.BillConfirmTimeout},
+		{"BillAutoConfirm", o.BillAutoConfirm},
+	} {
+		if d.d < 0 {
+			return bad(d.name, d.d)
+		}
+	}
+	for _, r := range o.Faults {
+		if !(r.Rate >= 0 && r.Rate <= 1) {
+			return bad("Faults.Rate", r.Rate)
+		}
+	}
+	return nil
+}
+
+// scaled divides d by Speed.
+func (o *Options) scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) / o.Speed)
+}
+
+// Option changes the Options of NewServer. Any func(*Options) is an Option.
+type Option func(*Options)
+
+// WithSpeed sets Options.Speed.
+func WithSpeed(speed float64) Option { return func(o *Options) { o.Speed = speed } }
+
+// WithClock sets Options.Now.
+func WithClock(now func() time.Time) Option { return func(o *Options) { o.Now = now } }
+
+// WithBalance sets Options.Balance.
+func WithBalance(fen wechatpay.Fen) Option { return func(o *Options) { o.Balance = fen } }
+
+// WithRateLimit sets Options.RateLimit and Options.BillRateLimit; 0 turns limiting off.
+func WithRateLimit(qps int) Option {
+	return func(o *Options) { o.RateLimit, o.BillRateLimit = qps, qps }
+}
+
+// WithNotFoundLag sets Options.NotFoundLag.
+func WithNotFoundLag(d time.Duration) Option { return func(o *Options) { o.NotFoundLag = d } }
+
+// WithNoPasswordLimit sets Options.NoPasswordLimit.
+func WithNoPasswordLimit(fen wechatpay.Fen) Option {
+	return func(o *Options) { o.NoPasswordLimit = fen }
+}
+
+// WithLogger sets Options.Logger.
+func WithLogger(l *slog.Logger) Option { return func(o *Options) { o.Logger = l } }
+
+//go:embed keys/*.pem
+var keyFiles embed.FS
+
+func mustKey[K any](name string, parse func([]byte) (K, error)) func() K {
+	return sync.OnceValue(func() K {
+		b, err := keyFiles.ReadFile("keys/" + name)
+		if err != nil {
+			panic(err) // embedded at build time
+		}
+		k, err := parse(b)
+		if err != nil {
+			panic(fmt.Sprintf("embedded %s: %v", name, err))
+		}
+		return k
+	})
+}
+
+var (
+	// MerchantPrivateKey returns the embedded TEST-ONLY merchant private key (it signs
+	// requests; serial DefaultMerchantSerial).
+	MerchantPrivateKey = mustKey("merchant_TEST_ONLY_private_key.pem", wechatpay.ParsePrivateKey)
+	// MerchantPublicKey returns the public half of MerchantPrivateKey.
+	MerchantPublicKey = mustKey("merchant_TEST_ONLY_public_key.pem", wechatpay.ParsePublicKey)
+	// PlatformPrivateKey returns the embedded TEST-ONLY key that stands in for WeChat Pay's.
+	PlatformPrivateKey = mustKey("wechatpay_platform_TEST_ONLY_private_key.pem", wechatpay.ParsePrivateKey)
+	// PlatformPublicKey returns the "WeChat Pay public key" (id DefaultPlatformKeyID).
+	PlatformPublicKey = mustKey("wechatpay_platform_TEST_ONLY_public_key.pem", wechatpay.ParsePublicKey)
+)
