@@ -2,11 +2,42 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"os"
+
+	"github.com/paystream/paystream/internal/app"
 )
 
-// cmdRun is a placeholder until its issue lands.
+// cmdRun runs the pipeline: processor run --config FILE.
 func cmdRun(ctx context.Context, args []string, e env) int {
-	fmt.Fprintln(e.stderr, "processor run: not built yet")
-	return 2
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	path := fs.String("config", "configs/processor.yaml", "processor configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path, e.getenv)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "processor:", err)
+		return 2
+	}
+	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.stderr)}); err != nil {
+		fmt.Fprintln(e.stderr, "processor:", err)
+		return 1
+	}
+	return 0
+}
+
+func loadConfig(path string, getenv func(string) string) (app.Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return app.Config{}, err
+	}
+	defer f.Close()
+	cfg, err := app.ParseConfig(f, getenv)
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }

@@ -1,0 +1,170 @@
+// Package app wires one processor replica from its configuration: the ledger, NATS (embedded
+// or external), the topology, the WeChat Pay client and the pipeline. cmd/processor stays thin.
+package app
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// Config is the processor's configuration file (configs/processor.yaml).
+type Config struct {
+	DataDir   string          `yaml:"data-dir"` // ledger, embedded JetStream store
+	Ledger    string          `yaml:"ledger"`   // default <data-dir>/ledger.db
+	NATS      NATSConfig      `yaml:"nats"`
+	WeChatPay WeChatPayConfig `yaml:"wechatpay"`
+	Pipeline  pipeline.Config `yaml:"pipeline"`
+	Callback  CallbackConfig  `yaml:"callback"`
+	Log       LogConfig       `yaml:"log"`
+}
+
+// NATSConfig says where JetStream is and what lives in it.
+type NATSConfig struct {
+	broker.Conn    `yaml:",inline"`
+	EmbeddedListen string          `yaml:"embedded-listen"` // used when url is empty
+	Topology       broker.Topology `yaml:"topology"`
+}
+
+// WeChatPayConfig holds the merchant's API identity. Secrets come from files or ${VARS}.
+type WeChatPayConfig struct {
+	BaseURL              string        `yaml:"base-url"`
+	BackupBaseURL        string        `yaml:"backup-base-url"`
+	MchID                string        `yaml:"mchid"`
+	MerchantSerialNo     string        `yaml:"merchant-serial-no"`
+	PrivateKeyFile       string        `yaml:"private-key-file"` // must be mode 0600
+	PublicKeyFile        string        `yaml:"wechatpay-public-key-file"`
+	PublicKeyID          string        `yaml:"wechatpay-public-key-id"`
+	PlatformCertificates []string      `yaml:"platform-certificates"`
+	APIv3Key             string        `yaml:"apiv3-key"`
+	Timeout              time.Duration `yaml:"timeout"`
+}
+
+// LogValue keeps the APIv3 key out of logs.
+func (w WeChatPayConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("base_url", w.BaseURL), slog.String("mchid", w.MchID), slog.String("serial", w.MerchantSerialNo))
+}
+
+// CallbackConfig enables the notification endpoint.
+type CallbackConfig struct {
+	Listen string `yaml:"listen"` // e.g. 127.0.0.1:8088; empty: off
+	Path   string `yaml:"path"`
+}
+
+// LogConfig selects the slog handler.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// DefaultConfig is the embedded, production-paced default.
+func DefaultConfig() Config {
+	return Config{
+		DataDir: ".paystream",
+		NATS:    NATSConfig{EmbeddedListen: "127.0.0.1:4222", Topology: broker.DefaultTopology()},
+		WeChatPay: WeChatPayConfig{
+			BaseURL: "https://api.mch.weixin.qq.com", BackupBaseURL: "https://api2.mch.weixin.qq.com", Timeout: 15 * time.Second,
+		},
+		Pipeline: pipeline.DefaultConfig(),
+		Callback: CallbackConfig{Path: "/wechatpay/notify"},
+		Log:      LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// ParseConfig reads a config file over the defaults, expanding ${VAR} with getenv.
+func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
+	cfg := DefaultConfig()
+	if err := config.Parse(r, getenv, &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.Ledger == "" {
+		cfg.Ledger = filepath.Join(cfg.DataDir, "ledger.db")
+	}
+	return cfg, cfg.Validate()
+}
+
+var digits = regexp.MustCompile(`^[0-9]{1,32}$`)
+
+// Validate checks every field the processor depends on and names the first bad one.
+func (c Config) Validate() error {
+	t, p := c.NATS.Topology, c.Pipeline
+	checks := []struct {
+		bad   bool
+		field string
+		value any
+		msg   string
+	}{
+		{c.DataDir == "", "data-dir", nil, "required"},
+		{c.NATS.URL == "" && !validHostPort(c.NATS.EmbeddedListen), "nats.embedded-listen", c.NATS.EmbeddedListen, "want host:port"},
+		{t.Stream == "" || t.Consumer == "" || t.ResultsStream == "" || t.DeadLetterStream == "" || t.ClaimsBucket == "", "nats.topology", nil, "stream, consumer, results-stream, dead-letter-stream and claims-bucket are required"},
+		{!strings.HasSuffix(t.Subjects, ".>"), "nats.topology.subjects", t.Subjects, "must end in .>"},
+		{!strings.HasSuffix(t.ResultsSubjects, ".>"), "nats.topology.results-subjects", t.ResultsSubjects, "must end in .>"},
+		{t.AckWait < time.Second, "nats.topology.ack-wait", t.AckWait, "too short"},
+		{len(t.Backoff) > t.MaxDeliver, "nats.topology.backoff", len(t.Backoff), "more steps than max-deliver"},
+		{t.ClaimsTTL < 24*time.Hour, "nats.topology.claims-ttl", t.ClaimsTTL, "must outlive every redelivery and replay window (≥ 24h; default 90 days)"},
+		{t.Replicas < 1 || t.Replicas > 5, "nats.topology.replicas", t.Replicas, "1..5"},
+		{c.WeChatPay.BaseURL == "", "wechatpay.base-url", nil, "required"},
+		{!digits.MatchString(c.WeChatPay.MchID), "wechatpay.mchid", c.WeChatPay.MchID, "digits required"},
+		{c.WeChatPay.MerchantSerialNo == "", "wechatpay.merchant-serial-no", nil, "required"},
+		{c.WeChatPay.PrivateKeyFile == "", "wechatpay.private-key-file", nil, "required"},
+		{c.WeChatPay.PublicKeyFile == "" && len(c.WeChatPay.PlatformCertificates) == 0, "wechatpay.wechatpay-public-key-file", nil, "a WeChat Pay public key or platform certificates are required"},
+		{len(c.WeChatPay.APIv3Key) != wechatpay.APIv3KeySize, "wechatpay.apiv3-key", nil, "must be 32 characters"},
+		{p.Batching.CapDirect < 1 || p.Batching.CapDirect > wechatpay.MaxDetailsDirect, "pipeline.batching.cap-direct", p.Batching.CapDirect, "1..1000 (spec §5)"},
+		{p.Batching.CapPartner < 1 || p.Batching.CapPartner > wechatpay.MaxDetailsPartner, "pipeline.batching.cap-partner", p.Batching.CapPartner, "1..3000 (spec §7)"},
+		{p.Intake.FetchBatch < 1 || p.Intake.FetchBatch > t.MaxAckPending, "pipeline.intake.fetch-batch", p.Intake.FetchBatch, "1..max-ack-pending"},
+		{p.Poll.PageLimit < wechatpay.MinQueryLimit || p.Poll.PageLimit > wechatpay.MaxQueryLimit, "pipeline.poll.page-limit", p.Poll.PageLimit, "20..100 (spec §6)"},
+		{p.Amounts.Min < 1 || p.Amounts.Max < p.Amounts.Min, "pipeline.amounts", nil, "need 1 ≤ min ≤ max (fen)"},
+		{p.Submit.Workers < 1, "pipeline.submit.workers", p.Submit.Workers, "≥ 1"},
+		{p.Submit.RetryMin <= 0 || p.Submit.RetryMax < p.Submit.RetryMin, "pipeline.submit", nil, "need 0 < retry-min ≤ retry-max"},
+		{p.Breaker.Failures < 1 || p.Breaker.OpenTimeout <= 0, "pipeline.breaker", nil, "failures ≥ 1 and open-timeout > 0"},
+		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return config.Errorf(ch.field, ch.value, "%s", ch.msg)
+		}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		return config.Errorf("log.level", c.Log.Level, "%v", err)
+	}
+	return nil
+}
+
+func validHostPort(s string) bool {
+	_, _, err := net.SplitHostPort(s)
+	return err == nil
+}
+
+// Logger builds the one *slog.Logger from c.Log.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Log.Level)) // validated
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// clientConfig loads the key files into a wechatpay.Config.
+func (w WeChatPayConfig) clientConfig() (wechatpay.Config, error) {
+	cfg := wechatpay.Config{
+		BaseURL: w.BaseURL, BackupBaseURL: w.BackupBaseURL, MchID: w.MchID, MerchantSerialNo: w.MerchantSerialNo,
+		WechatPayPublicKeyID: w.PublicKeyID, APIv3Key: w.APIv3Key,
+	}
+	if err := cfg.LoadKeyFiles(w.PrivateKeyFile, w.PublicKeyFile, w.PlatformCertificates...); err != nil {
+		return cfg, fmt.Errorf("wechatpay keys: %w", err)
+	}
+	return cfg, nil
+}

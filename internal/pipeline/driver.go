@@ -1,0 +1,318 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// SubmitConfig sets how sealed batches are (re)sent.
+type SubmitConfig struct {
+	RetryMin    time.Duration `yaml:"retry-min"`    // first backoff after an ambiguous outcome
+	RetryMax    time.Duration `yaml:"retry-max"`    // backoff cap
+	ParkedRetry time.Duration `yaml:"parked-retry"` // wait after a rejection an operator must fix
+	Workers     int           `yaml:"workers"`      // batches handled at once
+}
+
+// PollConfig sets how accepted batches are followed (spec §6, §10 rule 7).
+type PollConfig struct {
+	FirstDelay    time.Duration `yaml:"first-delay"`     // first query after the create (≥ 1 min in production)
+	Interval      time.Duration `yaml:"interval"`        // between queries of one batch (≥ 1 min in production)
+	NotFoundGrace time.Duration `yaml:"not-found-grace"` // NOT_FOUND this long after a create is "still accepting"
+	PageLimit     int           `yaml:"page-limit"`      // details per page, 20..100
+	Horizon       time.Duration `yaml:"horizon"`         // warn when a batch is not final this long after acceptance
+}
+
+// RateConfig is this replica's share of the merchant's per-API quota, in requests/s.
+type RateConfig struct {
+	Create float64 `yaml:"create"`
+	Query  float64 `yaml:"query"`
+}
+
+// driver moves every sealed batch to its end: it submits SEALED batches (replaying the
+// frozen body under the same out_batch_no until WeChat answers definitively), then polls them
+// and pages their details until every member is final. Its work list is the ledger's due
+// batches, so a restart resumes exactly where the last run stopped.
+type driver struct {
+	submit   SubmitConfig
+	poll     PollConfig
+	db       *ledger.DB
+	api      *wechatpay.Client
+	create   *throttle
+	query    *throttle
+	cbCreate *gobreaker.CircuitBreaker[*wechatpay.CreateBatchResponse]
+	cbQuery  *gobreaker.CircuitBreaker[*wechatpay.BatchQueryResponse]
+	wake     <-chan struct{}
+	changed  func() // wakes the outcome publisher
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[string]bool
+}
+
+func (d *driver) run(ctx context.Context) error {
+	work := make(chan ledger.Batch)
+	done := make(chan string, d.submit.Workers)
+	var wg sync.WaitGroup
+	for range d.submit.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				d.handle(ctx, b)
+				done <- b.OutBatchNo
+			}
+		}()
+	}
+	defer func() { close(work); wg.Wait() }()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		case no := <-done:
+			d.finish(no)
+		case <-timer.C:
+		}
+		next, err := d.dispatch(ctx, work, done)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.log.Error("reading due batches", "err", err)
+			next = time.Second
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+func (d *driver) finish(no string) {
+	d.mu.Lock()
+	delete(d.inflight, no)
+	d.mu.Unlock()
+}
+
+// dispatch hands every due batch that is not already being handled to the workers and
+// returns how long to wait before looking again.
+func (d *driver) dispatch(ctx context.Context, work chan<- ledger.Batch, done <-chan string) (time.Duration, error) {
+	due, err := d.db.DueBatches(ctx, d.now(), 4*d.submit.Workers)
+	if err != nil {
+		return 0, err
+	}
+	for _, b := range due {
+		d.mu.Lock()
+		busy := d.inflight[b.OutBatchNo]
+		d.inflight[b.OutBatchNo] = true
+		d.mu.Unlock()
+		if busy {
+			continue
+		}
+		for sent := false; !sent; {
+			select {
+			case work <- b:
+				sent = true
+			case no := <-done:
+				d.finish(no)
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	}
+	at, ok, err := d.db.NextDue(ctx)
+	if err != nil || !ok {
+		return time.Minute, err
+	}
+	return max(at.Sub(d.now()), 10*time.Millisecond), nil
+}
+
+func (d *driver) handle(ctx context.Context, b ledger.Batch) {
+	var err error
+	if b.State == ledger.BatchSealed {
+		err = d.send(ctx, b)
+	} else {
+		err = d.follow(ctx, b)
+	}
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("batch step failed", "out_batch_no", b.OutBatchNo, "err", err)
+	}
+}
+
+// backoff is the capped, jittered delay before attempt n+1.
+func (d *driver) backoff(attempts int) time.Duration {
+	wait := d.submit.RetryMin << min(attempts, 16)
+	wait = min(wait, d.submit.RetryMax)
+	return wait/2 + rand.N(wait/2+1)
+}
+
+// send submits a sealed batch: the frozen body, the same out_batch_no, every attempt.
+func (d *driver) send(ctx context.Context, b ledger.Batch) error {
+	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateBatchResponse, error) {
+		if err := d.create.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return d.api.CreateTransferBatchBody(ctx, b.Body)
+	})
+	now := d.now()
+	class := classify(err)
+	code := errorCode(err)
+	if is429(err) {
+		d.create.Slow()
+	}
+	r := ledger.SubmitResult{ErrorCode: code}
+	switch class {
+	case wechatpay.ClassOK:
+		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.BatchStatus
+		r.NextAt = now.Add(d.poll.FirstDelay)
+		d.log.Info("batch accepted", "out_batch_no", b.OutBatchNo, "batch_id", res.BatchID, "attempt", b.Attempts+1)
+	case wechatpay.ClassRejected:
+		r.Outcome = ledger.SubmitRejected
+		d.log.Error("batch rejected", "out_batch_no", b.OutBatchNo, "code", code)
+	case wechatpay.ClassBlocked:
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
+		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code, "retry_at", r.NextAt)
+	case wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
+	default: // ambiguous, or NOT_FOUND on a create: maybe paid, so the same number again
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(b.Attempts))
+		d.log.Warn("batch submit ambiguous; will resend the same body", "out_batch_no", b.OutBatchNo, "code", code, "attempt", b.Attempts+1)
+	}
+	if err := d.db.RecordSubmit(context.WithoutCancel(ctx), b.OutBatchNo, r); err != nil {
+		return err
+	}
+	if r.Outcome == ledger.SubmitRejected {
+		d.changed()
+	}
+	return nil
+}
+
+// follow queries an accepted batch; once FINISHED it pages every detail into the ledger,
+// one transaction per page. CLOSED fails the remaining members with the close reason.
+func (d *driver) follow(ctx context.Context, b ledger.Batch) error {
+	q, err := d.queryBatch(ctx, b.OutBatchNo, wechatpay.BatchQuery{})
+	now := d.now()
+	if err != nil {
+		return d.pollFailed(ctx, b, err, now)
+	}
+	tb := q.TransferBatch
+	if tb.BatchStatus == wechatpay.BatchFinished {
+		if err := d.pageDetails(ctx, b, tb.TotalNum); err != nil {
+			return d.pollFailed(ctx, b, err, d.now())
+		}
+	}
+	if !b.AcceptedAt.IsZero() && now.Sub(b.AcceptedAt) > d.poll.Horizon &&
+		tb.BatchStatus != wechatpay.BatchFinished && tb.BatchStatus != wechatpay.BatchClosed {
+		d.log.Error("batch not final near the 30-day query horizon", "out_batch_no", b.OutBatchNo, "status", tb.BatchStatus)
+	}
+	err = d.db.ApplyBatchStatus(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, ledger.BatchStatus{
+		BatchID: tb.BatchID, Status: tb.BatchStatus, CloseReason: tb.CloseReason,
+		SuccessAmount: int64(tb.SuccessAmount), FailAmount: int64(tb.FailAmount), SuccessNum: tb.SuccessNum, FailNum: tb.FailNum,
+	}, now.Add(d.poll.Interval))
+	d.changed()
+	return err
+}
+
+func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) error {
+	for offset := 0; offset < total; {
+		q, err := d.queryBatch(ctx, b.OutBatchNo, wechatpay.BatchQuery{
+			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
+		})
+		if err != nil {
+			return err
+		}
+		rows := make([]ledger.DetailRow, len(q.TransferDetailList))
+		for i, r := range q.TransferDetailList {
+			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
+		}
+		if _, err := d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows); err != nil {
+			return err
+		}
+		if len(rows) < d.poll.PageLimit {
+			break
+		}
+		offset += len(rows)
+	}
+	return nil
+}
+
+func (d *driver) queryBatch(ctx context.Context, outBatchNo string, q wechatpay.BatchQuery) (*wechatpay.BatchQueryResponse, error) {
+	res, err := d.cbQuery.Execute(func() (*wechatpay.BatchQueryResponse, error) {
+		if err := d.query.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return d.api.QueryBatchByOutBatchNo(ctx, outBatchNo, q)
+	})
+	if is429(err) {
+		d.query.Slow()
+	}
+	return res, err
+}
+
+// pollFailed reschedules a batch whose query failed. NOT_FOUND is not a failure (spec §6):
+// within the grace period the batch is still being accepted; after it, an operator is told,
+// and the batch keeps being queried under the same number.
+func (d *driver) pollFailed(ctx context.Context, b ledger.Batch, err error, now time.Time) error {
+	code := errorCode(err)
+	switch classify(err) {
+	case wechatpay.ClassNotFound:
+		if !b.NotFoundSince.IsZero() && now.Sub(b.NotFoundSince) > d.poll.NotFoundGrace {
+			d.log.Error("batch still NOT_FOUND after the grace period", "out_batch_no", b.OutBatchNo, "since", b.NotFoundSince)
+		}
+		return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, now.Add(d.poll.Interval), code, true)
+	case wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
+	}
+	d.log.Warn("batch query failed", "out_batch_no", b.OutBatchNo, "code", code)
+	return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, now.Add(d.backoff(2)), code, false)
+}
+
+// errorCode names an outcome for the ledger: the WeChat code, or a transport class.
+func errorCode(err error) string {
+	var ae *wechatpay.APIError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ae) && ae.Code != "":
+		return ae.Code
+	case errors.As(err, &ae):
+		return fmt.Sprintf("HTTP_%d", ae.StatusCode)
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return "BREAKER_OPEN"
+	case errors.Is(err, wechatpay.ErrUnverified):
+		return "UNVERIFIED_RESPONSE"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "TIMEOUT"
+	case errors.Is(err, wechatpay.ErrNotSent):
+		return "NOT_SENT"
+	}
+	return "TRANSPORT"
+}
+
+func is429(err error) bool {
+	var ae *wechatpay.APIError
+	return errors.As(err, &ae) && ae.StatusCode == 429
+}
