@@ -284,6 +284,10 @@ func badText(s string) string {
 	return ""
 }
 
+// ValidNo reports whether s is a valid WeChat number (out_detail_no, out_batch_no, mchid):
+// [0-9A-Za-z]{1,32} (spec §5).
+func ValidNo(s string) bool { return s != "" && len(s) <= MaxNoLen && isAlnum(s, false) }
+
 // isAlnum reports whether s is only [0-9A-Za-z], plus '_' and '-' when openID is set.
 func isAlnum(s string, openID bool) bool {
 	for i := 0; i < len(s); i++ {

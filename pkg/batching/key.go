@@ -1,0 +1,98 @@
+package batching
+
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+// Key is everything that must be equal for requests to share one API batch: the rail and
+// merchant, the batch-level fields of that rail's create body (spec §5: appid and
+// transfer_scene_id; spec §7: sub_mchid, sub_appid, sp_appid, authorization_type,
+// transfer_purpose, transfer_scene), whether user_name is present (all or none per batch,
+// spec §5) and the request's batch name/remark hints (hints shape the batch).
+type Key struct {
+	Rail              string
+	MchID             string
+	AppID             string
+	SceneID           string
+	SubMchID          string
+	SubAppID          string
+	SpAppID           string
+	AuthorizationType string
+	TransferPurpose   string
+	TransferScene     string
+	Named             bool
+	BatchName         string
+	BatchRemark       string
+}
+
+// KeyOf returns the group key of r.
+func KeyOf(r *payout.Request) Key {
+	return Key{
+		Rail: r.Rail(), MchID: r.MchID, AppID: r.AppID, SceneID: r.SceneID,
+		SubMchID: r.SubMchID, SubAppID: r.SubAppID, SpAppID: r.SpAppID,
+		AuthorizationType: r.AuthorizationType, TransferPurpose: r.TransferPurpose,
+		TransferScene: r.TransferScene, Named: r.UserName != "",
+		BatchName: r.BatchName, BatchRemark: r.BatchRemark,
+	}
+}
+
+// GroupKey returns KeyOf(r).String(): the stable string the pipeline stores in the ledger
+// and puts in Item.Group.
+func GroupKey(r *payout.Request) string { return KeyOf(r).String() }
+
+// keyFields pairs each wire name with its Key field; String and ParseKey both use it.
+var keyFields = []struct {
+	name string
+	ptr  func(*Key) *string
+}{
+	{"rail", func(k *Key) *string { return &k.Rail }},
+	{"mchid", func(k *Key) *string { return &k.MchID }},
+	{"appid", func(k *Key) *string { return &k.AppID }},
+	{"transfer_scene_id", func(k *Key) *string { return &k.SceneID }},
+	{"sub_mchid", func(k *Key) *string { return &k.SubMchID }},
+	{"sub_appid", func(k *Key) *string { return &k.SubAppID }},
+	{"sp_appid", func(k *Key) *string { return &k.SpAppID }},
+	{"authorization_type", func(k *Key) *string { return &k.AuthorizationType }},
+	{"transfer_purpose", func(k *Key) *string { return &k.TransferPurpose }},
+	{"transfer_scene", func(k *Key) *string { return &k.TransferScene }},
+	{"batch_name", func(k *Key) *string { return &k.BatchName }},
+	{"batch_remark", func(k *Key) *string { return &k.BatchRemark }},
+}
+
+// String encodes k as a URL query with sorted keys and empty fields left out, e.g.
+// "appid=wxa0000000000000001&mchid=1900000001&named=1&rail=direct&transfer_scene_id=1001".
+// Equal keys give equal strings and ParseKey inverts it.
+func (k Key) String() string {
+	v := make(url.Values, len(keyFields)+1)
+	for _, f := range keyFields {
+		if s := *f.ptr(&k); s != "" {
+			v.Set(f.name, s)
+		}
+	}
+	if k.Named {
+		v.Set("named", "1")
+	}
+	return v.Encode()
+}
+
+// ParseKey decodes a Key.String.
+func ParseKey(s string) (Key, error) {
+	var k Key
+	v, err := url.ParseQuery(s)
+	if err != nil {
+		return k, fmt.Errorf("batching: parse group key: %w", err)
+	}
+	for _, f := range keyFields {
+		*f.ptr(&k) = v.Get(f.name)
+		delete(v, f.name)
+	}
+	k.Named = v.Get("named") == "1"
+	delete(v, "named")
+	if len(v) > 0 || k.Rail == "" {
+		return k, fmt.Errorf("batching: parse group key: not a group key")
+	}
+	return k, nil
+}

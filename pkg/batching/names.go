@@ -1,0 +1,112 @@
+package batching
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxNameLen is the most characters in batch_name and batch_remark (spec §5).
+const MaxNameLen = 32
+
+// DefaultNames renders e.g. "20250301 批量转账 1001" and "BP10000000000000000042 共1000笔".
+var DefaultNames = Names{
+	NameTemplate:   "{{.Date}} 批量转账 {{.Scene}}",
+	RemarkTemplate: "{{.OutBatchNo}} 共{{.Count}}笔",
+}
+
+// ErrEmptyName means a template rendered an empty (or blank) batch name or remark.
+var ErrEmptyName = errors.New("batching: empty batch name or remark")
+
+// Names renders batch_name and batch_remark from text/template templates. The fields are
+// those of NameData. A request's batch name/remark hint (part of its group key) wins over
+// the template.
+type Names struct {
+	NameTemplate   string
+	RemarkTemplate string
+}
+
+// NameData is what the templates see.
+type NameData struct {
+	Date       string // the batch's seal date in Asia/Shanghai, "20060102"
+	Count      int    // total_num
+	Total      int64  // total_amount in fen
+	Yuan       string // total_amount in yuan, "1234.56"
+	Scene      string // transfer_scene_id, or transfer_scene on the partner rail
+	Rail       string
+	MchID      string
+	OutBatchNo string
+}
+
+// shanghai is China Standard Time (UTC+8, no DST), WeChat Pay's business day.
+var shanghai = time.FixedZone("CST", 8*3600)
+
+// Validate parses both templates and renders them once with sample data.
+func (n Names) Validate() error {
+	_, _, err := n.Render(Batch{OutBatchNo: OutBatchNo("X", 1), Items: []Item{{Seq: 1, Amount: 100}}}, Key{Rail: "direct"}, time.Unix(0, 0))
+	return err
+}
+
+// Render returns batch_name and batch_remark for b (whose group key is k) sealed at now:
+// the hint from k when set, else the template, trimmed to 32 characters, with control
+// characters replaced by spaces.
+func (n Names) Render(b Batch, k Key, now time.Time) (name, remark string, err error) {
+	total := b.TotalAmount()
+	d := NameData{
+		Date: now.In(shanghai).Format("20060102"), Count: b.TotalNum(), Total: total,
+		Yuan: fmt.Sprintf("%d.%02d", total/100, total%100), Scene: k.SceneID + k.TransferScene,
+		Rail: k.Rail, MchID: k.MchID, OutBatchNo: b.OutBatchNo,
+	}
+	if name, err = render("batch_name", k.BatchName, n.NameTemplate, d); err != nil {
+		return "", "", err
+	}
+	if remark, err = render("batch_remark", k.BatchRemark, n.RemarkTemplate, d); err != nil {
+		return "", "", err
+	}
+	return name, remark, nil
+}
+
+func render(field, hint, tmpl string, d NameData) (string, error) {
+	s := hint
+	if s == "" {
+		t, err := template.New(field).Option("missingkey=error").Parse(tmpl)
+		if err != nil {
+			return "", fmt.Errorf("batching: %s template: %w", field, err)
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, d); err != nil {
+			return "", fmt.Errorf("batching: %s template: %w", field, err)
+		}
+		s = b.String()
+	}
+	s = strings.TrimSpace(TrimChars(strings.Map(printable, s), MaxNameLen))
+	if s == "" {
+		return "", fmt.Errorf("%w: %s", ErrEmptyName, field)
+	}
+	return s, nil
+}
+
+func printable(r rune) rune {
+	if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+		return ' '
+	}
+	return r
+}
+
+// TrimChars returns s cut to at most n characters (runes), never inside a character.
+func TrimChars(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
+}
