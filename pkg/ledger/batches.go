@@ -1,0 +1,285 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Batch is one transfer batch. Members are payout seqs in body order; Body is the frozen
+// create-request body, sent byte for byte on every attempt (spec §10 rule 1).
+type Batch struct {
+	OutBatchNo, Rail, GroupKey, MchID string
+	Members                           []int64
+	TotalAmount                       int64
+	TotalNum                          int
+	Body                              []byte
+	State                             string
+	BatchID                           string
+	Attempts                          int
+	LastErrorCode, CloseReason        string
+	SuccessAmount, FailAmount         int64
+	SuccessNum, FailNum               int
+	NextAt                            time.Time // when the pipeline should next act (submit or poll)
+	NotFoundSince                     time.Time // first NOT_FOUND since the last status; zero if none
+	SealedAt, AcceptedAt, UpdatedAt   time.Time
+	StateAt                           time.Time // when the batch entered State
+	Settled                           bool      // FINISHED/CLOSED/REJECTED and every member final
+}
+
+// createBody is the part of a create-request body (spec §5, §7) the ledger checks against
+// the members: the same field names on both rails.
+type createBody struct {
+	OutBatchNo  string `json:"out_batch_no"`
+	TotalAmount int64  `json:"total_amount"`
+	TotalNum    int    `json:"total_num"`
+	Details     []struct {
+		OutDetailNo string `json:"out_detail_no"`
+		Amount      int64  `json:"transfer_amount"`
+	} `json:"transfer_detail_list"`
+}
+
+// querier is a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}
+
+// member is what sealing and auditing need of a batch member.
+type member struct {
+	seq        int64
+	key        string
+	amount     int64
+	state      string
+	outBatchNo string
+	rail       string
+	mchID      string
+	detailID   string
+}
+
+// checkBody reports how body disagrees with the batch and its members (nil if it agrees).
+func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, members []member) error {
+	var cb createBody
+	if err := json.Unmarshal(body, &cb); err != nil {
+		return fmt.Errorf("body is not a create request: %w", err)
+	}
+	if cb.OutBatchNo != outBatchNo || cb.TotalAmount != totalAmount || cb.TotalNum != totalNum || len(cb.Details) != len(members) {
+		return fmt.Errorf("body says out_batch_no=%s total_amount=%d total_num=%d with %d details; want %s %d %d %d",
+			cb.OutBatchNo, cb.TotalAmount, cb.TotalNum, len(cb.Details), outBatchNo, totalAmount, totalNum, len(members))
+	}
+	for i, d := range cb.Details {
+		if m := members[i]; d.OutDetailNo != m.key || d.Amount != m.amount {
+			return fmt.Errorf("body detail %d is %s/%d fen; member seq=%d is %s/%d fen", i, d.OutDetailNo, d.Amount, m.seq, m.key, m.amount)
+		}
+	}
+	return nil
+}
+
+// SealBatch commits a batch in one transaction: the batch row (state SEALED, NextAt = now)
+// with its frozen body, and every member CLAIMED → SEALED with the batch ref and body
+// position. From the stored rows it verifies that TotalAmount/TotalNum equal the members'
+// sum and count, that every member is CLAIMED, in no batch, of the batch's rail and mchid,
+// that TotalNum is within the rail's cap (1000 direct / 3000 partner), and that the body's
+// out_batch_no, totals and transfer_detail_list (out_detail_no, transfer_amount, in order)
+// match. Otherwise it returns an error wrapping ErrInvalid and writes nothing. Sealing the
+// same number again with the same members and body is a no-op.
+func (db *DB) SealBatch(ctx context.Context, b Batch) error {
+	if err := db.write(ctx, func(tx *sql.Tx) error { return db.seal(ctx, tx, b) }); err != nil {
+		return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)
+	}
+	return nil
+}
+
+func (db *DB) seal(ctx context.Context, tx *sql.Tx, b Batch) error {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+	}
+	switch {
+	case !validKey(b.OutBatchNo):
+		return invalid("out_batch_no: want 1-32 of [0-9A-Za-z]")
+	case railCap(b.Rail) == 0:
+		return invalid("rail %q: want direct or partner", b.Rail)
+	case b.TotalNum < 1 || b.TotalNum > railCap(b.Rail):
+		return invalid("total_num %d: want 1..%d on the %s rail", b.TotalNum, railCap(b.Rail), b.Rail)
+	case len(b.Members) != b.TotalNum:
+		return invalid("total_num %d but %d members", b.TotalNum, len(b.Members))
+	}
+	if old, err := db.batchTx(ctx, tx, b.OutBatchNo); err == nil {
+		if bytes.Equal(old.Body, b.Body) && equalSeqs(old.Members, b.Members) {
+			return nil
+		}
+		return invalid("already sealed with other members or body")
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	ms0, err := members(ctx, tx, `seq IN (`+placeholders(len(b.Members))+`)`, int64Args(b.Members)...)
+	if err != nil {
+		return err
+	}
+	bySeq := make(map[int64]member, len(ms0))
+	var sum int64
+	for _, m := range ms0 {
+		bySeq[m.seq] = m
+		sum += m.amount
+	}
+	ordered := make([]member, len(b.Members))
+	for i, s := range b.Members {
+		m, ok := bySeq[s]
+		switch {
+		case !ok:
+			return invalid("member seq=%d: not stored (or listed twice)", s)
+		case m.state != PayoutClaimed || m.outBatchNo != "":
+			return invalid("member seq=%d out_detail_no=%s is %s in batch %q, want CLAIMED in none", s, m.key, m.state, m.outBatchNo)
+		case m.rail != b.Rail || m.mchID != b.MchID:
+			return invalid("member seq=%d out_detail_no=%s is %s/%s, batch is %s/%s", s, m.key, m.rail, m.mchID, b.Rail, b.MchID)
+		}
+		delete(bySeq, s)
+		ordered[i] = m
+	}
+	if sum != b.TotalAmount || len(ms0) != b.TotalNum {
+		return invalid("total_amount=%d total_num=%d but members sum to %d in %d", b.TotalAmount, b.TotalNum, sum, len(ms0))
+	}
+	if err := checkBody(b.OutBatchNo, b.TotalAmount, b.TotalNum, b.Body, ordered); err != nil {
+		return invalid("%v", err)
+	}
+	now := ms(db.now())
+	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num, body,
+		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
+		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now); err != nil {
+		return err
+	}
+	stmt, err := tx.PrepareContext(ctx, `UPDATE payouts SET state = 'SEALED', out_batch_no = ?, batch_pos = ?, updated_at = ?
+		WHERE seq = ? AND state = 'CLAIMED' AND out_batch_no IS NULL`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for i, s := range b.Members {
+		r, err := stmt.ExecContext(ctx, b.OutBatchNo, i, now, s)
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("seal member seq=%d: %d rows (%v)", s, n, err)
+		}
+	}
+	digest := sha256.Sum256(b.Body)
+	return db.appendEvent(ctx, tx, event{At: now, Source: srcPipeline, Kind: kindSeal, OutBatchNo: b.OutBatchNo,
+		Seqs: encodeSeqs(b.Members), From: PayoutClaimed, To: PayoutSealed, Digest: digest[:],
+		Data: fmt.Sprintf("total_amount=%d total_num=%d", b.TotalAmount, b.TotalNum)})
+}
+
+func equalSeqs(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// members selects batch-member facts for payouts matching where.
+func members(ctx context.Context, q querier, where string, args ...any) ([]member, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, out_detail_no, amount, state, coalesce(out_batch_no, ''), rail, mchid,
+		detail_id FROM payouts WHERE `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []member
+	for rows.Next() {
+		var m member
+		if err := rows.Scan(&m.seq, &m.key, &m.amount, &m.state, &m.outBatchNo, &m.rail, &m.mchID, &m.detailID); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
+	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
+	sealed_at, accepted_at, state_at, updated_at, settled`
+
+// queryBatches runs a batchCols query and loads each batch's members.
+func queryBatches(ctx context.Context, q querier, query string, args ...any) ([]Batch, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []Batch
+	for rows.Next() {
+		var b Batch
+		var next, nf, sealed, acc, stateAt, upd int64
+		if err := rows.Scan(&b.OutBatchNo, &b.Rail, &b.GroupKey, &b.MchID, &b.TotalAmount, &b.TotalNum, &b.Body, &b.State,
+			&b.BatchID, &b.Attempts, &b.LastErrorCode, &b.CloseReason, &b.SuccessAmount, &b.FailAmount, &b.SuccessNum,
+			&b.FailNum, &next, &nf, &sealed, &acc, &stateAt, &upd, &b.Settled); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		b.NextAt, b.NotFoundSince, b.SealedAt, b.AcceptedAt = fromMS(next), fromMS(nf), fromMS(sealed), fromMS(acc)
+		b.StateAt, b.UpdatedAt = fromMS(stateAt), fromMS(upd)
+		out = append(out, b)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		ms, err := members(ctx, q, `out_batch_no = ? ORDER BY batch_pos`, out[i].OutBatchNo)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Members = make([]int64, len(ms))
+		for j, m := range ms {
+			out[i].Members[j] = m.seq
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string) (Batch, error) {
+	bs, err := queryBatches(ctx, q, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
+	switch {
+	case err != nil:
+		return Batch{}, err
+	case len(bs) == 0:
+		return Batch{}, ErrNotFound
+	}
+	return bs[0], nil
+}
+
+// Batch returns the batch with its members, or an error wrapping ErrNotFound.
+func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
+	b, err := db.batchTx(ctx, db.rdb, outBatchNo)
+	if err != nil {
+		return Batch{}, fmt.Errorf("batch %s: %w", outBatchNo, err)
+	}
+	return b, nil
+}
+
+// DueBatches returns up to limit unsettled batches with NextAt ≤ now, earliest first: those
+// in state SEALED are to be submitted (with their frozen Body), the others to be polled.
+func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch, error) {
+	bs, err := queryBatches(ctx, db.rdb, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?
+		ORDER BY next_at LIMIT ?`, ms(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("due batches: %w", err)
+	}
+	return bs, nil
+}
+
+// NextDue returns the earliest NextAt of the unsettled batches; ok is false when there are none.
+func (db *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var v sql.NullInt64
+	if err := db.rdb.QueryRowContext(ctx, `SELECT min(next_at) FROM batches WHERE settled = 0`).Scan(&v); err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	return time.UnixMilli(v.Int64).UTC(), v.Valid, nil
+}

@@ -1,0 +1,131 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Event sources (the events.source column). Source values are also the public Source type.
+const (
+	srcIntake   = "intake"   // InsertPayouts, MarkClaimed, MarkDuplicate
+	srcPipeline = "pipeline" // SealBatch
+)
+
+// Event kinds (the events.kind column).
+const (
+	kindInsert      = "insert"       // payouts seq range inserted; digest = rowsDigest of the range
+	kindPayoutState = "payout_state" // payouts in seqs moved from_state → to_state
+	kindSeal        = "seal"         // batch sealed with members seqs (body order); digest = SHA-256(body)
+	kindBatchState  = "batch_state"  // batch moved from_state → to_state (possibly the same, with new data)
+	kindSubmit      = "submit"       // a submit attempt's outcome (no state change unless rejected)
+)
+
+// event is one row of the append-only, hash-chained events table.
+type event struct {
+	ID         int64
+	At         int64
+	Source     string
+	Kind       string
+	OutBatchNo string
+	Seqs       string // encodeSeqs form
+	From, To   string
+	Data       string
+	Digest     []byte
+	PrevHash   []byte
+	Hash       []byte
+}
+
+// chainHash is SHA-256(prev ‖ canonical(row)): every field length-prefixed, integers decimal.
+func (e *event) chainHash(prev []byte) []byte {
+	h := sha256.New()
+	h.Write(prev)
+	var lb [binary.MaxVarintLen64]byte
+	for _, f := range [][]byte{
+		[]byte(strconv.FormatInt(e.ID, 10)), []byte(strconv.FormatInt(e.At, 10)),
+		[]byte(e.Source), []byte(e.Kind), []byte(e.OutBatchNo), []byte(e.Seqs),
+		[]byte(e.From), []byte(e.To), []byte(e.Data), e.Digest,
+	} {
+		h.Write(lb[:binary.PutUvarint(lb[:], uint64(len(f)))])
+		h.Write(f)
+	}
+	return h.Sum(nil)
+}
+
+// appendEvent assigns the next id, chains e onto db.head and inserts it. Must run inside
+// db.write (db.head is guarded by the write semaphore and restored on rollback).
+func (db *DB) appendEvent(ctx context.Context, tx *sql.Tx, e event) error {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) + 1 FROM events`).Scan(&e.ID); err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	if e.At == 0 {
+		e.At = ms(db.now())
+	}
+	if e.Digest == nil {
+		e.Digest = []byte{}
+	}
+	e.PrevHash = db.head
+	e.Hash = e.chainHash(e.PrevHash)
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.At, e.Source, e.Kind, e.OutBatchNo, e.Seqs, e.From, e.To, e.Data, e.Digest, e.PrevHash, e.Hash)
+	if err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	db.head = e.Hash
+	return nil
+}
+
+// encodeSeqs writes seqs (in the given order) as comma-separated runs: "1-4,9,12-13".
+// Runs are ascending only, so order is preserved exactly.
+func encodeSeqs(seqs []int64) string {
+	var b strings.Builder
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(seqs[i], 10))
+		if j > i {
+			b.WriteByte('-')
+			b.WriteString(strconv.FormatInt(seqs[j], 10))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+// decodeSeqs is the inverse of encodeSeqs.
+func decodeSeqs(s string) ([]int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int64
+	for _, run := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(run, "-")
+		a, err := strconv.ParseInt(lo, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("seqs %q: %w", s, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseInt(hi, 10, 64); err != nil {
+				return nil, fmt.Errorf("seqs %q: %w", s, err)
+			}
+		}
+		if b < a || b-a > 1<<24 {
+			return nil, fmt.Errorf("seqs %q: bad run %q", s, run)
+		}
+		for v := a; v <= b; v++ {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}

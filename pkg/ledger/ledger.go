@@ -1,0 +1,304 @@
+// Package ledger is paystream's durable record of every payout request, every batch and every
+// state change, kept in one SQLite file per processor instance.
+//
+// The ledger is the source of truth for the rules of money: a request is committed here before
+// its message is acked; a batch's out_batch_no, members and frozen body bytes are committed
+// (SealBatch) before the first submit; states only move forward; every change is appended to a
+// hash-chained events table so an edited history is detectable by Audit.
+//
+// A DB has one writer connection (every write is one transaction through db.write) and a
+// separate read-only pool. All methods are safe for concurrent use. Times are stored as Unix
+// milliseconds; amounts are integer fen.
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Errors callers branch on.
+var (
+	// ErrNotFound: no batch (or payout) with that key.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrIllegalTransition: a state change the state machine forbids; it was logged, counted
+	// (IllegalTransitions) and not applied.
+	ErrIllegalTransition = errors.New("ledger: illegal transition")
+	// ErrInvalid: the caller passed data that violates a ledger rule (wrong totals, cap,
+	// member not claimed, body not matching its members, …). Nothing was written.
+	ErrInvalid = errors.New("ledger: invalid")
+)
+
+// Option configures Open.
+type Option func(*DB)
+
+// WithNow sets the clock used for every timestamp the ledger writes (default time.Now).
+func WithNow(now func() time.Time) Option { return func(db *DB) { db.now = now } }
+
+// WithLogger sets the logger for illegal transitions and conflicts (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(db *DB) { db.log = l } }
+
+// DB is an open ledger file. Close it when done; it is safe for concurrent use.
+type DB struct {
+	path       string
+	instanceID string
+	now        func() time.Time
+	log        *slog.Logger
+
+	wdb *sql.DB // the single writer
+	rdb *sql.DB // read-only pool
+
+	upTo     int           // migrations to apply; 0 = all (tests open older schema versions)
+	sem      chan struct{} // weight-1 write semaphore, honours ctx
+	head     []byte        // hash of the last event; guarded by sem
+	illegal  atomic.Int64
+	closeOne sync.Once
+}
+
+const driverName = "sqlite3_paystream"
+
+func init() {
+	sql.Register(driverName, &sqlite3.SQLiteDriver{
+		ConnectHook: func(c *sqlite3.SQLiteConn) error {
+			// A large page cache and mmap keep the random-key index hot at millions of rows;
+			// a bigger auto-checkpoint amortises rewriting index pages dirtied by many commits.
+			_, err := c.Exec(`PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824;
+				PRAGMA wal_autocheckpoint = 10000; PRAGMA temp_store = MEMORY;`, nil)
+			return err
+		},
+	})
+}
+
+// Open opens (creating it with mode 0600 if absent) the ledger at path and applies any
+// pending embedded migrations. The caller must Close the DB.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	db := &DB{path: path, now: time.Now, log: slog.Default(), sem: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(db)
+	}
+	if path == "" {
+		return nil, fmt.Errorf("open ledger: %w: empty path", ErrInvalid)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	if db.wdb, err = sql.Open(driverName, dsn(path, false)); err != nil {
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	db.wdb.SetMaxOpenConns(1)
+	db.wdb.SetMaxIdleConns(1)
+	db.wdb.SetConnMaxLifetime(0)
+	if db.upTo == 0 {
+		db.upTo = len(migrations())
+	}
+	if err := db.init(ctx, db.upTo); err != nil {
+		db.wdb.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	if db.rdb, err = sql.Open(driverName, dsn(path, true)); err != nil {
+		db.wdb.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// dsn builds the connection string of STYLE.md; readOnly connections use mode=ro.
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", "5000")
+	q.Set("_foreign_keys", "on")
+	if readOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// init applies the first upTo migrations and loads the meta data and the event chain head.
+func (db *DB) init(ctx context.Context, upTo int) error {
+	if err := migrate(ctx, db.wdb, upTo, db.now); err != nil {
+		return err
+	}
+	return db.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&db.instanceID)
+		if errors.Is(err, sql.ErrNoRows) {
+			db.instanceID = newInstanceID()
+			_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('instance_id', ?), ('created_at', ?)`,
+				db.instanceID, db.now().UTC().Format(time.RFC3339Nano))
+		}
+		if err != nil {
+			return fmt.Errorf("instance id: %w", err)
+		}
+		err = tx.QueryRowContext(ctx, `SELECT hash FROM events ORDER BY id DESC LIMIT 1`).Scan(&db.head)
+		if errors.Is(err, sql.ErrNoRows) {
+			db.head, err = []byte{}, nil
+		}
+		return err
+	})
+}
+
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+func newInstanceID() string {
+	b := make([]byte, 10)
+	for i := range b {
+		b[i] = idAlphabet[randIntn(len(idAlphabet))]
+	}
+	return string(b)
+}
+
+// randIntn returns a uniform int in [0,n) from crypto/rand (rejection sampling on one byte).
+func randIntn(n int) int {
+	limit := 256 - 256%n
+	var b [1]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥1.24)
+		if int(b[0]) < limit {
+			return int(b[0]) % n
+		}
+	}
+}
+
+type migration struct{ version, sql string }
+
+func migrations() []migration {
+	names, _ := fs.Glob(migrationFS, "migrations/*.sql") // pattern is valid
+	sort.Strings(names)
+	ms := make([]migration, 0, len(names))
+	for _, n := range names {
+		b, _ := migrationFS.ReadFile(n) // embedded: cannot fail
+		ms = append(ms, migration{version: strings.TrimSuffix(strings.TrimPrefix(n, "migrations/"), ".sql"), sql: string(b)})
+	}
+	return ms
+}
+
+// migrate applies the first upTo embedded migrations not yet recorded in schema_migrations,
+// one transaction each.
+func migrate(ctx context.Context, wdb *sql.DB, upTo int, now func() time.Time) error {
+	if _, err := wdb.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		return fmt.Errorf("migrations table: %w", err)
+	}
+	for _, m := range migrations()[:upTo] {
+		if err := applyMigration(ctx, wdb, m, now); err != nil {
+			return fmt.Errorf("migration %s: %w", m.version, err)
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, wdb *sql.DB, m migration, now func() time.Time) error {
+	tx, err := wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, ms(now())); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Close closes both pools. Pending writes finish first (they hold the write connection).
+func (db *DB) Close() error {
+	var err error
+	db.closeOne.Do(func() {
+		err = errors.Join(db.rdb.Close(), db.wdb.Close())
+	})
+	return err
+}
+
+// Path returns the file the ledger was opened from.
+func (db *DB) Path() string { return db.path }
+
+// InstanceID returns the random [0-9A-Za-z]{10} id generated when the file was created; it is
+// stable across reopen and names this ledger (and its processor) to other replicas.
+func (db *DB) InstanceID() string { return db.instanceID }
+
+// IllegalTransitions returns how many illegal transitions were refused since Open.
+func (db *DB) IllegalTransitions() int64 { return db.illegal.Load() }
+
+// write runs fn in one IMMEDIATE transaction on the single writer and commits it. Events
+// appended by fn extend the hash chain; the in-memory head only advances on commit.
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	select {
+	case db.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-db.sem }()
+	head := db.head
+	tx, err := db.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		db.head = head
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		db.head = head
+		return err
+	}
+	return nil
+}
+
+// illegalf logs and counts a refused transition and returns an error wrapping
+// ErrIllegalTransition.
+func (db *DB) illegalf(ctx context.Context, format string, args ...any) error {
+	db.illegal.Add(1)
+	err := fmt.Errorf("%w: "+format, append([]any{ErrIllegalTransition}, args...)...)
+	db.log.WarnContext(ctx, "ledger: illegal transition refused", slog.String("error", err.Error()))
+	return err
+}
+
+// ms converts t to stored Unix milliseconds; the zero time is stored as 0.
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// fromMS converts stored Unix milliseconds back; 0 is the zero time.
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}

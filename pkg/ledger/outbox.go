@@ -1,0 +1,119 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// Outcome is one outbox row: a payout that reached a final state (SUCCESS, FAIL, REJECTED,
+// DUPLICATE), written in the transaction that made it final. The pipeline publishes it
+// (message id = OutDetailNo + State) and then calls MarkPublished.
+type Outcome struct {
+	ID                                                                   int64
+	OutDetailNo, MchID, State, OutBatchNo, BatchID, DetailID, FailReason string
+	Amount                                                               int64
+	At                                                                   time.Time
+}
+
+// PendingOutcomes returns up to limit unpublished outcomes, oldest first.
+func (db *DB) PendingOutcomes(ctx context.Context, limit int) ([]Outcome, error) {
+	rows, err := db.rdb.QueryContext(ctx, `SELECT o.id, p.out_detail_no, p.mchid, o.state, coalesce(p.out_batch_no, ''),
+		coalesce(b.batch_id, ''), p.detail_id, p.fail_reason, p.amount, o.at
+		FROM outcomes o JOIN payouts p ON p.seq = o.seq LEFT JOIN batches b ON b.out_batch_no = p.out_batch_no
+		WHERE o.published_at = 0 ORDER BY o.id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending outcomes: %w", err)
+	}
+	defer rows.Close()
+	var out []Outcome
+	for rows.Next() {
+		var o Outcome
+		var at int64
+		if err := rows.Scan(&o.ID, &o.OutDetailNo, &o.MchID, &o.State, &o.OutBatchNo, &o.BatchID, &o.DetailID,
+			&o.FailReason, &o.Amount, &at); err != nil {
+			return nil, fmt.Errorf("pending outcomes: %w", err)
+		}
+		o.At = fromMS(at)
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// MarkPublished marks outcomes as published in one transaction; already published or unknown
+// ids are ignored.
+func (db *DB) MarkPublished(ctx context.Context, ids []int64) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		now := ms(db.now())
+		for lo := 0; lo < len(ids); lo += 1000 {
+			part := ids[lo:min(lo+1000, len(ids))]
+			if _, err := tx.ExecContext(ctx, `UPDATE outcomes SET published_at = ? WHERE published_at = 0 AND id IN (`+
+				placeholders(len(part))+`)`, append([]any{now}, int64Args(part)...)...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark published: %w", err)
+	}
+	return nil
+}
+
+// StateTotal is a count of payouts and their amount in fen.
+type StateTotal struct {
+	Count  int
+	Amount int64
+}
+
+// Summary counts batches and payouts by state, and recorded conflicts.
+type Summary struct {
+	Batches   map[string]int
+	Payouts   map[string]StateTotal
+	Conflicts int
+}
+
+// Summary scans the ledger (O(payouts); meant for a final print or a slow metrics tick).
+func (db *DB) Summary(ctx context.Context) (Summary, error) {
+	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}}
+	err := func() error {
+		rows, err := db.rdb.QueryContext(ctx, `SELECT state, count(*) FROM batches GROUP BY state`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st string
+			var n int
+			if err := rows.Scan(&st, &n); err != nil {
+				return err
+			}
+			s.Batches[st] = n
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		prows, err := db.rdb.QueryContext(ctx, `SELECT state, count(*), sum(amount) FROM payouts GROUP BY state`)
+		if err != nil {
+			return err
+		}
+		defer prows.Close()
+		for prows.Next() {
+			var st string
+			var t StateTotal
+			if err := prows.Scan(&st, &t.Count, &t.Amount); err != nil {
+				return err
+			}
+			s.Payouts[st] = t
+		}
+		if err := prows.Err(); err != nil {
+			return err
+		}
+		return db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM conflicts`).Scan(&s.Conflicts)
+	}()
+	if err != nil {
+		return Summary{}, fmt.Errorf("summary: %w", err)
+	}
+	return s, nil
+}

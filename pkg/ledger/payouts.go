@@ -1,0 +1,468 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Payout is one payout request as stored. Seq is assigned by InsertPayouts (ordered). The
+// caller computes ContentHash (a keyed hash of the request content): equal hashes mean the
+// same request. UserNameCipher is the OAEP ciphertext (base64) or "", never plaintext.
+type Payout struct {
+	Seq                                                                          int64
+	OutDetailNo, MchID, AppID, SubMchID, OpenID, Remark, SceneID, Rail, GroupKey string
+	Amount                                                                       int64
+	UserNameCipher                                                               string
+	ContentHash                                                                  []byte
+	StreamSeq                                                                    uint64
+	State, OutBatchNo, DetailID, FailReason                                      string
+	ReceivedAt, UpdatedAt                                                        time.Time
+}
+
+// LogValue redacts the openid and the name cipher.
+func (p Payout) LogValue() slog.Value {
+	return slog.GroupValue(slog.Int64("seq", p.Seq), slog.String("out_detail_no", p.OutDetailNo),
+		slog.String("mchid", p.MchID), slog.Int64("amount", p.Amount), slog.String("state", p.State))
+}
+
+// InsertStatus says what InsertPayouts did with one request.
+type InsertStatus int
+
+// Insert statuses.
+const (
+	Inserted InsertStatus = iota // new key: stored in state RECEIVED
+	Existing                     // same key, same ContentHash: nothing written
+	Conflict                     // same key, other content: recorded in conflicts, nothing overwritten
+)
+
+// String returns the status name.
+func (s InsertStatus) String() string {
+	switch s {
+	case Inserted:
+		return "inserted"
+	case Existing:
+		return "existing"
+	case Conflict:
+		return "conflict"
+	}
+	return "InsertStatus(" + strconv.Itoa(int(s)) + ")"
+}
+
+// InsertResult is the outcome for one request of InsertPayouts. Seq and State are those of
+// the stored row (the new one, or the one that already held the key).
+type InsertResult struct {
+	Status InsertStatus
+	Seq    int64
+	State  string
+}
+
+// minCipherLen is the shortest plausible base64 RSA-OAEP ciphertext (a 1024-bit key);
+// anything shorter is refused as a possible plaintext name (rule 5).
+const minCipherLen = 128
+
+// validate checks the fields the schema and the rules of money require.
+func (p *Payout) validate() error {
+	switch {
+	case !validKey(p.OutDetailNo):
+		return fmt.Errorf("out_detail_no %q: want 1-32 of [0-9A-Za-z]", p.OutDetailNo)
+	case p.Amount <= 0:
+		return fmt.Errorf("out_detail_no %s: amount %d fen: want > 0", p.OutDetailNo, p.Amount)
+	case p.MchID == "":
+		return fmt.Errorf("out_detail_no %s: empty mchid", p.OutDetailNo)
+	case railCap(p.Rail) == 0:
+		return fmt.Errorf("out_detail_no %s: rail %q: want direct or partner", p.OutDetailNo, p.Rail)
+	case len(p.ContentHash) == 0:
+		return fmt.Errorf("out_detail_no %s: empty content hash", p.OutDetailNo)
+	case p.StreamSeq > 1<<63-1:
+		return fmt.Errorf("out_detail_no %s: stream seq %d out of range", p.OutDetailNo, p.StreamSeq)
+	}
+	if p.UserNameCipher != "" {
+		b, err := base64.StdEncoding.DecodeString(p.UserNameCipher)
+		if err != nil || len(b) < minCipherLen {
+			return fmt.Errorf("out_detail_no %s: user_name_cipher is not an OAEP ciphertext", p.OutDetailNo)
+		}
+	}
+	return nil
+}
+
+// validKey reports whether s is a valid out_detail_no / out_batch_no (spec §5).
+func validKey(s string) bool {
+	if len(s) < 1 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// keyHash is the 64-bit FNV-1a hash of an out_detail_no, the only index on the random key.
+func keyHash(key string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return int64(h.Sum64())
+}
+
+// rowDigestLen is the length of one row's digest in an insert event.
+const rowDigestLen = 8
+
+// rowDigests returns, for each of ps in order, the first rowDigestLen bytes of SHA-256 over
+// the canonical encoding of its immutable request fields. The insert event stores them (so
+// the chain covers every row's content); Audit recomputes them and names any edited row.
+func rowDigests(ps []Payout) []byte {
+	out := make([]byte, 0, len(ps)*rowDigestLen)
+	var lb [binary.MaxVarintLen64]byte
+	for i := range ps {
+		p := &ps[i]
+		h := sha256.New()
+		put := func(b []byte) {
+			h.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
+			h.Write(b)
+		}
+		put([]byte(strconv.FormatInt(p.Seq, 10)))
+		for _, s := range []string{p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID, p.Remark, p.SceneID, p.Rail, p.GroupKey} {
+			put([]byte(s))
+		}
+		put([]byte(strconv.FormatInt(p.Amount, 10)))
+		put([]byte(p.UserNameCipher))
+		put(p.ContentHash)
+		put([]byte(strconv.FormatUint(p.StreamSeq, 10)))
+		out = h.Sum(out)[:len(out)+rowDigestLen]
+	}
+	return out
+}
+
+// storedKey is what InsertPayouts needs to know about a stored key.
+type storedKey struct {
+	seq         int64
+	contentHash []byte
+	state       string
+}
+
+const insertChunk = 200 // rows per multi-row INSERT (16 columns: 3200 parameters)
+
+// InsertPayouts records a group of requests in ONE transaction and returns one result per
+// request, in input order. A request whose key is stored with the same ContentHash is
+// Existing (no-op); with another ContentHash it is a Conflict, recorded in the conflicts
+// table without touching the stored row. Duplicates inside ps are handled the same way
+// against the earlier one. New rows get ordered seqs and state RECEIVED, and one insert
+// event covering the whole group is appended. An invalid request fails the whole call with
+// ErrInvalid and nothing is written.
+func (db *DB) InsertPayouts(ctx context.Context, ps []Payout) ([]InsertResult, error) {
+	for i := range ps {
+		if err := ps[i].validate(); err != nil {
+			return nil, fmt.Errorf("insert payouts: request %d: %w: %w", i, ErrInvalid, err)
+		}
+	}
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	var res []InsertResult
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = db.insertPayouts(ctx, tx, ps)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert payouts: %w", err)
+	}
+	return res, nil
+}
+
+func (db *DB) insertPayouts(ctx context.Context, tx *sql.Tx, ps []Payout) ([]InsertResult, error) {
+	hashes := make([]any, len(ps))
+	for i := range ps {
+		hashes[i] = keyHash(ps[i].OutDetailNo)
+	}
+	stored, err := lookupKeys(ctx, tx, hashes)
+	if err != nil {
+		return nil, err
+	}
+	var next int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) + 1 FROM payouts`).Scan(&next); err != nil {
+		return nil, err
+	}
+	now := ms(db.now())
+	res := make([]InsertResult, len(ps))
+	fresh := make([]Payout, 0, len(ps))
+	for i := range ps {
+		p := ps[i]
+		if k, ok := stored[p.OutDetailNo]; ok {
+			res[i] = InsertResult{Status: Existing, Seq: k.seq, State: k.state}
+			if !bytes.Equal(k.contentHash, p.ContentHash) {
+				res[i].Status = Conflict
+				if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at) VALUES (?, ?, ?, ?, ?)`,
+					k.seq, p.OutDetailNo, p.ContentHash, int64(p.StreamSeq), now); err != nil {
+					return nil, fmt.Errorf("record conflict %s: %w", p.OutDetailNo, err)
+				}
+				db.log.WarnContext(ctx, "ledger: same out_detail_no with other content; kept the stored request",
+					slog.String("out_detail_no", p.OutDetailNo), slog.Int64("seq", k.seq), slog.Uint64("stream_seq", p.StreamSeq))
+			}
+			continue
+		}
+		p.Seq, p.State = next, PayoutReceived
+		next++
+		stored[p.OutDetailNo] = storedKey{seq: p.Seq, contentHash: p.ContentHash, state: PayoutReceived}
+		res[i] = InsertResult{Status: Inserted, Seq: p.Seq, State: PayoutReceived}
+		fresh = append(fresh, p)
+	}
+	if len(fresh) == 0 {
+		return res, nil
+	}
+	for lo := 0; lo < len(fresh); lo += insertChunk {
+		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
+		args := make([]any, 0, len(chunk)*17)
+		for _, p := range chunk {
+			args = append(args, p.Seq, keyHash(p.OutDetailNo), p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
+				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), now, now)
+		}
+		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
+			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(`(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`, len(chunk)), ",")
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return nil, err
+		}
+	}
+	return res, db.appendEvent(ctx, tx, event{
+		At: now, Source: srcIntake, Kind: kindInsert, To: PayoutReceived,
+		Seqs:   encodeSeqs([]int64{fresh[0].Seq, fresh[len(fresh)-1].Seq}),
+		Digest: rowDigests(fresh),
+	})
+}
+
+// lookupKeys returns the stored rows whose key_hash is among hashes, by out_detail_no.
+func lookupKeys(ctx context.Context, tx *sql.Tx, hashes []any) (map[string]storedKey, error) {
+	out := make(map[string]storedKey, len(hashes))
+	const chunk = 1000
+	for lo := 0; lo < len(hashes); lo += chunk {
+		part := hashes[lo:min(lo+chunk, len(hashes))]
+		rows, err := tx.QueryContext(ctx, `SELECT seq, out_detail_no, content_hash, state FROM payouts WHERE key_hash IN (`+
+			placeholders(len(part))+`)`, part...)
+		if err != nil {
+			return nil, fmt.Errorf("look up keys: %w", err)
+		}
+		for rows.Next() {
+			var k storedKey
+			var key string
+			if err := rows.Scan(&k.seq, &key, &k.contentHash, &k.state); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[key] = k
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// placeholders returns "?,?,…" with n marks.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+
+// int64Args converts seqs to query arguments.
+func int64Args(seqs []int64) []any {
+	a := make([]any, len(seqs))
+	for i, s := range seqs {
+		a[i] = s
+	}
+	return a
+}
+
+// MarkClaimed moves every seq RECEIVED → CLAIMED in one transaction. Seqs already CLAIMED are
+// left alone (a retried call is a no-op). If any seq is in another state, or unknown, nothing is
+// applied and the error wraps ErrIllegalTransition (or ErrNotFound).
+func (db *DB) MarkClaimed(ctx context.Context, seqs []int64) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		states, err := payoutStates(ctx, tx, seqs)
+		if err != nil {
+			return err
+		}
+		var move []int64
+		for _, s := range seqs {
+			switch st, ok := states[s]; {
+			case !ok:
+				return fmt.Errorf("payout seq=%d: %w", s, ErrNotFound)
+			case st == PayoutReceived:
+				move = append(move, s)
+				states[s] = PayoutClaimed // a seq listed twice moves once
+			case st != PayoutClaimed:
+				return db.illegalf(ctx, "payout seq=%d %s → %s", s, st, PayoutClaimed)
+			}
+		}
+		return db.movePayouts(ctx, tx, payoutMove{src: srcIntake, seqs: move, from: PayoutReceived, to: PayoutClaimed})
+	})
+	if err != nil {
+		return fmt.Errorf("mark claimed: %w", err)
+	}
+	return nil
+}
+
+// MarkDuplicate moves seq RECEIVED → DUPLICATE because another owner (recorded as the
+// payout's fail_reason) has the key, and writes its outcome. Repeating it is a no-op.
+func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		states, err := payoutStates(ctx, tx, []int64{seq})
+		if err != nil {
+			return err
+		}
+		switch st, ok := states[seq]; {
+		case !ok:
+			return fmt.Errorf("payout seq=%d: %w", seq, ErrNotFound)
+		case st == PayoutDuplicate:
+			return nil
+		case st != PayoutReceived:
+			return db.illegalf(ctx, "payout seq=%d %s → %s", seq, st, PayoutDuplicate)
+		}
+		return db.movePayouts(ctx, tx, payoutMove{src: srcIntake, seqs: []int64{seq}, from: PayoutReceived,
+			to: PayoutDuplicate, failReason: "owner " + owner})
+	})
+	if err != nil {
+		return fmt.Errorf("mark duplicate: %w", err)
+	}
+	return nil
+}
+
+// payoutStates returns the current state of each known seq.
+func payoutStates(ctx context.Context, tx *sql.Tx, seqs []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(seqs))
+	const chunk = 1000
+	for lo := 0; lo < len(seqs); lo += chunk {
+		part := seqs[lo:min(lo+chunk, len(seqs))]
+		rows, err := tx.QueryContext(ctx, `SELECT seq, state FROM payouts WHERE seq IN (`+placeholders(len(part))+`)`, int64Args(part)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var s int64
+			var st string
+			if err := rows.Scan(&s, &st); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[s] = st
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// payoutMove is one state change of a set of payouts that are all in state from.
+type payoutMove struct {
+	src, batch string
+	seqs       []int64
+	from, to   string
+	failReason string // set when non-empty
+	detailID   string // set when non-empty
+	data       string // event data
+	at         int64  // 0 = now
+}
+
+// movePayouts applies m (the caller has checked legality), writes outbox rows when m.to is
+// final, and appends one event. Every row must be in m.from or the transaction fails.
+func (db *DB) movePayouts(ctx context.Context, tx *sql.Tx, m payoutMove) error {
+	if len(m.seqs) == 0 {
+		return nil
+	}
+	if m.at == 0 {
+		m.at = ms(db.now())
+	}
+	const chunk = 1000
+	for lo := 0; lo < len(m.seqs); lo += chunk {
+		part := m.seqs[lo:min(lo+chunk, len(m.seqs))]
+		args := append([]any{m.to, m.at, m.failReason, m.failReason, m.detailID, m.detailID, m.from}, int64Args(part)...)
+		r, err := tx.ExecContext(ctx, `UPDATE payouts SET state = ?, updated_at = ?,
+			fail_reason = CASE WHEN ? != '' THEN ? ELSE fail_reason END,
+			detail_id = CASE WHEN ? != '' THEN ? ELSE detail_id END
+			WHERE state = ? AND seq IN (`+placeholders(len(part))+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("move payouts to %s: %w", m.to, err)
+		}
+		if n, err := r.RowsAffected(); err != nil || n != int64(len(part)) {
+			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state (%v)", m.from, m.to, n, len(part), err)
+		}
+		if PayoutFinal(m.to) {
+			_, err := tx.ExecContext(ctx, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
+				placeholders(len(part))+`)`, append([]any{m.at}, int64Args(part)...)...)
+			if err != nil {
+				return fmt.Errorf("write outcomes: %w", err)
+			}
+		}
+	}
+	return db.appendEvent(ctx, tx, event{At: m.at, Source: m.src, Kind: kindPayoutState, OutBatchNo: m.batch,
+		Seqs: encodeSeqs(m.seqs), From: m.from, To: m.to, Data: m.data})
+}
+
+const payoutCols = `seq, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail, group_key, amount,
+	user_name_cipher, content_hash, stream_seq, state, coalesce(out_batch_no, ''), detail_id, fail_reason, received_at, updated_at`
+
+// scanPayout scans one row selected with payoutCols.
+func scanPayout(sc interface{ Scan(...any) error }) (Payout, error) {
+	var p Payout
+	var streamSeq, recv, upd int64
+	err := sc.Scan(&p.Seq, &p.OutDetailNo, &p.MchID, &p.AppID, &p.SubMchID, &p.OpenID, &p.Remark, &p.SceneID, &p.Rail,
+		&p.GroupKey, &p.Amount, &p.UserNameCipher, &p.ContentHash, &streamSeq, &p.State, &p.OutBatchNo, &p.DetailID,
+		&p.FailReason, &recv, &upd)
+	p.StreamSeq, p.ReceivedAt, p.UpdatedAt = uint64(streamSeq), fromMS(recv), fromMS(upd)
+	return p, err
+}
+
+// queryPayouts runs a payoutCols query on the read pool.
+func (db *DB) queryPayouts(ctx context.Context, q string, args ...any) ([]Payout, error) {
+	rows, err := db.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Payout
+	for rows.Next() {
+		p, err := scanPayout(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// PayoutsInState returns up to limit payouts in state, ordered by seq. RECEIVED and CLAIMED
+// (the states a restarting pipeline re-feeds) are served from a small partial index; other
+// states scan.
+func (db *DB) PayoutsInState(ctx context.Context, state string, limit int) ([]Payout, error) {
+	q := `SELECT ` + payoutCols + ` FROM payouts WHERE state = ? ORDER BY seq LIMIT ?`
+	if state == PayoutReceived || state == PayoutClaimed {
+		q = `SELECT ` + payoutCols + ` FROM payouts WHERE state IN ('RECEIVED', 'CLAIMED') AND state = ? ORDER BY seq LIMIT ?`
+	}
+	ps, err := db.queryPayouts(ctx, q, state, limit)
+	if err != nil {
+		return nil, fmt.Errorf("payouts in state %s: %w", state, err)
+	}
+	return ps, nil
+}
+
+// Payout returns the payout with out_detail_no key, or ErrNotFound.
+func (db *DB) Payout(ctx context.Context, key string) (Payout, error) {
+	ps, err := db.queryPayouts(ctx, `SELECT `+payoutCols+` FROM payouts WHERE key_hash = ? AND out_detail_no = ?`, keyHash(key), key)
+	switch {
+	case err != nil:
+		return Payout{}, fmt.Errorf("payout %s: %w", key, err)
+	case len(ps) == 0:
+		return Payout{}, fmt.Errorf("payout %s: %w", key, ErrNotFound)
+	}
+	return ps[0], nil
+}

@@ -1,0 +1,371 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotMember: a detail row names an out_detail_no that is not a member of the batch.
+var ErrNotMember = errors.New("ledger: not a member of the batch")
+
+// Source says where a state change came from (events.source).
+type Source string
+
+// Sources of state changes.
+const (
+	SourceSubmit   Source = "submit"   // a create response
+	SourceQuery    Source = "query"    // a verified query answer (batch or detail page)
+	SourceCallback Source = "callback" // a verified notification
+	SourceOperator Source = "operator" // a human, through an operator tool
+)
+
+// SubmitOutcome classifies one submit attempt.
+type SubmitOutcome int
+
+// Submit outcomes.
+const (
+	SubmitAccepted SubmitOutcome = iota // WeChat accepted the batch (BatchID set)
+	SubmitRetry                         // ambiguous or blocked: stays as is, same number, try again at NextAt
+	SubmitRejected                      // definitive reject (PARAM_ERROR): nothing was paid
+)
+
+// String returns the outcome name.
+func (o SubmitOutcome) String() string {
+	switch o {
+	case SubmitAccepted:
+		return "accepted"
+	case SubmitRetry:
+		return "retry"
+	case SubmitRejected:
+		return "rejected"
+	}
+	return fmt.Sprintf("SubmitOutcome(%d)", int(o))
+}
+
+// SubmitResult is the outcome of one submit attempt, as RecordSubmit stores it.
+type SubmitResult struct {
+	Outcome              SubmitOutcome
+	BatchID, BatchStatus string    // when accepted; an empty status means ACCEPTED
+	ErrorCode            string    // WeChat code or a transport class ("TIMEOUT"); stored as last_error_code
+	NextAt               time.Time // next action (poll or retry); zero = now
+}
+
+// BatchStatus is a batch's status from a verified query answer or callback (spec §4, §6).
+type BatchStatus struct {
+	BatchID, Status, CloseReason string
+	SuccessAmount, FailAmount    int64
+	SuccessNum, FailNum          int
+}
+
+// DetailRow is one row of a detail page (spec §6) or of a single-detail query.
+type DetailRow struct {
+	OutDetailNo, DetailID, Status, FailReason string
+}
+
+// RecordSubmit records one submit attempt in one transaction: attempts++, last_error_code and
+// NextAt. Accepted moves the batch forward to BatchStatus (ACCEPTED if empty) and stores the
+// batch_id. Rejected is only legal from SEALED: the batch and every member become REJECTED
+// with fail_reason = ErrorCode, and their outcomes are written. ErrNotFound for an unknown
+// batch; ErrIllegalTransition for a reject of a batch WeChat already knows.
+func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResult) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		b, err := db.batchTx(ctx, tx, outBatchNo)
+		if err != nil {
+			return err
+		}
+		now := db.now()
+		next := r.NextAt
+		if next.IsZero() {
+			next = now
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET attempts = attempts + 1, last_error_code = ?, next_at = ?, updated_at = ?
+			WHERE out_batch_no = ?`, r.ErrorCode, ms(next), ms(now), outBatchNo); err != nil {
+			return err
+		}
+		if err := db.appendEvent(ctx, tx, event{Source: string(SourceSubmit), Kind: kindSubmit, OutBatchNo: outBatchNo,
+			From: b.State, To: b.State, Data: fmt.Sprintf("attempt=%d outcome=%s code=%s batch_id=%s",
+				b.Attempts+1, r.Outcome, r.ErrorCode, r.BatchID)}); err != nil {
+			return err
+		}
+		switch r.Outcome {
+		case SubmitAccepted:
+			st := r.BatchStatus
+			if st == "" {
+				st = BatchAccepted
+			}
+			return db.applyBatchStatus(ctx, tx, b, SourceSubmit, BatchStatus{BatchID: r.BatchID, Status: st}, next)
+		case SubmitRejected:
+			if b.State != BatchSealed {
+				return db.illegalf(ctx, "batch %s %s → %s", outBatchNo, b.State, BatchRejected)
+			}
+			return db.finishBatch(ctx, tx, b, SourceSubmit, BatchRejected, r.ErrorCode, map[string]any{"code": r.ErrorCode})
+		case SubmitRetry:
+			return nil
+		}
+		return fmt.Errorf("%w: submit outcome %d", ErrInvalid, r.Outcome)
+	})
+	if err != nil {
+		return fmt.Errorf("record submit %s: %w", outBatchNo, err)
+	}
+	return nil
+}
+
+// ApplyBatchStatus moves a batch forward only (SEALED < WAIT_PAY/ACCEPTED < PROCESSING <
+// FINISHED/CLOSED) in one transaction. A stale (lower) status is ignored without error; an
+// impossible one (anything else after FINISHED/CLOSED/REJECTED, or another batch_id) is
+// logged, counted and returned as ErrIllegalTransition. CLOSED makes every non-final member
+// FAIL with fail_reason = CloseReason. Sets NextAt and clears NotFoundSince unless illegal.
+func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Source, st BatchStatus, nextAt time.Time) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		b, err := db.batchTx(ctx, tx, outBatchNo)
+		if err != nil {
+			return err
+		}
+		return db.applyBatchStatus(ctx, tx, b, src, st, nextAt)
+	})
+	if err != nil {
+		return fmt.Errorf("apply batch status %s: %w", outBatchNo, err)
+	}
+	return nil
+}
+
+// ApplyCallback applies a verified notification (spec §4): a notificationID already
+// processed is a no-op; otherwise it is recorded and ApplyBatchStatus runs with
+// SourceCallback and NextAt = now, in the same transaction.
+func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo string, st BatchStatus) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		b, err := db.batchTx(ctx, tx, outBatchNo)
+		if err != nil {
+			return err
+		}
+		now := db.now()
+		r, err := tx.ExecContext(ctx, `INSERT INTO notifications (id, out_batch_no, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+			notificationID, outBatchNo, ms(now))
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return db.applyBatchStatus(ctx, tx, b, SourceCallback, st, now)
+	})
+	if err != nil {
+		return fmt.Errorf("apply callback %s for %s: %w", notificationID, outBatchNo, err)
+	}
+	return nil
+}
+
+func (db *DB) applyBatchStatus(ctx context.Context, tx *sql.Tx, b Batch, src Source, st BatchStatus, nextAt time.Time) error {
+	cur, to := batchRank(b.State), batchRank(st.Status)
+	switch {
+	case to < 1 || st.Status == BatchRejected:
+		return fmt.Errorf("%w: batch status %q", ErrInvalid, st.Status)
+	case b.BatchID != "" && st.BatchID != "" && st.BatchID != b.BatchID:
+		return db.illegalf(ctx, "batch %s: batch_id %s, status names %s", b.OutBatchNo, b.BatchID, st.BatchID)
+	case cur == 3 && st.Status != b.State:
+		return db.illegalf(ctx, "batch %s %s → %s (%s)", b.OutBatchNo, b.State, st.Status, src)
+	}
+	now := ms(db.now())
+	if _, err := tx.ExecContext(ctx, `UPDATE batches SET next_at = ?, not_found_since = 0, updated_at = ?,
+		batch_id = CASE WHEN batch_id = '' THEN ? ELSE batch_id END WHERE out_batch_no = ?`,
+		ms(nextAt), now, st.BatchID, b.OutBatchNo); err != nil {
+		return err
+	}
+	if to < cur {
+		return nil // stale
+	}
+	changed := st.Status != b.State || st.CloseReason != b.CloseReason || st.SuccessAmount != b.SuccessAmount ||
+		st.FailAmount != b.FailAmount || st.SuccessNum != b.SuccessNum || st.FailNum != b.FailNum
+	if !changed {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE batches SET state = ?, close_reason = ?, success_amount = ?, fail_amount = ?,
+		success_num = ?, fail_num = ?, state_at = CASE WHEN state != ? THEN ? ELSE state_at END,
+		accepted_at = CASE WHEN accepted_at = 0 THEN ? ELSE accepted_at END WHERE out_batch_no = ?`,
+		st.Status, st.CloseReason, st.SuccessAmount, st.FailAmount, st.SuccessNum, st.FailNum, st.Status, now, now,
+		b.OutBatchNo); err != nil {
+		return err
+	}
+	data := map[string]any{"batch_id": st.BatchID, "close_reason": st.CloseReason, "success_amount": st.SuccessAmount,
+		"success_num": st.SuccessNum, "fail_amount": st.FailAmount, "fail_num": st.FailNum}
+	if st.Status == BatchClosed {
+		return db.finishBatch(ctx, tx, b, src, BatchClosed, st.CloseReason, data)
+	}
+	if err := db.appendEvent(ctx, tx, event{Source: string(src), Kind: kindBatchState, OutBatchNo: b.OutBatchNo,
+		From: b.State, To: st.Status, Data: jsonString(data)}); err != nil {
+		return err
+	}
+	return db.settle(ctx, tx, b.OutBatchNo)
+}
+
+// finishBatch moves a batch to a final state that ends its members (CLOSED → FAIL,
+// REJECTED → REJECTED) with fail_reason = reason, one event per member state.
+func (db *DB) finishBatch(ctx context.Context, tx *sql.Tx, b Batch, src Source, state, reason string, data map[string]any) error {
+	memberState := PayoutFail
+	if state == BatchRejected {
+		memberState = PayoutRejected
+	}
+	now := ms(db.now())
+	if _, err := tx.ExecContext(ctx, `UPDATE batches SET state = ?, close_reason = CASE WHEN ? = 'CLOSED' THEN ? ELSE close_reason END,
+		state_at = ?, updated_at = ? WHERE out_batch_no = ?`, state, state, reason, now, now, b.OutBatchNo); err != nil {
+		return err
+	}
+	if err := db.appendEvent(ctx, tx, event{At: now, Source: string(src), Kind: kindBatchState, OutBatchNo: b.OutBatchNo,
+		From: b.State, To: state, Data: jsonString(data)}); err != nil {
+		return err
+	}
+	ms0, err := members(ctx, tx, `out_batch_no = ? ORDER BY batch_pos`, b.OutBatchNo)
+	if err != nil {
+		return err
+	}
+	byState := map[string][]int64{}
+	var order []string
+	for _, m := range ms0 {
+		if PayoutFinal(m.state) {
+			continue
+		}
+		if !payoutLegal(m.state, memberState) {
+			return db.illegalf(ctx, "payout seq=%d %s → %s (batch %s %s)", m.seq, m.state, memberState, b.OutBatchNo, state)
+		}
+		if byState[m.state] == nil {
+			order = append(order, m.state)
+		}
+		byState[m.state] = append(byState[m.state], m.seq)
+	}
+	for _, from := range order {
+		if err := db.movePayouts(ctx, tx, payoutMove{src: string(src), batch: b.OutBatchNo, seqs: byState[from], from: from,
+			to: memberState, failReason: reason, at: now}); err != nil {
+			return err
+		}
+	}
+	return db.settle(ctx, tx, b.OutBatchNo)
+}
+
+// settle sets settled = 1 when the batch is final and every member is final.
+func (db *DB) settle(ctx context.Context, tx *sql.Tx, outBatchNo string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE batches SET settled = 1 WHERE out_batch_no = ? AND settled = 0
+		AND state IN ('FINISHED', 'CLOSED', 'REJECTED')
+		AND NOT EXISTS (SELECT 1 FROM payouts WHERE out_batch_no = ? AND state NOT IN ('SUCCESS', 'FAIL', 'REJECTED'))`,
+		outBatchNo, outBatchNo)
+	return err
+}
+
+// ApplyDetailPage applies one page of detail rows (offset is recorded in the events) to the
+// members of a batch in one transaction. Each row moves its payout forward only: an equal or
+// stale (lower) status is ignored; an impossible one (e.g. SUCCESS → FAIL) or a row whose
+// out_detail_no is not a member of this batch is logged, counted and not applied. The legal
+// rows are committed even then; the returned error joins one error per refused row (wrapping
+// ErrIllegalTransition or ErrNotMember). changed counts payouts whose state changed.
+func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source, offset int, rows []DetailRow) (changed int, err error) {
+	var rowErrs []error
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		changed, rowErrs = 0, nil
+		if _, err := db.batchTx(ctx, tx, outBatchNo); err != nil {
+			return err
+		}
+		hashes := make([]any, len(rows))
+		for i, r := range rows {
+			hashes[i] = keyHash(r.OutDetailNo)
+		}
+		ms0, err := members(ctx, tx, `out_batch_no = ? AND key_hash IN (`+placeholders(len(rows))+`)`,
+			append([]any{outBatchNo}, hashes...)...)
+		if err != nil {
+			return err
+		}
+		byKey := make(map[string]*member, len(ms0))
+		for i := range ms0 {
+			byKey[ms0[i].key] = &ms0[i]
+		}
+		now := ms(db.now())
+		for i, r := range rows {
+			d, ok := byKey[r.OutDetailNo]
+			if !ok {
+				db.illegal.Add(1)
+				db.log.WarnContext(ctx, "ledger: detail row for a non-member refused", "out_batch_no", outBatchNo, "out_detail_no", r.OutDetailNo)
+				rowErrs = append(rowErrs, fmt.Errorf("row %d out_detail_no=%s: %w", offset+i, r.OutDetailNo, ErrNotMember))
+				continue
+			}
+			moved, err := db.applyDetail(ctx, tx, outBatchNo, src, offset+i, d, r, now)
+			if errors.Is(err, ErrIllegalTransition) {
+				rowErrs = append(rowErrs, err)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if moved {
+				changed++
+			}
+		}
+		return db.settle(ctx, tx, outBatchNo)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("apply detail page %s offset %d: %w", outBatchNo, offset, err)
+	}
+	return changed, errors.Join(rowErrs...)
+}
+
+// applyDetail applies one row; moved reports a state change.
+func (db *DB) applyDetail(ctx context.Context, tx *sql.Tx, outBatchNo string, src Source, pos int, d *member, r DetailRow, now int64) (moved bool, err error) {
+	if d.detailID != "" && r.DetailID != "" && d.detailID != r.DetailID {
+		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s: detail_id %s, row says %s", d.seq, d.key, d.detailID, r.DetailID)
+	}
+	if detailRank(r.Status) < 1 {
+		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s: unknown detail status %q", d.seq, d.key, r.Status)
+	}
+	cur := d.state
+	legal := payoutLegal(cur, r.Status)
+	if !legal && r.Status != cur && !(detailRank(cur) >= 0 && detailRank(r.Status) < detailRank(cur)) {
+		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s %s → %s (%s, batch %s)", d.seq, d.key, cur, r.Status, src, outBatchNo)
+	}
+	if d.detailID == "" && r.DetailID != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE payouts SET detail_id = ? WHERE seq = ?`, r.DetailID, d.seq); err != nil {
+			return false, err
+		}
+		d.detailID = r.DetailID
+	}
+	if !legal {
+		return false, nil // the same or a stale (lower) status
+	}
+	reason := ""
+	if r.Status == PayoutFail {
+		reason = r.FailReason
+	}
+	err = db.movePayouts(ctx, tx, payoutMove{src: string(src), batch: outBatchNo, seqs: []int64{d.seq}, from: cur, to: r.Status,
+		failReason: reason, at: now, data: jsonString(map[string]any{"row": pos, "detail_id": r.DetailID, "fail_reason": r.FailReason})})
+	d.state = r.Status
+	return err == nil, err
+}
+
+// Reschedule records a failed poll or a NOT_FOUND answer: NextAt and last_error_code are set,
+// and NotFoundSince is set to now when notFound and not already set. ErrNotFound for an
+// unknown batch.
+func (db *DB) Reschedule(ctx context.Context, outBatchNo string, nextAt time.Time, errCode string, notFound bool) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		now := ms(db.now())
+		r, err := tx.ExecContext(ctx, `UPDATE batches SET next_at = ?, last_error_code = ?, updated_at = ?,
+			not_found_since = CASE WHEN ? AND not_found_since = 0 THEN ? ELSE not_found_since END WHERE out_batch_no = ?`,
+			ms(nextAt), errCode, now, notFound, now, outBatchNo)
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n == 0 {
+			return errors.Join(err, ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reschedule %s: %w", outBatchNo, err)
+	}
+	return nil
+}
+
+// jsonString encodes event data (maps of strings and numbers cannot fail).
+func jsonString(v map[string]any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
