@@ -1,7 +1,6 @@
 package batching
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"text/template"
@@ -18,9 +17,6 @@ var DefaultNames = Names{
 	NameTemplate:   "{{.Date}} 批量转账 {{.Scene}}",
 	RemarkTemplate: "{{.OutBatchNo}} 共{{.Count}}笔",
 }
-
-// ErrEmptyName means a template rendered an empty (or blank) batch name or remark.
-var ErrEmptyName = errors.New("batching: empty batch name or remark")
 
 // Names renders batch_name and batch_remark from text/template templates. The fields are
 // those of NameData. A request's batch name/remark hint (part of its group key) wins over
@@ -45,16 +41,23 @@ type NameData struct {
 // shanghai is China Standard Time (UTC+8, no DST), WeChat Pay's business day.
 var shanghai = time.FixedZone("CST", 8*3600)
 
-// Validate parses both templates and renders them once with sample data.
+// Validate parses both templates and renders them once with sample data; call it at start-up
+// so that Render only fails on a bad group key.
 func (n Names) Validate() error {
-	_, _, err := n.Render(Batch{OutBatchNo: OutBatchNo("X", 1), Items: []Item{{Seq: 1, Amount: 100}}}, Key{Rail: "direct"}, time.Unix(0, 0))
+	k := Key{Rail: "direct", MchID: "1900000001", SceneID: "1001"}
+	_, _, err := n.Render(Batch{OutBatchNo: OutBatchNo("X", 1), Group: k.String(), Items: []Item{{Seq: 1, Amount: 100}}}, time.Unix(0, 0))
 	return err
 }
 
-// Render returns batch_name and batch_remark for b (whose group key is k) sealed at now:
-// the hint from k when set, else the template, trimmed to 32 characters, with control
-// characters replaced by spaces.
-func (n Names) Render(b Batch, k Key, now time.Time) (name, remark string, err error) {
+// Render returns batch_name and batch_remark (spec §5: 1–32 characters) for b sealed at now.
+// The hint in b's group key wins; else the template is rendered. Control characters become
+// spaces, the result is trimmed to 32 characters, and an empty result falls back to the
+// out_batch_no. It fails only on a bad template or a Group that is not a GroupKey.
+func (n Names) Render(b Batch, now time.Time) (name, remark string, err error) {
+	k, err := ParseKey(b.Group)
+	if err != nil {
+		return "", "", err
+	}
 	total := b.TotalAmount()
 	d := NameData{
 		Date: now.In(shanghai).Format("20060102"), Count: b.TotalNum(), Total: total,
@@ -85,7 +88,7 @@ func render(field, hint, tmpl string, d NameData) (string, error) {
 	}
 	s = strings.TrimSpace(TrimChars(strings.Map(printable, s), MaxNameLen))
 	if s == "" {
-		return "", fmt.Errorf("%w: %s", ErrEmptyName, field)
+		s = d.OutBatchNo
 	}
 	return s, nil
 }

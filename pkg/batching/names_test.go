@@ -28,7 +28,6 @@ func TestTrimChars(t *testing.T) {
 }
 
 func TestNames_Render(t *testing.T) {
-	b := Batch{OutBatchNo: OutBatchNo("P1", 42), Items: []Item{{Seq: 42, Amount: 12345}, {Seq: 43, Amount: 5}}}
 	k := Key{Rail: "direct", MchID: "1900000001", SceneID: "1001"}
 	tests := []struct {
 		name       string
@@ -45,11 +44,12 @@ func TestNames_Render(t *testing.T) {
 		{"spec §5 trimmed to 32 characters", Names{strings.Repeat("奖", 40), "{{.Count}}"}, func(k Key) Key { return k },
 			strings.Repeat("奖", 32), "2", nil},
 		{"control characters replaced", Names{"a\nb", "x"}, func(k Key) Key { return k }, "a b", "x", nil},
-		{"empty", Names{"  ", "x"}, func(k Key) Key { return k }, "", "", ErrEmptyName},
+		{"empty falls back to out_batch_no", Names{"  ", "x"}, func(k Key) Key { return k }, "BP10000000000000000042", "x", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			name, remark, err := tt.names.Render(b, tt.key(k), t0)
+			b := Batch{OutBatchNo: OutBatchNo("P1", 42), Group: tt.key(k).String(), Items: []Item{{Seq: 42, Amount: 12345}, {Seq: 43, Amount: 5}}}
+			name, remark, err := tt.names.Render(b, t0)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -67,9 +67,15 @@ func TestNames_Validate(t *testing.T) {
 	if err := DefaultNames.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []Names{{"{{.Nope}}", "x"}, {"x", "{{"}, {"x", ""}} {
+	for _, bad := range []Names{{"{{.Nope}}", "x"}, {"x", "{{"}} {
 		if err := bad.Validate(); err == nil {
 			t.Fatalf("%+v accepted", bad)
 		}
+	}
+}
+
+func TestNames_RenderBadGroup(t *testing.T) {
+	if _, _, err := DefaultNames.Render(Batch{OutBatchNo: "B1", Group: "nope"}, t0); err == nil {
+		t.Fatal("rendered a batch whose group is not a group key")
 	}
 }
