@@ -198,18 +198,14 @@ func (db *DB) insertPayouts(ctx context.Context, tx *sql.Tx, ps []Payout) ([]Ins
 	now := ms(db.now())
 	res := make([]InsertResult, len(ps))
 	fresh := make([]Payout, 0, len(ps))
+	var conflicts []int // indexes into ps, recorded once the group's new rows exist
 	for i := range ps {
 		p := ps[i]
 		if k, ok := stored[p.OutDetailNo]; ok {
 			res[i] = InsertResult{Status: Existing, Seq: k.seq, State: k.state}
 			if !bytes.Equal(k.contentHash, p.ContentHash) {
 				res[i].Status = Conflict
-				if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at) VALUES (?, ?, ?, ?, ?)`,
-					k.seq, p.OutDetailNo, p.ContentHash, int64(p.StreamSeq), now); err != nil {
-					return nil, fmt.Errorf("record conflict %s: %w", p.OutDetailNo, err)
-				}
-				db.log.WarnContext(ctx, "ledger: same out_detail_no with other content; kept the stored request",
-					slog.String("out_detail_no", p.OutDetailNo), slog.Int64("seq", k.seq), slog.Uint64("stream_seq", p.StreamSeq))
+				conflicts = append(conflicts, i)
 			}
 			continue
 		}
@@ -219,8 +215,26 @@ func (db *DB) insertPayouts(ctx context.Context, tx *sql.Tx, ps []Payout) ([]Ins
 		res[i] = InsertResult{Status: Inserted, Seq: p.Seq, State: PayoutReceived}
 		fresh = append(fresh, p)
 	}
+	if err := db.insertFresh(ctx, tx, fresh, now); err != nil {
+		return nil, err
+	}
+	for _, i := range conflicts {
+		p := &ps[i]
+		if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at) VALUES (?, ?, ?, ?, ?)`,
+			res[i].Seq, p.OutDetailNo, p.ContentHash, int64(p.StreamSeq), now); err != nil {
+			return nil, fmt.Errorf("record conflict %s: %w", p.OutDetailNo, err)
+		}
+		db.log.WarnContext(ctx, "ledger: same out_detail_no with other content; kept the stored request",
+			slog.String("out_detail_no", p.OutDetailNo), slog.Int64("seq", res[i].Seq), slog.Uint64("stream_seq", p.StreamSeq))
+	}
+	return res, nil
+}
+
+// insertFresh writes new rows (seqs assigned, ascending and contiguous) with multi-row
+// INSERTs and appends one insert event for the group.
+func (db *DB) insertFresh(ctx context.Context, tx *sql.Tx, fresh []Payout, now int64) error {
 	if len(fresh) == 0 {
-		return res, nil
+		return nil
 	}
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
@@ -233,10 +247,10 @@ func (db *DB) insertPayouts(ctx context.Context, tx *sql.Tx, ps []Payout) ([]Ins
 			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(`(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`, len(chunk)), ",")
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return res, db.appendEvent(ctx, tx, event{
+	return db.appendEvent(ctx, tx, event{
 		At: now, Source: srcIntake, Kind: kindInsert, To: PayoutReceived,
 		Seqs:   encodeSeqs([]int64{fresh[0].Seq, fresh[len(fresh)-1].Seq}),
 		Digest: rowDigests(fresh),

@@ -225,8 +225,8 @@ func (db *DB) finishBatch(ctx context.Context, tx *sql.Tx, b Batch, src Source, 
 	byState := map[string][]int64{}
 	var order []string
 	for _, m := range ms0 {
-		if PayoutFinal(m.state) {
-			continue
+		if PayoutFinal(m.state) && state == BatchClosed {
+			continue // already paid or failed before the close
 		}
 		if !payoutLegal(m.state, memberState) {
 			return db.illegalf(ctx, "payout seq=%d %s → %s (batch %s %s)", m.seq, m.state, memberState, b.OutBatchNo, state)

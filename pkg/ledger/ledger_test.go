@@ -1,0 +1,125 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+)
+
+func TestOpen_CreatesPrivateFileAndStableInstanceID(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := db.InstanceID()
+	if !regexp.MustCompile(`^[0-9A-Za-z]{10}$`).MatchString(id) {
+		t.Fatalf("InstanceID = %q, want [0-9A-Za-z]{10}", id)
+	}
+	mustInsert(t, db, newPayout("k1", 100))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fi.Mode().Perm(), os.FileMode(0o600); got != want {
+		t.Fatalf("mode = %v, want %v", got, want)
+	}
+	db2 := mustOpenPath(t, path)
+	if got := db2.InstanceID(); got != id {
+		t.Fatalf("InstanceID after reopen = %q, want %q", got, id)
+	}
+	if got := db2.Path(); got != path {
+		t.Fatalf("Path = %q, want %q", got, path)
+	}
+	mustState(t, db2, "k1", PayoutReceived)
+	// The chain continues across reopen.
+	mustInsert(t, db2, newPayout("k2", 200))
+	mustAuditClean(t, db2.now())
+}
+
+func TestOpen_BadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "junk.db")
+	if err := os.WriteFile(path, []byte("this is not a database, just text that is long enough"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), path); err == nil {
+		t.Fatal("Open of a non-database succeeded")
+	}
+	if _, err := Open(context.Background(), ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Open(\"\") = %v, want ErrInvalid", err)
+	}
+}
+
+func TestMigrate_FromEachVersion(t *testing.T) {
+	ctx := context.Background()
+	all := len(migrations())
+	for from := 0; from < all; from++ {
+		name := "empty file"
+		if from > 0 {
+			name = "from " + migrations()[from-1].version
+		}
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ledger.db")
+			var id string
+			if from > 0 {
+				old, err := Open(ctx, path, func(d *DB) { d.upTo = from })
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = old.InstanceID()
+				mustSeal(t, old, "B1", "m", 3) // data written under the old schema
+				if err := old.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db := mustOpenPath(t, path)
+			var n int
+			if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != all {
+				t.Fatalf("schema_migrations has %d rows, want %d", n, all)
+			}
+			if from > 0 {
+				if db.InstanceID() != id {
+					t.Fatalf("InstanceID changed across migration")
+				}
+				b, err := db.Batch(ctx, "B1")
+				if err != nil || len(b.Members) != 3 {
+					t.Fatalf("Batch after migration = %+v, %v", b, err)
+				}
+			}
+			mustAuditClean(t, db.now(), path)
+		})
+	}
+}
+
+func TestWrite_RollbackKeepsChainHead(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	mustInsert(t, db, newPayout("a", 100))
+	head := string(db.head)
+	boom := errors.New("boom")
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		if err := db.appendEvent(ctx, tx, event{Source: srcIntake, Kind: kindSubmit}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("write = %v, want boom", err)
+	}
+	if string(db.head) != head {
+		t.Fatal("chain head advanced on rollback")
+	}
+	mustInsert(t, db, newPayout("b", 100))
+	mustAuditClean(t, db.now(), db.Path())
+}
