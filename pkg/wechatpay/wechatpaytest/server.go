@@ -3,6 +3,7 @@ package wechatpaytest
 import (
 	"bufio"
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -346,7 +348,7 @@ func (s *Server) write(w http.ResponseWriter, c *call, res any, fault Fault) {
 func (s *Server) sign(h http.Header, body []byte) {
 	ts := strconv.FormatInt(s.now().Unix(), 10)
 	nonce := randomString(32)
-	sig, err := wechatpay.Sign(s.opts.PlatformKey, wechatpay.ResponseMessage(ts, nonce, body))
+	sig, err := s.signature(ts, nonce, body)
 	if err != nil {
 		s.log.Error("sandbox sign", "err", err)
 		return
@@ -356,6 +358,29 @@ func (s *Server) sign(h http.Header, body []byte) {
 	h.Set("Wechatpay-Signature", sig)
 	h.Set("Wechatpay-Serial", s.opts.PlatformKeyID)
 	h.Set("Wechatpay-Signature-Type", wechatpay.AuthScheme)
+}
+
+// signature is the Wechatpay-Signature of body at timestamp ts with nonce (spec §2).
+func (s *Server) signature(ts, nonce string, body []byte) (string, error) {
+	return wechatpay.Sign(s.opts.PlatformKey, wechatpay.ResponseMessage(ts, nonce, body))
+}
+
+// ClientConfig returns a wechatpay.Config for this server: its URL, the merchant id and
+// serial, the embedded TEST-ONLY merchant private key (so it fits Options whose MerchantKey
+// is MerchantPublicKey), the platform key as WeChat Pay public key (or, when PlatformKeyID
+// is not a PUB_KEY_ID_…, as the platform certificate of that serial) and the APIv3 key.
+func (s *Server) ClientConfig() wechatpay.Config {
+	c := wechatpay.Config{
+		BaseURL: s.URL(), MchID: s.opts.MchID, MerchantSerialNo: s.opts.MerchantSerial,
+		PrivateKey: MerchantPrivateKey(), APIv3Key: s.opts.APIv3Key,
+	}
+	pub := &s.opts.PlatformKey.PublicKey
+	if strings.HasPrefix(s.opts.PlatformKeyID, wechatpay.PublicKeyIDPrefix) {
+		c.WechatPayPublicKeyID, c.WechatPayPublicKey = s.opts.PlatformKeyID, pub
+	} else {
+		c.PlatformCertificates = map[string]*rsa.PublicKey{s.opts.PlatformKeyID: pub}
+	}
+	return c
 }
 
 // drop hijacks the connection, lets raw write to it if not nil, and closes it; with

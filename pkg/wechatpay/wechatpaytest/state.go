@@ -14,14 +14,15 @@ import (
 // state is everything the sandbox remembers; SaveState writes it, LoadState reads it back.
 // Guarded by Server.mu.
 type state struct {
-	Seq       uint64        `json:"seq"`
-	Unlimited bool          `json:"unlimited"`
-	Balance   wechatpay.Fen `json:"balance"` // not yet debited
-	Held      wechatpay.Fen `json:"held"`    // reserved by unsettled details and bills
-	Batches   []*batch      `json:"batches"`
-	Bills     []*bill       `json:"bills"`
-	Instrs    []*instr      `json:"instructions"`
-	Payments  []Payment     `json:"payments"`
+	Seq       uint64                   `json:"seq"`
+	Unlimited bool                     `json:"unlimited"`
+	Balance   wechatpay.Fen            `json:"balance"` // not yet debited
+	Held      wechatpay.Fen            `json:"held"`    // reserved by unsettled details and bills
+	Batches   []*batch                 `json:"batches"`
+	Bills     []*bill                  `json:"bills"`
+	Instrs    []*instr                 `json:"instructions"`
+	Receipts  map[string]wechatpay.Fen `json:"receipts,omitempty"`
+	Payments  []Payment                `json:"payments"`
 }
 
 func newState(balance wechatpay.Fen) state {
@@ -36,17 +37,18 @@ type batchKey struct {
 
 // indexes are derived from state and rebuilt by LoadState.
 type indexes struct {
-	byOut    map[batchKey]*batch
-	byID     map[string]*batch
-	open     map[*batch]struct{}
-	bills    map[string]*bill // by out_bill_no
-	billByNo map[string]*bill // by transfer_bill_no
-	instrs   map[string]*instr
+	byOut     map[batchKey]*batch
+	byID      map[string]*batch
+	open      map[*batch]struct{}
+	openBills map[*bill]struct{}
+	bills     map[string]*bill // by out_bill_no
+	billByNo  map[string]*bill // by transfer_bill_no
+	instrs    map[string]*instr
 }
 
 func newIndexes() indexes {
 	return indexes{
-		byOut: map[batchKey]*batch{}, byID: map[string]*batch{}, open: map[*batch]struct{}{},
+		byOut: map[batchKey]*batch{}, byID: map[string]*batch{}, open: map[*batch]struct{}{}, openBills: map[*bill]struct{}{},
 		bills: map[string]*bill{}, billByNo: map[string]*bill{}, instrs: map[string]*instr{},
 	}
 }
@@ -239,6 +241,9 @@ func (s *Server) LoadState(path string) error {
 	for _, b := range st.Bills {
 		x.bills[b.Req.OutBillNo] = b
 		x.billByNo[b.No] = b
+		if b.State == "" {
+			x.openBills[b] = struct{}{}
+		}
 	}
 	for _, in := range st.Instrs {
 		x.instrs[in.key()] = in

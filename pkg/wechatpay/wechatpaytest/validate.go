@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
+	"reflect"
 	"unicode/utf8"
 
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -25,22 +25,22 @@ const (
 // decrypted. Two creates with the same out_batch_no are the same batch when their batchReq
 // are equal (spec §5: compare decoded content, since OAEP ciphertexts are random).
 type batchReq struct {
-	Partner           bool        `json:"partner,omitempty"`
-	AppID             string      `json:"appid,omitempty"`
-	OutBatchNo        string      `json:"out_batch_no"`
-	BatchName         string      `json:"batch_name"`
-	BatchRemark       string      `json:"batch_remark"`
+	Partner           bool          `json:"partner,omitempty"`
+	AppID             string        `json:"appid,omitempty"`
+	OutBatchNo        string        `json:"out_batch_no"`
+	BatchName         string        `json:"batch_name"`
+	BatchRemark       string        `json:"batch_remark"`
 	TotalAmount       wechatpay.Fen `json:"total_amount"`
-	TotalNum          int         `json:"total_num"`
-	NotifyURL         string      `json:"notify_url,omitempty"`
-	TransferSceneID   string      `json:"transfer_scene_id,omitempty"`
-	SubMchID          string      `json:"sub_mchid,omitempty"`
-	SubAppID          string      `json:"sub_appid,omitempty"`
-	AuthorizationType string      `json:"authorization_type,omitempty"`
-	SpAppID           string      `json:"sp_appid,omitempty"`
-	TransferPurpose   string      `json:"transfer_purpose,omitempty"`
-	TransferScene     string      `json:"transfer_scene,omitempty"`
-	Details           []detailReq `json:"details"`
+	TotalNum          int           `json:"total_num"`
+	NotifyURL         string        `json:"notify_url,omitempty"`
+	TransferSceneID   string        `json:"transfer_scene_id,omitempty"`
+	SubMchID          string        `json:"sub_mchid,omitempty"`
+	SubAppID          string        `json:"sub_appid,omitempty"`
+	AuthorizationType string        `json:"authorization_type,omitempty"`
+	SpAppID           string        `json:"sp_appid,omitempty"`
+	TransferPurpose   string        `json:"transfer_purpose,omitempty"`
+	TransferScene     string        `json:"transfer_scene,omitempty"`
+	Details           []detailReq   `json:"details"`
 }
 
 // detailReq is one decoded detail. UserName and UserIDCard hold ciphertext until decrypt
@@ -54,11 +54,7 @@ type detailReq struct {
 	UserIDCard  string        `json:"user_id_card,omitempty"`
 }
 
-func (a *batchReq) equal(b *batchReq) bool {
-	x, y := *a, *b
-	x.Details, y.Details = nil, nil
-	return x == y && slices.Equal(a.Details, b.Details)
-}
+func (a *batchReq) equal(b *batchReq) bool { return reflect.DeepEqual(a, b) }
 
 // decodeStrict decodes one JSON value and refuses unknown fields and trailing data: a
 // misspelt optional field would otherwise be silently ignored.

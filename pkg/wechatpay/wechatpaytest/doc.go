@@ -1,0 +1,35 @@
+// Package wechatpaytest is a WeChat Pay APIv3 sandbox for 商家转账, shaped like httptest:
+// real HTTP on loopback with the TEST-ONLY keys of testdata/testvectors. It is the ground
+// truth of paystream's end-to-end tests, benchmarks, soaks and `make run`.
+//
+//	srv := wechatpaytest.NewServer(t)                  // closed by t.Cleanup
+//	c, _ := wechatpay.NewClient(srv.ClientConfig())    // keys, ids, URL, APIv3 key
+//	srv.Fail(wechatpaytest.EndpointCreateBatch, wechatpaytest.DropAfterCommit)
+//	paid := srv.Paid()                                 // out_detail_no → times paid
+//
+// What it checks, as WeChat does (section numbers refer to shared/spec/wechatpay-apiv3.md):
+// every request's Authorization (mchid, serial, ±TimestampWindow, SHA256withRSA over the
+// exact RequestURI and body, §1) or 401 SIGN_ERROR; batch creates (§5, §7) field by field
+// or 400 PARAM_ERROR; user_name by decrypting it (§3); the balance (403 NOT_ENOUGH); rate
+// limits per endpoint (429 FREQUENCY_LIMITED). Every answer, errors included, is signed with
+// the platform key (§2), and so is every callback (§4, AES-256-GCM under the APIv3 key).
+//
+// Idempotency: a create with a known out_batch_no (out_bill_no) and the same decoded content
+// (names compared after decryption) answers 200 with the existing batch; different content
+// answers 400 INVALID_REQUEST. Only a new number makes a new batch.
+//
+// Time: a batch is ACCEPTED (details INIT) for AcceptDelay, then PROCESSING; each detail is
+// paid ProcessDelay later, and the batch is FINISHED when all are (or CLOSED). Durations are
+// divided by Options.Speed and evaluated lazily from timestamps: no goroutine per batch.
+// Outcomes are chosen by openid: "fail-<FAIL_REASON>-<anything>" (FailOpenIDPrefix), e.g.
+// "fail-ACCOUNT_FROZEN-u42", fails with that fail_reason; any other openid succeeds. Details
+// above Options.NoPasswordLimit wait in WAIT_PAY for Confirm (or AutoConfirm).
+//
+// Its own record: Paid counts each SUCCESS detail once per batch, keyed by out_detail_no, so
+// the same number paid in two batches shows 2. Payments, DoublePaid and Balance complete it;
+// with Options.Admin the same is served under /sandbox/ (see AdminPaid).
+//
+// Faults (Fail, FailNext, FailRate, Options.Faults): Latency, SystemError, FrequencyLimited,
+// NotFound, DropBeforeCommit, DropAfterCommit, Truncate, Unsigned, BadSignature; Stats
+// counts them.
+package wechatpaytest
