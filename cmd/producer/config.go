@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+// DefaultConfigPath is read when it exists and --config is not given.
+const DefaultConfigPath = "configs/producer.yaml"
+
+// Config is configs/producer.yaml. Flags given on the command line override it.
+type Config struct {
+	URL           string        `yaml:"url"`            // NATS server URL(s), comma-separated
+	Creds         string        `yaml:"creds"`          // NATS credentials file (JWT + nkey seed)
+	TLSCA         string        `yaml:"tls-ca"`         // CA bundle to verify the server
+	TLSCert       string        `yaml:"tls-cert"`       // client certificate (mutual TLS)
+	TLSKey        string        `yaml:"tls-key"`        // client key
+	SubjectPrefix string        `yaml:"subject-prefix"` // requests go to <prefix>.<mchid>
+	MaxInFlight   int           `yaml:"max-in-flight"`  // unacknowledged publishes at once
+	AckTimeout    time.Duration `yaml:"ack-timeout"`    // per publish
+	Source        string        `yaml:"source"`         // Request.Source when a record has none
+	Limits        LimitsConfig  `yaml:"limits"`
+}
+
+// LimitsConfig is payout.Limits in YAML.
+type LimitsConfig struct {
+	MinAmount int64    `yaml:"min-amount"` // fen
+	MaxAmount int64    `yaml:"max-amount"` // fen
+	Scenes    []string `yaml:"scenes"`     // enabled transfer_scene_id values
+}
+
+// DefaultConfig returns the defaults that configs/producer.yaml documents.
+func DefaultConfig() Config {
+	l := payout.DefaultLimits()
+	return Config{
+		URL:           "nats://127.0.0.1:4222",
+		SubjectPrefix: payout.DefaultSubjectPrefix,
+		MaxInFlight:   256,
+		AckTimeout:    5 * time.Second,
+		Source:        "producer",
+		Limits:        LimitsConfig{MinAmount: l.MinAmount, MaxAmount: l.MaxAmount, Scenes: l.Scenes},
+	}
+}
+
+// ParseConfig reads YAML over DefaultConfig, expanding ${VAR} with getenv, and validates it.
+func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	if err := config.Parse(r, getenv, &c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate returns a *config.ConfigError for the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.URL == "":
+		return config.Errorf("url", nil, "required")
+	case c.SubjectPrefix == "":
+		return config.Errorf("subject-prefix", nil, "required")
+	case c.MaxInFlight < 1:
+		return config.Errorf("max-in-flight", c.MaxInFlight, "must be at least 1")
+	case c.AckTimeout <= 0:
+		return config.Errorf("ack-timeout", c.AckTimeout, "must be positive")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return config.Errorf("tls-cert", nil, "tls-cert and tls-key go together")
+	case c.Limits.MinAmount < 1:
+		return config.Errorf("limits.min-amount", c.Limits.MinAmount, "must be at least 1 fen")
+	case c.Limits.MaxAmount < c.Limits.MinAmount:
+		return config.Errorf("limits.max-amount", c.Limits.MaxAmount, "below min-amount")
+	}
+	return nil
+}
+
+// limits returns the payout.Limits of c.
+func (c Config) limits() payout.Limits {
+	return payout.Limits{MinAmount: c.Limits.MinAmount, MaxAmount: c.Limits.MaxAmount, Scenes: c.Limits.Scenes}
+}
+
+// loadConfig reads path; when path is empty it reads DefaultConfigPath if that exists and
+// otherwise returns DefaultConfig.
+func loadConfig(path string, getenv func(string) string) (Config, error) {
+	if path == "" {
+		if _, err := os.Stat(DefaultConfigPath); err != nil {
+			return DefaultConfig(), nil
+		}
+		path = DefaultConfigPath
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer f.Close()
+	c, err := ParseConfig(f, getenv)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+const publishUsage = `usage: producer publish --file F [flags]
+
+Validates every record with pkg/payout and publishes the valid ones to <subject-prefix>.<mchid>
+with Nats-Msg-Id = out_detail_no, then waits for every ack. Invalid records are reported with
+their line number and not published. Ends with one summary line on stdout; exits 1 if any
+publish failed (or, with --strict, on the first invalid record).
+`
+
+// cmdPublish implements "producer publish".
+func cmdPublish(ctx context.Context, args []string, e env) int {
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { fmt.Fprint(e.stderr, publishUsage); fs.PrintDefaults() }
+	file := fs.String("file", "", "input file: JSON lines or CSV; - for stdin (required)")
+	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
+	strict := fs.Bool("strict", false, "stop at the first invalid record")
+	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation (dead-letter tests)")
+	cfgPath := fs.String("config", "", "config file (default "+DefaultConfigPath+" when it exists)")
+	url := fs.String("url", "", "NATS URL (default nats://127.0.0.1:4222)")
+	creds := fs.String("creds", "", "NATS credentials file")
+	tlsCA := fs.String("tls-ca", "", "CA bundle to verify the NATS server")
+	tlsCert := fs.String("tls-cert", "", "client certificate for mutual TLS")
+	tlsKey := fs.String("tls-key", "", "client key for mutual TLS")
+	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
+	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	cfg, err := loadConfig(*cfgPath, e.getenv)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "producer:", err)
+		return 1
+	}
+	fs.Visit(func(f *flag.Flag) {
+		override := map[string]func(){
+			"url": func() { cfg.URL = *url }, "creds": func() { cfg.Creds = *creds },
+			"tls-ca": func() { cfg.TLSCA = *tlsCA }, "tls-cert": func() { cfg.TLSCert = *tlsCert },
+			"tls-key": func() { cfg.TLSKey = *tlsKey }, "subject-prefix": func() { cfg.SubjectPrefix = *prefix },
+			"max-in-flight": func() { cfg.MaxInFlight = *inFlight },
+		}
+		if set, ok := override[f.Name]; ok {
+			set()
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(e.stderr, "producer:", err)
+		return 1
+	}
+	if *format == "" {
+		*format = "jsonl"
+		if strings.EqualFold(filepath.Ext(*file), ".csv") {
+			*format = "csv"
+		}
+	}
+	if *format != "jsonl" && *format != "csv" {
+		fmt.Fprintf(e.stderr, "producer: --format %q: want jsonl or csv\n", *format)
+		return 2
+	}
+	if *raw && *format != "jsonl" {
+		fmt.Fprintln(e.stderr, "producer: --raw needs JSON lines")
+		return 2
+	}
+
+	in, size, err := openInput(*file, e.stdin)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "producer:", err)
+		return 1
+	}
+	defer in.Close()
+	nc, err := connect(cfg)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "producer:", err)
+		return 1
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		fmt.Fprintln(e.stderr, "producer:", err)
+		return 1
+	}
+	pub := payout.NewPublisher(js, payout.WithSubjectPrefix(cfg.SubjectPrefix),
+		payout.WithLimits(cfg.limits()), payout.WithSource(cfg.Source))
+
+	out := &syncWriter{w: e.stderr}
+	s := newSender(cfg.MaxInFlight, out)
+	counted := &countingReader{r: in}
+	stopProgress := startProgress(e.stderr, s, counted, size)
+	readErr := readRecords(counted, *format, func(rec record) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		var f jetstream.PubAckFuture
+		err := rec.err
+		if err == nil && *raw {
+			f, err = publishRaw(js, cfg.SubjectPrefix, rec.data)
+		} else if err == nil {
+			var r payout.Request
+			if r, err = payout.Decode(rec.data); err == nil {
+				f, err = pub.PublishAsync(r)
+			}
+		}
+		switch {
+		case err == nil:
+			s.track(rec.line, f)
+		case isBadInput(err):
+			s.invalid.Add(1)
+			out.printf("line %d: %v\n", rec.line, err)
+			return !*strict
+		default:
+			s.failed.Add(1)
+			out.printf("line %d: publish failed: %v\n", rec.line, err)
+		}
+		return true
+	})
+	s.wait()
+	stopProgress()
+	fmt.Fprintf(e.stdout, "published %d, duplicates %d, invalid %d, failed %d\n",
+		s.published.Load(), s.duplicates.Load(), s.invalid.Load(), s.failed.Load())
+	switch {
+	case readErr != nil:
+		fmt.Fprintln(e.stderr, "producer: read:", readErr)
+		return 1
+	case ctx.Err() != nil:
+		fmt.Fprintln(e.stderr, "producer: interrupted")
+		return 1
+	case s.failed.Load() > 0 || *strict && s.invalid.Load() > 0:
+		return 1
+	}
+	return 0
+}
+
+// isBadInput reports whether err is about the record itself (not published, not retried).
+func isBadInput(err error) bool {
+	return errors.Is(err, payout.ErrMalformed) || errors.Is(err, payout.ErrInvalid) || errors.Is(err, errBadRecord)
+}
+
+// openInput opens path ("-" is stdin) and returns its size when known (else -1).
+func openInput(path string, stdin io.Reader) (io.ReadCloser, int64, error) {
+	if path == "-" {
+		return io.NopCloser(stdin), -1, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return f, -1, nil
+	}
+	return f, st.Size(), nil
+}
+
+// connect dials NATS with the credentials and TLS settings of cfg.
+func connect(cfg Config) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("paystream-producer")}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", cfg.URL, err)
+	}
+	return nc, nil
+}
+
+// publishRaw publishes data unvalidated. The subject and Nats-Msg-Id come from mchid and
+// out_detail_no when the line is a JSON object that has them; otherwise the line goes to
+// <prefix>.invalid without a message id.
+func publishRaw(js jetstream.JetStream, prefix string, data []byte) (jetstream.PubAckFuture, error) {
+	var ids struct {
+		MchID       string `json:"mchid"`
+		OutDetailNo string `json:"out_detail_no"`
+	}
+	_ = json.Unmarshal(data, &ids) // best effort: a malformed line is exactly what --raw is for
+	subject := payout.Subject(prefix, "invalid")
+	if payout.ValidNo(ids.MchID) {
+		subject = payout.Subject(prefix, ids.MchID)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	if ids.OutDetailNo != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, ids.OutDetailNo)
+	}
+	return js.PublishMsgAsync(msg)
+}
+
+// sender tracks publish futures with at most cap(slots) in flight and counts the outcomes.
+type sender struct {
+	slots   chan struct{}
+	pending chan pendingAck
+	done    chan struct{}
+	out     *syncWriter
+
+	sent, published, duplicates, invalid, failed atomic.Int64
+}
+
+type pendingAck struct {
+	line int
+	f    jetstream.PubAckFuture
+}
+
+func newSender(maxInFlight int, out *syncWriter) *sender {
+	s := &sender{
+		slots:   make(chan struct{}, maxInFlight),
+		pending: make(chan pendingAck, maxInFlight),
+		done:    make(chan struct{}),
+		out:     out,
+	}
+	go s.collect()
+	return s
+}
+
+// track hands f to the collector; it blocks while maxInFlight acks are outstanding.
+func (s *sender) track(line int, f jetstream.PubAckFuture) {
+	s.slots <- struct{}{}
+	s.sent.Add(1)
+	s.pending <- pendingAck{line: line, f: f}
+}
+
+// collect waits for each future in order. The async publish timeout guarantees each one
+// resolves.
+func (s *sender) collect() {
+	defer close(s.done)
+	for p := range s.pending {
+		select {
+		case ack := <-p.f.Ok():
+			if ack.Duplicate {
+				s.duplicates.Add(1)
+			} else {
+				s.published.Add(1)
+			}
+		case err := <-p.f.Err():
+			s.failed.Add(1)
+			s.out.printf("line %d: publish failed: %v\n", p.line, err)
+		}
+		<-s.slots
+	}
+}
+
+// wait returns when every tracked publish is acknowledged or failed.
+func (s *sender) wait() {
+	close(s.pending)
+	<-s.done
+}
+
+// syncWriter serialises lines written from several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *syncWriter) printf(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Fprintf(w.w, format, args...)
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// startProgress draws a progress line on w every 100 ms when w is a terminal, and returns
+// the function that stops and erases it.
+func startProgress(w io.Writer, s *sender, in *countingReader, size int64) (stop func()) {
+	if !isTerminal(w) {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				fmt.Fprint(w, "\r\x1b[K")
+				return
+			case <-t.C:
+				fmt.Fprint(w, "\r\x1b[K"+progressLine(s, in.n.Load(), size))
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+func progressLine(s *sender, read, size int64) string {
+	acked := s.published.Load() + s.duplicates.Load()
+	status := fmt.Sprintf("sent %d  acked %d  invalid %d  failed %d", s.sent.Load(), acked, s.invalid.Load(), s.failed.Load())
+	if size <= 0 {
+		return status
+	}
+	const width = 30
+	done := int(min(read, size) * width / size)
+	return fmt.Sprintf("[%s%s] %3d%%  %s", strings.Repeat("#", done), strings.Repeat(".", width-done), read*100/size, status)
+}
+
+// isTerminal reports whether w is a character device (a TTY).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
