@@ -85,8 +85,8 @@ func TestPublish_jsonl(t *testing.T) {
 		"",
 		line("A2", "100.5", ""), // float: invalid
 		line("A3", "200", `,"user_name":"SECRETNAME"`),
-		line("A1", "100", ""),                     // duplicate
-		line("A4", "300000", ""),                  // ≥2000 yuan without a name: invalid
+		line("A1", "100", ""),                                             // duplicate
+		line("A4", "300000", ""),                                          // ≥2000 yuan without a name: invalid
 		`{"amount":1,` + strings.Repeat(" ", payout.MaxMessageSize) + `}`, // too large
 		line("A5", "100", ""),
 	}, "\n")
