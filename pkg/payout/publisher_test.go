@@ -68,26 +68,10 @@ func TestPublisher_Publish(t *testing.T) {
 		t.Fatalf("second publish: dup=%v err=%v, want a duplicate", dup, err)
 	}
 
-	msg, err := st.GetLastMsgForSubject(ctx, Subject(DefaultSubjectPrefix, r.MchID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := msg.Header.Get(jetstream.MsgIDHeader), r.OutDetailNo; got != want {
-		t.Fatalf("Nats-Msg-Id = %q, want %q", got, want)
-	}
-	got, err := DecodeAndValidate(msg.Data, DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustHoldOne(t, st)
+	got := lastRequest(t, st, r)
 	if got.Source != "test" || !got.CreatedAt.Equal(at) || got.Schema != SchemaV1 {
 		t.Fatalf("metadata = %q %v %q, want filled in", got.Source, got.CreatedAt, got.Schema)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := info.State.Msgs, uint64(1); got != want {
-		t.Fatalf("stream holds %d messages, want %d", got, want)
 	}
 }
 
@@ -163,13 +147,28 @@ func TestNewMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mustHoldOne(t, st)
+	if got := lastRequest(t, st, r); got.OutDetailNo != r.OutDetailNo || got.Amount != r.Amount {
+		t.Fatalf("payload decodes to %+v", got)
+	}
+}
+
+// mustHoldOne fails unless st holds exactly one message (duplicates were dropped).
+func mustHoldOne(t *testing.T, st jetstream.Stream) {
+	t.Helper()
 	info, err := st.Info(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := info.State.Msgs, uint64(1); got != want {
-		t.Fatalf("stream holds %d messages, want %d (deduplicated)", got, want)
+		t.Fatalf("stream holds %d messages, want %d", got, want)
 	}
+}
+
+// lastRequest returns the last request published for r's merchant, after checking that its
+// Nats-Msg-Id is r's out_detail_no.
+func lastRequest(t *testing.T, st jetstream.Stream, r Request) Request {
+	t.Helper()
 	msg, err := st.GetLastMsgForSubject(t.Context(), Subject(DefaultSubjectPrefix, r.MchID))
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +180,5 @@ func TestNewMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.OutDetailNo != r.OutDetailNo || got.Amount != r.Amount {
-		t.Fatalf("payload decodes to %+v", got)
-	}
+	return got
 }
