@@ -288,11 +288,13 @@ func (w *syncWriter) printf(format string, args ...any) {
 	fmt.Fprintf(w.w, format, args...)
 }
 
+// countingReader counts the bytes read through it, for the progress bar.
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
 }
 
+// Read implements io.Reader.
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))

@@ -41,6 +41,7 @@ type DecodeError struct {
 	Err   error
 }
 
+// Error names the field and the problem, never the value.
 func (e *DecodeError) Error() string {
 	if e.Field == "" {
 		return "payout: decode: " + e.Err.Error()

@@ -82,6 +82,7 @@ type ValidationError struct {
 	Problems []Problem
 }
 
+// Error joins the problems as "field: reason; field: reason".
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	b.WriteString("payout: invalid request: ")
