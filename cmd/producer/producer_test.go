@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -303,5 +304,29 @@ func TestConfig_Validate(t *testing.T) {
 				t.Fatalf("err = %v, want a ConfigError on %s", err, tt.wantField)
 			}
 		})
+	}
+}
+
+// TestPublish_sampleFile publishes testdata/payouts.jsonl with a small in-flight window:
+// nothing may fail for want of a slot, and a second run is all duplicates.
+func TestPublish_sampleFile(t *testing.T) {
+	s, st := mustServer(t, true)
+	args := []string{"publish", "--file", "../../testdata/payouts.jsonl", "--url", s.ClientURL(), "--max-in-flight", "4"}
+	start := time.Now()
+	code, out, errOut := runCmd(t, "", args...)
+	t.Logf("%s in %v", strings.TrimSpace(out), time.Since(start))
+	var published, dups, invalid, failed int
+	if _, err := fmt.Sscanf(out, "published %d, duplicates %d, invalid %d, failed %d", &published, &dups, &invalid, &failed); err != nil {
+		t.Fatalf("summary %q: %v", out, err)
+	}
+	if code != 0 || failed != 0 || dups != 0 || published+invalid != 2600 || invalid == 0 {
+		t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
+	}
+	if got := msgCount(t, st); got != uint64(published) {
+		t.Fatalf("stream holds %d, want %d", got, published)
+	}
+	_, again, _ := runCmd(t, "", args...)
+	if want := fmt.Sprintf("published 0, duplicates %d, invalid %d, failed 0\n", published, invalid); again != want {
+		t.Fatalf("second run %q, want %q", again, want)
 	}
 }

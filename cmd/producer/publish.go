@@ -119,11 +119,11 @@ func cmdPublish(ctx context.Context, args []string, e env) int {
 		var f jetstream.PubAckFuture
 		err := rec.err
 		if err == nil && *raw {
-			f, err = publishRaw(js, cfg.SubjectPrefix, rec.data)
+			f, err = s.publish(func() (jetstream.PubAckFuture, error) { return publishRaw(js, cfg.SubjectPrefix, rec.data) })
 		} else if err == nil {
 			var r payout.Request
 			if r, err = payout.Decode(rec.data); err == nil {
-				f, err = pub.PublishAsync(r)
+				f, err = s.publish(func() (jetstream.PubAckFuture, error) { return pub.PublishAsync(r) })
 			}
 		}
 		switch {
@@ -243,9 +243,20 @@ func newSender(maxInFlight int, out *syncWriter) *sender {
 	return s
 }
 
-// track hands f to the collector; it blocks while maxInFlight acks are outstanding.
-func (s *sender) track(line int, f jetstream.PubAckFuture) {
+// publish takes an in-flight slot, blocking while maxInFlight acks are outstanding, and
+// calls fn. The slot is released when fn fails, else by the collector once f resolves, so
+// JetStream's own pending limit (the same number) is never hit.
+func (s *sender) publish(fn func() (jetstream.PubAckFuture, error)) (jetstream.PubAckFuture, error) {
 	s.slots <- struct{}{}
+	f, err := fn()
+	if err != nil {
+		<-s.slots
+	}
+	return f, err
+}
+
+// track hands f, returned by a successful publish, to the collector.
+func (s *sender) track(line int, f jetstream.PubAckFuture) {
 	s.sent.Add(1)
 	s.pending <- pendingAck{line: line, f: f}
 }
