@@ -273,11 +273,7 @@ func (s *Server) createBatch(c *call) (any, error) {
 	for i, d := range in.TransferDetailList {
 		r.Details[i] = detailReq{OutDetailNo: d.OutDetailNo, OpenID: d.OpenID, Amount: d.TransferAmount, Remark: d.TransferRemark, UserName: d.UserName}
 	}
-	b, err := s.create(c, r)
-	if err != nil {
-		return nil, err
-	}
-	return wechatpay.CreateBatchResponse{OutBatchNo: b.Req.OutBatchNo, BatchID: b.ID, CreateTime: rfc3339(b.Created), BatchStatus: b.status(c.now)}, nil
+	return s.create(c, r)
 }
 
 // createPartnerBatch is POST /v3/partner-transfer/batches (spec §7).
@@ -295,16 +291,16 @@ func (s *Server) createPartnerBatch(c *call) (any, error) {
 	for i, d := range in.TransferDetailList {
 		r.Details[i] = detailReq{OutDetailNo: d.OutDetailNo, OpenID: d.OpenID, Amount: d.TransferAmount, Remark: d.TransferRemark, UserName: d.UserName, UserIDCard: d.UserIDCard}
 	}
-	b, err := s.create(c, r)
+	res, err := s.create(c, r)
 	if err != nil {
 		return nil, err
 	}
-	return wechatpay.PartnerCreateBatchResponse{OutBatchNo: b.Req.OutBatchNo, BatchID: b.ID, CreateTime: rfc3339(b.Created)}, nil
+	return wechatpay.PartnerCreateBatchResponse{OutBatchNo: res.OutBatchNo, BatchID: res.BatchID, CreateTime: res.CreateTime}, nil
 }
 
-// create validates r and returns the batch with its number: the existing one when r is the
-// same batch again (idempotent, spec §5), a new one otherwise.
-func (s *Server) create(c *call, r *batchReq) (*batch, error) {
+// create validates r and answers for the batch with its number: the existing one when r is
+// the same batch again (idempotent, spec §5), a new one otherwise.
+func (s *Server) create(c *call, r *batchReq) (*wechatpay.CreateBatchResponse, error) {
 	if err := s.validateBatch(r); err != nil {
 		return nil, err
 	}
@@ -315,11 +311,11 @@ func (s *Server) create(c *call, r *batchReq) (*batch, error) {
 	hash := hex.EncodeToString(sum[:])
 	key := batchKey{r.Partner, r.OutBatchNo}
 	s.mu.Lock()
-	b := s.idx.byOut[key]
-	s.mu.Unlock()
-	if b != nil && b.BodyHash == hash {
-		return b, nil // the same bytes again: a retry
+	if b := s.idx.byOut[key]; b != nil && b.BodyHash == hash {
+		defer s.mu.Unlock()
+		return s.created(b, c.now), nil // the same bytes again: a retry
 	}
+	s.mu.Unlock()
 	// OAEP decryption is slow (an RSA private-key operation per name): keep it unlocked.
 	if err := s.decrypt(r, c.r.Header.Get("Wechatpay-Serial")); err != nil {
 		return nil, err
@@ -330,7 +326,7 @@ func (s *Server) create(c *call, r *batchReq) (*batch, error) {
 		if !b.Req.equal(r) {
 			return nil, invalidRequest("out_batch_no %s already exists with different content", r.OutBatchNo)
 		}
-		return b, nil
+		return s.created(b, c.now), nil
 	}
 	if !s.st.hold(r.TotalAmount) {
 		return nil, apiError(http.StatusForbidden, "NOT_ENOUGH", "balance %d fen is not enough for %d fen", max(s.st.available(), 0), r.TotalAmount)
@@ -341,7 +337,7 @@ func (s *Server) create(c *call, r *batchReq) (*batch, error) {
 		prefix = "1040000"
 	}
 	now := c.now
-	b = &batch{
+	b := &batch{
 		Req: *r, BodyHash: hash, ID: fmt.Sprintf("%s%s%025d", prefix, now.In(cst).Format("20060102"), s.st.Seq),
 		Created: now, Accept: now.Add(s.opts.scaled(s.opts.AcceptDelay)), Process: s.opts.scaled(s.opts.ProcessDelay),
 		Details: make([]detail, len(r.Details)), Pending: len(r.Details), Updated: now,
@@ -362,7 +358,13 @@ func (s *Server) create(c *call, r *batchReq) (*batch, error) {
 	s.st.Batches = append(s.st.Batches, b)
 	s.idx.addBatch(b)
 	s.version++
-	return b, nil
+	return s.created(b, now), nil
+}
+
+// created is the answer to a create of b. Callers hold mu.
+func (s *Server) created(b *batch, now time.Time) *wechatpay.CreateBatchResponse {
+	s.advance(now)
+	return &wechatpay.CreateBatchResponse{OutBatchNo: b.Req.OutBatchNo, BatchID: b.ID, CreateTime: rfc3339(b.Created), BatchStatus: b.status(now)}
 }
 
 // lookupBatch finds the batch a query names by batch_id or out_batch_no (spec §6). Callers
