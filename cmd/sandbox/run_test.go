@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// lockedBuffer is a stderr that run and the test may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs the sandbox with args and returns its URL, a stop function that returns run's
+// error, and its stderr.
+func start(t *testing.T, args ...string) (string, func() error, *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	stderr := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), func(string) string { return "" }, pw, stderr)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("no first line: %v; stderr %s; run: %v", err, stderr, <-done)
+	}
+	go io.Copy(io.Discard, pr)
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sandbox listening on ")
+	if !ok {
+		t.Fatalf("first line %q", line)
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { stop() })
+	return url, stop, stderr
+}
+
+func client(t *testing.T, url string) *wechatpay.Client {
+	t.Helper()
+	c, err := wechatpay.NewClient(wechatpay.Config{
+		BaseURL: url, MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
+		PrivateKey: wechatpaytest.MerchantPrivateKey(), WechatPayPublicKeyID: wechatpaytest.DefaultPlatformKeyID,
+		WechatPayPublicKey: wechatpaytest.PlatformPublicKey(),
+	}, wechatpay.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func batch(no string) *wechatpay.CreateBatchRequest {
+	return &wechatpay.CreateBatchRequest{
+		AppID: wechatpaytest.DefaultAppID, OutBatchNo: no, BatchName: "n", BatchRemark: "r", TotalAmount: 200, TotalNum: 2,
+		TransferDetailList: []wechatpay.TransferDetailInput{
+			{OpenID: "o-1", OutDetailNo: no + "D1", TransferAmount: 100, TransferRemark: "r"},
+			{OpenID: "fail-ACCOUNT_FROZEN-2", OutDetailNo: no + "D2", TransferAmount: 100, TransferRemark: "r"},
+		},
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRun_StateSurvivesRestart: a batch paid before a restart is still there, and still
+// paid once, after it; the admin API reports the record; stderr gets the counters.
+func TestRun_StateSurvivesRestart(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state.json")
+	url, stop, stderr := start(t, "--state", state, "--admin", "--speed", "1000", "--save-interval", "10ms")
+	c := client(t, url)
+	ctx := context.Background()
+	res, err := c.CreateTransferBatch(ctx, batch("RUN1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paid wechatpaytest.PaidReport
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) { // bounded poll
+		if getJSON(t, url+"/sandbox/paid", &paid); len(paid.Paid) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing paid")
+		}
+	}
+	if paid.Paid["RUN1D1"] != 1 || paid.Total != 100 || len(paid.DoublePaid) != 0 {
+		t.Fatalf("paid %+v", paid)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), `"requests":{"POST /v3/transfer/batches":1}`) {
+		t.Fatalf("stderr has no counters: %s", stderr)
+	}
+
+	url, _, _ = start(t, "--state", state, "--admin")
+	c = client(t, url)
+	got, err := c.QueryBatchByOutBatchNo(ctx, "RUN1", wechatpay.BatchQuery{})
+	if err != nil || got.TransferBatch.BatchID != res.BatchID || got.TransferBatch.BatchStatus != wechatpay.BatchFinished {
+		t.Fatalf("after restart: %+v, %v", got, err)
+	}
+	if again, err := c.CreateTransferBatch(ctx, batch("RUN1")); err != nil || again.BatchID != res.BatchID {
+		t.Fatalf("retry after restart: %+v, %v", again, err)
+	}
+	getJSON(t, url+"/sandbox/paid", &paid)
+	if len(paid.Paid) != 1 || paid.Paid["RUN1D1"] != 1 {
+		t.Fatalf("paid after restart %+v", paid)
+	}
+}
+
+func TestRun_AdminIsOffByDefault(t *testing.T) {
+	url, _, _ := start(t)
+	resp, err := http.Get(url + "/sandbox/paid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized { // an unsigned API call, not the admin API
+		t.Fatalf("HTTP %d without --admin", resp.StatusCode)
+	}
+}
+
+func TestRun_Errors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		field   string // a *config.ConfigError for this field, or "" for any error
+		wantErr bool
+	}{
+		{name: "help", args: []string{"--help"}},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: true},
+		{name: "bad rate", args: []string{"--drop-after-commit-rate", "1.5"}, field: "drop-after-commit-rate", wantErr: true},
+		{name: "short apiv3 key", args: []string{"--apiv3-key", "short"}, field: "apiv3-key", wantErr: true},
+		{name: "bad balance", args: []string{"--balance", "-2"}, field: "balance", wantErr: true},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, field: "log-level", wantErr: true},
+		{name: "zero speed", args: []string{"--speed", "0"}, wantErr: true},
+		{name: "missing config", args: []string{"--config", "/nonexistent.yaml"}, wantErr: true},
+		{name: "missing key file", args: []string{"--merchant-public-key", "/nonexistent.pem"}, field: "merchant-public-key", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // a valid configuration returns at once
+			err := run(ctx, append([]string{"--listen", "127.0.0.1:0"}, tc.args...), func(string) string { return "" }, io.Discard, io.Discard)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			var ce *config.ConfigError
+			if tc.field != "" && (!errors.As(err, &ce) || ce.Field != tc.field) {
+				t.Fatalf("err = %v, want a ConfigError for %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// TestConfigFile parses configs/sandbox.yaml and checks that flags override it.
+func TestConfigFile(t *testing.T) {
+	const path = "../../configs/sandbox.yaml"
+	cfg := DefaultConfig()
+	if err := config.Load(path, func(string) string { return "" }, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.options(nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Speed != 10 || !cfg.Admin {
+		t.Fatalf("config %+v", cfg)
+	}
+	url, _, _ := start(t, "--config", path, "--admin=false", "--speed", "1000")
+	resp, err := http.Get(url + "/sandbox/paid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("--admin=false did not override the file: HTTP %d", resp.StatusCode)
+	}
+	if got := configPath([]string{"-x", "--config=a.yaml"}); got != "a.yaml" {
+		t.Fatalf("configPath = %q", got)
+	}
+}
