@@ -39,26 +39,31 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // ErrUnsetVariable is returned when a file refers to an environment variable that is not set.
 var ErrUnsetVariable = errors.New("environment variable not set")
 
-// Parse decodes YAML from r into dst after replacing every ${VAR} with getenv("VAR").
-// dst should already hold the defaults; keys absent from the file keep them. Unknown keys
-// are an error. A reference to an unset variable is an error, so a missing secret is never
-// silently empty.
+// Parse decodes YAML from r into dst after replacing every ${VAR} in a scalar value with
+// getenv("VAR") (comments are left alone). dst should already hold the defaults; keys absent
+// from the file keep them. Unknown keys are an error. A reference to an unset variable is an
+// error, so a missing secret is never silently empty.
 func Parse(r io.Reader, getenv func(string) string, dst any) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if doc.Kind == 0 {
+		return nil // empty file: defaults
+	}
 	var missing []string
-	expanded := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
-		name := string(envRef.FindSubmatch(m)[1])
-		v := getenv(name)
-		if v == "" {
-			missing = append(missing, name)
-		}
-		return []byte(v)
-	})
+	expand(&doc, getenv, &missing)
 	if len(missing) > 0 {
 		return fmt.Errorf("config: %w: %v", ErrUnsetVariable, missing)
+	}
+	// Re-encode so the strict decoder reports unknown keys.
+	expanded, err := yaml.Marshal(&doc)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
@@ -66,6 +71,22 @@ func Parse(r io.Reader, getenv func(string) string, dst any) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+func expand(n *yaml.Node, getenv func(string) string, missing *[]string) {
+	if n.Kind == yaml.ScalarNode {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := envRef.FindStringSubmatch(m)[1]
+			v := getenv(name)
+			if v == "" {
+				*missing = append(*missing, name)
+			}
+			return v
+		})
+	}
+	for _, c := range n.Content {
+		expand(c, getenv, missing)
+	}
 }
 
 // Load is Parse on a file.

@@ -33,6 +33,12 @@ func TestParse(t *testing.T) {
 			t.Fatalf("err = %v, want ErrUnsetVariable naming NOPE", err)
 		}
 	})
+	t.Run("comments are not expanded", func(t *testing.T) {
+		var got sample
+		if err := Parse(strings.NewReader("# ${NOT_SET} is fine here\nname: b # and ${HERE}\n"), getenv, &got); err != nil || got.Name != "b" {
+			t.Fatalf("got %+v, %v", got, err)
+		}
+	})
 	t.Run("unknown key is an error", func(t *testing.T) {
 		var got sample
 		if err := Parse(strings.NewReader("nmae: a\n"), getenv, &got); err == nil || !strings.Contains(err.Error(), "nmae") {

@@ -49,8 +49,8 @@ type driver struct {
 	api      *wechatpay.Client
 	create   *throttle
 	query    *throttle
-	cbCreate *gobreaker.CircuitBreaker[*wechatpay.CreateBatchResponse]
-	cbQuery  *gobreaker.CircuitBreaker[*wechatpay.BatchQueryResponse]
+	cbCreate *gobreaker.CircuitBreaker[created]
+	cbQuery  *gobreaker.CircuitBreaker[*batchPage]
 	wake     <-chan struct{}
 	changed  func() // wakes the outcome publisher
 	now      func() time.Time
@@ -165,11 +165,11 @@ func (d *driver) backoff(attempts int) time.Duration {
 
 // send submits a sealed batch: the frozen body, the same out_batch_no, every attempt.
 func (d *driver) send(ctx context.Context, b ledger.Batch) error {
-	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateBatchResponse, error) {
+	res, err := d.cbCreate.Execute(func() (created, error) {
 		if err := d.create.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+			return created{}, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
 		}
-		return d.api.CreateTransferBatchBody(ctx, b.Body)
+		return createBatch(ctx, d.api, b.Rail, b.Body)
 	})
 	now := d.now()
 	class := classify(err)
@@ -180,7 +180,7 @@ func (d *driver) send(ctx context.Context, b ledger.Batch) error {
 	r := ledger.SubmitResult{ErrorCode: code}
 	switch class {
 	case wechatpay.ClassOK:
-		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.BatchStatus
+		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.Status
 		r.NextAt = now.Add(d.poll.FirstDelay)
 		d.log.Info("batch accepted", "out_batch_no", b.OutBatchNo, "batch_id", res.BatchID, "attempt", b.Attempts+1)
 	case wechatpay.ClassRejected:
@@ -210,12 +210,12 @@ func (d *driver) send(ctx context.Context, b ledger.Batch) error {
 // follow queries an accepted batch; once FINISHED it pages every detail into the ledger,
 // one transaction per page. CLOSED fails the remaining members with the close reason.
 func (d *driver) follow(ctx context.Context, b ledger.Batch) error {
-	q, err := d.queryBatch(ctx, b.OutBatchNo, wechatpay.BatchQuery{})
+	q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{})
 	now := d.now()
 	if err != nil {
 		return d.pollFailed(ctx, b, err, now)
 	}
-	tb := q.TransferBatch
+	tb := q.Batch
 	if tb.BatchStatus == wechatpay.BatchFinished {
 		if err := d.pageDetails(ctx, b, tb.TotalNum); err != nil {
 			return d.pollFailed(ctx, b, err, d.now())
@@ -235,14 +235,14 @@ func (d *driver) follow(ctx context.Context, b ledger.Batch) error {
 
 func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) error {
 	for offset := 0; offset < total; {
-		q, err := d.queryBatch(ctx, b.OutBatchNo, wechatpay.BatchQuery{
+		q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{
 			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
 		})
 		if err != nil {
 			return err
 		}
-		rows := make([]ledger.DetailRow, len(q.TransferDetailList))
-		for i, r := range q.TransferDetailList {
+		rows := make([]ledger.DetailRow, len(q.Details))
+		for i, r := range q.Details {
 			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
 		}
 		if _, err := d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows); err != nil {
@@ -256,12 +256,12 @@ func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) err
 	return nil
 }
 
-func (d *driver) queryBatch(ctx context.Context, outBatchNo string, q wechatpay.BatchQuery) (*wechatpay.BatchQueryResponse, error) {
-	res, err := d.cbQuery.Execute(func() (*wechatpay.BatchQueryResponse, error) {
+func (d *driver) queryBatch(ctx context.Context, b ledger.Batch, q wechatpay.BatchQuery) (*batchPage, error) {
+	res, err := d.cbQuery.Execute(func() (*batchPage, error) {
 		if err := d.query.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
 		}
-		return d.api.QueryBatchByOutBatchNo(ctx, outBatchNo, q)
+		return queryBatch(ctx, d.api, b.Rail, b.OutBatchNo, q)
 	})
 	if is429(err) {
 		d.query.Slow()

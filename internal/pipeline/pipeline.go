@@ -87,7 +87,7 @@ type Pipeline struct {
 	sealer   *sealer
 	driver   *driver
 	outcomes *outcomes
-	cb       *callbacks
+	cb       http.Handler
 }
 
 // New checks cfg and wires the stages.
@@ -103,6 +103,13 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	}
 	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 {
 		return nil, errors.New("submit workers, fetch batch and retry-min must be positive")
+	}
+	names := batching.Names{NameTemplate: cfg.Batching.NameTemplate, RemarkTemplate: cfg.Batching.RemarkTemplate}
+	if names.NameTemplate == "" && names.RemarkTemplate == "" {
+		names = batching.DefaultNames
+	}
+	if err := names.Validate(); err != nil {
+		return nil, fmt.Errorf("batch name templates: %w", err)
 	}
 	b, err := batching.New(batching.Config{
 		InstanceID: d.DB.InstanceID(), CapDirect: cfg.Batching.CapDirect, CapPartner: cfg.Batching.CapPartner,
@@ -132,19 +139,19 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, log: d.Log},
 		},
 		sealer: &sealer{
-			b: b, names: batching.Names{NameTemplate: cfg.Batching.NameTemplate, RemarkTemplate: cfg.Batching.RemarkTemplate},
+			b: b, names: names,
 			notifyURL: cfg.NotifyURL, db: d.DB, in: claimed, sealed: poke(wakeDriver), now: d.Now, log: d.Log,
 			open: map[int64]ledger.Payout{},
 		},
 		driver: &driver{
 			submit: cfg.Submit, poll: cfg.Poll, db: d.DB, api: d.API,
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
-			cbCreate: newBreaker[*wechatpay.CreateBatchResponse]("wechatpay-create", cfg.Breaker, d.Log),
-			cbQuery:  newBreaker[*wechatpay.BatchQueryResponse]("wechatpay-query", cfg.Breaker, d.Log),
+			cbCreate: newBreaker[created]("wechatpay-create", cfg.Breaker, d.Log),
+			cbQuery:  newBreaker[*batchPage]("wechatpay-query", cfg.Breaker, d.Log),
 			wake:     wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log},
-		cb:       &callbacks{api: d.API, db: d.DB, wake: poke(wakeDriver), log: d.Log},
+		cb:       callbackHandler(d.API, d.DB, poke(wakeDriver)),
 	}
 	return p, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -122,30 +123,53 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 	return nil
 }
 
-// body builds the frozen create request. Totals are computed from the members. user_name is
+// body builds the frozen create request for b's rail. The batch-level fields come from the
+// group key (every member shares them); totals are computed from the members; user_name is
 // the ciphertext stored at intake.
 func (s *sealer) body(b batching.Batch, members []ledger.Payout) ([]byte, error) {
-	first := members[0]
-	name, remark := s.names.Render(b, first.SceneID, s.now())
-	if b.Rail != wechatpay.RailDirect {
-		return nil, fmt.Errorf("rail %q is not enabled in this processor", b.Rail)
+	k, err := batching.ParseKey(b.Group)
+	if err != nil {
+		return nil, err
 	}
-	req := wechatpay.CreateBatchRequest{
-		AppID:              first.AppID,
-		BatchName:          name,
-		BatchRemark:        remark,
-		NotifyURL:          s.notifyURL,
-		OutBatchNo:         b.OutBatchNo,
-		TotalAmount:        wechatpay.Fen(b.TotalAmount()),
-		TotalNum:           b.TotalNum(),
-		TransferSceneID:    first.SceneID,
-		TransferDetailList: make([]wechatpay.TransferDetailInput, len(members)),
+	name, remark, err := s.names.Render(b, s.now())
+	if err != nil {
+		return nil, err
 	}
-	for i, p := range members {
-		req.TransferDetailList[i] = wechatpay.TransferDetailInput{
-			OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
-			TransferRemark: p.Remark, UserName: p.UserNameCipher,
+	if k.BatchName != "" {
+		name = batching.TrimChars(k.BatchName, 32)
+	}
+	if k.BatchRemark != "" {
+		remark = batching.TrimChars(k.BatchRemark, 32)
+	}
+	total, num := wechatpay.Fen(b.TotalAmount()), b.TotalNum()
+	switch k.Rail {
+	case payout.RailDirect:
+		req := wechatpay.CreateBatchRequest{
+			AppID: k.AppID, BatchName: name, BatchRemark: remark, NotifyURL: s.notifyURL, OutBatchNo: b.OutBatchNo,
+			TotalAmount: total, TotalNum: num, TransferSceneID: k.SceneID,
+			TransferDetailList: make([]wechatpay.TransferDetailInput, len(members)),
 		}
+		for i, p := range members {
+			req.TransferDetailList[i] = wechatpay.TransferDetailInput{
+				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
+				TransferRemark: p.Remark, UserName: p.UserNameCipher,
+			}
+		}
+		return json.Marshal(req)
+	case payout.RailPartner:
+		req := wechatpay.PartnerCreateBatchRequest{
+			AuthorizationType: k.AuthorizationType, BatchName: name, BatchRemark: remark, OutBatchNo: b.OutBatchNo,
+			SpAppID: k.SpAppID, SubAppID: k.SubAppID, SubMchID: k.SubMchID, TotalAmount: total, TotalNum: num,
+			TransferPurpose: k.TransferPurpose, TransferScene: k.TransferScene,
+			TransferDetailList: make([]wechatpay.PartnerTransferDetailInput, len(members)),
+		}
+		for i, p := range members {
+			req.TransferDetailList[i] = wechatpay.PartnerTransferDetailInput{
+				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
+				TransferRemark: p.Remark, UserName: p.UserNameCipher,
+			}
+		}
+		return json.Marshal(req)
 	}
-	return json.Marshal(req)
+	return nil, fmt.Errorf("unknown rail %q", k.Rail)
 }
