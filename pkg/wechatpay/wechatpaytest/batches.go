@@ -261,6 +261,9 @@ func (s *Server) finish(b *batch) {
 
 // createBatch is POST /v3/transfer/batches (spec §5).
 func (s *Server) createBatch(c *call) (any, error) {
+	if res := s.replay(c, false); res != nil {
+		return res, nil
+	}
 	var in wechatpay.CreateBatchRequest
 	if err := decodeStrict(c.body, &in); err != nil {
 		return nil, err
@@ -279,6 +282,9 @@ func (s *Server) createBatch(c *call) (any, error) {
 // createPartnerBatch is POST /v3/partner-transfer/batches (spec §7).
 func (s *Server) createPartnerBatch(c *call) (any, error) {
 	var in wechatpay.PartnerCreateBatchRequest
+	if res := s.replay(c, true); res != nil {
+		return wechatpay.PartnerCreateBatchResponse{OutBatchNo: res.OutBatchNo, BatchID: res.BatchID, CreateTime: res.CreateTime}, nil
+	}
 	if err := decodeStrict(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -298,6 +304,23 @@ func (s *Server) createPartnerBatch(c *call) (any, error) {
 	return wechatpay.PartnerCreateBatchResponse{OutBatchNo: res.OutBatchNo, BatchID: res.BatchID, CreateTime: res.CreateTime}, nil
 }
 
+func bodyHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// replay answers a create whose exact bytes created a batch before (a retry) without
+// decoding it again, or returns nil.
+func (s *Server) replay(c *call, partner bool) *wechatpay.CreateBatchResponse {
+	hash := bodyHash(c.body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.idx.byHash[hash]; b != nil && b.Req.Partner == partner {
+		return s.created(b, c.now)
+	}
+	return nil
+}
+
 // create validates r and answers for the batch with its number: the existing one when r is
 // the same batch again (idempotent, spec §5), a new one otherwise.
 func (s *Server) create(c *call, r *batchReq) (*wechatpay.CreateBatchResponse, error) {
@@ -307,15 +330,8 @@ func (s *Server) create(c *call, r *batchReq) (*wechatpay.CreateBatchResponse, e
 	if !r.Partner && s.opts.AppID != "" && r.AppID != s.opts.AppID {
 		return nil, apiError(http.StatusUnauthorized, "APPID_MCHID_NOT_MATCH", "appid is not bound to mchid %s", s.opts.MchID)
 	}
-	sum := sha256.Sum256(c.body)
-	hash := hex.EncodeToString(sum[:])
+	hash := bodyHash(c.body)
 	key := batchKey{r.Partner, r.OutBatchNo}
-	s.mu.Lock()
-	if b := s.idx.byOut[key]; b != nil && b.BodyHash == hash {
-		defer s.mu.Unlock()
-		return s.created(b, c.now), nil // the same bytes again: a retry
-	}
-	s.mu.Unlock()
 	// OAEP decryption is slow (an RSA private-key operation per name): keep it unlocked.
 	if err := s.decrypt(r, c.r.Header.Get("Wechatpay-Serial")); err != nil {
 		return nil, err

@@ -1,8 +1,6 @@
 package wechatpaytest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -158,7 +156,6 @@ func (s *Server) createBill(c *call) (any, error) {
 		}
 		r.UserName = name
 	}
-	sum := sha256.Sum256(c.body)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(c.now)
@@ -174,7 +171,7 @@ func (s *Server) createBill(c *call) (any, error) {
 		}
 		s.st.Seq++
 		b = &bill{
-			Req: r, BodyHash: hex.EncodeToString(sum[:]), Package: randomString(48), Created: c.now,
+			Req: r, BodyHash: bodyHash(c.body), Package: randomString(48), Created: c.now,
 			No:     fmt.Sprintf("1330000%s%025d", c.now.In(cst).Format("20060102"), s.st.Seq),
 			Accept: c.now.Add(s.opts.scaled(s.opts.AcceptDelay)), Process: s.opts.scaled(s.opts.ProcessDelay),
 		}

@@ -2,6 +2,7 @@ package wechatpaytest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"encoding/json"
@@ -231,7 +232,7 @@ type apiFunc func(c *call) (any, error)
 // api wraps an endpoint with verification, rate limiting, faults and response signing.
 func (s *Server) api(endpoint string, limit int, fn apiFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		body, err := readBody(r)
 		if err != nil {
 			return // the connection is gone
 		}
@@ -287,6 +288,16 @@ func (s *Server) api(endpoint string, limit int, fn apiFunc) http.HandlerFunc {
 		}
 		s.write(w, c, res, fault)
 	}
+}
+
+// readBody reads at most maxBody+1 bytes, in one allocation when Content-Length is known.
+func readBody(r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= maxBody {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1))
+	return buf.Bytes(), err
 }
 
 // apiError builds the error answer of one call.

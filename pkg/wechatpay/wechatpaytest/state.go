@@ -39,6 +39,7 @@ type batchKey struct {
 type indexes struct {
 	byOut     map[batchKey]*batch
 	byID      map[string]*batch
+	byHash    map[string]*batch // by SHA-256 of the create body
 	open      map[*batch]struct{}
 	openBills map[*bill]struct{}
 	bills     map[string]*bill // by out_bill_no
@@ -48,7 +49,7 @@ type indexes struct {
 
 func newIndexes() indexes {
 	return indexes{
-		byOut: map[batchKey]*batch{}, byID: map[string]*batch{}, open: map[*batch]struct{}{}, openBills: map[*bill]struct{}{},
+		byOut: map[batchKey]*batch{}, byID: map[string]*batch{}, byHash: map[string]*batch{}, open: map[*batch]struct{}{}, openBills: map[*bill]struct{}{},
 		bills: map[string]*bill{}, billByNo: map[string]*bill{}, instrs: map[string]*instr{},
 	}
 }
@@ -56,6 +57,7 @@ func newIndexes() indexes {
 func (x *indexes) addBatch(b *batch) {
 	x.byOut[batchKey{b.Req.Partner, b.Req.OutBatchNo}] = b
 	x.byID[b.ID] = b
+	x.byHash[b.BodyHash] = b
 	if b.Pending > 0 {
 		x.open[b] = struct{}{}
 	}
