@@ -1,19 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"math"
-	"math/rand/v2"
 	"os"
 	"strings"
-	"time"
 
-	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/internal/synth"
 )
 
 const genUsage = `usage: producer gen --count N --seed S [flags]
@@ -24,38 +18,26 @@ user_name, some openids "fail-<FAIL_REASON>-<id>" that the sandbox fails with th
 and a share of invalid lines of many kinds.
 `
 
-// genOptions drives the generator.
-type genOptions struct {
-	count       int
-	seed        uint64
-	invalidRate float64 // share of invalid lines
-	failRate    float64 // share of openids the sandbox fails
-	namedRate   float64 // share of ≥2000-yuan payouts carrying user_name
-	mchid       string
-	appids      []string
-	start       time.Time // created_at of the first request
-}
-
 // cmdGen implements "producer gen".
 func cmdGen(ctx context.Context, args []string, e env) int {
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() { fmt.Fprint(e.stderr, genUsage); fs.PrintDefaults() }
-	o := genOptions{start: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
-	fs.IntVar(&o.count, "count", 100, "number of lines")
-	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
-	fs.Float64Var(&o.invalidRate, "invalid-rate", 0.01, "share of invalid lines")
-	fs.Float64Var(&o.failRate, "fail-rate", 0.02, "share of openids the sandbox fails")
-	fs.Float64Var(&o.namedRate, "named-rate", 0.02, "share of payouts of 2000 yuan or more, with user_name")
-	fs.StringVar(&o.mchid, "mchid", "1900000001", "merchant id")
-	appids := fs.String("appid", "wxa0000000000000001,wxa0000000000000002,wxa0000000000000003", "comma-separated appids")
+	o := synth.DefaultOptions()
+	fs.IntVar(&o.Count, "count", o.Count, "number of lines")
+	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
+	fs.Float64Var(&o.InvalidRate, "invalid-rate", o.InvalidRate, "share of invalid lines")
+	fs.Float64Var(&o.FailRate, "fail-rate", o.FailRate, "share of openids the sandbox fails")
+	fs.Float64Var(&o.NamedRate, "named-rate", o.NamedRate, "share of payouts of 2000 yuan or more, with user_name")
+	fs.StringVar(&o.MchID, "mchid", o.MchID, "merchant id")
+	appids := fs.String("appid", strings.Join(o.AppIDs, ","), "comma-separated appids")
 	outPath := fs.String("out", "", "output file (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	o.appids = strings.Split(*appids, ",")
-	for _, r := range []float64{o.invalidRate, o.failRate, o.namedRate} {
-		if r < 0 || r > 1 || o.count < 0 || fs.NArg() > 0 {
+	o.AppIDs = strings.Split(*appids, ",")
+	for _, r := range []float64{o.InvalidRate, o.FailRate, o.NamedRate} {
+		if r < 0 || r > 1 || o.Count < 0 || fs.NArg() > 0 {
 			fs.Usage()
 			return 2
 		}
@@ -70,115 +52,9 @@ func cmdGen(ctx context.Context, args []string, e env) int {
 		defer f.Close()
 		out = f
 	}
-	if err := generate(ctx, o, out); err != nil {
+	if err := synth.Generate(ctx, o, out); err != nil {
 		fmt.Fprintln(e.stderr, "producer:", err)
 		return 1
 	}
 	return 0
-}
-
-// Vocabulary of the generator.
-var (
-	scenes      = []string{"1001", "1001", "1001", "1001", "1005"} // weighted: most payouts are 现金营销
-	remarks     = []string{"活动奖励", "现金红包", "邀请好友奖励", "佣金结算", "问卷调查奖励", "签到奖励", "推广佣金"}
-	surnames    = []rune("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗欧阳")
-	givenChars  = []rune("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英")
-	failReasons = []string{"ACCOUNT_FROZEN", "REAL_NAME_CHECK_FAIL", "NAME_NOT_CORRECT", "OPENID_INVALID",
-		"ACCOUNT_NOT_EXIST", "TRANSFER_QUOTA_EXCEED", "DAY_RECEIVED_QUOTA_EXCEED", "TRANSFER_RISK"}
-)
-
-const openIDChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
-
-// generate writes o.count lines to w.
-func generate(ctx context.Context, o genOptions, w io.Writer) error {
-	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
-	bw := bufio.NewWriter(w)
-	for i := range o.count {
-		if i%1024 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r := synth(rng, o, i)
-		line, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		if rng.Float64() < o.invalidRate {
-			line = spoil(rng, r)
-		}
-		bw.Write(line)
-		bw.WriteByte('\n')
-	}
-	return bw.Flush()
-}
-
-// synth returns the i-th valid request.
-func synth(rng *rand.Rand, o genOptions, i int) payout.Request {
-	r := payout.Request{
-		Schema:      payout.SchemaV1,
-		OutDetailNo: fmt.Sprintf("S%dN%d", o.seed, i),
-		MchID:       o.mchid,
-		AppID:       o.appids[skewed(rng, len(o.appids))],
-		SceneID:     scenes[rng.IntN(len(scenes))],
-		Remark:      remarks[rng.IntN(len(remarks))],
-		Source:      "gen",
-		CreatedAt:   o.start.Add(time.Duration(i) * 100 * time.Millisecond),
-	}
-	// Log-uniform over 30..20000 fen: many small rewards, a tail of larger ones.
-	r.Amount = int64(30 * math.Exp(rng.Float64()*math.Log(20000.0/30)))
-	if rng.Float64() < o.namedRate {
-		r.Amount = payout.NameRequiredFrom + rng.Int64N(600_000)
-		r.UserName = chineseName(rng)
-	}
-	b := make([]byte, 28)
-	b[0] = 'o'
-	for j := 1; j < len(b); j++ {
-		b[j] = openIDChars[rng.IntN(len(openIDChars))]
-	}
-	r.OpenID = string(b)
-	if rng.Float64() < o.failRate {
-		r.OpenID = fmt.Sprintf("fail-%s-%d", failReasons[rng.IntN(len(failReasons))], i)
-	}
-	return r
-}
-
-// skewed returns an index in [0,n) where each index is half as likely as the one before, so
-// that the first group is big enough to fill whole batches.
-func skewed(rng *rand.Rand, n int) int {
-	x := rng.Float64() * float64(int(1)<<n-1)
-	for i := range n {
-		if x < float64(int(1)<<(n-1-i)) {
-			return i
-		}
-		x -= float64(int(1) << (n - 1 - i))
-	}
-	return n - 1
-}
-
-func chineseName(rng *rand.Rand) string {
-	n := []rune{surnames[rng.IntN(len(surnames))]}
-	for range 1 + rng.IntN(2) {
-		n = append(n, givenChars[rng.IntN(len(givenChars))])
-	}
-	return string(n)
-}
-
-// spoil returns r as an invalid line of a random kind.
-func spoil(rng *rand.Rand, r payout.Request) []byte {
-	enc := func(r payout.Request) string { b, _ := json.Marshal(r); return string(b) }
-	amount := fmt.Sprintf(`"amount":%d`, r.Amount)
-	kinds := []func() string{
-		func() string { r.OutDetailNo = "bad-no-" + r.OutDetailNo; return enc(r) },                  // charset
-		func() string { return strings.Replace(enc(r), amount, amount+".5", 1) },                    // float amount
-		func() string { return strings.Replace(enc(r), amount, amount+`,"amout":1`, 1) },            // unknown field
-		func() string { r.OpenID = ""; return enc(r) },                                              // missing openid
-		func() string { r.Remark = strings.Repeat("超长备注", 9); return enc(r) },                       // remark > 32 characters
-		func() string { r.Amount = 0; return enc(r) },                                               // zero amount
-		func() string { r.Amount, r.UserName = payout.NameRequiredFrom+1, ""; return enc(r) },       // name missing
-		func() string { s := enc(r); return s[:len(s)/2] },                                          // truncated JSON
-		func() string { return strings.Replace(enc(r), amount, amount+`,"amount":1`, 1) },           // duplicate key
-		func() string { r.AppID, r.SubMchID = "", "1900000002"; return enc(r) },                     // partner without authorization_type
-		func() string { r.Remark = "奖励\u0007"; return enc(r) },                                      // control character
-		func() string { return strings.Replace(enc(r), amount, `"amount":9223372036854775808`, 1) }, // out of int64
-	}
-	return []byte(kinds[rng.IntN(len(kinds))]())
 }

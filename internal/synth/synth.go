@@ -1,0 +1,172 @@
+// Package synth generates realistic synthetic payout requests for demos, tests, soaks and
+// benchmarks: several groups (appids and scenes), amounts mostly 0.30–200 yuan, some of 2000
+// yuan or more with a Chinese user_name, some openids "fail-<FAIL_REASON>-<id>" that the
+// sandbox fails with that reason, and a share of invalid lines of many kinds. Output is
+// deterministic for a seed.
+package synth
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+// Options drives the generator.
+type Options struct {
+	Count       int
+	Seed        uint64
+	InvalidRate float64 // share of invalid lines
+	FailRate    float64 // share of openids the sandbox fails
+	NamedRate   float64 // share of ≥2000-yuan payouts carrying user_name
+	MchID       string
+	AppIDs      []string
+	Start       time.Time // created_at of the first request
+}
+
+// DefaultOptions returns the defaults of "producer gen".
+func DefaultOptions() Options {
+	return Options{
+		Count: 100, Seed: 1, InvalidRate: 0.01, FailRate: 0.02, NamedRate: 0.02, MchID: "1900000001",
+		AppIDs: []string{"wxa0000000000000001", "wxa0000000000000002", "wxa0000000000000003"},
+		Start:  time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC),
+	}
+}
+
+// Vocabulary of the generator.
+var (
+	scenes      = []string{"1001", "1001", "1001", "1001", "1005"} // weighted: most payouts are 现金营销
+	remarks     = []string{"活动奖励", "现金红包", "邀请好友奖励", "佣金结算", "问卷调查奖励", "签到奖励", "推广佣金"}
+	surnames    = []rune("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗欧阳")
+	givenChars  = []rune("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英")
+	failReasons = []string{"ACCOUNT_FROZEN", "REAL_NAME_CHECK_FAIL", "NAME_NOT_CORRECT", "OPENID_INVALID",
+		"ACCOUNT_NOT_EXIST", "TRANSFER_QUOTA_EXCEED", "DAY_RECEIVED_QUOTA_EXCEED", "TRANSFER_RISK"}
+)
+
+const openIDChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
+
+// Record is one generated line: the request it was made from, and whether the line is that
+// request (Valid) or a spoiled, invalid version of it.
+type Record struct {
+	Req   payout.Request
+	Line  []byte
+	Valid bool
+}
+
+// Fails reports whether the sandbox fails this payout (its openid is "fail-<REASON>-…").
+func (r Record) Fails() bool { return strings.HasPrefix(r.Req.OpenID, "fail-") }
+
+// Each calls fn with o.Count records, deterministic for o.Seed.
+func Each(ctx context.Context, o Options, fn func(Record) error) error {
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
+	for i := range o.Count {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r := synth(rng, o, i)
+		line, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		rec := Record{Req: r, Line: line, Valid: true}
+		if rng.Float64() < o.InvalidRate {
+			rec.Line, rec.Valid = spoil(rng, r), false
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Generate writes o.Count records to w as JSON lines.
+func Generate(ctx context.Context, o Options, w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	err := Each(ctx, o, func(r Record) error {
+		bw.Write(r.Line)
+		return bw.WriteByte('\n')
+	})
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// synth returns the i-th valid request.
+func synth(rng *rand.Rand, o Options, i int) payout.Request {
+	r := payout.Request{
+		Schema:      payout.SchemaV1,
+		OutDetailNo: fmt.Sprintf("S%dN%d", o.Seed, i),
+		MchID:       o.MchID,
+		AppID:       o.AppIDs[skewed(rng, len(o.AppIDs))],
+		SceneID:     scenes[rng.IntN(len(scenes))],
+		Remark:      remarks[rng.IntN(len(remarks))],
+		Source:      "gen",
+		CreatedAt:   o.Start.Add(time.Duration(i) * 100 * time.Millisecond),
+	}
+	// Log-uniform over 30..20000 fen: many small rewards, a tail of larger ones.
+	r.Amount = int64(30 * math.Exp(rng.Float64()*math.Log(20000.0/30)))
+	if rng.Float64() < o.NamedRate {
+		r.Amount = payout.NameRequiredFrom + rng.Int64N(600_000)
+		r.UserName = chineseName(rng)
+	}
+	b := make([]byte, 28)
+	b[0] = 'o'
+	for j := 1; j < len(b); j++ {
+		b[j] = openIDChars[rng.IntN(len(openIDChars))]
+	}
+	r.OpenID = string(b)
+	if rng.Float64() < o.FailRate {
+		r.OpenID = fmt.Sprintf("fail-%s-%d", failReasons[rng.IntN(len(failReasons))], i)
+	}
+	return r
+}
+
+// skewed returns an index in [0,n) where each index is half as likely as the one before, so
+// that the first group is big enough to fill whole batches.
+func skewed(rng *rand.Rand, n int) int {
+	x := rng.Float64() * float64(int(1)<<n-1)
+	for i := range n {
+		if x < float64(int(1)<<(n-1-i)) {
+			return i
+		}
+		x -= float64(int(1) << (n - 1 - i))
+	}
+	return n - 1
+}
+
+func chineseName(rng *rand.Rand) string {
+	n := []rune{surnames[rng.IntN(len(surnames))]}
+	for range 1 + rng.IntN(2) {
+		n = append(n, givenChars[rng.IntN(len(givenChars))])
+	}
+	return string(n)
+}
+
+// spoil returns r as an invalid line of a random kind.
+func spoil(rng *rand.Rand, r payout.Request) []byte {
+	enc := func(r payout.Request) string { b, _ := json.Marshal(r); return string(b) }
+	amount := fmt.Sprintf(`"amount":%d`, r.Amount)
+	kinds := []func() string{
+		func() string { r.OutDetailNo = "bad-no-" + r.OutDetailNo; return enc(r) },                  // charset
+		func() string { return strings.Replace(enc(r), amount, amount+".5", 1) },                    // float amount
+		func() string { return strings.Replace(enc(r), amount, amount+`,"amout":1`, 1) },            // unknown field
+		func() string { r.OpenID = ""; return enc(r) },                                              // missing openid
+		func() string { r.Remark = strings.Repeat("超长备注", 9); return enc(r) },                       // remark > 32 characters
+		func() string { r.Amount = 0; return enc(r) },                                               // zero amount
+		func() string { r.Amount, r.UserName = payout.NameRequiredFrom+1, ""; return enc(r) },       // name missing
+		func() string { s := enc(r); return s[:len(s)/2] },                                          // truncated JSON
+		func() string { return strings.Replace(enc(r), amount, amount+`,"amount":1`, 1) },           // duplicate key
+		func() string { r.AppID, r.SubMchID = "", "1900000002"; return enc(r) },                     // partner without authorization_type
+		func() string { r.Remark = "奖励\u0007"; return enc(r) },                                      // control character
+		func() string { return strings.Replace(enc(r), amount, `"amount":9223372036854775808`, 1) }, // out of int64
+	}
+	return []byte(kinds[rng.IntN(len(kinds))]())
+}
