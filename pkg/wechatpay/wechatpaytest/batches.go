@@ -392,21 +392,37 @@ func (s *Server) lookupBatch(c *call, partner bool) (*batch, error) {
 			b = nil
 		}
 	} else {
-		no := c.r.PathValue("out_batch_no")
-		if !isOutNo(no) {
-			return nil, paramError("out_batch_no: want 1 to 32 characters of [0-9A-Za-z]")
+		no, err := pathOutNo(c, "out_batch_no")
+		if err != nil {
+			return nil, err
 		}
 		b = s.idx.byOut[batchKey{partner, no}]
 	}
-	switch {
-	case b == nil:
-		return nil, notFound("no such batch")
-	case c.now.Sub(b.Created) > QueryWindow:
-		return nil, invalidRequest("the batch is older than 30 days; use the merchant platform")
-	case c.now.Sub(b.Created) < s.opts.scaled(s.opts.NotFoundLag):
+	if b == nil {
 		return nil, notFound("no such batch")
 	}
-	return b, nil
+	return b, s.visible(c.now, b.Created)
+}
+
+// pathOutNo returns the path parameter name, which must be an out_…_no (spec §5).
+func pathOutNo(c *call, name string) (string, error) {
+	no := c.r.PathValue(name)
+	if !isOutNo(no) {
+		return "", paramError("%s: want 1 to 32 characters of [0-9A-Za-z]", name)
+	}
+	return no, nil
+}
+
+// visible tells whether a query at now may see something created at created: not within
+// NotFoundLag (spec §6: NOT_FOUND is not a failure) and not beyond QueryWindow.
+func (s *Server) visible(now, created time.Time) error {
+	switch {
+	case now.Sub(created) > QueryWindow:
+		return invalidRequest("older than 30 days; use the merchant platform")
+	case now.Sub(created) < s.opts.scaled(s.opts.NotFoundLag):
+		return notFound("not found")
+	}
+	return nil
 }
 
 // parseBatchQuery reads need_query_detail, offset, limit and detail_status (spec §6).
@@ -568,9 +584,9 @@ func (s *Server) lookupDetail(c *call, partner bool) (*batch, int, error) {
 	if id := c.r.PathValue("detail_id"); id != "" {
 		i = b.detailIndex(id)
 	} else {
-		no := c.r.PathValue("out_detail_no")
-		if !isOutNo(no) {
-			return nil, 0, paramError("out_detail_no: want 1 to 32 characters of [0-9A-Za-z]")
+		no, err := pathOutNo(c, "out_detail_no")
+		if err != nil {
+			return nil, 0, err
 		}
 		if n, ok := b.byOut[no]; ok {
 			i = n

@@ -197,21 +197,16 @@ func (s *Server) lookupBill(c *call) (*bill, error) {
 	if no := c.r.PathValue("transfer_bill_no"); no != "" {
 		b = s.idx.billByNo[no]
 	} else {
-		no := c.r.PathValue("out_bill_no")
-		if !isOutNo(no) {
-			return nil, paramError("out_bill_no: want 1 to 32 characters of [0-9A-Za-z]")
+		no, err := pathOutNo(c, "out_bill_no")
+		if err != nil {
+			return nil, err
 		}
 		b = s.idx.bills[no]
 	}
-	switch {
-	case b == nil:
-		return nil, notFound("no such bill")
-	case c.now.Sub(b.Created) > QueryWindow:
-		return nil, invalidRequest("the bill is older than 30 days")
-	case c.now.Sub(b.Created) < s.opts.scaled(s.opts.NotFoundLag):
+	if b == nil {
 		return nil, notFound("no such bill")
 	}
-	return b, nil
+	return b, s.visible(c.now, b.Created)
 }
 
 // queryBill serves both bill queries (spec §8.2).

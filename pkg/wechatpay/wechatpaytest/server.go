@@ -249,7 +249,7 @@ func (s *Server) api(endpoint string, limit int, fn apiFunc) http.HandlerFunc {
 			return
 		}
 		if !s.allow(endpoint, limit, now) {
-			s.write(w, c, apiError(http.StatusTooManyRequests, "FREQUENCY_LIMITED", "too many requests"), Fault{})
+			s.write(w, c, apiError(http.StatusTooManyRequests, limitCode(endpoint), "too many requests"), Fault{})
 			return
 		}
 		s.mu.Lock()
@@ -436,6 +436,15 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) error {
 		return errors.New("signature does not verify")
 	}
 	return nil
+}
+
+// limitCode is the 429 code of endpoint: FREQUENCY_LIMITED on the batch APIs (spec §6),
+// FREQUENCY_LIMIT_EXCEED on transfer bills and abnormal funds (spec §8.2, §9).
+func limitCode(endpoint string) string {
+	if strings.Contains(endpoint, "/v3/fund-app/") || strings.Contains(endpoint, "/v3/abnormal-fund-processing/") {
+		return "FREQUENCY_LIMIT_EXCEED"
+	}
+	return "FREQUENCY_LIMITED"
 }
 
 // window is a fixed 1-second rate window (spec §8.2 "fixed 1-s window").
