@@ -555,11 +555,8 @@ func (s *Server) queryDetail(partner bool) apiFunc {
 		if err != nil {
 			return nil, err
 		}
-		if r.UserName != "" {
-			// Spec §3: names in answers are encrypted with the merchant's key.
-			if r.UserName, err = wechatpay.EncryptOAEP(nil, s.opts.MerchantKey, r.UserName); err != nil {
-				return nil, err
-			}
+		if r.UserName, err = s.encryptName(r.UserName); err != nil {
+			return nil, err
 		}
 		if !partner {
 			return r, nil
@@ -571,6 +568,14 @@ func (s *Server) queryDetail(partner bool) apiFunc {
 			InitiateTime: r.InitiateTime, UpdateTime: r.UpdateTime,
 		}, nil
 	}
+}
+
+// encryptName encrypts a name for an answer with the merchant's key (spec §3); "" stays "".
+func (s *Server) encryptName(name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	return wechatpay.EncryptOAEP(nil, s.opts.MerchantKey, name)
 }
 
 // lookupDetail finds the batch and detail index a detail query names. Callers hold mu.

@@ -231,10 +231,8 @@ func (s *Server) queryBill(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.UserName != "" {
-		if r.UserName, err = wechatpay.EncryptOAEP(nil, s.opts.MerchantKey, r.UserName); err != nil {
-			return nil, err
-		}
+	if r.UserName, err = s.encryptName(r.UserName); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
