@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -136,7 +137,7 @@ func testConfig(t testing.TB, baseURL string) Config {
 
 func newTestClient(t testing.TB, cfg Config, opts ...Option) *Client {
 	t.Helper()
-	c, err := NewClient(cfg, opts...)
+	c, err := NewClient(cfg, append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
