@@ -1,12 +1,221 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// cmdAPI is a placeholder until its issue lands.
+const apiUsage = `usage: processor api [flags] METHOD PATH [--data JSON|@FILE|@-]
+
+Sends one signed WeChat Pay APIv3 request, verifies the response signature and prints the
+JSON body. PATH is the path plus ?query exactly as it must be signed, or a full URL.
+With --dry-run nothing is sent: the signing message and the Authorization header are printed
+(--timestamp and --nonce fix them, to reproduce a signature).
+
+exit status: 0 ok, 1 API or transport error, 2 usage or configuration error
+
+flags:
+`
+
+// apiFlags are the settings of processor api.
+type apiFlags struct {
+	dryRun                 bool
+	timestamp              int64
+	nonce                  string
+	data                   string
+	mchID, serialNo        string
+	privateKey             string
+	publicKey, publicKeyID string
+	baseURL, backupURL     string
+	timeout                time.Duration
+}
+
+func (f *apiFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print the signing message and Authorization header; send nothing")
+	fs.Int64Var(&f.timestamp, "timestamp", 0, "Unix seconds to sign with (--dry-run only; default now)")
+	fs.StringVar(&f.nonce, "nonce", "", "nonce to sign with (--dry-run only; default random)")
+	fs.StringVar(&f.data, "data", "", "request body: JSON, @FILE, or @- for stdin (sent byte for byte)")
+	fs.StringVar(&f.mchID, "mchid", "", "merchant id (required)")
+	fs.StringVar(&f.serialNo, "serial-no", "", "merchant API certificate serial (required)")
+	fs.StringVar(&f.privateKey, "private-key", "", "merchant private key PEM file, mode 0600 (required)")
+	fs.StringVar(&f.publicKey, "wechatpay-public-key", "", "WeChat Pay public key PEM file (required to send)")
+	fs.StringVar(&f.publicKeyID, "wechatpay-public-key-id", "", "WeChat Pay public key id, PUB_KEY_ID_… (required to send)")
+	fs.StringVar(&f.baseURL, "base-url", wechatpay.DefaultBaseURL, "API base URL")
+	fs.StringVar(&f.backupURL, "backup-base-url", "", "backup base URL tried after a connection error")
+	fs.DurationVar(&f.timeout, "timeout", wechatpay.DefaultTimeout, "timeout of the request")
+}
+
+// errUsage marks a command-line or configuration mistake (exit status 2).
+var errUsage = errors.New("usage")
+
+// cmdAPI implements processor api.
 func cmdAPI(ctx context.Context, args []string, e env) int {
-	fmt.Fprintln(e.stderr, "processor api: not built yet")
-	return 2
+	var f apiFlags
+	fs := flag.NewFlagSet("processor api", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { fmt.Fprint(e.stderr, apiUsage); fs.PrintDefaults() }
+	f.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // flag already printed the reason and the usage
+	}
+	err = runAPI(ctx, f, pos, e)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(e.stderr, "processor api: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(e.stderr, "processor api: %v (class %s)\n", err, wechatpay.Classify(err))
+		return 1
+	}
+}
+
+// parseInterspersed parses flags that may follow positional arguments, as in
+// "processor api POST /v3/x --data @body.json".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
+	if len(pos) != 2 {
+		return usageErr("want METHOD PATH, got %d arguments (see processor api -h)", len(pos))
+	}
+	method := strings.ToUpper(pos[0])
+	base, uri, err := splitTarget(pos[1], f.baseURL)
+	if err != nil {
+		return err
+	}
+	body, err := readData(f.data, e.stdin)
+	if err != nil {
+		return err
+	}
+	if f.mchID == "" || f.serialNo == "" || f.privateKey == "" {
+		return usageErr("--mchid, --serial-no and --private-key are required")
+	}
+	if f.dryRun {
+		return dryRun(f, method, uri, body, e.stdout)
+	}
+	if f.timestamp != 0 || f.nonce != "" {
+		return usageErr("--timestamp and --nonce only go with --dry-run")
+	}
+	cfg := wechatpay.Config{
+		BaseURL: base, BackupBaseURL: f.backupURL, MchID: f.mchID, MerchantSerialNo: f.serialNo,
+		WechatPayPublicKeyID: f.publicKeyID,
+	}
+	if err := cfg.LoadKeyFiles(f.privateKey, f.publicKey); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := wechatpay.NewClient(cfg, wechatpay.WithLogger(log), wechatpay.WithTimeout(f.timeout))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	var out json.RawMessage
+	if err := c.Do(ctx, method, uri, body, &out); err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, out, "", "  ") != nil {
+		pretty.Reset()
+		pretty.Write(out)
+	}
+	pretty.WriteByte('\n')
+	_, err = e.stdout.Write(pretty.Bytes())
+	return err
+}
+
+// splitTarget accepts a path (/v3/…?…) or a full URL, and returns the base URL and the path
+// plus query exactly as typed, which is what gets signed.
+func splitTarget(target, base string) (string, string, error) {
+	if strings.HasPrefix(target, "/") {
+		return base, target, nil
+	}
+	u, err := url.Parse(target)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", "", usageErr("PATH %q: want /v3/… or https://host/v3/…", target)
+	}
+	prefix := u.Scheme + "://" + u.Host
+	uri := strings.TrimPrefix(target, prefix)
+	if !strings.HasPrefix(uri, "/") {
+		return "", "", usageErr("PATH %q has no path", target)
+	}
+	return prefix, uri, nil
+}
+
+// readData returns the body given by --data: nil for none, the bytes of @FILE or @- (stdin),
+// or the literal text.
+func readData(data string, stdin io.Reader) ([]byte, error) {
+	switch {
+	case data == "":
+		return nil, nil
+	case data == "@-":
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read body from stdin: %w", err)
+		}
+		return b, nil
+	case strings.HasPrefix(data, "@"):
+		b, err := os.ReadFile(data[1:])
+		if err != nil {
+			return nil, usageErr("--data: %v", err)
+		}
+		return b, nil
+	}
+	return []byte(data), nil
+}
+
+func dryRun(f apiFlags, method, uri string, body []byte, w io.Writer) error {
+	key, err := wechatpay.LoadPrivateKey(f.privateKey)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	ts, nonce := f.timestamp, f.nonce
+	if ts == 0 {
+		ts = time.Now().Unix()
+	}
+	if nonce == "" {
+		nonce = wechatpay.NewNonce()
+	}
+	s := wechatpay.Signer{MchID: f.mchID, SerialNo: f.serialNo, Key: key}
+	a, err := s.Authorization(method, uri, ts, nonce, body)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "Signing message (Go-quoted):\n%q\nAuthorization: %s\n",
+		wechatpay.RequestMessage(method, uri, ts, nonce, body), a)
+	return err
 }
