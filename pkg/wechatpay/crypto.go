@@ -32,19 +32,17 @@ const PublicKeyIDPrefix = "PUB_KEY_ID_"
 // RequestMessage builds the request signing message METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n
 // (spec §1). url is the path plus ?query exactly as sent; body the exact bytes sent.
 func RequestMessage(method, url string, timestamp int64, nonce string, body []byte) []byte {
-	var b strings.Builder
-	b.Grow(len(method) + len(url) + len(nonce) + len(body) + 16)
-	b.WriteString(method)
-	b.WriteByte('\n')
-	b.WriteString(url)
-	b.WriteByte('\n')
-	b.WriteString(strconv.FormatInt(timestamp, 10))
-	b.WriteByte('\n')
-	b.WriteString(nonce)
-	b.WriteByte('\n')
-	b.Write(body)
-	b.WriteByte('\n')
-	return []byte(b.String())
+	msg := make([]byte, 0, len(method)+len(url)+len(nonce)+len(body)+25)
+	msg = append(msg, method...)
+	msg = append(msg, '\n')
+	msg = append(msg, url...)
+	msg = append(msg, '\n')
+	msg = strconv.AppendInt(msg, timestamp, 10)
+	msg = append(msg, '\n')
+	msg = append(msg, nonce...)
+	msg = append(msg, '\n')
+	msg = append(msg, body...)
+	return append(msg, '\n')
 }
 
 // ResponseMessage builds the response/notification verification message
