@@ -54,6 +54,7 @@ type ConfigError struct {
 	Err   error
 }
 
+// Error names the field and the reason.
 func (e *ConfigError) Error() string { return fmt.Sprintf("wechatpay config: %s: %v", e.Field, e.Err) }
 
 // Unwrap returns the reason.

@@ -14,6 +14,7 @@ type APIError struct {
 	RequestID  string `json:"-"`
 }
 
+// Error formats the status, code and request id; Message is for humans only.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("wechatpay: HTTP %d %s (request id %s): %s", e.StatusCode, e.Code, e.RequestID, e.Message)
 }
@@ -77,6 +78,7 @@ const (
 
 var classNames = [...]string{"ok", "ambiguous", "rejected", "blocked", "not_found", "not_sent"}
 
+// String returns the class name used in logs and metrics, e.g. "ambiguous".
 func (c Class) String() string {
 	if int(c) < len(classNames) {
 		return classNames[c]

@@ -3,6 +3,7 @@ package wechatpay
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -106,3 +107,14 @@ func TestCreateBatchRequest_Validate(t *testing.T) {
 	}
 }
 
+func TestLogValue_Redacts(t *testing.T) {
+	var b strings.Builder
+	log := slog.New(slog.NewTextHandler(&b, nil))
+	d := TransferDetailInput{OpenID: "o-SECRETOPENID", OutDetailNo: "D1", TransferAmount: 100, TransferRemark: "r", UserName: "CIPHERNAME"}
+	log.Info("x", "detail", d, "batch", CreateBatchRequest{OutBatchNo: "B1", TransferDetailList: []TransferDetailInput{d}},
+		"bill", CreateTransferBillRequest{OutBillNo: "B2", OpenID: "o-SECRETOPENID", UserName: "CIPHERNAME"},
+		"resp", DetailResponse{OutDetailNo: "D1", OpenID: "o-SECRETOPENID", UserName: "CIPHERNAME"})
+	if out := b.String(); strings.Contains(out, "SECRET") || strings.Contains(out, "CIPHER") || !strings.Contains(out, "D1") {
+		t.Fatalf("log line leaks or lacks the number: %s", out)
+	}
+}
