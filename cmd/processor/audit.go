@@ -2,11 +2,62 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/pkg/ledger"
 )
 
-// cmdAudit is a placeholder until its issue lands.
+// ledgerFlags collects repeated --ledger values.
+type ledgerFlags []string
+
+func (l *ledgerFlags) String() string { return strings.Join(*l, ",") }
+
+func (l *ledgerFlags) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// cmdAudit checks ledger invariants read-only (ledger.Audit) and prints a table, or JSON
+// with --json. Exit 0 clean, 1 violations found, 2 a file cannot be read or bad usage.
 func cmdAudit(ctx context.Context, args []string, e env) int {
-	fmt.Fprintln(e.stderr, "processor audit: not built yet")
-	return 2
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	var files ledgerFlags
+	fs.Var(&files, "ledger", "ledger file to audit (repeat for several; keys must not repeat across files)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if len(files) == 0 || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	r, err := ledger.Audit(ctx, files, time.Now())
+	if err != nil {
+		fmt.Fprintln(e.stderr, "processor audit:", err)
+		return 2
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	} else {
+		err = r.WriteText(e.stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, "processor audit:", err)
+		return 2
+	}
+	if !r.OK() {
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,96 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+)
+
+// randomKey is a 24-character [0-9A-Za-z] key, like an upstream's random out_detail_no.
+func randomKey() string { return rand.Text()[:24] }
+
+func randomGroup(n int) []Payout {
+	ps := make([]Payout, n)
+	for i := range ps {
+		ps[i] = newPayout(randomKey(), int64(100+i))
+	}
+	return ps
+}
+
+// benchInsert inserts b.N groups of size n and reports rows/s.
+func benchInsert(b *testing.B, db *DB, n int) {
+	ctx := context.Background()
+	groups := make([][]Payout, b.N)
+	for i := range groups {
+		groups[i] = randomGroup(n)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := db.InsertPayouts(ctx, groups[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkInsertPayouts: one transaction per group, synchronous=FULL, random keys.
+func BenchmarkInsertPayouts(b *testing.B) {
+	for _, n := range []int{100, 1000, 3000} {
+		b.Run(fmt.Sprintf("group=%d", n), func(b *testing.B) {
+			benchInsert(b, mustOpenLedger(b), n)
+		})
+	}
+}
+
+// BenchmarkInsertPayouts_Prefilled compares 1000-row groups into an empty ledger with a
+// ledger already holding PAYSTREAM_BENCH_PREFILL (default 1,000,000) random-key payouts.
+// The issue #7 target: prefilled rows/s ≥ 0.7 × empty rows/s.
+func BenchmarkInsertPayouts_Prefilled(b *testing.B) {
+	prefill := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("PAYSTREAM_BENCH_PREFILL")); err == nil {
+		prefill = v
+	}
+	b.Run("empty", func(b *testing.B) { benchInsert(b, mustOpenLedger(b), 1000) })
+	b.Run(fmt.Sprintf("prefilled=%d", prefill), func(b *testing.B) {
+		db := mustOpenLedger(b)
+		for done := 0; done < prefill; done += 3000 {
+			if _, err := db.InsertPayouts(context.Background(), randomGroup(min(3000, prefill-done))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		benchInsert(b, db, 1000)
+	})
+}
+
+// BenchmarkApplyDetailPage applies 100-row pages (spec §6 limit) that finish their details.
+func BenchmarkApplyDetailPage(b *testing.B) {
+	ctx := context.Background()
+	db := mustOpenLedger(b)
+	type page struct {
+		no   string
+		off  int
+		rows []DetailRow
+	}
+	pages := make([]page, 0, b.N)
+	for len(pages) < b.N {
+		no := fmt.Sprintf("B%d", len(pages)/10)
+		ps := mustSeal(b, db, no, "p"+no+"x", 1000)
+		for off := 0; off < 1000 && len(pages) < b.N; off += 100 {
+			rows := make([]DetailRow, 100)
+			for i := range rows {
+				rows[i] = DetailRow{OutDetailNo: ps[off+i].OutDetailNo, DetailID: "d" + strconv.Itoa(off+i), Status: PayoutSuccess}
+			}
+			pages = append(pages, page{no, off, rows})
+		}
+	}
+	b.ResetTimer()
+	for _, p := range pages {
+		if n, err := db.ApplyDetailPage(ctx, p.no, SourceQuery, p.off, p.rows); err != nil || n != 100 {
+			b.Fatalf("page = %d, %v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "rows/s")
+}
