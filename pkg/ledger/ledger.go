@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -41,6 +42,8 @@ var (
 	// ErrIllegalTransition: a state change the state machine forbids; it was logged, counted
 	// (IllegalTransitions) and not applied.
 	ErrIllegalTransition = errors.New("ledger: illegal transition")
+	// ErrLocked: another DB (in this or another process) has the file open for writing.
+	ErrLocked = errors.New("ledger: file is open by another writer")
 	// ErrInvalid: the caller passed data that violates a ledger rule (wrong totals, cap,
 	// member not claimed, body not matching its members, …). Nothing was written.
 	ErrInvalid = errors.New("ledger: invalid")
@@ -68,6 +71,9 @@ type DB struct {
 	upTo     int           // migrations to apply; 0 = all (tests open older schema versions)
 	sem      chan struct{} // weight-1 write semaphore, honours ctx
 	head     []byte        // hash of the last event; guarded by sem
+	onCommit []func()      // run after the current write commits; guarded by sem
+	keys     *keyIndex
+	lock     *os.File // holds the writer's flock on the file until Close
 	illegal  atomic.Int64
 	closeOne sync.Once
 }
@@ -87,7 +93,9 @@ func init() {
 }
 
 // Open opens (creating it with mode 0600 if absent) the ledger at path and applies any
-// pending embedded migrations. The caller must Close the DB.
+// pending embedded migrations. Only one DB may have a file open at a time (ErrLocked
+// otherwise); readers such as Audit need no DB. Open loads every key's hash into memory
+// (about 20 bytes a payout). The caller must Close the DB.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{path: path, now: time.Now, log: slog.Default(), sem: make(chan struct{}, 1)}
 	for _, o := range opts {
@@ -96,14 +104,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" {
 		return nil, fmt.Errorf("open ledger: %w: empty path", ErrInvalid)
 	}
+	// One writer per file: the in-memory key index must see every insert. The flock is
+	// released by Close or by the kernel when the process dies.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("open ledger: %w", err)
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = ErrLocked
+		}
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
+	db.lock = f
 	if db.wdb, err = sql.Open(driverName, dsn(path, false)); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	db.wdb.SetMaxOpenConns(1)
@@ -114,10 +130,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	if err := db.init(ctx, db.upTo); err != nil {
 		db.wdb.Close()
+		f.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	if db.rdb, err = sql.Open(driverName, dsn(path, true)); err != nil {
 		db.wdb.Close()
+		f.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	return db, nil
@@ -157,6 +175,10 @@ func (db *DB) init(ctx context.Context, upTo int) error {
 		if errors.Is(err, sql.ErrNoRows) {
 			db.head, err = []byte{}, nil
 		}
+		if err != nil {
+			return err
+		}
+		db.keys, err = loadKeys(ctx, tx)
 		return err
 	})
 }
@@ -233,11 +255,14 @@ func applyMigration(ctx context.Context, wdb *sql.DB, m migration, now func() ti
 	return tx.Commit()
 }
 
-// Close closes both pools. Pending writes finish first (they hold the write connection).
+// Close closes both pools and releases the writer lock. Pending writes finish first (they
+// hold the write connection).
 func (db *DB) Close() error {
 	var err error
 	db.closeOne.Do(func() {
-		err = errors.Join(db.rdb.Close(), db.wdb.Close())
+		// The lock's descriptor closes last: closing any descriptor of the file earlier
+		// would drop SQLite's POSIX locks.
+		err = errors.Join(db.rdb.Close(), db.wdb.Close(), db.lock.Close())
 	})
 	return err
 }
@@ -253,7 +278,8 @@ func (db *DB) InstanceID() string { return db.instanceID }
 func (db *DB) IllegalTransitions() int64 { return db.illegal.Load() }
 
 // write runs fn in one IMMEDIATE transaction on the single writer and commits it. Events
-// appended by fn extend the hash chain; the in-memory head only advances on commit.
+// appended by fn extend the hash chain; the in-memory head and key index only advance on
+// commit.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	select {
 	case db.sem <- struct{}{}:
@@ -262,6 +288,7 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	defer func() { <-db.sem }()
 	head := db.head
+	db.onCommit = db.onCommit[:0]
 	tx, err := db.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -274,6 +301,9 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		db.head = head
 		return err
+	}
+	for _, f := range db.onCommit {
+		f()
 	}
 	return nil
 }

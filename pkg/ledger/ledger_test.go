@@ -45,6 +45,17 @@ func TestOpen_CreatesPrivateFileAndStableInstanceID(t *testing.T) {
 	mustAuditClean(t, db2.now())
 }
 
+func TestOpen_OneWriterPerFile(t *testing.T) {
+	db := mustOpenLedger(t)
+	if _, err := Open(context.Background(), db.Path()); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustOpenPath(t, db.Path())
+}
+
 func TestOpen_BadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "junk.db")
 	if err := os.WriteFile(path, []byte("this is not a database, just text that is long enough"), 0o600); err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -109,13 +108,6 @@ func validKey(s string) bool {
 	return true
 }
 
-// keyHash is the 64-bit FNV-1a hash of an out_detail_no, the only index on the random key.
-func keyHash(key string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	return int64(h.Sum64())
-}
-
 // rowDigestLen is the length of one row's digest in an insert event.
 const rowDigestLen = 8
 
@@ -183,11 +175,11 @@ func (db *DB) InsertPayouts(ctx context.Context, ps []Payout) ([]InsertResult, e
 }
 
 func (db *DB) insertPayouts(ctx context.Context, tx *sql.Tx, ps []Payout) ([]InsertResult, error) {
-	hashes := make([]any, len(ps))
+	keys := make([]string, len(ps))
 	for i := range ps {
-		hashes[i] = keyHash(ps[i].OutDetailNo)
+		keys[i] = ps[i].OutDetailNo
 	}
-	stored, err := lookupKeys(ctx, tx, hashes)
+	stored, err := db.lookupKeys(ctx, tx, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -236,11 +228,16 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Tx, fresh []Payout, now i
 	if len(fresh) == 0 {
 		return nil
 	}
+	hashes, seqs := make([]int64, len(fresh)), make([]int64, len(fresh))
+	for i := range fresh {
+		hashes[i], seqs[i] = keyHash(fresh[i].OutDetailNo), fresh[i].Seq
+	}
+	db.afterCommit(func() { db.keys.add(hashes, seqs) })
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
 		args := make([]any, 0, len(chunk)*17)
-		for _, p := range chunk {
-			args = append(args, p.Seq, keyHash(p.OutDetailNo), p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
+		for i, p := range chunk {
+			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
 				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), now, now)
 		}
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
@@ -255,33 +252,6 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Tx, fresh []Payout, now i
 		Seqs:   encodeSeqs([]int64{fresh[0].Seq, fresh[len(fresh)-1].Seq}),
 		Digest: rowDigests(fresh),
 	})
-}
-
-// lookupKeys returns the stored rows whose key_hash is among hashes, by out_detail_no.
-func lookupKeys(ctx context.Context, tx *sql.Tx, hashes []any) (map[string]storedKey, error) {
-	out := make(map[string]storedKey, len(hashes))
-	const chunk = 1000
-	for lo := 0; lo < len(hashes); lo += chunk {
-		part := hashes[lo:min(lo+chunk, len(hashes))]
-		rows, err := tx.QueryContext(ctx, `SELECT seq, out_detail_no, content_hash, state FROM payouts WHERE key_hash IN (`+
-			placeholders(len(part))+`)`, part...)
-		if err != nil {
-			return nil, fmt.Errorf("look up keys: %w", err)
-		}
-		for rows.Next() {
-			var k storedKey
-			var key string
-			if err := rows.Scan(&k.seq, &key, &k.contentHash, &k.state); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[key] = k
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // placeholders returns "?,?,…" with n marks.
@@ -471,7 +441,9 @@ func (db *DB) PayoutsInState(ctx context.Context, state string, limit int) ([]Pa
 
 // Payout returns the payout with out_detail_no key, or ErrNotFound.
 func (db *DB) Payout(ctx context.Context, key string) (Payout, error) {
-	ps, err := db.queryPayouts(ctx, `SELECT `+payoutCols+` FROM payouts WHERE key_hash = ? AND out_detail_no = ?`, keyHash(key), key)
+	seqs := db.keys.candidates(nil, keyHash(key))
+	ps, err := db.queryPayouts(ctx, `SELECT `+payoutCols+` FROM payouts WHERE out_detail_no = ? AND seq IN (`+
+		placeholders(len(seqs))+`)`, append([]any{key}, int64Args(seqs)...)...)
 	switch {
 	case err != nil:
 		return Payout{}, fmt.Errorf("payout %s: %w", key, err)

@@ -267,12 +267,12 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 		if _, err := db.batchTx(ctx, tx, outBatchNo); err != nil {
 			return err
 		}
-		hashes := make([]any, len(rows))
+		keys := make([]any, len(rows))
 		for i, r := range rows {
-			hashes[i] = keyHash(r.OutDetailNo)
+			keys[i] = r.OutDetailNo
 		}
-		ms0, err := members(ctx, tx, `out_batch_no = ? AND key_hash IN (`+placeholders(len(rows))+`)`,
-			append([]any{outBatchNo}, hashes...)...)
+		ms0, err := members(ctx, tx, `out_batch_no = ? AND out_detail_no IN (`+placeholders(len(rows))+`)`,
+			append([]any{outBatchNo}, keys...)...)
 		if err != nil {
 			return err
 		}

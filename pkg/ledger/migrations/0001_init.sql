@@ -35,9 +35,11 @@ CREATE TABLE batches (
 
 CREATE INDEX batches_due ON batches (next_at) WHERE settled = 0;
 
--- payouts: the rowid (seq) is the ledger's own ordered sequence so that intake appends. The
--- random upstream key is indexed only through a 64-bit hash (key_hash); the text is compared
--- on a hit. Uniqueness of out_detail_no is enforced by the single writer and checked by audit.
+-- payouts: the rowid (seq) is the ledger's own ordered sequence so that intake only appends.
+-- The random upstream key has NO B-tree index (a random-key index dirties one page per row
+-- on every commit): the writer keeps key_hash → seq in memory, loaded at open from the
+-- append-only (seq, key_hash) index, and compares the text on a hit. Uniqueness of
+-- out_detail_no is enforced by the single writer and checked by audit (audit_duplicate_keys).
 CREATE TABLE payouts (
 	seq              INTEGER PRIMARY KEY,
 	key_hash         INTEGER NOT NULL,
@@ -64,7 +66,7 @@ CREATE TABLE payouts (
 	CHECK ((out_batch_no IS NULL) = (batch_pos IS NULL))
 ) STRICT;
 
-CREATE INDEX payouts_key ON payouts (key_hash);
+CREATE INDEX payouts_keys ON payouts (seq, key_hash);
 CREATE INDEX payouts_open ON payouts (state, seq) WHERE state IN ('RECEIVED', 'CLAIMED');
 CREATE INDEX payouts_batch ON payouts (out_batch_no, batch_pos) WHERE out_batch_no IS NOT NULL;
 
