@@ -1,12 +1,24 @@
 GO ?= go
 
-.PHONY: build test vet fuzz
+.PHONY: build run test vet fmt bench soak fuzz lint
 
-build:
+build: ## the binaries, nats-server included
 	$(GO) build -o bin/ ./cmd/...
+
+run: build ## the whole pipeline on embedded defaults, ending with a summary and an audit
+	./scripts/run.sh
 
 vet:
 	$(GO) vet ./...
 
-test: vet
-	$(GO) test -race -timeout 15m ./...
+test: vet ## vet, then every test with the race detector
+	$(GO) test -race -timeout 20m ./...
+
+lint: vet
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+
+fuzz: ## each fuzz target for FUZZTIME
+	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
+
+bench: ## micro-benchmarks with allocations
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

@@ -1,0 +1,316 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+const testdata = "../../testdata/testvectors/"
+
+// testConfig is a fast-paced processor config against srv, with the key file copied to a
+// 0600 file (git does not keep file modes).
+func testConfig(t *testing.T, srv *wechatpaytest.Server) Config {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := os.ReadFile(testdata + "merchant_TEST_ONLY_private_key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(dir, "merchant.pem")
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.Ledger = dir, filepath.Join(dir, "ledger.db")
+	cfg.NATS.EmbeddedListen = "127.0.0.1:0"
+	cfg.NATS.Topology.DuplicateWindow = time.Minute
+	cfg.NATS.Topology.Backoff = nil
+	cfg.WeChatPay = WeChatPayConfig{
+		BaseURL: srv.URL(), MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
+		PrivateKeyFile: keyPath, PublicKeyFile: testdata + "wechatpay_platform_TEST_ONLY_public_key.pem",
+		PublicKeyID: wechatpaytest.DefaultPlatformKeyID, APIv3Key: "TestOnlyAPIv3Key0123456789abcdef", Timeout: 2 * time.Second,
+	}
+	p := &cfg.Pipeline
+	p.Batching.MaxWait = 200 * time.Millisecond
+	p.Submit = pipeline.SubmitConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ParkedRetry: 500 * time.Millisecond, Workers: 8}
+	p.Poll.FirstDelay, p.Poll.Interval, p.Poll.NotFoundGrace = 100*time.Millisecond, 200*time.Millisecond, 5*time.Second
+	p.RateLimit = pipeline.RateConfig{Create: 50, Query: 50}
+	p.Breaker = pipeline.BreakerConfig{Failures: 5, OpenTimeout: 500 * time.Millisecond}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// running is a processor started by startProcessor.
+type running struct {
+	js   jetstream.JetStream
+	done chan error
+	stop context.CancelFunc
+}
+
+func startProcessor(t *testing.T, cfg Config, logs io.Writer) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	r := &running{done: make(chan error, 1), stop: cancel}
+	go func() {
+		r.done <- Run(ctx, cfg, Options{
+			Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Ready: func(url, _ string) { ready <- url },
+		})
+	}()
+	var url string
+	select {
+	case url = <-ready:
+	case err := <-r.done:
+		t.Fatalf("processor did not start: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("processor not ready after a minute")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+	})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if r.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// checkFor polls cond until it holds or the limit passes; it reports the last state.
+func checkFor(t *testing.T, limit, every time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.After(limit)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("not reached after %s: %s", limit, state)
+		case <-tick.C:
+		}
+	}
+}
+
+// published is what a test sent: valid keys, which of them the sandbox fails, and invalid lines.
+type published struct {
+	valid   map[string]bool // out_detail_no → the sandbox fails it
+	invalid int
+}
+
+// publish sends n generated payouts (valid and invalid, raw) plus the extra lines.
+func publish(t *testing.T, js jetstream.JetStream, o synth.Options, extra ...[]byte) published {
+	t.Helper()
+	ctx := context.Background()
+	got := published{valid: map[string]bool{}}
+	var futures []jetstream.PubAckFuture
+	send := func(line []byte, id string) {
+		m := nats.NewMsg(payout.Subject(payout.DefaultSubjectPrefix, o.MchID))
+		m.Data = line
+		if id != "" {
+			m.Header.Set(jetstream.MsgIDHeader, id)
+		}
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	err := synth.Each(ctx, o, func(r synth.Record) error {
+		if r.Valid {
+			got.valid[r.Req.OutDetailNo] = r.Fails()
+			send(r.Line, r.Req.OutDetailNo)
+		} else {
+			got.invalid++
+			send(r.Line, "")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range extra {
+		got.invalid++
+		send(line, "")
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("publish ack timeout")
+		}
+	}
+	return got
+}
+
+// nastyLines are requests a producer that skips validation could send.
+func nastyLines() [][]byte {
+	return [][]byte{
+		[]byte(`{"schema":"paystream.payout.v1","out_detail_no":"X1"`),
+		[]byte(`{"schema":"paystream.payout.v1","out_detail_no":"X2","mchid":"1900000001","appid":"wxa0000000000000001","openid":"o1","amount":100,"remark":"r","surprise":1}`),
+		[]byte(`{"schema":"paystream.payout.v1","out_detail_no":"X3","mchid":"1900000001","appid":"wxa0000000000000001","openid":"o1","amount":1.5,"remark":"r"}`),
+		[]byte(`{"schema":"paystream.payout.v1","out_detail_no":"X-4!","mchid":"1900000001","appid":"wxa0000000000000001","openid":"o1","amount":100,"remark":"r"}`),
+		append([]byte(`{"schema":"paystream.payout.v1","remark":"`), append(bytes.Repeat([]byte("a"), 1<<20-100), `"}`...)...),
+	}
+}
+
+// finalStates are the payout states that never change again.
+var finalStates = []string{ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected, ledger.PayoutDuplicate}
+
+func TestRun_EndToEnd(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNotFoundLag(100*time.Millisecond))
+	srv.FailRate(wechatpaytest.EndpointCreateBatch, wechatpaytest.SystemError, 0.05)
+	srv.FailRate(wechatpaytest.EndpointCreateBatch, wechatpaytest.DropAfterCommit, 0.05)
+	srv.FailRate(wechatpaytest.EndpointBatchByOutNo, wechatpaytest.SystemError, 0.03)
+	cfg := testConfig(t, srv)
+	var logs bytes.Buffer
+	p := startProcessor(t, cfg, &logs)
+
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 5000, 42, 0.01, 0.03, 0.02
+	sent := publish(t, p.js, o, nastyLines()...)
+
+	db, err := ledger.Open(context.Background(), cfg.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkFor(t, 3*time.Minute, 200*time.Millisecond, func() (bool, string) {
+		s, err := db.Summary(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		final := 0
+		for _, st := range finalStates {
+			final += s.Payouts[st].Count
+		}
+		return final == len(sent.valid), fmt.Sprintf("%d of %d payouts final: %+v", final, len(sent.valid), s.Payouts)
+	})
+
+	paid := srv.Paid()
+	t.Run("every valid payout paid exactly once, failing ones never", func(t *testing.T) {
+		for key, fails := range sent.valid {
+			want := 1
+			if fails {
+				want = 0
+			}
+			if got := paid[key]; got != want {
+				t.Errorf("%s paid %d times, want %d", key, got, want)
+			}
+		}
+		if d := srv.DoublePaid(); len(d) > 0 {
+			t.Errorf("sandbox reports double payments: %v", d)
+		}
+	})
+	t.Run("ledger states equal the sandbox's", func(t *testing.T) {
+		for key, fails := range sent.valid {
+			p, err := db.Payout(context.Background(), key)
+			if err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			want := ledger.PayoutSuccess
+			if fails {
+				want = ledger.PayoutFail
+			}
+			if p.State != want {
+				t.Errorf("%s: ledger state %s, want %s (paid %d)", key, p.State, want, paid[key])
+			}
+		}
+	})
+	t.Run("every invalid request dead-lettered with its reason", func(t *testing.T) {
+		msgs := drain(t, p.js, cfg.NATS.Topology.DeadLetterStream, sent.invalid+10)
+		if len(msgs) != sent.invalid {
+			t.Fatalf("%d dead letters, want %d", len(msgs), sent.invalid)
+		}
+		for _, m := range msgs {
+			if m.Headers().Get(pipeline.HeaderReason) == "" {
+				t.Errorf("dead letter on %s without a reason", m.Subject())
+			}
+		}
+	})
+	t.Run("one outcome event per final payout", func(t *testing.T) {
+		checkFor(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+			info, err := p.js.Stream(context.Background(), cfg.NATS.Topology.ResultsStream)
+			if err != nil {
+				return false, err.Error()
+			}
+			n := info.CachedInfo().State.Msgs
+			return n == uint64(len(sent.valid)), fmt.Sprintf("%d outcome events, want %d", n, len(sent.valid))
+		})
+	})
+	t.Run("audit is clean", func(t *testing.T) {
+		r, err := ledger.Audit(context.Background(), []string{cfg.Ledger}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK() {
+			var b strings.Builder
+			r.WriteText(&b)
+			t.Fatalf("audit:\n%s", b.String())
+		}
+	})
+	if t.Failed() {
+		t.Logf("processor logs:\n%s", logs.String())
+	}
+}
+
+// drain reads every message of a stream (at most max) with an ephemeral consumer.
+func drain(t *testing.T, js jetstream.JetStream, stream string, max int) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < max {
+		b, err := c.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			out = append(out, m)
+			n++
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out
+}
