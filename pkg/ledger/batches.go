@@ -44,7 +44,7 @@ type createBody struct {
 	} `json:"transfer_detail_list"`
 }
 
-// querier is a *sql.DB or *sql.Tx.
+// querier is a *sql.DB, *sql.Conn or *sql.Tx.
 type querier interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }
@@ -88,13 +88,13 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 // match. Otherwise it returns an error wrapping ErrInvalid and writes nothing. Sealing the
 // same number again with the same members and body is a no-op.
 func (db *DB) SealBatch(ctx context.Context, b Batch) error {
-	if err := db.write(ctx, func(tx *sql.Tx) error { return db.seal(ctx, tx, b) }); err != nil {
+	if err := db.write(ctx, func(tx *sql.Conn) error { return db.seal(ctx, tx, b) }); err != nil {
 		return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)
 	}
 	return nil
 }
 
-func (db *DB) seal(ctx context.Context, tx *sql.Tx, b Batch) error {
+func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}

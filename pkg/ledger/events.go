@@ -58,7 +58,7 @@ func (e *event) chainHash(prev []byte) []byte {
 
 // appendEvent assigns the next id, chains e onto db.head and inserts it. Must run inside
 // db.write (db.head is guarded by the write semaphore and restored on rollback).
-func (db *DB) appendEvent(ctx context.Context, tx *sql.Tx, e event) error {
+func (db *DB) appendEvent(ctx context.Context, tx *sql.Conn, e event) error {
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) + 1 FROM events`).Scan(&e.ID); err != nil {
 		return fmt.Errorf("append event: %w", err)
 	}

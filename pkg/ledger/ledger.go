@@ -65,13 +65,15 @@ type DB struct {
 	now        func() time.Time
 	log        *slog.Logger
 
-	wdb *sql.DB // the single writer
-	rdb *sql.DB // read-only pool
+	wdb   *sql.DB   // the writer's pool: one connection, held as wconn
+	wconn *sql.Conn // the single writer; transactions are BEGIN IMMEDIATE … COMMIT on it
+	rdb   *sql.DB   // read-only pool
 
-	upTo     int           // migrations to apply; 0 = all (tests open older schema versions)
-	sem      chan struct{} // weight-1 write semaphore, honours ctx
-	head     []byte        // hash of the last event; guarded by sem
-	onCommit []func()      // run after the current write commits; guarded by sem
+	upTo     int                  // migrations to apply; 0 = all (tests open older schema versions)
+	sem      chan struct{}        // weight-1 write semaphore, honours ctx
+	head     []byte               // hash of the last event; guarded by sem
+	onCommit []func()             // run after the current write commits; guarded by sem
+	stmts    map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
 	keys     *keyIndex
 	lock     *os.File // holds the writer's flock on the file until Close
 	illegal  atomic.Int64
@@ -125,15 +127,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.wdb.SetMaxOpenConns(1)
 	db.wdb.SetMaxIdleConns(1)
 	db.wdb.SetConnMaxLifetime(0)
+	if db.wconn, err = db.wdb.Conn(ctx); err != nil {
+		db.wdb.Close()
+		f.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
 	if db.upTo == 0 {
 		db.upTo = len(migrations())
 	}
 	if err := db.init(ctx, db.upTo); err != nil {
+		db.wconn.Close()
 		db.wdb.Close()
 		f.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	if db.rdb, err = sql.Open(driverName, dsn(path, true)); err != nil {
+		db.wconn.Close()
 		db.wdb.Close()
 		f.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
@@ -158,10 +167,10 @@ func dsn(path string, readOnly bool) string {
 
 // init applies the first upTo migrations and loads the meta data and the event chain head.
 func (db *DB) init(ctx context.Context, upTo int) error {
-	if err := migrate(ctx, db.wdb, upTo, db.now); err != nil {
+	if err := migrate(ctx, db.wconn, upTo, db.now); err != nil {
 		return err
 	}
-	return db.write(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *sql.Conn) error {
 		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&db.instanceID)
 		if errors.Is(err, sql.ErrNoRows) {
 			db.instanceID = newInstanceID()
@@ -220,39 +229,48 @@ func migrations() []migration {
 
 // migrate applies the first upTo embedded migrations not yet recorded in schema_migrations,
 // one transaction each.
-func migrate(ctx context.Context, wdb *sql.DB, upTo int, now func() time.Time) error {
-	if _, err := wdb.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+func migrate(ctx context.Context, conn *sql.Conn, upTo int, now func() time.Time) error {
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
 		return fmt.Errorf("migrations table: %w", err)
 	}
 	for _, m := range migrations()[:upTo] {
-		if err := applyMigration(ctx, wdb, m, now); err != nil {
+		err := inTx(ctx, conn, func(tx *sql.Conn) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, ms(now()))
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("migration %s: %w", m.version, err)
 		}
 	}
 	return nil
 }
 
-func applyMigration(ctx context.Context, wdb *sql.DB, m migration, now func() time.Time) error {
-	tx, err := wdb.BeginTx(ctx, nil)
-	if err != nil {
+// inTx runs fn between BEGIN IMMEDIATE and COMMIT on conn, rolling back if fn or the commit
+// fails. COMMIT and ROLLBACK run even if ctx is cancelled, so no transaction is left open.
+func inTx(ctx context.Context, conn *sql.Conn, fn func(*sql.Conn) error) error {
+	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
-		return err
+	bg := context.WithoutCancel(ctx)
+	err := fn(conn)
+	if err == nil {
+		if _, err = conn.ExecContext(bg, `COMMIT`); err == nil {
+			return nil
+		}
 	}
-	if n > 0 {
-		return nil
+	// An interrupted statement may already have rolled back: "no transaction is active".
+	if _, rerr := conn.ExecContext(bg, `ROLLBACK`); rerr != nil && !strings.Contains(rerr.Error(), "no transaction") {
+		return errors.Join(err, rerr)
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, ms(now())); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return err
 }
 
 // Close closes both pools and releases the writer lock. Pending writes finish first (they
@@ -262,7 +280,10 @@ func (db *DB) Close() error {
 	db.closeOne.Do(func() {
 		// The lock's descriptor closes last: closing any descriptor of the file earlier
 		// would drop SQLite's POSIX locks.
-		err = errors.Join(db.rdb.Close(), db.wdb.Close(), db.lock.Close())
+		for _, st := range db.stmts {
+			st.Close()
+		}
+		err = errors.Join(db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
 	})
 	return err
 }
@@ -280,7 +301,7 @@ func (db *DB) IllegalTransitions() int64 { return db.illegal.Load() }
 // write runs fn in one IMMEDIATE transaction on the single writer and commits it. Events
 // appended by fn extend the hash chain; the in-memory head and key index only advance on
 // commit.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Conn) error) error {
 	select {
 	case db.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -289,16 +310,7 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	defer func() { <-db.sem }()
 	head := db.head
 	db.onCommit = db.onCommit[:0]
-	tx, err := db.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		db.head = head
-		return err
-	}
-	if err := tx.Commit(); err != nil {
+	if err := inTx(ctx, db.wconn, fn); err != nil {
 		db.head = head
 		return err
 	}
@@ -306,6 +318,23 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		f()
 	}
 	return nil
+}
+
+// stmt returns q prepared on the writer connection, cached for the DB's life. Only for the
+// few statements whose text repeats on hot paths.
+func (db *DB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := db.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := db.wconn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if db.stmts == nil {
+		db.stmts = map[string]*sql.Stmt{}
+	}
+	db.stmts[q] = st
+	return st, nil
 }
 
 // illegalf logs and counts a refused transition and returns an error wrapping

@@ -119,7 +119,7 @@ func TestWrite_RollbackKeepsChainHead(t *testing.T) {
 	mustInsert(t, db, newPayout("a", 100))
 	head := string(db.head)
 	boom := errors.New("boom")
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		if err := db.appendEvent(ctx, tx, event{Source: srcIntake, Kind: kindSubmit}); err != nil {
 			return err
 		}

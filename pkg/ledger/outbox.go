@@ -44,7 +44,7 @@ func (db *DB) PendingOutcomes(ctx context.Context, limit int) ([]Outcome, error)
 // MarkPublished marks outcomes as published in one transaction; already published or unknown
 // ids are ignored.
 func (db *DB) MarkPublished(ctx context.Context, ids []int64) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
 		for lo := 0; lo < len(ids); lo += 1000 {
 			part := ids[lo:min(lo+1000, len(ids))]

@@ -72,7 +72,7 @@ type DetailRow struct {
 // with fail_reason = ErrorCode, and their outcomes are written. ErrNotFound for an unknown
 // batch; ErrIllegalTransition for a reject of a batch WeChat already knows.
 func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResult) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		b, err := db.batchTx(ctx, tx, outBatchNo)
 		if err != nil {
 			return err
@@ -120,7 +120,7 @@ func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResul
 // logged, counted and returned as ErrIllegalTransition. CLOSED makes every non-final member
 // FAIL with fail_reason = CloseReason. Sets NextAt and clears NotFoundSince unless illegal.
 func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Source, st BatchStatus, nextAt time.Time) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		b, err := db.batchTx(ctx, tx, outBatchNo)
 		if err != nil {
 			return err
@@ -137,7 +137,7 @@ func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Sourc
 // processed is a no-op; otherwise it is recorded and ApplyBatchStatus runs with
 // SourceCallback and NextAt = now, in the same transaction.
 func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo string, st BatchStatus) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		b, err := db.batchTx(ctx, tx, outBatchNo)
 		if err != nil {
 			return err
@@ -159,7 +159,7 @@ func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo stri
 	return nil
 }
 
-func (db *DB) applyBatchStatus(ctx context.Context, tx *sql.Tx, b Batch, src Source, st BatchStatus, nextAt time.Time) error {
+func (db *DB) applyBatchStatus(ctx context.Context, tx *sql.Conn, b Batch, src Source, st BatchStatus, nextAt time.Time) error {
 	cur, to := batchRank(b.State), batchRank(st.Status)
 	switch {
 	case to < 1 || st.Status == BatchRejected:
@@ -204,7 +204,7 @@ func (db *DB) applyBatchStatus(ctx context.Context, tx *sql.Tx, b Batch, src Sou
 
 // finishBatch moves a batch to a final state that ends its members (CLOSED → FAIL,
 // REJECTED → REJECTED) with fail_reason = reason, one event per member state.
-func (db *DB) finishBatch(ctx context.Context, tx *sql.Tx, b Batch, src Source, state, reason string, data map[string]any) error {
+func (db *DB) finishBatch(ctx context.Context, tx *sql.Conn, b Batch, src Source, state, reason string, data map[string]any) error {
 	memberState := PayoutFail
 	if state == BatchRejected {
 		memberState = PayoutRejected
@@ -246,7 +246,7 @@ func (db *DB) finishBatch(ctx context.Context, tx *sql.Tx, b Batch, src Source, 
 }
 
 // settle sets settled = 1 when the batch is final and every member is final.
-func (db *DB) settle(ctx context.Context, tx *sql.Tx, outBatchNo string) error {
+func (db *DB) settle(ctx context.Context, tx *sql.Conn, outBatchNo string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE batches SET settled = 1 WHERE out_batch_no = ? AND settled = 0
 		AND state IN ('FINISHED', 'CLOSED', 'REJECTED')
 		AND NOT EXISTS (SELECT 1 FROM payouts WHERE out_batch_no = ? AND state NOT IN ('SUCCESS', 'FAIL', 'REJECTED'))`,
@@ -262,7 +262,7 @@ func (db *DB) settle(ctx context.Context, tx *sql.Tx, outBatchNo string) error {
 // ErrIllegalTransition or ErrNotMember). changed counts payouts whose state changed.
 func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source, offset int, rows []DetailRow) (changed int, err error) {
 	var rowErrs []error
-	err = db.write(ctx, func(tx *sql.Tx) error {
+	err = db.write(ctx, func(tx *sql.Conn) error {
 		changed, rowErrs = 0, nil
 		if _, err := db.batchTx(ctx, tx, outBatchNo); err != nil {
 			return err
@@ -310,7 +310,7 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 }
 
 // applyDetail applies one row; moved reports a state change.
-func (db *DB) applyDetail(ctx context.Context, tx *sql.Tx, outBatchNo string, src Source, pos int, d *member, r DetailRow, now int64) (moved bool, err error) {
+func (db *DB) applyDetail(ctx context.Context, tx *sql.Conn, outBatchNo string, src Source, pos int, d *member, r DetailRow, now int64) (moved bool, err error) {
 	if d.detailID != "" && r.DetailID != "" && d.detailID != r.DetailID {
 		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s: detail_id %s, row says %s", d.seq, d.key, d.detailID, r.DetailID)
 	}
@@ -345,7 +345,7 @@ func (db *DB) applyDetail(ctx context.Context, tx *sql.Tx, outBatchNo string, sr
 // and NotFoundSince is set to now when notFound and not already set. ErrNotFound for an
 // unknown batch.
 func (db *DB) Reschedule(ctx context.Context, outBatchNo string, nextAt time.Time, errCode string, notFound bool) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
 		r, err := tx.ExecContext(ctx, `UPDATE batches SET next_at = ?, last_error_code = ?, updated_at = ?,
 			not_found_since = CASE WHEN ? AND not_found_since = 0 THEN ? ELSE not_found_since END WHERE out_batch_no = ?`,
