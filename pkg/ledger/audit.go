@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -140,21 +139,9 @@ func (a *auditor) add(check, row, format string, args ...any) {
 }
 
 func openAudit(ctx context.Context, path string) (*auditor, error) {
-	if _, err := os.Stat(path); err != nil {
+	db, err := openReader(ctx, path)
+	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
-	}
-	db, err := sql.Open(driverName, dsn(path, true))
-	if err != nil {
-		return nil, fmt.Errorf("audit %s: %w", path, err)
-	}
-	var have int
-	err = db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&have)
-	if err == nil && have != len(migrations()) {
-		err = fmt.Errorf("schema has %d of %d migrations; open it with the processor to migrate", have, len(migrations()))
-	}
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("audit %s: not a readable ledger: %w", path, err)
 	}
 	return &auditor{path: path, db: db}, nil
 }

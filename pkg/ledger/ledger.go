@@ -44,6 +44,10 @@ var (
 	ErrIllegalTransition = errors.New("ledger: illegal transition")
 	// ErrLocked: another DB (in this or another process) has the file open for writing.
 	ErrLocked = errors.New("ledger: file is open by another writer")
+	// ErrClosed: a write after Close.
+	ErrClosed = errors.New("ledger: closed")
+	// ErrReadOnly: a write through a DB from OpenReadOnly.
+	ErrReadOnly = errors.New("ledger: opened read-only")
 	// ErrInvalid: the caller passed data that violates a ledger rule (wrong totals, cap,
 	// member not claimed, body not matching its members, …). Nothing was written.
 	ErrInvalid = errors.New("ledger: invalid")
@@ -73,6 +77,7 @@ type DB struct {
 	sem      chan struct{}        // weight-1 write semaphore, honours ctx
 	head     []byte               // hash of the last event; guarded by sem
 	onCommit []func()             // run after the current write commits; guarded by sem
+	closed   bool                 // guarded by sem
 	stmts    map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
 	keys     *keyIndex
 	lock     *os.File // holds the writer's flock on the file until Close
@@ -148,6 +153,47 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// OpenReadOnly opens an existing ledger for reading only, alongside a running writer or
+// without one: Summary, Batch, DueBatches, NextDue, PayoutsInState, Payout and
+// PendingOutcomes work; every write method returns ErrReadOnly. It takes no lock and applies
+// no migration (an older schema is an error). The caller must Close the DB.
+func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	db := &DB{path: path, now: time.Now, log: slog.Default(), sem: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(db)
+	}
+	var err error
+	if db.rdb, err = openReader(ctx, path); err != nil {
+		return nil, err
+	}
+	if err := db.rdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&db.instanceID); err != nil {
+		db.rdb.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// openReader opens the read-only pool of an existing, fully migrated ledger file.
+func openReader(ctx context.Context, path string) (*sql.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	rdb, err := sql.Open(driverName, dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	var have int
+	err = rdb.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&have)
+	if err == nil && have != len(migrations()) {
+		err = fmt.Errorf("schema has %d of %d migrations; open it with the processor to migrate", have, len(migrations()))
+	}
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("open ledger %s: not a readable ledger: %w", path, err)
+	}
+	return rdb, nil
 }
 
 // dsn builds the connection string of STYLE.md; readOnly connections use mode=ro.
@@ -278,11 +324,18 @@ func inTx(ctx context.Context, conn *sql.Conn, fn func(*sql.Conn) error) error {
 func (db *DB) Close() error {
 	var err error
 	db.closeOne.Do(func() {
-		// The lock's descriptor closes last: closing any descriptor of the file earlier
-		// would drop SQLite's POSIX locks.
+		db.sem <- struct{}{} // wait for a running write
+		defer func() { <-db.sem }()
+		db.closed = true
+		if db.wconn == nil { // read-only
+			err = db.rdb.Close()
+			return
+		}
 		for _, st := range db.stmts {
 			st.Close()
 		}
+		// The lock's descriptor closes last: closing any descriptor of the file earlier
+		// would drop SQLite's POSIX locks.
 		err = errors.Join(db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
 	})
 	return err
@@ -308,6 +361,12 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Conn) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-db.sem }()
+	switch {
+	case db.closed:
+		return ErrClosed
+	case db.wconn == nil:
+		return ErrReadOnly
+	}
 	head := db.head
 	db.onCommit = db.onCommit[:0]
 	if err := inTx(ctx, db.wconn, fn); err != nil {

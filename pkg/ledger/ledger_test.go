@@ -56,6 +56,38 @@ func TestOpen_OneWriterPerFile(t *testing.T) {
 	mustOpenPath(t, db.Path())
 }
 
+func TestOpenReadOnly(t *testing.T) {
+	ctx := context.Background()
+	w := mustOpenLedger(t)
+	mustInsert(t, w, newPayout("k1", 100))
+	r, err := OpenReadOnly(ctx, w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.InstanceID() != w.InstanceID() {
+		t.Fatalf("InstanceID = %q, want %q", r.InstanceID(), w.InstanceID())
+	}
+	mustInsert(t, w, newPayout("k2", 200)) // the writer goes on; the reader sees it
+	sum, err := r.Summary(ctx)
+	if err != nil || sum.Payouts[PayoutReceived].Count != 2 {
+		t.Fatalf("Summary = %+v, %v; want 2 RECEIVED", sum, err)
+	}
+	mustState(t, r, "k2", PayoutReceived)
+	if _, err := r.InsertPayouts(ctx, []Payout{newPayout("k3", 1)}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("InsertPayouts on a reader = %v, want ErrReadOnly", err)
+	}
+	if _, err := OpenReadOnly(ctx, filepath.Join(t.TempDir(), "none.db")); err == nil {
+		t.Fatal("OpenReadOnly of a missing file succeeded")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.MarkClaimed(ctx, []int64{1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after Close = %v, want ErrClosed", err)
+	}
+}
+
 func TestOpen_BadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "junk.db")
 	if err := os.WriteFile(path, []byte("this is not a database, just text that is long enough"), 0o600); err != nil {
