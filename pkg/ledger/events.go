@@ -102,6 +102,10 @@ func encodeSeqs(seqs []int64) string {
 	return b.String()
 }
 
+// maxSeqs bounds what decodeSeqs expands (an event never names more than a group or a batch),
+// so a tampered events row cannot exhaust Audit's memory.
+const maxSeqs = 1 << 20
+
 // decodeSeqs is the inverse of encodeSeqs.
 func decodeSeqs(s string) ([]int64, error) {
 	if s == "" {
@@ -120,11 +124,11 @@ func decodeSeqs(s string) ([]int64, error) {
 				return nil, fmt.Errorf("seqs %q: %w", s, err)
 			}
 		}
-		if b < a || b-a > 1<<24 {
+		if b < a || int64(len(out))+(b-a) >= maxSeqs {
 			return nil, fmt.Errorf("seqs %q: bad run %q", s, run)
 		}
-		for v := a; v <= b; v++ {
-			out = append(out, v)
+		for i := int64(0); i <= b-a; i++ { // counted: a+i never overflows as b ≤ MaxInt64
+			out = append(out, a+i)
 		}
 	}
 	return out, nil

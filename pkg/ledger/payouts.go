@@ -137,6 +137,9 @@ func rowDigests(ps []Payout) []byte {
 	return out
 }
 
+// MaxGroup is the most requests one InsertPayouts call takes (intake fetches 100–3000).
+const MaxGroup = 100_000
+
 // storedKey is what InsertPayouts needs to know about a stored key.
 type storedKey struct {
 	seq         int64
@@ -151,13 +154,17 @@ const insertChunk = 500 // rows per multi-row INSERT (17 parameters a row)
 // Existing (no-op); with another ContentHash it is a Conflict, recorded in the conflicts
 // table without touching the stored row. Duplicates inside ps are handled the same way
 // against the earlier one. New rows get ordered seqs and state RECEIVED, and one insert
-// event covering the whole group is appended. An invalid request fails the whole call with
+// event covering the whole group is appended. ReceivedAt and UpdatedAt are the ledger's
+// clock; the input's are ignored. An invalid request fails the whole call with
 // ErrInvalid and nothing is written.
 func (db *DB) InsertPayouts(ctx context.Context, ps []Payout) ([]InsertResult, error) {
 	for i := range ps {
 		if err := ps[i].validate(); err != nil {
 			return nil, fmt.Errorf("insert payouts: request %d: %w: %w", i, ErrInvalid, err)
 		}
+	}
+	if len(ps) > MaxGroup {
+		return nil, fmt.Errorf("insert payouts: %w: %d requests in one group, max %d", ErrInvalid, len(ps), MaxGroup)
 	}
 	if len(ps) == 0 {
 		return nil, nil
