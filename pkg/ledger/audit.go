@@ -147,20 +147,15 @@ func openAudit(ctx context.Context, path string) (*auditor, error) {
 }
 
 func (a *auditor) views(ctx context.Context) ([]string, error) {
-	rows, err := a.db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'view' AND name LIKE 'audit\_%' ESCAPE '\' ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	err := eachRow(ctx, a.db, `SELECT name FROM sqlite_master WHERE type = 'view' AND name LIKE 'audit\_%' ESCAPE '\' ORDER BY name`, nil,
+		func(scan func(...any) error) error {
+			var n string
+			err := scan(&n)
+			out = append(out, n)
+			return err
+		})
+	return out, err
 }
 
 func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys map[string]string) error {
@@ -171,7 +166,7 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 	}
 	defer tx.Rollback()
 	for _, v := range views {
-		if err := a.each(ctx, tx, `SELECT row, detail FROM `+v, func(s func(...any) error) error {
+		if err := eachRow(ctx, tx, `SELECT row, detail FROM `+v, nil, func(s func(...any) error) error {
 			var row, detail string
 			if err := s(&row, &detail); err != nil {
 				return err
@@ -187,7 +182,7 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 			return err
 		}
 	}
-	return a.each(ctx, tx, `SELECT seq, out_detail_no FROM payouts ORDER BY seq`, func(s func(...any) error) error {
+	return eachRow(ctx, tx, `SELECT seq, out_detail_no FROM payouts ORDER BY seq`, nil, func(s func(...any) error) error {
 		var seq int64
 		var key string
 		if err := s(&seq, &key); err != nil {
@@ -200,21 +195,6 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 		}
 		return nil
 	})
-}
-
-// each runs q and calls fn with a scanner for every row.
-func (a *auditor) each(ctx context.Context, tx *sql.Tx, q string, fn func(scan func(...any) error) error, args ...any) error {
-	rows, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }
 
 // replayed is what the event history says about one payout.
@@ -235,8 +215,8 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 	evRow := func(e *event) string {
 		return fmt.Sprintf("events id=%d kind=%s batch=%s seqs=%s", e.ID, e.Kind, e.OutBatchNo, e.Seqs)
 	}
-	err := a.each(ctx, tx, `SELECT id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash
-		FROM events ORDER BY id`, func(s func(...any) error) error {
+	err := eachRow(ctx, tx, `SELECT id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash
+		FROM events ORDER BY id`, nil, func(s func(...any) error) error {
 		var e event
 		if err := s(&e.ID, &e.At, &e.Source, &e.Kind, &e.OutBatchNo, &e.Seqs, &e.From, &e.To, &e.Data, &e.Digest, &e.PrevHash, &e.Hash); err != nil {
 			return err
@@ -293,7 +273,7 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 	if err != nil {
 		return fmt.Errorf("replay events: %w", err)
 	}
-	err = a.each(ctx, tx, `SELECT seq, out_detail_no, state, coalesce(out_batch_no, ''), coalesce(batch_pos, -1) FROM payouts ORDER BY seq`,
+	err = eachRow(ctx, tx, `SELECT seq, out_detail_no, state, coalesce(out_batch_no, ''), coalesce(batch_pos, -1) FROM payouts ORDER BY seq`, nil,
 		func(s func(...any) error) error {
 			var seq int64
 			var key, state, batch string
@@ -325,7 +305,7 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 	for _, seq := range missing {
 		a.add("event_replay", fmt.Sprintf("payouts seq=%d", seq), "inserted by the events but the row is gone")
 	}
-	return a.each(ctx, tx, `SELECT out_batch_no, state, body FROM batches ORDER BY out_batch_no`, func(s func(...any) error) error {
+	return eachRow(ctx, tx, `SELECT out_batch_no, state, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
 		var no, state string
 		var body []byte
 		if err := s(&no, &state, &body); err != nil {
@@ -363,7 +343,7 @@ func (a *auditor) replayInsert(ctx context.Context, tx *sql.Tx, e *event, rng []
 		}
 		payouts[seq] = &replayed{state: e.To}
 	}
-	return a.each(ctx, tx, `SELECT `+payoutCols+` FROM payouts WHERE seq BETWEEN ? AND ? ORDER BY seq`, func(s func(...any) error) error {
+	return eachRow(ctx, tx, `SELECT `+payoutCols+` FROM payouts WHERE seq BETWEEN ? AND ? ORDER BY seq`, []any{lo, hi}, func(s func(...any) error) error {
 		p, err := scanPayout(scanFunc(s))
 		if err != nil {
 			return err
@@ -374,7 +354,7 @@ func (a *auditor) replayInsert(ctx context.Context, tx *sql.Tx, e *event, rng []
 				"request content (amount %d fen, …) differs from what was inserted (event id=%d)", p.Amount, e.ID)
 		}
 		return nil
-	}, lo, hi)
+	})
 }
 
 // scanFunc adapts a scan function to scanPayout.
@@ -391,7 +371,7 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 		body   []byte
 	}
 	var bs []hdr
-	if err := a.each(ctx, tx, `SELECT out_batch_no, total_amount, total_num, body FROM batches ORDER BY out_batch_no`, func(s func(...any) error) error {
+	if err := eachRow(ctx, tx, `SELECT out_batch_no, total_amount, total_num, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
 		var h hdr
 		bs = append(bs, h)
 		return s(&bs[len(bs)-1].no, &bs[len(bs)-1].amount, &bs[len(bs)-1].num, &bs[len(bs)-1].body)
@@ -412,7 +392,7 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 
 // stuck flags batches that need a human or are running out of query window.
 func (a *auditor) stuck(ctx context.Context, tx *sql.Tx, now time.Time) error {
-	return a.each(ctx, tx, `SELECT out_batch_no, state, state_at, sealed_at FROM batches WHERE settled = 0 ORDER BY out_batch_no`,
+	return eachRow(ctx, tx, `SELECT out_batch_no, state, state_at, sealed_at FROM batches WHERE settled = 0 ORDER BY out_batch_no`, nil,
 		func(s func(...any) error) error {
 			var no, state string
 			var stateAt, sealedAt int64

@@ -187,21 +187,15 @@ func equalSeqs(a, b []int64) bool {
 
 // members selects batch-member facts for payouts matching where.
 func members(ctx context.Context, q querier, where string, args ...any) ([]member, error) {
-	rows, err := q.QueryContext(ctx, `SELECT seq, out_detail_no, amount, state, coalesce(out_batch_no, ''), rail, mchid,
-		detail_id FROM payouts WHERE `+where, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []member
-	for rows.Next() {
+	err := eachRow(ctx, q, `SELECT seq, out_detail_no, amount, state, coalesce(out_batch_no, ''), rail, mchid,
+		detail_id FROM payouts WHERE `+where, args, func(scan func(...any) error) error {
 		var m member
-		if err := rows.Scan(&m.seq, &m.key, &m.amount, &m.state, &m.outBatchNo, &m.rail, &m.mchID, &m.detailID); err != nil {
-			return nil, err
-		}
+		err := scan(&m.seq, &m.key, &m.amount, &m.state, &m.outBatchNo, &m.rail, &m.mchID, &m.detailID)
 		out = append(out, m)
-	}
-	return out, rows.Err()
+		return err
+	})
+	return out, err
 }
 
 const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,

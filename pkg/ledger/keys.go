@@ -79,25 +79,18 @@ func (db *DB) lookupKeys(ctx context.Context, q querier, keys []string) (map[str
 		seqs = db.keys.candidates(seqs, keyHash(key))
 	}
 	out := make(map[string]storedKey, len(seqs))
-	for lo := 0; lo < len(seqs); lo += 1000 {
-		part := seqs[lo:min(lo+1000, len(seqs))]
-		rows, err := q.QueryContext(ctx, `SELECT seq, out_detail_no, content_hash, state FROM payouts WHERE seq IN (`+
-			placeholders(len(part))+`)`, int64Args(part)...)
-		if err != nil {
-			return nil, fmt.Errorf("look up keys: %w", err)
-		}
-		for rows.Next() {
+	err := eachSeqChunk(seqs, func(part []int64) error {
+		return eachRow(ctx, q, `SELECT seq, out_detail_no, content_hash, state FROM payouts WHERE seq IN (`+
+			placeholders(len(part))+`)`, int64Args(part), func(scan func(...any) error) error {
 			var k storedKey
 			var key string
-			if err := rows.Scan(&k.seq, &key, &k.contentHash, &k.state); err != nil {
-				rows.Close()
-				return nil, err
-			}
+			err := scan(&k.seq, &key, &k.contentHash, &k.state)
 			out[key] = k
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up keys: %w", err)
 	}
 	return out, nil
 }

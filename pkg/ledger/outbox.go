@@ -77,41 +77,25 @@ type Summary struct {
 // Summary scans the ledger (O(payouts); meant for a final print or a slow metrics tick).
 func (db *DB) Summary(ctx context.Context) (Summary, error) {
 	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}}
-	err := func() error {
-		rows, err := db.rdb.QueryContext(ctx, `SELECT state, count(*) FROM batches GROUP BY state`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var st string
-			var n int
-			if err := rows.Scan(&st, &n); err != nil {
-				return err
-			}
-			s.Batches[st] = n
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		prows, err := db.rdb.QueryContext(ctx, `SELECT state, count(*), sum(amount) FROM payouts GROUP BY state`)
-		if err != nil {
-			return err
-		}
-		defer prows.Close()
-		for prows.Next() {
+	err := eachRow(ctx, db.rdb, `SELECT state, count(*) FROM batches GROUP BY state`, nil, func(scan func(...any) error) error {
+		var st string
+		var n int
+		err := scan(&st, &n)
+		s.Batches[st] = n
+		return err
+	})
+	if err == nil {
+		err = eachRow(ctx, db.rdb, `SELECT state, count(*), sum(amount) FROM payouts GROUP BY state`, nil, func(scan func(...any) error) error {
 			var st string
 			var t StateTotal
-			if err := prows.Scan(&st, &t.Count, &t.Amount); err != nil {
-				return err
-			}
+			err := scan(&st, &t.Count, &t.Amount)
 			s.Payouts[st] = t
-		}
-		if err := prows.Err(); err != nil {
 			return err
-		}
-		return db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM conflicts`).Scan(&s.Conflicts)
-	}()
+		})
+	}
+	if err == nil {
+		err = db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM conflicts`).Scan(&s.Conflicts)
+	}
 	if err != nil {
 		return Summary{}, fmt.Errorf("summary: %w", err)
 	}

@@ -338,27 +338,17 @@ func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string) error 
 // payoutStates returns the current state of each known seq.
 func payoutStates(ctx context.Context, tx *sql.Conn, seqs []int64) (map[int64]string, error) {
 	out := make(map[int64]string, len(seqs))
-	const chunk = 1000
-	for lo := 0; lo < len(seqs); lo += chunk {
-		part := seqs[lo:min(lo+chunk, len(seqs))]
-		rows, err := tx.QueryContext(ctx, `SELECT seq, state FROM payouts WHERE seq IN (`+placeholders(len(part))+`)`, int64Args(part)...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var s int64
-			var st string
-			if err := rows.Scan(&s, &st); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[s] = st
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	err := eachSeqChunk(seqs, func(part []int64) error {
+		return eachRow(ctx, tx, `SELECT seq, state FROM payouts WHERE seq IN (`+placeholders(len(part))+`)`, int64Args(part),
+			func(scan func(...any) error) error {
+				var s int64
+				var st string
+				err := scan(&s, &st)
+				out[s] = st
+				return err
+			})
+	})
+	return out, err
 }
 
 // payoutMove is one state change of a set of payouts that are all in state from.
@@ -381,9 +371,7 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 	if m.at == 0 {
 		m.at = ms(db.now())
 	}
-	const chunk = 1000
-	for lo := 0; lo < len(m.seqs); lo += chunk {
-		part := m.seqs[lo:min(lo+chunk, len(m.seqs))]
+	err := eachSeqChunk(m.seqs, func(part []int64) error {
 		args := append([]any{m.to, m.at, m.failReason, m.failReason, m.detailID, m.detailID, m.from}, int64Args(part)...)
 		r, err := tx.ExecContext(ctx, `UPDATE payouts SET state = ?, updated_at = ?,
 			fail_reason = CASE WHEN ? != '' THEN ? ELSE fail_reason END,
@@ -402,6 +390,10 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 				return fmt.Errorf("write outcomes: %w", err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return db.appendEvent(ctx, tx, event{At: m.at, Source: m.src, Kind: kindPayoutState, OutBatchNo: m.batch,
 		Seqs: encodeSeqs(m.seqs), From: m.from, To: m.to, Data: m.data})
