@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -30,6 +31,13 @@ type Batch struct {
 	SealedAt, AcceptedAt, UpdatedAt   time.Time
 	StateAt                           time.Time // when the batch entered State
 	Settled                           bool      // FINISHED/CLOSED/REJECTED and every member final
+}
+
+// LogValue leaves out the body (it holds openids and name ciphertexts).
+func (b Batch) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("out_batch_no", b.OutBatchNo), slog.String("state", b.State),
+		slog.String("batch_id", b.BatchID), slog.Int64("total_amount", b.TotalAmount), slog.Int("total_num", b.TotalNum),
+		slog.Int("attempts", b.Attempts))
 }
 
 // createBody is the part of a create-request body (spec §5, §7) the ledger checks against

@@ -1,9 +1,12 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,6 +80,14 @@ func TestDB_SealBatch_AgainIsNoOpButNotWithOtherContent(t *testing.T) {
 	}
 	if b.State != BatchSealed || len(b.Members) != 2 || b.TotalAmount != 201 || string(b.Body) != string(bodyFor("B1", ps)) {
 		t.Fatalf("Batch = %+v", b)
+	}
+}
+
+func TestBatch_LogValueHidesBody(t *testing.T) {
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "batch", Batch{OutBatchNo: "B1", Body: []byte(`{"openid":"secret-openid"}`)})
+	if strings.Contains(buf.String(), "secret-openid") || !strings.Contains(buf.String(), "B1") {
+		t.Fatalf("log line = %s", buf.String())
 	}
 }
 

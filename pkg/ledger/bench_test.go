@@ -94,3 +94,26 @@ func BenchmarkApplyDetailPage(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// BenchmarkAudit audits a ledger of PAYSTREAM_BENCH_AUDIT (default 200,000) payouts, a fifth
+// of them sealed into 1000-detail batches.
+func BenchmarkAudit(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("PAYSTREAM_BENCH_AUDIT")); err == nil {
+		n = v
+	}
+	db := mustOpenLedger(b)
+	for i := 0; i < n/5/1000; i++ {
+		mustSeal(b, db, fmt.Sprintf("A%d", i), fmt.Sprintf("a%dx", i), 1000)
+	}
+	for done := n / 5; done < n; done += 3000 {
+		if _, err := db.InsertPayouts(context.Background(), randomGroup(min(3000, n-done))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		mustAuditClean(b, db.now(), db.Path())
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "payouts/s")
+}
