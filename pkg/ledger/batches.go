@@ -76,7 +76,7 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 		return fmt.Errorf("body is not a create request: %w", err)
 	}
 	if cb.OutBatchNo != outBatchNo || cb.TotalAmount != totalAmount || cb.TotalNum != totalNum || len(cb.Details) != len(members) {
-		return fmt.Errorf("body says out_batch_no=%s total_amount=%d total_num=%d with %d details; want %s %d %d %d",
+		return fmt.Errorf("body has out_batch_no=%s total_amount=%d total_num=%d and %d details; the batch has %s total_amount=%d total_num=%d and %d members",
 			cb.OutBatchNo, cb.TotalAmount, cb.TotalNum, len(cb.Details), outBatchNo, totalAmount, totalNum, len(members))
 	}
 	for i, d := range cb.Details {
