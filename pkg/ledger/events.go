@@ -57,11 +57,10 @@ func (e *event) chainHash(prev []byte) []byte {
 }
 
 // appendEvent assigns the next id, chains e onto db.head and inserts it. Must run inside
-// db.write (db.head is guarded by the write semaphore and restored on rollback).
+// db.write (db.head and db.lastEvent are guarded by the write semaphore and restored on
+// rollback).
 func (db *DB) appendEvent(ctx context.Context, tx *sql.Conn, e event) error {
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) + 1 FROM events`).Scan(&e.ID); err != nil {
-		return fmt.Errorf("append event: %w", err)
-	}
+	e.ID = db.lastEvent + 1
 	if e.At == 0 {
 		e.At = ms(db.now())
 	}
@@ -70,13 +69,13 @@ func (db *DB) appendEvent(ctx context.Context, tx *sql.Conn, e event) error {
 	}
 	e.PrevHash = db.head
 	e.Hash = e.chainHash(e.PrevHash)
-	_, err := tx.ExecContext(ctx, `INSERT INTO events (id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash)
+	_, err := db.exec(ctx, tx, true, `INSERT INTO events (id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.At, e.Source, e.Kind, e.OutBatchNo, e.Seqs, e.From, e.To, e.Data, e.Digest, e.PrevHash, e.Hash)
 	if err != nil {
 		return fmt.Errorf("append event: %w", err)
 	}
-	db.head = e.Hash
+	db.head, db.lastEvent = e.Hash, e.ID
 	return nil
 }
 

@@ -73,16 +73,17 @@ type DB struct {
 	wconn *sql.Conn // the single writer; transactions are BEGIN IMMEDIATE … COMMIT on it
 	rdb   *sql.DB   // read-only pool
 
-	upTo     int                  // migrations to apply; 0 = all (tests open older schema versions)
-	sem      chan struct{}        // weight-1 write semaphore, honours ctx
-	head     []byte               // hash of the last event; guarded by sem
-	onCommit []func()             // run after the current write commits; guarded by sem
-	closed   bool                 // guarded by sem
-	stmts    map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
-	keys     *keyIndex
-	lock     *os.File // holds the writer's flock on the file until Close
-	illegal  atomic.Int64
-	closeOne sync.Once
+	upTo      int                  // migrations to apply; 0 = all (tests open older schema versions)
+	sem       chan struct{}        // weight-1 write semaphore, honours ctx
+	head      []byte               // hash of the last event; guarded by sem
+	lastEvent int64                // id of the last event; guarded by sem
+	onCommit  []func()             // run after the current write commits; guarded by sem
+	closed    bool                 // guarded by sem
+	stmts     map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
+	keys      *keyIndex
+	lock      *os.File // holds the writer's flock on the file until Close
+	illegal   atomic.Int64
+	closeOne  sync.Once
 }
 
 const driverName = "sqlite3_paystream"
@@ -226,7 +227,7 @@ func (db *DB) init(ctx context.Context, upTo int) error {
 		if err != nil {
 			return fmt.Errorf("instance id: %w", err)
 		}
-		err = tx.QueryRowContext(ctx, `SELECT hash FROM events ORDER BY id DESC LIMIT 1`).Scan(&db.head)
+		err = tx.QueryRowContext(ctx, `SELECT id, hash FROM events ORDER BY id DESC LIMIT 1`).Scan(&db.lastEvent, &db.head)
 		if errors.Is(err, sql.ErrNoRows) {
 			db.head, err = []byte{}, nil
 		}
@@ -367,10 +368,10 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Conn) error) error {
 	case db.wconn == nil:
 		return ErrReadOnly
 	}
-	head := db.head
+	head, last := db.head, db.lastEvent
 	db.onCommit = db.onCommit[:0]
 	if err := inTx(ctx, db.wconn, fn); err != nil {
-		db.head = head
+		db.head, db.lastEvent = head, last
 		return err
 	}
 	for _, f := range db.onCommit {
@@ -394,6 +395,18 @@ func (db *DB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	}
 	db.stmts[q] = st
 	return st, nil
+}
+
+// exec runs q inside the current write; cached statements are for fixed-text hot paths.
+func (db *DB) exec(ctx context.Context, tx *sql.Conn, cached bool, q string, args ...any) (sql.Result, error) {
+	if !cached {
+		return tx.ExecContext(ctx, q, args...)
+	}
+	st, err := db.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
 // illegalf logs and counts a refused transition and returns an error wrapping

@@ -250,15 +250,8 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
 			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(`(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`, len(chunk)), ",")
-		var err error
-		if len(chunk) < insertChunk { // odd-sized tails are not worth caching
-			_, err = tx.ExecContext(ctx, q, args...)
-		} else if st, perr := db.stmt(ctx, q); perr != nil {
-			err = perr
-		} else {
-			_, err = st.ExecContext(ctx, args...)
-		}
-		if err != nil {
+		// Odd-sized tails are not worth caching.
+		if _, err := db.exec(ctx, tx, len(chunk) == insertChunk, q, args...); err != nil {
 			return err
 		}
 	}
@@ -373,7 +366,8 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 	}
 	err := eachSeqChunk(m.seqs, func(part []int64) error {
 		args := append([]any{m.to, m.at, m.failReason, m.failReason, m.detailID, m.detailID, m.from}, int64Args(part)...)
-		r, err := tx.ExecContext(ctx, `UPDATE payouts SET state = ?, updated_at = ?,
+		one := len(part) == 1 // a page moves details one by one: cache that statement
+		r, err := db.exec(ctx, tx, one, `UPDATE payouts SET state = ?, updated_at = ?,
 			fail_reason = CASE WHEN ? != '' THEN ? ELSE fail_reason END,
 			detail_id = CASE WHEN ? != '' THEN ? ELSE detail_id END
 			WHERE state = ? AND seq IN (`+placeholders(len(part))+`)`, args...)
@@ -384,7 +378,7 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state (%v)", m.from, m.to, n, len(part), err)
 		}
 		if PayoutFinal(m.to) {
-			_, err := tx.ExecContext(ctx, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
+			_, err := db.exec(ctx, tx, one, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
 				placeholders(len(part))+`)`, append([]any{m.at}, int64Args(part)...)...)
 			if err != nil {
 				return fmt.Errorf("write outcomes: %w", err)
