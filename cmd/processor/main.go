@@ -4,6 +4,7 @@
 //	processor run   --config FILE          run the pipeline
 //	processor audit --ledger FILE [...]    check ledger invariants
 //	processor api   METHOD PATH [...]      an ad-hoc signed APIv3 request
+//	processor summary --ledger FILE        batches and payouts by state
 package main
 
 import (
@@ -37,6 +38,7 @@ commands:
   run     run the payout pipeline (processor run --config configs/processor.yaml)
   audit   check ledger invariants (processor audit --ledger FILE [--ledger FILE...] [--json])
   api     send an ad-hoc signed APIv3 request (processor api [--dry-run] METHOD PATH)
+  summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])
 `
 
 // run dispatches a subcommand and returns the process exit code.
@@ -47,9 +49,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, env) int{
-		"run":   cmdRun,
-		"audit": cmdAudit,
-		"api":   cmdAPI,
+		"run":     cmdRun,
+		"audit":   cmdAudit,
+		"api":     cmdAPI,
+		"summary": cmdSummary,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

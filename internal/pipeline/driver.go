@@ -245,7 +245,13 @@ func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) err
 		for i, r := range q.Details {
 			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
 		}
-		if _, err := d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows); err != nil {
+		_, err = d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows)
+		switch {
+		case errors.Is(err, ledger.ErrIllegalTransition), errors.Is(err, ledger.ErrNotMember):
+			// The legal rows are applied; the ledger counted the refused ones. A detail that
+			// moves backwards or is not ours needs a human, not a retry.
+			d.log.Error("detail page rows refused", "out_batch_no", b.OutBatchNo, "offset", offset, "err", err)
+		case err != nil:
 			return err
 		}
 		if len(rows) < d.poll.PageLimit {
