@@ -191,9 +191,9 @@ func TestClient_Failover(t *testing.T) {
 	})
 	t.Run("reset after sending re-sends the same signed request", func(t *testing.T) {
 		primary := newFakeAPI(t, ok200)
-		var auths []string
+		auths := make(chan string, 4) // the handler runs on the server's goroutine
 		reset := newRawServer(t, func(w http.ResponseWriter, r *http.Request) {
-			auths = append(auths, r.Header.Get("Authorization"))
+			auths <- r.Header.Get("Authorization")
 			conn, _, err := w.(http.Hijacker).Hijack()
 			if err == nil {
 				conn.Close()
@@ -205,8 +205,11 @@ func TestClient_Failover(t *testing.T) {
 		if _, err := c.CreateTransferBatchBody(context.Background(), []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		if len(auths) != 1 || primary.requests()[0].auth != auths[0] {
-			t.Fatalf("backup Authorization differs from the primary's")
+		if n := len(auths); n != 1 {
+			t.Fatalf("primary saw %d requests, want 1", n)
+		}
+		if got, want := primary.requests()[0].auth, <-auths; got != want {
+			t.Fatalf("backup Authorization %q differs from the primary's %q", got, want)
 		}
 	})
 	t.Run("reset with no backup is ambiguous", func(t *testing.T) {
