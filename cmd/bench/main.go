@@ -1,0 +1,76 @@
+// Command bench runs the issue #7 benchmarks (make bench): the intake, ledger growth and
+// drain ratios and the processor's peak memory, printing a table and one PASS/FAIL line per
+// target, and writing JSON, benchstat text and CPU profiles under bench/results/.
+//
+//	go run ./cmd/bench [-only intake,growth,drain,memory] [-intake N] [-prefill N] ...
+//
+// It exits 1 when a target fails, 2 on a usage or run error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/paystream/paystream/internal/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// The memory benchmark re-runs this binary as the processor it measures.
+	if path := os.Getenv(bench.ChildEnv); path != "" {
+		if err := bench.RunChild(ctx, path); err != nil {
+			fmt.Fprintln(os.Stderr, "bench processor:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errFailed means the run completed and a target failed.
+var errFailed = errors.New("a target failed")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := bench.DefaultOptions()
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.Intake, "intake", o.Intake, "payouts in the intake stream")
+	fs.IntVar(&o.Prefill, "prefill", o.Prefill, "payouts already in the ledger for the growth ratio")
+	fs.IntVar(&o.Drain, "drain", o.Drain, "payouts drained through the rate-limited sandbox")
+	fs.Float64Var(&o.Speed, "speed", o.Speed, "sandbox and processor clock factor for the drain")
+	fs.IntVar(&o.Backlogs[0], "backlog-small", o.Backlogs[0], "smaller backlog of the memory measurement")
+	fs.IntVar(&o.Backlogs[1], "backlog", o.Backlogs[1], "larger backlog of the memory measurement")
+	fs.StringVar(&o.Results, "results", o.Results, "results directory")
+	fs.StringVar(&o.Dir, "tmp", "", "scratch directory (default: the system's)")
+	only := fs.String("only", "", "comma-separated subset of intake,growth,drain,memory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	o.Log = stderr
+	r, err := bench.Run(ctx, o)
+	if r != nil {
+		r.WriteText(stdout)
+	}
+	if err == nil && !r.Pass() {
+		err = errFailed
+	}
+	switch {
+	case errors.Is(err, errFailed):
+		return 1
+	case err != nil:
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	return 0
+}

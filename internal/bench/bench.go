@@ -1,0 +1,341 @@
+// Package bench measures how close paystream runs to the limits of what it is built on
+// (issue #7): every number is a ratio of two measurements taken side by side in one run on
+// the same machine.
+//
+//   - Intake ratio: payouts/s through the real processor (validate, ledger commit with
+//     synchronous=FULL, claim in KV, ack) ÷ a raw nats.go fetch+ack of the same messages on
+//     the same server. Target ≥ 0.5.
+//   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
+//     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
+//   - Drain ratio: wall time from publish to every payout final against the rate-limited
+//     sandbox on a fast clock ÷ the floor those limits imply. Target ≤ 1.25.
+//   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes.
+//     Target ≤ 200 MB at the larger, and flat (≤ 1.25× the smaller's).
+//
+// Run is what cmd/bench (make bench) calls. It is not a test: it takes minutes and its
+// results depend on the machine.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets of issue #7.
+const (
+	TargetIntake = 0.5  // processor ÷ raw, at least
+	TargetGrowth = 0.7  // prefilled ÷ empty, at least
+	TargetDrain  = 1.25 // wall ÷ floor, at most
+	TargetPeakMB = 200  // peak RSS at the larger backlog, at most
+	TargetFlat   = 1.25 // larger backlog's peak ÷ smaller's, at most
+)
+
+// Options sizes a run. DefaultOptions is the issue's.
+type Options struct {
+	Intake   int       // payouts in the intake stream
+	Prefill  int       // payouts already in the ledger for the growth ratio
+	Drain    int       // payouts drained through the sandbox
+	Speed    float64   // sandbox and processor clock factor for the drain
+	Backlogs [2]int    // backlog sizes of the memory measurement, smaller first
+	Dir      string    // scratch space (ledgers, JetStream); removed by Run
+	Results  string    // where results and profiles go (bench/results)
+	Only     []string  // run only these measurements (intake, growth, drain, memory); empty: all
+	Log      io.Writer // progress lines; nil: discard
+}
+
+// DefaultOptions returns the sizes of issue #7.
+func DefaultOptions() Options {
+	return Options{
+		Intake: 200_000, Prefill: 5_000_000, Drain: 100_000, Speed: 60,
+		Backlogs: [2]int{250_000, 1_000_000}, Results: "bench/results",
+	}
+}
+
+// Rate is a count over a duration.
+type Rate struct {
+	N       int     `json:"n"`
+	Seconds float64 `json:"seconds"`
+	PerSec  float64 `json:"per_s"`
+}
+
+func newRate(n int, d time.Duration) Rate {
+	return Rate{N: n, Seconds: d.Seconds(), PerSec: float64(n) / d.Seconds()}
+}
+
+// Verdict is one target's outcome.
+type Verdict struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target string  `json:"target"`
+	Pass   bool    `json:"pass"`
+}
+
+// Report is everything one run measured.
+type Report struct {
+	Started    time.Time      `json:"started"`
+	GoVersion  string         `json:"go_version"`
+	CPUs       int            `json:"cpus"`
+	Raw        *Rate          `json:"raw_fetch_ack,omitempty"`
+	Empty      *Rate          `json:"intake_empty,omitempty"`
+	Prefilled  *Rate          `json:"intake_prefilled,omitempty"`
+	Prefill    int            `json:"prefill,omitempty"`
+	PrefillS   float64        `json:"prefill_s,omitempty"` // building the prefilled ledger
+	StartupS   float64        `json:"startup_s,omitempty"` // processor start on the prefilled ledger
+	Drain      *DrainResult   `json:"drain,omitempty"`
+	Memory     []MemoryResult `json:"memory,omitempty"`
+	Verdicts   []Verdict      `json:"verdicts"`
+	Profiles   []string       `json:"profiles,omitempty"`
+	Elapsed    float64        `json:"elapsed_s"`
+	resultsDir string
+}
+
+// Pass reports whether every measured target passed.
+func (r *Report) Pass() bool {
+	for _, v := range r.Verdicts {
+		if !v.Pass {
+			return false
+		}
+	}
+	return true
+}
+
+func (o Options) runs(name string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	for _, n := range o.Only {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Run takes every measurement o asks for, one after the other (they would skew each other
+// on a small box), and writes the report, profiles and a benchstat-readable text file under
+// o.Results/<start time>/.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	log := slog.New(slog.DiscardHandler)
+	if o.Log != nil {
+		log = slog.New(slog.NewTextHandler(o.Log, nil))
+	}
+	r := &Report{Started: time.Now(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	r.resultsDir = filepath.Join(o.Results, r.Started.Format("20060102-150405"))
+	if err := os.MkdirAll(r.resultsDir, 0o755); err != nil {
+		return nil, err
+	}
+	scratch, err := os.MkdirTemp(o.Dir, "paystream-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	steps := []struct {
+		name string
+		fn   func(context.Context, Options, string, *Report, *slog.Logger) error
+	}{
+		{"intake", runIntake}, {"drain", runDrain}, {"memory", runMemory},
+	}
+	for _, s := range steps {
+		if s.name == "intake" && !o.runs("intake") && !o.runs("growth") {
+			continue
+		}
+		if s.name != "intake" && !o.runs(s.name) {
+			continue
+		}
+		if err := s.fn(ctx, o, filepath.Join(scratch, s.name), r, log); err != nil {
+			return r, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	r.Elapsed = time.Since(r.Started).Seconds()
+	return r, r.write()
+}
+
+func (r *Report) profile(name string) string {
+	p := filepath.Join(r.resultsDir, name)
+	r.Profiles = append(r.Profiles, p)
+	return p
+}
+
+// runIntake measures raw fetch+ack, the processor on an empty ledger and (for the growth
+// ratio) on a prefilled one, back to back on one JetStream server.
+func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	log.Info("publishing", "payouts", o.Intake)
+	last, err := e.publish(ctx, payouts(o.Intake, 1))
+	if err != nil {
+		return err
+	}
+	fetch := 1000 // the processor's default fetch-batch
+	raw, err := e.rawIntake(ctx, last, fetch)
+	if err != nil {
+		return err
+	}
+	r.Raw = &raw
+	log.Info("raw fetch+ack", "per_s", int(raw.PerSec))
+	empty, _, err := e.processorIntake(ctx, filepath.Join(dir, "empty"), o.Intake, last, r.profile("intake.cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	r.Empty = &empty
+	log.Info("processor intake, empty ledger", "per_s", int(empty.PerSec))
+	r.verdict("intake ratio", empty.PerSec/raw.PerSec, TargetIntake, true)
+	if !o.runs("growth") {
+		return nil
+	}
+	log.Info("prefilling ledger", "payouts", o.Prefill)
+	start := time.Now()
+	pre := filepath.Join(dir, "prefilled")
+	if err := prefill(ctx, pre, o.Prefill, 3); err != nil {
+		return err
+	}
+	r.Prefill, r.PrefillS = o.Prefill, time.Since(start).Seconds()
+	log.Info("prefilled", "seconds", int(r.PrefillS))
+	if last, err = e.publish(ctx, payouts(o.Intake, 2)); err != nil {
+		return err
+	}
+	full, startup, err := e.processorIntake(ctx, pre, o.Intake, last, r.profile("growth.cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	r.Prefilled, r.StartupS = &full, startup.Seconds()
+	log.Info("processor intake, prefilled ledger", "per_s", int(full.PerSec), "startup_s", startup.Seconds())
+	r.verdict("ledger growth ratio", full.PerSec/empty.PerSec, TargetGrowth, true)
+	return nil
+}
+
+func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	log.Info("draining", "payouts", o.Drain, "speed", o.Speed)
+	d, err := e.drain(ctx, filepath.Join(dir, "processor"), o.Drain, o.Speed, r.profile("drain.cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	r.Drain = &d
+	log.Info("drained", "wall_s", d.Wall, "floor_s", d.Floor)
+	r.verdict("drain ratio", d.Ratio, TargetDrain, false)
+	return nil
+}
+
+func runMemory(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
+	for i, n := range o.Backlogs {
+		sub := filepath.Join(dir, fmt.Sprint(n))
+		e, err := newEnv(ctx, sub)
+		if err != nil {
+			return err
+		}
+		log.Info("memory", "backlog", n)
+		m, err := e.memory(ctx, filepath.Join(sub, "processor"), n, uint64(10+i))
+		e.Close()
+		if err != nil {
+			return err
+		}
+		log.Info("memory", "backlog", n, "peak_mb", m.PeakMB)
+		r.Memory = append(r.Memory, m)
+	}
+	small, large := r.Memory[0], r.Memory[1]
+	r.verdict(fmt.Sprintf("peak RSS MB at %d backlog", large.Backlog), large.PeakMB, TargetPeakMB, false)
+	r.verdict(fmt.Sprintf("peak RSS %d ÷ %d backlog", large.Backlog, small.Backlog), large.PeakMB/small.PeakMB, TargetFlat, false)
+	return nil
+}
+
+// verdict records value against target: at least (atLeast) or at most.
+func (r *Report) verdict(name string, value, target float64, atLeast bool) {
+	v := Verdict{Name: name, Value: value}
+	if atLeast {
+		v.Target, v.Pass = fmt.Sprintf("≥ %g", target), value >= target
+	} else {
+		v.Target, v.Pass = fmt.Sprintf("≤ %g", target), value <= target
+	}
+	r.Verdicts = append(r.Verdicts, v)
+}
+
+// WriteText prints the table of measurements and one PASS/FAIL line per target.
+func (r *Report) WriteText(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "measurement\tcount\tseconds\tper second\n")
+	row := func(name string, x *Rate) {
+		if x != nil {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\n", name, x.N, x.Seconds, x.PerSec)
+		}
+	}
+	row("raw fetch+ack", r.Raw)
+	row("processor intake, empty ledger", r.Empty)
+	row(fmt.Sprintf("processor intake, %d-payout ledger", r.Prefill), r.Prefilled)
+	if r.Prefilled != nil {
+		fmt.Fprintf(tw, "  (prefill took %.1f s; processor start on it %.2f s)\t\t\t\n", r.PrefillS, r.StartupS)
+	}
+	if d := r.Drain; d != nil {
+		fmt.Fprintf(tw, "drain %d payouts, speed %g\t%d batches\t%.2f\t%.0f\n", d.Payouts, d.Speed, d.Batches, d.Wall, float64(d.Payouts)/d.Wall)
+		fmt.Fprintf(tw, "  floor = %d creates/%d + %d queries/%d + processing %.2f s\t\t%.2f\t\n",
+			d.Batches, drainQPS, d.Queries, drainQPS, d.Processing, d.Floor)
+		fmt.Fprintf(tw, "  sent: %d creates, %d queries; %d answered 429\t\t\t\n", d.Creates, d.Sent, d.RateLimited)
+	}
+	for _, m := range r.Memory {
+		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB, m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
+	}
+	tw.Flush()
+	for _, v := range r.Verdicts {
+		res := "PASS"
+		if !v.Pass {
+			res = "FAIL"
+		}
+		fmt.Fprintf(w, "%s  %-32s %8.3f  (target %s)\n", res, v.Name, v.Value, v.Target)
+	}
+	if r.resultsDir != "" {
+		fmt.Fprintf(w, "results: %s (%.0f s)\n", r.resultsDir, r.Elapsed)
+	}
+}
+
+// write stores report.json and bench.txt (Go benchmark format, for benchstat) in the
+// results directory.
+func (r *Report) write() error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.resultsDir, "report.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(r.resultsDir, "bench.txt"))
+	if err != nil {
+		return err
+	}
+	r.writeBenchFormat(f)
+	return f.Close()
+}
+
+// writeBenchFormat writes one Go benchmark line per measurement, so two runs compare with
+// `benchstat old/bench.txt new/bench.txt`.
+func (r *Report) writeBenchFormat(w io.Writer) {
+	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/paystream/paystream/internal/bench\n", runtime.GOOS, runtime.GOARCH)
+	rate := func(name string, x *Rate) {
+		if x != nil {
+			fmt.Fprintf(w, "BenchmarkIntake/%s 1 %.0f ns/op %.0f msgs/s\n", name, x.Seconds*1e9, x.PerSec)
+		}
+	}
+	rate("raw", r.Raw)
+	rate("empty", r.Empty)
+	rate("prefilled", r.Prefilled)
+	if d := r.Drain; d != nil {
+		fmt.Fprintf(w, "BenchmarkDrain 1 %.0f ns/op %.4f floor-ratio %d 429s\n", d.Wall*1e9, d.Ratio, d.RateLimited)
+	}
+	for _, m := range r.Memory {
+		fmt.Fprintf(w, "BenchmarkMemory/backlog=%d 1 %.0f ns/op %.1f peak-MB\n", m.Backlog, m.Seconds*1e9, m.PeakMB)
+	}
+}

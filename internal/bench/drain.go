@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// DrainResult is the drain measurement: the wall time from the first publish to every
+// payout final in the ledger, and the floor the sandbox's limits imply.
+type DrainResult struct {
+	Payouts     int     `json:"payouts"`
+	Speed       float64 `json:"speed"`          // sandbox and processor clock factor
+	Batches     int     `json:"batches"`        // created at the sandbox
+	Queries     int     `json:"queries"`        // batch queries the floor needs: one status + one per page
+	Sent        int     `json:"queries_sent"`   // batch queries the processor sent
+	Creates     int     `json:"creates_sent"`   // creates the processor sent
+	RateLimited int     `json:"rate_limited"`   // requests the sandbox refused with 429
+	CreateFloor float64 `json:"create_floor_s"` // batches / create QPS
+	QueryFloor  float64 `json:"query_floor_s"`  // queries / query QPS
+	Processing  float64 `json:"processing_s"`   // the sandbox's scaled accept + process time
+	Floor       float64 `json:"floor_s"`        // the sum of the three
+	Wall        float64 `json:"wall_s"`
+	Ratio       float64 `json:"ratio"` // Wall / Floor
+}
+
+// drainQPS is the realistic per-endpoint limit of the batch APIs (spec §6).
+const drainQPS = 50
+
+// drain publishes n payouts to a running processor whose WeChat Pay is the sandbox at
+// speed (rate-limited to 50 QPS per endpoint, 100 details per page) and measures until
+// every payout is final in the ledger. The processor runs production defaults with every
+// duration divided by speed, so it polls as it would against WeChat, on the same fast clock.
+func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, profile string) (DrainResult, error) {
+	r := DrainResult{Payouts: n, Speed: speed}
+	o := wechatpaytest.DefaultOptions()
+	o.Speed, o.RateLimit = speed, drainQPS
+	sb, err := wechatpaytest.New(o)
+	if err != nil {
+		return r, err
+	}
+	defer sb.Close()
+	if err := sb.Start("127.0.0.1:0"); err != nil {
+		return r, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return r, err
+	}
+	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return r, err
+	}
+	defer logs.Close()
+	cfg := e.processorConfig(dataDir, sb.URL())
+	scaleClock(&cfg, speed)
+	p, err := startProcessor(ctx, cfg, logs)
+	if err != nil {
+		return r, err
+	}
+	defer p.Stop()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return r, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	if _, err := e.publish(ctx, payouts(n, 7)); err != nil {
+		return r, err
+	}
+	if err := waitFinal(ctx, cfg.Ledger, n, 10*time.Minute); err != nil {
+		return r, err
+	}
+	r.Wall = time.Since(start).Seconds()
+
+	st := sb.Stats()
+	r.RateLimited = st.RateLimited
+	r.Creates = st.Requests[wechatpaytest.EndpointCreateBatch]
+	r.Sent = st.Requests[wechatpaytest.EndpointBatchByOutNo]
+	for _, b := range sb.Batches() {
+		r.Batches++
+		r.Queries += 1 + (b.TotalNum+cfg.Pipeline.Poll.PageLimit-1)/cfg.Pipeline.Poll.PageLimit
+	}
+	r.CreateFloor = float64(r.Batches) / drainQPS
+	r.QueryFloor = float64(r.Queries) / drainQPS
+	r.Processing = (o.AcceptDelay + o.ProcessDelay).Seconds() / speed
+	r.Floor = r.CreateFloor + r.QueryFloor + r.Processing
+	r.Ratio = r.Wall / r.Floor
+	return r, nil
+}
+
+// scaleClock divides every duration of the processor's pacing by speed, as the sandbox's
+// clock is; the rate limits stay real (the sandbox does not scale its QPS).
+func scaleClock(cfg *app.Config, speed float64) {
+	s := func(d *time.Duration) { *d = time.Duration(float64(*d) / speed) }
+	p := &cfg.Pipeline
+	for _, d := range []*time.Duration{
+		&p.Batching.MaxWait, &p.Submit.RetryMin, &p.Submit.RetryMax, &p.Submit.ParkedRetry,
+		&p.Poll.FirstDelay, &p.Poll.Interval, &p.Poll.NotFoundGrace, &p.Breaker.OpenTimeout,
+	} {
+		s(d)
+	}
+	p.Poll.PageLimit = wechatpay.MaxQueryLimit
+}
+
+// waitFinal polls the ledger (read-only, beside the writer) until n payouts are final.
+func waitFinal(ctx context.Context, path string, n int, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	db, err := ledger.OpenReadOnly(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	final := 0
+	for {
+		s, err := db.Summary(ctx)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("ledger summary: %w", err)
+		}
+		final = 0
+		for st, t := range s.Payouts {
+			if ledger.PayoutFinal(st) {
+				final += t.Count
+			}
+		}
+		if final >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d payouts final after %s", final, n, limit)
+		case <-tick.C:
+		}
+	}
+}

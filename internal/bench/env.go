@@ -1,0 +1,217 @@
+package bench
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// env is one benchmark environment: an embedded JetStream server with the processor's
+// topology, a client connection, and the TEST-ONLY keys written where a processor config
+// can name them. Close it.
+type env struct {
+	dir  string
+	nats *broker.Embedded
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	topo broker.Topology
+	keys keyFiles
+}
+
+// keyFiles are the sandbox's TEST-ONLY keys as files (the merchant key 0600).
+type keyFiles struct {
+	merchant, platform string
+}
+
+// newEnv starts JetStream under dir and creates the processor's topology.
+func newEnv(ctx context.Context, dir string) (*env, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	emb, err := broker.StartEmbedded(filepath.Join(dir, "nats"), "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir, nats: emb, topo: broker.DefaultTopology()}
+	// Benchmarks re-publish nothing, and a day-long window only costs memory.
+	e.topo.DuplicateWindow = 2 * time.Minute
+	if e.nc, err = nats.Connect(emb.URL()); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("nats connect: %w", err)
+	}
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if _, _, err := broker.Ensure(ctx, e.js, e.topo); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.keys, err = writeKeys(dir); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close stops the connection and the server.
+func (e *env) Close() {
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	e.nats.Shutdown()
+}
+
+// writeKeys writes the sandbox's merchant private key and platform public key as PEM files.
+func writeKeys(dir string) (keyFiles, error) {
+	k := keyFiles{merchant: filepath.Join(dir, "merchant.pem"), platform: filepath.Join(dir, "platform.pem")}
+	priv, err := x509.MarshalPKCS8PrivateKey(wechatpaytest.MerchantPrivateKey())
+	if err != nil {
+		return k, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(wechatpaytest.PlatformPublicKey())
+	if err != nil {
+		return k, err
+	}
+	if err := os.WriteFile(k.merchant, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}), 0o600); err != nil {
+		return k, err
+	}
+	return k, os.WriteFile(k.platform, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+}
+
+// processorConfig is a production-paced processor config in dataDir, on this env's
+// JetStream, against the sandbox at baseURL.
+func (e *env) processorConfig(dataDir, baseURL string) app.Config {
+	cfg := app.DefaultConfig()
+	cfg.DataDir, cfg.Ledger = dataDir, filepath.Join(dataDir, "ledger.db")
+	cfg.NATS.URL = e.nats.URL()
+	cfg.NATS.Topology = e.topo
+	cfg.WeChatPay = app.WeChatPayConfig{
+		BaseURL: baseURL, MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
+		PrivateKeyFile: e.keys.merchant, PublicKeyFile: e.keys.platform, PublicKeyID: wechatpaytest.DefaultPlatformKeyID,
+		APIv3Key: wechatpaytest.DefaultAPIv3Key, Timeout: 15 * time.Second,
+	}
+	cfg.Log.Level = "warn"
+	return cfg
+}
+
+// payouts returns the synth options of n valid payouts for seed (no invalid lines: both
+// sides of a ratio see exactly the same valid messages; 2% carry an encrypted name).
+func payouts(n int, seed uint64) synth.Options {
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate = n, seed, 0, 0.01
+	return o
+}
+
+// publish sends the payouts of o to the stream (Nats-Msg-Id = out_detail_no, as a producer
+// does) and waits for every publish ack. It returns the stream's last sequence.
+func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
+	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return 0, err
+	}
+	subject := payout.Subject(payout.DefaultSubjectPrefix, o.MchID)
+	err = synth.Each(ctx, o, func(r synth.Record) error {
+		m := nats.NewMsg(subject)
+		m.Data = r.Line
+		m.Header.Set(jetstream.MsgIDHeader, r.Req.OutDetailNo)
+		_, err := js.PublishMsgAsync(m)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	s, err := e.js.Stream(ctx, e.topo.Stream)
+	if err != nil {
+		return 0, err
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
+// waitAcked polls the consumer until every message up to lastSeq is acked and returns when
+// that was first seen.
+func (e *env) waitAcked(ctx context.Context, consumer string, lastSeq uint64, limit time.Duration) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, err := e.js.Consumer(ctx, e.topo.Stream, consumer)
+		if err == nil {
+			info := c.CachedInfo()
+			if info.AckFloor.Stream >= lastSeq && info.NumAckPending == 0 {
+				return time.Now(), nil
+			}
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return time.Time{}, fmt.Errorf("consumer %s: %w", consumer, err)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("consumer %s: not every message acked after %s", consumer, limit)
+		case <-tick.C:
+		}
+	}
+}
+
+// processor is app.Run in a goroutine.
+type processor struct {
+	ready time.Time
+	stop  context.CancelFunc
+	done  chan error
+}
+
+// startProcessor runs the processor with cfg and returns once it consumes.
+func startProcessor(ctx context.Context, cfg app.Config, logs io.Writer) (*processor, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &processor{stop: cancel, done: make(chan error, 1)}
+	ready := make(chan time.Time, 1)
+	go func() {
+		p.done <- app.Run(ctx, cfg, app.Options{
+			Log:   cfg.Logger(logs),
+			Ready: func(string, string) { ready <- time.Now() },
+		})
+	}()
+	select {
+	case p.ready = <-ready:
+		return p, nil
+	case err := <-p.done:
+		cancel()
+		return nil, fmt.Errorf("processor did not start: %w", err)
+	}
+}
+
+// Stop stops the processor and waits for it.
+func (p *processor) Stop() error {
+	p.stop()
+	return <-p.done
+}
+
+// newLog is a warn-level logger into path, for what a benchmark run leaves behind.
+func newLog(path string) (*os.File, *slog.Logger, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn})), nil
+}

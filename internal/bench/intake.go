@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// rawConsumer is the durable the raw fetch+ack baseline reads the stream with.
+const rawConsumer = "raw"
+
+// rawIntake fetches and acks every message of the stream up to lastSeq through its own
+// durable consumer (same settings as the processors'), the way a do-nothing consumer would:
+// fetch up to fetchBatch, ack each, repeat. It returns messages/s, measured until the server
+// has every ack.
+func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int) (Rate, error) {
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, e.topo.Stream, jetstream.ConsumerConfig{
+		Durable: rawConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.topo.AckWait,
+		MaxDeliver: e.topo.MaxDeliver, MaxAckPending: e.topo.MaxAckPending, FilterSubject: e.topo.Subjects,
+	})
+	if err != nil {
+		return Rate{}, fmt.Errorf("raw consumer: %w", err)
+	}
+	start := time.Now()
+	n := 0
+	for n < int(lastSeq) {
+		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			return Rate{}, fmt.Errorf("raw fetch: %w", err)
+		}
+		for m := range b.Messages() {
+			if err := m.Ack(); err != nil {
+				return Rate{}, fmt.Errorf("raw ack: %w", err)
+			}
+			n++
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return Rate{}, fmt.Errorf("raw fetch: %w", err)
+		}
+		if ctx.Err() != nil {
+			return Rate{}, ctx.Err()
+		}
+	}
+	end, err := e.waitAcked(ctx, rawConsumer, lastSeq, time.Minute)
+	if err != nil {
+		return Rate{}, err
+	}
+	return newRate(n, end.Sub(start)), nil
+}
+
+// processorIntake runs the real processor (app.Run: intake, sealer, driver, outcomes) on the
+// ledger at dataDir/ledger.db, against an idle, production-paced sandbox, until the shared
+// durable consumer has acked every message up to lastSeq. The clock starts when the
+// processor is ready (a prefilled ledger's start-up is reported apart). With profile set, a
+// CPU profile of the measured interval is written there.
+func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSeq uint64, profile string) (Rate, time.Duration, error) {
+	// Production pacing: full batches are sealed and created as they fill, the first query is
+	// a minute away, so the sandbox sees a create per 1000 payouts and nothing else.
+	sb, err := wechatpaytest.New(wechatpaytest.DefaultOptions())
+	if err != nil {
+		return Rate{}, 0, err
+	}
+	defer sb.Close()
+	if err := sb.Start("127.0.0.1:0"); err != nil {
+		return Rate{}, 0, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return Rate{}, 0, err
+	}
+	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return Rate{}, 0, err
+	}
+	defer logs.Close()
+	cfg := e.processorConfig(dataDir, sb.URL())
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return Rate{}, 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return Rate{}, 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	launched := time.Now()
+	p, err := startProcessor(ctx, cfg, logs)
+	if err != nil {
+		return Rate{}, 0, err
+	}
+	end, err := e.waitAcked(ctx, cfg.NATS.Topology.Consumer, lastSeq, 5*time.Minute)
+	err = errors.Join(err, p.Stop())
+	if err != nil {
+		return Rate{}, 0, err
+	}
+	return newRate(n, end.Sub(p.ready)), p.ready.Sub(launched), nil
+}
+
+// prefill creates the ledger dataDir/ledger.db holding n payouts with random 24-character
+// upstream keys (as an upstream's UUID-like ids are), inserted through InsertPayouts in large
+// groups. The rows stay RECEIVED: no stage re-reads RECEIVED rows at start, and in
+// production they would be final, which only shrinks the partial index of open payouts.
+func prefill(ctx context.Context, dataDir string, n int, seed uint64) error {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := ledger.Open(ctx, filepath.Join(dataDir, "ledger.db"))
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	const group = 50_000
+	ps := make([]ledger.Payout, group)
+	for done := 0; done < n; done += group {
+		part := ps[:min(group, n-done)]
+		for i := range part {
+			key := randomKey(rng)
+			h := sha256.Sum256([]byte(key))
+			part[i] = ledger.Payout{
+				OutDetailNo: key, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001",
+				OpenID: "o" + key, Remark: "活动奖励", SceneID: "1001", Rail: payout.RailDirect,
+				GroupKey: "prefill", Amount: 100 + rng.Int64N(20000), ContentHash: h[:], StreamSeq: uint64(done + i + 1),
+			}
+		}
+		if _, err := db.InsertPayouts(ctx, part); err != nil {
+			return errors.Join(fmt.Errorf("prefill: %w", err), db.Close())
+		}
+	}
+	return db.Close()
+}
+
+const keyChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// randomKey is a random 24-character [0-9A-Za-z] out_detail_no.
+func randomKey(rng *rand.Rand) string {
+	b := make([]byte, 24)
+	for i := range b {
+		b[i] = keyChars[rng.IntN(len(keyChars))]
+	}
+	return string(b)
+}
