@@ -40,6 +40,7 @@ type apiFlags struct {
 	publicKey, publicKeyID string
 	baseURL, backupURL     string
 	timeout                time.Duration
+	config                 string
 }
 
 func (f *apiFlags) register(fs *flag.FlagSet) {
@@ -55,6 +56,40 @@ func (f *apiFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.baseURL, "base-url", wechatpay.DefaultBaseURL, "API base URL")
 	fs.StringVar(&f.backupURL, "backup-base-url", "", "backup base URL tried after a connection error")
 	fs.DurationVar(&f.timeout, "timeout", wechatpay.DefaultTimeout, "timeout of the request")
+	fs.StringVar(&f.config, "config", "", "processor config file: keys and ids come from its wechatpay section (flags given explicitly win)")
+}
+
+// fromConfig fills every setting not given explicitly on the command line from the wechatpay
+// section of the processor config at f.config.
+func (f *apiFlags) fromConfig(fs *flag.FlagSet, getenv func(string) string) error {
+	cfg, err := loadConfig(f.config, getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	w := cfg.WeChatPay
+	for _, v := range []struct {
+		flag string
+		dst  *string
+		val  string
+	}{
+		{"mchid", &f.mchID, w.MchID},
+		{"serial-no", &f.serialNo, w.MerchantSerialNo},
+		{"private-key", &f.privateKey, w.PrivateKeyFile},
+		{"wechatpay-public-key", &f.publicKey, w.PublicKeyFile},
+		{"wechatpay-public-key-id", &f.publicKeyID, w.PublicKeyID},
+		{"base-url", &f.baseURL, w.BaseURL},
+		{"backup-base-url", &f.backupURL, w.BackupBaseURL},
+	} {
+		if !set[v.flag] {
+			*v.dst = v.val
+		}
+	}
+	if !set["timeout"] && w.Timeout > 0 {
+		f.timeout = w.Timeout
+	}
+	return nil
 }
 
 // errUsage marks a command-line or configuration mistake (exit status 2).
@@ -74,7 +109,12 @@ func cmdAPI(ctx context.Context, args []string, e env) int {
 	if err != nil {
 		return 2 // flag already printed the reason and the usage
 	}
-	err = runAPI(ctx, f, pos, e)
+	if f.config != "" {
+		err = f.fromConfig(fs, e.getenv)
+	}
+	if err == nil {
+		err = runAPI(ctx, f, pos, e)
+	}
 	switch {
 	case err == nil:
 		return 0
