@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -287,6 +288,106 @@ func TestRun_EndToEnd(t *testing.T) {
 			t.Fatalf("audit:\n%s", b.String())
 		}
 	})
+	if t.Failed() {
+		t.Logf("processor logs:\n%s", logs.String())
+	}
+}
+
+// logWatch is a log sink that closes seen once a line containing want is written.
+type logWatch struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+}
+
+func newLogWatch(want string) *logWatch { return &logWatch{want: want, seen: make(chan struct{})} }
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.Contains(p, []byte(w.want)) && !bytes.Contains(w.buf.Bytes(), []byte(w.want)) {
+		close(w.seen)
+	}
+	return w.buf.Write(p)
+}
+
+func (w *logWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// TestRun_WeChatOutage: WeChat answers SYSTEM_ERROR to everything for a while. The breaker
+// opens (and says so), sealed batches wait under their numbers, and after recovery every
+// payout is paid exactly once, each batch under the one number it was sealed with.
+func TestRun_WeChatOutage(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
+	srv.FailRate(wechatpaytest.AnyEndpoint, wechatpaytest.SystemError, 1)
+	cfg := testConfig(t, srv)
+	logs := newLogWatch("to=open")
+	p := startProcessor(t, cfg, logs)
+
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate = 2000, 7, 0
+	sent := publish(t, p.js, o)
+	select {
+	case <-logs.seen:
+	case <-time.After(time.Minute):
+		t.Fatalf("the breaker did not open; logs:\n%s", logs.String())
+	}
+	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The outage goes on until every payout is sealed, so batches wait through it.
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		s, err := db.Summary(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		n := s.Payouts[ledger.PayoutSealed].Count
+		return n == len(sent.valid), fmt.Sprintf("%d of %d sealed", n, len(sent.valid))
+	})
+	if got := len(srv.Batches()); got != 0 {
+		t.Fatalf("%d batches created during a total outage", got)
+	}
+	srv.ClearFaults()
+
+	checkFor(t, 2*time.Minute, 200*time.Millisecond, func() (bool, string) {
+		s, err := db.Summary(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		final := 0
+		for _, st := range finalStates {
+			final += s.Payouts[st].Count
+		}
+		return final == len(sent.valid), fmt.Sprintf("%d of %d final", final, len(sent.valid))
+	})
+	paid := srv.Paid()
+	for key, fails := range sent.valid {
+		if want := map[bool]int{false: 1, true: 0}[fails]; paid[key] != want {
+			t.Errorf("%s paid %d times, want %d", key, paid[key], want)
+		}
+	}
+	s, err := db.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerBatches := 0
+	for _, n := range s.Batches {
+		ledgerBatches += n
+	}
+	for _, b := range srv.Batches() {
+		if _, err := db.Batch(context.Background(), b.OutBatchNo); err != nil {
+			t.Errorf("sandbox batch %s is not a sealed ledger batch: %v", b.OutBatchNo, err)
+		}
+	}
+	if got := len(srv.Batches()); got != ledgerBatches {
+		t.Errorf("sandbox has %d batches, ledger sealed %d: a batch was renumbered", got, ledgerBatches)
+	}
 	if t.Failed() {
 		t.Logf("processor logs:\n%s", logs.String())
 	}
