@@ -79,7 +79,7 @@ var goChecks = []Check{
 	{Name: "event_replay", Description: "every payout and batch state, batch membership and request content is what the event history produces"},
 	{Name: "batch_body", Description: "every frozen body lists exactly its members, amounts and totals"},
 	{Name: "stuck", Description: "no batch WAIT_PAY/ACCEPTED over 30 min, none unsettled near the 30-day query horizon"},
-	{Name: "cross_file_keys", Description: "no out_detail_no stored in two ledger files"},
+	{Name: "cross_file_keys", Description: "no out_detail_no owned by two ledger files (DUPLICATE rows own nothing)"},
 }
 
 // Audit checks the invariants of every ledger file in paths, read-only, as of now. The error
@@ -182,14 +182,17 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 			return err
 		}
 	}
-	return eachRow(ctx, tx, `SELECT seq, out_detail_no FROM payouts ORDER BY seq`, nil, func(s func(...any) error) error {
+	// A key recorded as DUPLICATE lost its claim to another replica: that file does not own it.
+	// Keys are per merchant.
+	return eachRow(ctx, tx, `SELECT seq, mchid, out_detail_no FROM payouts WHERE state <> 'DUPLICATE' ORDER BY seq`, nil, func(s func(...any) error) error {
 		var seq int64
-		var key string
-		if err := s(&seq, &key); err != nil {
+		var mchID, no string
+		if err := s(&seq, &mchID, &no); err != nil {
 			return err
 		}
+		key := mchID + "." + no
 		if first, ok := keys[key]; ok && first != a.path {
-			a.add("cross_file_keys", fmt.Sprintf("payouts seq=%d out_detail_no=%s", seq, key), "also stored in %s", first)
+			a.add("cross_file_keys", fmt.Sprintf("payouts seq=%d out_detail_no=%s", seq, no), "also owned in %s", first)
 		} else if !ok {
 			keys[key] = a.path
 		}

@@ -126,8 +126,15 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 	dbA := mustOpenPath(t, a, WithNow(clk.now))
 	dbB := mustOpenPath(t, b, WithNow(clk.now))
-	mustInsert(t, dbA, newPayout("shared", 100), newPayout("onlyA", 100))
-	mustInsert(t, dbB, newPayout("shared", 100))
+	mustInsert(t, dbA, newPayout("shared", 100), newPayout("onlyA", 100), newPayout("claimedByA", 100))
+	mustInsert(t, dbB, newPayout("shared", 100), newPayout("claimedByA", 100))
+	lost, err := dbB.Payout(ctx, "claimedByA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dbB.MarkDuplicate(ctx, lost.Seq, "A"); err != nil {
+		t.Fatal(err)
+	}
 	mustSeal(t, dbB, "W1", "w", 1)
 	if err := dbB.RecordSubmit(ctx, "W1", SubmitResult{Outcome: SubmitAccepted, BatchID: "x", BatchStatus: BatchWaitPay}); err != nil {
 		t.Fatal(err)
