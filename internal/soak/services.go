@@ -1,0 +1,160 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// Sandbox faults of the soak (issue #6: ≥5% SYSTEM_ERROR, ≥2% commit-then-drop, 429s under
+// load, NOT_FOUND lag). The rates apply to every endpoint, creates included.
+var sandboxArgs = []string{
+	"--admin", "--listen", "127.0.0.1:0", "--log-level", "warn",
+	"--speed", "60", // a 1-minute PROCESSING phase lasts a second
+	"--system-error-rate", "0.05",
+	"--drop-after-commit-rate", "0.02",
+	"--truncate-rate", "0.01",
+	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
+	"--rate-limit", "50", // per endpoint; the replicas' shares add up to more, so 429s come
+}
+
+// startSandbox runs cmd/sandbox and reads its URL from its first output line.
+func (s *soak) startSandbox(ctx context.Context) error {
+	logPath := filepath.Join(s.cfg.Dir, "sandbox.log")
+	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed), "--state", filepath.Join(s.cfg.Dir, "sandbox-state.json"))
+	p, err := start("sandbox", filepath.Join(s.bin, "sandbox"), args, logPath, nil)
+	if err != nil {
+		return err
+	}
+	s.sandbox = p
+	const prefix = "sandbox listening on "
+	return poll(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+		if p.exited() {
+			return false, fmt.Sprintf("sandbox exited: %v (see %s)", p.err, logPath)
+		}
+		f, err := os.Open(logPath)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+				s.sandboxURL = strings.TrimSpace(rest)
+				return true, ""
+			}
+		}
+		return false, "no URL line in " + logPath
+	})
+}
+
+// processor is one replica: its data dir and ledger survive every kill.
+type processor struct {
+	name, bin, dir, conf, ledger, logPath string
+	p                                     *proc
+}
+
+// processorConfig is a fast-paced configs/demo-processor.yaml on the cluster with R3
+// topology, a short duplicate window and ack-wait, and a rate share per replica.
+const processorConfig = `# written by internal/soak
+data-dir: %[1]s
+nats:
+  url: %[2]s
+  topology:
+    replicas: 3
+    duplicate-window: %[3]s
+    ack-wait: %[4]s
+    backoff: []
+    max-ack-pending: %[5]d
+wechatpay:
+  base-url: %[6]s
+  backup-base-url: ""
+  mchid: "%[7]s"
+  merchant-serial-no: %[8]s
+  private-key-file: %[9]s
+  wechatpay-public-key-file: %[10]s
+  wechatpay-public-key-id: %[11]s
+  apiv3-key: %[12]s
+  timeout: 5s
+pipeline:
+  intake:
+    fetch-batch: 1000
+    fetch-max-wait: 100ms
+  batching:
+    max-wait: 1s
+  submit:
+    retry-min: 200ms
+    retry-max: 2s
+    parked-retry: 2s
+  poll:
+    first-delay: 1s
+    interval: 1s
+    not-found-grace: 5s
+  rate-limit:
+    create: %[13]g
+    query: %[13]g
+  breaker:
+    failures: 5
+    open-timeout: 2s
+log:
+  level: info
+  format: text
+`
+
+// maxAckPending is the consumer's unacknowledged-message budget per replica: a fetched
+// group of 1000 being committed plus the next one prefetched, with room to spare.
+const maxAckPending = 4000
+
+// rateShare is each replica's requests/s per endpoint. Together they exceed the sandbox's
+// 50/s, so the sandbox answers 429 under load and every replica must back off.
+const rateShare = 25
+
+func (s *soak) newProcessor(i int) (*processor, error) {
+	name := fmt.Sprintf("p%d", i)
+	dir := filepath.Join(s.cfg.Dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	vectors := filepath.Join(s.root, "testdata", "testvectors")
+	key, err := os.ReadFile(filepath.Join(vectors, "merchant_TEST_ONLY_private_key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(dir, "merchant_TEST_ONLY_private_key.pem")
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf(processorConfig, dir, s.natsURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
+		s.sandboxURL, wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyPath,
+		filepath.Join(vectors, "wechatpay_platform_TEST_ONLY_public_key.pem"), wechatpaytest.DefaultPlatformKeyID,
+		wechatpaytest.DefaultAPIv3Key, float64(rateShare))
+	p := &processor{
+		name: name, bin: filepath.Join(s.bin, "processor"), dir: dir,
+		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),
+		logPath: filepath.Join(dir, "processor.log"),
+	}
+	return p, os.WriteFile(p.conf, []byte(conf), 0o600)
+}
+
+// start runs the processor on its config; its log is appended to across restarts.
+func (p *processor) start() error {
+	pr, err := start(p.name, p.bin, []string{"run", "--config", p.conf}, p.logPath, nil)
+	if err != nil {
+		return err
+	}
+	p.p = pr
+	return nil
+}
+
+// kill SIGKILLs the processor: no shutdown code runs, as in a power cut.
+func (p *processor) kill() {
+	if p.p != nil && !p.p.exited() {
+		p.p.kill()
+	}
+}

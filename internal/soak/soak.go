@@ -1,0 +1,438 @@
+// Package soak proves exactly-once payment across crashes and replicas with real processes
+// (issue #6): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
+// sandbox as a process injecting faults, several processor replicas on their own ledger
+// files, and the producer publishing a synthetic workload with re-publishes and invalid
+// lines. While it runs it SIGKILLs a random processor every few seconds and restarts it on
+// the same data dir, and kills and restarts one NATS node once. When everything has settled
+// it checks the sandbox's own payment record against every ledger file.
+//
+// Run is the library entry point; cmd/soak is its command line (make soak) and
+// TestSoakShort runs a small one inside go test.
+package soak
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// Config shapes one soak run. Start from DefaultConfig.
+type Config struct {
+	Dir        string        // working directory (created): binaries, logs, data dirs, ledgers
+	Bin        string        // directory holding Binaries; empty: Build them into Dir/bin
+	Payouts    int           // generated requests, valid and invalid
+	Processors int           // replicas
+	KillEvery  time.Duration // a random processor is SIGKILLed and restarted this often
+	MinKills   int           // killing goes on at least until this many kills
+	KillUntil  float64       // …and until this share of the valid payouts is final
+	Timeout    time.Duration // the whole run, build included
+	Seed       uint64        // workload and chaos
+	// DuplicateWindow is the stream's Nats-Msg-Id window, short so that a slice of keys
+	// is re-published after it has passed.
+	DuplicateWindow time.Duration
+	AckWait         time.Duration // short, so that redeliveries after a kill come quickly
+	Log             io.Writer     // progress lines; nil: discarded
+}
+
+// DefaultConfig is the make soak run: 50k payouts, 3 processors, a kill every 3 s.
+func DefaultConfig() Config {
+	return Config{
+		Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.9,
+		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
+	}
+}
+
+// ErrConfig is wrapped by Run's error for a Config it cannot run.
+var ErrConfig = errors.New("soak: bad config")
+
+func (c Config) validate() error {
+	switch {
+	case c.Dir == "":
+		return fmt.Errorf("%w: Dir is required", ErrConfig)
+	case c.Payouts < 100:
+		return fmt.Errorf("%w: %d payouts, want at least 100", ErrConfig, c.Payouts)
+	case c.Processors < 1:
+		return fmt.Errorf("%w: %d processors, want at least 1", ErrConfig, c.Processors)
+	case c.KillEvery <= 0 || c.Timeout <= 0 || c.DuplicateWindow <= 0 || c.AckWait < time.Second:
+		return fmt.Errorf("%w: kill-every, timeout and the duplicate window must be positive, ack-wait at least 1s", ErrConfig)
+	}
+	return nil
+}
+
+// Report is what a run measured and checked.
+type Report struct {
+	Dir          string
+	Payouts      int // generated requests
+	Valid        int // valid keys
+	Failing      int // valid keys the sandbox fails (never paid)
+	Invalid      int // invalid lines published raw
+	Republished  int // keys published twice, inside the duplicate window
+	Late         int // keys published twice, after the duplicate window
+	Kills        int // processor SIGKILLs
+	Crashes      int // processor exits nobody asked for (restarted too)
+	NATSRestarts int
+	Sandbox      wechatpaytest.Stats
+	Elapsed      time.Duration
+	Checks       []Check
+}
+
+// Check is one verdict of the final verification.
+type Check struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// Failed counts the failed checks.
+func (r *Report) Failed() int {
+	n := 0
+	for _, c := range r.Checks {
+		if !c.OK {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *Report) check(name string, ok bool, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{Name: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
+}
+
+// WriteText prints the numbers, every check, and last, alone on its line, "N passed, M failed".
+func (r *Report) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "soak in %s: %d requests (%d valid, %d failing at WeChat, %d invalid), re-published %d in the duplicate window and %d after it\n",
+		r.Dir, r.Payouts, r.Valid, r.Failing, r.Invalid, r.Republished, r.Late)
+	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, wall time %s\n",
+		r.Kills, r.Crashes, r.NATSRestarts, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "sandbox: faults %v, rate limited (429) %d, requests %v\n", r.Sandbox.Faults, r.Sandbox.RateLimited, r.Sandbox.Requests)
+	for _, c := range r.Checks {
+		verdict := "PASS"
+		if !c.OK {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(w, "%s %s: %s\n", verdict, c.Name, c.Detail)
+	}
+	fmt.Fprintf(w, "%d passed, %d failed\n", len(r.Checks)-r.Failed(), r.Failed())
+}
+
+// Run performs one soak. The error is for a harness that could not run (build, start,
+// timeout before the checks); a run that found violations returns a Report with failed
+// checks and a nil error. Every child process is stopped before Run returns.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	s := &soak{cfg: cfg, rep: &Report{Dir: cfg.Dir, Payouts: cfg.Payouts}, log: cfg.Log,
+		rng: rand.New(rand.NewPCG(cfg.Seed, 0x50a6))}
+	if s.log == nil {
+		s.log = io.Discard
+	}
+	defer s.shutdown()
+	if err := s.setUp(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.exercise(ctx); err != nil {
+		return nil, err
+	}
+	s.settle(ctx)
+	s.verify(ctx)
+	s.rep.Elapsed = time.Since(began)
+	return s.rep, nil
+}
+
+// soak is the state of one run.
+type soak struct {
+	cfg  Config
+	rep  *Report
+	log  io.Writer
+	rng  *rand.Rand
+	bin  string
+	root string // module root: the test keys live under it
+	work *workload
+
+	nodes      []*natsNode
+	natsURL    string
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	sandbox    *proc
+	sandboxURL string
+	procs      []*processor
+	topo       broker.Topology
+
+	lateAccepted int // late re-publishes JetStream stored as new messages
+}
+
+func (s *soak) logf(format string, args ...any) {
+	fmt.Fprintf(s.log, "soak %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func (s *soak) setUp(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {
+		return err
+	}
+	var err error
+	if s.root, err = ModuleRoot(ctx); err != nil {
+		return err
+	}
+	if s.cfg.Dir, err = filepath.Abs(s.cfg.Dir); err != nil {
+		return err
+	}
+	s.rep.Dir = s.cfg.Dir
+	s.bin = s.cfg.Bin
+	if s.bin != "" {
+		if s.bin, err = filepath.Abs(s.bin); err != nil {
+			return err
+		}
+	} else {
+		s.bin = filepath.Join(s.cfg.Dir, "bin")
+		s.logf("building %v into %s", Binaries, s.bin)
+		if err := Build(ctx, s.bin); err != nil {
+			return err
+		}
+	}
+	for _, b := range Binaries {
+		if _, err := os.Stat(filepath.Join(s.bin, b)); err != nil {
+			return fmt.Errorf("soak: binary %s: %w", b, err)
+		}
+	}
+	if s.work, err = writeWorkload(ctx, s.cfg.Dir, s.cfg.Payouts, s.cfg.Seed); err != nil {
+		return err
+	}
+	w := s.work
+	s.rep.Valid, s.rep.Invalid, s.rep.Republished, s.rep.Late = len(w.valid), len(w.invalid), w.early, w.late
+	for _, fails := range w.valid {
+		if fails {
+			s.rep.Failing++
+		}
+	}
+
+	s.logf("starting a 3-node JetStream cluster")
+	if s.nodes, err = startCluster(ctx, filepath.Join(s.bin, "nats-server"), filepath.Join(s.cfg.Dir, "nats"), 3); err != nil {
+		return err
+	}
+	s.natsURL = clusterURL(s.nodes)
+	if s.nc, err = nats.Connect(s.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond)); err != nil {
+		return err
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return err
+	}
+	if err := s.startSandbox(ctx); err != nil {
+		return err
+	}
+	if err := s.ensureTopology(ctx); err != nil {
+		return err
+	}
+	s.logf("starting %d processors", s.cfg.Processors)
+	for i := range s.cfg.Processors {
+		p, err := s.newProcessor(i + 1)
+		if err != nil {
+			return err
+		}
+		s.procs = append(s.procs, p)
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureTopology creates the streams, consumer and claims bucket with broker.Ensure, as an
+// operator would before starting replicas, retrying while the new cluster elects its
+// leaders. The processors' own Ensure at every start then finds them as configured
+// (processorConfig carries the same values).
+func (s *soak) ensureTopology(ctx context.Context) error {
+	s.topo = broker.DefaultTopology()
+	s.topo.Replicas, s.topo.DuplicateWindow, s.topo.AckWait = 3, s.cfg.DuplicateWindow, s.cfg.AckWait
+	s.topo.Backoff, s.topo.MaxAckPending = nil, maxAckPending*s.cfg.Processors
+	return poll(ctx, time.Minute, 500*time.Millisecond, func() (bool, string) {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, _, err := broker.Ensure(actx, s.js, s.topo); err != nil {
+			return false, "jetstream topology: " + err.Error()
+		}
+		return true, ""
+	})
+}
+
+// exercise publishes the workload while the chaos loop kills processors and a NATS node,
+// and returns when both are done.
+func (s *soak) exercise(ctx context.Context) error {
+	published := make(chan struct{})
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		s.chaos(ctx, published)
+	}()
+	err := s.publishAll(ctx, published)
+	<-chaosDone
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// chaos kills a random processor every KillEvery and restarts it on its data dir, once
+// kills and restarts a NATS node, and stops when the run has been shaken enough:
+// everything published, MinKills reached, the NATS node back, KillUntil of the payouts final.
+func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
+	tick := time.NewTicker(s.cfg.KillEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.supervise()
+		isPublished := closed(published)
+		final, _ := s.progress(ctx)
+		if isPublished && s.rep.Kills >= s.cfg.MinKills && s.rep.NATSRestarts > 0 &&
+			float64(final) >= s.cfg.KillUntil*float64(len(s.work.valid)) {
+			s.logf("chaos over: %d kills, %d/%d payouts final", s.rep.Kills, final, len(s.work.valid))
+			return
+		}
+		if s.rep.NATSRestarts == 0 && s.rep.Kills >= 2 {
+			if err := s.restartNATSNode(ctx); err != nil {
+				s.logf("NATS node restart: %v", err)
+			}
+			continue
+		}
+		p := s.procs[s.rng.IntN(len(s.procs))]
+		p.kill()
+		s.rep.Kills++
+		if err := p.start(); err != nil {
+			s.logf("restart %s: %v", p.name, err)
+		}
+		s.logf("killed and restarted %s (kill %d; %d/%d payouts final)", p.name, s.rep.Kills, final, len(s.work.valid))
+	}
+}
+
+// restartNATSNode SIGKILLs one cluster node, waits a few seconds and starts it again on its
+// store, then waits until it serves JetStream.
+func (s *soak) restartNATSNode(ctx context.Context) error {
+	n := s.nodes[s.rng.IntN(len(s.nodes))]
+	s.logf("killing NATS node %s", n.name)
+	n.proc.kill()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(3 * time.Second):
+	}
+	if err := n.start(); err != nil {
+		return err
+	}
+	s.rep.NATSRestarts++
+	if err := waitJetStream(ctx, n.url(), time.Minute); err != nil {
+		return err
+	}
+	s.logf("NATS node %s is back", n.name)
+	return nil
+}
+
+// supervise restarts any processor that exited without being asked to, and counts it.
+func (s *soak) supervise() {
+	for _, p := range s.procs {
+		if p.p.exited() {
+			s.rep.Crashes++
+			s.logf("%s exited on its own (%v); restarting; see %s", p.name, p.p.err, p.logPath)
+			if err := p.start(); err != nil {
+				s.logf("restart %s: %v", p.name, err)
+			}
+		}
+	}
+}
+
+// settle waits until every valid payout is final in some ledger and nothing is in flight,
+// or until progress stalls for two minutes, or the run times out.
+func (s *soak) settle(ctx context.Context) {
+	s.logf("waiting for every payout to be final")
+	last, lastChange := -1, time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		s.supervise()
+		final, pending := s.progress(ctx)
+		if final != last {
+			last, lastChange = final, time.Now()
+		}
+		if final >= len(s.work.valid) && pending == 0 {
+			s.logf("settled: %d payouts final", final)
+			return
+		}
+		if time.Since(lastChange) > 2*time.Minute {
+			s.logf("progress stalled at %d/%d final, %d in flight", final, len(s.work.valid), pending)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.logf("timed out at %d/%d final, %d in flight", final, len(s.work.valid), pending)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// shutdown stops every child process: processors (if verify did not), sandbox, NATS.
+func (s *soak) shutdown() {
+	for _, p := range s.procs {
+		if p.p != nil && !p.p.exited() {
+			p.p.kill()
+		}
+	}
+	if s.sandbox != nil && !s.sandbox.exited() {
+		_ = s.sandbox.stop(10 * time.Second)
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	for _, n := range s.nodes {
+		if n.proc != nil && !n.proc.exited() {
+			_ = n.proc.stop(10 * time.Second)
+		}
+	}
+}
+
+// poll calls cond every `every` until it holds, ctx ends or limit passes.
+func poll(ctx context.Context, limit, every time.Duration, cond func() (bool, string)) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s", ctx.Err(), state)
+		case <-deadline.C:
+			return fmt.Errorf("not reached after %s: %s", limit, state)
+		case <-tick.C:
+		}
+	}
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
