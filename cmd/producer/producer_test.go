@@ -13,34 +13,21 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	natsserver "github.com/nats-io/nats-server/v2/test"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/payout"
 )
 
 // mustServer runs an embedded JetStream server; withStream creates the "payouts" stream.
 func mustServer(t *testing.T, withStream bool) (*server.Server, jetstream.Stream) {
 	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
-	s := natsserver.RunServer(&opts)
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	s := natstest.Run(t)
 	if !withStream {
 		return s, nil
 	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "payouts", Subjects: []string{"payouts.requests.>"}})
+	st, err := natstest.Connect(t, s).CreateStream(t.Context(), jetstream.StreamConfig{Name: "payouts", Subjects: []string{"payouts.requests.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,33 +5,14 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
-	natsserver "github.com/nats-io/nats-server/v2/test"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-func runJetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port, opts.JetStream, opts.StoreDir = server.RANDOM_PORT, true, t.TempDir()
-	s := natsserver.RunServer(&opts)
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
+	"github.com/paystream/paystream/internal/natstest"
+)
 
 func TestStore_Claim(t *testing.T) {
 	ctx := context.Background()
-	js := runJetStream(t)
+	js := natstest.Connect(t, natstest.Run(t))
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "claims"})
 	if err != nil {
 		t.Fatal(err)

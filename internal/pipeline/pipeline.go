@@ -162,6 +162,14 @@ func (p *Pipeline) CallbackHandler() http.Handler { return p.cb }
 // Run runs every stage until ctx is done (graceful: intake stops fetching and finishes the
 // group in hand; sealed batches resume on the next start) or a stage fails for good.
 func (p *Pipeline) Run(ctx context.Context) error {
+	// Resume in order: claim what was committed but not claimed, then batch what is claimed
+	// but not sealed; only then start taking new requests.
+	if err := resumeClaims(ctx, p.intake.db, p.intake.claims, p.intake.cfg.FetchBatch); err != nil {
+		return fmt.Errorf("resume unclaimed payouts: %w", err)
+	}
+	if err := p.sealer.resume(ctx); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup

@@ -30,7 +30,7 @@ type sealer struct {
 }
 
 // resume feeds the batcher with every payout that was claimed but not sealed before the last
-// stop, oldest first.
+// stop, oldest first. It runs before intake starts, so no payout also arrives on s.in.
 func (s *sealer) resume(ctx context.Context) error {
 	for {
 		ps, err := s.db.PayoutsInState(ctx, ledger.PayoutClaimed, 10000)
@@ -53,9 +53,6 @@ func (s *sealer) resume(ctx context.Context) error {
 }
 
 func (s *sealer) run(ctx context.Context) error {
-	if err := s.resume(ctx); err != nil {
-		return err
-	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {

@@ -9,39 +9,20 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wmjetstream "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/nats-io/nats-server/v2/server"
-	natsserver "github.com/nats-io/nats-server/v2/test"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/paystream/paystream/internal/natstest"
 )
 
 // mustJetStream runs an embedded JetStream server with a "payouts" stream on
 // payouts.requests.> and returns a client for it.
 func mustJetStream(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	return connect(t, mustServer(t))
-}
-
-// mustServer runs an embedded JetStream server, shut down by t.Cleanup.
-func mustServer(t *testing.T) *server.Server {
-	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
-	s := natsserver.RunServer(&opts)
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return connect(t, natstest.Run(t))
 }
 
 func connect(t *testing.T, s *server.Server) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "payouts", Subjects: []string{DefaultSubjectPrefix + ".>"}})
@@ -129,7 +110,7 @@ func TestPublisher_PublishAsync(t *testing.T) {
 // TestNewMessage publishes through a real watermill-nats/v2 JetStream publisher and checks
 // that JetStream deduplicates on out_detail_no.
 func TestNewMessage(t *testing.T) {
-	s := mustServer(t)
+	s := natstest.Run(t)
 	_, st := connect(t, s)
 
 	pub, err := wmjetstream.NewPublisher(wmjetstream.PublisherConfig{URL: s.ClientURL(), Logger: watermill.NopLogger{}})
