@@ -187,6 +187,16 @@ func (d *driver) send(ctx context.Context, b ledger.Batch) error {
 		r.Outcome = ledger.SubmitRejected
 		d.log.Error("batch rejected", "out_batch_no", b.OutBatchNo, "code", code)
 	case wechatpay.ClassBlocked:
+		if code == wechatpay.ErrInvalidRequest.Code {
+			// Also WeChat's "this number exists with other content" (spec §5): if the batch
+			// exists under our number, it is ours (the body is frozen) and it was accepted.
+			if q, qerr := d.queryBatch(ctx, b, wechatpay.BatchQuery{}); qerr == nil {
+				r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, q.Batch.BatchID, q.Batch.BatchStatus
+				r.NextAt = now.Add(d.poll.FirstDelay)
+				d.log.Warn("create answered INVALID_REQUEST but the batch exists: following it", "out_batch_no", b.OutBatchNo)
+				break
+			}
+		}
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
 		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code, "retry_at", r.NextAt)
 	case wechatpay.ClassNotSent:

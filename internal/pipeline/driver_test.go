@@ -1,0 +1,101 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/paystream/paystream/pkg/batching"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// sealedBatch builds a pipeline over a fresh ledger and the sandbox srv, seals one batch of n
+// payouts through the sealer, and returns the pipeline and the batch as the driver sees it.
+func sealedBatch(t *testing.T, srv *wechatpaytest.Server, n int) (*Pipeline, ledger.Batch) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	api, err := wechatpay.NewClient(srv.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(DefaultConfig(), Deps{DB: db, API: api, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := payout.Request{MchID: wechatpaytest.DefaultMchID, AppID: wechatpaytest.DefaultAppID, SceneID: "1001"}
+	rows := make([]ledger.Payout, n)
+	for i := range rows {
+		key := fmt.Sprintf("D%d", i)
+		h := sha256.Sum256([]byte(key))
+		rows[i] = ledger.Payout{OutDetailNo: key, MchID: req.MchID, AppID: req.AppID, SceneID: req.SceneID, OpenID: "o" + key,
+			Remark: "r", Rail: payout.RailDirect, GroupKey: batching.GroupKey(&req), Amount: 100, ContentHash: h[:]}
+	}
+	res, err := db.InsertPayouts(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := make([]int64, n)
+	for i, r := range res {
+		rows[i].Seq, seqs[i] = r.Seq, r.Seq
+	}
+	if err := db.MarkClaimed(ctx, seqs); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.sealer.add(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.sealer.seal(ctx, p.sealer.b.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	due, err := db.DueBatches(ctx, time.Now().Add(time.Minute), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("due batches: %v, %v", due, err)
+	}
+	return p, due[0]
+}
+
+// TestDriver_InvalidRequestButExists: WeChat answers INVALID_REQUEST to a create whose
+// number already exists (spec §5). The driver queries, finds the batch under its number and
+// follows it: it neither parks the batch nor gives its payouts a new number.
+func TestDriver_InvalidRequestButExists(t *testing.T) {
+	srv := wechatpaytest.NewServer(t)
+	p, b := sealedBatch(t, srv, 3)
+	ctx := context.Background()
+	// The same number already exists with other content (here: another batch name).
+	other := bytes.Replace(b.Body, []byte(`"batch_name":"`), []byte(`"batch_name":"x`), 1)
+	created, err := p.driver.api.CreateTransferBatchBody(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.driver.api.CreateTransferBatchBody(ctx, b.Body); !errorsIsInvalidRequest(err) {
+		t.Fatalf("the sandbox should refuse our body with INVALID_REQUEST, got %v", err)
+	}
+
+	if err := p.driver.send(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State == ledger.BatchSealed || got.BatchID != created.BatchID {
+		t.Fatalf("batch state %s id %q; want it followed as accepted with id %q", got.State, got.BatchID, created.BatchID)
+	}
+}
+
+func errorsIsInvalidRequest(err error) bool {
+	return wechatpay.Classify(err) == wechatpay.ClassBlocked && errorCode(err) == wechatpay.ErrInvalidRequest.Code
+}
