@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,7 +29,12 @@ type IntakeConfig struct {
 // intake moves payout requests from the shared durable consumer into the ledger: for each
 // fetched group it validates every message, commits the valid ones in ONE ledger
 // transaction, claims their ownership, and only then acks. Invalid messages are dead-lettered
-// with their reason and terminated. The next fetch overlaps the commit of the current group.
+// with their reason and terminated.
+//
+// Three stages overlap, each on its own goroutine, connected by one-slot channels: fetching
+// group N+2, committing group N+1, and claiming and acking group N. A group is acked only
+// after its own commit and claims (rules 2 and 3 hold per group); the overlap hides the
+// fetch, fsync and KV round trips behind each other's work.
 type intake struct {
 	cfg     IntakeConfig
 	cons    jetstream.Consumer
@@ -39,6 +46,14 @@ type intake struct {
 	dead    *deadLetters
 	claimed chan<- []ledger.Payout // to the sealer
 	log     *slog.Logger
+
+	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
+
+	// claiming holds the seqs of committed groups whose claims are not done yet. A key
+	// redelivered in a later group while an earlier one still claims it is left to the
+	// earlier group: it is claimed, and handed to the sealer, exactly once.
+	mu       sync.Mutex
+	claiming map[int64]bool
 }
 
 type fetched struct {
@@ -48,29 +63,21 @@ type fetched struct {
 
 func (in *intake) run(ctx context.Context) error {
 	groups := make(chan fetched, 1)
+	go in.fetch(ctx, groups)
+	committed := make(chan committedGroup, 1)
+	finished := make(chan struct{})
+	// The groups in hand are finished even when shutdown has begun.
+	work := context.WithoutCancel(ctx)
 	go func() {
-		defer close(groups)
-		for ctx.Err() == nil {
-			b, err := in.cons.Fetch(in.cfg.FetchBatch, jetstream.FetchMaxWait(in.cfg.FetchMaxWait))
-			if err != nil {
-				if ctx.Err() == nil {
-					groups <- fetched{err: err}
-				}
-				continue
-			}
-			var msgs []jetstream.Msg
-			for m := range b.Messages() {
-				msgs = append(msgs, m)
-			}
-			if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && len(msgs) == 0 && ctx.Err() == nil {
-				groups <- fetched{err: err}
-				continue
-			}
-			if len(msgs) > 0 {
-				groups <- fetched{msgs: msgs}
+		defer close(finished)
+		for g := range committed {
+			if err := in.finish(work, ctx.Done(), g); err != nil {
+				// Nothing of this group was acked: JetStream redelivers it after AckWait.
+				in.log.Error("intake claims failed; group will be redelivered", "messages", len(g.ok), "err", err)
 			}
 		}
 	}()
+	defer func() { close(committed); <-finished }()
 	var lastErr time.Time
 	for g := range groups {
 		if g.err != nil {
@@ -80,16 +87,51 @@ func (in *intake) run(ctx context.Context) error {
 			}
 			continue
 		}
-		// The group in hand is finished even when shutdown has begun.
-		if err := in.handle(context.WithoutCancel(ctx), g.msgs); err != nil {
+		c, err := in.commit(work, g.msgs)
+		if err != nil {
 			// Nothing of this group was acked: JetStream redelivers it after AckWait.
 			in.log.Error("intake group failed; will be redelivered", "messages", len(g.msgs), "err", err)
 			if ctx.Err() != nil {
 				return nil
 			}
+			continue
 		}
+		committed <- c
 	}
 	return nil
+}
+
+// fetch pulls groups of up to FetchBatch messages until ctx is done.
+func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
+	defer close(groups)
+	send := func(f fetched) bool {
+		select {
+		case groups <- f:
+			return true
+		case <-ctx.Done():
+			return false // unacked messages are redelivered
+		}
+	}
+	for ctx.Err() == nil {
+		b, err := in.cons.Fetch(in.cfg.FetchBatch, jetstream.FetchMaxWait(in.cfg.FetchMaxWait))
+		if err != nil {
+			if ctx.Err() == nil {
+				send(fetched{err: err})
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && len(msgs) == 0 && ctx.Err() == nil {
+			send(fetched{err: err})
+			continue
+		}
+		if len(msgs) > 0 && !send(fetched{msgs: msgs}) {
+			return
+		}
+	}
 }
 
 type accepted struct {
@@ -97,58 +139,95 @@ type accepted struct {
 	req payout.Request
 }
 
-func (in *intake) handle(ctx context.Context, msgs []jetstream.Msg) error {
-	var ok []accepted
-	rows := make([]ledger.Payout, 0, len(msgs))
+// committedGroup is a group whose valid requests are in the ledger, waiting for claims and
+// acks. ok[i] is the message of rows[i]; a nil msg was already terminated.
+type committedGroup struct {
+	ok      []accepted
+	rows    []ledger.Payout
+	toClaim []int // indexes of rows this instance must claim
+}
+
+// commit validates msgs, dead-letters the invalid ones and inserts the valid ones in one
+// ledger transaction.
+func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGroup, error) {
+	var c committedGroup
+	c.ok = make([]accepted, 0, len(msgs))
+	c.rows = make([]ledger.Payout, 0, len(msgs))
 	for _, m := range msgs {
-		req, err := payout.Decode(m.Data())
-		if err == nil {
-			err = req.Validate(in.limits)
-		}
+		req, err := payout.DecodeAndValidate(m.Data(), in.limits)
 		if err != nil {
 			if err := in.dead.send(ctx, m, "invalid", err.Error()); err != nil {
-				return err
+				return c, err
 			}
 			continue
 		}
 		row, err := in.row(m, &req)
 		if err != nil {
-			return err
+			return c, err
 		}
-		ok = append(ok, accepted{msg: m, req: req})
-		rows = append(rows, row)
+		c.ok = append(c.ok, accepted{msg: m, req: req})
+		c.rows = append(c.rows, row)
 	}
-	if len(rows) == 0 {
-		return nil
+	if len(c.rows) == 0 {
+		return c, nil
 	}
-	results, err := in.db.InsertPayouts(ctx, rows)
+	results, err := in.db.InsertPayouts(ctx, c.rows)
 	if err != nil {
-		return fmt.Errorf("ledger insert: %w", err)
+		return c, fmt.Errorf("ledger insert: %w", err)
+	}
+	for i, r := range results {
+		if r.Status == ledger.Conflict {
+			reason := "out_detail_no was already received with different content"
+			if err := in.dead.send(ctx, c.ok[i].msg, "conflict", reason); err != nil {
+				return c, err
+			}
+			c.ok[i].msg = nil // terminated by send
+		}
 	}
 	// Claim every payout this instance has committed but not yet claimed. A key seen twice
-	// in one group maps to one row.
-	var toClaim []int
-	seen := map[int64]bool{}
+	// in one group, or still being claimed by an earlier group, maps to one claim.
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.claiming == nil {
+		in.claiming = map[int64]bool{}
+	}
 	for i, r := range results {
-		switch {
-		case r.Status == ledger.Conflict:
-			reason := "out_detail_no was already received with different content"
-			if err := in.dead.send(ctx, ok[i].msg, "conflict", reason); err != nil {
-				return err
-			}
-			ok[i].msg = nil // terminated by send
-		case r.State == ledger.PayoutReceived && !seen[r.Seq]:
-			seen[r.Seq] = true
-			rows[i].Seq = r.Seq
-			toClaim = append(toClaim, i)
+		if r.Status != ledger.Conflict && r.State == ledger.PayoutReceived && !in.claiming[r.Seq] {
+			in.claiming[r.Seq] = true
+			c.rows[i].Seq = r.Seq
+			c.toClaim = append(c.toClaim, i)
 		}
 	}
-	if len(toClaim) > 0 {
-		if err := in.claim(ctx, rows, toClaim); err != nil {
+	return c, nil
+}
+
+// release forgets the claims of c, done or failed.
+func (in *intake) release(c committedGroup) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, i := range c.toClaim {
+		delete(in.claiming, c.rows[i].Seq)
+	}
+}
+
+// finish claims a committed group, hands the owned payouts to the sealer and acks every
+// message. After stop, owned payouts are not handed over: they stay CLAIMED in the ledger
+// and the sealer resumes them on the next start.
+func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedGroup) error {
+	defer in.release(c)
+	if len(c.toClaim) > 0 {
+		owned, err := in.claim(ctx, c.rows, c.toClaim)
+		if err != nil {
 			return err
 		}
+		if len(owned) > 0 {
+			select {
+			case in.claimed <- owned:
+			case <-stop:
+			}
+		}
 	}
-	for _, a := range ok {
+	for _, a := range c.ok {
 		if a.msg != nil {
 			if err := a.msg.Ack(); err != nil {
 				// A lost ack means a redelivery, which the ledger and the claims absorb.
@@ -160,15 +239,15 @@ func (in *intake) handle(ctx context.Context, msgs []jetstream.Msg) error {
 }
 
 // claim takes ownership of rows[idx…] across replicas, records the outcome in the ledger
-// and hands the owned payouts to the sealer.
-func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) error {
+// (CLAIMED or DUPLICATE) and returns the payouts this instance owns.
+func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) ([]ledger.Payout, error) {
 	keys := make([]string, len(idx))
 	for j, i := range idx {
 		keys[j] = claims.Key(rows[i].MchID, rows[i].OutDetailNo)
 	}
 	owners, err := in.claims.Claim(ctx, keys)
 	if err != nil {
-		return fmt.Errorf("claim: %w", err)
+		return nil, fmt.Errorf("claim: %w", err)
 	}
 	var mine []int64
 	var owned []ledger.Payout
@@ -181,20 +260,36 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) er
 		}
 		in.log.Info("duplicate payout owned by another processor", "out_detail_no", rows[i].OutDetailNo, "owner", owners[j])
 		if err := in.db.MarkDuplicate(ctx, rows[i].Seq, owners[j]); err != nil {
-			return fmt.Errorf("mark duplicate: %w", err)
+			return nil, fmt.Errorf("mark duplicate: %w", err)
 		}
 	}
 	if len(mine) > 0 {
 		if err := in.db.MarkClaimed(ctx, mine); err != nil {
-			return fmt.Errorf("mark claimed: %w", err)
-		}
-		select {
-		case in.claimed <- owned:
-		case <-ctx.Done():
-			return ctx.Err()
+			return nil, fmt.Errorf("mark claimed: %w", err)
 		}
 	}
-	return nil
+	return owned, nil
+}
+
+// resume claims every payout committed but not claimed before the last stop (a crash
+// between the commit and the claims). It runs before the sealer resumes and before intake
+// starts: owned payouts become CLAIMED in the ledger, where the sealer's resume finds them.
+func (in *intake) resume(ctx context.Context) error {
+	for {
+		ps, err := in.db.PayoutsInState(ctx, ledger.PayoutReceived, in.cfg.FetchBatch)
+		if err != nil || len(ps) == 0 {
+			return err
+		}
+		idx := make([]int, len(ps))
+		for i := range idx {
+			idx[i] = i
+		}
+		// Every row leaves RECEIVED (CLAIMED or DUPLICATE), so the loop ends.
+		if _, err := in.claim(ctx, ps, idx); err != nil {
+			return err
+		}
+		in.log.Info("resumed unclaimed payouts", "payouts", len(ps))
+	}
 }
 
 // row turns a validated request into its ledger row. user_name is encrypted here and never
@@ -222,7 +317,7 @@ func (in *intake) row(m jetstream.Msg, r *payout.Request) (ledger.Payout, error)
 		GroupKey:       batching.GroupKey(r),
 		Amount:         r.Amount,
 		UserNameCipher: cipher,
-		ContentHash:    contentHash(in.hashKey, r),
+		ContentHash:    in.contentHash(r),
 		StreamSeq:      md.Sequence.Stream,
 		ReceivedAt:     md.Timestamp,
 	}, nil
@@ -231,8 +326,12 @@ func (in *intake) row(m jetstream.Msg, r *payout.Request) (ledger.Payout, error)
 // contentHash is an HMAC over every field that decides what is paid to whom. A re-publish of
 // the same key with the same payment is a no-op; anything else is a conflict. Metadata
 // (source, created_at) is not part of it.
-func contentHash(key []byte, r *payout.Request) []byte {
-	h := hmac.New(sha256.New, key)
+func (in *intake) contentHash(r *payout.Request) []byte {
+	if in.mac == nil {
+		in.mac = hmac.New(sha256.New, in.hashKey)
+	}
+	h := in.mac
+	h.Reset()
 	for _, f := range []string{
 		r.OutDetailNo, r.MchID, r.AppID, r.OpenID, r.Remark, r.UserName, r.SceneID, r.BatchName, r.BatchRemark,
 		r.SubMchID, r.SubAppID, r.SpAppID, r.AuthorizationType, r.TransferPurpose, r.TransferScene,
