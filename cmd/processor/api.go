@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -96,11 +98,11 @@ func (f *apiFlags) fromConfig(fs *flag.FlagSet, getenv func(string) string) erro
 var errUsage = errors.New("usage")
 
 // cmdAPI implements processor api.
-func cmdAPI(ctx context.Context, args []string, e env) int {
+func cmdAPI(ctx context.Context, args []string, e cli.Env) int {
 	var f apiFlags
 	fs := flag.NewFlagSet("processor api", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() { fmt.Fprint(e.stderr, apiUsage); fs.PrintDefaults() }
+	fs.SetOutput(e.Stderr)
+	fs.Usage = func() { fmt.Fprint(e.Stderr, apiUsage); fs.PrintDefaults() }
 	f.register(fs)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -110,7 +112,7 @@ func cmdAPI(ctx context.Context, args []string, e env) int {
 		return 2 // flag already printed the reason and the usage
 	}
 	if f.config != "" {
-		err = f.fromConfig(fs, e.getenv)
+		err = f.fromConfig(fs, e.Getenv)
 	}
 	if err == nil {
 		err = runAPI(ctx, f, pos, e)
@@ -119,10 +121,10 @@ func cmdAPI(ctx context.Context, args []string, e env) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(e.stderr, "processor api: %v\n", err)
+		fmt.Fprintf(e.Stderr, "processor api: %v\n", err)
 		return 2
 	default:
-		fmt.Fprintf(e.stderr, "processor api: %v (class %s)\n", err, wechatpay.Classify(err))
+		fmt.Fprintf(e.Stderr, "processor api: %v (class %s)\n", err, wechatpay.Classify(err))
 		return 1
 	}
 }
@@ -147,7 +149,7 @@ func usageErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
 
-func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
+func runAPI(ctx context.Context, f apiFlags, pos []string, e cli.Env) error {
 	if len(pos) != 2 {
 		return usageErr("want METHOD PATH, got %d arguments (see processor api -h)", len(pos))
 	}
@@ -156,7 +158,7 @@ func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
 	if err != nil {
 		return err
 	}
-	body, err := readData(f.data, e.stdin)
+	body, err := readData(f.data, e.Stdin)
 	if err != nil {
 		return err
 	}
@@ -164,7 +166,7 @@ func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
 		return usageErr("--mchid, --serial-no and --private-key are required")
 	}
 	if f.dryRun {
-		return dryRun(f, method, uri, body, e.stdout)
+		return dryRun(f, method, uri, body, e.Stdout)
 	}
 	if f.timestamp != 0 || f.nonce != "" {
 		return usageErr("--timestamp and --nonce only go with --dry-run")
@@ -176,7 +178,7 @@ func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
 	if err := cfg.LoadKeyFiles(f.privateKey, f.publicKey); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := wechatpay.NewClient(cfg, wechatpay.WithLogger(log), wechatpay.WithTimeout(f.timeout))
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -194,7 +196,7 @@ func runAPI(ctx context.Context, f apiFlags, pos []string, e env) error {
 		pretty.Write(out)
 	}
 	pretty.WriteByte('\n')
-	_, err = e.stdout.Write(pretty.Bytes())
+	_, err = e.Stdout.Write(pretty.Bytes())
 	return err
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/paystream/paystream/pkg/ledger"
 )
 
@@ -23,14 +25,14 @@ func (l *ledgerFlags) Set(v string) error {
 
 // cmdAudit checks ledger invariants read-only (ledger.Audit) and prints a table, or JSON
 // with --json. Exit 0 clean, 1 violations found, 2 a file cannot be read or bad usage.
-func cmdAudit(ctx context.Context, args []string, e env) int {
+func cmdAudit(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	var files ledgerFlags
 	fs.Var(&files, "ledger", "ledger file to audit (repeat for several; keys must not repeat across files)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]")
+		fmt.Fprintln(e.Stderr, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -42,18 +44,18 @@ func cmdAudit(ctx context.Context, args []string, e env) int {
 	}
 	r, err := ledger.Audit(ctx, files, time.Now())
 	if err != nil {
-		fmt.Fprintln(e.stderr, "processor audit:", err)
+		fmt.Fprintln(e.Stderr, "processor audit:", err)
 		return 2
 	}
 	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(r)
 	} else {
-		err = r.WriteText(e.stdout)
+		err = r.WriteText(e.Stdout)
 	}
 	if err != nil {
-		fmt.Fprintln(e.stderr, "processor audit:", err)
+		fmt.Fprintln(e.Stderr, "processor audit:", err)
 		return 2
 	}
 	if !r.OK() {

@@ -9,28 +9,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/paystream/paystream/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
-
-// env carries what a subcommand may read from its process, so tests can call run directly.
-type env struct {
-	getenv func(string) string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-}
+func main() { cli.Main(run) }
 
 const usage = `usage: processor <command> [flags]
 
@@ -41,27 +25,16 @@ commands:
   summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])
 `
 
-// run dispatches a subcommand and returns the process exit code.
+// commands are the subcommands of processor.
+var commands = map[string]cli.Command{
+	"run":     cmdRun,
+	"audit":   cmdAudit,
+	"api":     cmdAPI,
+	"summary": cmdSummary,
+}
+
+// run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
+// 2 usage error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmds := map[string]func(context.Context, []string, env) int{
-		"run":     cmdRun,
-		"audit":   cmdAudit,
-		"api":     cmdAPI,
-		"summary": cmdSummary,
-	}
-	cmd, ok := cmds[args[0]]
-	if !ok {
-		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintf(stderr, "processor: unknown command %q\n%s", args[0], usage)
-		return 2
-	}
-	return cmd(ctx, args[1:], e)
+	return cli.Dispatch(ctx, "processor", usage, commands, args, cli.Env{Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }

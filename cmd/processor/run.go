@@ -6,24 +6,26 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/paystream/paystream/internal/app"
 )
 
 // cmdRun runs the pipeline: processor run --config FILE.
-func cmdRun(ctx context.Context, args []string, e env) int {
+func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	path := fs.String("config", "configs/processor.yaml", "processor configuration file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := loadConfig(*path, e.getenv)
+	cfg, err := loadConfig(*path, e.Getenv)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "processor:", err)
+		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 2
 	}
-	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.stderr)}); err != nil {
-		fmt.Fprintln(e.stderr, "processor:", err)
+	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.Stderr)}); err != nil {
+		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 1
 	}
 	return 0

@@ -9,24 +9,26 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/paystream/paystream/pkg/ledger"
 )
 
 // cmdSummary prints batches and payouts by state from a ledger, optionally waiting until
 // every payout in it is final: processor summary --ledger FILE [--wait 3m].
-func cmdSummary(ctx context.Context, args []string, e env) int {
+func cmdSummary(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("summary", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	path := fs.String("ledger", "", "ledger file (read-only)")
 	wait := fs.Duration("wait", 0, "wait up to this long for every payout and batch to be final (0: don't wait)")
 	expect := fs.Int("expect", 0, "with --wait: also wait until at least this many payouts are in the ledger")
 	if err := fs.Parse(args); err != nil || *path == "" {
-		fmt.Fprintln(e.stderr, "usage: processor summary --ledger FILE [--wait DURATION] [--expect N]")
+		fmt.Fprintln(e.Stderr, "usage: processor summary --ledger FILE [--wait DURATION] [--expect N]")
 		return 2
 	}
 	db, err := ledger.OpenReadOnly(ctx, *path)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "processor summary:", err)
+		fmt.Fprintln(e.Stderr, "processor summary:", err)
 		return 2
 	}
 	defer db.Close()
@@ -36,17 +38,17 @@ func cmdSummary(ctx context.Context, args []string, e env) int {
 	for {
 		s, err := db.Summary(ctx)
 		if err != nil {
-			fmt.Fprintln(e.stderr, "processor summary:", err)
+			fmt.Fprintln(e.Stderr, "processor summary:", err)
 			return 2
 		}
 		open, total := openCount(s)
 		if *wait == 0 || (open == 0 && total >= *expect) {
-			writeSummary(e.stdout, s)
+			writeSummary(e.Stdout, s)
 			return 0
 		}
 		if time.Now().After(deadline) {
-			writeSummary(e.stdout, s)
-			fmt.Fprintf(e.stderr, "processor summary: %d payouts or batches still open after %s\n", open, *wait)
+			writeSummary(e.Stdout, s)
+			fmt.Fprintf(e.Stderr, "processor summary: %d payouts or batches still open after %s\n", open, *wait)
 			return 1
 		}
 		select {

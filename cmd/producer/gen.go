@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/paystream/paystream/internal/synth"
 )
 
@@ -19,10 +21,10 @@ and a share of invalid lines of many kinds.
 `
 
 // cmdGen implements "producer gen".
-func cmdGen(ctx context.Context, args []string, e env) int {
+func cmdGen(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() { fmt.Fprint(e.stderr, genUsage); fs.PrintDefaults() }
+	fs.SetOutput(e.Stderr)
+	fs.Usage = func() { fmt.Fprint(e.Stderr, genUsage); fs.PrintDefaults() }
 	o := synth.DefaultOptions()
 	fs.IntVar(&o.Count, "count", o.Count, "number of lines")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
@@ -42,18 +44,18 @@ func cmdGen(ctx context.Context, args []string, e env) int {
 			return 2
 		}
 	}
-	out := e.stdout
+	out := e.Stdout
 	if *outPath != "" {
 		f, err := os.Create(*outPath)
 		if err != nil {
-			fmt.Fprintln(e.stderr, "producer:", err)
+			fmt.Fprintln(e.Stderr, "producer:", err)
 			return 1
 		}
 		defer f.Close()
 		out = f
 	}
 	if err := synth.Generate(ctx, o, out); err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	return 0

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,10 +31,10 @@ publish failed (or, with --strict, on the first invalid record).
 `
 
 // cmdPublish implements "producer publish".
-func cmdPublish(ctx context.Context, args []string, e env) int {
+func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() { fmt.Fprint(e.stderr, publishUsage); fs.PrintDefaults() }
+	fs.SetOutput(e.Stderr)
+	fs.Usage = func() { fmt.Fprint(e.Stderr, publishUsage); fs.PrintDefaults() }
 	file := fs.String("file", "", "input file: JSON lines or CSV; - for stdin (required)")
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
@@ -52,9 +54,9 @@ func cmdPublish(ctx context.Context, args []string, e env) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := loadConfig(*cfgPath, e.getenv)
+	cfg, err := loadConfig(*cfgPath, e.Getenv)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -69,7 +71,7 @@ func cmdPublish(ctx context.Context, args []string, e env) int {
 		}
 	})
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	if *format == "" {
@@ -79,39 +81,39 @@ func cmdPublish(ctx context.Context, args []string, e env) int {
 		}
 	}
 	if *format != "jsonl" && *format != "csv" {
-		fmt.Fprintf(e.stderr, "producer: --format %q: want jsonl or csv\n", *format)
+		fmt.Fprintf(e.Stderr, "producer: --format %q: want jsonl or csv\n", *format)
 		return 2
 	}
 	if *raw && *format != "jsonl" {
-		fmt.Fprintln(e.stderr, "producer: --raw needs JSON lines")
+		fmt.Fprintln(e.Stderr, "producer: --raw needs JSON lines")
 		return 2
 	}
 
-	in, size, err := openInput(*file, e.stdin)
+	in, size, err := openInput(*file, e.Stdin)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	defer in.Close()
 	nc, err := connect(cfg)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight),
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
+		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	pub := payout.NewPublisher(js, payout.WithSubjectPrefix(cfg.SubjectPrefix),
 		payout.WithLimits(cfg.limits()), payout.WithSource(cfg.Source))
 
-	out := &syncWriter{w: e.stderr}
+	out := &syncWriter{w: e.Stderr}
 	s := newSender(cfg.MaxInFlight, out)
 	counted := &countingReader{r: in}
-	stopProgress := startProgress(e.stderr, s, counted, size)
+	stopProgress := startProgress(e.Stderr, s, counted, size)
 	readErr := readRecords(counted, *format, func(rec record) bool {
 		if ctx.Err() != nil {
 			return false
@@ -141,14 +143,14 @@ func cmdPublish(ctx context.Context, args []string, e env) int {
 	})
 	s.wait()
 	stopProgress()
-	fmt.Fprintf(e.stdout, "published %d, duplicates %d, invalid %d, failed %d\n",
+	fmt.Fprintf(e.Stdout, "published %d, duplicates %d, invalid %d, failed %d\n",
 		s.published.Load(), s.duplicates.Load(), s.invalid.Load(), s.failed.Load())
 	switch {
 	case readErr != nil:
-		fmt.Fprintln(e.stderr, "producer: read:", readErr)
+		fmt.Fprintln(e.Stderr, "producer: read:", readErr)
 		return 1
 	case ctx.Err() != nil:
-		fmt.Fprintln(e.stderr, "producer: interrupted")
+		fmt.Fprintln(e.Stderr, "producer: interrupted")
 		return 1
 	case s.failed.Load() > 0 || *strict && s.invalid.Load() > 0:
 		return 1

@@ -1,0 +1,55 @@
+// Package cli is the plumbing the paystream commands share: a signal-aware main, the
+// process environment passed explicitly (so tests call a command's run directly), and
+// subcommand dispatch.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Env is what a command may read from its process.
+type Env struct {
+	Getenv func(string) string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Command is a subcommand: it returns the process exit code (0 ok, 1 failure, 2 usage).
+type Command func(ctx context.Context, args []string, e Env) int
+
+// Run is a whole command line: the shape of every main's run function.
+type Run func(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int
+
+// Main runs run with the process's arguments and environment under a context that SIGINT
+// and SIGTERM cancel, and exits with its code.
+func Main(run Run) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Dispatch runs the subcommand args[0] of the command name, printing usage for help, for no
+// arguments (exit 2) and for an unknown subcommand (exit 2).
+func Dispatch(ctx context.Context, name, usage string, cmds map[string]Command, args []string, e Env) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.Stderr, usage)
+		return 2
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(e.Stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(e.Stderr, "%s: unknown command %q\n%s", name, args[0], usage)
+		return 2
+	}
+	return cmd(ctx, args[1:], e)
+}
