@@ -187,6 +187,22 @@ func nastyLines() [][]byte {
 	}
 }
 
+// waitFinal waits until n payouts in db are in a final state.
+func waitFinal(t *testing.T, db *ledger.DB, n int, limit time.Duration) {
+	t.Helper()
+	checkFor(t, limit, 200*time.Millisecond, func() (bool, string) {
+		s, err := db.Summary(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		final := 0
+		for _, st := range finalStates {
+			final += s.Payouts[st].Count
+		}
+		return final == n, fmt.Sprintf("%d of %d payouts final: %+v", final, n, s.Payouts)
+	})
+}
+
 // finalStates are the payout states that never change again.
 var finalStates = []string{ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected, ledger.PayoutDuplicate}
 
@@ -208,17 +224,7 @@ func TestRun_EndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	checkFor(t, 3*time.Minute, 200*time.Millisecond, func() (bool, string) {
-		s, err := db.Summary(context.Background())
-		if err != nil {
-			return false, err.Error()
-		}
-		final := 0
-		for _, st := range finalStates {
-			final += s.Payouts[st].Count
-		}
-		return final == len(sent.valid), fmt.Sprintf("%d of %d payouts final: %+v", final, len(sent.valid), s.Payouts)
-	})
+	waitFinal(t, db, len(sent.valid), 3*time.Minute)
 
 	paid := srv.Paid()
 	t.Run("every valid payout paid exactly once, failing ones never", func(t *testing.T) {
@@ -355,17 +361,7 @@ func TestRun_WeChatOutage(t *testing.T) {
 	}
 	srv.ClearFaults()
 
-	checkFor(t, 2*time.Minute, 200*time.Millisecond, func() (bool, string) {
-		s, err := db.Summary(context.Background())
-		if err != nil {
-			return false, err.Error()
-		}
-		final := 0
-		for _, st := range finalStates {
-			final += s.Payouts[st].Count
-		}
-		return final == len(sent.valid), fmt.Sprintf("%d of %d final", final, len(sent.valid))
-	})
+	waitFinal(t, db, len(sent.valid), 2*time.Minute)
 	paid := srv.Paid()
 	for key, fails := range sent.valid {
 		if want := map[bool]int{false: 1, true: 0}[fails]; paid[key] != want {
