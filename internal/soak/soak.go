@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -174,9 +175,14 @@ type soak struct {
 	topo       broker.Topology
 
 	lateAccepted int // late re-publishes JetStream stored as new messages
+	earlyDropped int // publishes JetStream dropped as duplicates (the early re-publishes)
+
+	logMu sync.Mutex
 }
 
 func (s *soak) logf(format string, args ...any) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
 	fmt.Fprintf(s.log, "soak %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
@@ -292,6 +298,7 @@ func (s *soak) exercise(ctx context.Context) error {
 func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 	tick := time.NewTicker(s.cfg.KillEvery)
 	defer tick.Stop()
+	last, lastChange := -1, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,8 +308,11 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 		s.supervise()
 		isPublished := closed(published)
 		final, _ := s.progress(ctx)
-		if isPublished && s.rep.Kills >= s.cfg.MinKills && s.rep.NATSRestarts > 0 &&
-			float64(final) >= s.cfg.KillUntil*float64(len(s.work.valid)) {
+		if final != last {
+			last, lastChange = final, time.Now()
+		}
+		enough := isPublished && s.rep.Kills >= s.cfg.MinKills && s.rep.NATSRestarts > 0
+		if enough && (float64(final) >= s.cfg.KillUntil*float64(len(s.work.valid)) || time.Since(lastChange) > stallAfter) {
 			s.logf("chaos over: %d kills, %d/%d payouts final", s.rep.Kills, final, len(s.work.valid))
 			return
 		}
@@ -357,8 +367,12 @@ func (s *soak) supervise() {
 	}
 }
 
+// stallAfter is how long no payout may become final before the run is declared stuck:
+// every pipeline cadence of the soak (poll, retry, parked retry, breaker) is a few seconds.
+const stallAfter = time.Minute
+
 // settle waits until every valid payout is final in some ledger and nothing is in flight,
-// or until progress stalls for two minutes, or the run times out.
+// or until progress stalls for stallAfter, or the run times out.
 func (s *soak) settle(ctx context.Context) {
 	s.logf("waiting for every payout to be final")
 	last, lastChange := -1, time.Now()
@@ -374,7 +388,7 @@ func (s *soak) settle(ctx context.Context) {
 			s.logf("settled: %d payouts final", final)
 			return
 		}
-		if time.Since(lastChange) > 2*time.Minute {
+		if time.Since(lastChange) > stallAfter {
 			s.logf("progress stalled at %d/%d final, %d in flight", final, len(s.work.valid), pending)
 			return
 		}

@@ -178,6 +178,8 @@ func (s *soak) verify(ctx context.Context) {
 	s.checkDeadLetters(ctx)
 	s.checkAudit(ctx, files)
 
+	r.check("re-publishes inside the duplicate window dropped by JetStream", s.earlyDropped >= w.early,
+		"%d dropped for %d re-published keys", s.earlyDropped, w.early)
 	r.check("late re-publishes reached the processors as new messages", s.lateAccepted == w.late,
 		"%d of %d stored after the %s duplicate window", s.lateAccepted, w.late, s.cfg.DuplicateWindow)
 	f := stats.Faults

@@ -10,13 +10,17 @@ import (
 	"github.com/paystream/paystream/internal/synth"
 )
 
-// Shares of the workload (issue #6): 1% invalid lines, 5% of the valid keys published a
-// second time, half of them inside the JetStream duplicate window and half after it.
+// Shares of the workload (issue #6): 1% invalid lines and 5% of the valid keys published a
+// second time, half of them at once (inside the JetStream duplicate window) and half once
+// the window has passed.
 const (
-	invalidRate   = 0.01
-	failRate      = 0.02 // openids "fail-…" that the sandbox fails
-	namedRate     = 0.02 // large payouts carrying an encrypted user_name
-	republishEach = 20   // every 20th valid key is published again: 5%
+	invalidRate = 0.01
+	failRate    = 0.02 // openids "fail-…" that the sandbox fails
+	namedRate   = 0.02 // large payouts carrying an encrypted user_name
+	waves       = 10   // the valid requests are published in this many waves, spread over time
+	// Every 40th valid key is re-published right after its wave (2.5%); every 10th key of the first
+	// half of the waves, a different one, is re-published after the window (2.5%).
+	earlyEach, lateEach = 40, 10
 )
 
 // workload is what the producer sends, written as JSON-lines files, and what the checks
@@ -26,31 +30,36 @@ type workload struct {
 	amount  map[string]int64
 	invalid map[string]bool // the exact invalid lines, as published raw
 
-	validFile, invalidFile string
-	earlyFile, lateFile    string // re-publishes inside and after the duplicate window
-	early, late            int
+	waves       []string // valid lines, wave by wave
+	again       []string // per wave: some of its keys, re-published right after it
+	invalidFile string
+	lateFile    string // keys of waves[:waves/2], re-published after the duplicate window
+	early, late int
 }
 
 // writeWorkload generates n requests for seed with internal/synth into dir.
 func writeWorkload(ctx context.Context, dir string, n int, seed uint64) (*workload, error) {
 	w := &workload{
 		valid: map[string]bool{}, amount: map[string]int64{}, invalid: map[string]bool{},
-		validFile: filepath.Join(dir, "valid.jsonl"), invalidFile: filepath.Join(dir, "invalid.jsonl"),
-		earlyFile: filepath.Join(dir, "republish-early.jsonl"), lateFile: filepath.Join(dir, "republish-late.jsonl"),
+		invalidFile: filepath.Join(dir, "invalid.jsonl"), lateFile: filepath.Join(dir, "republish-late.jsonl"),
+	}
+	for i := range waves {
+		w.waves = append(w.waves, filepath.Join(dir, fmt.Sprintf("wave-%02d.jsonl", i)))
+		w.again = append(w.again, filepath.Join(dir, fmt.Sprintf("wave-%02d-again.jsonl", i)))
 	}
 	files := map[string]*bufio.Writer{}
-	var closers []*os.File
+	var opened []*os.File
 	defer func() {
-		for _, f := range closers {
+		for _, f := range opened {
 			f.Close()
 		}
 	}()
-	for _, name := range []string{w.validFile, w.invalidFile, w.earlyFile, w.lateFile} {
+	for _, name := range append(append([]string{w.invalidFile, w.lateFile}, w.waves...), w.again...) {
 		f, err := os.Create(name)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, f)
+		opened = append(opened, f)
 		files[name] = bufio.NewWriter(f)
 	}
 	line := func(name string, b []byte) error {
@@ -59,8 +68,10 @@ func writeWorkload(ctx context.Context, dir string, n int, seed uint64) (*worklo
 	}
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = n, seed, invalidRate, failRate, namedRate
-	nValid := 0
+	i, nValid := 0, 0
 	err := synth.Each(ctx, o, func(r synth.Record) error {
+		wave := i * waves / n
+		i++
 		if !r.Valid {
 			w.invalid[string(r.Line)] = true
 			return line(w.invalidFile, r.Line)
@@ -68,23 +79,23 @@ func writeWorkload(ctx context.Context, dir string, n int, seed uint64) (*worklo
 		w.valid[r.Req.OutDetailNo] = r.Fails()
 		w.amount[r.Req.OutDetailNo] = r.Req.Amount
 		nValid++
-		if err := line(w.validFile, r.Line); err != nil {
+		if err := line(w.waves[wave], r.Line); err != nil {
 			return err
 		}
-		switch nValid % (2 * republishEach) {
-		case 0:
+		switch {
+		case nValid%earlyEach == 0:
+			w.early++
+			return line(w.again[wave], r.Line)
+		case nValid%lateEach == lateEach/2 && wave < waves/2:
 			w.late++
 			return line(w.lateFile, r.Line)
-		case republishEach:
-			w.early++
-			return line(w.earlyFile, r.Line)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generate payouts: %w", err)
 	}
-	for _, f := range closers {
+	for _, f := range opened {
 		if err := files[f.Name()].Flush(); err != nil {
 			return nil, err
 		}
