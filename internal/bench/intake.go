@@ -157,7 +157,16 @@ func finalize(ctx context.Context, path string) error {
 		return err
 	}
 	_, err = sdb.ExecContext(ctx, `UPDATE payouts SET state = 'DUPLICATE', fail_reason = 'bench prefill' WHERE state = 'RECEIVED'`)
-	return errors.Join(err, sdb.Close())
+	if err := errors.Join(err, sdb.Close()); err != nil {
+		return err
+	}
+	// Flush the freshly written file now: otherwise the processor's first checkpoint fsync
+	// waits for gigabytes of dirty pages, which a ledger that grew over months never has.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Sync(), f.Close())
 }
 
 const keyChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
