@@ -164,7 +164,7 @@ func (p *Pipeline) CallbackHandler() http.Handler { return p.cb }
 func (p *Pipeline) Run(ctx context.Context) error {
 	// Resume in order: claim what was committed but not claimed, then batch what is claimed
 	// but not sealed; only then start taking new requests.
-	if err := resumeClaims(ctx, p.intake.db, p.intake.claims, p.intake.cfg.FetchBatch); err != nil {
+	if err := p.intake.resume(ctx); err != nil {
 		return fmt.Errorf("resume unclaimed payouts: %w", err)
 	}
 	if err := p.sealer.resume(ctx); err != nil {

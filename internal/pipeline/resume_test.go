@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"testing"
 
@@ -46,7 +47,8 @@ func TestResumeClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := resumeClaims(ctx, db, claims.New(js, kv, db.InstanceID()), 2); err != nil {
+	in := &intake{cfg: IntakeConfig{FetchBatch: 2}, db: db, claims: claims.New(js, kv, db.InstanceID()), log: slog.New(slog.DiscardHandler)}
+	if err := in.resume(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rows {
