@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -102,6 +103,9 @@ func (db *DB) SealBatch(ctx context.Context, b Batch) error {
 	return nil
 }
 
+// sealChunk is how many members one sealing UPDATE moves (two parameters each).
+const sealChunk = 500
+
 func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
@@ -160,19 +164,24 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now); err != nil {
 		return err
 	}
-	stmt, err := tx.PrepareContext(ctx, `UPDATE payouts SET state = 'SEALED', out_batch_no = ?, batch_pos = ?, updated_at = ?
-		WHERE seq = ? AND state = 'CLAIMED' AND out_batch_no IS NULL`)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	for i, s := range b.Members {
-		r, err := stmt.ExecContext(ctx, b.OutBatchNo, i, now, s)
+	// Set-based: one UPDATE … FROM a VALUES list per chunk of members, each row guarded so a
+	// member that is no longer CLAIMED in no batch makes the count come out short.
+	for lo := 0; lo < len(b.Members); lo += sealChunk {
+		chunk := b.Members[lo:min(lo+sealChunk, len(b.Members))]
+		args := make([]any, 0, 2*len(chunk)+2)
+		for i, seq := range chunk {
+			args = append(args, seq, lo+i)
+		}
+		args = append(args, b.OutBatchNo, now)
+		q := `WITH m(seq, pos) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?),", len(chunk)), ",") + `)
+			UPDATE payouts SET state = 'SEALED', out_batch_no = ?, batch_pos = m.pos, updated_at = ? FROM m
+			WHERE payouts.seq = m.seq AND payouts.state = 'CLAIMED' AND payouts.out_batch_no IS NULL`
+		r, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
-		if n, err := r.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("seal member seq=%d: %d rows (%v)", s, n, err)
+		if n, err := r.RowsAffected(); err != nil || n != int64(len(chunk)) {
+			return fmt.Errorf("seal members %d..%d: %d of %d rows (%v)", lo, lo+len(chunk)-1, n, len(chunk), err)
 		}
 	}
 	digest := sha256.Sum256(b.Body)
@@ -211,7 +220,8 @@ const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num
 	sealed_at, accepted_at, state_at, updated_at, settled`
 
 // queryBatches runs a batchCols query and loads each batch's members.
-func queryBatches(ctx context.Context, q querier, query string, args ...any) ([]Batch, error) {
+// queryBatches scans batches; with withMembers it also loads each one's member seqs.
+func queryBatches(ctx context.Context, q querier, withMembers bool, query string, args ...any) ([]Batch, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -230,8 +240,8 @@ func queryBatches(ctx context.Context, q querier, query string, args ...any) ([]
 		b.StateAt, b.UpdatedAt = fromMS(stateAt), fromMS(upd)
 		out = append(out, b)
 	}
-	if err := rows.Close(); err != nil {
-		return nil, err
+	if err := rows.Close(); err != nil || !withMembers {
+		return out, err
 	}
 	for i := range out {
 		ms, err := members(ctx, q, `out_batch_no = ? ORDER BY batch_pos`, out[i].OutBatchNo)
@@ -247,7 +257,7 @@ func queryBatches(ctx context.Context, q querier, query string, args ...any) ([]
 }
 
 func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string) (Batch, error) {
-	bs, err := queryBatches(ctx, q, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
+	bs, err := queryBatches(ctx, q, true, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
 	switch {
 	case err != nil:
 		return Batch{}, err
@@ -268,8 +278,9 @@ func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
 
 // DueBatches returns up to limit unsettled batches with NextAt ≤ now, earliest first: those
 // in state SEALED are to be submitted (with their frozen Body), the others to be polled.
+// Members is left nil (the driver needs none); Batch loads a batch with its members.
 func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch, error) {
-	bs, err := queryBatches(ctx, db.rdb, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?
+	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?
 		ORDER BY next_at LIMIT ?`, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due batches: %w", err)

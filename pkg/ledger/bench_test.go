@@ -95,6 +95,34 @@ func BenchmarkApplyDetailPage(b *testing.B) {
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "rows/s")
 }
 
+// BenchmarkSealBatch seals 1000-member batches (the members inserted and claimed untimed).
+func BenchmarkSealBatch(b *testing.B) {
+	ctx := context.Background()
+	db := mustOpenLedger(b)
+	batches := make([]Batch, b.N)
+	for i := range batches {
+		ps := make([]Payout, 1000)
+		for j := range ps {
+			ps[j] = newPayout(fmt.Sprintf("s%dx%d", i, j), 100)
+		}
+		seqs := mustInsert(b, db, ps...)
+		for j := range ps {
+			ps[j].Seq = seqs[j]
+		}
+		if err := db.MarkClaimed(ctx, seqs); err != nil {
+			b.Fatal(err)
+		}
+		batches[i] = batchFor(fmt.Sprintf("S%d", i), ps)
+	}
+	b.ResetTimer()
+	for _, bt := range batches {
+		if err := db.SealBatch(ctx, bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "members/s")
+}
+
 // BenchmarkAudit audits a ledger of PAYSTREAM_BENCH_AUDIT (default 200,000) payouts, a fifth
 // of them sealed into 1000-detail batches.
 func BenchmarkAudit(b *testing.B) {

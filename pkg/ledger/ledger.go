@@ -91,9 +91,11 @@ const driverName = "sqlite3_paystream"
 func init() {
 	sql.Register(driverName, &sqlite3.SQLiteDriver{
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
-			// A large page cache and mmap keep the random-key index hot at millions of rows;
-			// a bigger auto-checkpoint amortises rewriting index pages dirtied by many commits.
-			_, err := c.Exec(`PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824;
+			// Inserts only append (no random-key index), so a modest page cache suffices and
+			// memory stays flat however large the ledger grows: 16 MiB per connection, no
+			// mmap (mapped pages would count as resident). A bigger auto-checkpoint amortises
+			// rewriting pages dirtied by many commits.
+			_, err := c.Exec(`PRAGMA cache_size = -16384; PRAGMA mmap_size = 0;
 				PRAGMA wal_autocheckpoint = 10000; PRAGMA temp_store = MEMORY;`, nil)
 			return err
 		},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -280,7 +281,13 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 		for i := range ms0 {
 			byKey[ms0[i].key] = &ms0[i]
 		}
-		now := ms(db.now())
+		// Check every row, then apply the page set-wise: the new detail ids in one statement,
+		// and one move (UPDATE + event + outcome rows) per distinct transition.
+		var ids []any // seq, detail_id pairs
+		type transition struct{ from, to, reason string }
+		moves := map[transition][]int64{}
+		var order []transition
+		var positions []int
 		for i, r := range rows {
 			d, ok := byKey[r.OutDetailNo]
 			if !ok {
@@ -289,17 +296,40 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 				rowErrs = append(rowErrs, fmt.Errorf("row %d out_detail_no=%s: %w", offset+i, r.OutDetailNo, ErrNotMember))
 				continue
 			}
-			moved, err := db.applyDetail(ctx, tx, outBatchNo, src, offset+i, d, r, now)
-			if errors.Is(err, ErrIllegalTransition) {
+			legal, err := db.checkDetail(ctx, outBatchNo, src, d, r)
+			if err != nil {
 				rowErrs = append(rowErrs, err)
 				continue
 			}
+			if d.detailID == "" && r.DetailID != "" {
+				ids = append(ids, d.seq, r.DetailID)
+				d.detailID = r.DetailID
+			}
+			if !legal {
+				continue // the same or a stale (lower) status
+			}
+			t := transition{from: d.state, to: r.Status}
+			if r.Status == PayoutFail {
+				t.reason = r.FailReason
+			}
+			if _, ok := moves[t]; !ok {
+				order = append(order, t)
+			}
+			moves[t] = append(moves[t], d.seq)
+			positions = append(positions, offset+i)
+			d.state = r.Status
+		}
+		if err := db.setDetailIDs(ctx, tx, ids); err != nil {
+			return err
+		}
+		now := ms(db.now())
+		for _, t := range order {
+			err := db.movePayouts(ctx, tx, payoutMove{src: string(src), batch: outBatchNo, seqs: moves[t], from: t.from, to: t.to,
+				failReason: t.reason, at: now, data: jsonString(map[string]any{"offset": offset, "fail_reason": t.reason})})
 			if err != nil {
 				return err
 			}
-			if moved {
-				changed++
-			}
+			changed += len(moves[t])
 		}
 		return db.settle(ctx, tx, outBatchNo)
 	})
@@ -309,8 +339,10 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 	return changed, errors.Join(rowErrs...)
 }
 
-// applyDetail applies one row; moved reports a state change.
-func (db *DB) applyDetail(ctx context.Context, tx *sql.Conn, outBatchNo string, src Source, pos int, d *member, r DetailRow, now int64) (moved bool, err error) {
+// checkDetail reports whether row r moves member d forward. A stale or repeated status is
+// not legal and not an error; an impossible one (backwards from a final state, an unknown
+// status, another detail_id) is counted and returned as ErrIllegalTransition.
+func (db *DB) checkDetail(ctx context.Context, outBatchNo string, src Source, d *member, r DetailRow) (bool, error) {
 	if d.detailID != "" && r.DetailID != "" && d.detailID != r.DetailID {
 		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s: detail_id %s, row says %s", d.seq, d.key, d.detailID, r.DetailID)
 	}
@@ -322,23 +354,21 @@ func (db *DB) applyDetail(ctx context.Context, tx *sql.Conn, outBatchNo string, 
 	if !legal && r.Status != cur && !(detailRank(cur) >= 0 && detailRank(r.Status) < detailRank(cur)) {
 		return false, db.illegalf(ctx, "payout seq=%d out_detail_no=%s %s → %s (%s, batch %s)", d.seq, d.key, cur, r.Status, src, outBatchNo)
 	}
-	if d.detailID == "" && r.DetailID != "" {
-		if _, err := tx.ExecContext(ctx, `UPDATE payouts SET detail_id = ? WHERE seq = ?`, r.DetailID, d.seq); err != nil {
-			return false, err
+	return legal, nil
+}
+
+// setDetailIDs records WeChat's detail ids, given as (seq, detail_id) pairs, in one statement
+// per chunk.
+func (db *DB) setDetailIDs(ctx context.Context, tx *sql.Conn, pairs []any) error {
+	for lo := 0; lo < len(pairs); lo += 2 * sealChunk {
+		part := pairs[lo:min(lo+2*sealChunk, len(pairs))]
+		q := `WITH d(seq, detail_id) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?),", len(part)/2), ",") + `)
+			UPDATE payouts SET detail_id = d.detail_id FROM d WHERE payouts.seq = d.seq`
+		if _, err := tx.ExecContext(ctx, q, part...); err != nil {
+			return fmt.Errorf("set detail ids: %w", err)
 		}
-		d.detailID = r.DetailID
 	}
-	if !legal {
-		return false, nil // the same or a stale (lower) status
-	}
-	reason := ""
-	if r.Status == PayoutFail {
-		reason = r.FailReason
-	}
-	err = db.movePayouts(ctx, tx, payoutMove{src: string(src), batch: outBatchNo, seqs: []int64{d.seq}, from: cur, to: r.Status,
-		failReason: reason, at: now, data: jsonString(map[string]any{"row": pos, "detail_id": r.DetailID, "fail_reason": r.FailReason})})
-	d.state = r.Status
-	return err == nil, err
+	return nil
 }
 
 // Reschedule records a failed poll or a NOT_FOUND answer: NextAt and last_error_code are set,
