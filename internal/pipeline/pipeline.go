@@ -62,7 +62,7 @@ func DefaultConfig() Config {
 		Submit:   SubmitConfig{RetryMin: time.Second, RetryMax: 5 * time.Minute, ParkedRetry: 10 * time.Minute, Workers: 8},
 		Poll: PollConfig{FirstDelay: time.Minute, Interval: time.Minute, NotFoundGrace: 10 * time.Minute,
 			PageLimit: wechatpay.MaxQueryLimit, Horizon: 25 * 24 * time.Hour},
-		RateLimit: RateConfig{Create: 50, Query: 50},
+		RateLimit: RateConfig{Create: 45, Query: 45}, // under 50 QPS per merchant (spec §6), with a margin
 		Breaker:   BreakerConfig{Failures: 5, OpenTimeout: 30 * time.Second},
 	}
 }

@@ -9,9 +9,11 @@ import (
 )
 
 // throttle is a per-endpoint rate limiter for this replica's share of the merchant's quota
-// (spec §6: 50 QPS per merchant for each old API, shared by all replicas). A 429 halves the
-// rate (down to a floor); every quiet recoverEvery it climbs back by a quarter of the
-// configured rate. Every replica sees the same 429s, so all of them slow down together.
+// (spec §6: 50 QPS per merchant for each old API, shared by all replicas). Its burst is 1, so
+// no one-second window sees more than the rate plus one request. A 429 takes the rate down
+// by a fifth (to a floor, at most once a second); every quiet recoverEvery it climbs back by
+// a quarter of the configured rate. Every replica sees the same 429s, so all of them slow
+// down together.
 type throttle struct {
 	mu       sync.Mutex
 	lim      *rate.Limiter
@@ -27,8 +29,7 @@ func newThrottle(qps float64, now func() time.Time) *throttle {
 	if qps <= 0 {
 		return &throttle{lim: rate.NewLimiter(rate.Inf, 1), max: rate.Inf, now: now}
 	}
-	burst := max(1, int(qps/10))
-	return &throttle{lim: rate.NewLimiter(rate.Limit(qps), burst), max: rate.Limit(qps), floor: rate.Limit(qps / 16), now: now}
+	return &throttle{lim: rate.NewLimiter(rate.Limit(qps), 1), max: rate.Limit(qps), floor: rate.Limit(qps / 16), now: now}
 }
 
 // Wait blocks until a request may be sent or ctx is done.
@@ -37,7 +38,7 @@ func (t *throttle) Wait(ctx context.Context) error {
 	return t.lim.Wait(ctx)
 }
 
-// Slow reacts to a 429: halve the rate, at most once a second.
+// Slow reacts to a 429: a fifth less, at most once a second.
 func (t *throttle) Slow() {
 	if t.max == rate.Inf {
 		return
@@ -49,7 +50,7 @@ func (t *throttle) Slow() {
 		return
 	}
 	t.lastSlow = now
-	t.lim.SetLimitAt(now, max(t.floor, t.lim.Limit()/2))
+	t.lim.SetLimitAt(now, max(t.floor, t.lim.Limit()*4/5))
 }
 
 // Limit is the current rate.
