@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: build run test vet fmt bench soak fuzz lint
+.PHONY: build run test vet bench soak fuzz lint
 
 build: ## the binaries, nats-server included
 	$(GO) build -o bin/ ./cmd/...
@@ -20,5 +20,9 @@ lint: vet
 fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
-bench: ## micro-benchmarks with allocations
+bench: ## micro-benchmarks with allocations, then the limit ratios (issue 7; ≤ 10 min)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) run ./cmd/bench
+
+soak: ## 50k payouts, 3 processors on a 3-node JetStream cluster, SIGKILLs, faults (≤ 15 min)
+	$(GO) run ./cmd/soak
