@@ -21,7 +21,7 @@ var sandboxArgs = []string{
 	"--drop-after-commit-rate", "0.02",
 	"--truncate-rate", "0.01",
 	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
-	"--rate-limit", "50", // per endpoint; the replicas' shares add up to more, so 429s come
+	"--rate-limit", fmt.Sprint(sandboxRate), // per endpoint; the replicas' shares add up to more, so 429s come
 }
 
 // startSandbox runs cmd/sandbox and reads its URL from its first output line.
@@ -111,9 +111,11 @@ log:
 // group of 1000 being committed plus the next one prefetched, with room to spare.
 const maxAckPending = 4000
 
-// rateShare is each replica's requests/s per endpoint. Together they exceed the sandbox's
-// 50/s, so the sandbox answers 429 under load and every replica must back off.
-const rateShare = 25
+// sandboxRate is the sandbox's limit per endpoint in requests/s, and rateShare each
+// replica's configured share of it. Like replicas given too large a share of the merchant's
+// quota, together they ask for more, so the sandbox answers 429 under load (even the short
+// soak's) and every replica must back off without ever changing a number.
+const sandboxRate, rateShare = 20, 20
 
 func (s *soak) newProcessor(i int) (*processor, error) {
 	name := fmt.Sprintf("p%d", i)

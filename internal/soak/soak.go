@@ -49,7 +49,7 @@ type Config struct {
 // DefaultConfig is the make soak run: 50k payouts, 3 processors, a kill every 3 s.
 func DefaultConfig() Config {
 	return Config{
-		Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.9,
+		Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
 		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
 	}
 }
