@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.KillEvery, "kill-every", cfg.KillEvery, "SIGKILL and restart a random processor this often")
 	fs.IntVar(&cfg.MinKills, "min-kills", cfg.MinKills, "kill at least this many times")
 	fs.Float64Var(&cfg.KillUntil, "kill-until", cfg.KillUntil, "keep killing until this share of the payouts is final")
-	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "the whole run, build included")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "the run after the build: cluster start to the checks")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the workload, the faults and the kills")
 	fs.StringVar(&cfg.Bin, "bin", "", "directory with processor, sandbox, producer and nats-server (default: build them)")
 	keep := fs.String("keep", "", "working directory to use and keep (default: a temporary one, kept only on failure)")

@@ -37,7 +37,7 @@ type Config struct {
 	KillEvery  time.Duration // a random processor is SIGKILLed and restarted this often
 	MinKills   int           // killing goes on at least until this many kills
 	KillUntil  float64       // …and until this share of the valid payouts is final
-	Timeout    time.Duration // the whole run, build included
+	Timeout    time.Duration // the run from the cluster's start to the checks (not the build)
 	Seed       uint64        // workload and chaos
 	// DuplicateWindow is the stream's Nats-Msg-Id window, short so that a slice of keys
 	// is re-published after it has passed.
@@ -134,26 +134,36 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	began := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
 	s := &soak{cfg: cfg, rep: &Report{Dir: cfg.Dir, Payouts: cfg.Payouts}, log: cfg.Log,
 		rng: rand.New(rand.NewPCG(cfg.Seed, 0x50a6))}
 	if s.log == nil {
 		s.log = io.Discard
 	}
 	defer s.shutdown()
-	if err := s.setUp(ctx); err != nil {
+	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.exercise(ctx); err != nil {
+	began := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if err := s.setUp(rctx); err != nil {
 		return nil, err
 	}
-	s.settle(ctx)
-	s.verify(ctx)
+	if err := s.exercise(rctx); err != nil {
+		return nil, err
+	}
+	s.settle(rctx)
+	// The checks run even when the run timed out while settling: what is stuck is the finding.
+	vctx, vcancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+	defer vcancel()
+	s.verify(vctx)
 	s.rep.Elapsed = time.Since(began)
 	return s.rep, nil
 }
+
+// verifyTimeout bounds the checks: stopping the processors, reading the ledgers, the
+// sandbox's record and the dead-letter stream, and the audit.
+const verifyTimeout = 3 * time.Minute
 
 // soak is the state of one run.
 type soak struct {
@@ -186,7 +196,8 @@ func (s *soak) logf(format string, args ...any) {
 	fmt.Fprintf(s.log, "soak %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func (s *soak) setUp(ctx context.Context) error {
+// prepare makes the working directory and finds or builds the binaries.
+func (s *soak) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {
 		return err
 	}
@@ -212,9 +223,15 @@ func (s *soak) setUp(ctx context.Context) error {
 	}
 	for _, b := range Binaries {
 		if _, err := os.Stat(filepath.Join(s.bin, b)); err != nil {
-			return fmt.Errorf("soak: binary %s: %w", b, err)
+			return fmt.Errorf("soak: binary %s (go build -o DIR/ ./cmd/... and go build -o DIR/nats-server github.com/nats-io/nats-server/v2): %w", b, err)
 		}
 	}
+	return nil
+}
+
+// setUp writes the workload and starts the cluster, the sandbox and the processors.
+func (s *soak) setUp(ctx context.Context) error {
+	var err error
 	if s.work, err = writeWorkload(ctx, s.cfg.Dir, s.cfg.Payouts, s.cfg.Seed); err != nil {
 		return err
 	}
