@@ -27,7 +27,7 @@ var sandboxArgs = []string{
 // startSandbox runs cmd/sandbox and reads its URL from its first output line.
 func (s *soak) startSandbox(ctx context.Context) error {
 	logPath := filepath.Join(s.cfg.Dir, "sandbox.log")
-	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed), "--state", filepath.Join(s.cfg.Dir, "sandbox-state.json"))
+	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed))
 	p, err := start("sandbox", filepath.Join(s.bin, "sandbox"), args, logPath, nil)
 	if err != nil {
 		return err

@@ -3,6 +3,9 @@ package soak
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +36,15 @@ func TestSoakShort(t *testing.T) {
 	}
 	if len(rep.Checks) < 10 {
 		t.Errorf("only %d checks ran", len(rep.Checks))
+	}
+	if t.Failed() {
+		// t.TempDir goes away with the test: keep the end of each processor's log here.
+		for i := range cfg.Processors {
+			path := filepath.Join(cfg.Dir, fmt.Sprintf("p%d", i+1), "processor.log")
+			b, _ := os.ReadFile(path)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -296,7 +298,8 @@ func (s *soak) checkAudit(ctx context.Context, files []string) {
 	s.rep.check("processor audit over all ledger files exits 0", err == nil, "%s", detail)
 }
 
-// admin GETs a sandbox admin endpoint into v.
+// admin GETs a sandbox admin endpoint into v and keeps the answer in the working directory
+// (/sandbox/paid → sandbox-paid.json), the evidence of a failed run.
 func (s *soak) admin(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.sandboxURL+path, nil)
 	if err != nil {
@@ -307,10 +310,18 @@ func (s *soak) admin(ctx context.Context, path string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	name := "sandbox-" + filepath.Base(path) + ".json"
+	if err := os.WriteFile(filepath.Join(s.cfg.Dir, name), body, 0o600); err != nil {
+		return err
+	}
+	return json.Unmarshal(body, v)
 }
 
 func first(s []string, n int) []string {
