@@ -37,6 +37,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MinKills, "min-kills", cfg.MinKills, "kill at least this many times")
 	fs.Float64Var(&cfg.KillUntil, "kill-until", cfg.KillUntil, "keep killing until this share of the payouts is final")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "the run after the build: cluster start to the checks")
+	fs.IntVar(&cfg.Quota, "quota", cfg.Quota, "the sandbox's requests/s per endpoint (429 beyond)")
+	fs.IntVar(&cfg.Share, "share", cfg.Share, "each processor's configured requests/s per endpoint")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the workload, the faults and the kills")
 	fs.StringVar(&cfg.Bin, "bin", "", "directory with processor, sandbox, producer and nats-server (default: build them)")
 	keep := fs.String("keep", "", "working directory to use and keep (default: a temporary one, kept only on failure)")

@@ -21,13 +21,13 @@ var sandboxArgs = []string{
 	"--drop-after-commit-rate", "0.02",
 	"--truncate-rate", "0.01",
 	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
-	"--rate-limit", fmt.Sprint(sandboxRate), // per endpoint; the replicas' shares add up to more, so 429s come
 }
 
 // startSandbox runs cmd/sandbox and reads its URL from its first output line.
 func (s *soak) startSandbox(ctx context.Context) error {
 	logPath := filepath.Join(s.cfg.Dir, "sandbox.log")
-	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed))
+	// The replicas' shares of the quota add up to more than the quota, so 429s come.
+	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed), "--rate-limit", fmt.Sprint(s.cfg.Quota))
 	p, err := start("sandbox", filepath.Join(s.bin, "sandbox"), args, logPath, nil)
 	if err != nil {
 		return err
@@ -61,7 +61,7 @@ type processor struct {
 }
 
 // processorConfig is a fast-paced configs/demo-processor.yaml on the cluster with R3
-// topology, a short duplicate window and ack-wait, and a rate share per replica.
+// topology, a short duplicate window and ack-wait, and Config.Share as its rate share.
 const processorConfig = `# written by internal/soak
 data-dir: %[1]s
 nats:
@@ -111,12 +111,6 @@ log:
 // group of 1000 being committed plus the next one prefetched, with room to spare.
 const maxAckPending = 4000
 
-// sandboxRate is the sandbox's limit per endpoint in requests/s, and rateShare each
-// replica's configured share of it. Like replicas given too large a share of the merchant's
-// quota, together they ask for more, so the sandbox answers 429 under load (even the short
-// soak's) and every replica must back off without ever changing a number.
-const sandboxRate, rateShare = 20, 20
-
 func (s *soak) newProcessor(i int) (*processor, error) {
 	name := fmt.Sprintf("p%d", i)
 	dir := filepath.Join(s.cfg.Dir, name)
@@ -135,7 +129,7 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	conf := fmt.Sprintf(processorConfig, dir, s.natsURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
 		s.sandboxURL, wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyPath,
 		filepath.Join(vectors, "wechatpay_platform_TEST_ONLY_public_key.pem"), wechatpaytest.DefaultPlatformKeyID,
-		wechatpaytest.DefaultAPIv3Key, float64(rateShare))
+		wechatpaytest.DefaultAPIv3Key, float64(s.cfg.Share))
 	p := &processor{
 		name: name, bin: filepath.Join(s.bin, "processor"), dir: dir,
 		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),

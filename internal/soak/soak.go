@@ -43,7 +43,12 @@ type Config struct {
 	// is re-published after it has passed.
 	DuplicateWindow time.Duration
 	AckWait         time.Duration // short, so that redeliveries after a kill come quickly
-	Log             io.Writer     // progress lines; nil: discarded
+	// Quota is the sandbox's limit in requests/s per endpoint (WeChat's is 50 per
+	// merchant, spec §6) and Share each replica's configured share of it. Shares that add
+	// up to more than the quota make the sandbox answer 429 under load, and every replica
+	// must back off without ever changing a number.
+	Quota, Share int
+	Log          io.Writer // progress lines; nil: discarded
 }
 
 // DefaultConfig is the make soak run: 50k payouts, 3 processors, a kill every 3 s.
@@ -51,6 +56,7 @@ func DefaultConfig() Config {
 	return Config{
 		Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
 		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
+		Quota: 50, Share: 25,
 	}
 }
 
@@ -65,6 +71,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: %d payouts, want at least 100", ErrConfig, c.Payouts)
 	case c.Processors < 1:
 		return fmt.Errorf("%w: %d processors, want at least 1", ErrConfig, c.Processors)
+	case c.Quota < 1 || c.Share < 1:
+		return fmt.Errorf("%w: quota and share must be at least 1 request/s", ErrConfig)
 	case c.KillEvery <= 0 || c.Timeout <= 0 || c.DuplicateWindow <= 0 || c.AckWait < time.Second:
 		return fmt.Errorf("%w: kill-every, timeout and the duplicate window must be positive, ack-wait at least 1s", ErrConfig)
 	}

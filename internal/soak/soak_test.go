@@ -19,6 +19,7 @@ func TestSoakShort(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Payouts, cfg.KillEvery, cfg.MinKills, cfg.Timeout = 5000, 2*time.Second, 5, 4*time.Minute
+	cfg.Quota, cfg.Share = 20, 20 // a small load still meets 429s
 	var progress strings.Builder
 	cfg.Log = &progress
 	rep, err := Run(context.Background(), cfg)
@@ -63,6 +64,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no processors", func(c *Config) { c.Processors = 0 }, ErrConfig},
 		{"ack-wait under a second", func(c *Config) { c.AckWait = time.Millisecond }, ErrConfig},
 		{"no kill interval", func(c *Config) { c.KillEvery = 0 }, ErrConfig},
+		{"no quota", func(c *Config) { c.Quota = 0 }, ErrConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
