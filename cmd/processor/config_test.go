@@ -35,9 +35,14 @@ func TestConfigs(t *testing.T) {
 		if _, err := app.ParseConfig(strings.NewReader(valid), func(string) string { return "" }); err != nil {
 			t.Fatalf("the base config must be valid: %v", err)
 		}
-		_, err := app.ParseConfig(strings.NewReader(valid+"pipeline:\n  poll:\n    page-limit: 500\n"), func(string) string { return "" })
-		if err == nil || !strings.Contains(err.Error(), "pipeline.poll.page-limit") {
-			t.Fatalf("err = %v, want one naming pipeline.poll.page-limit", err)
+		for _, tc := range []struct{ yaml, field string }{
+			{"pipeline:\n  poll:\n    page-limit: 500\n", "pipeline.poll.page-limit"},
+			{"nats:\n  topology:\n    ack-wait: 30s\n    backoff: [1s, 2s]\n", "nats.topology.backoff"},
+		} {
+			_, err := app.ParseConfig(strings.NewReader(valid+tc.yaml), func(string) string { return "" })
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("err = %v, want one naming %s", err, tc.field)
+			}
 		}
 	})
 }

@@ -111,6 +111,7 @@ func (c Config) Validate() error {
 		{!strings.HasSuffix(t.ResultsSubjects, ".>"), "nats.topology.results-subjects", t.ResultsSubjects, "must end in .>"},
 		{t.AckWait < time.Second, "nats.topology.ack-wait", t.AckWait, "too short"},
 		{len(t.Backoff) > t.MaxDeliver, "nats.topology.backoff", len(t.Backoff), "more steps than max-deliver"},
+		{len(t.Backoff) > 0 && t.Backoff[0] < t.AckWait, "nats.topology.backoff", t.Backoff, "JetStream uses the first step as the ack wait: it must be ≥ ack-wait"},
 		{t.ClaimsTTL < 24*time.Hour, "nats.topology.claims-ttl", t.ClaimsTTL, "must outlive every redelivery and replay window (≥ 24h; default 90 days)"},
 		{t.Replicas < 1 || t.Replicas > 5, "nats.topology.replicas", t.Replicas, "1..5"},
 		{c.WeChatPay.BaseURL == "", "wechatpay.base-url", nil, "required"},

@@ -29,7 +29,7 @@ type Topology struct {
 	Consumer      string          `yaml:"consumer"`        // durable pull consumer shared by all replicas
 	AckWait       time.Duration   `yaml:"ack-wait"`        // ≥ 30 s in production
 	MaxDeliver    int             `yaml:"max-deliver"`     // redeliveries before the server gives up
-	Backoff       []time.Duration `yaml:"backoff"`         // redelivery backoff (len ≤ MaxDeliver)
+	Backoff       []time.Duration `yaml:"backoff"`         // redelivery backoff (len ≤ MaxDeliver); JetStream uses Backoff[0] as the first ack wait
 	MaxAckPending int             `yaml:"max-ack-pending"` // sized for the prefetch of all replicas
 
 	ResultsStream     string `yaml:"results-stream"`
