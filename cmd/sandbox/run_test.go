@@ -124,12 +124,14 @@ func TestRun_StateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var paid wechatpaytest.PaidReport
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) { // bounded poll
-		if getJSON(t, url+"/sandbox/paid", &paid); len(paid.Paid) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for getJSON(t, url+"/sandbox/paid", &paid); len(paid.Paid) == 0; getJSON(t, url+"/sandbox/paid", &paid) {
+		select {
+		case <-deadline:
 			t.Fatal("nothing paid")
+		case <-tick.C:
 		}
 	}
 	if paid.Paid["RUN1D1"] != 1 || paid.Total != 100 || len(paid.DoublePaid) != 0 {
