@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/paystream/paystream/pkg/ledger"
@@ -67,10 +69,11 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
-// produceTries bounds the producer runs per file. A run whose publishes partly failed
-// (acks lost while a NATS node restarts) is repeated, as an upstream system would: JetStream
-// drops what it already has inside the duplicate window, the ledger and the claims after it.
-const produceTries = 3
+// A producer run whose publishes partly failed (while a NATS node is dead its streams elect
+// new leaders, and publishes fail fast meanwhile) is repeated every produceRetry for up to
+// produceFor, as an upstream system would: JetStream drops what it already has inside the
+// duplicate window, the ledger and the claims after it.
+const produceFor, produceRetry = time.Minute, 2 * time.Second
 
 // produce runs "producer publish" over file and returns how many messages JetStream stored
 // as new and how many it dropped as duplicates, summed over its tries.
@@ -79,35 +82,48 @@ func (s *soak) produce(ctx context.Context, file string, raw bool) (stored, drop
 	if raw {
 		args = append(args, "--raw")
 	}
-	var last error
-	for try := 1; try <= produceTries; try++ {
-		cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "producer"), args...)
-		cmd.Dir = s.cfg.Dir // no configs/producer.yaml here: flags and defaults only
-		var out bytes.Buffer
-		cmd.Stdout = &out
-		logf, err := os.OpenFile(filepath.Join(s.cfg.Dir, "producer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return stored, dropped, err
-		}
-		cmd.Stderr = logf
-		err = cmd.Run()
-		logf.Close()
-		var pub, dup, inv, failed int
-		if _, serr := fmt.Sscanf(out.String(), "published %d, duplicates %d, invalid %d, failed %d", &pub, &dup, &inv, &failed); serr != nil && err == nil {
-			err = fmt.Errorf("unexpected producer output %q: %w", out.String(), serr)
-		}
+	giveUp := time.Now().Add(produceFor)
+	for try := 1; ; try++ {
+		pub, dup, err := s.produceOnce(ctx, filepath.Base(file), args)
 		stored, dropped = stored+pub, dropped+dup
-		s.logf("producer %s: %s", filepath.Base(file), bytes.TrimSpace(out.Bytes()))
 		if err == nil {
 			return stored, dropped, nil
 		}
-		last = fmt.Errorf("producer publish %s (try %d): %w; %s", filepath.Base(file), try, err, bytes.TrimSpace(out.Bytes()))
-		s.logf("%v", last)
-		if ctx.Err() != nil {
-			break
+		err = fmt.Errorf("producer publish %s (try %d): %w", filepath.Base(file), try, err)
+		s.logf("%v", err)
+		if time.Now().After(giveUp) {
+			return stored, dropped, err
+		}
+		if err := sleepUntil(ctx, time.Now().Add(produceRetry)); err != nil {
+			return stored, dropped, err
 		}
 	}
-	return stored, dropped, last
+}
+
+// produceOnce runs the producer once; its stderr is appended to producer.log, and the first
+// publish error it printed is part of a failure.
+func (s *soak) produceOnce(ctx context.Context, name string, args []string) (published, duplicates int, err error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "producer"), args...)
+	cmd.Dir = s.cfg.Dir // no configs/producer.yaml here: flags and defaults only
+	var out, errs bytes.Buffer
+	logf, err := os.OpenFile(filepath.Join(s.cfg.Dir, "producer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logf, &errs)
+	err = cmd.Run()
+	summary := bytes.TrimSpace(out.Bytes())
+	s.logf("producer %s: %s", name, summary)
+	var invalid, failed int
+	if _, serr := fmt.Sscanf(string(summary), "published %d, duplicates %d, invalid %d, failed %d", &published, &duplicates, &invalid, &failed); serr != nil && err == nil {
+		err = fmt.Errorf("unexpected producer output %q: %w", summary, serr)
+	}
+	if err != nil {
+		firstErr, _, _ := strings.Cut(errs.String(), "\n")
+		err = fmt.Errorf("%w; %s; first error: %s", err, summary, firstErr)
+	}
+	return published, duplicates, err
 }
 
 // progress counts, over every ledger file, payouts in a final state other than DUPLICATE

@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -305,11 +306,16 @@ func (s *soak) ensureTopology(ctx context.Context) error {
 func (s *soak) exercise(ctx context.Context) error {
 	published := make(chan struct{})
 	chaosDone := make(chan struct{})
+	chaosCtx, stopChaos := context.WithCancel(ctx)
+	defer stopChaos()
 	go func() {
 		defer close(chaosDone)
-		s.chaos(ctx, published)
+		s.chaos(chaosCtx, published)
 	}()
 	err := s.publishAll(ctx, published)
+	if err != nil {
+		stopChaos() // the workload is incomplete: the run cannot pass
+	}
 	<-chaosDone
 	if err != nil {
 		return err
@@ -384,12 +390,22 @@ func (s *soak) supervise() {
 	for _, p := range s.procs {
 		if p.p.exited() {
 			s.rep.Crashes++
-			s.logf("%s exited on its own (%v); restarting; see %s", p.name, p.p.err, p.logPath)
+			s.logf("%s exited on its own (%v: %s); restarting", p.name, p.p.err, lastLine(p.logPath))
 			if err := p.start(); err != nil {
 				s.logf("restart %s: %v", p.name, err)
 			}
 		}
 	}
+}
+
+// lastLine is the last line of the file at path (a processor's error on exit).
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 // stallAfter is how long no payout may become final before the run is declared stuck:

@@ -28,12 +28,12 @@ func TestSoakShort(t *testing.T) {
 	}
 	var b strings.Builder
 	rep.WriteText(&b)
-	t.Log("\n" + b.String())
+	t.Log("\n" + b.String() + "\nprogress:\n" + progress.String())
 	if rep.Kills < 5 || rep.NATSRestarts < 1 {
 		t.Errorf("%d kills and %d NATS restarts, want ≥ 5 and ≥ 1", rep.Kills, rep.NATSRestarts)
 	}
 	if n := rep.Failed(); n > 0 {
-		t.Errorf("%d of %d checks failed; progress:\n%s", n, len(rep.Checks), progress.String())
+		t.Errorf("%d of %d checks failed", n, len(rep.Checks))
 	}
 	if len(rep.Checks) < 10 {
 		t.Errorf("only %d checks ran", len(rep.Checks))
