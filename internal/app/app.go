@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return err
 	}
 	topo := cfg.NATS.Topology
-	cons, kv, err := broker.Ensure(ctx, js, topo)
+	cons, kv, err := ensureTopology(ctx, js, topo, log)
 	if err != nil {
 		return fmt.Errorf("jetstream topology: %w", err)
 	}
@@ -140,6 +140,38 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	err = p.Run(ctx)
 	log.Info("processor stopped", "err", err)
 	return err
+}
+
+// jsClusterNotAvailable is JetStream's "temporarily unavailable" (no meta leader yet).
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
+
+// ensureTopology creates the topology, retrying every second while JetStream cannot answer
+// (no answer, or "temporarily unavailable": a cluster node restarting, a leader election)
+// until ctx is done, so a replica that starts during an outage waits for it instead of
+// exiting. An answer that refuses the configuration fails at once.
+func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Topology, log *slog.Logger) (jetstream.Consumer, jetstream.KeyValue, error) {
+	var logged time.Time
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, kv, err := broker.Ensure(actx, js, topo)
+		cancel()
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil:
+			return cons, kv, nil
+		case errors.As(err, &apiErr) && apiErr.ErrorCode != jsClusterNotAvailable:
+			return nil, nil, err // JetStream answered: a configuration problem, not an outage
+		}
+		if time.Since(logged) > 10*time.Second {
+			log.Warn("jetstream topology not ready; retrying", "err", err)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // resultsPrefix turns "payouts.results.>" into "payouts.results".
