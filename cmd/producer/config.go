@@ -23,6 +23,7 @@ type Config struct {
 	SubjectPrefix string        `yaml:"subject-prefix"` // requests go to <prefix>.<mchid>
 	MaxInFlight   int           `yaml:"max-in-flight"`  // unacknowledged publishes at once
 	AckTimeout    time.Duration `yaml:"ack-timeout"`    // per publish
+	RetryFor      time.Duration `yaml:"retry-for"`      // keep re-publishing after a passing failure this long
 	Source        string        `yaml:"source"`         // Request.Source when a record has none
 	Limits        LimitsConfig  `yaml:"limits"`
 }
@@ -42,6 +43,7 @@ func DefaultConfig() Config {
 		SubjectPrefix: payout.DefaultSubjectPrefix,
 		MaxInFlight:   256,
 		AckTimeout:    5 * time.Second,
+		RetryFor:      time.Minute,
 		Source:        "producer",
 		Limits:        LimitsConfig{MinAmount: l.MinAmount, MaxAmount: l.MaxAmount, Scenes: l.Scenes},
 	}
@@ -67,6 +69,8 @@ func (c Config) Validate() error {
 		return config.Errorf("max-in-flight", c.MaxInFlight, "must be at least 1")
 	case c.AckTimeout <= 0:
 		return config.Errorf("ack-timeout", c.AckTimeout, "must be positive")
+	case c.RetryFor < 0:
+		return config.Errorf("retry-for", c.RetryFor, "must not be negative")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return config.Errorf("tls-cert", nil, "tls-cert and tls-key go together")
 	case c.Limits.MinAmount < 1:

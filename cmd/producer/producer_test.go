@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/config"
@@ -106,6 +107,49 @@ func TestPublish_jsonl(t *testing.T) {
 	}
 }
 
+// TestRetrier: a publish that failed for a passing reason ("duplicate message id is in
+// process", answered by a replicated stream while an earlier publish of the id is stored; or
+// no answer) is published again, same id; any other failure is final at once.
+func TestRetrier(t *testing.T) {
+	s, st := mustServer(t, true)
+	js := natstest.Connect(t, s)
+	r := retrier{js: js, ctx: t.Context(), window: 5 * time.Second}
+	msg := func(id string) *nats.Msg {
+		m := nats.NewMsg("payouts.requests.1900000001")
+		m.Data = []byte(line(id, "100", ""))
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		return m
+	}
+	inProcess := &jetstream.APIError{Code: 409, ErrorCode: jsDuplicateInProcess}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wantErr bool
+	}{
+		{name: "duplicate in process is retried", err: inProcess},
+		{name: "no answer is retried", err: jetstream.ErrAsyncPublishTimeout},
+		{name: "a refusal is final", err: &jetstream.APIError{Code: 400, ErrorCode: 10054}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := msgCount(t, st)
+			ack, err := r.retry(msg(strings.ReplaceAll(tc.name, " ", "")), tc.err)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			want := before
+			if !tc.wantErr {
+				want++
+				if ack == nil || ack.Duplicate {
+					t.Fatalf("ack %+v, want a stored message", ack)
+				}
+			}
+			if got := msgCount(t, st); got != want {
+				t.Fatalf("stream holds %d, want %d", got, want)
+			}
+		})
+	}
+}
+
 func TestPublish_csvFromStdin(t *testing.T) {
 	s, st := mustServer(t, true)
 	in := "out_detail_no,schema,mchid,appid,openid,amount,remark,transfer_scene_id\n" +
@@ -141,7 +185,7 @@ func TestPublish_strictStopsAtFirstInvalid(t *testing.T) {
 func TestPublish_failedPublishExitsNonZero(t *testing.T) {
 	s, _ := mustServer(t, false) // no stream: nothing acks
 	f := writeFile(t, "p.jsonl", line("F1", "100", "")+"\n")
-	code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL())
+	code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL(), "--retry-for", "0")
 	if code != 1 || out != "published 0, duplicates 0, invalid 0, failed 1\n" {
 		t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
 	}

@@ -47,6 +47,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	tlsKey := fs.String("tls-key", "", "client key for mutual TLS")
 	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
 	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
+	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -64,7 +65,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 			"url": func() { cfg.URL = *url }, "creds": func() { cfg.Creds = *creds },
 			"tls-ca": func() { cfg.TLSCA = *tlsCA }, "tls-cert": func() { cfg.TLSCert = *tlsCert },
 			"tls-key": func() { cfg.TLSKey = *tlsKey }, "subject-prefix": func() { cfg.SubjectPrefix = *prefix },
-			"max-in-flight": func() { cfg.MaxInFlight = *inFlight },
+			"max-in-flight": func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
 		}
 		if set, ok := override[f.Name]; ok {
 			set()
@@ -111,7 +112,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 		payout.WithLimits(cfg.limits()), payout.WithSource(cfg.Source))
 
 	out := &syncWriter{w: e.Stderr}
-	s := newSender(cfg.MaxInFlight, out)
+	s := newSender(cfg.MaxInFlight, out, retrier{js: js, ctx: ctx, window: cfg.RetryFor})
 	counted := &countingReader{r: in}
 	stopProgress := startProgress(e.Stderr, s, counted, size)
 	readErr := readRecords(counted, *format, func(rec record) bool {
@@ -219,12 +220,54 @@ func publishRaw(js jetstream.JetStream, prefix string, data []byte) (jetstream.P
 	return js.PublishMsgAsync(msg)
 }
 
+// retrier re-publishes a message whose asynchronous publish failed for a passing reason (no
+// answer during a NATS node restart, or JetStream's "duplicate message id is in process"
+// while an earlier publish of the same id is still being stored), with a capped backoff, for
+// up to window. The Nats-Msg-Id is unchanged, so a retry can never store a payout twice.
+type retrier struct {
+	js     jetstream.JetStream
+	ctx    context.Context
+	window time.Duration
+}
+
+// jsDuplicateInProcess is JetStream's 409 "duplicate message id is in process".
+const jsDuplicateInProcess jetstream.ErrorCode = 10158
+
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jsDuplicateInProcess
+	}
+	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// retry re-publishes msg after err until it is acknowledged, the error is not transient, or
+// the window has passed.
+func (r retrier) retry(msg *nats.Msg, err error) (*jetstream.PubAck, error) {
+	wait, deadline := 100*time.Millisecond, time.Now().Add(r.window)
+	for transient(err) && time.Now().Add(wait).Before(deadline) {
+		select {
+		case <-r.ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+		var ack *jetstream.PubAck
+		if ack, err = r.js.PublishMsg(r.ctx, msg); err == nil {
+			return ack, nil
+		}
+	}
+	return nil, err
+}
+
 // sender tracks publish futures with at most cap(slots) in flight and counts the outcomes.
 type sender struct {
 	slots   chan struct{}
 	pending chan pendingAck
 	done    chan struct{}
 	out     *syncWriter
+	retrier retrier
 
 	sent, published, duplicates, invalid, failed atomic.Int64
 }
@@ -234,8 +277,9 @@ type pendingAck struct {
 	f    jetstream.PubAckFuture
 }
 
-func newSender(maxInFlight int, out *syncWriter) *sender {
+func newSender(maxInFlight int, out *syncWriter, r retrier) *sender {
 	s := &sender{
+		retrier: r,
 		slots:   make(chan struct{}, maxInFlight),
 		pending: make(chan pendingAck, maxInFlight),
 		done:    make(chan struct{}),
@@ -270,16 +314,24 @@ func (s *sender) collect() {
 	for p := range s.pending {
 		select {
 		case ack := <-p.f.Ok():
-			if ack.Duplicate {
-				s.duplicates.Add(1)
-			} else {
-				s.published.Add(1)
-			}
+			s.count(ack)
 		case err := <-p.f.Err():
+			if ack, err := s.retrier.retry(p.f.Msg(), err); err == nil {
+				s.count(ack)
+				break
+			}
 			s.failed.Add(1)
 			s.out.printf("line %d: publish failed: %v\n", p.line, err)
 		}
 		<-s.slots
+	}
+}
+
+func (s *sender) count(ack *jetstream.PubAck) {
+	if ack.Duplicate {
+		s.duplicates.Add(1)
+	} else {
+		s.published.Add(1)
 	}
 }
 
