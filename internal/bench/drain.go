@@ -44,14 +44,11 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	r := DrainResult{Payouts: n, Speed: speed}
 	o := wechatpaytest.DefaultOptions()
 	o.Speed, o.RateLimit = speed, drainQPS
-	sb, err := wechatpaytest.New(o)
+	sb, err := startSandbox(o)
 	if err != nil {
 		return r, err
 	}
 	defer sb.Close()
-	if err := sb.Start("127.0.0.1:0"); err != nil {
-		return r, err
-	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return r, err
 	}

@@ -181,6 +181,19 @@ type processor struct {
 	done  chan error
 }
 
+// startSandbox runs a sandbox with o on a free loopback port; the caller closes it.
+func startSandbox(o wechatpaytest.Options) (*wechatpaytest.Server, error) {
+	sb, err := wechatpaytest.New(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := sb.Start("127.0.0.1:0"); err != nil {
+		sb.Close()
+		return nil, err
+	}
+	return sb, nil
+}
+
 // startProcessor runs the processor with cfg and returns once it consumes.
 func startProcessor(ctx context.Context, cfg app.Config, logs io.Writer) (*processor, error) {
 	ctx, cancel := context.WithCancel(ctx)

@@ -70,14 +70,11 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int) (Ra
 func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSeq uint64, profile string) (Rate, time.Duration, error) {
 	// Production pacing: full batches are sealed and created as they fill, the first query is
 	// a minute away, so the sandbox sees a create per 1000 payouts and nothing else.
-	sb, err := wechatpaytest.New(wechatpaytest.DefaultOptions())
+	sb, err := startSandbox(wechatpaytest.DefaultOptions())
 	if err != nil {
 		return Rate{}, 0, err
 	}
 	defer sb.Close()
-	if err := sb.Start("127.0.0.1:0"); err != nil {
-		return Rate{}, 0, err
-	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return Rate{}, 0, err
 	}

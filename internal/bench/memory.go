@@ -58,14 +58,11 @@ func (e *env) memory(ctx context.Context, dataDir string, n int, seed uint64) (M
 	if err != nil {
 		return r, err
 	}
-	sb, err := wechatpaytest.New(wechatpaytest.DefaultOptions())
+	sb, err := startSandbox(wechatpaytest.DefaultOptions())
 	if err != nil {
 		return r, err
 	}
 	defer sb.Close()
-	if err := sb.Start("127.0.0.1:0"); err != nil {
-		return r, err
-	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return r, err
 	}

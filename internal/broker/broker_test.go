@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/paystream/paystream/internal/natstest"
 )
 
 // TestEmbeddedAndEnsure starts the embedded server, creates the topology twice (every
@@ -22,15 +22,7 @@ func TestEmbeddedAndEnsure(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		t.Fatalf("store not under the data dir: %v", err)
 	}
-	nc, err := nats.Connect(emb.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.ConnectURL(t, emb.URL())
 	ctx := context.Background()
 	topo := DefaultTopology()
 	for i := range 2 {

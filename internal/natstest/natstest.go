@@ -24,7 +24,13 @@ func Run(t testing.TB) *server.Server {
 // Connect returns a JetStream context on s whose connection t.Cleanup closes.
 func Connect(t testing.TB, s *server.Server) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	return ConnectURL(t, s.ClientURL())
+}
+
+// ConnectURL returns a JetStream context on the server at url; t.Cleanup closes it.
+func ConnectURL(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
