@@ -32,11 +32,12 @@ func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error 
 		if _, _, err := s.produce(ctx, f, false); err != nil {
 			return err
 		}
-		_, dup, err := s.produce(ctx, w.again[i], false)
+		stored, dup, err := s.produce(ctx, w.again[i], false)
 		if err != nil {
 			return err
 		}
 		s.earlyDropped += dup
+		s.earlyStored += stored
 		if i == 0 {
 			if _, _, err := s.produce(ctx, w.invalidFile, true); err != nil {
 				return err

@@ -195,6 +195,7 @@ type soak struct {
 
 	lateAccepted int // late re-publishes JetStream stored as new messages
 	earlyDropped int // publishes JetStream dropped as duplicates (the early re-publishes)
+	earlyStored  int // early re-publishes stored anyway: the original was lost or delayed past the window by a NATS node restart
 
 	logMu sync.Mutex
 }

