@@ -99,3 +99,61 @@ func TestDriver_InvalidRequestButExists(t *testing.T) {
 func errorsIsInvalidRequest(err error) bool {
 	return wechatpay.Classify(err) == wechatpay.ClassBlocked && errorCode(err) == wechatpay.ErrInvalidRequest.Code
 }
+
+// TestDriver_Rejections: a definite rejection the input caused marks the batch and its
+// members REJECTED with the code (nothing was paid); one an operator must fix (NOT_ENOUGH)
+// parks the batch under its number, and the same number is accepted once the balance is
+// topped up.
+func TestDriver_Rejections(t *testing.T) {
+	ctx := context.Background()
+	t.Run("PARAM_ERROR rejects the batch and its members", func(t *testing.T) {
+		// Amounts of 100 fen under a 1000-fen minimum: WeChat answers PARAM_ERROR (spec §5).
+		srv := wechatpaytest.NewServer(t, func(o *wechatpaytest.Options) { o.MinAmount = 1000 })
+		p, b := sealedBatch(t, srv, 2)
+		if err := p.driver.send(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != ledger.BatchRejected || got.LastErrorCode != wechatpay.ErrParamError.Code {
+			t.Fatalf("batch %s (%s), want REJECTED with PARAM_ERROR", got.State, got.LastErrorCode)
+		}
+		for _, key := range []string{"D0", "D1"} {
+			if py, err := p.driver.db.Payout(ctx, key); err != nil || py.State != ledger.PayoutRejected {
+				t.Fatalf("payout %s: %+v, %v; want REJECTED", key, py.State, err)
+			}
+		}
+		if len(srv.Paid()) != 0 {
+			t.Fatalf("paid %v", srv.Paid())
+		}
+	})
+	t.Run("NOT_ENOUGH parks the batch; the same number goes through after a top-up", func(t *testing.T) {
+		srv := wechatpaytest.NewServer(t, wechatpaytest.WithBalance(0))
+		p, b := sealedBatch(t, srv, 2)
+		before := time.Now()
+		if err := p.driver.send(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		parked, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parked.State != ledger.BatchSealed || parked.LastErrorCode != wechatpay.ErrNotEnough.Code ||
+			parked.NextAt.Before(before.Add(p.driver.submit.ParkedRetry/2)) {
+			t.Fatalf("batch %s (%s) next at %v; want SEALED with NOT_ENOUGH, retried after parked-retry", parked.State, parked.LastErrorCode, parked.NextAt)
+		}
+		srv.TopUp(1000)
+		if err := p.driver.send(ctx, parked); err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == ledger.BatchSealed || got.BatchID == "" || got.OutBatchNo != b.OutBatchNo {
+			t.Fatalf("after the top-up: %s %q; want accepted under %s", got.State, got.BatchID, b.OutBatchNo)
+		}
+	})
+}
