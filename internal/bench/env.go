@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -218,13 +217,4 @@ func startProcessor(ctx context.Context, cfg app.Config, logs io.Writer) (*proce
 func (p *processor) Stop() error {
 	p.stop()
 	return <-p.done
-}
-
-// newLog is a warn-level logger into path, for what a benchmark run leaves behind.
-func newLog(path string) (*os.File, *slog.Logger, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, nil, err
-	}
-	return f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn})), nil
 }

@@ -56,8 +56,7 @@ type driver struct {
 	now      func() time.Time
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	inflight map[string]bool
+	inflight map[string]bool // batches handed to a worker; only the run loop touches it
 }
 
 func (d *driver) run(ctx context.Context) error {
@@ -74,7 +73,13 @@ func (d *driver) run(ctx context.Context) error {
 			}
 		}()
 	}
-	defer func() { close(work); wg.Wait() }()
+	// On the way out, keep draining done so no worker blocks on it while finishing.
+	defer func() {
+		close(work)
+		go func() { wg.Wait(); close(done) }()
+		for range done {
+		}
+	}()
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -105,11 +110,7 @@ func (d *driver) run(ctx context.Context) error {
 	}
 }
 
-func (d *driver) finish(no string) {
-	d.mu.Lock()
-	delete(d.inflight, no)
-	d.mu.Unlock()
-}
+func (d *driver) finish(no string) { delete(d.inflight, no) }
 
 // dispatch hands every due batch that is not already being handled to the workers and
 // returns how long to wait before looking again.
@@ -119,13 +120,10 @@ func (d *driver) dispatch(ctx context.Context, work chan<- ledger.Batch, done <-
 		return 0, err
 	}
 	for _, b := range due {
-		d.mu.Lock()
-		busy := d.inflight[b.OutBatchNo]
-		d.inflight[b.OutBatchNo] = true
-		d.mu.Unlock()
-		if busy {
+		if d.inflight[b.OutBatchNo] {
 			continue
 		}
+		d.inflight[b.OutBatchNo] = true
 		for sent := false; !sent; {
 			select {
 			case work <- b:
@@ -141,7 +139,12 @@ func (d *driver) dispatch(ctx context.Context, work chan<- ledger.Batch, done <-
 	if err != nil || !ok {
 		return time.Minute, err
 	}
-	return max(at.Sub(d.now()), 10*time.Millisecond), nil
+	if wait := at.Sub(d.now()); wait > 0 {
+		return wait, nil
+	}
+	// What is due now is with a worker (or waits for one): its completion wakes the loop
+	// through done, so there is no need to re-read the ledger every few milliseconds.
+	return time.Second, nil
 }
 
 func (d *driver) handle(ctx context.Context, b ledger.Batch) {

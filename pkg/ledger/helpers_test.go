@@ -2,9 +2,7 @@ package ledger
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,13 +48,6 @@ func newPayout(key string, amount int64) Payout {
 	h := sha256.Sum256([]byte(key + "/" + strconv.FormatInt(amount, 10)))
 	return Payout{OutDetailNo: key, MchID: "1900000109", AppID: "wxapp", OpenID: "o-" + key, Remark: "prize",
 		Rail: railDirect, GroupKey: "1900000109/direct", Amount: amount, ContentHash: h[:], StreamSeq: 7}
-}
-
-// testCipher is a random base64 blob shaped like an OAEP ciphertext of a 2048-bit key.
-func testCipher() string {
-	b := make([]byte, 256)
-	rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 // mustInsert inserts ps and fails unless every one was Inserted; it returns their seqs.
