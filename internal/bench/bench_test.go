@@ -40,7 +40,7 @@ func TestRun(t *testing.T) {
 	if got, want := len(r.Verdicts), 5; got != want {
 		t.Fatalf("%d verdicts, want %d: %+v", got, want, r.Verdicts)
 	}
-	for name, rate := range map[string]*Rate{"raw": r.Raw, "empty": r.Empty, "prefilled": r.Prefilled} {
+	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "empty": r.Empty, "prefilled": r.Prefilled} {
 		if rate == nil || rate.N != o.Intake || rate.PerSec <= 0 {
 			t.Errorf("%s rate = %+v, want %d payouts at a positive rate", name, rate, o.Intake)
 		}

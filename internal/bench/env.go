@@ -112,6 +112,9 @@ func (e *env) processorConfig(dataDir, baseURL string) app.Config {
 
 // payouts returns the synth options of n valid payouts for seed (no invalid lines: both
 // sides of a ratio see exactly the same valid messages; 2% carry an encrypted name).
+// benchMchID is the merchant every benchmark payout is for.
+var benchMchID = synth.DefaultOptions().MchID
+
 func payouts(n int, seed uint64) synth.Options {
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate, o.FailRate = n, seed, 0, 0.01

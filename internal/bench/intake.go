@@ -15,21 +15,31 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the ledger's driver, for finalize
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// rawConsumer is the durable the raw fetch+ack baseline reads the stream with.
-const rawConsumer = "raw"
-
 // rawIntake fetches and acks every message of the stream up to lastSeq through its own
 // durable consumer (same settings as the processors'), the way a do-nothing consumer would:
-// fetch up to fetchBatch, ack each, repeat. It returns messages/s, measured until the server
-// has every ack.
-func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int) (Rate, error) {
+// fetch up to fetchBatch, ack each, repeat. With claim set, it first claims every fetched
+// message's key in a KV bucket of its own (internal/claims, as the processor does), which
+// is the least that cross-replica ownership costs. It returns messages/s, measured until
+// the server has every ack.
+func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, claim bool) (Rate, error) {
+	durable := "raw"
+	var store *claims.Store
+	if claim {
+		durable = "rawclaim"
+		kv, err := e.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench_raw_claims", History: 1, Storage: jetstream.FileStorage})
+		if err != nil {
+			return Rate{}, fmt.Errorf("raw claims bucket: %w", err)
+		}
+		store = claims.New(e.js, kv, "raw")
+	}
 	cons, err := e.js.CreateOrUpdateConsumer(ctx, e.topo.Stream, jetstream.ConsumerConfig{
-		Durable: rawConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.topo.AckWait,
+		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.topo.AckWait,
 		MaxDeliver: e.topo.MaxDeliver, MaxAckPending: e.topo.MaxAckPending, FilterSubject: e.topo.Subjects,
 	})
 	if err != nil {
@@ -37,25 +47,37 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int) (Ra
 	}
 	start := time.Now()
 	n := 0
+	var msgs []jetstream.Msg
+	var keys []string
 	for n < int(lastSeq) {
 		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
 			return Rate{}, fmt.Errorf("raw fetch: %w", err)
 		}
+		msgs, keys = msgs[:0], keys[:0]
 		for m := range b.Messages() {
+			msgs = append(msgs, m)
+			keys = append(keys, claims.Key(benchMchID, m.Headers().Get(jetstream.MsgIDHeader)))
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return Rate{}, fmt.Errorf("raw fetch: %w", err)
+		}
+		if store != nil && len(keys) > 0 {
+			if _, err := store.Claim(ctx, keys); err != nil {
+				return Rate{}, fmt.Errorf("raw claim: %w", err)
+			}
+		}
+		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
 				return Rate{}, fmt.Errorf("raw ack: %w", err)
 			}
 			n++
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return Rate{}, fmt.Errorf("raw fetch: %w", err)
-		}
 		if ctx.Err() != nil {
 			return Rate{}, ctx.Err()
 		}
 	}
-	end, err := e.waitAcked(ctx, rawConsumer, lastSeq, time.Minute)
+	end, err := e.waitAcked(ctx, durable, lastSeq, time.Minute)
 	if err != nil {
 		return Rate{}, err
 	}

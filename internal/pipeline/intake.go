@@ -29,7 +29,9 @@ type IntakeConfig struct {
 // intake moves payout requests from the shared durable consumer into the ledger: for each
 // fetched group it validates every message, commits the valid ones in ONE ledger
 // transaction, claims their ownership, and only then acks. Invalid messages are dead-lettered
-// with their reason and terminated.
+// with their reason and terminated. Owned payouts go to the sealer still RECEIVED in the
+// ledger: the sealer records the claim and the seal in one transaction (ClaimAndSeal), and a
+// restart re-claims whatever is RECEIVED (the KV bucket is the record of ownership).
 //
 // Three stages overlap, each on its own goroutine, connected by one-slot channels: fetching
 // group N+2, committing group N+1, and claiming and acking group N. A group is acked only
@@ -49,11 +51,31 @@ type intake struct {
 
 	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
 
-	// claiming holds the seqs of committed groups whose claims are not done yet. A key
-	// redelivered in a later group while an earlier one still claims it is left to the
-	// earlier group: it is claimed, and handed to the sealer, exactly once.
-	mu       sync.Mutex
-	claiming map[int64]bool
+	pending *pendingSet
+}
+
+// pendingSet holds the seqs of RECEIVED payouts that intake is claiming or has handed to
+// the sealer, until the sealer has sealed them. A key redelivered while its payout is in the
+// set is left alone: it is claimed, and batched, exactly once.
+//
+// Intake holds mu across the ledger insert that reads a payout's state and its check of
+// the set; the sealer removes seqs only after their seal has committed. So a payout is
+// either still in the set or read as SEALED by the insert, never read as RECEIVED and
+// missing from the set once sealed.
+type pendingSet struct {
+	mu   sync.Mutex
+	seqs map[int64]bool
+}
+
+func newPendingSet() *pendingSet { return &pendingSet{seqs: map[int64]bool{}} }
+
+// drop removes seqs from the set.
+func (p *pendingSet) drop(seqs ...int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range seqs {
+		delete(p.seqs, s)
+	}
 }
 
 type fetched struct {
@@ -171,7 +193,7 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 	if len(c.rows) == 0 {
 		return c, nil
 	}
-	results, err := in.db.InsertPayouts(ctx, c.rows)
+	results, err := in.insert(ctx, &c)
 	if err != nil {
 		return c, fmt.Errorf("ledger insert: %w", err)
 	}
@@ -184,40 +206,42 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 			c.ok[i].msg = nil // terminated by send
 		}
 	}
-	// Claim every payout this instance has committed but not yet claimed. A key seen twice
-	// in one group, or still being claimed by an earlier group, maps to one claim.
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.claiming == nil {
-		in.claiming = map[int64]bool{}
-	}
-	for i, r := range results {
-		if r.Status != ledger.Conflict && r.State == ledger.PayoutReceived && !in.claiming[r.Seq] {
-			in.claiming[r.Seq] = true
-			c.rows[i].Seq = r.Seq
-			c.toClaim = append(c.toClaim, i)
-		}
-	}
 	return c, nil
 }
 
-// release forgets the claims of c, done or failed.
-func (in *intake) release(c committedGroup) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for _, i := range c.toClaim {
-		delete(in.claiming, c.rows[i].Seq)
+// insert commits c's rows and picks, into c.toClaim, every payout this instance has
+// committed but not claimed: a key seen twice in one group, or already pending (see
+// pendingSet), maps to one claim.
+func (in *intake) insert(ctx context.Context, c *committedGroup) ([]ledger.InsertResult, error) {
+	in.pending.mu.Lock()
+	defer in.pending.mu.Unlock()
+	results, err := in.db.InsertPayouts(ctx, c.rows)
+	if err != nil {
+		return nil, err
 	}
+	for i, r := range results {
+		if r.Status != ledger.Conflict && r.State == ledger.PayoutReceived && !in.pending.seqs[r.Seq] {
+			in.pending.seqs[r.Seq] = true
+			c.rows[i].Seq = r.Seq
+			c.rows[i].State = r.State
+			c.toClaim = append(c.toClaim, i)
+		}
+	}
+	return results, nil
 }
 
 // finish claims a committed group, hands the owned payouts to the sealer and acks every
-// message. After stop, owned payouts are not handed over: they stay CLAIMED in the ledger
-// and the sealer resumes them on the next start.
+// message. After stop, owned payouts are not handed over: they stay RECEIVED in the ledger
+// and are claimed again (found owned) on the next start.
 func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedGroup) error {
-	defer in.release(c)
 	if len(c.toClaim) > 0 {
 		owned, err := in.claim(ctx, c.rows, c.toClaim)
 		if err != nil {
+			seqs := make([]int64, len(c.toClaim))
+			for j, i := range c.toClaim {
+				seqs[j] = c.rows[i].Seq
+			}
+			in.pending.drop(seqs...)
 			return err
 		}
 		if len(owned) > 0 {
@@ -238,8 +262,8 @@ func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedG
 	return nil
 }
 
-// claim takes ownership of rows[idx…] across replicas, records the outcome in the ledger
-// (CLAIMED or DUPLICATE) and returns the payouts this instance owns.
+// claim takes ownership of rows[idx…] across replicas, records the payouts another instance
+// owns as DUPLICATE and returns the ones this instance owns, still RECEIVED in the ledger.
 func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) ([]ledger.Payout, error) {
 	keys := make([]string, len(idx))
 	for j, i := range idx {
@@ -249,12 +273,9 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) ([
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	var mine []int64
 	var owned []ledger.Payout
 	for j, i := range idx {
 		if owners[j] == in.claims.Instance() {
-			mine = append(mine, rows[i].Seq)
-			rows[i].State = ledger.PayoutClaimed
 			owned = append(owned, rows[i])
 			continue
 		}
@@ -262,11 +283,7 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) ([
 		if err := in.db.MarkDuplicate(ctx, rows[i].Seq, owners[j]); err != nil {
 			return nil, fmt.Errorf("mark duplicate: %w", err)
 		}
-	}
-	if len(mine) > 0 {
-		if err := in.db.MarkClaimed(ctx, mine); err != nil {
-			return nil, fmt.Errorf("mark claimed: %w", err)
-		}
+		in.pending.drop(rows[i].Seq)
 	}
 	return owned, nil
 }
@@ -285,8 +302,16 @@ func (in *intake) resume(ctx context.Context) error {
 			idx[i] = i
 		}
 		// Every row leaves RECEIVED (CLAIMED or DUPLICATE), so the loop ends.
-		if _, err := in.claim(ctx, ps, idx); err != nil {
+		owned, err := in.claim(ctx, ps, idx)
+		if err != nil {
 			return err
+		}
+		seqs := make([]int64, len(owned))
+		for i, p := range owned {
+			seqs[i] = p.Seq
+		}
+		if err := in.db.MarkClaimed(ctx, seqs); err != nil {
+			return fmt.Errorf("mark claimed: %w", err)
 		}
 		in.log.Info("resumed unclaimed payouts", "payouts", len(ps))
 	}

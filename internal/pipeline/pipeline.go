@@ -132,15 +132,16 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		}
 	}
 	claimed := make(chan []ledger.Payout, 4)
+	pending := newPendingSet()
 	p := &Pipeline{
 		intake: &intake{
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim,
-			encrypt: d.API.EncryptUserName, hashKey: d.HashKey, claimed: claimed, log: d.Log,
+			encrypt: d.API.EncryptUserName, hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, log: d.Log},
 		},
 		sealer: &sealer{
 			b: b, names: names,
-			notifyURL: cfg.NotifyURL, db: d.DB, in: claimed, sealed: poke(wakeDriver), now: d.Now, log: d.Log,
+			notifyURL: cfg.NotifyURL, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
 			open: map[int64]ledger.Payout{},
 		},
 		driver: &driver{

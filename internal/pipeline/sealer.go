@@ -23,6 +23,7 @@ type sealer struct {
 	db        *ledger.DB
 	in        <-chan []ledger.Payout
 	sealed    func() // wakes the driver
+	pending   *pendingSet
 	now       func() time.Time
 	log       *slog.Logger
 
@@ -104,7 +105,7 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		if err != nil {
 			return fmt.Errorf("build batch %s: %w", b.OutBatchNo, err)
 		}
-		err = s.db.SealBatch(ctx, ledger.Batch{
+		err = s.db.ClaimAndSeal(ctx, ledger.Batch{
 			OutBatchNo: b.OutBatchNo, Rail: b.Rail, GroupKey: b.Group, MchID: members[0].MchID,
 			Members: seqs, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Body: body,
 		})
@@ -114,6 +115,7 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		for _, seq := range seqs {
 			delete(s.open, seq)
 		}
+		s.pending.drop(seqs...)
 		s.log.Info("batch sealed", "out_batch_no", b.OutBatchNo, "details", b.TotalNum(), "amount", b.TotalAmount())
 		s.sealed()
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -172,11 +173,33 @@ func TestKey(t *testing.T) {
 	if got := KeyOf(&p).Rail; got != payout.RailPartner {
 		t.Fatalf("rail = %s", got)
 	}
+	// Stored ledgers hold keys encoded by url.Values.Encode; String must stay byte-identical.
+	full := Key{Rail: "partner", MchID: "19", AppID: "wx&1", SceneID: "1001", SubMchID: "s", SubAppID: "sa", SpAppID: "sp",
+		AuthorizationType: "FUND", TransferPurpose: "GOODS", TransferScene: "X=1", Named: true, BatchName: "三月 活动", BatchRemark: "r"}
+	for _, k := range []Key{k, anonKey(k), full, {}, {Rail: "direct", Named: true}} {
+		v := url.Values{}
+		for _, f := range keyFields {
+			if s := *f.ptr(&k); s != "" {
+				v.Set(f.name, s)
+			}
+		}
+		if k.Named {
+			v.Set("named", "1")
+		}
+		if got, want := k.String(), v.Encode(); got != want {
+			t.Fatalf("String() = %q, url.Values encoding %q", got, want)
+		}
+	}
 	for _, bad := range []string{"", "rail=direct&evil=1", "%zz"} {
 		if _, err := ParseKey(bad); err == nil {
 			t.Fatalf("ParseKey(%q) accepted", bad)
 		}
 	}
+}
+
+func anonKey(k Key) Key {
+	k.Named = false
+	return k
 }
 
 // FuzzBatcher drives a Batcher with an arbitrary sequence of adds, clock steps, Due and

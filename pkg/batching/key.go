@@ -3,6 +3,7 @@ package batching
 import (
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/paystream/paystream/pkg/payout"
 )
@@ -43,39 +44,51 @@ func KeyOf(r *payout.Request) Key {
 // and puts in Item.Group.
 func GroupKey(r *payout.Request) string { return KeyOf(r).String() }
 
-// keyFields pairs each wire name with its Key field; String and ParseKey both use it.
+// keyFields pairs each wire name with its Key field, in wire-name order ("named", the one
+// boolean, sorts between mchid and rail); String and ParseKey both use it.
 var keyFields = []struct {
 	name string
 	ptr  func(*Key) *string
 }{
-	{"rail", func(k *Key) *string { return &k.Rail }},
-	{"mchid", func(k *Key) *string { return &k.MchID }},
 	{"appid", func(k *Key) *string { return &k.AppID }},
-	{"transfer_scene_id", func(k *Key) *string { return &k.SceneID }},
-	{"sub_mchid", func(k *Key) *string { return &k.SubMchID }},
-	{"sub_appid", func(k *Key) *string { return &k.SubAppID }},
-	{"sp_appid", func(k *Key) *string { return &k.SpAppID }},
 	{"authorization_type", func(k *Key) *string { return &k.AuthorizationType }},
-	{"transfer_purpose", func(k *Key) *string { return &k.TransferPurpose }},
-	{"transfer_scene", func(k *Key) *string { return &k.TransferScene }},
 	{"batch_name", func(k *Key) *string { return &k.BatchName }},
 	{"batch_remark", func(k *Key) *string { return &k.BatchRemark }},
+	{"mchid", func(k *Key) *string { return &k.MchID }},
+	{"rail", func(k *Key) *string { return &k.Rail }},
+	{"sp_appid", func(k *Key) *string { return &k.SpAppID }},
+	{"sub_appid", func(k *Key) *string { return &k.SubAppID }},
+	{"sub_mchid", func(k *Key) *string { return &k.SubMchID }},
+	{"transfer_purpose", func(k *Key) *string { return &k.TransferPurpose }},
+	{"transfer_scene", func(k *Key) *string { return &k.TransferScene }},
+	{"transfer_scene_id", func(k *Key) *string { return &k.SceneID }},
 }
 
 // String encodes k as a URL query with sorted keys and empty fields left out, e.g.
-// "appid=wxa0000000000000001&mchid=1900000001&named=1&rail=direct&transfer_scene_id=1001".
-// Equal keys give equal strings and ParseKey inverts it.
+// "appid=wxa0000000000000001&mchid=1900000001&named=1&rail=direct&transfer_scene_id=1001",
+// byte for byte what url.Values.Encode gives (ledgers store these strings; the batcher
+// groups by them). Equal keys give equal strings and ParseKey inverts it. It runs once per
+// payout at intake, so it builds the string directly.
 func (k Key) String() string {
-	v := make(url.Values, len(keyFields)+1)
+	var b strings.Builder
+	b.Grow(128)
+	add := func(name, value string) {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(name)
+		b.WriteByte('=')
+		b.WriteString(url.QueryEscape(value))
+	}
 	for _, f := range keyFields {
+		if f.name == "rail" && k.Named {
+			add("named", "1")
+		}
 		if s := *f.ptr(&k); s != "" {
-			v.Set(f.name, s)
+			add(f.name, s)
 		}
 	}
-	if k.Named {
-		v.Set("named", "1")
-	}
-	return v.Encode()
+	return b.String()
 }
 
 // ParseKey decodes a Key.String.

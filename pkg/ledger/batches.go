@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -97,7 +98,19 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 // match. Otherwise it returns an error wrapping ErrInvalid and writes nothing. Sealing the
 // same number again with the same members and body is a no-op.
 func (db *DB) SealBatch(ctx context.Context, b Batch) error {
-	if err := db.write(ctx, func(tx *sql.Conn) error { return db.seal(ctx, tx, b) }); err != nil {
+	return db.sealBatch(ctx, b, false)
+}
+
+// ClaimAndSeal is SealBatch for members whose ownership the caller has just claimed: members
+// still RECEIVED are recorded RECEIVED → CLAIMED (one event) and sealed in the same
+// transaction, which spares intake a transaction and a row rewrite per payout. CLAIMED
+// members are sealed as by SealBatch.
+func (db *DB) ClaimAndSeal(ctx context.Context, b Batch) error {
+	return db.sealBatch(ctx, b, true)
+}
+
+func (db *DB) sealBatch(ctx context.Context, b Batch, claimed bool) error {
+	if err := db.write(ctx, func(tx *sql.Conn) error { return db.seal(ctx, tx, b, claimed) }); err != nil {
 		return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)
 	}
 	return nil
@@ -106,7 +119,7 @@ func (db *DB) SealBatch(ctx context.Context, b Batch) error {
 // sealChunk is how many members one sealing UPDATE moves (two parameters each).
 const sealChunk = 500
 
-func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
+func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}
@@ -120,7 +133,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 	case len(b.Members) != b.TotalNum:
 		return invalid("total_num %d but %d members", b.TotalNum, len(b.Members))
 	}
-	if old, err := db.batchTx(ctx, tx, b.OutBatchNo); err == nil {
+	if old, err := db.batchTx(ctx, tx, b.OutBatchNo, true); err == nil {
 		if bytes.Equal(old.Body, b.Body) && equalSeqs(old.Members, b.Members) {
 			return nil
 		}
@@ -139,8 +152,13 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 		sum += m.amount
 	}
 	ordered := make([]member, len(b.Members))
+	var unmarked []int64 // RECEIVED members this call records as claimed
 	for i, s := range b.Members {
 		m, ok := bySeq[s]
+		if ok && claimed && m.state == PayoutReceived {
+			unmarked = append(unmarked, s)
+			m.state = PayoutClaimed
+		}
 		switch {
 		case !ok:
 			return invalid("member seq=%d: not stored (or listed twice)", s)
@@ -159,13 +177,26 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 		return invalid("%v", err)
 	}
 	now := ms(db.now())
+	if len(unmarked) > 0 {
+		slices.Sort(unmarked)
+		err := db.appendEvent(ctx, tx, event{At: now, Source: srcIntake, Kind: kindPayoutState,
+			Seqs: encodeSeqs(unmarked), From: PayoutReceived, To: PayoutClaimed})
+		if err != nil {
+			return err
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num, body,
 		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
 		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now); err != nil {
 		return err
 	}
 	// Set-based: one UPDATE … FROM a VALUES list per chunk of members, each row guarded so a
-	// member that is no longer CLAIMED in no batch makes the count come out short.
+	// member that is no longer CLAIMED (or RECEIVED, claimed above) in no batch makes the
+	// count come out short.
+	from := `'CLAIMED'`
+	if len(unmarked) > 0 {
+		from = `'RECEIVED', 'CLAIMED'`
+	}
 	for lo := 0; lo < len(b.Members); lo += sealChunk {
 		chunk := b.Members[lo:min(lo+sealChunk, len(b.Members))]
 		args := make([]any, 0, 2*len(chunk)+2)
@@ -175,7 +206,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch) error {
 		args = append(args, b.OutBatchNo, now)
 		q := `WITH m(seq, pos) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?),", len(chunk)), ",") + `)
 			UPDATE payouts SET state = 'SEALED', out_batch_no = ?, batch_pos = m.pos, updated_at = ? FROM m
-			WHERE payouts.seq = m.seq AND payouts.state = 'CLAIMED' AND payouts.out_batch_no IS NULL`
+			WHERE payouts.seq = m.seq AND payouts.state IN (` + from + `) AND payouts.out_batch_no IS NULL`
 		r, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -219,7 +250,6 @@ const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num
 	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
 	sealed_at, accepted_at, state_at, updated_at, settled`
 
-// queryBatches runs a batchCols query and loads each batch's members.
 // queryBatches scans batches; with withMembers it also loads each one's member seqs.
 func queryBatches(ctx context.Context, q querier, withMembers bool, query string, args ...any) ([]Batch, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
@@ -256,8 +286,9 @@ func queryBatches(ctx context.Context, q querier, withMembers bool, query string
 	return out, nil
 }
 
-func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string) (Batch, error) {
-	bs, err := queryBatches(ctx, q, true, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
+// batchTx reads one batch; withMembers also loads its member seqs (a thousand rows or more).
+func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string, withMembers bool) (Batch, error) {
+	bs, err := queryBatches(ctx, q, withMembers, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
 	switch {
 	case err != nil:
 		return Batch{}, err
@@ -269,7 +300,7 @@ func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string) (Batch,
 
 // Batch returns the batch with its members, or an error wrapping ErrNotFound.
 func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
-	b, err := db.batchTx(ctx, db.rdb, outBatchNo)
+	b, err := db.batchTx(ctx, db.rdb, outBatchNo, true)
 	if err != nil {
 		return Batch{}, fmt.Errorf("batch %s: %w", outBatchNo, err)
 	}

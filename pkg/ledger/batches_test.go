@@ -64,6 +64,43 @@ func TestDB_SealBatch_Refusals(t *testing.T) {
 	}
 }
 
+// TestDB_ClaimAndSeal seals a batch whose members are partly RECEIVED (claimed by the
+// caller just now) and partly CLAIMED: one transaction records the claims and the seal, the
+// event chain replays cleanly, and SealBatch still refuses RECEIVED members.
+func TestDB_ClaimAndSeal(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	ps := []Payout{newPayout("a", 100), newPayout("b", 200), newPayout("c", 300)}
+	for i, s := range mustInsert(t, db, ps...) {
+		ps[i].Seq = s
+	}
+	if err := db.MarkClaimed(ctx, []int64{ps[1].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SealBatch(ctx, batchFor("B1", ps)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("SealBatch with RECEIVED members = %v, want ErrInvalid", err)
+	}
+	mustState(t, db, "a", PayoutReceived)
+	if err := db.ClaimAndSeal(ctx, batchFor("B1", ps)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		mustState(t, db, k, PayoutSealed)
+	}
+	if err := db.ClaimAndSeal(ctx, batchFor("B1", ps)); err != nil {
+		t.Fatalf("sealing again with the same content = %v, want a no-op", err)
+	}
+	dup := newPayout("d", 100)
+	dup.Seq = mustInsert(t, db, dup)[0]
+	if err := db.MarkDuplicate(ctx, dup.Seq, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ClaimAndSeal(ctx, batchFor("B2", []Payout{dup})); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("ClaimAndSeal of a DUPLICATE = %v, want ErrInvalid", err)
+	}
+	mustAuditClean(t, db.now(), db.Path())
+}
+
 func TestDB_SealBatch_AgainIsNoOpButNotWithOtherContent(t *testing.T) {
 	ctx := context.Background()
 	db := mustOpenLedger(t)

@@ -105,7 +105,7 @@ func init() {
 // Open opens (creating it with mode 0600 if absent) the ledger at path and applies any
 // pending embedded migrations. Only one DB may have a file open at a time (ErrLocked
 // otherwise); readers such as Audit need no DB. Open loads every key's hash into memory
-// (about 20 bytes a payout). The caller must Close the DB.
+// (8–16 bytes a payout, outside the Go heap). The caller must Close the DB.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{path: path, now: time.Now, log: slog.Default(), sem: make(chan struct{}, 1)}
 	for _, o := range opts {
@@ -340,6 +340,7 @@ func (db *DB) Close() error {
 		// The lock's descriptor closes last: closing any descriptor of the file earlier
 		// would drop SQLite's POSIX locks.
 		err = errors.Join(db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
+		db.keys.release()
 	})
 	return err
 }

@@ -239,6 +239,12 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now
 	for i := range fresh {
 		hashes[i], seqs[i] = keyHash(fresh[i].OutDetailNo), fresh[i].Seq
 	}
+	if last := fresh[len(fresh)-1].Seq; last > maxSeq {
+		return fmt.Errorf("seq %d is past the key index's %d: start a new ledger file", last, int64(maxSeq))
+	}
+	if err := db.keys.reserve(hashes); err != nil {
+		return err
+	}
 	db.afterCommit(func() { db.keys.add(hashes, seqs) })
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]

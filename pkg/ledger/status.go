@@ -74,7 +74,7 @@ type DetailRow struct {
 // batch; ErrIllegalTransition for a reject of a batch WeChat already knows.
 func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResult) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
-		b, err := db.batchTx(ctx, tx, outBatchNo)
+		b, err := db.batchTx(ctx, tx, outBatchNo, false)
 		if err != nil {
 			return err
 		}
@@ -122,7 +122,7 @@ func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResul
 // FAIL with fail_reason = CloseReason. Sets NextAt and clears NotFoundSince unless illegal.
 func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Source, st BatchStatus, nextAt time.Time) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
-		b, err := db.batchTx(ctx, tx, outBatchNo)
+		b, err := db.batchTx(ctx, tx, outBatchNo, false)
 		if err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Sourc
 // SourceCallback and NextAt = now, in the same transaction.
 func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo string, st BatchStatus) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
-		b, err := db.batchTx(ctx, tx, outBatchNo)
+		b, err := db.batchTx(ctx, tx, outBatchNo, false)
 		if err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 	var rowErrs []error
 	err = db.write(ctx, func(tx *sql.Conn) error {
 		changed, rowErrs = 0, nil
-		if _, err := db.batchTx(ctx, tx, outBatchNo); err != nil {
+		if _, err := db.batchTx(ctx, tx, outBatchNo, false); err != nil {
 			return err
 		}
 		keys := make([]any, len(rows))
@@ -287,7 +287,6 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 		type transition struct{ from, to, reason string }
 		moves := map[transition][]int64{}
 		var order []transition
-		var positions []int
 		for i, r := range rows {
 			d, ok := byKey[r.OutDetailNo]
 			if !ok {
@@ -316,7 +315,6 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 				order = append(order, t)
 			}
 			moves[t] = append(moves[t], d.seq)
-			positions = append(positions, offset+i)
 			d.state = r.Status
 		}
 		if err := db.setDetailIDs(ctx, tx, ids); err != nil {

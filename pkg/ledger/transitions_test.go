@@ -32,10 +32,15 @@ func driveTo(t *testing.T, db *DB, key, state string) Payout {
 	case "RECEIVED":
 		return p
 	case "DUPLICATE":
-		err = db.MarkDuplicate(ctx, p.Seq, "other")
+		if err := db.MarkDuplicate(ctx, p.Seq, "other"); err != nil {
+			t.Fatalf("mark duplicate: %v", err)
+		}
 		return p
 	}
-	if err = db.MarkClaimed(ctx, []int64{p.Seq}); err != nil || state == "CLAIMED" {
+	if err := db.MarkClaimed(ctx, []int64{p.Seq}); err != nil {
+		t.Fatalf("mark claimed: %v", err)
+	}
+	if state == "CLAIMED" {
 		return p
 	}
 	if err = db.SealBatch(ctx, batchFor("B"+key, []Payout{p})); err != nil {
