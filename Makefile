@@ -21,7 +21,7 @@ fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
 bench: ## micro-benchmarks with allocations, then the limit ratios (issue 7; ≤ 10 min)
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/claims
 	$(GO) run ./cmd/bench
 
 soak: ## 50k payouts, 3 processors on a 3-node JetStream cluster, SIGKILLs, faults (≤ 15 min)
