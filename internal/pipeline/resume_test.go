@@ -16,10 +16,10 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// TestResumeClaims covers the crash window "after the ledger commit, before the claim": the
-// restarted replica claims its RECEIVED rows; one whose message was meanwhile redelivered to
-// (and claimed by) another replica becomes a DUPLICATE here and is never batched.
-func TestResumeClaims(t *testing.T) {
+// claimsSetup opens a ledger in a temporary directory and a claims bucket on an embedded
+// JetStream server.
+func claimsSetup(t *testing.T) (*ledger.DB, jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
 	if err != nil {
@@ -31,14 +31,29 @@ func TestResumeClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, js, kv
+}
 
-	rows := make([]ledger.Payout, 5)
+// testRows returns n 100-fen direct payouts keyed prefix0, prefix1, ….
+func testRows(prefix string, n int) []ledger.Payout {
+	rows := make([]ledger.Payout, n)
 	for i := range rows {
-		key := fmt.Sprintf("R%d", i)
+		key := fmt.Sprintf("%s%d", prefix, i)
 		h := sha256.Sum256([]byte(key))
 		rows[i] = ledger.Payout{OutDetailNo: key, MchID: "1900000001", AppID: "wxa", OpenID: "o" + key, Remark: "r",
 			Rail: payout.RailDirect, GroupKey: "g", Amount: 100, ContentHash: h[:], StreamSeq: uint64(i + 1)}
 	}
+	return rows
+}
+
+// TestResumeClaims covers the crash window "after the ledger commit, before the claim": the
+// restarted replica claims its RECEIVED rows; one whose message was meanwhile redelivered to
+// (and claimed by) another replica becomes a DUPLICATE here and is never batched.
+func TestResumeClaims(t *testing.T) {
+	ctx := context.Background()
+	db, js, kv := claimsSetup(t)
+
+	rows := testRows("R", 5)
 	if _, err := db.InsertPayouts(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
@@ -74,24 +89,9 @@ func TestResumeClaims(t *testing.T) {
 // never is, and after a failed claim (dropped from the pending set) it is claimed again.
 func TestRedeliveryClaimsOnce(t *testing.T) {
 	ctx := context.Background()
-	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	js := natstest.Connect(t, natstest.Run(t))
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "claims"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, js, kv := claimsSetup(t)
 	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
-	rows := make([]ledger.Payout, 3)
-	for i := range rows {
-		key := fmt.Sprintf("D%d", i)
-		h := sha256.Sum256([]byte(key))
-		rows[i] = ledger.Payout{OutDetailNo: key, MchID: "1900000001", AppID: "wxa", OpenID: "o" + key, Remark: "r",
-			Rail: payout.RailDirect, GroupKey: "g", Amount: 100, ContentHash: h[:], StreamSeq: uint64(i + 1)}
-	}
+	rows := testRows("D", 3)
 	deliver := func() committedGroup {
 		t.Helper()
 		c := committedGroup{rows: append([]ledger.Payout(nil), rows...)}

@@ -105,7 +105,7 @@ func init() {
 // Open opens (creating it with mode 0600 if absent) the ledger at path and applies any
 // pending embedded migrations. Only one DB may have a file open at a time (ErrLocked
 // otherwise); readers such as Audit need no DB. Open loads every key's hash into memory
-// (8–16 bytes a payout, outside the Go heap). The caller must Close the DB.
+// (8–21 bytes a payout, outside the Go heap). The caller must Close the DB.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{path: path, now: time.Now, log: slog.Default(), sem: make(chan struct{}, 1)}
 	for _, o := range opts {
