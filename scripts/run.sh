@@ -48,7 +48,7 @@ NATS_URL=$(cat "$RUN/nats.url")
 echo "   $NATS_URL"
 
 echo "== publishing testdata/payouts.jsonl"
-"$BIN/producer" publish --file testdata/payouts.jsonl --url "$NATS_URL" >"$RUN/producer.out" 2>"$RUN/producer.log"
+"$BIN/producer" publish --config configs/demo-producer.yaml --file testdata/payouts.jsonl --url "$NATS_URL" >"$RUN/producer.out" 2>"$RUN/producer.log"
 cat "$RUN/producer.out"
 echo "   (invalid records are listed with their line numbers in $RUN/producer.log)"
 published=$(sed -n 's/^published \([0-9]*\).*/\1/p' "$RUN/producer.out")

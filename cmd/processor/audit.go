@@ -24,12 +24,14 @@ func (l *ledgerFlags) Set(v string) error {
 }
 
 // cmdAudit checks ledger invariants read-only (ledger.Audit) and prints a table, or JSON
-// with --json. Exit 0 clean, 1 violations found, 2 a file cannot be read or bad usage.
+// with --json (each check with its violations and how many were omitted from the listed
+// examples). Give every replica's ledger: a DUPLICATE row is checked against its owner's.
+// Exit 0 clean, 1 violations found, 2 a file cannot be read or bad usage.
 func cmdAudit(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(e.Stderr)
 	var files ledgerFlags
-	fs.Var(&files, "ledger", "ledger file to audit (repeat for several; keys must not repeat across files)")
+	fs.Var(&files, "ledger", "ledger file to audit (repeat for every replica's: keys must not repeat across files, DUPLICATE rows are checked against their owner's file)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(e.Stderr, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]")

@@ -38,6 +38,10 @@ func TestConfigs(t *testing.T) {
 		for _, tc := range []struct{ yaml, field string }{
 			{"pipeline:\n  poll:\n    page-limit: 500\n", "pipeline.poll.page-limit"},
 			{"nats:\n  topology:\n    ack-wait: 30s\n    backoff: [1s, 2s]\n", "nats.topology.backoff"},
+			{"nats:\n  topology:\n    max-deliver: 20\n", "nats.topology.max-deliver"},
+			{"nats:\n  topology:\n    max-age: 24h\n", "nats.topology.max-age"},
+			{"  sub-mchids: [\"19x\"]\n", "wechatpay.sub-mchids"}, // continues the wechatpay block
+			{"pipeline:\n  intake:\n    sweep-every: 0s\n", "pipeline.intake.sweep-every"},
 		} {
 			_, err := app.ParseConfig(strings.NewReader(valid+tc.yaml), func(string) string { return "" })
 			if err == nil || !strings.Contains(err.Error(), tc.field) {

@@ -94,6 +94,17 @@ func writeSummary(w io.Writer, s ledger.Summary) {
 	if s.Conflicts > 0 {
 		fmt.Fprintf(tw, "%d\t\tconflicts\t\n", s.Conflicts)
 	}
+	if len(s.FailReasons) > 0 {
+		fmt.Fprintln(tw, "\t\t\t")
+		fmt.Fprintln(tw, "failed\tamount (yuan)\tby reason\t")
+		for _, reason := range sortedKeys(s.FailReasons) {
+			t := s.FailReasons[reason]
+			if reason == "" {
+				reason = "(none)"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t\n", t.Count, yuan(t.Amount), reason)
+		}
+	}
 	tw.Flush()
 }
 

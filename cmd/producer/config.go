@@ -26,6 +26,12 @@ type Config struct {
 	RetryFor      time.Duration `yaml:"retry-for"`      // keep re-publishing after a passing failure this long
 	Source        string        `yaml:"source"`         // Request.Source when a record has none
 	Limits        LimitsConfig  `yaml:"limits"`
+
+	// WeChat Pay's public key (PEM "PUBLIC KEY", or a platform "CERTIFICATE") and its id
+	// (PUB_KEY_ID_…, or the certificate serial): user_name is sealed with it before
+	// publishing. Both or neither; without them a record with a plaintext name is invalid.
+	WechatpayPublicKeyFile string `yaml:"wechatpay-public-key-file"`
+	WechatpayPublicKeyID   string `yaml:"wechatpay-public-key-id"`
 }
 
 // LimitsConfig is payout.Limits in YAML.
@@ -77,8 +83,29 @@ func (c Config) Validate() error {
 		return config.Errorf("limits.min-amount", c.Limits.MinAmount, "must be at least 1 fen")
 	case c.Limits.MaxAmount < c.Limits.MinAmount:
 		return config.Errorf("limits.max-amount", c.Limits.MaxAmount, "below min-amount")
+	case c.WechatpayPublicKeyFile != "" && c.WechatpayPublicKeyID == "":
+		return config.Errorf("wechatpay-public-key-id", nil, "required with wechatpay-public-key-file")
+	case c.WechatpayPublicKeyID != "" && c.WechatpayPublicKeyFile == "":
+		return config.Errorf("wechatpay-public-key-file", nil, "required with wechatpay-public-key-id")
+	case c.WechatpayPublicKeyID != "" && !payout.ValidSerial(c.WechatpayPublicKeyID):
+		return config.Errorf("wechatpay-public-key-id", c.WechatpayPublicKeyID, "must be [0-9A-Za-z_]{1,64} (PUB_KEY_ID_… or a certificate serial)")
 	}
 	return nil
+}
+
+// publisherOptions returns the payout.Publisher options of c, loading the WeChat Pay public
+// key when one is configured.
+func (c Config) publisherOptions() ([]payout.PublisherOption, error) {
+	opts := []payout.PublisherOption{payout.WithSubjectPrefix(c.SubjectPrefix),
+		payout.WithLimits(c.limits()), payout.WithSource(c.Source)}
+	if c.WechatpayPublicKeyFile == "" {
+		return opts, nil
+	}
+	k, err := payout.LoadNameKey(c.WechatpayPublicKeyID, c.WechatpayPublicKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("wechatpay-public-key-file: %w", err)
+	}
+	return append(opts, payout.WithNameKey(k)), nil
 }
 
 // limits returns the payout.Limits of c.

@@ -76,14 +76,27 @@ func readLine(br *bufio.Reader) (line []byte, tooLarge bool, err error) {
 	}
 }
 
-// readCSV reads a header row of JSON field names, then one request per row. Empty cells are
-// left out; amount is passed on as a JSON number when it looks like one, so that floats are
-// refused by payout.Decode exactly as in JSON lines.
+// utf8BOM is the byte order mark spreadsheets put at the start of a UTF-8 CSV file.
+const utf8BOM = "\uFEFF"
+
+// readCSV reads a header row of JSON field names, then one request per row. A leading UTF-8
+// BOM is skipped. Empty cells are left out; amount is passed on as a JSON number when it
+// looks like one, so that floats are refused by payout.Decode exactly as in JSON lines. A
+// row encoding/csv cannot parse is reported with the line it starts on (errBadRecord), and
+// reading goes on with the next row where encoding/csv can find one (an unterminated quote
+// runs to the end of the input). A header that cannot be read, and any I/O error, stop the
+// input.
 func readCSV(r io.Reader, fn func(record) bool) error {
-	cr := csv.NewReader(r)
-	cr.ReuseRecord = false
+	br := bufio.NewReader(r)
+	if b, err := br.Peek(len(utf8BOM)); err == nil && string(b) == utf8BOM {
+		br.Discard(len(utf8BOM))
+	}
+	cr := csv.NewReader(br)
 	header, err := cr.Read()
-	if err != nil {
+	switch {
+	case errors.Is(err, io.EOF):
+		return errors.New("csv header: empty input, want a header row of field names")
+	case err != nil:
 		return fmt.Errorf("csv header: %w", err)
 	}
 	if i := firstDuplicate(header); i >= 0 {
@@ -91,15 +104,18 @@ func readCSV(r io.Reader, fn func(record) bool) error {
 	}
 	for {
 		row, err := cr.Read()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		line, _ := cr.FieldPos(0)
-		rec := record{line: line}
+		var pe *csv.ParseError
+		var rec record
 		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.As(err, &pe):
+			// FieldPos must not be called after an error (it panics); the error knows the line.
+			rec = record{line: pe.StartLine, err: fmt.Errorf("%w: %w", errBadRecord, err)}
 		case err != nil:
-			rec.err = fmt.Errorf("%w: %w", errBadRecord, err)
+			return err
 		default:
+			rec.line, _ = cr.FieldPos(0)
 			rec.data, rec.err = csvJSON(header, row)
 		}
 		if !fn(rec) {

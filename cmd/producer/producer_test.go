@@ -19,6 +19,8 @@ import (
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
 // mustServer runs an embedded JetStream server; withStream creates the "payouts" stream.
@@ -58,6 +60,12 @@ func line(no string, amount string, extra string) string {
 		`"openid":"o123","amount":` + amount + `,"remark":"奖励"` + extra + `}`
 }
 
+// keyArgs configure the TEST-ONLY WeChat Pay public key, which the sandbox decrypts with.
+var keyArgs = []string{
+	"--wechatpay-public-key-file", "../../pkg/wechatpay/wechatpaytest/keys/wechatpay_platform_TEST_ONLY_public_key.pem",
+	"--wechatpay-public-key-id", wechatpaytest.DefaultPlatformKeyID,
+}
+
 func msgCount(t *testing.T, st jetstream.Stream) uint64 {
 	t.Helper()
 	info, err := st.Info(t.Context())
@@ -80,7 +88,7 @@ func TestPublish_jsonl(t *testing.T) {
 		line("A5", "100", ""),
 	}, "\n")
 	f := writeFile(t, "p.jsonl", in)
-	code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL())
+	code, out, errOut := runCmd(t, "", append([]string{"publish", "--file", f, "--url", s.ClientURL()}, keyArgs...)...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -102,8 +110,109 @@ func TestPublish_jsonl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Header.Get(jetstream.MsgIDHeader); got != "A5" {
-		t.Fatalf("Nats-Msg-Id = %q, want A5", got)
+	r, err := payout.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.Header.Get(jetstream.MsgIDHeader), payout.MsgID(&r); got != want || r.OutDetailNo != "A5" {
+		t.Fatalf("Nats-Msg-Id = %q for %s, want %q for A5", got, r.OutDetailNo, want)
+	}
+}
+
+// TestPublish_conflict: the same out_detail_no with another amount inside the duplicate
+// window is published (the processor dead-letters it as a conflict), not dropped as a
+// duplicate; an identical re-publish is still a duplicate.
+func TestPublish_conflict(t *testing.T) {
+	s, st := mustServer(t, true)
+	f := writeFile(t, "p.jsonl", line("K1", "100", "")+"\n"+line("K1", "200", "")+"\n"+line("K1", "100", "")+"\n")
+	code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if got, want := out, "published 2, duplicates 1, invalid 0, failed 0\n"; got != want {
+		t.Fatalf("summary = %q, want %q", got, want)
+	}
+	amounts := map[int64]bool{}
+	for seq := uint64(1); seq <= msgCount(t, st); seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := payout.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		amounts[r.Amount] = true
+	}
+	if !amounts[100] || !amounts[200] || len(amounts) != 2 {
+		t.Fatalf("stored amounts %v, want 100 and 200", amounts)
+	}
+}
+
+// TestPublish_sealsNames: names are published only sealed: the stream's store files hold no
+// plaintext name, and each stored cipher decrypts with the TEST-ONLY platform private key to
+// the name of its line. Re-publishing the file gives only duplicates although every
+// ciphertext is new.
+func TestPublish_sealsNames(t *testing.T) {
+	s, st := mustServer(t, true)
+	names := map[string]string{"N1": "欧阳娜娜", "N2": "SECRETNAME"}
+	f := writeFile(t, "p.jsonl", line("N1", "250000", `,"user_name":"欧阳娜娜"`)+"\n"+
+		line("N2", "100", `,"user_name":"SECRETNAME"`)+"\n"+line("N3", "100", "")+"\n")
+	args := append([]string{"publish", "--file", f, "--url", s.ClientURL()}, keyArgs...)
+	if code, out, errOut := runCmd(t, "", args...); code != 0 || out != "published 3, duplicates 0, invalid 0, failed 0\n" {
+		t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
+	}
+	if code, out, errOut := runCmd(t, "", args...); code != 0 || out != "published 0, duplicates 3, invalid 0, failed 0\n" {
+		t.Fatalf("second run: exit %d, summary %q, stderr %s", code, out, errOut)
+	}
+	l := payout.DefaultLimits()
+	l.EncryptedNamesOnly = true // as the processor validates
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := payout.DecodeAndValidate(m.Data, l)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		want, named := names[r.OutDetailNo]
+		if !named {
+			continue
+		}
+		got, err := wechatpay.DecryptOAEP(wechatpaytest.PlatformPrivateKey(), r.UserNameCipher)
+		if err != nil || got != want || r.WechatpaySerial != wechatpaytest.DefaultPlatformKeyID {
+			t.Fatalf("%s: name decrypts to %q (%v) under %q, want %q", r.OutDetailNo, got, err, r.WechatpaySerial, want)
+		}
+	}
+	stored := natstest.StoreBytes(t, s)
+	if !bytes.Contains(stored, []byte("o123")) {
+		t.Fatal("the store files do not hold the openid: the scan sees nothing")
+	}
+	for _, name := range names {
+		if bytes.Contains(stored, []byte(name)) {
+			t.Fatalf("the store files hold the plaintext name %q", name)
+		}
+	}
+}
+
+// TestPublish_nameWithoutKey: with no WeChat Pay public key configured, a record with a name
+// is reported as invalid with its line, never published in plain text.
+func TestPublish_nameWithoutKey(t *testing.T) {
+	s, st := mustServer(t, true)
+	f := writeFile(t, "p.jsonl", line("W1", "100", "")+"\n"+line("W2", "100", `,"user_name":"SECRETNAME"`)+"\n")
+	code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL())
+	if code != 0 || out != "published 1, duplicates 0, invalid 1, failed 0\n" {
+		t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
+	}
+	if want := "line 2: payout: invalid request: user_name: " + payout.ReasonNoNameKey; !strings.Contains(errOut, want) {
+		t.Fatalf("stderr %q lacks %q", errOut, want)
+	}
+	if strings.Contains(errOut, "SECRETNAME") {
+		t.Fatalf("stderr leaks the name: %s", errOut)
+	}
+	if got := msgCount(t, st); got != 1 {
+		t.Fatalf("stream holds %d, want 1", got)
 	}
 }
 
@@ -170,6 +279,89 @@ func TestPublish_csvFromStdin(t *testing.T) {
 	}
 }
 
+// TestPublish_csvBadQuotes: rows encoding/csv cannot parse (a bare quote in the first
+// column, a stray quote in a quoted field, a wrong number of fields) are reported with their
+// line and reason; nothing panics, and the rows after them are read (a row spanning two
+// lines is reported at its first).
+func TestPublish_csvBadQuotes(t *testing.T) {
+	s, st := mustServer(t, true)
+	in := "out_detail_no,schema,mchid,appid,openid,amount,remark\n" +
+		"Q1,paystream.payout.v1,1900000001,wxa1,o1,100,奖励\n" +
+		"Q\"2,paystream.payout.v1,1900000001,wxa1,o2,100,奖励\n" +
+		"\"Q3\"x,paystream.payout.v1,1900000001,wxa1,o3,100,奖励\n" +
+		"Q4,paystream.payout.v1,1900000001,wxa1,o4,100\n" +
+		"Q5,paystream.payout.v1,1900000001,wxa1,o5,100,\"多行\n备注\"\n" +
+		"Q6,paystream.payout.v1,1900000001,wxa1,o6,100,奖励\n"
+	code, out, errOut := runCmd(t, in, "publish", "--file", "-", "--format", "csv", "--url", s.ClientURL())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if got, want := out, "published 2, duplicates 0, invalid 4, failed 0\n"; got != want {
+		t.Fatalf("summary = %q, want %q (stderr %s)", got, want, errOut)
+	}
+	for _, want := range []string{"line 3: bad csv record: ", `bare " in non-quoted-field`,
+		"line 4: bad csv record: ", `extraneous or missing " in quoted-field`,
+		"line 5: bad csv record: ", "wrong number of fields",
+		"line 6: payout: invalid request: remark: control or format character"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	if got := msgCount(t, st); got != 2 {
+		t.Fatalf("stream holds %d, want 2", got)
+	}
+	if m, err := st.GetLastMsgForSubject(t.Context(), "payouts.requests.1900000001"); err != nil || !strings.Contains(string(m.Data), `"Q6"`) {
+		t.Fatalf("the row after the bad ones was not published: %v", err)
+	}
+}
+
+// TestPublish_csvBOM: a CSV that starts with a UTF-8 byte order mark, as spreadsheets write
+// it, even with a quoted first header cell, publishes its valid rows.
+func TestPublish_csvBOM(t *testing.T) {
+	s, st := mustServer(t, true)
+	for i, header := range []string{"out_detail_no,schema,mchid,appid,openid,amount,remark", `"out_detail_no",schema,mchid,appid,openid,amount,remark`} {
+		in := "\uFEFF" + header + "\r\n" +
+			fmt.Sprintf("B%d1,paystream.payout.v1,1900000001,wxa1,o1,100,奖励\r\n", i) +
+			fmt.Sprintf("B%d2,paystream.payout.v1,1900000001,wxa1,o2,100,奖励\r\n", i)
+		f := writeFile(t, "p.csv", in)
+		code, out, errOut := runCmd(t, "", "publish", "--file", f, "--url", s.ClientURL())
+		if code != 0 || out != "published 2, duplicates 0, invalid 0, failed 0\n" {
+			t.Fatalf("header %q: exit %d, summary %q, stderr %s", header, code, out, errOut)
+		}
+	}
+	if got := msgCount(t, st); got != 4 {
+		t.Fatalf("stream holds %d, want 4", got)
+	}
+}
+
+// TestPublish_csvBadHeader: a header that cannot be parsed is one clear error, and nothing
+// is published.
+func TestPublish_csvBadHeader(t *testing.T) {
+	s, st := mustServer(t, true)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"unterminated quote", "\"out_detail_no,amount\nX1,100\n", "csv header: "},
+		{"bare quote", "out\"detail_no,amount\nX1,100\n", "csv header: "},
+		{"empty", "", "csv header: empty input"},
+		{"repeated column", "amount,amount\n1,2\n", `csv header: column "amount" repeated`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCmd(t, tt.in, "publish", "--file", "-", "--format", "csv", "--url", s.ClientURL())
+			if code != 1 || out != "published 0, duplicates 0, invalid 0, failed 0\n" {
+				t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
+			}
+			if !strings.Contains(errOut, "producer: read: "+tt.want) || strings.Count(errOut, "\n") != 1 {
+				t.Fatalf("stderr %q, want one line with %q", errOut, tt.want)
+			}
+		})
+	}
+	if got := msgCount(t, st); got != 0 {
+		t.Fatalf("stream holds %d, want 0", got)
+	}
+}
+
 func TestPublish_strictStopsAtFirstInvalid(t *testing.T) {
 	s, st := mustServer(t, true)
 	f := writeFile(t, "p.jsonl", line("S1", "100", "")+"\n"+line("S2", "0", "")+"\n"+line("S3", "100", "")+"\n")
@@ -194,18 +386,34 @@ func TestPublish_failedPublishExitsNonZero(t *testing.T) {
 	}
 }
 
+// TestPublish_raw: --raw publishes every line unvalidated, with Nats-Msg-Id = MsgID when the
+// line decodes and none otherwise.
 func TestPublish_raw(t *testing.T) {
 	s, st := mustServer(t, true)
-	f := writeFile(t, "p.jsonl", line("R1", "1.5", "")+"\nnot json\n")
+	valid := line("R2", "0", "")
+	f := writeFile(t, "p.jsonl", line("R1", "1.5", "")+"\nnot json\n"+valid+"\n")
 	code, out, errOut := runCmd(t, "", "publish", "--raw", "--file", f, "--url", s.ClientURL())
-	if code != 0 || out != "published 2, duplicates 0, invalid 0, failed 0\n" {
+	if code != 0 || out != "published 3, duplicates 0, invalid 0, failed 0\n" {
 		t.Fatalf("exit %d, summary %q, stderr %s", code, out, errOut)
 	}
-	if got := msgCount(t, st); got != 2 {
-		t.Fatalf("stream holds %d, want 2", got)
+	if got := msgCount(t, st); got != 3 {
+		t.Fatalf("stream holds %d, want 3", got)
 	}
 	if _, err := st.GetLastMsgForSubject(t.Context(), "payouts.requests.invalid"); err != nil {
 		t.Fatalf("malformed line not on payouts.requests.invalid: %v", err)
+	}
+	r, err := payout.Decode([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[uint64]string{1: "", 2: "", 3: payout.MsgID(&r)} {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Header.Get(jetstream.MsgIDHeader); got != want {
+			t.Fatalf("message %d: Nats-Msg-Id = %q, want %q", seq, got, want)
+		}
 	}
 }
 
@@ -323,6 +531,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"min amount", "limits:\n  min-amount: 0\n", "limits.min-amount"},
 		{"max below min", "limits:\n  max-amount: 10\n", "limits.max-amount"},
 		{"unset variable", "creds: ${NOPE}\n", ""},
+		{"key file without id", "wechatpay-public-key-file: k.pem\n", "wechatpay-public-key-id"},
+		{"key id without file", "wechatpay-public-key-id: PUB_KEY_ID_1\n", "wechatpay-public-key-file"},
+		{"bad key id", "wechatpay-public-key-file: k.pem\nwechatpay-public-key-id: PUB-KEY\n", "wechatpay-public-key-id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -339,10 +550,11 @@ func TestConfig_Validate(t *testing.T) {
 }
 
 // TestPublish_sampleFile publishes testdata/payouts.jsonl with a small in-flight window:
-// nothing may fail for want of a slot, and a second run is all duplicates.
+// nothing may fail for want of a slot, and a second run is all duplicates (its names are
+// sealed again, with new ciphertexts, under the same ids).
 func TestPublish_sampleFile(t *testing.T) {
 	s, st := mustServer(t, true)
-	args := []string{"publish", "--file", "../../testdata/payouts.jsonl", "--url", s.ClientURL(), "--max-in-flight", "4"}
+	args := append([]string{"publish", "--file", "../../testdata/payouts.jsonl", "--url", s.ClientURL(), "--max-in-flight", "4"}, keyArgs...)
 	start := time.Now()
 	code, out, errOut := runCmd(t, "", args...)
 	t.Logf("%s in %v", strings.TrimSpace(out), time.Since(start))
@@ -359,5 +571,24 @@ func TestPublish_sampleFile(t *testing.T) {
 	_, again, _ := runCmd(t, "", args...)
 	if want := fmt.Sprintf("published 0, duplicates %d, invalid %d, failed 0\n", published, invalid); again != want {
 		t.Fatalf("second run %q, want %q", again, want)
+	}
+}
+
+// TestDemoConfig: the make run producer config parses, and its key seals names with the
+// sandbox's TEST-ONLY WeChat Pay public key (relative paths are from the repository root).
+func TestDemoConfig(t *testing.T) {
+	cfg, err := loadConfig("../../configs/demo-producer.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.WechatpayPublicKeyID, wechatpaytest.DefaultPlatformKeyID; got != want {
+		t.Fatalf("key id %q, want %q", got, want)
+	}
+	k, err := payout.LoadNameKey(cfg.WechatpayPublicKeyID, filepath.Join("../..", cfg.WechatpayPublicKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Key.Equal(wechatpaytest.PlatformPublicKey()) {
+		t.Fatal("the demo producer seals names with another key than the sandbox's")
 	}
 }

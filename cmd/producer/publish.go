@@ -25,7 +25,11 @@ import (
 const publishUsage = `usage: producer publish --file F [flags]
 
 Validates every record with pkg/payout and publishes the valid ones to <subject-prefix>.<mchid>
-with Nats-Msg-Id = out_detail_no, then waits for every ack. Invalid records are reported with
+with Nats-Msg-Id = out_detail_no + "." + a digest of what it pays to whom (payout.MsgID), then
+waits for every ack: an identical re-publish counts as a duplicate, while the same key with
+other content is published (the processor refuses it as a conflict). A user_name is sealed
+with WeChat Pay's public key (--wechatpay-public-key-file/-id) and never published in plain
+text; without the key a record with a name is invalid. Invalid records are reported with
 their line number and not published. Ends with one summary line on stdout; exits 1 if any
 publish failed (or, with --strict, on the first invalid record).
 `
@@ -38,7 +42,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	file := fs.String("file", "", "input file: JSON lines or CSV; - for stdin (required)")
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
-	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation (dead-letter tests)")
+	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation or sealing (dead-letter tests)")
 	cfgPath := fs.String("config", "", "config file (default "+DefaultConfigPath+" when it exists)")
 	url := fs.String("url", "", "NATS URL (default nats://127.0.0.1:4222)")
 	creds := fs.String("creds", "", "NATS credentials file")
@@ -48,6 +52,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
 	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
+	keyFile := fs.String("wechatpay-public-key-file", "", "WeChat Pay public key (PEM) that seals user_name")
+	keyID := fs.String("wechatpay-public-key-id", "", "its id, PUB_KEY_ID_… (or the platform certificate serial)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -66,6 +72,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 			"tls-ca": func() { cfg.TLSCA = *tlsCA }, "tls-cert": func() { cfg.TLSCert = *tlsCert },
 			"tls-key": func() { cfg.TLSKey = *tlsKey }, "subject-prefix": func() { cfg.SubjectPrefix = *prefix },
 			"max-in-flight": func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
+			"wechatpay-public-key-file": func() { cfg.WechatpayPublicKeyFile = *keyFile },
+			"wechatpay-public-key-id":   func() { cfg.WechatpayPublicKeyID = *keyID },
 		}
 		if set, ok := override[f.Name]; ok {
 			set()
@@ -90,6 +98,11 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 		return 2
 	}
 
+	pubOpts, err := cfg.publisherOptions()
+	if err != nil {
+		fmt.Fprintln(e.Stderr, "producer:", err)
+		return 1
+	}
 	in, size, err := openInput(*file, e.Stdin)
 	if err != nil {
 		fmt.Fprintln(e.Stderr, "producer:", err)
@@ -108,8 +121,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
-	pub := payout.NewPublisher(js, payout.WithSubjectPrefix(cfg.SubjectPrefix),
-		payout.WithLimits(cfg.limits()), payout.WithSource(cfg.Source))
+	pub := payout.NewPublisher(js, pubOpts...)
 
 	out := &syncWriter{w: e.Stderr}
 	s := newSender(cfg.MaxInFlight, out, retrier{js: js, ctx: ctx, window: cfg.RetryFor})
@@ -199,13 +211,13 @@ func connect(cfg Config) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// publishRaw publishes data unvalidated. The subject and Nats-Msg-Id come from mchid and
-// out_detail_no when the line is a JSON object that has them; otherwise the line goes to
-// <prefix>.invalid without a message id.
+// publishRaw publishes data as it is: unvalidated, and a user_name unsealed. The subject
+// comes from mchid when the line is a JSON object with a valid one, else it is
+// <prefix>.invalid. The Nats-Msg-Id is payout.MsgID of the line when payout.Decode accepts
+// it; a line it refuses has none.
 func publishRaw(js jetstream.JetStream, prefix string, data []byte) (jetstream.PubAckFuture, error) {
 	var ids struct {
-		MchID       string `json:"mchid"`
-		OutDetailNo string `json:"out_detail_no"`
+		MchID string `json:"mchid"`
 	}
 	_ = json.Unmarshal(data, &ids) // best effort: a malformed line is exactly what --raw is for
 	subject := payout.Subject(prefix, "invalid")
@@ -214,8 +226,8 @@ func publishRaw(js jetstream.JetStream, prefix string, data []byte) (jetstream.P
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	if ids.OutDetailNo != "" {
-		msg.Header.Set(jetstream.MsgIDHeader, ids.OutDetailNo)
+	if r, err := payout.Decode(data); err == nil {
+		msg.Header.Set(jetstream.MsgIDHeader, payout.MsgID(&r))
 	}
 	return js.PublishMsgAsync(msg)
 }

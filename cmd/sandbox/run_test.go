@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,40 +10,23 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/paystream/paystream/internal/testingutil"
 
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// lockedBuffer is a stderr that run and the test may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs the sandbox with args and returns its URL, a stop function that returns run's
 // error, and its stderr.
-func start(t *testing.T, args ...string) (string, func() error, *lockedBuffer) {
+func start(t *testing.T, args ...string) (string, func() error, *testingutil.LockedBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	stderr := &lockedBuffer{}
+	stderr := &testingutil.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		err := run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), func(string) string { return "" }, pw, stderr)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -22,6 +23,7 @@ import (
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -47,7 +49,8 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log))
+	// The ledger records its merchant: a file of another merchant never pays (rule 6).
+	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID))
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
@@ -73,7 +76,9 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return fmt.Errorf("nats connect: %w", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// An async publish (a claim) whose reply never comes fails after this instead of holding
+	// its place among the pending acks until the next reconnect; Claim then resolves the key.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -112,9 +117,11 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	defer pub.Close()
 
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
-		Consumer: cons, Claims: claims.New(js, kv, db.InstanceID()), DB: db, API: api, Publisher: pub,
-		DeadLetterSubject: topo.DeadLetterSubject, ResultsPrefix: resultsPrefix(topo.ResultsSubjects),
-		HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
+		Consumer: cons, Claims: claims.New(js, kv, db.InstanceID(), claims.WithLogger(log)), DB: db, API: api, Publisher: pub,
+		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
+		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
+		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
+		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
 	})
 	if err != nil {
 		return err
@@ -180,9 +187,10 @@ func resultsPrefix(subjects string) string {
 }
 
 // contentHashKey derives the key of the ledger's request content hash from the APIv3 key,
-// a secret the processor already holds, so the hash reveals nothing about a real name.
+// a secret the processor already holds. v2 hashes payout.Request.AppendContent, which
+// covers no name (v1 covered the plaintext name; a v1 row re-published is a conflict).
 func contentHashKey(apiv3Key string) []byte {
 	m := hmac.New(sha256.New, []byte(apiv3Key))
-	m.Write([]byte("paystream ledger content hash v1"))
+	m.Write([]byte("paystream ledger content hash v2"))
 	return m.Sum(nil)
 }

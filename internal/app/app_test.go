@@ -53,7 +53,7 @@ func testConfig(t *testing.T, srv *wechatpaytest.Server) Config {
 	p.Batching.MaxWait = 200 * time.Millisecond
 	p.Submit = pipeline.SubmitConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ParkedRetry: 500 * time.Millisecond, Workers: 8}
 	p.Poll.FirstDelay, p.Poll.Interval, p.Poll.NotFoundGrace = 100*time.Millisecond, 200*time.Millisecond, 5*time.Second
-	p.RateLimit = pipeline.RateConfig{Create: 50, Query: 50}
+	p.RateLimit = pipeline.RateConfig{Create: 50, Query: 50, Detail: 50}
 	p.Breaker = pipeline.BreakerConfig{Failures: 5, OpenTimeout: 500 * time.Millisecond}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -66,6 +66,17 @@ type running struct {
 	js   jetstream.JetStream
 	done chan error
 	stop context.CancelFunc
+	once sync.Once
+}
+
+// shutdown stops the processor gracefully and waits for it (once; t.Cleanup calls it too).
+func (r *running) shutdown(t *testing.T) {
+	r.once.Do(func() {
+		r.stop()
+		if err := <-r.done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+	})
 }
 
 func startProcessor(t *testing.T, cfg Config, logs io.Writer) *running {
@@ -87,12 +98,7 @@ func startProcessor(t *testing.T, cfg Config, logs io.Writer) *running {
 	case <-time.After(time.Minute):
 		t.Fatal("processor not ready after a minute")
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("processor: %v", err)
-		}
-	})
+	t.Cleanup(func() { r.shutdown(t) })
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -129,9 +135,13 @@ type published struct {
 	invalid int
 }
 
-// publish sends n generated payouts (valid and invalid, raw) plus the extra lines.
+// publish sends n generated payouts (valid and invalid, raw, names sealed as pkg/payout
+// does) plus the extra lines.
 func publish(t *testing.T, js jetstream.JetStream, o synth.Options, extra ...[]byte) published {
 	t.Helper()
+	if o.NameKey == nil {
+		o.NameKey = nameKey()
+	}
 	ctx := context.Background()
 	got := published{valid: map[string]bool{}}
 	var futures []jetstream.PubAckFuture
@@ -283,19 +293,23 @@ func TestRun_EndToEnd(t *testing.T) {
 			return n == uint64(len(sent.valid)), fmt.Sprintf("%d outcome events, want %d", n, len(sent.valid))
 		})
 	})
-	t.Run("audit is clean", func(t *testing.T) {
-		r, err := ledger.Audit(context.Background(), []string{cfg.Ledger}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !r.OK() {
-			var b strings.Builder
-			r.WriteText(&b)
-			t.Fatalf("audit:\n%s", b.String())
-		}
-	})
+	t.Run("audit is clean", func(t *testing.T) { auditClean(t, time.Now(), cfg.Ledger) })
 	if t.Failed() {
 		t.Logf("processor logs:\n%s", logs.String())
+	}
+}
+
+// auditClean audits the ledger files together as of now and fails t on any violation.
+func auditClean(t *testing.T, now time.Time, paths ...string) {
+	t.Helper()
+	r, err := ledger.Audit(context.Background(), paths, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() {
+		var b strings.Builder
+		r.WriteText(&b)
+		t.Fatalf("audit:\n%s", b.String())
 	}
 }
 

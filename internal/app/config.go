@@ -41,6 +41,7 @@ type WeChatPayConfig struct {
 	BaseURL              string        `yaml:"base-url"`
 	BackupBaseURL        string        `yaml:"backup-base-url"`
 	MchID                string        `yaml:"mchid"`
+	SubMchIDs            []string      `yaml:"sub-mchids"` // partner rail: the sub-merchants this processor may pay for; empty: none
 	MerchantSerialNo     string        `yaml:"merchant-serial-no"`
 	PrivateKeyFile       string        `yaml:"private-key-file"` // must be mode 0600
 	PublicKeyFile        string        `yaml:"wechatpay-public-key-file"`
@@ -110,12 +111,15 @@ func (c Config) Validate() error {
 		{!strings.HasSuffix(t.Subjects, ".>"), "nats.topology.subjects", t.Subjects, "must end in .>"},
 		{!strings.HasSuffix(t.ResultsSubjects, ".>"), "nats.topology.results-subjects", t.ResultsSubjects, "must end in .>"},
 		{t.AckWait < time.Second, "nats.topology.ack-wait", t.AckWait, "too short"},
-		{len(t.Backoff) > t.MaxDeliver, "nats.topology.backoff", len(t.Backoff), "more steps than max-deliver"},
+		{t.MaxDeliver != -1, "nats.topology.max-deliver", t.MaxDeliver, "must be -1: JetStream drops a request after max-deliver deliveries and tells no one; paystream dead-letters bad requests itself"},
+		{t.MaxAge < 7*24*time.Hour || t.MaxAge < 2*t.DuplicateWindow, "nats.topology.max-age", t.MaxAge, "≥ 7 days and ≥ twice the duplicate window: a request not taken in by then is lost"},
+		{t.DeadLetterMaxAge < 24*time.Hour, "nats.topology.dead-letter-max-age", t.DeadLetterMaxAge, "≥ 24h, long enough for upstream to read its refusals"},
 		{len(t.Backoff) > 0 && t.Backoff[0] < t.AckWait, "nats.topology.backoff", t.Backoff, "JetStream uses the first step as the ack wait: it must be ≥ ack-wait"},
 		{t.ClaimsTTL < 24*time.Hour, "nats.topology.claims-ttl", t.ClaimsTTL, "must outlive every redelivery and replay window (≥ 24h; default 90 days)"},
 		{t.Replicas < 1 || t.Replicas > 5, "nats.topology.replicas", t.Replicas, "1..5"},
 		{c.WeChatPay.BaseURL == "", "wechatpay.base-url", nil, "required"},
 		{!digits.MatchString(c.WeChatPay.MchID), "wechatpay.mchid", c.WeChatPay.MchID, "digits required"},
+		{!allDigits(c.WeChatPay.SubMchIDs), "wechatpay.sub-mchids", c.WeChatPay.SubMchIDs, "digits required"},
 		{c.WeChatPay.MerchantSerialNo == "", "wechatpay.merchant-serial-no", nil, "required"},
 		{c.WeChatPay.PrivateKeyFile == "", "wechatpay.private-key-file", nil, "required"},
 		{c.WeChatPay.PublicKeyFile == "" && len(c.WeChatPay.PlatformCertificates) == 0, "wechatpay.wechatpay-public-key-file", nil, "a WeChat Pay public key or platform certificates are required"},
@@ -123,9 +127,12 @@ func (c Config) Validate() error {
 		{p.Batching.CapDirect < 1 || p.Batching.CapDirect > wechatpay.MaxDetailsDirect, "pipeline.batching.cap-direct", p.Batching.CapDirect, "1..1000 (spec §5)"},
 		{p.Batching.CapPartner < 1 || p.Batching.CapPartner > wechatpay.MaxDetailsPartner, "pipeline.batching.cap-partner", p.Batching.CapPartner, "1..3000 (spec §7)"},
 		{p.Intake.FetchBatch < 1 || p.Intake.FetchBatch > t.MaxAckPending, "pipeline.intake.fetch-batch", p.Intake.FetchBatch, "1..max-ack-pending"},
+		{p.Intake.SweepEvery <= 0, "pipeline.intake.sweep-every", p.Intake.SweepEvery, "must be positive"},
+		{p.Intake.RetryDelay < 0, "pipeline.intake.retry-delay", p.Intake.RetryDelay, "must not be negative"},
 		{p.Poll.PageLimit < wechatpay.MinQueryLimit || p.Poll.PageLimit > wechatpay.MaxQueryLimit, "pipeline.poll.page-limit", p.Poll.PageLimit, "20..100 (spec §6)"},
 		{p.Amounts.Min < 1 || p.Amounts.Max < p.Amounts.Min, "pipeline.amounts", nil, "need 1 ≤ min ≤ max (fen)"},
 		{p.Submit.Workers < 1, "pipeline.submit.workers", p.Submit.Workers, "≥ 1"},
+		{p.RateLimit.Create <= 0 || p.RateLimit.Query <= 0 || p.RateLimit.Detail <= 0, "pipeline.rate-limit", p.RateLimit, "create, query and detail must be positive (requests/s: this replica's share of 50 per merchant and API)"},
 		{p.Submit.RetryMin <= 0 || p.Submit.RetryMax < p.Submit.RetryMin, "pipeline.submit", nil, "need 0 < retry-min ≤ retry-max"},
 		{p.Breaker.Failures < 1 || p.Breaker.OpenTimeout <= 0, "pipeline.breaker", nil, "failures ≥ 1 and open-timeout > 0"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
@@ -140,6 +147,15 @@ func (c Config) Validate() error {
 		return config.Errorf("log.level", c.Log.Level, "%v", err)
 	}
 	return nil
+}
+
+func allDigits(ids []string) bool {
+	for _, id := range ids {
+		if !digits.MatchString(id) {
+			return false
+		}
+	}
+	return true
 }
 
 func validHostPort(s string) bool {

@@ -23,12 +23,15 @@ type DrainResult struct {
 	Batches     int     `json:"batches"`        // created at the sandbox
 	Queries     int     `json:"queries"`        // batch queries the floor needs: one status + one per page
 	Sent        int     `json:"queries_sent"`   // batch queries the processor sent
+	Details     int     `json:"details"`        // detail queries the floor needs: one per FAIL (its fail_reason)
+	DetailsSent int     `json:"details_sent"`   // detail queries the processor sent
 	Creates     int     `json:"creates_sent"`   // creates the processor sent
 	RateLimited int     `json:"rate_limited"`   // requests the sandbox refused with 429
 	CreateFloor float64 `json:"create_floor_s"` // batches / create QPS
 	QueryFloor  float64 `json:"query_floor_s"`  // queries / query QPS
+	DetailFloor float64 `json:"detail_floor_s"` // details / detail QPS (its own quota, spent alongside the queries)
 	Processing  float64 `json:"processing_s"`   // the sandbox's scaled accept + process time
-	Floor       float64 `json:"floor_s"`        // the sum of the three
+	Floor       float64 `json:"floor_s"`        // create + max(query, detail) + processing
 	Wall        float64 `json:"wall_s"`
 	Ratio       float64 `json:"ratio"` // Wall / Floor
 }
@@ -88,14 +91,17 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	r.RateLimited = st.RateLimited
 	r.Creates = st.Requests[wechatpaytest.EndpointCreateBatch]
 	r.Sent = st.Requests[wechatpaytest.EndpointBatchByOutNo]
+	r.DetailsSent = st.Requests[wechatpaytest.EndpointDetailByOutNo]
 	for _, b := range sb.Batches() {
 		r.Batches++
 		r.Queries += 1 + (b.TotalNum+cfg.Pipeline.Poll.PageLimit-1)/cfg.Pipeline.Poll.PageLimit
+		r.Details += b.FailNum
 	}
 	r.CreateFloor = float64(r.Batches) / drainQPS
 	r.QueryFloor = float64(r.Queries) / drainQPS
+	r.DetailFloor = float64(r.Details) / drainQPS
 	r.Processing = (o.AcceptDelay + o.ProcessDelay).Seconds() / speed
-	r.Floor = r.CreateFloor + r.QueryFloor + r.Processing
+	r.Floor = r.CreateFloor + max(r.QueryFloor, r.DetailFloor) + r.Processing
 	r.Ratio = r.Wall / r.Floor
 	return r, nil
 }

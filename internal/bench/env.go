@@ -111,18 +111,20 @@ func (e *env) processorConfig(dataDir, baseURL string) app.Config {
 }
 
 // payouts returns the synth options of n valid payouts for seed (no invalid lines: both
-// sides of a ratio see exactly the same valid messages; 2% carry an encrypted name).
+// sides of a ratio see exactly the same valid messages; 2% carry a name, sealed with the
+// sandbox's TEST-ONLY WeChat Pay public key as a producer would).
 // benchMchID is the merchant every benchmark payout is for.
 var benchMchID = synth.DefaultOptions().MchID
 
 func payouts(n int, seed uint64) synth.Options {
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate, o.FailRate = n, seed, 0, 0.01
+	o.NameKey = &payout.NameKey{ID: wechatpaytest.DefaultPlatformKeyID, Key: wechatpaytest.PlatformPublicKey()}
 	return o
 }
 
-// publish sends the payouts of o to the stream (Nats-Msg-Id = out_detail_no, as a producer
-// does) and waits for every publish ack. It returns the stream's last sequence.
+// publish sends the payouts of o to the stream (Nats-Msg-Id = out_detail_no: the raw
+// benchmark claims the id as the key) and waits for every publish ack. It returns the stream's last sequence.
 func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
 	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {

@@ -48,7 +48,8 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, cla
 	start := time.Now()
 	n := 0
 	var msgs []jetstream.Msg
-	var keys []string
+	var keys []claims.Item
+	digest := make([]byte, claims.DigestSize) // the processor claims with the content hash; its size is what costs
 	for n < int(lastSeq) {
 		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
@@ -57,7 +58,7 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, cla
 		msgs, keys = msgs[:0], keys[:0]
 		for m := range b.Messages() {
 			msgs = append(msgs, m)
-			keys = append(keys, claims.Key(benchMchID, m.Headers().Get(jetstream.MsgIDHeader)))
+			keys = append(keys, claims.Item{Key: claims.Key(benchMchID, m.Headers().Get(jetstream.MsgIDHeader)), Digest: digest})
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return Rate{}, fmt.Errorf("raw fetch: %w", err)

@@ -24,11 +24,15 @@ type Topology struct {
 	Stream          string        `yaml:"stream"`           // payout requests
 	Subjects        string        `yaml:"subjects"`         // e.g. payouts.requests.>
 	DuplicateWindow time.Duration `yaml:"duplicate-window"` // Nats-Msg-Id dedup window
-	Replicas        int           `yaml:"replicas"`         // 1 embedded, 3 on a cluster
+	// MaxAge is how long a request rests in the stream. Processors take a request in (ledger
+	// commit, then ack) within seconds; the age bounds what rests (ciphertext names, openids)
+	// and must outlast any backlog: an unconsumed request older than this is gone.
+	MaxAge   time.Duration `yaml:"max-age"`
+	Replicas int           `yaml:"replicas"` // 1 embedded, 3 on a cluster
 
 	Consumer      string          `yaml:"consumer"`        // durable pull consumer shared by all replicas
 	AckWait       time.Duration   `yaml:"ack-wait"`        // ≥ 30 s in production
-	MaxDeliver    int             `yaml:"max-deliver"`     // redeliveries before the server gives up
+	MaxDeliver    int             `yaml:"max-deliver"`     // -1: JetStream never gives up on (and silently drops) a request
 	Backoff       []time.Duration `yaml:"backoff"`         // redelivery backoff (len ≤ MaxDeliver); JetStream uses Backoff[0] as the first ack wait
 	MaxAckPending int             `yaml:"max-ack-pending"` // sized for the prefetch of all replicas
 
@@ -36,6 +40,8 @@ type Topology struct {
 	ResultsSubjects   string `yaml:"results-subjects"` // payouts.results.<state>
 	DeadLetterStream  string `yaml:"dead-letter-stream"`
 	DeadLetterSubject string `yaml:"dead-letter-subject"` // payouts.deadletter.<reason class>
+	// DeadLetterMaxAge is how long a dead letter (no plaintext name, but openids) rests.
+	DeadLetterMaxAge time.Duration `yaml:"dead-letter-max-age"`
 
 	ClaimsBucket string        `yaml:"claims-bucket"`
 	ClaimsTTL    time.Duration `yaml:"claims-ttl"` // longer than any redelivery or replay window
@@ -47,16 +53,18 @@ func DefaultTopology() Topology {
 		Stream:            "PAYOUTS",
 		Subjects:          "payouts.requests.>",
 		DuplicateWindow:   24 * time.Hour,
+		MaxAge:            30 * 24 * time.Hour,
 		Replicas:          1,
 		Consumer:          "processors",
 		AckWait:           60 * time.Second,
-		MaxDeliver:        20,
+		MaxDeliver:        -1,
 		Backoff:           []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute},
 		MaxAckPending:     20000,
 		ResultsStream:     "PAYOUT_RESULTS",
 		ResultsSubjects:   "payouts.results.>",
 		DeadLetterStream:  "PAYOUT_DEADLETTER",
 		DeadLetterSubject: "payouts.deadletter",
+		DeadLetterMaxAge:  90 * 24 * time.Hour,
 		ClaimsBucket:      "payout_claims",
 		ClaimsTTL:         90 * 24 * time.Hour,
 	}
@@ -69,7 +77,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		{
 			Name: t.Stream, Subjects: []string{t.Subjects}, Storage: jetstream.FileStorage,
 			Duplicates: t.DuplicateWindow, Replicas: t.Replicas, Retention: jetstream.LimitsPolicy,
-			MaxMsgSize: 1 << 20,
+			MaxMsgSize: 1 << 20, MaxAge: t.MaxAge,
 		},
 		{
 			Name: t.ResultsStream, Subjects: []string{t.ResultsSubjects}, Storage: jetstream.FileStorage,
@@ -77,7 +85,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		},
 		{
 			Name: t.DeadLetterStream, Subjects: []string{t.DeadLetterSubject + ".>"}, Storage: jetstream.FileStorage,
-			Duplicates: t.DuplicateWindow, Replicas: t.Replicas,
+			Duplicates: t.DuplicateWindow, Replicas: t.Replicas, MaxAge: t.DeadLetterMaxAge,
 		},
 	}
 	for _, sc := range streams {

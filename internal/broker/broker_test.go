@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/paystream/paystream/internal/natstest"
@@ -57,5 +58,36 @@ func TestEmbeddedAndEnsure(t *testing.T) {
 func TestStartEmbedded_BadListen(t *testing.T) {
 	if _, err := StartEmbedded(t.TempDir(), "no-port"); err == nil {
 		t.Fatal("want an error for a listen address without a port")
+	}
+}
+
+// TestEnsure_NeverDropsAndAges: a consumer made by an earlier version gave up after 20
+// deliveries, silently dropping the request (and, when its group failed with it, its
+// neighbours); Ensure updates it to never give up, and the request and dead-letter streams
+// gain their age limits.
+func TestEnsure_NeverDropsAndAges(t *testing.T) {
+	js := natstest.Connect(t, natstest.Run(t))
+	ctx := context.Background()
+	old := DefaultTopology()
+	old.MaxDeliver, old.MaxAge, old.DeadLetterMaxAge = 20, 0, 0
+	if _, _, err := Ensure(ctx, js, old); err != nil {
+		t.Fatal(err)
+	}
+	topo := DefaultTopology()
+	cons, _, err := Ensure(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cons.CachedInfo().Config.MaxDeliver, -1; got != want {
+		t.Fatalf("max deliver %d, want %d", got, want)
+	}
+	for name, want := range map[string]time.Duration{topo.Stream: topo.MaxAge, topo.DeadLetterStream: topo.DeadLetterMaxAge} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxAge; got != want || got == 0 {
+			t.Fatalf("stream %s max age %v, want %v", name, got, want)
+		}
 	}
 }

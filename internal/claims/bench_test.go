@@ -2,6 +2,7 @@ package claims
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"testing"
 
@@ -20,15 +21,16 @@ func BenchmarkClaim(b *testing.B) {
 		b.Fatal(err)
 	}
 	s := New(js, kv, "bench")
-	keys := make([]string, 1000)
+	items := make([]Item, 1000)
+	d := sha256.Sum256([]byte("content"))
 	b.ResetTimer()
 	for i := range b.N {
-		for j := range keys {
-			keys[j] = Key("1900000001", fmt.Sprintf("K%09d", i*len(keys)+j))
+		for j := range items {
+			items[j] = Item{Key: Key("1900000001", fmt.Sprintf("K%09d", i*len(items)+j)), Digest: d[:]}
 		}
-		if _, err := s.Claim(ctx, keys); err != nil {
+		if _, err := s.Claim(ctx, items); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(b.N*len(keys))/b.Elapsed().Seconds(), "claims/s")
+	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "claims/s")
 }

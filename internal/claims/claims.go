@@ -3,80 +3,423 @@
 // JetStream delivers at least once and WeChat deduplicates out_detail_no only inside one
 // batch, so a request redelivered to a second processor after the first committed it (but
 // died before its ack) would be paid twice. Before a payout may join a batch, its processor
-// creates the key "<mchid>.<out_detail_no>" with its own instance id as the value,
-// create-if-absent. The winner owns the payout forever (the bucket's TTL is longer than any
-// redelivery or replay window); a loser records a duplicate. A restarted owner finds its own
-// claims because the value is its instance id, which is tied to its ledger file.
+// creates the key "<mchid>.<out_detail_no>", create-if-absent, with its own instance id (and
+// the payout's content digest) as the value. The winner owns the payout forever (the bucket's
+// TTL is longer than any redelivery or replay window); a loser records a duplicate. A
+// restarted owner finds its own claims because the value holds its instance id, which is tied
+// to its ledger file.
+//
+// The value is "<instance>;<hex digest>": the instance id and the first DigestSize bytes of
+// the payout's content digest (the ledger's content hash), so a loser can tell a harmless
+// duplicate (same digest) from a conflicting request sent to another replica. Claims written
+// before digests existed hold just "<instance>"; they read as an Owner with no digest.
+//
+// A create whose outcome is unknown (its reply lost with the connection, timed out, or never
+// sent) is "maybe mine": Claim keeps resolving it, by reading the key and creating it again if
+// it is absent, until the owner is known. So Claim never reports a key as failed while the
+// server may hold this instance's claim on it. (Were it to fail, the group would be
+// redelivered to another replica, which would find the keys owned here and mark them
+// DUPLICATE, while the rows here stayed unclaimed: stranded.)
 package claims
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Store claims keys in one KV bucket on behalf of one instance.
+// DigestSize is how many leading bytes of an Item's digest a claim stores.
+const DigestSize = 16
+
+// DefaultAckTimeout bounds, unless WithAckTimeout says otherwise, how long Claim waits for
+// the acks of its pipelined creates, and each read or create while it resolves a key.
+const DefaultAckTimeout = 5 * time.Second
+
+// Backoff between resolution rounds that failed (server unreachable, no responders, …):
+// doubling from backoffMin up to backoffMax, with jitter.
+const (
+	backoffMin = 50 * time.Millisecond
+	backoffMax = 2 * time.Second
+)
+
+// logInterval is the least time between two resolution log lines of one kind.
+const logInterval = 10 * time.Second
+
+// ErrBucketNotFound is returned by Claim when the claims bucket no longer exists: nothing can
+// be claimed until it is created again (broker.Ensure does at start).
+var ErrBucketNotFound = errors.New("claims bucket not found")
+
+// errAckTimeout is the cause recorded for a create whose ack did not arrive in time.
+var errAckTimeout = errors.New("no ack within the ack timeout")
+
+// Item is one payout to claim.
+type Item struct {
+	Key    string // from Key
+	Digest []byte // the ledger content hash of the payout; the first DigestSize bytes are stored
+}
+
+// Owner is the instance that owns a key, and the digest it claimed the key with.
+type Owner struct {
+	Instance string
+	Digest   []byte // nil when the stored claim carries none (written before digests)
+}
+
+// Conflicts reports whether the owner claimed different content than digest d: true only
+// when both digests are known and differ (d is compared on its first DigestSize bytes). An
+// owner without a digest never conflicts, since nothing tells its content apart.
+func (o Owner) Conflicts(d []byte) bool {
+	if len(o.Digest) == 0 || len(d) == 0 {
+		return false
+	}
+	return !bytes.Equal(o.Digest, d[:min(len(d), DigestSize)])
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger of resolution episodes (default slog.Default(); nil keeps it).
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithAckTimeout sets how long Claim waits for the acks of its creates before resolving the
+// unanswered ones by reading them, and the bound of each read or create while resolving
+// (default DefaultAckTimeout). d ≤ 0 keeps the default.
+func WithAckTimeout(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.ackTimeout = d
+		}
+	}
+}
+
+// Store claims keys in one KV bucket on behalf of one instance. It is safe for concurrent
+// use.
 type Store struct {
-	js       jetstream.JetStream
-	kv       jetstream.KeyValue
-	subject  string // "$KV.<bucket>."
-	instance string
+	js         jetstream.JetStream
+	kv         jetstream.KeyValue
+	subject    string // "$KV.<bucket>."
+	instance   string
+	log        *slog.Logger
+	ackTimeout time.Duration
+	resolved   atomic.Int64
+
+	episodes   limiter // "claims resolved" lines
+	unresolved limiter // "claims unresolved; retrying" lines
 }
 
 // New returns a Store for instance over kv. js must be the JetStream context kv came from.
-func New(js jetstream.JetStream, kv jetstream.KeyValue, instance string) *Store {
-	return &Store{js: js, kv: kv, subject: "$KV." + kv.Bucket() + ".", instance: instance}
+// instance must not contain ';' (instance ids are [0-9A-Za-z]).
+func New(js jetstream.JetStream, kv jetstream.KeyValue, instance string, opts ...Option) *Store {
+	s := &Store{
+		js: js, kv: kv, subject: "$KV." + kv.Bucket() + ".", instance: instance,
+		log: slog.Default(), ackTimeout: DefaultAckTimeout,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Key is the claim key of a payout. mchid and out_detail_no are [0-9A-Za-z], valid KV key
 // characters.
 func Key(mchID, outDetailNo string) string { return mchID + "." + outDetailNo }
 
-// Claim tries to claim every key for this instance and returns, for each key in order, the
-// owning instance id: this instance's id when it won (now or earlier), another id when that
-// instance owns it. The creates are pipelined (asynchronous publishes with an expected last
-// subject sequence of 0, which is what KeyValue.Create does one at a time), so a group of
-// thousands costs a few round trips. Any other error fails the whole call: the caller must not
-// ack, and will retry.
-func (s *Store) Claim(ctx context.Context, keys []string) ([]string, error) {
-	futures := make([]jetstream.PubAckFuture, len(keys))
-	for i, k := range keys {
-		m := nats.NewMsg(s.subject + k)
-		m.Data = []byte(s.instance)
+// Instance is the id this Store claims for.
+func (s *Store) Instance() string { return s.instance }
+
+// Resolved is the number of keys, over the Store's life, whose create had an unknown outcome
+// and whose owner Claim then learned by resolving them.
+func (s *Store) Resolved() int64 { return s.resolved.Load() }
+
+// Claim tries to claim every item for this instance and returns, for each item in order, its
+// owner: this instance when it won (now or earlier), another instance when that one owns it.
+//
+// The creates are pipelined (asynchronous publishes with an expected last subject sequence
+// of 0, which is what KeyValue.Create does one at a time), so a group of thousands costs a
+// few round trips. A key that exists is read for its owner. A create whose outcome is unknown
+// (any error but "wrong last sequence", no ack within the ack timeout, a lost connection, no
+// responders) may have landed, so it is resolved: the key is read, an absent key is created
+// again, and a failed read or create is retried after a capped, jittered backoff, until the
+// owner is known. A reconnect during the call loses no key.
+//
+// Claim fails only when ctx ends before every owner is known (the error wraps ctx.Err()),
+// when the bucket no longer exists (ErrBucketNotFound, confirmed by the server's
+// stream-not-found code), or when the connection is closed for good (the error wraps
+// nats.ErrConnectionClosed or jetstream.ErrConnectionClosed). Then the keys' claims may or
+// may not be this instance's: the caller must not ack, and must claim them again (resolving
+// them) before it may treat them as anyone's.
+func (s *Store) Claim(ctx context.Context, items []Item) ([]Owner, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	futures := make([]jetstream.PubAckFuture, len(items))
+	var unknown []int // creates of unknown outcome
+	var cause error   // the first reason a create's outcome is unknown
+	for i, it := range items {
+		m := nats.NewMsg(s.subject + it.Key)
+		m.Data = s.value(it.Digest)
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return nil, fmt.Errorf("claim %s: %w", k, err)
+		if err != nil { // e.g. too many pending or connection closed: maybe never sent
+			unknown = append(unknown, i)
+			cause = firstErr(cause, err)
+			continue
 		}
 		futures[i] = f
 	}
-	owners := make([]string, len(keys))
+	owners := make([]Owner, len(items))
+	var digests arena
+	var exists []int // keys another create got first: read their owner
+	timer := time.NewTimer(s.ackTimeout)
+	defer timer.Stop()
+	expired := false
 	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			owners[i] = s.instance
+		if f == nil {
 			continue
-		case err := <-f.Err():
-			if !keyExists(err) {
-				return nil, fmt.Errorf("claim %s: %w", keys[i], err)
+		}
+		okc, errc := f.Ok(), f.Err()
+		var err error
+		acked := false
+		select {
+		case <-okc:
+			acked = true
+		case err = <-errc:
+		default:
+			if !expired {
+				select {
+				case <-okc:
+					acked = true
+				case err = <-errc:
+				case <-timer.C:
+					expired = true
+				case <-ctx.Done():
+					return nil, fmt.Errorf("claim: %w", ctx.Err())
+				}
 			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
-		e, err := s.kv.Get(ctx, keys[i])
-		if err != nil {
-			return nil, fmt.Errorf("claim %s: read owner: %w", keys[i], err)
+		switch {
+		case acked:
+			owners[i] = Owner{Instance: s.instance, Digest: digests.copy(items[i].Digest)}
+		case err == nil: // no ack within the bound: the future may never resolve
+			unknown = append(unknown, i)
+			cause = firstErr(cause, errAckTimeout)
+		case keyExists(err):
+			exists = append(exists, i)
+		default: // lost connection, no responders, …: maybe landed
+			unknown = append(unknown, i)
+			cause = firstErr(cause, err)
 		}
-		owners[i] = string(e.Value())
+	}
+	if len(exists) == 0 && len(unknown) == 0 {
+		return owners, nil
+	}
+	if err := s.settle(ctx, items, owners, exists, unknown, cause); err != nil {
+		return nil, err
 	}
 	return owners, nil
 }
 
-// Instance is the id this Store claims for.
-func (s *Store) Instance() string { return s.instance }
+// settle learns the owner of items[exists…] (keys known to exist) and items[unknown…] (creates
+// of unknown outcome, the first for reason cause), in rounds: a round reads (or creates) keys
+// in turn until one fails; then, after a backoff, the next round starts where it failed.
+func (s *Store) settle(ctx context.Context, items []Item, owners []Owner, exists, unknown []int, cause error) error {
+	queue := append(exists, unknown...)
+	// queue[ambiguous:] had to be resolved: the creates of unknown outcome, and every key
+	// still unread once a round fails.
+	ambiguous := len(exists)
+	start := time.Now()
+	rounds := 0
+	for done := 0; ; {
+		var failed error
+		for ; done < len(queue); done++ {
+			i := queue[done]
+			o, err := s.resolve(ctx, items[i])
+			if err != nil {
+				failed = err
+				break
+			}
+			owners[i] = o
+			if done >= ambiguous {
+				s.resolved.Add(1)
+			}
+		}
+		if failed == nil {
+			break
+		}
+		left := len(queue) - done
+		ambiguous = min(ambiguous, done)
+		cause = firstErr(cause, failed)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("claim: %d of %d keys unresolved: %w", left, len(items), err)
+		}
+		if closed(failed) {
+			return fmt.Errorf("claim: %d of %d keys unresolved: %w", left, len(items), failed)
+		}
+		if s.bucketGone(ctx, failed) {
+			return fmt.Errorf("claim %s: %w: %w", s.kv.Bucket(), ErrBucketNotFound, failed)
+		}
+		rounds++
+		if ok, held := s.unresolved.allow(); ok {
+			s.log.Warn("claims unresolved; retrying", "keys", left, "round", rounds,
+				"bucket", s.kv.Bucket(), "err", failed, "held_back", held)
+		}
+		t := time.NewTimer(backoff(rounds))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("claim: %d of %d keys unresolved: %w", left, len(items), ctx.Err())
+		}
+	}
+	if n := len(queue) - ambiguous; n > 0 {
+		if ok, held := s.episodes.allow(); ok {
+			s.log.Info("claims of unknown outcome resolved", "keys", n, "of", len(items),
+				"retry_rounds", rounds, "took", time.Since(start), "cause", cause, "held_back", held)
+		}
+	}
+	return nil
+}
+
+// resolve learns the owner of one key: read it; absent, create it (a create that finds it
+// present reads it again).
+func (s *Store) resolve(ctx context.Context, it Item) (Owner, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
+	defer cancel()
+	var err error
+	for range 2 {
+		var e jetstream.KeyValueEntry
+		e, err = s.kv.Get(ctx, it.Key)
+		if err == nil {
+			return parse(e.Value()), nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+			return Owner{}, fmt.Errorf("read %s: %w", it.Key, err)
+		}
+		// KeyValue.Create also replaces a delete marker, which an expected last sequence of
+		// 0 would not.
+		if _, err = s.kv.Create(ctx, it.Key, s.value(it.Digest)); err == nil {
+			return Owner{Instance: s.instance, Digest: new(arena).copy(it.Digest)}, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return Owner{}, fmt.Errorf("create %s: %w", it.Key, err)
+		}
+		// Created by someone between the read and the create: read it again.
+	}
+	return Owner{}, fmt.Errorf("create %s: %w", it.Key, err)
+}
+
+// closed reports whether err says the NATS connection is closed for good (closed by its
+// owner, or out of reconnect attempts): nothing sent on it will ever be answered.
+func closed(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed)
+}
+
+// bucketGone reports whether err is what a missing bucket answers (no responders) and the
+// server confirms, by its stream-not-found code, that the bucket does not exist.
+func (s *Store) bucketGone(ctx context.Context, err error) bool {
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
+	defer cancel()
+	_, err = s.js.KeyValue(ctx, s.kv.Bucket())
+	return errors.Is(err, jetstream.ErrBucketNotFound)
+}
+
+// value is the claim value for digest d: "<instance>;<hex of d's first DigestSize bytes>",
+// or "<instance>" when d is empty.
+func (s *Store) value(d []byte) []byte {
+	d = d[:min(len(d), DigestSize)]
+	n := len(s.instance)
+	if len(d) == 0 {
+		return []byte(s.instance)
+	}
+	v := make([]byte, n+1+hex.EncodedLen(len(d)))
+	copy(v, s.instance)
+	v[n] = ';'
+	hex.Encode(v[n+1:], d)
+	return v
+}
+
+// parse reads a claim value: "<instance>;<hex digest>", or the legacy "<instance>". A digest
+// that is not hex is treated as absent.
+func parse(v []byte) Owner {
+	i := bytes.IndexByte(v, ';')
+	if i < 0 {
+		return Owner{Instance: string(v)}
+	}
+	d, err := hex.DecodeString(string(v[i+1:]))
+	if err != nil || len(d) == 0 {
+		d = nil
+	}
+	return Owner{Instance: string(v[:i]), Digest: d}
+}
+
+// arena copies the stored part of digests into shared blocks: one allocation per 64 keys
+// on the hot path rather than one per key.
+type arena []byte
+
+// copy returns a copy of d's first DigestSize bytes (nil when d is empty).
+func (a *arena) copy(d []byte) []byte {
+	d = d[:min(len(d), DigestSize)]
+	if len(d) == 0 {
+		return nil
+	}
+	if cap(*a)-len(*a) < len(d) {
+		*a = make([]byte, 0, max(len(d), min(len(*a)*2, 64*DigestSize)))
+	}
+	n := len(*a)
+	*a = append(*a, d...)
+	return (*a)[n:len(*a):len(*a)]
+}
+
+// firstErr keeps the first cause.
+func firstErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// backoff is the wait before resolution round n (from 1): doubling from backoffMin, capped at
+// backoffMax, uniformly jittered over its upper half.
+func backoff(n int) time.Duration {
+	d := min(backoffMin<<min(n-1, 16), backoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// limiter allows one event per logInterval and counts the ones it held back since.
+type limiter struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+func (l *limiter) allow() (ok bool, held int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= logInterval {
+		l.last, held, l.held = now, l.held, 0
+		return true, held
+	}
+	l.held++
+	return false, 0
+}
 
 func keyExists(err error) bool {
 	var apiErr *jetstream.APIError

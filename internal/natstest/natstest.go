@@ -2,6 +2,9 @@
 package natstest
 
 import (
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,10 +30,11 @@ func Connect(t testing.TB, s *server.Server) jetstream.JetStream {
 	return ConnectURL(t, s.ClientURL())
 }
 
-// ConnectURL returns a JetStream context on the server at url; t.Cleanup closes it.
-func ConnectURL(t testing.TB, url string) jetstream.JetStream {
+// ConnectURL returns a JetStream context on the server at url, connected with opts;
+// t.Cleanup closes it.
+func ConnectURL(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,4 +44,26 @@ func ConnectURL(t testing.TB, url string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// StoreBytes shuts s down, so that JetStream has flushed everything, and returns the
+// contents of every file in its store directory: what rests on its disk.
+func StoreBytes(t testing.TB, s *server.Server) []byte {
+	t.Helper()
+	dir := s.JetStreamConfig().StoreDir
+	s.Shutdown()
+	s.WaitForShutdown()
+	var all []byte
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		all = append(all, b...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
 }

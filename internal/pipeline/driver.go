@@ -32,10 +32,12 @@ type PollConfig struct {
 	Horizon       time.Duration `yaml:"horizon"`         // warn when a batch is not final this long after acceptance
 }
 
-// RateConfig is this replica's share of the merchant's per-API quota, in requests/s.
+// RateConfig is this replica's share of the merchant's per-API quota, in requests/s. WeChat
+// limits each batch API on its own (spec §6: 50 QPS per merchant for each).
 type RateConfig struct {
-	Create float64 `yaml:"create"`
-	Query  float64 `yaml:"query"`
+	Create float64 `yaml:"create"` // POST /v3/transfer/batches
+	Query  float64 `yaml:"query"`  // batch by out_batch_no, with its detail pages
+	Detail float64 `yaml:"detail"` // one detail by out_detail_no: the fail_reason of each FAIL
 }
 
 // driver moves every sealed batch to its end: it submits SEALED batches (replaying the
@@ -49,14 +51,17 @@ type driver struct {
 	api      *wechatpay.Client
 	create   *throttle
 	query    *throttle
+	detail   *throttle
 	cbCreate *gobreaker.CircuitBreaker[created]
 	cbQuery  *gobreaker.CircuitBreaker[*batchPage]
+	cbDetail *gobreaker.CircuitBreaker[detail] // single-detail queries, for fail_reason
 	wake     <-chan struct{}
 	changed  func() // wakes the outcome publisher
 	now      func() time.Time
 	log      *slog.Logger
 
 	inflight map[string]bool // batches handed to a worker; only the run loop touches it
+	overdue  overdueLog      // batches with FAIL rows still lacking a reason past the grace
 }
 
 func (d *driver) run(ctx context.Context) error {
@@ -221,7 +226,8 @@ func (d *driver) send(ctx context.Context, b ledger.Batch) error {
 }
 
 // follow queries an accepted batch; once FINISHED it pages every detail into the ledger,
-// one transaction per page. CLOSED fails the remaining members with the close reason.
+// one transaction per page, each FAIL with its fail_reason (see reasonPass). CLOSED fails
+// the remaining members with the close reason.
 func (d *driver) follow(ctx context.Context, b ledger.Batch) error {
 	q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{})
 	now := d.now()
@@ -246,7 +252,21 @@ func (d *driver) follow(ctx context.Context, b ledger.Batch) error {
 	return err
 }
 
+// pageDetails reads every detail page of a FINISHED batch from offset 0 and applies each
+// page in one transaction. FAIL rows are applied only with their fail_reason, fetched by
+// single-detail queries within the query budget; those whose reason cannot be had now are
+// left for the next pass (see reasonPass), which keeps the batch unsettled.
 func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) error {
+	states, err := d.db.MemberStates(ctx, b.OutBatchNo)
+	if err != nil {
+		return err
+	}
+	finishedAt := d.now()
+	if b.State == ledger.BatchFinished {
+		finishedAt = b.StateAt
+	}
+	p := newReasonPass(states)
+	defer d.reportReasons(ctx, b, p, finishedAt)
 	for offset := 0; offset < total; {
 		q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{
 			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
@@ -258,7 +278,9 @@ func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) err
 		for i, r := range q.Details {
 			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
 		}
-		_, err = d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows)
+		if rows = d.withReasons(ctx, b, p, rows); len(rows) > 0 {
+			_, err = d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows)
+		}
 		switch {
 		case errors.Is(err, ledger.ErrIllegalTransition), errors.Is(err, ledger.ErrNotMember):
 			// The legal rows are applied; the ledger counted the refused ones. A detail that
@@ -267,11 +289,12 @@ func (d *driver) pageDetails(ctx context.Context, b ledger.Batch, total int) err
 		case err != nil:
 			return err
 		}
-		if len(rows) < d.poll.PageLimit {
+		if len(q.Details) < d.poll.PageLimit {
 			break
 		}
-		offset += len(rows)
+		offset += len(q.Details)
 	}
+	p.complete = true
 	return nil
 }
 

@@ -17,9 +17,23 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
+// directRequest holds the batch-level fields of the direct test payouts.
+var directRequest = payout.Request{MchID: wechatpaytest.DefaultMchID, AppID: wechatpaytest.DefaultAppID, SceneID: "1001"}
+
 // sealedBatch builds a pipeline over a fresh ledger and the sandbox srv, seals one batch of n
 // payouts through the sealer, and returns the pipeline and the batch as the driver sees it.
 func sealedBatch(t *testing.T, srv *wechatpaytest.Server, n int) (*Pipeline, ledger.Batch) {
+	t.Helper()
+	openIDs := make([]string, n)
+	for i := range openIDs {
+		openIDs[i] = fmt.Sprintf("oD%d", i)
+	}
+	return sealedBatchOf(t, srv, DefaultConfig(), slog.New(slog.DiscardHandler), directRequest, openIDs)
+}
+
+// sealedBatchOf is sealedBatch with cfg, log, the batch-level fields of req (its rail
+// included) and one 100-fen payout per openid, keyed D0, D1, ….
+func sealedBatchOf(t *testing.T, srv *wechatpaytest.Server, cfg Config, log *slog.Logger, req payout.Request, openIDs []string) (*Pipeline, ledger.Batch) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
@@ -31,17 +45,17 @@ func sealedBatch(t *testing.T, srv *wechatpaytest.Server, n int) (*Pipeline, led
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(DefaultConfig(), Deps{DB: db, API: api, Log: slog.New(slog.DiscardHandler)})
+	p, err := New(cfg, Deps{DB: db, API: api, Log: log, Merchant: Merchant{MchID: wechatpaytest.DefaultMchID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := payout.Request{MchID: wechatpaytest.DefaultMchID, AppID: wechatpaytest.DefaultAppID, SceneID: "1001"}
+	n := len(openIDs)
 	rows := make([]ledger.Payout, n)
 	for i := range rows {
 		key := fmt.Sprintf("D%d", i)
 		h := sha256.Sum256([]byte(key))
-		rows[i] = ledger.Payout{OutDetailNo: key, MchID: req.MchID, AppID: req.AppID, SceneID: req.SceneID, OpenID: "o" + key,
-			Remark: "r", Rail: payout.RailDirect, GroupKey: batching.GroupKey(&req), Amount: 100, ContentHash: h[:]}
+		rows[i] = ledger.Payout{OutDetailNo: key, MchID: req.MchID, AppID: req.AppID, SubMchID: req.SubMchID, SceneID: req.SceneID,
+			OpenID: openIDs[i], Remark: "r", Rail: req.Rail(), GroupKey: batching.GroupKey(&req), Amount: 100, ContentHash: h[:]}
 	}
 	res, err := db.InsertPayouts(ctx, rows)
 	if err != nil {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,58 +22,52 @@ import (
 type IntakeConfig struct {
 	FetchBatch   int           `yaml:"fetch-batch"`    // messages per fetch, up to the batch cap
 	FetchMaxWait time.Duration `yaml:"fetch-max-wait"` // how long a fetch waits for a full group
+	// SweepEvery is how often RECEIVED payouts that nothing is working on (a claim that
+	// failed, a group cut short) are claimed again while the processor runs.
+	SweepEvery time.Duration `yaml:"sweep-every"`
+	// RetryDelay is how long a message whose dead letter could not be published waits before
+	// it is delivered again; the rest of its group goes on.
+	RetryDelay time.Duration `yaml:"retry-delay"`
 }
+
+// redeliveryAlarm: a request delivered this many times (and every multiple) is logged at
+// ERROR with its stream sequence: something keeps failing on it.
+const redeliveryAlarm = 10
 
 // intake moves payout requests from the shared durable consumer into the ledger: for each
 // fetched group it validates every message, commits the valid ones in ONE ledger
-// transaction, claims their ownership, and only then acks. Invalid messages are dead-lettered
-// with their reason and terminated. Owned payouts go to the sealer still RECEIVED in the
-// ledger: the sealer records the claim and the seal in one transaction (ClaimAndSeal), and a
-// restart re-claims whatever is RECEIVED (the KV bucket is the record of ownership).
+// transaction, claims their ownership, and only then acks. Invalid messages, and requests
+// for a merchant this processor does not pay for, are dead-lettered with their reason and
+// terminated. Owned payouts go to the sealer still RECEIVED in the ledger: the sealer
+// records the claim and the seal in one transaction (ClaimAndSeal).
 //
 // Three stages overlap, each on its own goroutine, connected by one-slot channels: fetching
 // group N+2, committing group N+1, and claiming and acking group N. A group is acked only
 // after its own commit and claims (rules 2 and 3 hold per group); the overlap hides the
 // fetch, fsync and KV round trips behind each other's work.
+//
+// One message never harms its neighbours: a message that cannot be dead-lettered is naked
+// alone (it comes back after RetryDelay) and the rest of its group goes on. A group whose
+// claims fail is not acked; its payouts stay RECEIVED and the sweep claims them (every
+// SweepEvery, and at start), so nothing depends on a redelivery reaching this replica.
 type intake struct {
-	cfg     IntakeConfig
-	cons    jetstream.Consumer
-	db      *ledger.DB
-	claims  *claims.Store
-	limits  payout.Limits
-	encrypt func(string) (string, error) // user_name → OAEP ciphertext
-	hashKey []byte
-	dead    *deadLetters
-	claimed chan<- []ledger.Payout // to the sealer
-	log     *slog.Logger
+	cfg      IntakeConfig
+	cons     jetstream.Consumer
+	db       *ledger.DB
+	claims   *claims.Store
+	limits   payout.Limits
+	merchant Merchant
+	prefix   string // requests are published to <prefix>.<mchid>
+	serial   string // the WeChat Pay key id every user_name_cipher must be made with
+	hashKey  []byte
+	dead     *deadLetters
+	claimed  chan<- []ledger.Payout // to the sealer
+	log      *slog.Logger
 
 	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
+	buf []byte    // canonical content, reused by the commit stage
 
 	pending *pendingSet
-}
-
-// pendingSet holds the seqs of RECEIVED payouts that intake is claiming or has handed to
-// the sealer, until the sealer has sealed them. A key redelivered while its payout is in the
-// set is left alone: it is claimed, and batched, exactly once.
-//
-// Intake holds mu across the ledger insert that reads a payout's state and its check of
-// the set; the sealer removes seqs only after their seal has committed. So a payout is
-// either still in the set or read as SEALED by the insert, never read as RECEIVED and
-// missing from the set once sealed.
-type pendingSet struct {
-	mu   sync.Mutex
-	seqs map[int64]bool
-}
-
-func newPendingSet() *pendingSet { return &pendingSet{seqs: map[int64]bool{}} }
-
-// drop removes seqs from the set.
-func (p *pendingSet) drop(seqs ...int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, s := range seqs {
-		delete(p.seqs, s)
-	}
 }
 
 type fetched struct {
@@ -83,25 +75,58 @@ type fetched struct {
 	err  error
 }
 
+// shutdownGrace bounds how long the group in hand may wait for its claims after shutdown
+// has begun; what is not claimed by then stays RECEIVED and is claimed at the next start.
+const shutdownGrace = 10 * time.Second
+
 func (in *intake) run(ctx context.Context) error {
+	// The groups in hand are finished even when shutdown has begun, within a grace.
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		select {
+		case <-time.After(shutdownGrace):
+			cancel()
+		case <-work.Done():
+		}
+	}()
+
+	if err := in.sweep(ctx); err != nil && ctx.Err() == nil {
+		in.log.Error("sweeping unclaimed payouts", "err", err)
+	}
 	groups := make(chan fetched, 1)
 	go in.fetch(ctx, groups)
 	committed := make(chan committedGroup, 1)
 	finished := make(chan struct{})
-	// The groups in hand are finished even when shutdown has begun.
-	work := context.WithoutCancel(ctx)
 	go func() {
 		defer close(finished)
 		for g := range committed {
 			if err := in.finish(work, ctx.Done(), g); err != nil {
-				// Nothing of this group was acked: JetStream redelivers it after AckWait.
-				in.log.Error("intake claims failed; group will be redelivered", "messages", len(g.ok), "err", err)
+				// Nothing of this group was acked: JetStream redelivers it, and the sweep
+				// claims its payouts (they are committed) even if it never comes back here.
+				in.log.Error("intake claims failed; payouts stay RECEIVED for the sweep", "messages", len(g.ok), "err", err)
 			}
 		}
 	}()
 	defer func() { close(committed); <-finished }()
+	sweeps := time.NewTicker(in.cfg.SweepEvery)
+	defer sweeps.Stop()
 	var lastErr time.Time
-	for g := range groups {
+	for {
+		var g fetched
+		var ok bool
+		select {
+		case g, ok = <-groups:
+			if !ok {
+				return nil
+			}
+		case <-sweeps.C:
+			if err := in.sweep(ctx); err != nil && ctx.Err() == nil {
+				in.log.Error("sweeping unclaimed payouts", "err", err)
+			}
+			continue
+		}
 		if g.err != nil {
 			if time.Since(lastErr) > 10*time.Second {
 				in.log.Warn("fetch failed", "err", g.err)
@@ -120,7 +145,6 @@ func (in *intake) run(ctx context.Context) error {
 		}
 		committed <- c
 	}
-	return nil
 }
 
 // fetch pulls groups of up to FetchBatch messages until ctx is done.
@@ -162,33 +186,44 @@ type accepted struct {
 }
 
 // committedGroup is a group whose valid requests are in the ledger, waiting for claims and
-// acks. ok[i] is the message of rows[i]; a nil msg was already terminated.
+// acks. ok[i] is the message of rows[i]; a nil msg was already terminated or naked.
 type committedGroup struct {
 	ok      []accepted
 	rows    []ledger.Payout
 	toClaim []int // indexes of rows this instance must claim
 }
 
-// commit validates msgs, dead-letters the invalid ones and inserts the valid ones in one
-// ledger transaction.
+// commit validates msgs, dead-letters the refused ones and inserts the valid ones in one
+// ledger transaction. Only a failed ledger transaction fails the group.
 func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGroup, error) {
 	var c committedGroup
 	c.ok = make([]accepted, 0, len(msgs))
 	c.rows = make([]ledger.Payout, 0, len(msgs))
 	for _, m := range msgs {
-		req, err := payout.DecodeAndValidate(m.Data(), in.limits)
+		md, err := m.Metadata()
 		if err != nil {
-			if err := in.dead.send(ctx, m, "invalid", err.Error()); err != nil {
-				return c, err
-			}
+			in.log.Error("message without JetStream metadata; naked", "subject", m.Subject(), "err", err)
+			in.nak(m)
 			continue
 		}
-		row, err := in.row(m, &req)
+		if md.NumDelivered >= redeliveryAlarm && md.NumDelivered%redeliveryAlarm == 0 {
+			in.log.Error("payout request delivered many times", "stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered)
+		}
+		req, err := payout.DecodeAndValidate(m.Data(), in.limits)
 		if err != nil {
-			return c, err
+			in.refuse(ctx, m, ClassInvalid, err.Error())
+			continue
+		}
+		if reason := in.merchant.refuse(in.prefix, m.Subject(), &req); reason != "" {
+			in.refuse(ctx, m, ClassMisrouted, reason)
+			continue
+		}
+		if req.UserNameCipher != "" && req.WechatpaySerial != in.serial {
+			in.refuse(ctx, m, ClassInvalid, fmt.Sprintf("user_name_cipher was made with WeChat Pay key %s; this processor sends with %s", req.WechatpaySerial, in.serial))
+			continue
 		}
 		c.ok = append(c.ok, accepted{msg: m, req: req})
-		c.rows = append(c.rows, row)
+		c.rows = append(c.rows, in.row(md, &req))
 	}
 	if len(c.rows) == 0 {
 		return c, nil
@@ -199,14 +234,27 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 	}
 	for i, r := range results {
 		if r.Status == ledger.Conflict {
-			reason := "out_detail_no was already received with different content"
-			if err := in.dead.send(ctx, c.ok[i].msg, "conflict", reason); err != nil {
-				return c, err
-			}
-			c.ok[i].msg = nil // terminated by send
+			// Recorded in the ledger's conflicts table; nothing was overwritten.
+			in.refuse(ctx, c.ok[i].msg, ClassConflict, "out_detail_no was already received with different content")
+			c.ok[i].msg = nil
 		}
 	}
 	return c, nil
+}
+
+// refuse dead-letters m (which terminates it). If the dead letter cannot be published, m
+// alone is naked and comes back after RetryDelay: its neighbours go on.
+func (in *intake) refuse(ctx context.Context, m jetstream.Msg, class, reason string) {
+	if err := in.dead.send(ctx, m, class, reason); err != nil {
+		in.log.Error("dead letter failed; the message will be delivered again", "class", class, "err", err)
+		in.nak(m)
+	}
+}
+
+func (in *intake) nak(m jetstream.Msg) {
+	if err := m.NakWithDelay(in.cfg.RetryDelay); err != nil {
+		in.log.Warn("nak failed", "err", err) // it comes back after ack-wait instead
+	}
 }
 
 // insert commits c's rows and picks, into c.toClaim, every payout this instance has
@@ -232,22 +280,26 @@ func (in *intake) insert(ctx context.Context, c *committedGroup) ([]ledger.Inser
 
 // finish claims a committed group, hands the owned payouts to the sealer and acks every
 // message. After stop, owned payouts are not handed over: they stay RECEIVED in the ledger
-// and are claimed again (found owned) on the next start.
+// and are claimed again (found owned) by the next sweep.
 func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedGroup) error {
 	if len(c.toClaim) > 0 {
-		owned, err := in.claim(ctx, c.rows, c.toClaim)
+		rows := make([]ledger.Payout, len(c.toClaim))
+		msgs := make([]jetstream.Msg, len(c.toClaim))
+		for j, i := range c.toClaim {
+			rows[j], msgs[j] = c.rows[i], c.ok[i].msg
+		}
+		owned, err := in.claim(ctx, rows, msgs)
+		for j, i := range c.toClaim {
+			c.ok[i].msg = msgs[j] // nil when claim dead-lettered it as a conflict
+		}
 		if err != nil {
-			seqs := make([]int64, len(c.toClaim))
-			for j, i := range c.toClaim {
-				seqs[j] = c.rows[i].Seq
-			}
-			in.pending.drop(seqs...)
 			return err
 		}
 		if len(owned) > 0 {
 			select {
 			case in.claimed <- owned:
 			case <-stop:
+				in.pending.drop(seqsOf(owned)...)
 			}
 		}
 	}
@@ -262,74 +314,111 @@ func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedG
 	return nil
 }
 
-// claim takes ownership of rows[idx…] across replicas, records the payouts another instance
-// owns as DUPLICATE and returns the ones this instance owns, still RECEIVED in the ledger.
-func (in *intake) claim(ctx context.Context, rows []ledger.Payout, idx []int) ([]ledger.Payout, error) {
-	keys := make([]string, len(idx))
-	for j, i := range idx {
-		keys[j] = claims.Key(rows[i].MchID, rows[i].OutDetailNo)
+// claim takes ownership of rows (all in the pending set) across replicas and returns the
+// ones this instance owns, still RECEIVED in the ledger. A payout another instance owns is
+// recorded as DUPLICATE and leaves the set; one it owns with OTHER content (the same key
+// sent again with another amount, say, and delivered to another replica) is a conflict: its
+// message (msgs[i], when there is one) is dead-lettered as such (and set to nil) and the row is recorded as a DUPLICATE with other content, never paid. On error every row has
+// left the pending set, still RECEIVED, for the next sweep.
+func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstream.Msg) ([]ledger.Payout, error) {
+	items := make([]claims.Item, len(rows))
+	for i, r := range rows {
+		items[i] = claims.Item{Key: claims.Key(r.MchID, r.OutDetailNo), Digest: r.ContentHash}
 	}
-	owners, err := in.claims.Claim(ctx, keys)
+	owners, err := in.claims.Claim(ctx, items)
 	if err != nil {
+		in.pending.drop(seqsOf(rows)...)
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	var owned []ledger.Payout
-	for j, i := range idx {
-		if owners[j] == in.claims.Instance() {
-			owned = append(owned, rows[i])
+	for i, r := range rows {
+		o := owners[i]
+		if o.Instance == in.claims.Instance() {
+			owned = append(owned, r)
 			continue
 		}
-		in.log.Info("duplicate payout owned by another processor", "out_detail_no", rows[i].OutDetailNo, "owner", owners[j])
-		if err := in.db.MarkDuplicate(ctx, rows[i].Seq, owners[j]); err != nil {
+		conflict := o.Conflicts(r.ContentHash)
+		if conflict {
+			in.log.Error("conflicting payout: another processor owns this key with other content", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
+			if msgs != nil && msgs[i] != nil {
+				in.refuse(ctx, msgs[i], ClassConflict, "out_detail_no was already received, by processor "+o.Instance+", with different content")
+				msgs[i] = nil
+			}
+		} else {
+			in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
+		}
+		if err := in.db.MarkDuplicate(ctx, r.Seq, o.Instance, conflict); err != nil {
+			in.pending.drop(seqsOf(rows[i:])...)
 			return nil, fmt.Errorf("mark duplicate: %w", err)
 		}
-		in.pending.drop(rows[i].Seq)
+		in.pending.drop(r.Seq)
 	}
 	return owned, nil
 }
 
-// resume claims every payout committed but not claimed before the last stop (a crash
-// between the commit and the claims). It runs before the sealer resumes and before intake
-// starts: owned payouts become CLAIMED in the ledger, where the sealer's resume finds them.
-func (in *intake) resume(ctx context.Context) error {
+// sweep claims every RECEIVED payout that nothing is working on: not in the pending set, so
+// neither intake nor the sealer holds it (a claim whose outcome stayed unknown until its
+// context ended, a group cut short by a shutdown or a crash). Owned payouts go to the
+// sealer, the others become DUPLICATE. It pages through the ledger by seq.
+func (in *intake) sweep(ctx context.Context) error {
+	var after int64
+	swept := 0
 	for {
-		ps, err := in.db.PayoutsInState(ctx, ledger.PayoutReceived, in.cfg.FetchBatch)
+		// The scan and the check of the set happen under the set's lock (see pendingSet).
+		in.pending.mu.Lock()
+		ps, err := in.db.PayoutsAfter(ctx, ledger.PayoutReceived, after, in.cfg.FetchBatch)
+		var free []ledger.Payout
+		for _, p := range ps {
+			if reason := in.merchant.refuse(in.prefix, in.prefix+"."+p.MchID, &payout.Request{MchID: p.MchID, SubMchID: p.SubMchID}); reason != "" {
+				// Only a ledger written before merchants were checked can hold one; the
+				// audit's foreign_merchant view names it. Never claimed, never paid.
+				in.log.Error("RECEIVED payout not for this processor left alone", "out_detail_no", p.OutDetailNo, "reason", reason)
+				continue
+			}
+			if !in.pending.seqs[p.Seq] {
+				in.pending.seqs[p.Seq] = true
+				free = append(free, p)
+			}
+		}
+		in.pending.mu.Unlock()
 		if err != nil || len(ps) == 0 {
+			if swept > 0 {
+				in.log.Warn("swept payouts nothing was working on", "payouts", swept)
+			}
 			return err
 		}
-		idx := make([]int, len(ps))
-		for i := range idx {
-			idx[i] = i
+		after = ps[len(ps)-1].Seq
+		if len(free) == 0 {
+			continue
 		}
-		// Every row leaves RECEIVED (CLAIMED or DUPLICATE), so the loop ends.
-		owned, err := in.claim(ctx, ps, idx)
+		owned, err := in.claim(ctx, free, nil)
 		if err != nil {
 			return err
 		}
-		seqs := make([]int64, len(owned))
-		for i, p := range owned {
-			seqs[i] = p.Seq
+		swept += len(free)
+		if len(owned) > 0 {
+			select {
+			case in.claimed <- owned:
+			case <-ctx.Done():
+				in.pending.drop(seqsOf(owned)...)
+				return ctx.Err()
+			}
 		}
-		if err := in.db.MarkClaimed(ctx, seqs); err != nil {
-			return fmt.Errorf("mark claimed: %w", err)
-		}
-		in.log.Info("resumed unclaimed payouts", "payouts", len(ps))
 	}
 }
 
-// row turns a validated request into its ledger row. user_name is encrypted here and never
-// stored in plaintext; the content hash is keyed so it reveals nothing about the name.
-func (in *intake) row(m jetstream.Msg, r *payout.Request) (ledger.Payout, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return ledger.Payout{}, fmt.Errorf("message metadata: %w", err)
+func seqsOf(ps []ledger.Payout) []int64 {
+	seqs := make([]int64, len(ps))
+	for i, p := range ps {
+		seqs[i] = p.Seq
 	}
-	var cipher string
-	if r.UserName != "" {
-		if cipher, err = in.encrypt(r.UserName); err != nil {
-			return ledger.Payout{}, fmt.Errorf("encrypt user_name of %s: %w", r.OutDetailNo, err)
-		}
-	}
+	return seqs
+}
+
+// row turns a validated request into its ledger row. user_name arrives encrypted (the
+// producer seals it with WeChat Pay's public key; plaintext is refused by validation), so
+// only ciphertext is stored. The content hash is keyed and never covers the name.
+func (in *intake) row(md *jetstream.MsgMetadata, r *payout.Request) ledger.Payout {
 	return ledger.Payout{
 		OutDetailNo:    r.OutDetailNo,
 		MchID:          r.MchID,
@@ -341,33 +430,24 @@ func (in *intake) row(m jetstream.Msg, r *payout.Request) (ledger.Payout, error)
 		Rail:           r.Rail(),
 		GroupKey:       batching.GroupKey(r),
 		Amount:         r.Amount,
-		UserNameCipher: cipher,
+		UserNameCipher: r.UserNameCipher,
 		ContentHash:    in.contentHash(r),
 		StreamSeq:      md.Sequence.Stream,
 		ReceivedAt:     md.Timestamp,
-	}, nil
+	}
 }
 
-// contentHash is an HMAC over every field that decides what is paid to whom. A re-publish of
-// the same key with the same payment is a no-op; anything else is a conflict. Metadata
-// (source, created_at) is not part of it.
+// contentHash is an HMAC over payout.Request.AppendContent: every field that decides what is
+// paid to whom, and whether a name is present (the name's ciphertext is randomized, and
+// WeChat checks the name against the openid's real name itself). A re-publish of the same
+// key with the same payment is a no-op; anything else is a conflict. Every replica of a
+// merchant derives the same key, so claims compare hashes across replicas.
 func (in *intake) contentHash(r *payout.Request) []byte {
 	if in.mac == nil {
 		in.mac = hmac.New(sha256.New, in.hashKey)
 	}
-	h := in.mac
-	h.Reset()
-	for _, f := range []string{
-		r.OutDetailNo, r.MchID, r.AppID, r.OpenID, r.Remark, r.UserName, r.SceneID, r.BatchName, r.BatchRemark,
-		r.SubMchID, r.SubAppID, r.SpAppID, r.AuthorizationType, r.TransferPurpose, r.TransferScene,
-	} {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	var a [8]byte
-	binary.BigEndian.PutUint64(a[:], uint64(r.Amount))
-	h.Write(a[:])
-	return h.Sum(nil)
+	in.mac.Reset()
+	in.buf = r.AppendContent(in.buf[:0])
+	in.mac.Write(in.buf)
+	return in.mac.Sum(nil)
 }

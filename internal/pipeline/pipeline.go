@@ -56,13 +56,13 @@ type AmountConfig struct {
 func DefaultConfig() Config {
 	lim := payout.DefaultLimits()
 	return Config{
-		Intake:   IntakeConfig{FetchBatch: 1000, FetchMaxWait: 200 * time.Millisecond},
+		Intake:   IntakeConfig{FetchBatch: 1000, FetchMaxWait: 200 * time.Millisecond, SweepEvery: 30 * time.Second, RetryDelay: 30 * time.Second},
 		Batching: BatchingConfig{CapDirect: wechatpay.MaxDetailsDirect, CapPartner: wechatpay.MaxDetailsPartner, MaxWait: 30 * time.Second},
 		Amounts:  AmountConfig{Min: lim.MinAmount, Max: lim.MaxAmount},
 		Submit:   SubmitConfig{RetryMin: time.Second, RetryMax: 5 * time.Minute, ParkedRetry: 10 * time.Minute, Workers: 8},
 		Poll: PollConfig{FirstDelay: time.Minute, Interval: time.Minute, NotFoundGrace: 10 * time.Minute,
 			PageLimit: wechatpay.MaxQueryLimit, Horizon: 25 * 24 * time.Hour},
-		RateLimit: RateConfig{Create: 45, Query: 45}, // under 50 QPS per merchant (spec §6), with a margin
+		RateLimit: RateConfig{Create: 45, Query: 45, Detail: 45}, // under 50 QPS per merchant and API (spec §6), with a margin
 		Breaker:   BreakerConfig{Failures: 5, OpenTimeout: 30 * time.Second},
 	}
 }
@@ -74,7 +74,10 @@ type Deps struct {
 	DB                *ledger.DB
 	API               *wechatpay.Client
 	Publisher         message.Publisher // watermill, JetStream with message-id tracking
+	RequestPrefix     string            // requests arrive on <prefix>.<mchid>; default payout.DefaultSubjectPrefix
 	DeadLetterSubject string            // e.g. payouts.deadletter
+	MaxDeadLetterBody int               // bytes of a refused request a dead letter keeps, to fit the server's max payload; default payout.MaxMessageSize
+	Merchant          Merchant          // whom this processor pays for (required); anything else is dead-lettered
 	ResultsPrefix     string            // e.g. payouts.results
 	HashKey           []byte            // keys the content hash of requests
 	Now               func() time.Time
@@ -101,8 +104,17 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	if cfg.Poll.PageLimit < wechatpay.MinQueryLimit || cfg.Poll.PageLimit > wechatpay.MaxQueryLimit {
 		return nil, fmt.Errorf("poll page limit %d outside %d..%d (spec §6)", cfg.Poll.PageLimit, wechatpay.MinQueryLimit, wechatpay.MaxQueryLimit)
 	}
-	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 {
-		return nil, errors.New("submit workers, fetch batch and retry-min must be positive")
+	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 || cfg.Intake.SweepEvery <= 0 || cfg.Intake.RetryDelay < 0 {
+		return nil, errors.New("submit workers, fetch batch, retry-min and sweep-every must be positive, retry-delay not negative")
+	}
+	if d.Merchant.MchID == "" {
+		return nil, errors.New("the merchant to pay for is required")
+	}
+	if d.RequestPrefix == "" {
+		d.RequestPrefix = payout.DefaultSubjectPrefix
+	}
+	if d.MaxDeadLetterBody < 1 {
+		d.MaxDeadLetterBody = payout.MaxMessageSize
 	}
 	names := batching.Names{NameTemplate: cfg.Batching.NameTemplate, RemarkTemplate: cfg.Batching.RemarkTemplate}
 	if names.NameTemplate == "" && names.RemarkTemplate == "" {
@@ -120,6 +132,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	}
 	lim := payout.DefaultLimits()
 	lim.MinAmount, lim.MaxAmount = cfg.Amounts.Min, cfg.Amounts.Max
+	lim.EncryptedNamesOnly = true // rule 5: a plaintext name must not even travel
 
 	wakeDriver := make(chan struct{}, 1)
 	wakeOutcomes := make(chan struct{}, 1)
@@ -135,9 +148,9 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	pending := newPendingSet()
 	p := &Pipeline{
 		intake: &intake{
-			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim,
-			encrypt: d.API.EncryptUserName, hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
-			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, log: d.Log},
+			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, merchant: d.Merchant,
+			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
+			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
 		},
 		sealer: &sealer{
 			b: b, names: names,
@@ -147,8 +160,10 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		driver: &driver{
 			submit: cfg.Submit, poll: cfg.Poll, db: d.DB, api: d.API,
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
+			detail:   newThrottle(cfg.RateLimit.Detail, d.Now),
 			cbCreate: newBreaker[created]("wechatpay-create", cfg.Breaker, d.Log),
 			cbQuery:  newBreaker[*batchPage]("wechatpay-query", cfg.Breaker, d.Log),
+			cbDetail: newBreaker[detail]("wechatpay-query-detail", cfg.Breaker, d.Log),
 			wake:     wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log},
@@ -163,11 +178,8 @@ func (p *Pipeline) CallbackHandler() http.Handler { return p.cb }
 // Run runs every stage until ctx is done (graceful: intake stops fetching and finishes the
 // group in hand; sealed batches resume on the next start) or a stage fails for good.
 func (p *Pipeline) Run(ctx context.Context) error {
-	// Resume in order: claim what was committed but not claimed, then batch what is claimed
-	// but not sealed; only then start taking new requests.
-	if err := p.intake.resume(ctx); err != nil {
-		return fmt.Errorf("resume unclaimed payouts: %w", err)
-	}
+	// Batch what was claimed but not sealed (a ledger of an earlier version); intake then
+	// sweeps what was committed but not claimed before it takes new requests.
 	if err := p.sealer.resume(ctx); err != nil {
 		return err
 	}

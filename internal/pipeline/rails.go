@@ -54,3 +54,25 @@ func queryBatch(ctx context.Context, api *wechatpay.Client, rail, outBatchNo str
 	}
 	return &batchPage{Batch: r.TransferBatch, Details: r.TransferDetailList}, nil
 }
+
+// detail is one single-detail query answer, whichever rail: the only answer that carries
+// fail_reason (spec §6, §7). The openid and name ciphertext of the answer are not kept.
+type detail struct {
+	OutDetailNo, DetailID, Status, FailReason string
+}
+
+// queryDetail queries one detail by out_batch_no and out_detail_no on its rail.
+func queryDetail(ctx context.Context, api *wechatpay.Client, rail, outBatchNo, outDetailNo string) (detail, error) {
+	if rail == payout.RailPartner {
+		r, err := api.PartnerQueryDetailByOutDetailNo(ctx, outBatchNo, outDetailNo)
+		if err != nil {
+			return detail{}, err
+		}
+		return detail{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus, FailReason: r.FailReason}, nil
+	}
+	r, err := api.QueryDetailByOutDetailNo(ctx, outBatchNo, outDetailNo)
+	if err != nil {
+		return detail{}, err
+	}
+	return detail{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus, FailReason: r.FailReason}, nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,41 +47,109 @@ func testRows(prefix string, n int) []ledger.Payout {
 	return rows
 }
 
-// TestResumeClaims covers the crash window "after the ledger commit, before the claim": the
-// restarted replica claims its RECEIVED rows; one whose message was meanwhile redelivered to
-// (and claimed by) another replica becomes a DUPLICATE here and is never batched.
-func TestResumeClaims(t *testing.T) {
+// TestSweep covers payouts committed but not claimed (a claim whose outcome stayed unknown,
+// a group cut short by a crash): the sweep claims every RECEIVED payout nothing is working
+// on and hands the owned ones to the sealer; one meanwhile claimed by another replica
+// becomes a DUPLICATE here and is never batched; one in the pending set (intake holds it) is
+// left alone, and so is one of another merchant. A second sweep finds nothing to do.
+func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
 
-	rows := testRows("R", 5)
-	if _, err := db.InsertPayouts(ctx, rows); err != nil {
+	rows := testRows("R", 7)
+	rows[6].MchID = "1900000002" // in a ledger written before merchants were checked
+	res, err := db.InsertPayouts(ctx, rows)
+	if err != nil {
 		t.Fatal(err)
 	}
 	other := claims.New(js, kv, "otherInstance")
-	if _, err := other.Claim(ctx, []string{claims.Key("1900000001", "R3")}); err != nil {
+	if _, err := other.Claim(ctx, []claims.Item{{Key: claims.Key("1900000001", "R3"), Digest: rows[3].ContentHash}}); err != nil {
 		t.Fatal(err)
 	}
+	claimed := make(chan []ledger.Payout, 10)
+	in := &intake{cfg: IntakeConfig{FetchBatch: 2}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(),
+		merchant: Merchant{MchID: "1900000001"}, prefix: payout.DefaultSubjectPrefix, claimed: claimed, log: slog.New(slog.DiscardHandler)}
+	in.pending.seqs[res[5].Seq] = true // R5 is with intake right now
 
-	in := &intake{cfg: IntakeConfig{FetchBatch: 2}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
-	if err := in.resume(ctx); err != nil {
+	if err := in.sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range rows {
-		p, err := db.Payout(ctx, r.OutDetailNo)
+	close(claimed)
+	var got []string
+	for ps := range claimed {
+		for _, p := range ps {
+			got = append(got, p.OutDetailNo)
+			if !in.pending.seqs[p.Seq] {
+				t.Errorf("%s handed to the sealer outside the pending set", p.OutDetailNo)
+			}
+		}
+	}
+	if want := []string{"R0", "R1", "R2", "R4"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("swept to the sealer %v, want %v", got, want)
+	}
+	for key, want := range map[string]string{"R3": ledger.PayoutDuplicate, "R5": ledger.PayoutReceived, "R6": ledger.PayoutReceived, "R0": ledger.PayoutReceived} {
+		p, err := db.Payout(ctx, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := ledger.PayoutClaimed
-		if r.OutDetailNo == "R3" {
-			want = ledger.PayoutDuplicate
-		}
 		if p.State != want {
-			t.Errorf("%s: state %s, want %s", r.OutDetailNo, p.State, want)
+			t.Errorf("%s: state %s, want %s", key, p.State, want)
 		}
 	}
-	if left, err := db.PayoutsInState(ctx, ledger.PayoutReceived, 10); err != nil || len(left) != 0 {
-		t.Fatalf("RECEIVED left after resume: %d, %v", len(left), err)
+	if _, err := kv.Get(ctx, claims.Key("1900000001", "R5")); err == nil {
+		t.Error("R5 was claimed although intake holds it")
+	}
+	if _, err := kv.Get(ctx, claims.Key("1900000002", "R6")); err == nil {
+		t.Error("R6, another merchant's, was claimed")
+	}
+
+	again := make(chan []ledger.Payout, 10)
+	in.claimed = again
+	if err := in.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(again); n != 0 {
+		t.Fatalf("a second sweep handed %d groups to the sealer", n)
+	}
+}
+
+// TestClaim_ConflictAcrossReplicas: the key is owned by another replica with other content
+// (the same out_detail_no sent again with another amount, delivered here): the payout is
+// recorded as a DUPLICATE with other content, never handed to the sealer.
+func TestClaim_ConflictAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	db, js, kv := claimsSetup(t)
+	rows := testRows("K", 2)
+	res, err := db.InsertPayouts(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := claims.New(js, kv, "otherInstance")
+	theirs := sha256.Sum256([]byte("another amount"))
+	items := []claims.Item{{Key: claims.Key("1900000001", "K0"), Digest: theirs[:]}, {Key: claims.Key("1900000001", "K1"), Digest: rows[1].ContentHash}}
+	if _, err := other.Claim(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
+	for i := range rows {
+		rows[i].Seq = res[i].Seq
+		in.pending.seqs[res[i].Seq] = true
+	}
+	owned, err := in.claim(ctx, rows, nil)
+	if err != nil || len(owned) != 0 {
+		t.Fatalf("owned %d, %v; want none", len(owned), err)
+	}
+	for key, conflict := range map[string]bool{"K0": true, "K1": false} {
+		p, err := db.Payout(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(p.FailReason, "other content"); p.State != ledger.PayoutDuplicate || got != conflict {
+			t.Errorf("%s: %s %q, want DUPLICATE, conflict %v", key, p.State, p.FailReason, conflict)
+		}
+	}
+	if len(in.pending.seqs) != 0 {
+		t.Errorf("pending set keeps %v", in.pending.seqs)
 	}
 }
 
@@ -100,6 +169,13 @@ func TestRedeliveryClaimsOnce(t *testing.T) {
 		}
 		return c
 	}
+	pick := func(c committedGroup) []ledger.Payout {
+		var out []ledger.Payout
+		for _, i := range c.toClaim {
+			out = append(out, c.rows[i])
+		}
+		return out
+	}
 	keys := func(c committedGroup) []string {
 		var out []string
 		for _, i := range c.toClaim {
@@ -109,7 +185,7 @@ func TestRedeliveryClaimsOnce(t *testing.T) {
 	}
 
 	first := deliver()
-	owned, err := in.claim(ctx, first.rows, first.toClaim)
+	owned, err := in.claim(ctx, pick(first), nil)
 	if err != nil || len(owned) != 3 {
 		t.Fatalf("first delivery: owned %d, %v; want all 3", len(owned), err)
 	}

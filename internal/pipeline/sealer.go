@@ -30,8 +30,9 @@ type sealer struct {
 	open map[int64]ledger.Payout // claimed payouts waiting in the batcher, by ledger seq
 }
 
-// resume feeds the batcher with every payout that was claimed but not sealed before the last
-// stop, oldest first. It runs before intake starts, so no payout also arrives on s.in.
+// resume feeds the batcher with every payout left CLAIMED by an earlier version (which marked
+// claims in their own transaction; today the seal records them), oldest first. It runs
+// before intake starts, so no payout also arrives on s.in.
 func (s *sealer) resume(ctx context.Context) error {
 	for {
 		ps, err := s.db.PayoutsInState(ctx, ledger.PayoutClaimed, 10000)
@@ -60,7 +61,7 @@ func (s *sealer) run(ctx context.Context) error {
 		timer.Reset(s.untilDue())
 		select {
 		case <-ctx.Done():
-			return nil // open groups stay CLAIMED in the ledger and resume on the next start
+			return nil // open groups stay RECEIVED in the ledger; the next start's sweep claims them again
 		case ps := <-s.in:
 			if err := s.add(context.WithoutCancel(ctx), ps); err != nil {
 				return err

@@ -34,7 +34,10 @@ func (n *natsNode) start() error {
 }
 
 // startCluster starts size nats-server nodes clustered together with JetStream and waits
-// until JetStream answers (a meta leader is elected).
+// until JetStream answers (a meta leader is elected). The nodes keep the default 1 MiB
+// max_payload, and do not advertise each other to clients: a client reconnects only to the
+// URLs it was given, so a processor that reaches the cluster through fault proxies stays
+// behind them.
 func startCluster(ctx context.Context, bin, dir string, size int) ([]*natsNode, error) {
 	nodes := make([]*natsNode, size)
 	for i := range nodes {
@@ -58,13 +61,13 @@ func startCluster(ctx context.Context, bin, dir string, size int) ([]*natsNode, 
 		conf := fmt.Sprintf(`server_name: %s
 host: 127.0.0.1
 port: %d
-max_payload: 2MB
 jetstream { store_dir: %q }
 cluster {
   name: soak
   host: 127.0.0.1
   port: %d
   routes: [%s]
+  no_advertise: true
 }
 `, n.name, n.clientPort, filepath.Join(n.dir, "js"), n.clusterPort, strings.Join(routes, ", "))
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {

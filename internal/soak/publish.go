@@ -11,7 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
 // publishAll runs the producer over the workload: the valid lines in waves spread over the
@@ -42,6 +46,9 @@ func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error 
 			if _, _, err := s.produce(ctx, w.invalidFile, true); err != nil {
 				return err
 			}
+			if err := s.publishPoison(ctx); err != nil {
+				return err
+			}
 		}
 		if i == len(w.waves)/2-1 {
 			lateAt = time.Now().Add(s.cfg.DuplicateWindow + 5*time.Second)
@@ -59,6 +66,22 @@ func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error 
 	close(published)
 	s.logf("late re-publishes sent: %d of %d stored as new messages", n, w.late)
 	return nil
+}
+
+// publishPoison publishes the workload's request just under the 1 MiB max payload, raw,
+// retrying while a NATS node restarts. Its dead letter (the body plus headers) would not fit
+// the limit unless the processor cuts it.
+func (s *soak) publishPoison(ctx context.Context) error {
+	m := nats.NewMsg(payout.Subject(payout.DefaultSubjectPrefix, wechatpaytest.DefaultMchID))
+	m.Data = s.work.poison
+	return poll(ctx, produceFor, produceRetry, func() (bool, string) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := s.js.PublishMsg(actx, m); err != nil {
+			return false, "publish the poison request: " + err.Error()
+		}
+		return true, ""
+	})
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {
@@ -79,7 +102,7 @@ const produceFor, produceRetry = time.Minute, 2 * time.Second
 // produce runs "producer publish" over file and returns how many messages JetStream stored
 // as new and how many it dropped as duplicates, summed over its tries.
 func (s *soak) produce(ctx context.Context, file string, raw bool) (stored, dropped int, err error) {
-	args := []string{"publish", "--file", file, "--url", s.natsURL}
+	args := []string{"publish", "--config", s.producerConf, "--file", file, "--url", s.natsURL}
 	if raw {
 		args = append(args, "--raw")
 	}
@@ -105,7 +128,7 @@ func (s *soak) produce(ctx context.Context, file string, raw bool) (stored, drop
 // publish error it printed is part of a failure.
 func (s *soak) produceOnce(ctx context.Context, name string, args []string) (published, duplicates int, err error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "producer"), args...)
-	cmd.Dir = s.cfg.Dir // no configs/producer.yaml here: flags and defaults only
+	cmd.Dir = s.cfg.Dir
 	var out, errs bytes.Buffer
 	logf, err := os.OpenFile(filepath.Join(s.cfg.Dir, "producer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

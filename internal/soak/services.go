@@ -60,8 +60,9 @@ type processor struct {
 	p                                     *proc
 }
 
-// processorConfig is a fast-paced configs/demo-processor.yaml on the cluster with R3
-// topology, a short duplicate window and ack-wait, and Config.Share as its rate share.
+// processorConfig is a fast-paced configs/demo-processor.yaml on the cluster (through the
+// fault proxies) with R3 topology, a short duplicate window and ack-wait, and Config.Share
+// as its rate share.
 const processorConfig = `# written by internal/soak
 data-dir: %[1]s
 nats:
@@ -86,6 +87,8 @@ pipeline:
   intake:
     fetch-batch: 1000
     fetch-max-wait: 100ms
+    sweep-every: 2s
+    retry-delay: 1s
   batching:
     max-wait: 1s
   submit:
@@ -99,6 +102,7 @@ pipeline:
   rate-limit:
     create: %[13]g
     query: %[13]g
+    detail: %[13]g
   breaker:
     failures: 5
     open-timeout: 2s
@@ -126,7 +130,7 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(processorConfig, dir, s.natsURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
+	conf := fmt.Sprintf(processorConfig, dir, s.procURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
 		s.sandboxURL, wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyPath,
 		filepath.Join(vectors, "wechatpay_platform_TEST_ONLY_public_key.pem"), wechatpaytest.DefaultPlatformKeyID,
 		wechatpaytest.DefaultAPIv3Key, float64(s.cfg.Share))
@@ -153,4 +157,19 @@ func (p *processor) kill() {
 	if p.p != nil && !p.p.exited() {
 		p.p.kill()
 	}
+}
+
+// producerConfig is the producer's configuration: the TEST-ONLY WeChat Pay public key it
+// seals names with (the sandbox decrypts them with its private half).
+const producerConfig = `# written by internal/soak
+wechatpay-public-key-file: %s
+wechatpay-public-key-id: %s
+`
+
+// writeProducerConfig writes producerConfig into the working directory.
+func (s *soak) writeProducerConfig() error {
+	s.producerConf = filepath.Join(s.cfg.Dir, "producer.yaml")
+	conf := fmt.Sprintf(producerConfig, filepath.Join(s.root, "testdata", "testvectors", "wechatpay_platform_TEST_ONLY_public_key.pem"),
+		wechatpaytest.DefaultPlatformKeyID)
+	return os.WriteFile(s.producerConf, []byte(conf), 0o600)
 }

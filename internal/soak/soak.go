@@ -1,10 +1,13 @@
 // Package soak proves exactly-once payment across crashes and replicas with real processes
 // (issue #6): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
 // sandbox as a process injecting faults, several processor replicas on their own ledger
-// files, and the producer publishing a synthetic workload with re-publishes and invalid
-// lines. While it runs it SIGKILLs a random processor every few seconds and restarts it on
-// the same data dir, and kills and restarts one NATS node once. When everything has settled
-// it checks the sandbox's own payment record against every ledger file.
+// files, and the producer publishing a synthetic workload with re-publishes, invalid and
+// misrouted lines and one request just under the 1 MiB max payload. While it runs it
+// SIGKILLs a random processor every few seconds and restarts it on the same data dir, kills
+// and restarts one NATS node once, and cuts processors' connections right after they send a
+// claim (fault proxies between them and the cluster: the claim lands, its reply is lost).
+// When everything has settled it checks the sandbox's own payment record against every
+// ledger file, the dead letters, and that no plaintext name rests anywhere.
 //
 // Run is the library entry point; cmd/soak is its command line (make soak) and
 // TestSoakShort runs a small one inside go test.
@@ -26,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -89,9 +93,11 @@ type Report struct {
 	Invalid      int // invalid lines published raw
 	Republished  int // keys published twice, inside the duplicate window
 	Late         int // keys published twice, after the duplicate window
+	Misrouted    int // requests for another merchant or sub-merchant, published raw
 	Kills        int // processor SIGKILLs
 	Crashes      int // processor exits nobody asked for (restarted too)
 	NATSRestarts int
+	ClaimCuts    int // processor connections cut right after a claim was sent: the claim landed, its reply was lost
 	Sandbox      wechatpaytest.Stats
 	Elapsed      time.Duration
 	Checks       []Check
@@ -121,10 +127,10 @@ func (r *Report) check(name string, ok bool, format string, args ...any) {
 
 // WriteText prints the numbers, every check, and last, alone on its line, "N passed, M failed".
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "soak in %s: %d requests (%d valid, %d failing at WeChat, %d invalid), re-published %d in the duplicate window and %d after it\n",
-		r.Dir, r.Payouts, r.Valid, r.Failing, r.Invalid, r.Republished, r.Late)
-	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, wall time %s\n",
-		r.Kills, r.Crashes, r.NATSRestarts, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "soak in %s: %d requests (%d valid, %d failing at WeChat, %d invalid of which %d misrouted and 1 near the max payload), re-published %d in the duplicate window and %d after it\n",
+		r.Dir, r.Payouts, r.Valid, r.Failing, r.Invalid, r.Misrouted, r.Republished, r.Late)
+	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, claim replies lost %d, wall time %s\n",
+		r.Kills, r.Crashes, r.NATSRestarts, r.ClaimCuts, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(w, "sandbox: faults %v, rate limited (429) %d, requests %v\n", r.Sandbox.Faults, r.Sandbox.RateLimited, r.Sandbox.Requests)
 	for _, c := range r.Checks {
 		verdict := "PASS"
@@ -184,14 +190,17 @@ type soak struct {
 	root string // module root: the test keys live under it
 	work *workload
 
-	nodes      []*natsNode
-	natsURL    string
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	sandbox    *proc
-	sandboxURL string
-	procs      []*processor
-	topo       broker.Topology
+	nodes        []*natsNode
+	natsURL      string
+	proxies      []*faultproxy.Proxy // one per node; the processors reach the cluster through them
+	procURL      string
+	producerConf string
+	nc           *nats.Conn
+	js           jetstream.JetStream
+	sandbox      *proc
+	sandboxURL   string
+	procs        []*processor
+	topo         broker.Topology
 
 	lateAccepted int // late re-publishes JetStream stored as new messages
 	earlyDropped int // publishes JetStream dropped as duplicates (the early re-publishes)
@@ -245,8 +254,12 @@ func (s *soak) setUp(ctx context.Context) error {
 	if s.work, err = writeWorkload(ctx, s.cfg.Dir, s.cfg.Payouts, s.cfg.Seed); err != nil {
 		return err
 	}
+	if err := s.writeProducerConfig(); err != nil {
+		return err
+	}
 	w := s.work
 	s.rep.Valid, s.rep.Invalid, s.rep.Republished, s.rep.Late = len(w.valid), len(w.invalid), w.early, w.late
+	s.rep.Misrouted = w.misrouted
 	for _, fails := range w.valid {
 		if fails {
 			s.rep.Failing++
@@ -258,6 +271,16 @@ func (s *soak) setUp(ctx context.Context) error {
 		return err
 	}
 	s.natsURL = clusterURL(s.nodes)
+	var urls []string
+	for _, n := range s.nodes {
+		px, err := faultproxy.Start("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", n.clientPort))
+		if err != nil {
+			return err
+		}
+		s.proxies = append(s.proxies, px)
+		urls = append(urls, px.URL())
+	}
+	s.procURL = strings.Join(urls, ",")
 	if s.nc, err = nats.Connect(s.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond)); err != nil {
 		return err
 	}
@@ -348,6 +371,9 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 			s.logf("chaos over: %d kills, %d/%d payouts final", s.rep.Kills, final, len(s.work.valid))
 			return
 		}
+		// A claim whose reply is lost: the next claim publish through a random proxy lands on
+		// the server, and that processor's connection is cut before the reply comes back.
+		s.proxies[s.rng.IntN(len(s.proxies))].CutAfter([]byte("PUB $KV."+s.topo.ClaimsBucket+"."), 1)
 		if s.rep.NATSRestarts == 0 && s.rep.Kills >= 2 {
 			if err := s.restartNATSNode(ctx); err != nil {
 				s.logf("NATS node restart: %v", err)
@@ -455,6 +481,9 @@ func (s *soak) shutdown() {
 	}
 	if s.nc != nil {
 		s.nc.Close()
+	}
+	for _, px := range s.proxies {
+		px.Close()
 	}
 	for _, n := range s.nodes {
 		if n.proc != nil && !n.proc.exited() {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -31,9 +33,9 @@ var payoutStates = []string{
 
 // row is one ledger's record of a payout.
 type row struct {
-	proc                  string
-	state, batch, opsNote string
-	amount                int64
+	proc                              string
+	state, batch, opsNote, failReason string
+	amount                            int64
 }
 
 func (r row) String() string {
@@ -116,7 +118,7 @@ func (s *soak) verify(ctx context.Context) {
 	}
 	r.check("every ledger file readable", len(readErrs) == 0, "%d files; %s", len(files), strings.Join(readErrs, "; "))
 
-	var wrongCount, twice, unknown, notOneFinal, stateDiffers, inFlight []string
+	var wrongCount, twice, unknown, notOneFinal, stateDiffers, inFlight, noReason []string
 	var wantTotal int64
 	for k, fails := range w.valid {
 		want := 1
@@ -149,6 +151,9 @@ func (s *soak) verify(ctx context.Context) {
 		if finals[0].state != wantState {
 			stateDiffers = append(stateDiffers, k)
 		}
+		if finals[0].state == ledger.PayoutFail && finals[0].failReason == "" {
+			noReason = append(noReason, k)
+		}
 	}
 	for k, n := range ev.paid.Paid {
 		if n > 1 {
@@ -175,9 +180,11 @@ func (s *soak) verify(ctx context.Context) {
 		"%d keys not final in exactly one ledger%s", len(notOneFinal), ev.of(notOneFinal))
 	r.check("every final ledger state equals the sandbox's", len(stateDiffers) == 0,
 		"%d keys differ%s", len(stateDiffers), ev.of(stateDiffers))
-	r.check("no payout left in flight in any ledger", len(inFlight) == 0, "%d keys%s", len(inFlight), ev.of(inFlight))
+	r.check("no payout left in flight in any ledger (none stuck RECEIVED)", len(inFlight) == 0, "%d keys%s", len(inFlight), ev.of(inFlight))
+	r.check("every FAIL carries WeChat's fail_reason", len(noReason) == 0, "%d of %d failing keys without a reason%s", len(noReason), r.Failing, ev.of(noReason))
 
 	s.checkDeadLetters(ctx)
+	s.checkLedgerFiles(files)
 	s.checkAudit(ctx, files)
 
 	// A NATS node restart can delay a publish past the window (or lose an original whose ack
@@ -192,8 +199,11 @@ func (s *soak) verify(ctx context.Context) {
 	f := stats.Faults
 	r.check("faults injected: SYSTEM_ERROR, commit-then-drop, 429", f["system_error"] > 0 && f["drop_after_commit"] > 0 && stats.RateLimited > 0,
 		"system_error %d, drop_after_commit %d, truncate %d, rate limited %d", f["system_error"], f["drop_after_commit"], f["truncate"], stats.RateLimited)
-	r.check("chaos: processors killed, a NATS node restarted", r.Kills >= s.cfg.MinKills && r.NATSRestarts >= 1,
-		"%d kills (want ≥ %d), %d NATS node restarts", r.Kills, s.cfg.MinKills, r.NATSRestarts)
+	for _, px := range s.proxies {
+		r.ClaimCuts += px.Cuts()
+	}
+	r.check("chaos: processors killed, a NATS node restarted, claim replies lost", r.Kills >= s.cfg.MinKills && r.NATSRestarts >= 1 && r.ClaimCuts > 0,
+		"%d kills (want ≥ %d), %d NATS node restarts, %d claim replies lost", r.Kills, s.cfg.MinKills, r.NATSRestarts, r.ClaimCuts)
 }
 
 // readLedger returns every payout of the ledger at path by key.
@@ -210,7 +220,7 @@ func readLedger(ctx context.Context, name, path string) (map[string]row, error) 
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		for _, p := range ps {
-			rw := row{proc: name, state: p.State, batch: p.OutBatchNo, amount: p.Amount}
+			rw := row{proc: name, state: p.State, batch: p.OutBatchNo, amount: p.Amount, failReason: p.FailReason}
 			if p.FailReason != "" {
 				rw.opsNote = " (" + p.FailReason + ")"
 			}
@@ -220,24 +230,57 @@ func readLedger(ctx context.Context, name, path string) (map[string]row, error) 
 	return out, nil
 }
 
-// checkDeadLetters reads the whole dead-letter stream: every invalid line must be there
-// with a reason header, and nothing else.
+// stored is one message read back from a stream.
+type stored struct {
+	seq    uint64
+	data   []byte
+	header nats.Header
+}
+
+// checkDeadLetters reads the whole dead-letter stream and the requests stream: every invalid
+// line (misrouted ones and the poison request too) must be dead-lettered once, with a
+// reason, found again by its original stream sequence; nothing else may be; the poison's
+// dead letter is cut to fit; no dead letter holds a plaintext name, and no request stored
+// by the producer does either.
 func (s *soak) checkDeadLetters(ctx context.Context) {
-	msgs, err := readStream(ctx, s.js, s.topo.DeadLetterStream)
+	const name = "every invalid or misrouted request dead-lettered once with its reason"
+	dls, err := readStream(ctx, s.js, s.topo.DeadLetterStream)
 	if err != nil {
-		s.rep.check("every invalid request dead-lettered with its reason", false, "%v", err)
+		s.rep.check(name, false, "%v", err)
 		return
 	}
+	reqs, err := readStream(ctx, s.js, s.topo.Stream)
+	if err != nil {
+		s.rep.check(name, false, "%v", err)
+		return
+	}
+	orig := make(map[uint64][]byte, len(reqs))
+	for _, m := range reqs {
+		orig[m.seq] = m.data
+	}
 	seen := map[string]int{}
-	var noReason, unexpected int
-	for _, m := range msgs {
-		if m.Header.Get(pipeline.HeaderReason) == "" {
+	var noReason, unexpected, misrouted, oversized int
+	poisonNote := "no dead letter"
+	for _, m := range dls {
+		if m.header.Get(pipeline.HeaderReason) == "" {
 			noReason++
 		}
-		if !s.work.invalid[string(m.Data)] {
-			unexpected++
+		if m.header.Get(pipeline.HeaderReasonClass) == pipeline.ClassMisrouted {
+			misrouted++
 		}
-		seen[string(m.Data)]++
+		if len(m.data) > payout.MaxMessageSize {
+			oversized++
+		}
+		seq, _ := strconv.ParseUint(m.header.Get(pipeline.HeaderOrigStreamSeq), 10, 64)
+		data, ok := orig[seq]
+		if !ok || !s.work.invalid[string(data)] {
+			unexpected++
+			continue
+		}
+		if bytes.Equal(data, s.work.poison) {
+			poisonNote = m.header.Get(pipeline.HeaderBody)
+		}
+		seen[string(data)]++
 	}
 	missing, repeated := 0, 0
 	for line := range s.work.invalid {
@@ -248,13 +291,73 @@ func (s *soak) checkDeadLetters(ctx context.Context) {
 			repeated++
 		}
 	}
-	s.rep.check("every invalid request dead-lettered with its reason", missing == 0 && noReason == 0 && unexpected == 0,
-		"%d dead letters for %d invalid lines: %d missing, %d without a reason, %d not from the invalid lines, %d lines dead-lettered more than once",
-		len(msgs), len(s.work.invalid), missing, noReason, unexpected, repeated)
+	s.rep.check(name, missing == 0 && noReason == 0 && unexpected == 0 && repeated == 0 && misrouted == s.work.misrouted,
+		"%d dead letters for %d invalid lines: %d missing, %d without a reason, %d not from the invalid lines, %d lines dead-lettered more than once; %d misrouted (want %d)",
+		len(dls), len(s.work.invalid), missing, noReason, unexpected, repeated, misrouted, s.work.misrouted)
+	s.rep.check("a request just under the max payload is dead-lettered, cut to fit", strings.HasPrefix(poisonNote, "truncated") && oversized == 0,
+		"poison dead letter: %q; %d dead letters over %d bytes", poisonNote, oversized, payout.MaxMessageSize)
+
+	var inDL, inStream int
+	for _, m := range dls {
+		if s.holdsName(m.data) {
+			inDL++
+		}
+	}
+	for _, m := range reqs {
+		if !s.work.invalid[string(m.data)] && s.holdsName(m.data) { // raw invalid lines are the harness's own doing
+			inStream++
+		}
+	}
+	s.rep.check("no plaintext name in the dead letters or the requests the producer stored", inDL == 0 && inStream == 0 && len(s.work.names) > 0,
+		"%d names in the workload; found in %d dead letters and %d stored requests", len(s.work.names), inDL, inStream)
 }
 
-// readStream returns every message stored in stream.
-func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]*nats.Msg, error) {
+// holdsName reports whether b contains one of the workload's plaintext names.
+func (s *soak) holdsName(b []byte) bool {
+	for _, n := range s.work.names {
+		if bytes.Contains(b, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkLedgerFiles scans every ledger file (and its WAL) for plaintext names.
+func (s *soak) checkLedgerFiles(files []string) {
+	var found []string
+	for _, f := range files {
+		for _, path := range []string{f, f + "-wal"} {
+			b, err := os.ReadFile(path)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				found = append(found, err.Error())
+			}
+			if s.holdsName(b) {
+				found = append(found, path)
+			}
+		}
+	}
+	s.rep.check("no plaintext name in any ledger file", len(found) == 0, "%d files; names found in %v", len(files), found)
+}
+
+// readStream returns every message stored in stream, trying again for a while when the
+// cluster cannot answer (a node restarted during the run may still be catching up).
+func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]stored, error) {
+	var out []stored
+	var err error
+	perr := poll(ctx, time.Minute, time.Second, func() (bool, string) {
+		out, err = readStreamOnce(ctx, js, stream)
+		if err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	if perr != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, perr)
+	}
+	return out, nil
+}
+
+func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]stored, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
@@ -264,7 +367,7 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]*
 	if err != nil {
 		return nil, err
 	}
-	var out []*nats.Msg
+	var out []stored
 	for uint64(len(out)) < want {
 		b, err := c.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -272,7 +375,11 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]*
 		}
 		n := 0
 		for m := range b.Messages() {
-			out = append(out, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, stored{seq: md.Sequence.Stream, data: m.Data(), header: m.Headers()})
 			n++
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {

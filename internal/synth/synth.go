@@ -2,7 +2,8 @@
 // benchmarks: several groups (appids and scenes), amounts mostly 0.30–200 yuan, some of 2000
 // yuan or more with a Chinese user_name, some openids "fail-<FAIL_REASON>-<id>" that the
 // sandbox fails with that reason, and a share of invalid lines of many kinds. Output is
-// deterministic for a seed.
+// deterministic for a seed, except the ciphertexts of sealed names (Options.NameKey), which
+// are as random as NameKey.Rand.
 package synth
 
 import (
@@ -29,6 +30,11 @@ type Options struct {
 	MchID       string
 	AppIDs      []string
 	Start       time.Time // created_at of the first request
+	// NameKey, when set, seals every name (payout.NameKey.Seal): lines carry
+	// user_name_cipher and wechatpay_serial instead of user_name, as a producer publishes
+	// them. Nil (the default) leaves plaintext names, which the producer seals when it
+	// publishes. The choice of lines, keys and amounts is the same either way.
+	NameKey *payout.NameKey
 }
 
 // DefaultOptions returns the defaults of "producer gen".
@@ -53,7 +59,8 @@ var (
 const openIDChars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
 
 // Record is one generated line: the request it was made from, and whether the line is that
-// request (Valid) or a spoiled, invalid version of it.
+// request (Valid) or a spoiled, invalid version of it. Req keeps the plaintext name, for
+// checking what the payee is paid under; with Options.NameKey the line carries it sealed.
 type Record struct {
 	Req   payout.Request
 	Line  []byte
@@ -63,7 +70,8 @@ type Record struct {
 // Fails reports whether the sandbox fails this payout (its openid is "fail-<REASON>-…").
 func (r Record) Fails() bool { return strings.HasPrefix(r.Req.OpenID, "fail-") }
 
-// Each calls fn with o.Count records, deterministic for o.Seed.
+// Each calls fn with o.Count records, deterministic for o.Seed (see Options.NameKey). It
+// returns the first error of fn or of sealing a name.
 func Each(ctx context.Context, o Options, fn func(Record) error) error {
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	for i := range o.Count {
@@ -71,13 +79,19 @@ func Each(ctx context.Context, o Options, fn func(Record) error) error {
 			return ctx.Err()
 		}
 		r := synth(rng, o, i)
-		line, err := json.Marshal(r)
+		sent := r
+		if o.NameKey != nil {
+			if err := o.NameKey.Seal(&sent); err != nil {
+				return err
+			}
+		}
+		line, err := json.Marshal(sent)
 		if err != nil {
 			return err
 		}
 		rec := Record{Req: r, Line: line, Valid: true}
 		if rng.Float64() < o.InvalidRate {
-			rec.Line, rec.Valid = spoil(rng, r), false
+			rec.Line, rec.Valid = spoil(rng, sent), false
 		}
 		if err := fn(rec); err != nil {
 			return err
@@ -150,10 +164,14 @@ func chineseName(rng *rand.Rand) string {
 	return string(n)
 }
 
-// spoil returns r as an invalid line of a random kind.
+// spoil returns r as an invalid line of a random kind; a sealed name stays sealed.
 func spoil(rng *rand.Rand, r payout.Request) []byte {
 	enc := func(r payout.Request) string { b, _ := json.Marshal(r); return string(b) }
 	amount := fmt.Sprintf(`"amount":%d`, r.Amount)
+	noName := func(r payout.Request) payout.Request {
+		r.UserName, r.UserNameCipher, r.WechatpaySerial = "", "", ""
+		return r
+	}
 	kinds := []func() string{
 		func() string { r.OutDetailNo = "bad-no-" + r.OutDetailNo; return enc(r) },                  // charset
 		func() string { return strings.Replace(enc(r), amount, amount+".5", 1) },                    // float amount
@@ -161,7 +179,7 @@ func spoil(rng *rand.Rand, r payout.Request) []byte {
 		func() string { r.OpenID = ""; return enc(r) },                                              // missing openid
 		func() string { r.Remark = strings.Repeat("超长备注", 9); return enc(r) },                       // remark > 32 characters
 		func() string { r.Amount = 0; return enc(r) },                                               // zero amount
-		func() string { r.Amount, r.UserName = payout.NameRequiredFrom+1, ""; return enc(r) },       // name missing
+		func() string { r.Amount = payout.NameRequiredFrom + 1; return enc(noName(r)) },             // name missing
 		func() string { s := enc(r); return s[:len(s)/2] },                                          // truncated JSON
 		func() string { return strings.Replace(enc(r), amount, amount+`,"amount":1`, 1) },           // duplicate key
 		func() string { r.AppID, r.SubMchID = "", "1900000002"; return enc(r) },                     // partner without authorization_type

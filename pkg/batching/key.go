@@ -35,7 +35,7 @@ func KeyOf(r *payout.Request) Key {
 		Rail: r.Rail(), MchID: r.MchID, AppID: r.AppID, SceneID: r.SceneID,
 		SubMchID: r.SubMchID, SubAppID: r.SubAppID, SpAppID: r.SpAppID,
 		AuthorizationType: r.AuthorizationType, TransferPurpose: r.TransferPurpose,
-		TransferScene: r.TransferScene, Named: r.UserName != "",
+		TransferScene: r.TransferScene, Named: r.HasName(),
 		BatchName: r.BatchName, BatchRemark: r.BatchRemark,
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Stuck thresholds (spec §6, §10 rule 7).
+// Stuck thresholds (spec §6, §10 rule 7; issue 12).
 const (
 	// StuckAccepted: a batch in WAIT_PAY or ACCEPTED longer than this needs a human
 	// (low balance, or staff must confirm).
@@ -21,20 +21,31 @@ const (
 	// HorizonMargin: an unsettled batch this close to the QueryHorizon is flagged while it
 	// can still be queried.
 	HorizonMargin = 3 * 24 * time.Hour
+	// StuckIntake: a payout RECEIVED or CLAIMED (committed, not yet in a batch) unchanged for
+	// longer than this is one nothing is working on, e.g. a stranded claim. A running
+	// processor claims within a fetch and seals within a batch's wait, both seconds.
+	StuckIntake = 10 * time.Minute
 )
 
-// Report is the result of Audit: which checks ran on which files and every violation found.
+// MaxExamples is the most violations Audit lists per file and check in Report.Violations;
+// Check.Violations counts all of them and Check.Omitted the ones not listed.
+const MaxExamples = 20
+
+// Report is the result of Audit: which checks ran on which files and the violations found
+// (at most MaxExamples per file and check; the checks count them all).
 type Report struct {
 	Files      []string    `json:"files"`
 	Checks     []Check     `json:"checks"`
 	Violations []Violation `json:"violations"`
 }
 
-// Check is one invariant and how many violations it found across all files.
+// Check is one invariant and how many violations it found across all files. Omitted of
+// them are not listed in Report.Violations.
 type Check struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Violations  int    `json:"violations"`
+	Omitted     int    `json:"omitted"`
 }
 
 // Violation names one offending row, e.g. Row "payouts seq=42 out_detail_no=abc".
@@ -45,10 +56,20 @@ type Violation struct {
 	Detail string `json:"detail"`
 }
 
-// OK reports whether no violation was found.
-func (r *Report) OK() bool { return len(r.Violations) == 0 }
+// OK reports whether no violation was found, listed or not.
+func (r *Report) OK() bool { return r.total() == 0 }
 
-// WriteText writes the report as a human table: one line per check, then the violations.
+// total is the number of violations found, listed or not.
+func (r *Report) total() int {
+	n := 0
+	for _, c := range r.Checks {
+		n += c.Violations
+	}
+	return max(n, len(r.Violations))
+}
+
+// WriteText writes the report as a human table: one line per check, then the violations
+// listed.
 func (r *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "ledger audit of %s\n\nCHECK\tRESULT\tWHAT\n", strings.Join(r.Files, ", "))
@@ -56,6 +77,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		res := "ok"
 		if c.Violations > 0 {
 			res = fmt.Sprintf("%d VIOLATIONS", c.Violations)
+		}
+		if c.Omitted > 0 {
+			res += fmt.Sprintf(" (%d more not listed)", c.Omitted)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, res, c.Description)
 	}
@@ -67,7 +91,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	verdict := "clean"
 	if !r.OK() {
-		verdict = fmt.Sprintf("%d violations", len(r.Violations))
+		verdict = fmt.Sprintf("%d violations", r.total())
 	}
 	fmt.Fprintf(tw, "\n%s\n", verdict)
 	return tw.Flush()
@@ -79,15 +103,35 @@ var goChecks = []Check{
 	{Name: "event_replay", Description: "every payout and batch state, batch membership and request content is what the event history produces"},
 	{Name: "batch_body", Description: "every frozen body lists exactly its members, amounts and totals"},
 	{Name: "stuck", Description: "no batch WAIT_PAY/ACCEPTED over 30 min, none unsettled near the 30-day query horizon"},
+	{Name: "stuck_intake", Description: "no payout RECEIVED or CLAIMED unchanged for over 10 min (nothing is working on it)"},
 	{Name: "cross_file_keys", Description: "no out_detail_no owned by two ledger files (DUPLICATE rows own nothing)"},
+	{Name: "duplicate_unfinished", Description: "every DUPLICATE row's owner (another instance, its file audited) holds the key and is paying or finished it"},
+	{Name: "owner_missing", Description: "every DUPLICATE row names an owner instance whose ledger is among the files audited"},
 }
 
-// Audit checks the invariants of every ledger file in paths, read-only, as of now. The error
-// is non-nil only if a file cannot be read (missing, not a ledger, older schema); violations
-// are in the Report.
+// Audit checks the invariants of every ledger file in paths, read-only, as of now. Each
+// file is read in one snapshot; all stay open until the cross-file checks are done. The
+// error is non-nil only if a file cannot be read (missing, not a ledger, older schema);
+// violations are in the Report.
 func Audit(ctx context.Context, paths []string, now time.Time) (*Report, error) {
 	r := &Report{Files: paths, Violations: []Violation{}}
-	counts := map[string]int{}
+	var auditors []*auditor
+	defer func() {
+		for _, a := range auditors {
+			a.close()
+		}
+	}()
+	byInstance := map[string]*auditor{} // instance id → the first file with it
+	for _, path := range paths {
+		a, err := openAudit(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		auditors = append(auditors, a)
+		if _, ok := byInstance[a.instance]; !ok {
+			byInstance[a.instance] = a
+		}
+	}
 	descs := map[string]string{}
 	var order []string
 	addCheck := func(name, desc string) {
@@ -96,12 +140,11 @@ func Audit(ctx context.Context, paths []string, now time.Time) (*Report, error) 
 		}
 		descs[name] = desc
 	}
-	keys := map[string]string{} // out_detail_no → first file
-	for _, path := range paths {
-		a, err := openAudit(ctx, path)
-		if err != nil {
-			return nil, err
-		}
+	var keys map[string]string // mchid.out_detail_no → first file; only needed across files
+	if len(paths) > 1 {
+		keys = map[string]string{}
+	}
+	for _, a := range auditors {
 		views, err := a.views(ctx)
 		if err == nil {
 			for _, v := range views {
@@ -112,43 +155,84 @@ func Audit(ctx context.Context, paths []string, now time.Time) (*Report, error) 
 			}
 			err = a.run(ctx, views, now, keys)
 		}
-		a.db.Close()
 		if err != nil {
-			return nil, fmt.Errorf("audit %s: %w", path, err)
+			return nil, fmt.Errorf("audit %s: %w", a.path, err)
 		}
-		r.Violations = append(r.Violations, a.violations...)
 	}
-	for _, v := range r.Violations {
-		counts[v.Check]++
+	if err := checkOwners(ctx, auditors, byInstance, now); err != nil {
+		return nil, err
+	}
+	counts, omitted := map[string]int{}, map[string]int{}
+	for _, a := range auditors {
+		r.Violations = append(r.Violations, a.violations...)
+		for c, n := range a.counts {
+			counts[c] += n
+			omitted[c] += n - min(n, MaxExamples)
+		}
 	}
 	for _, n := range order {
-		r.Checks = append(r.Checks, Check{Name: n, Description: descs[n], Violations: counts[n]})
+		r.Checks = append(r.Checks, Check{Name: n, Description: descs[n], Violations: counts[n], Omitted: omitted[n]})
 	}
 	return r, nil
 }
 
-// auditor audits one file.
+// auditor audits one file, in one read transaction.
 type auditor struct {
 	path       string
+	instance   string // the file's instance id (meta)
 	db         *sql.DB
+	tx         *sql.Tx
 	violations []Violation
+	counts     map[string]int // violations found per check, listed or not
+	dups       []dupRow       // the file's DUPLICATE rows, for checkOwners
 }
 
+// dupRow is a DUPLICATE payout as checkOwners needs it.
+type dupRow struct {
+	seq              int64
+	mchID, key, fail string
+}
+
+func (d dupRow) row() string { return fmt.Sprintf("payouts seq=%d out_detail_no=%s", d.seq, d.key) }
+
+// add counts a violation and lists it if the check has fewer than MaxExamples listed.
 func (a *auditor) add(check, row, format string, args ...any) {
+	a.counts[check]++
+	if a.counts[check] > MaxExamples {
+		return
+	}
 	a.violations = append(a.violations, Violation{File: a.path, Check: check, Row: row, Detail: fmt.Sprintf(format, args...)})
 }
 
+// openAudit opens path read-only and starts the read transaction every check of it uses, so
+// they all see the same snapshot.
 func openAudit(ctx context.Context, path string) (*auditor, error) {
 	db, err := openReader(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return &auditor{path: path, db: db}, nil
+	a := &auditor{path: path, db: db, counts: map[string]int{}}
+	if a.tx, err = db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true}); err == nil {
+		err = a.tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&a.instance)
+	}
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("audit %s: instance id: %w", path, err)
+	}
+	return a, nil
+}
+
+// close ends the read transaction and closes the file.
+func (a *auditor) close() {
+	if a.tx != nil {
+		a.tx.Rollback()
+	}
+	a.db.Close()
 }
 
 func (a *auditor) views(ctx context.Context) ([]string, error) {
 	var out []string
-	err := eachRow(ctx, a.db, `SELECT name FROM sqlite_master WHERE type = 'view' AND name LIKE 'audit\_%' ESCAPE '\' ORDER BY name`, nil,
+	err := eachRow(ctx, a.tx, `SELECT name FROM sqlite_master WHERE type = 'view' AND name LIKE 'audit\_%' ESCAPE '\' ORDER BY name`, nil,
 		func(scan func(...any) error) error {
 			var n string
 			err := scan(&n)
@@ -159,14 +243,8 @@ func (a *auditor) views(ctx context.Context) ([]string, error) {
 }
 
 func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys map[string]string) error {
-	// One read transaction: every check sees the same snapshot.
-	tx, err := a.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
 	for _, v := range views {
-		if err := eachRow(ctx, tx, `SELECT row, detail FROM `+v, nil, func(s func(...any) error) error {
+		if err := eachRow(ctx, a.tx, `SELECT row, detail FROM `+v, nil, func(s func(...any) error) error {
 			var row, detail string
 			if err := s(&row, &detail); err != nil {
 				return err
@@ -178,26 +256,144 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 		}
 	}
 	for _, step := range []func(context.Context, *sql.Tx, time.Time) error{a.replay, a.bodies, a.stuck} {
-		if err := step(ctx, tx, now); err != nil {
+		if err := step(ctx, a.tx, now); err != nil {
 			return err
 		}
 	}
-	// A key recorded as DUPLICATE lost its claim to another replica: that file does not own it.
-	// Keys are per merchant.
-	return eachRow(ctx, tx, `SELECT seq, mchid, out_detail_no FROM payouts WHERE state <> 'DUPLICATE' ORDER BY seq`, nil, func(s func(...any) error) error {
-		var seq int64
-		var mchID, no string
-		if err := s(&seq, &mchID, &no); err != nil {
-			return err
+	return a.payouts(ctx, now, keys)
+}
+
+// payouts streams every payout once: rows RECEIVED or CLAIMED that nothing is working on;
+// DUPLICATE rows, kept for checkOwners; and, when keys is not nil (several files), keys
+// owned by two files. A key recorded as DUPLICATE lost its claim to another replica: that
+// file does not own it. Keys are per merchant.
+func (a *auditor) payouts(ctx context.Context, now time.Time, keys map[string]string) error {
+	return eachRow(ctx, a.tx, `SELECT seq, mchid, out_detail_no, state, updated_at, fail_reason FROM payouts ORDER BY seq`, nil,
+		func(s func(...any) error) error {
+			var d dupRow
+			var state string
+			var updated int64
+			if err := s(&d.seq, &d.mchID, &d.key, &state, &updated, &d.fail); err != nil {
+				return err
+			}
+			switch state {
+			case PayoutDuplicate:
+				a.dups = append(a.dups, d)
+				return nil
+			case PayoutReceived, PayoutClaimed:
+				if age := now.Sub(fromMS(updated)); age > StuckIntake {
+					a.add("stuck_intake", d.row(), "%s for %s (over %s): nothing is working on it", state, age.Round(time.Minute), StuckIntake)
+				}
+			}
+			if keys == nil {
+				return nil
+			}
+			key := d.mchID + "." + d.key
+			if first, ok := keys[key]; ok && first != a.path {
+				a.add("cross_file_keys", d.row(), "also owned in %s", first)
+			} else if !ok {
+				keys[key] = a.path
+			}
+			return nil
+		})
+}
+
+// ownerRow is the owner's row for a key a DUPLICATE row names.
+type ownerRow struct {
+	state, fail string
+	updated     int64
+}
+
+// checkOwners checks every DUPLICATE row against the ledger of the instance that owns its
+// key (its fail_reason, see MarkDuplicate): that must be another instance whose file is
+// among those audited (else owner_missing), and its file must hold the key in a state other
+// than DUPLICATE, and not RECEIVED or CLAIMED for over StuckIntake (else
+// duplicate_unfinished: nobody pays it). The owners' rows are found through the
+// (seq, key_hash) index, not a table scan.
+func checkOwners(ctx context.Context, auditors []*auditor, byInstance map[string]*auditor, now time.Time) error {
+	type ref struct {
+		a     *auditor
+		d     dupRow
+		owner string
+	}
+	lookups := map[*auditor][]ref{}
+	for _, a := range auditors {
+		for _, d := range a.dups {
+			owner, _, ok := parseOwner(d.fail)
+			o := byInstance[owner]
+			switch {
+			case !ok:
+				a.add("owner_missing", d.row(), "fail_reason %q names no owner instance", d.fail)
+			case owner == a.instance:
+				a.add("duplicate_unfinished", d.row(), "owner %s is this ledger's own instance: no other ledger pays it", owner)
+			case o == nil:
+				a.add("owner_missing", d.row(), "owned by instance %s, whose ledger is not among the files audited", owner)
+			default:
+				lookups[o] = append(lookups[o], ref{a: a, d: d, owner: owner})
+			}
 		}
-		key := mchID + "." + no
-		if first, ok := keys[key]; ok && first != a.path {
-			a.add("cross_file_keys", fmt.Sprintf("payouts seq=%d out_detail_no=%s", seq, no), "also owned in %s", first)
-		} else if !ok {
-			keys[key] = a.path
+	}
+	for _, o := range auditors {
+		refs := lookups[o]
+		if len(refs) == 0 {
+			continue
 		}
-		return nil
+		ds := make([]dupRow, len(refs))
+		for i, r := range refs {
+			ds[i] = r.d
+		}
+		found, err := o.rowsByKey(ctx, ds)
+		if err != nil {
+			return fmt.Errorf("audit %s: owners' rows: %w", o.path, err)
+		}
+		for _, r := range refs {
+			p, ok := found[r.d.mchID+"."+r.d.key]
+			switch {
+			case !ok:
+				r.a.add("duplicate_unfinished", r.d.row(), "owner %s never finished it: no row in %s", r.owner, o.path)
+			case p.state == PayoutDuplicate:
+				r.a.add("duplicate_unfinished", r.d.row(), "owner %s never finished it: DUPLICATE there too (%s) in %s", r.owner, p.fail, o.path)
+			case p.state == PayoutReceived || p.state == PayoutClaimed:
+				if age := now.Sub(fromMS(p.updated)); age > StuckIntake {
+					r.a.add("duplicate_unfinished", r.d.row(), "owner %s never finished it: %s for %s in %s", r.owner, p.state, age.Round(time.Minute), o.path)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// rowsByKey returns this file's payouts with the keys (mchid and out_detail_no) of ds, by
+// "mchid.out_detail_no". It scans the small (seq, key_hash) index and reads only the rows
+// whose key hash matches.
+func (a *auditor) rowsByKey(ctx context.Context, ds []dupRow) (map[string]ownerRow, error) {
+	want := make(map[string]bool, len(ds))
+	seen := map[int64]bool{}
+	var hashes []int64
+	for _, d := range ds {
+		want[d.mchID+"."+d.key] = true
+		if h := keyHash(d.key); !seen[h] {
+			seen[h] = true
+			hashes = append(hashes, h)
+		}
+	}
+	found := map[string]ownerRow{}
+	err := eachSeqChunk(hashes, func(part []int64) error {
+		return eachRow(ctx, a.tx, `SELECT mchid, out_detail_no, state, fail_reason, updated_at FROM payouts
+			WHERE seq IN (SELECT seq FROM payouts INDEXED BY payouts_keys WHERE key_hash IN (`+placeholders(len(part))+`))`,
+			int64Args(part), func(s func(...any) error) error {
+				var mchID, key string
+				var p ownerRow
+				if err := s(&mchID, &key, &p.state, &p.fail, &p.updated); err != nil {
+					return err
+				}
+				if k := mchID + "." + key; want[k] {
+					found[k] = p
+				}
+				return nil
+			})
 	})
+	return found, err
 }
 
 // replayed is what the event history says about one payout.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -126,13 +127,12 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 	dbA := mustOpenPath(t, a, WithNow(clk.now))
 	dbB := mustOpenPath(t, b, WithNow(clk.now))
-	mustInsert(t, dbA, newPayout("shared", 100), newPayout("onlyA", 100), newPayout("claimedByA", 100))
-	mustInsert(t, dbB, newPayout("shared", 100), newPayout("claimedByA", 100))
-	lost, err := dbB.Payout(ctx, "claimedByA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dbB.MarkDuplicate(ctx, lost.Seq, "A"); err != nil {
+	mustSeal(t, dbA, "A1", "shared", 1)
+	mustSeal(t, dbA, "A2", "claimedByA", 1)
+	mustSeal(t, dbB, "B1", "shared", 1)
+	lost := newPayout("claimedByA0", 100)
+	lost.Seq = mustInsert(t, dbB, lost)[0]
+	if err := dbB.MarkDuplicate(ctx, lost.Seq, dbA.InstanceID(), false); err != nil {
 		t.Fatal(err)
 	}
 	mustSeal(t, dbB, "W1", "w", 1)
@@ -140,7 +140,7 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAuditClean(t, clk.now(), a)
-	mustAuditClean(t, clk.now(), b)
+	mustAuditFinds(t, clk.now(), map[string]int{"owner_missing": 1}, b) // A's ledger is not given
 	r, err := Audit(ctx, []string{a, b}, clk.now().Add(31*time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -151,14 +151,229 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 	}
 	want := []string{
 		"stuck " + b + " batches out_batch_no=W1",
-		"cross_file_keys " + b + " payouts seq=1 out_detail_no=shared",
+		"cross_file_keys " + b + " payouts seq=1 out_detail_no=shared0",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("violations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	r, err = Audit(ctx, []string{b}, clk.now().Add(28*24*time.Hour))
-	if err != nil || len(r.Violations) != 2 {
-		t.Fatalf("near the horizon: %+v, %v; want WAIT_PAY and horizon violations", r, err)
+	// WAIT_PAY too long, and W1 and B1 near the horizon.
+	mustAuditFinds(t, clk.now().Add(28*24*time.Hour), map[string]int{"stuck": 3, "owner_missing": 1}, b)
+}
+
+func TestAudit_StuckIntake(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	db := mustOpenLedger(t, WithNow(clk.now))
+	seqs := mustInsert(t, db, newPayout("received", 100), newPayout("claimed", 100), newPayout("late", 100))
+	if err := db.MarkClaimed(ctx, seqs[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	mustSeal(t, db, "S1", "sealed", 1)
+	clk.add(9 * time.Minute)
+	if err := db.MarkClaimed(ctx, seqs[2:3]); err != nil { // received long ago, claimed just now
+		t.Fatal(err)
+	}
+	mustAuditClean(t, clk.now(), db.Path())
+	r := mustAuditFinds(t, clk.now().Add(2*time.Minute), map[string]int{"stuck_intake": 2}, db.Path())
+	var got []string
+	for _, v := range r.Violations {
+		got = append(got, v.Row+": "+v.Detail)
+	}
+	want := []string{
+		"payouts seq=1 out_detail_no=received: RECEIVED for 11m0s (over 10m0s): nothing is working on it",
+		"payouts seq=2 out_detail_no=claimed: CLAIMED for 11m0s (over 10m0s): nothing is working on it",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("violations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestAudit_FailReason(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	ps := mustSeal(t, db, "B1", "f", 3)
+	if _, err := db.ApplyDetailPage(ctx, "B1", SourceQuery, 0, []DetailRow{
+		{OutDetailNo: ps[0].OutDetailNo, DetailID: "d0", Status: PayoutFail},
+		{OutDetailNo: ps[1].OutDetailNo, DetailID: "d1", Status: PayoutFail, FailReason: "TRANSFER_QUOTA_EXCEED"},
+		{OutDetailNo: ps[2].OutDetailNo, DetailID: "d2", Status: PayoutSuccess},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustAuditFinds(t, db.now(), map[string]int{"fail_reason": 1}, db.Path())
+	if got, want := r.Violations[0].Row, "payouts seq=1 out_detail_no=f0"; got != want {
+		t.Fatalf("fail_reason row = %q, want %q", got, want)
+	}
+}
+
+func TestAudit_DuplicateOwnership(t *testing.T) {
+	ctx := context.Background()
+	// Every case: B holds key k as DUPLICATE, naming an owner (A by default).
+	tests := []struct {
+		name       string
+		owner      func(t *testing.T, a, b *DB) // A's side of k
+		ownerID    func(a, b *DB) string        // default A's instance
+		conflict   bool
+		edit       string // SQL run on B's file afterwards
+		files      string // "AB" or "B"
+		after      time.Duration
+		want       map[string]int
+		wantDetail string
+	}{
+		{name: "owner sealed it", owner: sealK, files: "AB", after: time.Hour, want: map[string]int{}},
+		{name: "owner paid it, conflict form", owner: sealK, conflict: true, files: "AB", after: time.Hour, want: map[string]int{}},
+		{name: "owner still claiming it", owner: insertK, files: "AB", after: 5 * time.Minute, want: map[string]int{}},
+		{name: "owner stranded it", owner: insertK, files: "AB", after: 2 * time.Hour,
+			want: map[string]int{"stuck_intake": 1, "duplicate_unfinished": 1}, wantDetail: "never finished it: RECEIVED for 2h0m0s"},
+		{name: "owner stranded it, conflict form", owner: insertK, conflict: true, files: "AB", after: 2 * time.Hour,
+			want: map[string]int{"stuck_intake": 1, "duplicate_unfinished": 1}, wantDetail: "never finished it: RECEIVED for 2h0m0s"},
+		{name: "owner has no row", owner: func(*testing.T, *DB, *DB) {}, files: "AB", after: time.Minute,
+			want: map[string]int{"duplicate_unfinished": 1}, wantDetail: "never finished it: no row"},
+		{name: "owner has the number for another merchant", owner: func(t *testing.T, a, _ *DB) {
+			p := newPayout("k", 100)
+			p.MchID = "1900000002"
+			mustInsert(t, a, p)
+		}, files: "AB", after: time.Minute, want: map[string]int{"duplicate_unfinished": 1}, wantDetail: "never finished it: no row"},
+		{name: "owner's row is DUPLICATE too", owner: func(t *testing.T, a, b *DB) {
+			seq := mustInsert(t, a, newPayout("k", 100))[0]
+			if err := a.MarkDuplicate(ctx, seq, b.InstanceID(), false); err != nil {
+				t.Fatal(err)
+			}
+		}, files: "AB", after: time.Minute, want: map[string]int{"duplicate_unfinished": 2}, wantDetail: "DUPLICATE there too"},
+		{name: "owner is the row's own instance", owner: sealK, ownerID: func(_, b *DB) string { return b.InstanceID() },
+			files: "AB", after: time.Minute, want: map[string]int{"duplicate_unfinished": 1}, wantDetail: "this ledger's own instance"},
+		{name: "owner's ledger not given", owner: sealK, files: "B", after: time.Minute,
+			want: map[string]int{"owner_missing": 1}, wantDetail: "whose ledger is not among the files audited"},
+		{name: "owner's ledger not given, conflict form", owner: sealK, conflict: true, files: "B", after: time.Minute,
+			want: map[string]int{"owner_missing": 1}, wantDetail: "whose ledger is not among the files audited"},
+		{name: "no owner named", owner: sealK, edit: `UPDATE payouts SET fail_reason = 'lost' WHERE state = 'DUPLICATE'`,
+			files: "AB", after: time.Minute, want: map[string]int{"owner_missing": 1}, wantDetail: `fail_reason "lost" names no owner`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			dir := t.TempDir()
+			a := mustOpenPath(t, filepath.Join(dir, "a.db"), WithNow(clk.now))
+			b := mustOpenPath(t, filepath.Join(dir, "b.db"), WithNow(clk.now))
+			tt.owner(t, a, b)
+			owner := a.InstanceID()
+			if tt.ownerID != nil {
+				owner = tt.ownerID(a, b)
+			}
+			seq := mustInsert(t, b, newPayout("k", 100))[0]
+			if err := b.MarkDuplicate(ctx, seq, owner, tt.conflict); err != nil {
+				t.Fatal(err)
+			}
+			if tt.edit != "" {
+				tamper(t, b.Path(), tt.edit)
+			}
+			files := []string{b.Path()}
+			if tt.files == "AB" {
+				files = []string{a.Path(), b.Path()}
+			}
+			r := mustAuditFinds(t, clk.now().Add(tt.after), tt.want, files...)
+			for _, v := range r.Violations {
+				if v.Check != "stuck_intake" && !strings.Contains(v.Detail, tt.wantDetail) {
+					t.Fatalf("violation %+v: want a detail containing %q", v, tt.wantDetail)
+				}
+			}
+		})
+	}
+}
+
+// insertK records key k as received (and never claimed).
+func insertK(t *testing.T, db, _ *DB) { mustInsert(t, db, newPayout("k", 100)) }
+
+// sealK records key k in a sealed batch.
+func sealK(t *testing.T, db, _ *DB) {
+	p := newPayout("k", 100)
+	p.Seq = mustInsert(t, db, p)[0]
+	if err := db.ClaimAndSeal(context.Background(), batchFor("BK", []Payout{p})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAudit_ForeignMerchant(t *testing.T) {
+	ctx := context.Background()
+	foreign := newPayout("f", 100)
+	foreign.MchID, foreign.GroupKey = "1900000002", "1900000002/direct"
+	tests := []struct {
+		name     string
+		merchant string
+		want     map[string]int
+	}{
+		{name: "bound to our merchant", merchant: "1900000109", want: map[string]int{"foreign_merchant": 2}},
+		{name: "bound to the other merchant", merchant: "1900000002", want: map[string]int{"foreign_merchant": 2}},
+		{name: "not bound", merchant: "", want: map[string]int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ledger.db")
+			db := mustOpenPath(t, path) // rows written before the binding are checked too
+			mustSeal(t, db, "B1", "m", 1)
+			p := foreign
+			p.Seq = mustInsert(t, db, p)[0]
+			if err := db.ClaimAndSeal(ctx, batchFor("F1", []Payout{p})); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			mustOpenPath(t, path, WithMerchant(tt.merchant))
+			r := mustAuditFinds(t, time.Now(), tt.want, path)
+			for _, v := range r.Violations {
+				if !strings.Contains(v.Detail, "in a ledger bound to merchant "+tt.merchant) {
+					t.Fatalf("detail %q does not name the merchant", v.Detail)
+				}
+			}
+		})
+	}
+}
+
+func TestAudit_ExamplesCapped(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	n := MaxExamples + 5
+	var paths []string
+	for _, f := range []string{"a", "b"} {
+		db := mustOpenPath(t, filepath.Join(dir, f+".db"), WithNow(clk.now))
+		ps := make([]Payout, n)
+		for i := range ps {
+			ps[i] = newPayout(fmt.Sprintf("%s%d", f, i), 100)
+		}
+		mustInsert(t, db, ps...)
+		paths = append(paths, db.Path())
+	}
+	r := mustAuditFinds(t, clk.now().Add(time.Hour), map[string]int{"stuck_intake": 2 * n}, paths...)
+	listed := map[string]int{}
+	for _, v := range r.Violations {
+		listed[v.File]++
+	}
+	for _, p := range paths {
+		if got, want := listed[p], MaxExamples; got != want {
+			t.Fatalf("%s: %d violations listed, want %d", p, got, want)
+		}
+	}
+	for _, c := range r.Checks {
+		if c.Name == "stuck_intake" {
+			if got, want := c.Omitted, 10; got != want {
+				t.Fatalf("Omitted = %d, want %d", got, want)
+			}
+		} else if c.Omitted != 0 {
+			t.Fatalf("check %s: Omitted = %d, want 0", c.Name, c.Omitted)
+		}
+	}
+	var buf bytes.Buffer
+	if err := r.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"50 VIOLATIONS (10 more not listed)", "\n50 violations\n"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("text report lacks %q:\n%s", want, buf.String())
+		}
+	}
+	// Counted but none listed is still not OK.
+	if (&Report{Checks: []Check{{Name: "x", Violations: 3, Omitted: 3}}}).OK() {
+		t.Fatal("OK() with 3 violations counted and none listed")
 	}
 }
 

@@ -140,6 +140,26 @@ func mustState(t testing.TB, db *DB, key, want string) {
 	}
 }
 
+// mustAuditFinds fails unless Audit of paths finds exactly want: violations per check (checks
+// not in want must find none). It returns the report.
+func mustAuditFinds(t testing.TB, now time.Time, want map[string]int, paths ...string) *Report {
+	t.Helper()
+	r, err := Audit(context.Background(), paths, now)
+	if err != nil {
+		t.Fatalf("Audit: %v", err)
+	}
+	got := map[string]int{}
+	for _, c := range r.Checks {
+		if c.Violations > 0 {
+			got[c.Name] = c.Violations
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Audit found %v, want %v: %+v", got, want, r.Violations)
+	}
+	return r
+}
+
 // mustAuditClean fails unless Audit of paths finds nothing.
 func mustAuditClean(t testing.TB, now time.Time, paths ...string) {
 	t.Helper()

@@ -51,6 +51,9 @@ var (
 	// ErrInvalid: the caller passed data that violates a ledger rule (wrong totals, cap,
 	// member not claimed, body not matching its members, …). Nothing was written.
 	ErrInvalid = errors.New("ledger: invalid")
+	// ErrWrongMerchant: the file is bound to another merchant than the one given to
+	// WithMerchant. Such a ledger must never be used to pay (issue 12).
+	ErrWrongMerchant = errors.New("ledger: bound to another merchant")
 )
 
 // Option configures Open.
@@ -62,12 +65,20 @@ func WithNow(now func() time.Time) Option { return func(db *DB) { db.now = now }
 // WithLogger sets the logger for illegal transitions and conflicts (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(db *DB) { db.log = l } }
 
+// WithMerchant binds the ledger to the merchant mchid. Open records it in the file (meta key
+// "mchid") if the file records none, and fails with an error wrapping ErrWrongMerchant if
+// the file records another; OpenReadOnly only checks. Empty mchid: no binding, no check
+// (the default). Audit reports payouts and batches of any other merchant in a bound file.
+func WithMerchant(mchid string) Option { return func(db *DB) { db.want = mchid } }
+
 // DB is an open ledger file. Close it when done; it is safe for concurrent use.
 type DB struct {
 	path       string
 	instanceID string
+	merchant   string // the mchid recorded in meta; "" if none
 	now        func() time.Time
 	log        *slog.Logger
+	want       string // the merchant from WithMerchant; "" = no binding
 
 	wdb   *sql.DB   // the writer's pool: one connection, held as wconn
 	wconn *sql.Conn // the single writer; transactions are BEGIN IMMEDIATE … COMMIT on it
@@ -171,7 +182,11 @@ func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*DB, error)
 	if db.rdb, err = openReader(ctx, path); err != nil {
 		return nil, err
 	}
-	if err := db.rdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&db.instanceID); err != nil {
+	err = db.rdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&db.instanceID)
+	if err == nil {
+		err = db.loadMerchant(ctx, db.rdb, false)
+	}
+	if err != nil {
 		db.rdb.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
@@ -229,6 +244,9 @@ func (db *DB) init(ctx context.Context, upTo int) error {
 		if err != nil {
 			return fmt.Errorf("instance id: %w", err)
 		}
+		if err := db.loadMerchant(ctx, tx, true); err != nil {
+			return err
+		}
 		err = tx.QueryRowContext(ctx, `SELECT id, hash FROM events ORDER BY id DESC LIMIT 1`).Scan(&db.lastEvent, &db.head)
 		if errors.Is(err, sql.ErrNoRows) {
 			db.head, err = []byte{}, nil
@@ -239,6 +257,35 @@ func (db *DB) init(ctx context.Context, upTo int) error {
 		db.keys, err = loadKeys(ctx, tx)
 		return err
 	})
+}
+
+// metaQuerier is a *sql.DB or *sql.Conn.
+type metaQuerier interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}
+
+// loadMerchant reads the merchant recorded in meta into db.merchant and checks it against
+// WithMerchant; with record, it records the wanted merchant in a file that has none.
+func (db *DB) loadMerchant(ctx context.Context, q metaQuerier, record bool) error {
+	err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'mchid'`).Scan(&db.merchant)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		db.merchant = ""
+		if !record || db.want == "" {
+			return nil
+		}
+		if _, err := q.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('mchid', ?)`, db.want); err != nil {
+			return fmt.Errorf("record merchant: %w", err)
+		}
+		db.merchant = db.want
+		return nil
+	case err != nil:
+		return fmt.Errorf("merchant: %w", err)
+	case db.want != "" && db.merchant != db.want:
+		return fmt.Errorf("%w: the file records merchant %s, not %s", ErrWrongMerchant, db.merchant, db.want)
+	}
+	return nil
 }
 
 const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -351,6 +398,10 @@ func (db *DB) Path() string { return db.path }
 // InstanceID returns the random [0-9A-Za-z]{10} id generated when the file was created; it is
 // stable across reopen and names this ledger (and its processor) to other replicas.
 func (db *DB) InstanceID() string { return db.instanceID }
+
+// Merchant returns the mchid the file is bound to (see WithMerchant), or "" if none is
+// recorded.
+func (db *DB) Merchant() string { return db.merchant }
 
 // IllegalTransitions returns how many illegal transitions were refused since Open.
 func (db *DB) IllegalTransitions() int64 { return db.illegal.Load() }

@@ -166,3 +166,65 @@ func TestWrite_RollbackKeepsChainHead(t *testing.T) {
 	mustInsert(t, db, newPayout("b", 100))
 	mustAuditClean(t, db.now(), db.Path())
 }
+
+func TestOpen_WithMerchant(t *testing.T) {
+	ctx := context.Background()
+	const ours, theirs = "1900000001", "1900000002"
+	tests := []struct {
+		name         string
+		recorded     string // the file's binding before; "" = none
+		merchant     string // WithMerchant on this open; "" = no option
+		wantMerchant string // Merchant() after Open
+		wantRO       string // Merchant() after OpenReadOnly (which records nothing)
+		wantErr      error
+	}{
+		{name: "unbound, no option", wantMerchant: "", wantRO: ""},
+		{name: "unbound file is bound", merchant: ours, wantMerchant: ours, wantRO: ""},
+		{name: "same merchant", recorded: ours, merchant: ours, wantMerchant: ours, wantRO: ours},
+		{name: "no option keeps the binding", recorded: ours, wantMerchant: ours, wantRO: ours},
+		{name: "another merchant", recorded: ours, merchant: theirs, wantErr: ErrWrongMerchant},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ledger.db")
+			db := mustOpenPath(t, path, WithMerchant(tt.recorded))
+			if got, want := db.Merchant(), tt.recorded; got != want {
+				t.Fatalf("Merchant of the new file = %q, want %q", got, want)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ro, err := OpenReadOnly(ctx, path, WithMerchant(tt.merchant))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("OpenReadOnly = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil {
+				if got, want := ro.Merchant(), tt.wantRO; got != want {
+					t.Fatalf("read-only Merchant = %q, want %q", got, want)
+				}
+				ro.Close()
+			}
+			db, err = Open(ctx, path, WithMerchant(tt.merchant))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Open = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				// Refused without changing the file or keeping it locked.
+				db = mustOpenPath(t, path)
+				if got, want := db.Merchant(), tt.recorded; got != want {
+					t.Fatalf("Merchant after a refused Open = %q, want %q", got, want)
+				}
+				return
+			}
+			if got, want := db.Merchant(), tt.wantMerchant; got != want {
+				t.Fatalf("Merchant = %q, want %q", got, want)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := mustOpenPath(t, path).Merchant(), tt.wantMerchant; got != want {
+				t.Fatalf("Merchant after reopen = %q, want %q", got, want)
+			}
+		})
+	}
+}

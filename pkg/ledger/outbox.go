@@ -67,16 +67,18 @@ type StateTotal struct {
 	Amount int64
 }
 
-// Summary counts batches and payouts by state, and recorded conflicts.
+// Summary counts batches and payouts by state, FAIL payouts by fail_reason ("" when WeChat's
+// reason is missing), and recorded conflicts. The maps are never nil.
 type Summary struct {
-	Batches   map[string]int
-	Payouts   map[string]StateTotal
-	Conflicts int
+	Batches     map[string]int
+	Payouts     map[string]StateTotal
+	FailReasons map[string]StateTotal
+	Conflicts   int
 }
 
 // Summary scans the ledger (O(payouts); meant for a final print or a slow metrics tick).
 func (db *DB) Summary(ctx context.Context) (Summary, error) {
-	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}}
+	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}, FailReasons: map[string]StateTotal{}}
 	err := eachRow(ctx, db.rdb, `SELECT state, count(*) FROM batches GROUP BY state`, nil, func(scan func(...any) error) error {
 		var st string
 		var n int
@@ -85,12 +87,20 @@ func (db *DB) Summary(ctx context.Context) (Summary, error) {
 		return err
 	})
 	if err == nil {
-		err = eachRow(ctx, db.rdb, `SELECT state, count(*), sum(amount) FROM payouts GROUP BY state`, nil, func(scan func(...any) error) error {
-			var st string
+		// One scan: FAIL rows are grouped by reason too, the others by state only.
+		err = eachRow(ctx, db.rdb, `SELECT state, CASE state WHEN 'FAIL' THEN fail_reason ELSE '' END, count(*), sum(amount)
+			FROM payouts GROUP BY 1, 2`, nil, func(scan func(...any) error) error {
+			var st, reason string
 			var t StateTotal
-			err := scan(&st, &t.Count, &t.Amount)
-			s.Payouts[st] = t
-			return err
+			if err := scan(&st, &reason, &t.Count, &t.Amount); err != nil {
+				return err
+			}
+			sum := s.Payouts[st]
+			s.Payouts[st] = StateTotal{Count: sum.Count + t.Count, Amount: sum.Amount + t.Amount}
+			if st == PayoutFail {
+				s.FailReasons[reason] = t
+			}
+			return nil
 		})
 	}
 	if err == nil {

@@ -309,9 +309,27 @@ func (db *DB) MarkClaimed(ctx context.Context, seqs []int64) error {
 	return nil
 }
 
-// MarkDuplicate moves seq RECEIVED → DUPLICATE because another owner (recorded as the
-// payout's fail_reason) has the key, and writes its outcome. Repeating it is a no-op.
-func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string) error {
+// Fail reasons of a DUPLICATE payout: "owner <instance id>", followed by conflictSuffix
+// when the owner's request has other content (see parseOwner).
+const (
+	ownerPrefix    = "owner "
+	conflictSuffix = "; other content"
+)
+
+// MarkDuplicate moves seq RECEIVED → DUPLICATE because the instance owner (another ledger's
+// InstanceID) has the key, and writes its outcome. The fail_reason is "owner <owner>"; with
+// conflict (the owner's request for the key has other content) it is "owner <owner>; other
+// content" and the row is also recorded in the conflicts table (Summary.Conflicts counts it).
+// Repeating it on a DUPLICATE row is a no-op, whatever the arguments. An owner that is not
+// an instance id (1-32 of [0-9A-Za-z]) is ErrInvalid.
+func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string, conflict bool) error {
+	if !validKey(owner) {
+		return fmt.Errorf("mark duplicate: %w: owner %q is not an instance id", ErrInvalid, owner)
+	}
+	reason := ownerPrefix + owner
+	if conflict {
+		reason += conflictSuffix
+	}
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		states, err := payoutStates(ctx, tx, []int64{seq})
 		if err != nil {
@@ -325,13 +343,36 @@ func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string) error 
 		case st != PayoutReceived:
 			return db.illegalf(ctx, "payout seq=%d %s → %s", seq, st, PayoutDuplicate)
 		}
+		if conflict {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at)
+				SELECT seq, out_detail_no, content_hash, stream_seq, ? FROM payouts WHERE seq = ?`, ms(db.now()), seq); err != nil {
+				return fmt.Errorf("record conflict seq=%d: %w", seq, err)
+			}
+			db.log.WarnContext(ctx, "ledger: owner has the out_detail_no with other content; recorded as a conflict",
+				slog.Int64("seq", seq), slog.String("owner", owner))
+		}
 		return db.movePayouts(ctx, tx, payoutMove{src: srcIntake, seqs: []int64{seq}, from: PayoutReceived,
-			to: PayoutDuplicate, failReason: "owner " + owner})
+			to: PayoutDuplicate, failReason: reason})
 	})
 	if err != nil {
 		return fmt.Errorf("mark duplicate: %w", err)
 	}
 	return nil
+}
+
+// parseOwner returns the owner instance id named by a DUPLICATE payout's fail_reason, in
+// either form MarkDuplicate writes, and whether the owner's request had other content. ok
+// is false if reason names no owner.
+func parseOwner(reason string) (owner string, conflict, ok bool) {
+	rest, ok := strings.CutPrefix(reason, ownerPrefix)
+	if !ok {
+		return "", false, false
+	}
+	owner, conflict = strings.CutSuffix(rest, conflictSuffix)
+	if !validKey(owner) {
+		return "", false, false
+	}
+	return owner, conflict, true
 }
 
 // payoutStates returns the current state of each known seq.
@@ -444,6 +485,28 @@ func (db *DB) PayoutsInState(ctx context.Context, state string, limit int) ([]Pa
 		return nil, fmt.Errorf("payouts in state %s: %w", state, err)
 	}
 	return ps, nil
+}
+
+// PayoutsAfter returns up to limit payouts in state with seq > afterSeq, ordered by seq: pass
+// the last seq of one page to get the next. RECEIVED and CLAIMED are served from the small
+// partial index payouts_open, so paging through them costs O(page) whatever the ledger's
+// size; other states scan from afterSeq.
+func (db *DB) PayoutsAfter(ctx context.Context, state string, afterSeq int64, limit int) ([]Payout, error) {
+	ps, err := db.queryPayouts(ctx, payoutsAfterQuery(state), state, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("payouts in state %s after seq %d: %w", state, afterSeq, err)
+	}
+	return ps, nil
+}
+
+// payoutsAfterQuery is PayoutsAfter's query (arguments state, afterSeq, limit). INDEXED BY
+// makes SQLite fail rather than fall back to walking the table from afterSeq.
+func payoutsAfterQuery(state string) string {
+	if state == PayoutReceived || state == PayoutClaimed {
+		return `SELECT ` + payoutCols + ` FROM payouts INDEXED BY payouts_open
+			WHERE state IN ('RECEIVED', 'CLAIMED') AND state = ? AND seq > ? ORDER BY seq LIMIT ?`
+	}
+	return `SELECT ` + payoutCols + ` FROM payouts WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?`
 }
 
 // Payout returns the payout with out_detail_no key, or ErrNotFound.

@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -94,10 +96,10 @@ func TestDB_MarkClaimedAndDuplicate(t *testing.T) {
 	if err := db.MarkClaimed(ctx, seqs[:2]); err != nil {
 		t.Fatalf("repeated MarkClaimed = %v, want a no-op", err)
 	}
-	if err := db.MarkDuplicate(ctx, seqs[2], "Xy12345678"); err != nil {
+	if err := db.MarkDuplicate(ctx, seqs[2], "Xy12345678", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MarkDuplicate(ctx, seqs[2], "Xy12345678"); err != nil {
+	if err := db.MarkDuplicate(ctx, seqs[2], "Xy12345678", false); err != nil {
 		t.Fatalf("repeated MarkDuplicate = %v, want a no-op", err)
 	}
 	if err := db.MarkClaimed(ctx, []int64{seqs[0], seqs[2]}); !errors.Is(err, ErrIllegalTransition) {
@@ -126,5 +128,134 @@ func TestDB_MarkClaimedAndDuplicate(t *testing.T) {
 	if got := db.IllegalTransitions(); got != 1 {
 		t.Fatalf("IllegalTransitions = %d, want 1", got)
 	}
-	mustAuditClean(t, db.now(), db.Path())
+	// The owner's ledger is not audited with this one.
+	mustAuditFinds(t, db.now(), map[string]int{"owner_missing": 1}, db.Path())
+}
+
+func TestDB_MarkDuplicate_Conflict(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	seqs := mustInsert(t, db, newPayout("same", 100), newPayout("other", 200), newPayout("x", 300))
+	if err := db.MarkDuplicate(ctx, seqs[0], "Owner00001", false); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second call is a no-op
+		if err := db.MarkDuplicate(ctx, seqs[1], "Owner00001", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, owner := range []string{"", "a b", "Owner; other content"} {
+		if err := db.MarkDuplicate(ctx, seqs[2], owner, false); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("MarkDuplicate(owner %q) = %v, want ErrInvalid", owner, err)
+		}
+	}
+	mustState(t, db, "x", PayoutReceived)
+	for key, want := range map[string]string{"same": "owner Owner00001", "other": "owner Owner00001; other content"} {
+		p, err := db.Payout(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.FailReason; got != want {
+			t.Fatalf("%s: fail_reason = %q, want %q", key, got, want)
+		}
+		owner, conflict, ok := parseOwner(p.FailReason)
+		if !ok || owner != "Owner00001" || conflict != (key == "other") {
+			t.Fatalf("parseOwner(%q) = %q, %v, %v", p.FailReason, owner, conflict, ok)
+		}
+	}
+	sum, err := db.Summary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sum.Conflicts, 1; got != want {
+		t.Fatalf("Summary.Conflicts = %d, want %d", got, want)
+	}
+	out, err := db.PendingOutcomes(ctx, 10)
+	if err != nil || len(out) != 2 || out[1].FailReason != "owner Owner00001; other content" {
+		t.Fatalf("PendingOutcomes = %+v, %v; want the conflict's reason on the second", out, err)
+	}
+	mustAuditFinds(t, db.now(), map[string]int{"owner_missing": 2}, db.Path())
+}
+
+func TestParseOwner(t *testing.T) {
+	tests := []struct {
+		reason, owner string
+		conflict, ok  bool
+	}{
+		{reason: "owner Ab12345678", owner: "Ab12345678", ok: true},
+		{reason: "owner Ab12345678; other content", owner: "Ab12345678", conflict: true, ok: true},
+		{reason: ""},
+		{reason: "owner "},
+		{reason: "owner ; other content"},
+		{reason: "owner a b"},
+		{reason: "OVERDUE_CLOSE"},
+	}
+	for _, tt := range tests {
+		owner, conflict, ok := parseOwner(tt.reason)
+		if owner != tt.owner || conflict != tt.conflict || ok != tt.ok {
+			t.Fatalf("parseOwner(%q) = %q, %v, %v; want %q, %v, %v", tt.reason, owner, conflict, ok, tt.owner, tt.conflict, tt.ok)
+		}
+	}
+}
+
+func TestDB_PayoutsAfter(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	var ps []Payout
+	for i := range 7 {
+		ps = append(ps, newPayout(fmt.Sprintf("p%d", i), 100))
+	}
+	seqs := mustInsert(t, db, ps...)
+	if err := db.MarkClaimed(ctx, []int64{seqs[1], seqs[4]}); err != nil {
+		t.Fatal(err)
+	}
+	mustSeal(t, db, "S1", "s", 3)
+	tests := []struct {
+		name     string
+		state    string
+		after    int64
+		limit    int
+		wantSeqs string
+	}{
+		{name: "first page", state: PayoutReceived, after: 0, limit: 2, wantSeqs: "[1 3]"},
+		{name: "second page", state: PayoutReceived, after: 3, limit: 2, wantSeqs: "[4 6]"},
+		{name: "last page", state: PayoutReceived, after: 6, limit: 2, wantSeqs: "[7]"},
+		{name: "past the end", state: PayoutReceived, after: 7, limit: 2, wantSeqs: "[]"},
+		{name: "claimed", state: PayoutClaimed, after: 2, limit: 10, wantSeqs: "[5]"},
+		{name: "another state scans", state: PayoutSealed, after: 8, limit: 10, wantSeqs: "[9 10]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := db.PayoutsAfter(ctx, tt.state, tt.after, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs := []int64{}
+			for _, p := range got {
+				if p.State != tt.state {
+					t.Fatalf("seq %d in state %s, want %s", p.Seq, p.State, tt.state)
+				}
+				seqs = append(seqs, p.Seq)
+			}
+			if got, want := fmt.Sprint(seqs), tt.wantSeqs; got != want {
+				t.Fatalf("seqs = %s, want %s", got, want)
+			}
+		})
+	}
+	// RECEIVED and CLAIMED pages come from the partial index, not a walk of the table.
+	for _, st := range []string{PayoutReceived, PayoutClaimed} {
+		var plan []string
+		if err := eachRow(ctx, db.rdb, `EXPLAIN QUERY PLAN `+payoutsAfterQuery(st), []any{st, 0, 10}, func(scan func(...any) error) error {
+			var id, parent, unused int
+			var detail string
+			err := scan(&id, &parent, &unused, &detail)
+			plan = append(plan, detail)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Join(plan, "; "), "SEARCH payouts USING INDEX payouts_open (state=? AND seq>?)"; got != want {
+			t.Fatalf("%s plan = %q, want %q", st, got, want)
+		}
+	}
 }

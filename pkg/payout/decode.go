@@ -77,6 +77,8 @@ var fieldList = [...]field{
 	{"amount", kindInt64, nil},
 	{"remark", kindString, func(r *Request) *string { return &r.Remark }},
 	{"user_name", kindString, func(r *Request) *string { return &r.UserName }},
+	{"user_name_cipher", kindString, func(r *Request) *string { return &r.UserNameCipher }},
+	{"wechatpay_serial", kindString, func(r *Request) *string { return &r.WechatpaySerial }},
 	{"transfer_scene_id", kindString, func(r *Request) *string { return &r.SceneID }},
 	{"batch_name", kindString, func(r *Request) *string { return &r.BatchName }},
 	{"batch_remark", kindString, func(r *Request) *string { return &r.BatchRemark }},

@@ -16,6 +16,9 @@ func FuzzDecode_agreesWithEncodingJSON(f *testing.F) {
 	f.Add([]byte(` { "amount" : -0 , "openid" : "o" } `))
 	f.Add([]byte(`{"amount":01}`))
 	f.Add([]byte(`{"\u0061mount":5}`))
+	f.Add([]byte(sealedJSON))
+	f.Add([]byte(`{"user_name_cipher":"QUJD\u0044\/+==","wechatpay_serial":"PUB_KEY_ID_\u0031"}`))
+	f.Add([]byte(`{"user_name_cipher":"QUJD\r\nRA==","user_name":"\u5f20\u4e09"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Decode(data)
 		if err != nil {

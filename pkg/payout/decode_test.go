@@ -1,6 +1,8 @@
 package payout
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -28,6 +30,29 @@ func TestDecode(t *testing.T) {
 	}
 	if err := r.Validate(DefaultLimits()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sealedJSON carries a sealed name (user_name_cipher and wechatpay_serial) instead of
+// user_name; the cipher is well-formed, not a real ciphertext.
+var sealedJSON = strings.Replace(validJSON, `"user_name":"张三"`,
+	`"user_name_cipher":"`+cipherOf(256)+`","wechatpay_serial":"`+testSerial+`"`, 1)
+
+func TestDecode_sealedName(t *testing.T) {
+	l := DefaultLimits()
+	l.EncryptedNamesOnly = true
+	r, err := DecodeAndValidate([]byte(sealedJSON), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.UserNameCipher, cipherOf(256); got != want {
+		t.Fatalf("user_name_cipher = %q, want %q", got, want)
+	}
+	if got, want := r.WechatpaySerial, testSerial; got != want {
+		t.Fatalf("wechatpay_serial = %q, want %q", got, want)
+	}
+	if r.UserName != "" {
+		t.Fatalf("user_name = %q, want empty", r.UserName)
 	}
 }
 
@@ -62,6 +87,9 @@ func TestDecode_errors(t *testing.T) {
 		{"number for string", `{"openid":12345}`, ErrWrongType, "openid"},
 		{"object for string", `{"remark":{"a":1}}`, ErrWrongType, "remark"},
 		{"null string", `{"user_name":null}`, ErrWrongType, "user_name"},
+		{"null cipher", `{"user_name_cipher":null}`, ErrWrongType, "user_name_cipher"},
+		{"number serial", `{"wechatpay_serial":1}`, ErrWrongType, "wechatpay_serial"},
+		{"duplicate cipher", `{"user_name_cipher":"QQ==",` + secret + `,"user_name_cipher":"Qg=="}`, ErrDuplicateKey, "user_name_cipher"},
 		{"bad time", `{"created_at":"yesterday"}`, ErrWrongType, "created_at"},
 	}
 	for _, tt := range tests {
@@ -112,9 +140,11 @@ func TestDecodeAndValidate(t *testing.T) {
 }
 
 // FuzzDecode: Decode never panics, every error is a *DecodeError naming a known field (or
-// none) and matching ErrMalformed, and a decoded request survives a JSON round trip.
+// none) and matching ErrMalformed, a decoded request survives a JSON round trip with its
+// MsgID, and NewMessage publishes it unless it holds a plaintext name.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(validJSON))
+	f.Add([]byte(sealedJSON))
 	f.Add([]byte(`{"amount":1e400}`))
 	f.Add([]byte(`{"remark":"\ud800"}`))
 	f.Add([]byte(`{"amount":-0}`))
@@ -130,16 +160,33 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		msg, err := NewMessage(r)
+		out, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r2, err := Decode(msg.Payload)
+		r2, err := Decode(out)
 		if err != nil {
-			t.Fatalf("re-decode of %s: %v", msg.Payload, err)
+			t.Fatalf("re-decode of %s: %v", out, err)
 		}
-		if r2.Amount != r.Amount || r2.OpenID != r.OpenID || r2.Remark != r.Remark || !r2.CreatedAt.Equal(r.CreatedAt) {
+		if r2.Amount != r.Amount || r2.OpenID != r.OpenID || r2.Remark != r.Remark || !r2.CreatedAt.Equal(r.CreatedAt) ||
+			r2.UserName != r.UserName || r2.UserNameCipher != r.UserNameCipher || r2.WechatpaySerial != r.WechatpaySerial {
 			t.Fatalf("round trip changed the request: %+v vs %+v", r, r2)
+		}
+		if got, want := MsgID(&r2), MsgID(&r); got != want {
+			t.Fatalf("round trip changed MsgID: %s vs %s", got, want)
+		}
+		msg, err := NewMessage(r)
+		if r.UserName != "" {
+			if !errors.Is(err, ErrPlaintextName) {
+				t.Fatalf("NewMessage with a plaintext name: err = %v, want ErrPlaintextName", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(msg.Payload, out) || msg.UUID != MsgID(&r) {
+			t.Fatalf("NewMessage = %s %s, want %s %s", msg.UUID, msg.Payload, MsgID(&r), out)
 		}
 	})
 }

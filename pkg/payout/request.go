@@ -15,11 +15,18 @@ const (
 )
 
 // Request is one payout request event, the contract with every upstream system. It travels
-// as JSON on payouts.requests.<mchid>, with Nats-Msg-Id = OutDetailNo.
+// as JSON on payouts.requests.<mchid>, with Nats-Msg-Id = MsgID(r).
 //
-// OutDetailNo is the idempotency key: the same key is paid at most once, forever. Amount is
-// integer fen. UserName is plaintext only inside this event; it is encrypted (RSA-OAEP)
-// before it is stored or sent and never logged (see LogValue).
+// OutDetailNo is the idempotency key: the same key is paid at most once, forever; the same
+// key with different content (AppendContent) is a conflict and is refused. Amount is
+// integer fen.
+//
+// The real name travels only as UserNameCipher: the standard Base64 RSA-OAEP ciphertext made
+// with WeChat Pay's public key (spec §3), which the processor sends to WeChat unchanged, and
+// WechatpaySerial, the id of that key (PUB_KEY_ID_… or a platform certificate serial), which
+// must match the Wechatpay-Serial the processor sends. UserName is the plaintext for a
+// producer's own use before sealing (NameKey.Seal; Publisher seals it): it is never
+// published, the processor refuses it, and it is never logged (see LogValue).
 type Request struct {
 	Schema      string `json:"schema"`
 	OutDetailNo string `json:"out_detail_no"`
@@ -29,9 +36,12 @@ type Request struct {
 	Amount      int64  `json:"amount"`
 	Remark      string `json:"remark"`
 	UserName    string `json:"user_name,omitempty"`
-	SceneID     string `json:"transfer_scene_id,omitempty"`
-	BatchName   string `json:"batch_name,omitempty"`
-	BatchRemark string `json:"batch_remark,omitempty"`
+	// UserNameCipher is the sealed real name (base64 RSA-OAEP); WechatpaySerial names the key.
+	UserNameCipher  string `json:"user_name_cipher,omitempty"`
+	WechatpaySerial string `json:"wechatpay_serial,omitempty"`
+	SceneID         string `json:"transfer_scene_id,omitempty"`
+	BatchName       string `json:"batch_name,omitempty"`
+	BatchRemark     string `json:"batch_remark,omitempty"`
 
 	// Partner rail (spec §7): set SubMchID to pay through /v3/partner-transfer/batches.
 	SubMchID          string `json:"sub_mchid,omitempty"`
@@ -53,12 +63,16 @@ func (r *Request) Rail() string {
 	return RailDirect
 }
 
-// LogValue redacts the openid and the real name so a Request can be logged safely.
+// HasName reports whether r carries a real name, in plain text or sealed.
+func (r *Request) HasName() bool { return r.UserName != "" || r.UserNameCipher != "" }
+
+// LogValue redacts the openid and the real name (plain or sealed) so a Request can be
+// logged safely.
 func (r Request) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("out_detail_no", r.OutDetailNo),
 		slog.String("mchid", r.MchID),
 		slog.Int64("amount", r.Amount),
-		slog.Bool("has_user_name", r.UserName != ""),
+		slog.Bool("has_user_name", r.HasName()),
 	)
 }

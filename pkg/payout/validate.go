@@ -1,6 +1,7 @@
 package payout
 
 import (
+	"encoding/base64"
 	"errors"
 	"slices"
 	"strconv"
@@ -32,6 +33,14 @@ const (
 	MinUserNameLen = 2   // user_name plaintext: 2–30 characters [3P, 2022 doc]
 	MaxUserNameLen = 30
 	MaxSourceLen   = 64 // source: our own metadata
+	MaxSerialLen   = 64 // wechatpay_serial: [0-9A-Za-z_]{1,64} (PUB_KEY_ID_… or a certificate serial)
+)
+
+// Sizes of user_name_cipher once Base64-decoded, in bytes: one RSA-OAEP block of a 1024- to
+// 4096-bit key (WeChat Pay's keys are 2048-bit, spec §3).
+const (
+	MinNameCipherSize = 128
+	MaxNameCipherSize = 512
 )
 
 // Partner authorization types (spec §7).
@@ -55,6 +64,10 @@ type Limits struct {
 	// empty transfer_scene_id (the merchant's default scene) is always accepted. A nil or
 	// empty list accepts any scene id of valid form.
 	Scenes []string
+	// EncryptedNamesOnly refuses a plaintext user_name: names must arrive sealed in
+	// user_name_cipher (issue: no plaintext name may travel or rest). The processor sets it;
+	// producers validate the plaintext before sealing and leave it unset.
+	EncryptedNamesOnly bool
 }
 
 // DefaultLimits returns WeChat's defaults: 30 fen to 200 000 yuan, and the old-API scene
@@ -109,9 +122,15 @@ func (e *ValidationError) Has(field string) bool {
 // nil or a *ValidationError listing every problem with its field name; it never stops at
 // the first. Rules: numbers [0-9A-Za-z]{1,32}; openid [0-9A-Za-z_-]{1,128}; texts valid
 // UTF-8 without control characters, remark and batch hints ≤32 characters; amount within
-// l; user_name required from 2000 yuan, forbidden below 30 fen, 2–30 characters; partner
-// requests carry sub_mchid and authorization_type (sp_appid for FUND_AUTHORIZATION_TYPE,
-// sub_appid for INFORMATION_* types) and no appid or transfer_scene_id.
+// l; partner requests carry sub_mchid and authorization_type (sp_appid for
+// FUND_AUTHORIZATION_TYPE, sub_appid for INFORMATION_* types) and no appid or
+// transfer_scene_id.
+//
+// The real name is user_name (plaintext, 2–30 characters; refused when
+// l.EncryptedNamesOnly) or user_name_cipher (standard Base64 of MinNameCipherSize to
+// MaxNameCipherSize bytes), never both. Whichever is present, a name is required from 2000
+// yuan and forbidden below 30 fen (spec §5). wechatpay_serial ([0-9A-Za-z_]{1,64}) is
+// required with user_name_cipher and refused without it. No reason contains a value.
 func (r *Request) Validate(l Limits) error {
 	var v validator
 	if r.Schema != SchemaV1 {
@@ -122,7 +141,7 @@ func (r *Request) Validate(l Limits) error {
 	v.openID(r.OpenID)
 	v.amount(r.Amount, l)
 	v.text("remark", r.Remark, 1, MaxRemarkLen)
-	v.userName(r.UserName, r.Amount)
+	v.name(r, l)
 	v.text("batch_name", r.BatchName, 0, MaxRemarkLen)
 	v.text("batch_remark", r.BatchRemark, 0, MaxRemarkLen)
 	v.text("source", r.Source, 0, MaxSourceLen)
@@ -203,15 +222,43 @@ func (v *validator) text(field, s string, minLen, maxLen int) {
 	}
 }
 
-// userName applies spec §5: required when amount ≥ 200000 fen, forbidden when < 30 fen,
-// 2–30 characters, no surrounding spaces (WeChat compares it with the real name).
+// ReasonPlaintextName is the problem reason for a plaintext user_name under
+// Limits.EncryptedNamesOnly.
+const ReasonPlaintextName = "plaintext real names are refused; publish user_name_cipher (pkg/payout.Publisher encrypts)"
+
+// name checks the real name, plain (user_name) or sealed (user_name_cipher), and the
+// wechatpay_serial that goes with a sealed one.
+func (v *validator) name(r *Request, l Limits) {
+	switch {
+	case r.UserName == "" && r.UserNameCipher == "":
+		if r.Amount >= NameRequiredFrom {
+			v.add("user_name", "required for amounts of 2000 yuan or more")
+		}
+	case r.UserName == "":
+	case l.EncryptedNamesOnly:
+		v.add("user_name", ReasonPlaintextName)
+	case r.UserNameCipher != "":
+		v.add("user_name", "not allowed together with user_name_cipher; send one of them")
+	default:
+		v.userName(r.UserName, r.Amount)
+	}
+	if r.UserNameCipher != "" {
+		v.nameCipher(r.UserNameCipher, r.Amount)
+	}
+	switch {
+	case r.UserNameCipher == "" && r.WechatpaySerial != "":
+		v.add("wechatpay_serial", "only allowed with user_name_cipher")
+	case r.UserNameCipher != "" && r.WechatpaySerial == "":
+		v.add("wechatpay_serial", "required with user_name_cipher (the id of the key it was encrypted with)")
+	case r.WechatpaySerial != "" && !ValidSerial(r.WechatpaySerial):
+		v.add("wechatpay_serial", "must be [0-9A-Za-z_]{1,64}")
+	}
+}
+
+// userName applies spec §5 to a plaintext name: forbidden when < 30 fen, 2–30 characters,
+// no surrounding spaces (WeChat compares it with the real name).
 func (v *validator) userName(s string, amount int64) {
 	switch {
-	case s == "" && amount >= NameRequiredFrom:
-		v.add("user_name", "required for amounts of 2000 yuan or more")
-		return
-	case s == "":
-		return
 	case amount > 0 && amount < NameForbiddenBelow:
 		v.add("user_name", "not allowed for amounts below 30 fen")
 		return
@@ -220,6 +267,47 @@ func (v *validator) userName(s string, amount int64) {
 		return
 	}
 	v.text("user_name", s, MinUserNameLen, MaxUserNameLen)
+}
+
+// nameCipher applies spec §5 (forbidden when < 30 fen) and §3 (one Base64 RSA-OAEP block) to
+// a sealed name.
+func (v *validator) nameCipher(s string, amount int64) {
+	switch {
+	case amount > 0 && amount < NameForbiddenBelow:
+		v.add("user_name_cipher", "not allowed for amounts below 30 fen")
+	case len(s) > base64.StdEncoding.EncodedLen(MaxNameCipherSize):
+		v.add("user_name_cipher", "longer than one RSA-OAEP block of a 4096-bit key")
+	default:
+		b, err := nameCipherEncoding.DecodeString(s)
+		switch {
+		// The length check refuses the \r and \n the decoder would skip.
+		case err != nil || base64.StdEncoding.EncodedLen(len(b)) != len(s):
+			v.add("user_name_cipher", "must be standard Base64 (RSA-OAEP ciphertext)")
+		case len(b) < MinNameCipherSize:
+			v.add("user_name_cipher", "shorter than one RSA-OAEP block of a 1024-bit key")
+		case len(b) > MaxNameCipherSize:
+			v.add("user_name_cipher", "longer than one RSA-OAEP block of a 4096-bit key")
+		}
+	}
+}
+
+// nameCipherEncoding decodes user_name_cipher: padded standard Base64, canonical padding bits.
+var nameCipherEncoding = base64.StdEncoding.Strict()
+
+// ValidSerial reports whether s has the form of a WeChat Pay public key id (PUB_KEY_ID_…)
+// or platform certificate serial: [0-9A-Za-z_]{1,64}.
+func ValidSerial(s string) bool {
+	if s == "" || len(s) > MaxSerialLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) direct(r *Request, l Limits) {

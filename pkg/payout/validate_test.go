@@ -1,11 +1,23 @@
 package payout
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
 )
+
+// cipherOf returns a well-formed user_name_cipher of n bytes (not a real ciphertext:
+// Validate checks the form only).
+func cipherOf(n int) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xA5}, n)) }
+
+// testSerial is the TEST-ONLY WeChat Pay public key id (wechatpaytest.DefaultPlatformKeyID).
+const testSerial = "PUB_KEY_ID_0119000000012025011500000000000001"
+
+// sealed gives r a well-formed sealed name.
+func sealed(r *Request) { r.UserNameCipher, r.WechatpaySerial = cipherOf(256), testSerial }
 
 func direct() Request {
 	return Request{
@@ -76,6 +88,36 @@ func TestRequest_Validate(t *testing.T) {
 		{"spec §5 name 31 characters", func(r *Request) { r.UserName = strings.Repeat("张", 31) }, direct, ErrInvalid, []string{"user_name"}},
 		{"name surrounding space", func(r *Request) { r.UserName = " 张三" }, direct, ErrInvalid, []string{"user_name"}},
 		{"name control", func(r *Request) { r.UserName = "张\t三" }, direct, ErrInvalid, []string{"user_name"}},
+		// The sealed name (user_name_cipher, spec §3) follows the same amount rules.
+		{"spec §5 sealed name at 2000 yuan", func(r *Request) { r.Amount = 200000; sealed(r) }, direct, nil, nil},
+		{"sealed name below 2000 yuan", sealed, direct, nil, nil},
+		{"spec §5 sealed name forbidden below 30 fen", func(r *Request) { r.Amount = 29; sealed(r) }, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"plaintext and sealed name", func(r *Request) { sealed(r); r.UserName = "张三" }, direct, ErrInvalid, []string{"user_name"}},
+		{"sealed name on the partner rail", sealed, partner, nil, nil},
+		{"cipher without serial", func(r *Request) { sealed(r); r.WechatpaySerial = "" }, direct, ErrInvalid, []string{"wechatpay_serial"}},
+		{"serial without cipher", func(r *Request) { r.WechatpaySerial = testSerial }, direct, ErrInvalid, []string{"wechatpay_serial"}},
+		{"serial with a plaintext name", func(r *Request) { r.UserName = "张三"; r.WechatpaySerial = testSerial }, direct, ErrInvalid, []string{"wechatpay_serial"}},
+		{"certificate serial", func(r *Request) { sealed(r); r.WechatpaySerial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1" }, direct, nil, nil},
+		{"serial charset", func(r *Request) { sealed(r); r.WechatpaySerial = "PUB-KEY-ID" }, direct, ErrInvalid, []string{"wechatpay_serial"}},
+		{"serial 64 characters", func(r *Request) { sealed(r); r.WechatpaySerial = strings.Repeat("A", 64) }, direct, nil, nil},
+		{"serial 65 characters", func(r *Request) { sealed(r); r.WechatpaySerial = strings.Repeat("A", 65) }, direct, ErrInvalid, []string{"wechatpay_serial"}},
+		{"cipher not base64", func(r *Request) { sealed(r); r.UserNameCipher = strings.Repeat("!", 344) }, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"cipher unpadded", func(r *Request) {
+			sealed(r)
+			r.UserNameCipher = strings.TrimRight(r.UserNameCipher, "=")
+		}, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"cipher with a newline", func(r *Request) {
+			sealed(r)
+			r.UserNameCipher = r.UserNameCipher[:76] + "\n" + r.UserNameCipher[76:]
+		}, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"cipher with non-canonical padding bits", func(r *Request) {
+			sealed(r)
+			r.UserNameCipher = strings.Repeat("A", 341) + "B=="
+		}, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"cipher 127 bytes", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(127) }, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"cipher 128 bytes (1024-bit key)", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(128) }, direct, nil, nil},
+		{"cipher 512 bytes (4096-bit key)", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(512) }, direct, nil, nil},
+		{"cipher 513 bytes", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(513) }, direct, ErrInvalid, []string{"user_name_cipher"}},
 		// spec §5: transfer_scene_id string(36), merchant's enabled scenes.
 		{"spec §5 scene omitted", func(r *Request) { r.SceneID = "" }, direct, nil, nil},
 		{"spec §5 scene unknown", func(r *Request) { r.SceneID = "9999" }, direct, ErrInvalid, []string{"transfer_scene_id"}},
@@ -134,14 +176,66 @@ func TestValidationError_doesNotLeakValues(t *testing.T) {
 	r.OpenID = "SECRET OPENID"
 	r.UserName = "王\n秘密"
 	r.Remark = strings.Repeat("秘", 40)
-	err := r.Validate(DefaultLimits())
-	if err == nil {
-		t.Fatal("no error")
-	}
-	for _, leak := range []string{"SECRET", "秘", "王"} {
-		if strings.Contains(err.Error(), leak) {
-			t.Fatalf("%q leaks %q", err, leak)
+	r.UserNameCipher = "SECRETCIPHER\n"
+	r.WechatpaySerial = "SECRET-SERIAL"
+	for _, l := range []Limits{DefaultLimits(), {MinAmount: 1, EncryptedNamesOnly: true}} {
+		err := r.Validate(l)
+		if err == nil {
+			t.Fatal("no error")
 		}
+		for _, leak := range []string{"SECRET", "秘", "王"} {
+			if strings.Contains(err.Error(), leak) {
+				t.Fatalf("%q leaks %q", err, leak)
+			}
+		}
+	}
+}
+
+// TestRequest_Validate_encryptedNamesOnly: with Limits.EncryptedNamesOnly (the processor's
+// setting) a plaintext user_name is refused whatever else holds; a sealed name is accepted.
+func TestRequest_Validate_encryptedNamesOnly(t *testing.T) {
+	tests := []struct {
+		name    string
+		req     func(*Request)
+		wantErr error
+		fields  []string
+	}{
+		{"plaintext name", func(r *Request) { r.UserName = "张三" }, ErrInvalid, []string{"user_name"}},
+		{"plaintext name at 2000 yuan", func(r *Request) { r.Amount = 200000; r.UserName = "张三" }, ErrInvalid, []string{"user_name"}},
+		{"plaintext name with a cipher", func(r *Request) { sealed(r); r.UserName = "张三" }, ErrInvalid, []string{"user_name"}},
+		{"sealed name", func(r *Request) { r.Amount = 200000; sealed(r) }, nil, nil},
+		{"no name", func(*Request) {}, nil, nil},
+		{"no name at 2000 yuan", func(r *Request) { r.Amount = 200000 }, ErrInvalid, []string{"user_name"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := direct()
+			tt.req(&r)
+			l := DefaultLimits()
+			l.EncryptedNamesOnly = true
+			err := r.Validate(l)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil {
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("err = %T, want *ValidationError", err)
+			}
+			if got, want := len(ve.Problems), len(tt.fields); got != want {
+				t.Fatalf("problems = %v, want exactly %v", ve.Problems, tt.fields)
+			}
+			for i, f := range tt.fields {
+				if got := ve.Problems[i].Field; got != f {
+					t.Fatalf("problem %d on %s, want %s", i, got, f)
+				}
+			}
+			if r.UserName != "" && ve.Problems[0].Reason != ReasonPlaintextName {
+				t.Fatalf("reason = %q, want %q", ve.Problems[0].Reason, ReasonPlaintextName)
+			}
+		})
 	}
 }
 
@@ -178,8 +272,19 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		if r.Amount <= 0 || !utf8.ValidString(r.Remark) || utf8.RuneCountInString(r.Remark) > MaxRemarkLen ||
-			len(r.OutDetailNo) > MaxNoLen || (r.Amount >= NameRequiredFrom && r.UserName == "") {
+			len(r.OutDetailNo) > MaxNoLen || (r.Amount >= NameRequiredFrom && !r.HasName()) ||
+			(r.UserName != "" && r.UserNameCipher != "") || (r.UserNameCipher != "") != (r.WechatpaySerial != "") {
 			t.Fatalf("Validate accepted %+v", r)
+		}
+		// EncryptedNamesOnly refuses exactly the plaintext names on top of the rest.
+		l.EncryptedNamesOnly = true
+		err = r.Validate(l)
+		var ve *ValidationError
+		if got, want := err != nil, r.UserName != ""; got != want {
+			t.Fatalf("EncryptedNamesOnly: err = %v for user_name set %v", err, want)
+		}
+		if err != nil && (!errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Reason != ReasonPlaintextName) {
+			t.Fatalf("EncryptedNamesOnly: err = %v, want only the plaintext name refused", err)
 		}
 	})
 }

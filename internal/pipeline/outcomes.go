@@ -5,62 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/pkg/ledger"
 )
-
-// Headers of dead-lettered messages.
-const (
-	HeaderReason        = "Paystream-Reason"          // why the message was refused, safe to log
-	HeaderReasonClass   = "Paystream-Reason-Class"    // invalid | conflict
-	HeaderOrigSubject   = "Paystream-Orig-Subject"    // where it was published
-	HeaderOrigStreamSeq = "Paystream-Orig-Stream-Seq" // its sequence in the payouts stream
-)
-
-// deadLetters publishes refused requests, with their reason, to <subject>.<class> through
-// watermill (one message at a time is fine here: bad input is rare), then terminates the
-// original so it is never redelivered. The message id makes a repeated dead-letter of the
-// same stream sequence a no-op.
-type deadLetters struct {
-	pub     message.Publisher
-	subject string
-	log     *slog.Logger
-}
-
-func (d *deadLetters) send(ctx context.Context, m jetstream.Msg, class, reason string) error {
-	md, err := m.Metadata()
-	if err != nil {
-		return fmt.Errorf("dead letter: %w", err)
-	}
-	seq := strconv.FormatUint(md.Sequence.Stream, 10)
-	wm := message.NewMessage("dl-"+md.Stream+"-"+seq, m.Data())
-	wm.SetContext(ctx)
-	wm.Metadata.Set(HeaderReason, reason)
-	wm.Metadata.Set(HeaderReasonClass, class)
-	wm.Metadata.Set(HeaderOrigSubject, m.Subject())
-	wm.Metadata.Set(HeaderOrigStreamSeq, seq)
-	if err := d.pub.Publish(d.subject+"."+class, wm); err != nil {
-		return fmt.Errorf("dead letter: %w", err)
-	}
-	d.log.Warn("payout request dead-lettered", "class", class, "reason", reason, "stream_seq", seq)
-	if err := m.TermWithReason(class + ": " + truncate(reason, 200)); err != nil {
-		d.log.Warn("term failed", "err", err)
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
 
 // OutcomeEvent is what upstream systems receive on payouts.results.<state> when a payout
 // reaches a final state: SUCCESS, FAIL, REJECTED or DUPLICATE. Published exactly once per

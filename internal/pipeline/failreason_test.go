@@ -1,0 +1,202 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paystream/paystream/internal/testingutil"
+
+	"golang.org/x/time/rate"
+
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// partnerRequest holds the batch-level fields of partner test payouts (spec §7).
+var partnerRequest = payout.Request{MchID: wechatpaytest.DefaultMchID, SubMchID: "1900000109", SpAppID: wechatpaytest.DefaultAppID,
+	AuthorizationType: wechatpay.AuthorizationFund, TransferPurpose: wechatpay.PurposeCommission}
+
+// followUntil runs driver passes over batch no, as the run loop would but without waiting
+// for next_at, until done accepts the ledger's batch; it fails the test after 10 s.
+func followUntil(t *testing.T, p *Pipeline, no string, done func(ledger.Batch) bool) ledger.Batch {
+	t.Helper()
+	ctx := context.Background()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		b, err := p.driver.db.Batch(ctx, no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done(b) {
+			return b
+		}
+		if err := p.driver.follow(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("batch %s still %s (settled %v) after 10 s", no, b.State, b.Settled)
+		}
+	}
+}
+
+func settled(b ledger.Batch) bool { return b.Settled }
+
+// mustPayouts fails unless each payout key has the wanted state and fail_reason.
+func mustPayouts(t *testing.T, db *ledger.DB, want map[string][2]string) {
+	t.Helper()
+	for key, w := range want {
+		py, err := db.Payout(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := [2]string{py.State, py.FailReason}; got != w {
+			t.Fatalf("payout %s = %q, want %q (state, fail_reason)", key, got, w)
+		}
+	}
+}
+
+// mustOutcomes fails unless the pending outcomes are exactly want: out_detail_no → state,
+// fail_reason.
+func mustOutcomes(t *testing.T, db *ledger.DB, want map[string][2]string) {
+	t.Helper()
+	out, err := db.PendingOutcomes(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]string{}
+	for _, o := range out {
+		got[o.OutDetailNo] = [2]string{o.State, o.FailReason}
+	}
+	if len(got) != len(out) || len(got) != len(want) {
+		t.Fatalf("pending outcomes %v, want %v", got, want)
+	}
+	for key, w := range want {
+		if got[key] != w {
+			t.Fatalf("outcome of %s = %q, want %q (state, fail_reason); all: %v", key, got[key], w, got)
+		}
+	}
+}
+
+// TestDriver_FailReasons: the sandbox fails members with the reasons their openids name.
+// On both rails, every FAIL ends in the ledger and in its outcome with WeChat's fail_reason
+// (fetched by one detail query per FAIL, none for a SUCCESS), a reason we do not know
+// included, as it comes.
+func TestDriver_FailReasons(t *testing.T) {
+	openIDs := []string{"oD0", "fail-ACCOUNT_FROZEN-D1", "fail-TRANSFER_QUOTA_EXCEED-D2", "fail-A_REASON_NOBODY_KNOWS-D3"}
+	want := map[string][2]string{
+		"D0": {ledger.PayoutSuccess, ""},
+		"D1": {ledger.PayoutFail, "ACCOUNT_FROZEN"},
+		"D2": {ledger.PayoutFail, "TRANSFER_QUOTA_EXCEED"},
+		"D3": {ledger.PayoutFail, "A_REASON_NOBODY_KNOWS"},
+	}
+	tests := []struct {
+		name     string
+		req      payout.Request
+		endpoint string // the single-detail query of the rail
+	}{
+		{"direct", directRequest, wechatpaytest.EndpointDetailByOutNo},
+		{"partner", partnerRequest, wechatpaytest.EndpointPartnerDetailOut},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := wechatpaytest.NewServer(t)
+			p, b := sealedBatchOf(t, srv, DefaultConfig(), slog.New(slog.DiscardHandler), tt.req, openIDs)
+			if got, want := b.Rail, tt.req.Rail(); got != want {
+				t.Fatalf("rail %s, want %s", got, want)
+			}
+			if err := p.driver.send(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+			followUntil(t, p, b.OutBatchNo, settled)
+			mustPayouts(t, p.driver.db, want)
+			mustOutcomes(t, p.driver.db, want)
+			if got, want := srv.Stats().Requests[tt.endpoint], 3; got != want {
+				t.Fatalf("%d detail queries, want %d (one per FAIL)", got, want)
+			}
+		})
+	}
+}
+
+// TestDriver_FailReasonDeferred: while the detail query fails (SYSTEM_ERROR, then 429), a
+// FAIL is not applied and no outcome is written for it; the batch stays unsettled, an
+// operator is told by out_detail_no (never the openid) once the grace is over, and a 429
+// slows the detail throttle. A later pass applies each FAIL with its reason, without
+// querying a detail the ledger already has as FAIL.
+func TestDriver_FailReasonDeferred(t *testing.T) {
+	ctx := context.Background()
+	srv := wechatpaytest.NewServer(t)
+	cfg := DefaultConfig()
+	cfg.Poll.NotFoundGrace = 0 // overdue as soon as the batch is finished
+	var logs testingutil.LockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	p, b := sealedBatchOf(t, srv, cfg, log, directRequest, []string{"oD0", "fail-ACCOUNT_FROZEN-D1", "fail-NAME_NOT_CORRECT-D2"})
+	detailQueries := func() int { return srv.Stats().Requests[wechatpaytest.EndpointDetailByOutNo] }
+	if err := p.driver.send(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	// Pass 1: every detail query answers SYSTEM_ERROR.
+	srv.FailRate(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.SystemError, 1)
+	b = followUntil(t, p, b.OutBatchNo, func(b ledger.Batch) bool { return b.State == ledger.BatchFinished })
+	if b.Settled {
+		t.Fatal("batch settled with FAIL members lacking their reason")
+	}
+	mustPayouts(t, p.driver.db, map[string][2]string{
+		"D0": {ledger.PayoutSuccess, ""}, "D1": {ledger.PayoutSealed, ""}, "D2": {ledger.PayoutSealed, ""}})
+	mustOutcomes(t, p.driver.db, map[string][2]string{"D0": {ledger.PayoutSuccess, ""}})
+	if got, want := detailQueries(), 2; got != want {
+		t.Fatalf("%d detail queries in the first paging pass, want %d", got, want)
+	}
+	text := logs.String()
+	if !strings.Contains(text, "level=ERROR") || !strings.Contains(text, "FAIL details without a reason") ||
+		!strings.Contains(text, "out_detail_nos=\"[D1 D2]\"") {
+		t.Fatalf("no ERROR line naming D1 and D2 in the log:\n%s", text)
+	}
+
+	// Pass 2: D1's reason comes; D2's query answers 429, which slows the throttle.
+	srv.ClearFaults()
+	srv.Fail(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.Latency(time.Millisecond), wechatpaytest.FrequencyLimited)
+	if err := p.driver.follow(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	mustPayouts(t, p.driver.db, map[string][2]string{"D1": {ledger.PayoutFail, "ACCOUNT_FROZEN"}, "D2": {ledger.PayoutSealed, ""}})
+	mustOutcomes(t, p.driver.db, map[string][2]string{
+		"D0": {ledger.PayoutSuccess, ""}, "D1": {ledger.PayoutFail, "ACCOUNT_FROZEN"}})
+	if got, max := p.driver.detail.Limit(), rate.Limit(cfg.RateLimit.Detail); got >= max {
+		t.Fatalf("query rate %v after a 429, want below %v", got, max)
+	}
+
+	// Pass 3: only D2 is queried; everything is final with its reason.
+	before := detailQueries()
+	b, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.driver.follow(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := detailQueries()-before, 1; got != want {
+		t.Fatalf("%d detail queries in the last pass, want %d (D1 is FAIL in the ledger already)", got, want)
+	}
+	if b, err = p.driver.db.Batch(ctx, b.OutBatchNo); err != nil || !b.Settled {
+		t.Fatalf("batch %+v, %v; want settled", b, err)
+	}
+	mustOutcomes(t, p.driver.db, map[string][2]string{
+		"D0": {ledger.PayoutSuccess, ""}, "D1": {ledger.PayoutFail, "ACCOUNT_FROZEN"}, "D2": {ledger.PayoutFail, "NAME_NOT_CORRECT"}})
+	text = logs.String()
+	if !strings.Contains(text, "fail reasons complete after the grace period") {
+		t.Fatalf("no recovery line in the log:\n%s", text)
+	}
+	if strings.Contains(text, wechatpaytest.FailOpenIDPrefix) {
+		t.Fatalf("an openid reached the log:\n%s", text)
+	}
+}
