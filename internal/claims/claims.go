@@ -29,13 +29,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/backoff"
 )
 
 // DigestSize is how many leading bytes of an Item's digest a claim stores.
@@ -278,7 +279,7 @@ func (s *Store) settle(ctx context.Context, items []Item, owners []Owner, exists
 			s.log.Warn("claims unresolved; retrying", "keys", left, "round", rounds,
 				"bucket", s.kv.Bucket(), "err", failed, "held_back", held)
 		}
-		t := time.NewTimer(backoff(rounds))
+		t := time.NewTimer(backoff.Jittered(backoffMin, backoffMax, rounds-1))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -394,13 +395,6 @@ func firstErr(first, err error) error {
 		return first
 	}
 	return err
-}
-
-// backoff is the wait before resolution round n (from 1): doubling from backoffMin, capped at
-// backoffMax, uniformly jittered over its upper half.
-func backoff(n int) time.Duration {
-	d := min(backoffMin<<min(n-1, 16), backoffMax)
-	return d/2 + rand.N(d/2+1)
 }
 
 // limiter allows one event per logInterval and counts the ones it held back since.

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/paystream/paystream/internal/backoff"
 
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -166,9 +167,7 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 
 // backoff is the capped, jittered delay before attempt n+1.
 func (d *driver) backoff(attempts int) time.Duration {
-	wait := d.submit.RetryMin << min(attempts, 16)
-	wait = min(wait, d.submit.RetryMax)
-	return wait/2 + rand.N(wait/2+1)
+	return backoff.Jittered(d.submit.RetryMin, d.submit.RetryMax, attempts)
 }
 
 // send submits a sealed batch: the frozen body, the same out_batch_no, every attempt.

@@ -76,9 +76,9 @@ func (d *driver) withReasons(ctx context.Context, b ledger.Batch, p *reasonPass,
 	return out
 }
 
-// fetchReason queries one FAIL detail for its fail_reason through the query throttle (the
-// merchant's own budget for the detail API, rate-limit.detail) and the detail breaker. It returns the reason, or why there is
-// none now: the error code, or a disagreement with the page. A 429, an open breaker, a
+// fetchReason queries one FAIL detail for its fail_reason through the detail throttle (the
+// detail API's own budget, rate-limit.detail) and the detail breaker. It returns the reason,
+// or why there is none now: the error code, or a disagreement with the page. A 429, an open breaker, a
 // cancelled wait or a rejection an operator must fix stops fetching for the rest of the
 // pass; other failures (NOT_FOUND, ambiguous answers) are per detail, and the breaker trips
 // on a run of ambiguous ones. A reason we do not know is returned as WeChat gives it.
@@ -152,27 +152,30 @@ func (d *driver) reportReasons(ctx context.Context, b ledger.Batch, p *reasonPas
 // overdueLog rate-limits the ERROR line of batches whose FAIL rows lack a reason past the
 // grace period. The zero value is ready; it is safe for concurrent use by the workers.
 type overdueLog struct {
-	mu    sync.Mutex
-	first map[string]time.Time // out_batch_no → first ERROR line
-	last  map[string]time.Time // out_batch_no → last ERROR line
+	mu      sync.Mutex
+	batches map[string]overdue // by out_batch_no
 }
+
+// overdue is when a batch's ERROR line was first and last logged.
+type overdue struct{ first, last time.Time }
 
 // due reports whether the batch's ERROR line may be logged now (at most once per every),
 // and records it if so.
 func (o *overdueLog) due(outBatchNo string, now time.Time, every time.Duration) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.last == nil {
-		o.first, o.last = map[string]time.Time{}, map[string]time.Time{}
+	if o.batches == nil {
+		o.batches = map[string]overdue{}
 	}
-	last, seen := o.last[outBatchNo]
-	if seen && now.Sub(last) < every {
+	b, seen := o.batches[outBatchNo]
+	if seen && now.Sub(b.last) < every {
 		return false
 	}
 	if !seen {
-		o.first[outBatchNo] = now
+		b.first = now
 	}
-	o.last[outBatchNo] = now
+	b.last = now
+	o.batches[outBatchNo] = b
 	return true
 }
 
@@ -180,8 +183,7 @@ func (o *overdueLog) due(outBatchNo string, now time.Time, every time.Duration) 
 func (o *overdueLog) clear(outBatchNo string) (time.Time, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	first, ok := o.first[outBatchNo]
-	delete(o.first, outBatchNo)
-	delete(o.last, outBatchNo)
-	return first, ok
+	b, ok := o.batches[outBatchNo]
+	delete(o.batches, outBatchNo)
+	return b.first, ok
 }

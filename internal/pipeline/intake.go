@@ -348,7 +348,8 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 			in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
 		}
 		if err := in.db.MarkDuplicate(ctx, r.Seq, o.Instance, conflict); err != nil {
-			in.pending.drop(seqsOf(rows[i:])...)
+			// Neither the owned rows so far nor the rest reach the sealer: all leave the set.
+			in.pending.drop(append(seqsOf(owned), seqsOf(rows[i:])...)...)
 			return nil, fmt.Errorf("mark duplicate: %w", err)
 		}
 		in.pending.drop(r.Seq)

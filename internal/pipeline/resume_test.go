@@ -212,3 +212,31 @@ func TestRedeliveryClaimsOnce(t *testing.T) {
 		t.Fatalf("redelivered after a failed claim: claims %v, want [D2]", got)
 	}
 }
+
+// TestClaim_FailureLeavesNothingPending: when recording a duplicate fails midway, the rows
+// this instance already owns do not reach the sealer, so they must leave the pending set
+// with the rest, or the sweep would never claim them again (stranded until a restart).
+func TestClaim_FailureLeavesNothingPending(t *testing.T) {
+	ctx := context.Background()
+	db, js, kv := claimsSetup(t)
+	rows := testRows("F", 2)
+	res, err := db.InsertPayouts(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A claim value that names no valid instance: the ledger refuses to record it as owner.
+	if _, err := kv.Create(ctx, claims.Key("1900000001", "F1"), []byte("not-an-id!")); err != nil {
+		t.Fatal(err)
+	}
+	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
+	for i := range rows {
+		rows[i].Seq = res[i].Seq
+		in.pending.seqs[res[i].Seq] = true
+	}
+	if _, err := in.claim(ctx, rows, nil); err == nil {
+		t.Fatal("claim succeeded although F1's duplicate could not be recorded")
+	}
+	if len(in.pending.seqs) != 0 {
+		t.Fatalf("pending set keeps %v: the sweep would never claim them", in.pending.seqs)
+	}
+}

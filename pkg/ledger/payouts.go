@@ -472,19 +472,10 @@ func (db *DB) queryPayouts(ctx context.Context, q string, args ...any) ([]Payout
 	return out, rows.Err()
 }
 
-// PayoutsInState returns up to limit payouts in state, ordered by seq. RECEIVED and CLAIMED
-// (the states a restarting pipeline re-feeds) are served from a small partial index; other
-// states scan.
+// PayoutsInState returns up to limit payouts in state, ordered by seq: the first page of
+// PayoutsAfter (seqs start at 1).
 func (db *DB) PayoutsInState(ctx context.Context, state string, limit int) ([]Payout, error) {
-	q := `SELECT ` + payoutCols + ` FROM payouts WHERE state = ? ORDER BY seq LIMIT ?`
-	if state == PayoutReceived || state == PayoutClaimed {
-		q = `SELECT ` + payoutCols + ` FROM payouts WHERE state IN ('RECEIVED', 'CLAIMED') AND state = ? ORDER BY seq LIMIT ?`
-	}
-	ps, err := db.queryPayouts(ctx, q, state, limit)
-	if err != nil {
-		return nil, fmt.Errorf("payouts in state %s: %w", state, err)
-	}
-	return ps, nil
+	return db.PayoutsAfter(ctx, state, 0, limit)
 }
 
 // PayoutsAfter returns up to limit payouts in state with seq > afterSeq, ordered by seq: pass

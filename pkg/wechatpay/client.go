@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/paystream/paystream/internal/backoff"
 )
 
 // Defaults of a Client, changed with options.
@@ -227,14 +228,7 @@ func shouldRetry(ctx context.Context, err error) (string, bool) {
 
 // backoff returns a wait in [d/2, d] with d = minBackoff·2^attempt capped at maxBackoff.
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.maxBackoff
-	if attempt < 30 {
-		d = min(c.minBackoff<<attempt, c.maxBackoff)
-	}
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
+	return backoff.Jittered(c.minBackoff, c.maxBackoff, attempt)
 }
 
 // attempt signs once and sends to the primary host, then to the backup after a connection
