@@ -98,7 +98,7 @@ func TestDriver_InvalidRequestButExists(t *testing.T) {
 		t.Fatalf("the sandbox should refuse our body with INVALID_REQUEST, got %v", err)
 	}
 
-	if err := p.driver.send(ctx, b); err != nil {
+	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
@@ -124,7 +124,7 @@ func TestDriver_Rejections(t *testing.T) {
 		// Amounts of 100 fen under a 1000-fen minimum: WeChat answers PARAM_ERROR (spec §5).
 		srv := wechatpaytest.NewServer(t, func(o *wechatpaytest.Options) { o.MinAmount = 1000 })
 		p, b := sealedBatch(t, srv, 2)
-		if err := p.driver.send(ctx, b); err != nil {
+		if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
@@ -147,7 +147,7 @@ func TestDriver_Rejections(t *testing.T) {
 		srv := wechatpaytest.NewServer(t, wechatpaytest.WithBalance(0))
 		p, b := sealedBatch(t, srv, 2)
 		before := time.Now()
-		if err := p.driver.send(ctx, b); err != nil {
+		if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		parked, err := p.driver.db.Batch(ctx, b.OutBatchNo)
@@ -159,7 +159,7 @@ func TestDriver_Rejections(t *testing.T) {
 			t.Fatalf("batch %s (%s) next at %v; want SEALED with NOT_ENOUGH, retried after parked-retry", parked.State, parked.LastErrorCode, parked.NextAt)
 		}
 		srv.TopUp(1000)
-		if err := p.driver.send(ctx, parked); err != nil {
+		if err := p.driver.rails[parked.Rail].step(ctx, parked); err != nil {
 			t.Fatal(err)
 		}
 		got, err := p.driver.db.Batch(ctx, b.OutBatchNo)

@@ -57,7 +57,7 @@ func (p *reasonPass) whyString() string {
 // had now, the row is left out. Every other row goes through as it is, without a query: the
 // ledger ignores a member already FAIL and refuses rows for a member already SUCCESS or for
 // a non-member.
-func (d *driver) withReasons(ctx context.Context, b ledger.Batch, p *reasonPass, rows []ledger.DetailRow) []ledger.DetailRow {
+func (d *batchRail) withReasons(ctx context.Context, b ledger.Batch, p *reasonPass, rows []ledger.DetailRow) []ledger.DetailRow {
 	out := rows[:0]
 	for _, r := range rows {
 		if state, member := p.states[r.OutDetailNo]; r.Status != ledger.PayoutFail || !member || ledger.PayoutFinal(state) {
@@ -82,7 +82,7 @@ func (d *driver) withReasons(ctx context.Context, b ledger.Batch, p *reasonPass,
 // cancelled wait or a rejection an operator must fix stops fetching for the rest of the
 // pass; other failures (NOT_FOUND, ambiguous answers) are per detail, and the breaker trips
 // on a run of ambiguous ones. A reason we do not know is returned as WeChat gives it.
-func (d *driver) fetchReason(ctx context.Context, b ledger.Batch, p *reasonPass, r ledger.DetailRow) (reason, why string) {
+func (d *batchRail) fetchReason(ctx context.Context, b ledger.Batch, p *reasonPass, r ledger.DetailRow) (reason, why string) {
 	if p.stop != "" {
 		return "", p.stop
 	}
@@ -123,7 +123,7 @@ func (d *driver) fetchReason(ctx context.Context, b ledger.Batch, p *reasonPass,
 // (never openid or name), once per pass, at most once per half poll interval per batch
 // (a failing batch query is retried sooner); the pass that brings the last of them in logs
 // the recovery.
-func (d *driver) reportReasons(ctx context.Context, b ledger.Batch, p *reasonPass, finishedAt time.Time) {
+func (d *batchRail) reportReasons(ctx context.Context, b ledger.Batch, p *reasonPass, finishedAt time.Time) {
 	if ctx.Err() != nil {
 		return // shutting down: the next start pages the batch again
 	}

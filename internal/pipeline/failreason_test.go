@@ -37,7 +37,7 @@ func followUntil(t *testing.T, p *Pipeline, no string, done func(ledger.Batch) b
 		if done(b) {
 			return b
 		}
-		if err := p.driver.follow(ctx, b); err != nil {
+		if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -113,7 +113,7 @@ func TestDriver_FailReasons(t *testing.T) {
 			if got, want := b.Rail, tt.req.Rail(); got != want {
 				t.Fatalf("rail %s, want %s", got, want)
 			}
-			if err := p.driver.send(context.Background(), b); err != nil {
+			if err := p.driver.rails[b.Rail].step(context.Background(), b); err != nil {
 				t.Fatal(err)
 			}
 			followUntil(t, p, b.OutBatchNo, settled)
@@ -140,7 +140,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	p, b := sealedBatchOf(t, srv, cfg, log, directRequest, []string{"oD0", "fail-ACCOUNT_FROZEN-D1", "fail-NAME_NOT_CORRECT-D2"})
 	detailQueries := func() int { return srv.Stats().Requests[wechatpaytest.EndpointDetailByOutNo] }
-	if err := p.driver.send(ctx, b); err != nil {
+	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 
@@ -165,7 +165,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	// Pass 2: D1's reason comes; D2's query answers 429, which slows the throttle.
 	srv.ClearFaults()
 	srv.Fail(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.Latency(time.Millisecond), wechatpaytest.FrequencyLimited)
-	if err := p.driver.follow(ctx, b); err != nil {
+	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	mustPayouts(t, p.driver.db, map[string][2]string{"D1": {ledger.PayoutFail, "ACCOUNT_FROZEN"}, "D2": {ledger.PayoutSealed, ""}})
@@ -181,7 +181,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.driver.follow(ctx, b); err != nil {
+	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := detailQueries()-before, 1; got != want {

@@ -153,22 +153,21 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
 		},
 		sealer: &sealer{
-			b: b, names: names,
-			notifyURL: cfg.NotifyURL, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
+			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
 			open: map[int64]ledger.Payout{},
 		},
 		driver: &driver{
 			submit: cfg.Submit, poll: cfg.Poll, db: d.DB, api: d.API,
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
-			detail:   newThrottle(cfg.RateLimit.Detail, d.Now),
-			cbCreate: newBreaker[created]("wechatpay-create", cfg.Breaker, d.Log),
-			cbQuery:  newBreaker[*batchPage]("wechatpay-query", cfg.Breaker, d.Log),
-			cbDetail: newBreaker[detail]("wechatpay-query-detail", cfg.Breaker, d.Log),
-			wake:     wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
+			detail: newThrottle(cfg.RateLimit.Detail, d.Now),
+			wake:   wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log},
 		cb:       callbackHandler(d.API, d.DB, poke(wakeDriver)),
 	}
+	batches := newBatchRail(p.driver, names, cfg.NotifyURL, cfg.Breaker)
+	rails := map[string]rail{payout.RailDirect: batches, payout.RailPartner: batches}
+	p.sealer.rails, p.driver.rails = rails, rails
 	return p, nil
 }
 

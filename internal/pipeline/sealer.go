@@ -2,30 +2,26 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
-	"github.com/paystream/paystream/pkg/payout"
-	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
 // sealer groups claimed payouts into batches (pkg/batching) and seals each one in the
-// ledger: out_batch_no, exact members and the frozen create body are committed together,
-// before anything is sent (rule 2). It owns the batcher; timers stay in this loop.
+// ledger: out_batch_no, exact members and the frozen bodies its rail builds are committed
+// together, before anything is sent (rule 2). It owns the batcher; timers stay in this loop.
 type sealer struct {
-	b         *batching.Batcher
-	names     batching.Names
-	notifyURL string
-	db        *ledger.DB
-	in        <-chan []ledger.Payout
-	sealed    func() // wakes the driver
-	pending   *pendingSet
-	now       func() time.Time
-	log       *slog.Logger
+	b       *batching.Batcher
+	rails   map[string]rail // by ledger rail name
+	db      *ledger.DB
+	in      <-chan []ledger.Payout
+	sealed  func() // wakes the driver
+	pending *pendingSet
+	now     func() time.Time
+	log     *slog.Logger
 
 	open map[int64]ledger.Payout // claimed payouts waiting in the batcher, by ledger seq
 }
@@ -102,7 +98,11 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 			members[i] = s.open[it.Seq]
 			seqs[i] = it.Seq
 		}
-		body, err := s.body(b, members)
+		r, ok := s.rails[b.Rail]
+		if !ok {
+			return fmt.Errorf("build batch %s: no rail %q", b.OutBatchNo, b.Rail)
+		}
+		body, _, err := r.bodies(b, members)
 		if err != nil {
 			return fmt.Errorf("build batch %s: %w", b.OutBatchNo, err)
 		}
@@ -121,55 +121,4 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		s.sealed()
 	}
 	return nil
-}
-
-// body builds the frozen create request for b's rail. The batch-level fields come from the
-// group key (every member shares them); totals are computed from the members; user_name is
-// the ciphertext stored at intake.
-func (s *sealer) body(b batching.Batch, members []ledger.Payout) ([]byte, error) {
-	k, err := batching.ParseKey(b.Group)
-	if err != nil {
-		return nil, err
-	}
-	name, remark, err := s.names.Render(b, s.now())
-	if err != nil {
-		return nil, err
-	}
-	if k.BatchName != "" {
-		name = batching.TrimChars(k.BatchName, 32)
-	}
-	if k.BatchRemark != "" {
-		remark = batching.TrimChars(k.BatchRemark, 32)
-	}
-	total, num := wechatpay.Fen(b.TotalAmount()), b.TotalNum()
-	switch k.Rail {
-	case payout.RailDirect:
-		req := wechatpay.CreateBatchRequest{
-			AppID: k.AppID, BatchName: name, BatchRemark: remark, NotifyURL: s.notifyURL, OutBatchNo: b.OutBatchNo,
-			TotalAmount: total, TotalNum: num, TransferSceneID: k.SceneID,
-			TransferDetailList: make([]wechatpay.TransferDetailInput, len(members)),
-		}
-		for i, p := range members {
-			req.TransferDetailList[i] = wechatpay.TransferDetailInput{
-				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
-				TransferRemark: p.Remark, UserName: p.UserNameCipher,
-			}
-		}
-		return json.Marshal(req)
-	case payout.RailPartner:
-		req := wechatpay.PartnerCreateBatchRequest{
-			AuthorizationType: k.AuthorizationType, BatchName: name, BatchRemark: remark, OutBatchNo: b.OutBatchNo,
-			SpAppID: k.SpAppID, SubAppID: k.SubAppID, SubMchID: k.SubMchID, TotalAmount: total, TotalNum: num,
-			TransferPurpose: k.TransferPurpose, TransferScene: k.TransferScene,
-			TransferDetailList: make([]wechatpay.PartnerTransferDetailInput, len(members)),
-		}
-		for i, p := range members {
-			req.TransferDetailList[i] = wechatpay.PartnerTransferDetailInput{
-				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
-				TransferRemark: p.Remark, UserName: p.UserNameCipher,
-			}
-		}
-		return json.Marshal(req)
-	}
-	return nil, fmt.Errorf("unknown rail %q", k.Rail)
 }

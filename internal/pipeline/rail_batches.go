@@ -1,0 +1,334 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/paystream/paystream/pkg/batching"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// batchRail pays a batch with the batch API (spec §5 direct, §7 partner): one create of the
+// whole batch under its out_batch_no, then batch queries until it is FINISHED or CLOSED, then
+// detail pages (and single-detail queries for each FAIL's reason) until every member is final.
+// One value serves both the direct and the partner rail: they differ only in endpoints and
+// body shape, both chosen by the batch's rail.
+type batchRail struct {
+	*driver
+	names     batching.Names
+	notifyURL string
+	cbCreate  *gobreaker.CircuitBreaker[created]
+	cbQuery   *gobreaker.CircuitBreaker[*batchPage]
+	cbDetail  *gobreaker.CircuitBreaker[detail] // single-detail queries, for fail_reason
+	overdue   overdueLog                        // batches with FAIL rows still lacking a reason past the grace
+}
+
+func newBatchRail(d *driver, names batching.Names, notifyURL string, cfg BreakerConfig) *batchRail {
+	return &batchRail{
+		driver: d, names: names, notifyURL: notifyURL,
+		cbCreate: newBreaker[created]("wechatpay-create", cfg, d.log),
+		cbQuery:  newBreaker[*batchPage]("wechatpay-query", cfg, d.log),
+		cbDetail: newBreaker[detail]("wechatpay-query-detail", cfg, d.log),
+	}
+}
+
+// step submits a SEALED batch and follows any other.
+func (d *batchRail) step(ctx context.Context, b ledger.Batch) error {
+	if b.State == ledger.BatchSealed {
+		return d.send(ctx, b)
+	}
+	return d.follow(ctx, b)
+}
+
+// bodies builds the frozen create request for b's rail. The batch-level fields come from the
+// group key (every member shares them); totals are computed from the members; user_name is
+// the ciphertext stored at intake.
+func (d *batchRail) bodies(b batching.Batch, members []ledger.Payout) ([]byte, [][]byte, error) {
+	k, err := batching.ParseKey(b.Group)
+	if err != nil {
+		return nil, nil, err
+	}
+	name, remark, err := d.names.Render(b, d.now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if k.BatchName != "" {
+		name = batching.TrimChars(k.BatchName, 32)
+	}
+	if k.BatchRemark != "" {
+		remark = batching.TrimChars(k.BatchRemark, 32)
+	}
+	total, num := wechatpay.Fen(b.TotalAmount()), b.TotalNum()
+	var req any
+	switch k.Rail {
+	case payout.RailDirect:
+		r := wechatpay.CreateBatchRequest{
+			AppID: k.AppID, BatchName: name, BatchRemark: remark, NotifyURL: d.notifyURL, OutBatchNo: b.OutBatchNo,
+			TotalAmount: total, TotalNum: num, TransferSceneID: k.SceneID,
+			TransferDetailList: make([]wechatpay.TransferDetailInput, len(members)),
+		}
+		for i, p := range members {
+			r.TransferDetailList[i] = wechatpay.TransferDetailInput{
+				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
+				TransferRemark: p.Remark, UserName: p.UserNameCipher,
+			}
+		}
+		req = r
+	case payout.RailPartner:
+		r := wechatpay.PartnerCreateBatchRequest{
+			AuthorizationType: k.AuthorizationType, BatchName: name, BatchRemark: remark, OutBatchNo: b.OutBatchNo,
+			SpAppID: k.SpAppID, SubAppID: k.SubAppID, SubMchID: k.SubMchID, TotalAmount: total, TotalNum: num,
+			TransferPurpose: k.TransferPurpose, TransferScene: k.TransferScene,
+			TransferDetailList: make([]wechatpay.PartnerTransferDetailInput, len(members)),
+		}
+		for i, p := range members {
+			r.TransferDetailList[i] = wechatpay.PartnerTransferDetailInput{
+				OpenID: p.OpenID, OutDetailNo: p.OutDetailNo, TransferAmount: wechatpay.Fen(p.Amount),
+				TransferRemark: p.Remark, UserName: p.UserNameCipher,
+			}
+		}
+		req = r
+	default:
+		return nil, nil, fmt.Errorf("the batch API has no rail %q", k.Rail)
+	}
+	body, err := json.Marshal(req)
+	return body, nil, err
+}
+
+// send submits a sealed batch: the frozen body, the same out_batch_no, every attempt.
+func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
+	res, err := d.cbCreate.Execute(func() (created, error) {
+		if err := d.create.Wait(ctx); err != nil {
+			return created{}, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return createBatch(ctx, d.api, b.Rail, b.Body)
+	})
+	now := d.now()
+	class := classify(err)
+	code := errorCode(err)
+	if is429(err) {
+		d.create.Slow()
+	}
+	r := ledger.SubmitResult{ErrorCode: code}
+	switch class {
+	case wechatpay.ClassOK:
+		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.Status
+		r.NextAt = now.Add(d.poll.FirstDelay)
+		d.log.Info("batch accepted", "out_batch_no", b.OutBatchNo, "batch_id", res.BatchID, "attempt", b.Attempts+1)
+	case wechatpay.ClassRejected:
+		r.Outcome = ledger.SubmitRejected
+		d.log.Error("batch rejected", "out_batch_no", b.OutBatchNo, "code", code)
+	case wechatpay.ClassBlocked:
+		if code == wechatpay.ErrInvalidRequest.Code {
+			// Also WeChat's "this number exists with other content" (spec §5): if the batch
+			// exists under our number, it is ours (the body is frozen) and it was accepted.
+			if q, qerr := d.queryBatch(ctx, b, wechatpay.BatchQuery{}); qerr == nil {
+				r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, q.Batch.BatchID, q.Batch.BatchStatus
+				r.NextAt = now.Add(d.poll.FirstDelay)
+				d.log.Warn("create answered INVALID_REQUEST but the batch exists: following it", "out_batch_no", b.OutBatchNo)
+				break
+			}
+		}
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
+		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code, "retry_at", r.NextAt)
+	case wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
+	default: // ambiguous, or NOT_FOUND on a create: maybe paid, so the same number again
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(b.Attempts))
+		d.log.Warn("batch submit ambiguous; will resend the same body", "out_batch_no", b.OutBatchNo, "code", code, "attempt", b.Attempts+1)
+	}
+	if err := d.db.RecordSubmit(context.WithoutCancel(ctx), b.OutBatchNo, r); err != nil {
+		return err
+	}
+	if r.Outcome == ledger.SubmitRejected {
+		d.changed()
+	}
+	return nil
+}
+
+// follow queries an accepted batch; once FINISHED it pages every detail into the ledger,
+// one transaction per page, each FAIL with its fail_reason (see reasonPass). CLOSED fails
+// the remaining members with the close reason.
+func (d *batchRail) follow(ctx context.Context, b ledger.Batch) error {
+	q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{})
+	now := d.now()
+	if err != nil {
+		return d.pollFailed(ctx, b, err, now)
+	}
+	tb := q.Batch
+	if tb.BatchStatus == wechatpay.BatchFinished {
+		if err := d.pageDetails(ctx, b, tb.TotalNum); err != nil {
+			return d.pollFailed(ctx, b, err, d.now())
+		}
+	}
+	if !b.AcceptedAt.IsZero() && now.Sub(b.AcceptedAt) > d.poll.Horizon &&
+		tb.BatchStatus != wechatpay.BatchFinished && tb.BatchStatus != wechatpay.BatchClosed {
+		d.log.Error("batch not final near the 30-day query horizon", "out_batch_no", b.OutBatchNo, "status", tb.BatchStatus)
+	}
+	err = d.db.ApplyBatchStatus(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, ledger.BatchStatus{
+		BatchID: tb.BatchID, Status: tb.BatchStatus, CloseReason: tb.CloseReason,
+		SuccessAmount: int64(tb.SuccessAmount), FailAmount: int64(tb.FailAmount), SuccessNum: tb.SuccessNum, FailNum: tb.FailNum,
+	}, now.Add(d.poll.Interval))
+	d.changed()
+	return err
+}
+
+// pageDetails reads every detail page of a FINISHED batch from offset 0 and applies each
+// page in one transaction. FAIL rows are applied only with their fail_reason, fetched by
+// single-detail queries within the query budget; those whose reason cannot be had now are
+// left for the next pass (see reasonPass), which keeps the batch unsettled.
+func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) error {
+	states, err := d.db.MemberStates(ctx, b.OutBatchNo)
+	if err != nil {
+		return err
+	}
+	finishedAt := d.now()
+	if b.State == ledger.BatchFinished {
+		finishedAt = b.StateAt
+	}
+	p := newReasonPass(states)
+	defer d.reportReasons(ctx, b, p, finishedAt)
+	for offset := 0; offset < total; {
+		q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{
+			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
+		})
+		if err != nil {
+			return err
+		}
+		rows := make([]ledger.DetailRow, len(q.Details))
+		for i, r := range q.Details {
+			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
+		}
+		if rows = d.withReasons(ctx, b, p, rows); len(rows) > 0 {
+			_, err = d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows)
+		}
+		switch {
+		case errors.Is(err, ledger.ErrIllegalTransition), errors.Is(err, ledger.ErrNotMember):
+			// The legal rows are applied; the ledger counted the refused ones. A detail that
+			// moves backwards or is not ours needs a human, not a retry.
+			d.log.Error("detail page rows refused", "out_batch_no", b.OutBatchNo, "offset", offset, "err", err)
+		case err != nil:
+			return err
+		}
+		if len(q.Details) < d.poll.PageLimit {
+			break
+		}
+		offset += len(q.Details)
+	}
+	p.complete = true
+	return nil
+}
+
+func (d *batchRail) queryBatch(ctx context.Context, b ledger.Batch, q wechatpay.BatchQuery) (*batchPage, error) {
+	res, err := d.cbQuery.Execute(func() (*batchPage, error) {
+		if err := d.query.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return queryBatch(ctx, d.api, b.Rail, b.OutBatchNo, q)
+	})
+	if is429(err) {
+		d.query.Slow()
+	}
+	return res, err
+}
+
+// pollFailed reschedules a batch whose query failed. NOT_FOUND is not a failure (spec §6):
+// within the grace period the batch is still being accepted; after it, an operator is told,
+// and the batch keeps being queried under the same number.
+func (d *batchRail) pollFailed(ctx context.Context, b ledger.Batch, err error, now time.Time) error {
+	code := errorCode(err)
+	switch classify(err) {
+	case wechatpay.ClassNotFound:
+		if !b.NotFoundSince.IsZero() && now.Sub(b.NotFoundSince) > d.poll.NotFoundGrace {
+			d.log.Error("batch still NOT_FOUND after the grace period", "out_batch_no", b.OutBatchNo, "since", b.NotFoundSince)
+		}
+		return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, now.Add(d.poll.Interval), code, true)
+	case wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
+	}
+	d.log.Warn("batch query failed", "out_batch_no", b.OutBatchNo, "code", code)
+	return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, now.Add(d.backoff(2)), code, false)
+}
+
+// created is what a batch create answers, whichever rail.
+type created struct {
+	BatchID, Status string
+}
+
+// batchPage is one batch query answer, whichever rail: the direct API wraps the batch in
+// transfer_batch (spec §6), the partner API is flat (spec §7).
+type batchPage struct {
+	Batch   wechatpay.TransferBatch
+	Details []wechatpay.DetailBrief
+}
+
+// createBatch sends a frozen body to the create endpoint of its rail.
+func createBatch(ctx context.Context, api *wechatpay.Client, rail string, body []byte) (created, error) {
+	if rail == payout.RailPartner {
+		r, err := api.PartnerCreateTransferBatchBody(ctx, body)
+		if err != nil {
+			return created{}, err
+		}
+		return created{BatchID: r.BatchID}, nil // the partner answer has no status (spec §7)
+	}
+	r, err := api.CreateTransferBatchBody(ctx, body)
+	if err != nil {
+		return created{}, err
+	}
+	return created{BatchID: r.BatchID, Status: r.BatchStatus}, nil
+}
+
+// queryBatch queries a batch by out_batch_no on its rail.
+func queryBatch(ctx context.Context, api *wechatpay.Client, rail, outBatchNo string, q wechatpay.BatchQuery) (*batchPage, error) {
+	if rail == payout.RailPartner {
+		r, err := api.PartnerQueryBatchByOutBatchNo(ctx, outBatchNo, q)
+		if err != nil {
+			return nil, err
+		}
+		return &batchPage{Batch: wechatpay.TransferBatch{
+			MchID: r.SpMchID, OutBatchNo: r.OutBatchNo, BatchID: r.BatchID, BatchStatus: r.BatchStatus,
+			CloseReason: r.CloseReason, TotalAmount: r.TotalAmount, TotalNum: r.TotalNum,
+			SuccessAmount: r.SuccessAmount, SuccessNum: r.SuccessNum, FailAmount: r.FailAmount, FailNum: r.FailNum,
+		}, Details: r.TransferDetailList}, nil
+	}
+	r, err := api.QueryBatchByOutBatchNo(ctx, outBatchNo, q)
+	if err != nil {
+		return nil, err
+	}
+	return &batchPage{Batch: r.TransferBatch, Details: r.TransferDetailList}, nil
+}
+
+// detail is one single-detail query answer, whichever rail: the only answer that carries
+// fail_reason (spec §6, §7). The openid and name ciphertext of the answer are not kept.
+type detail struct {
+	OutDetailNo, DetailID, Status, FailReason string
+}
+
+// queryDetail queries one detail by out_batch_no and out_detail_no on its rail.
+func queryDetail(ctx context.Context, api *wechatpay.Client, rail, outBatchNo, outDetailNo string) (detail, error) {
+	if rail == payout.RailPartner {
+		r, err := api.PartnerQueryDetailByOutDetailNo(ctx, outBatchNo, outDetailNo)
+		if err != nil {
+			return detail{}, err
+		}
+		return detail{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus, FailReason: r.FailReason}, nil
+	}
+	r, err := api.QueryDetailByOutDetailNo(ctx, outBatchNo, outDetailNo)
+	if err != nil {
+		return detail{}, err
+	}
+	return detail{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus, FailReason: r.FailReason}, nil
+}
