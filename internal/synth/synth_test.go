@@ -3,6 +3,7 @@ package synth
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"testing"
 
 	"github.com/paystream/paystream/pkg/payout"
@@ -27,7 +28,7 @@ func TestEach_nameKey(t *testing.T) {
 	err := Each(context.Background(), o, func(rec Record) error {
 		want := plain[i]
 		i++
-		if rec.Req != want.Req || rec.Valid != want.Valid {
+		if !reflect.DeepEqual(rec.Req, want.Req) || rec.Valid != want.Valid {
 			t.Fatalf("record %d differs from the one generated without a key", i)
 		}
 		if rec.Req.UserName != "" && bytes.Contains(rec.Line, []byte(rec.Req.UserName)) {

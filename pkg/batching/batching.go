@@ -30,6 +30,11 @@ const (
 	DefaultMaxWait = 10 * time.Second
 	// MaxInstanceIDLen leaves room in the 32-character out_batch_no for "B" and 19 digits.
 	MaxInstanceIDLen = 12
+	// MaxDetailsBills is the most members of a batch on the bills rail. WeChat never sees
+	// such a batch (each member is its own bill, spec §8.2); it is the processor's unit of
+	// sealing, audit and rate budgeting, capped like a direct batch (the ledger's
+	// MaxDetailsBills).
+	MaxDetailsBills = 1000
 )
 
 // Item is one recorded payout request as the batcher sees it.
@@ -38,7 +43,7 @@ type Item struct {
 	OutDetailNo string    // the request's idempotency key
 	Amount      int64     // fen, > 0
 	Group       string    // GroupKey of the request
-	Rail        string    // payout.RailDirect or payout.RailPartner
+	Rail        string    // payout.RailDirect, payout.RailPartner or payout.RailBills
 	At          time.Time // when the request was received (starts its wait)
 }
 
@@ -70,6 +75,9 @@ type Config struct {
 	// CapDirect and CapPartner are the most details per batch on each rail: 1–1000 direct
 	// (spec §5) and 1–3000 partner (spec §7). Zero means the API maximum.
 	CapDirect, CapPartner int
+	// CapBills is the most members per batch on the bills rail: 1–MaxDetailsBills. Zero
+	// means MaxDetailsBills.
+	CapBills int
 	// MaxWait is how long the oldest item of a group may wait before its batch is sealed by
 	// Due. Zero means DefaultMaxWait.
 	MaxWait time.Duration
@@ -104,6 +112,9 @@ func New(cfg Config) (*Batcher, error) {
 	if cfg.CapPartner == 0 {
 		cfg.CapPartner = wechatpay.MaxDetailsPartner
 	}
+	if cfg.CapBills == 0 {
+		cfg.CapBills = MaxDetailsBills
+	}
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
@@ -114,6 +125,8 @@ func New(cfg Config) (*Batcher, error) {
 		return nil, fmt.Errorf("%w: direct cap %d outside 1..%d", ErrConfig, cfg.CapDirect, wechatpay.MaxDetailsDirect)
 	case cfg.CapPartner < 1 || cfg.CapPartner > wechatpay.MaxDetailsPartner:
 		return nil, fmt.Errorf("%w: partner cap %d outside 1..%d", ErrConfig, cfg.CapPartner, wechatpay.MaxDetailsPartner)
+	case cfg.CapBills < 1 || cfg.CapBills > MaxDetailsBills:
+		return nil, fmt.Errorf("%w: bills cap %d outside 1..%d", ErrConfig, cfg.CapBills, MaxDetailsBills)
 	case cfg.MaxWait < 0:
 		return nil, fmt.Errorf("%w: negative max wait", ErrConfig)
 	case cfg.MaxBatchAmount < 0:
@@ -122,12 +135,17 @@ func New(cfg Config) (*Batcher, error) {
 	return &Batcher{cfg: cfg, open: make(map[string]*group)}, nil
 }
 
-// Cap returns the batch cap for rail; an unknown rail gets the smaller direct cap.
+// Cap returns the batch cap for rail; an unknown rail gets the smallest cap configured.
 func (b *Batcher) Cap(rail string) int {
-	if rail == payout.RailPartner {
+	switch rail {
+	case payout.RailPartner:
 		return b.cfg.CapPartner
+	case payout.RailDirect:
+		return b.cfg.CapDirect
+	case payout.RailBills:
+		return b.cfg.CapBills
 	}
-	return b.cfg.CapDirect
+	return min(b.cfg.CapDirect, b.cfg.CapPartner, b.cfg.CapBills)
 }
 
 // Add puts it into its group's open batch and returns the batches sealed by this call: the

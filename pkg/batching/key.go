@@ -8,11 +8,13 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// Key is everything that must be equal for requests to share one API batch: the rail and
-// merchant, the batch-level fields of that rail's create body (spec §5: appid and
-// transfer_scene_id; spec §7: sub_mchid, sub_appid, sp_appid, authorization_type,
+// Key is everything that must be equal for requests to share one batch. On the batch API
+// rails: the rail and merchant, the batch-level fields of that rail's create body (spec §5:
+// appid and transfer_scene_id; spec §7: sub_mchid, sub_appid, sp_appid, authorization_type,
 // transfer_purpose, transfer_scene), whether user_name is present (all or none per batch,
-// spec §5) and the request's batch name/remark hints (hints shape the batch).
+// spec §5) and the request's batch name/remark hints (hints shape the batch). On the bills
+// rail every member is its own bill with its own body (spec §8.2), so only the rail,
+// merchant and appid are: the batch is the processor's unit of sealing and budgeting.
 type Key struct {
 	Rail              string
 	MchID             string
@@ -29,10 +31,14 @@ type Key struct {
 	BatchRemark       string
 }
 
-// KeyOf returns the group key of r.
-func KeyOf(r *payout.Request) Key {
+// KeyFor returns the group key of r paid on rail: on payout.RailBills only Rail, MchID and
+// AppID are set; on any other rail every batch-level field of r.
+func KeyFor(rail string, r *payout.Request) Key {
+	if rail == payout.RailBills {
+		return Key{Rail: rail, MchID: r.MchID, AppID: r.AppID}
+	}
 	return Key{
-		Rail: r.Rail(), MchID: r.MchID, AppID: r.AppID, SceneID: r.SceneID,
+		Rail: rail, MchID: r.MchID, AppID: r.AppID, SceneID: r.SceneID,
 		SubMchID: r.SubMchID, SubAppID: r.SubAppID, SpAppID: r.SpAppID,
 		AuthorizationType: r.AuthorizationType, TransferPurpose: r.TransferPurpose,
 		TransferScene: r.TransferScene, Named: r.HasName(),
@@ -40,8 +46,14 @@ func KeyOf(r *payout.Request) Key {
 	}
 }
 
-// GroupKey returns KeyOf(r).String(): the stable string the pipeline stores in the ledger
-// and puts in Item.Group.
+// KeyOf returns the group key of r on the batch product: KeyFor(r.Rail(), r).
+func KeyOf(r *payout.Request) Key { return KeyFor(r.Rail(), r) }
+
+// GroupKeyFor returns KeyFor(rail, r).String(): the stable string the pipeline stores in
+// the ledger and puts in Item.Group.
+func GroupKeyFor(rail string, r *payout.Request) string { return KeyFor(rail, r).String() }
+
+// GroupKey returns GroupKeyFor(r.Rail(), r).
 func GroupKey(r *payout.Request) string { return KeyOf(r).String() }
 
 // keyFields pairs each wire name with its Key field, in wire-name order ("named", the one

@@ -22,6 +22,15 @@ const msgIDDigestLen = 12
 // or user_name_cipher), else 0. The name itself is left out: its ciphertext differs on every
 // encryption, and a digest of the plaintext would give the name away to a dictionary attack.
 // Metadata (schema, source, created_at) and wechatpay_serial are left out too.
+//
+// A request of the bills rail with user_recv_perception or transfer_scene_report_infos
+// (both decide what is sent, spec §8.2) continues after the name byte with
+// user_recv_perception as a length-prefixed field, the number of report rows as a 4-byte
+// big-endian integer, and each row's info_type and info_content as length-prefixed fields,
+// in order. A request with neither ends at the name byte, so its encoding (and MsgID) is what
+// it was before these fields existed. The encoding stays unambiguous: every part sits at a
+// position fixed by what comes before it, and the section is present exactly when the
+// encoding continues after the name byte.
 func (r *Request) AppendContent(dst []byte) []byte {
 	put := func(b []byte) {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(b)))
@@ -39,9 +48,20 @@ func (r *Request) AppendContent(dst []byte) []byte {
 		put([]byte(f))
 	}
 	if r.HasName() {
-		return append(dst, 1)
+		dst = append(dst, 1)
+	} else {
+		dst = append(dst, 0)
 	}
-	return append(dst, 0)
+	if r.UserRecvPerception == "" && len(r.SceneReportInfos) == 0 {
+		return dst
+	}
+	put([]byte(r.UserRecvPerception))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(r.SceneReportInfos)))
+	for _, in := range r.SceneReportInfos {
+		put([]byte(in.InfoType))
+		put([]byte(in.InfoContent))
+	}
+	return dst
 }
 
 // MsgID returns the Nats-Msg-Id of r: out_detail_no, ".", and the lowercase hex of the first

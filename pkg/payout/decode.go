@@ -32,9 +32,13 @@ var (
 	ErrOutOfRange   = errors.New("number out of int64 range")
 )
 
-// DecodeError is a Decode failure. Field is the JSON field at fault, or "" when the message
-// as a whole is. The text never contains a field's value, so it is safe to log and to put
-// in a dead-letter header; only an unknown key's name is quoted (truncated).
+// DecodeError is a Decode (or DecodeCancel) failure. Field is the JSON field at fault, or
+// "" when the message as a whole is. Inside a report row it is the row's path, e.g.
+// "transfer_scene_report_infos[1].info_content", or the row's quoted unknown key,
+// transfer_scene_report_infos[1]."info"; a row that is not an object is
+// "transfer_scene_report_infos[1]". The text never contains a field's value, so it is safe
+// to log and to put in a dead-letter header; only an unknown key's name is quoted
+// (truncated).
 type DecodeError struct {
 	Field string
 	Err   error
@@ -58,6 +62,7 @@ const (
 	kindString fieldKind = iota
 	kindInt64
 	kindTime
+	kindInfos // transfer_scene_report_infos: an array of SceneReportInfo objects
 )
 
 // field is a known wire name of Request (exact case): its decoder and destination.
@@ -66,6 +71,9 @@ type field struct {
 	kind fieldKind
 	str  func(*Request) *string
 }
+
+// infoFields are the wire names of SceneReportInfo, in field order.
+var infoFields = [...]string{"info_type", "info_content"}
 
 // fieldList holds every wire name of Request; fields indexes it by name.
 var fieldList = [...]field{
@@ -80,6 +88,8 @@ var fieldList = [...]field{
 	{"user_name_cipher", kindString, func(r *Request) *string { return &r.UserNameCipher }},
 	{"wechatpay_serial", kindString, func(r *Request) *string { return &r.WechatpaySerial }},
 	{"transfer_scene_id", kindString, func(r *Request) *string { return &r.SceneID }},
+	{"user_recv_perception", kindString, func(r *Request) *string { return &r.UserRecvPerception }},
+	{"transfer_scene_report_infos", kindInfos, nil},
 	{"batch_name", kindString, func(r *Request) *string { return &r.BatchName }},
 	{"batch_remark", kindString, func(r *Request) *string { return &r.BatchRemark }},
 	{"sub_mchid", kindString, func(r *Request) *string { return &r.SubMchID }},
@@ -104,10 +114,12 @@ var fields = func() map[string]int {
 // Decode parses one Request strictly: a single JSON object of at most MaxMessageSize bytes,
 // valid UTF-8, only the known field names (exact case), each at most once, strings where
 // strings are expected (null is refused), amount an integer literal within int64, created_at
-// RFC 3339. Every error is a *DecodeError matching ErrMalformed and one specific sentinel.
-// Decode does not validate business rules: call Validate (or use DecodeAndValidate).
+// RFC 3339, transfer_scene_report_infos an array of objects that hold only info_type and
+// info_content (strings, each at most once). Every error is a *DecodeError matching
+// ErrMalformed and one specific sentinel. Decode does not validate business rules: call
+// Validate or ValidateFor (or use DecodeAndValidate).
 //
-// The object is flat, so Decode scans it in one pass (RFC 8259 grammar, encoding/json's
+// The object is nearly flat, so Decode scans it in one pass (RFC 8259 grammar, encoding/json's
 // string semantics: escapes are unescaped, a lone surrogate becomes U+FFFD) instead of
 // going through encoding/json's tokenizer, which cost intake ten times more per message.
 // Unescaped strings share one copy of data.
@@ -121,54 +133,139 @@ func Decode(data []byte) (Request, error) {
 		return r, &DecodeError{Err: ErrInvalidUTF8}
 	}
 	s := scanner{src: string(data)}
-	if err := s.expect('{'); err != nil {
-		if !errors.Is(err, errEOF) {
-			err = fmt.Errorf("%w: want a JSON object", ErrSyntax)
-		}
-		return r, &DecodeError{Err: syntaxErr(err)}
-	}
 	var seen [len(fieldList)]bool
-	if s.skipSpace(); s.peek() == '}' {
-		s.pos++
-	} else {
-		for {
-			s.skipSpace()
-			if s.peek() != '"' {
-				return r, &DecodeError{Err: syntaxErr(s.errAt())}
-			}
-			key, err := s.str()
-			if err != nil {
-				return r, &DecodeError{Err: syntaxErr(err)}
-			}
-			i, known := fields[key]
-			if !known {
-				return r, &DecodeError{Field: quoteKey(key), Err: ErrUnknownField}
-			}
-			if seen[i] {
-				return r, &DecodeError{Field: key, Err: ErrDuplicateKey}
-			}
-			seen[i] = true
-			if err := s.expect(':'); err != nil {
-				return r, &DecodeError{Err: syntaxErr(err)}
-			}
-			if err := s.value(&r, &fieldList[i]); err != nil {
-				return r, &DecodeError{Field: key, Err: err}
-			}
-			s.skipSpace()
-			if s.peek() == ',' {
-				s.pos++
-				continue
-			}
-			if err := s.expect('}'); err != nil {
-				return r, &DecodeError{Err: syntaxErr(err)}
-			}
-			break
-		}
+	err := s.object("", func(key string) (int, bool) {
+		i, ok := fields[key]
+		return i, ok
+	}, seen[:], func(i int) error {
+		return s.value(&r, &fieldList[i])
+	})
+	if err != nil {
+		return r, err
 	}
 	if s.skipSpace(); s.pos != len(s.src) {
 		return r, &DecodeError{Err: fmt.Errorf("%w: data after the object", ErrSyntax)}
 	}
 	return r, nil
+}
+
+// object scans one JSON object: white space, '{', its members, '}'. For each key it asks
+// index for the member's slot; an unknown key, or one seen before (seen[slot]), stops the
+// scan. value decodes the member's value from the current position. Errors are
+// *DecodeErrors whose Field is path followed by the key (quoted when unknown); a
+// *DecodeError returned by value is passed on as it is (a nested path).
+func (s *scanner) object(path string, index func(string) (int, bool), seen []bool, value func(int) error) error {
+	if err := s.expect('{'); err != nil {
+		if !errors.Is(err, errEOF) {
+			err = fmt.Errorf("%w: want a JSON object", ErrSyntax)
+		}
+		return &DecodeError{Err: syntaxErr(err)}
+	}
+	if s.skipSpace(); s.peek() == '}' {
+		s.pos++
+		return nil
+	}
+	for {
+		s.skipSpace()
+		if s.peek() != '"' {
+			return &DecodeError{Err: syntaxErr(s.errAt())}
+		}
+		key, err := s.str()
+		if err != nil {
+			return &DecodeError{Err: syntaxErr(err)}
+		}
+		i, known := index(key)
+		if !known {
+			return &DecodeError{Field: path + quoteKey(key), Err: ErrUnknownField}
+		}
+		if seen[i] {
+			return &DecodeError{Field: path + key, Err: ErrDuplicateKey}
+		}
+		seen[i] = true
+		if err := s.expect(':'); err != nil {
+			return &DecodeError{Err: syntaxErr(err)}
+		}
+		if err := value(i); err != nil {
+			var de *DecodeError
+			if errors.As(err, &de) {
+				return de
+			}
+			return &DecodeError{Field: path + key, Err: err}
+		}
+		s.skipSpace()
+		if s.peek() == ',' {
+			s.pos++
+			continue
+		}
+		if err := s.expect('}'); err != nil {
+			return &DecodeError{Err: syntaxErr(err)}
+		}
+		return nil
+	}
+}
+
+// infos decodes the array of transfer_scene_report_infos. An empty array gives an empty,
+// non-nil slice (json.Marshal leaves it out again).
+func (s *scanner) infos() ([]SceneReportInfo, error) {
+	if s.peek() != '[' {
+		return nil, s.wrongType("an array of objects")
+	}
+	s.pos++
+	out := []SceneReportInfo{}
+	if s.skipSpace(); s.peek() == ']' {
+		s.pos++
+		return out, nil
+	}
+	for {
+		path := "transfer_scene_report_infos[" + strconv.Itoa(len(out)) + "]"
+		var in SceneReportInfo
+		if s.skipSpace(); s.peek() != '{' {
+			err := s.wrongType("an object")
+			if errors.Is(err, ErrWrongType) {
+				err = &DecodeError{Field: path, Err: err}
+			}
+			return nil, err
+		}
+		var seen [len(infoFields)]bool
+		err := s.object(path+".", func(key string) (int, bool) {
+			switch key {
+			case infoFields[0]:
+				return 0, true
+			case infoFields[1]:
+				return 1, true
+			}
+			return 0, false
+		}, seen[:], func(i int) error {
+			s.skipSpace()
+			if s.peek() != '"' {
+				return s.wrongType("a string")
+			}
+			str, err := s.str()
+			if err != nil {
+				return syntaxErr(err)
+			}
+			if i == 0 {
+				in.InfoType = str
+			} else {
+				in.InfoContent = str
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+		s.skipSpace()
+		switch s.peek() {
+		case ',':
+			s.pos++
+		case ']':
+			s.pos++
+			return out, nil
+		default:
+			return nil, syntaxErr(s.errAt())
+		}
+	}
 }
 
 // DecodeAndValidate is Decode followed by Validate with l.
@@ -252,6 +349,12 @@ func (s *scanner) value(r *Request, f *field) error {
 			return ErrOutOfRange
 		}
 		r.Amount = v
+	case kindInfos:
+		infos, err := s.infos()
+		if err != nil {
+			return err
+		}
+		r.SceneReportInfos = infos
 	case kindTime:
 		if c != '"' {
 			return s.wrongType("an RFC 3339 time string")

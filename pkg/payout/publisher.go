@@ -24,12 +24,14 @@ func Subject(prefix, mchid string) string { return prefix + "." + mchid }
 // conflicting one (same key, other content) is stored for the processor to refuse. It is
 // safe for concurrent use; it does not own js.
 type Publisher struct {
-	js      jetstream.JetStream
-	prefix  string
-	limits  Limits
-	source  string
-	now     func() time.Time
-	nameKey *NameKey
+	js           jetstream.JetStream
+	prefix       string
+	cancelPrefix string
+	rail         string // "" validates each request on r.Rail()
+	limits       Limits
+	source       string
+	now          func() time.Time
+	nameKey      *NameKey
 }
 
 // PublisherOption configures a Publisher.
@@ -39,6 +41,16 @@ type PublisherOption func(*Publisher)
 func WithSubjectPrefix(prefix string) PublisherOption {
 	return func(p *Publisher) { p.prefix = prefix }
 }
+
+// WithCancelPrefix replaces CancelPrefix for Cancel.
+func WithCancelPrefix(prefix string) PublisherOption {
+	return func(p *Publisher) { p.cancelPrefix = prefix }
+}
+
+// WithRail validates every request for rail (ValidateFor) instead of its own r.Rail(): a
+// merchant with the transfer bills product publishes WithRail(RailBills), so requests are
+// checked as the processor will check them there. "" restores the default.
+func WithRail(rail string) PublisherOption { return func(p *Publisher) { p.rail = rail } }
 
 // WithLimits replaces DefaultLimits for validation. Limits.EncryptedNamesOnly is ignored:
 // the Publisher validates the plaintext name before it seals it.
@@ -61,7 +73,7 @@ func WithClock(now func() time.Time) PublisherOption { return func(p *Publisher)
 
 // NewPublisher returns a Publisher over js.
 func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
-	p := &Publisher{js: js, prefix: DefaultSubjectPrefix, limits: DefaultLimits(), now: time.Now}
+	p := &Publisher{js: js, prefix: DefaultSubjectPrefix, cancelPrefix: CancelPrefix, limits: DefaultLimits(), now: time.Now}
 	for _, o := range opts {
 		o(p)
 	}
@@ -102,8 +114,8 @@ func (p *Publisher) PublishAsync(r Request, opts ...jetstream.PublishOpt) (jetst
 }
 
 // Msg returns the NATS message Publish would send for r: it fills Schema, Source and
-// CreatedAt when empty, validates r with the Publisher's limits (a plaintext user_name is
-// allowed here), seals a plaintext user_name with the name key, and sets Nats-Msg-Id to
+// CreatedAt when empty, validates r with the Publisher's limits for its rail (WithRail;
+// a plaintext user_name is allowed here), seals a plaintext user_name with the name key, and sets Nats-Msg-Id to
 // MsgID(r). The message body never holds a plaintext name. A *ValidationError (matching
 // ErrInvalid) means r is refused, including a plaintext name with no name key configured
 // (WithNameKey); any other error is a failure to encrypt.
@@ -117,7 +129,11 @@ func (p *Publisher) Msg(r Request) (*nats.Msg, error) {
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = p.now().UTC()
 	}
-	if err := r.Validate(p.limits); err != nil {
+	rail := p.rail
+	if rail == "" {
+		rail = r.Rail()
+	}
+	if err := r.ValidateFor(rail, p.limits); err != nil {
 		return nil, err
 	}
 	if r.UserName != "" {
@@ -136,6 +152,33 @@ func (p *Publisher) Msg(r Request) (*nats.Msg, error) {
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, MsgID(&r))
 	return msg, nil
+}
+
+// Cancel asks the processor to cancel a payout: it fills c.Schema when empty, validates c
+// (a *ValidationError means nothing was sent), and publishes it to
+// CancelSubject(prefix, c.MchID) (prefix CancelPrefix unless WithCancelPrefix) with
+// Nats-Msg-Id CancelMsgID(c), waiting for the stream's ack. A repeat inside the stream's
+// duplicate window is acknowledged as a duplicate and not stored again; either way nil. On
+// any other error the cancel may or may not be stored; sending it again is safe. The
+// answer comes later as events (see CancelRequest).
+func (p *Publisher) Cancel(ctx context.Context, c CancelRequest) error {
+	if c.Schema == "" {
+		c.Schema = CancelSchemaV1
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("payout: encode cancel %s: %w", c.OutDetailNo, err)
+	}
+	msg := nats.NewMsg(CancelSubject(p.cancelPrefix, c.MchID))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, CancelMsgID(c))
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish cancel %s: %w", c.OutDetailNo, err)
+	}
+	return nil
 }
 
 // ReasonNoNameKey is the problem reason Msg gives a plaintext user_name when the Publisher

@@ -8,11 +8,23 @@ import (
 // SchemaV1 is the current value of Request.Schema.
 const SchemaV1 = "paystream.payout.v1"
 
-// Rails: which WeChat API a payout leaves through (spec §5 direct, §7 partner).
+// Rails: which WeChat API a payout leaves through (spec §5 direct, §7 partner, §8.2
+// transfer bills). Request.Rail picks direct or partner; RailBills is chosen by the
+// deployment (a merchant with the transfer bills product pays every request as a bill) and
+// passed to ValidateFor.
 const (
 	RailDirect  = "direct"
 	RailPartner = "partner"
+	RailBills   = "bills"
 )
+
+// SceneReportInfo is one row of transfer_scene_report_infos on the bills rail (spec §8.2):
+// a fact the transfer scene must report, e.g. {"活动名称", "新用户注册有礼"} for scene 1000.
+// Limits.BillScenes says which info types each scene requires.
+type SceneReportInfo struct {
+	InfoType    string `json:"info_type"`
+	InfoContent string `json:"info_content"`
+}
 
 // Request is one payout request event, the contract with every upstream system. It travels
 // as JSON on payouts.requests.<mchid>, with Nats-Msg-Id = MsgID(r).
@@ -40,8 +52,13 @@ type Request struct {
 	UserNameCipher  string `json:"user_name_cipher,omitempty"`
 	WechatpaySerial string `json:"wechatpay_serial,omitempty"`
 	SceneID         string `json:"transfer_scene_id,omitempty"`
-	BatchName       string `json:"batch_name,omitempty"`
-	BatchRemark     string `json:"batch_remark,omitempty"`
+	// Bills rail only (spec §8.2): what the payee sees the money as (one of the scene's
+	// allowed values, or empty), and the scene's report rows, each required info type
+	// exactly once. Both are sent to WeChat as given and are part of the content.
+	UserRecvPerception string            `json:"user_recv_perception,omitempty"`
+	SceneReportInfos   []SceneReportInfo `json:"transfer_scene_report_infos,omitempty"`
+	BatchName          string            `json:"batch_name,omitempty"`
+	BatchRemark        string            `json:"batch_remark,omitempty"`
 
 	// Partner rail (spec §7): set SubMchID to pay through /v3/partner-transfer/batches.
 	SubMchID          string `json:"sub_mchid,omitempty"`
@@ -55,7 +72,9 @@ type Request struct {
 	CreatedAt time.Time `json:"created_at,omitempty"`
 }
 
-// Rail reports which API the request is paid through.
+// Rail reports which batch API the request is paid through on the batch product: partner
+// when it has a sub_mchid, else direct. On the transfer bills product every request is paid
+// on RailBills instead, whatever Rail says (see ValidateFor).
 func (r *Request) Rail() string {
 	if r.SubMchID != "" {
 		return RailPartner

@@ -68,6 +68,43 @@ type Limits struct {
 	// user_name_cipher (issue: no plaintext name may travel or rest). The processor sets it;
 	// producers validate the plaintext before sealing and leave it unset.
 	EncryptedNamesOnly bool
+	// BillScenes is the table of transfer scenes the merchant may use on the bills rail
+	// (transfer_scene_id → its report rules, spec §8.2). nil means DefaultBillScenes(); an
+	// empty, non-nil map accepts no scene. It is checked at intake because WeChat refuses a
+	// bill whose report rows do not fit its scene, and fixing one changes the body.
+	BillScenes map[string]BillScene
+}
+
+// BillScene is what WeChat requires of a transfer scene on the bills rail (spec §8.2).
+type BillScene struct {
+	// ReportInfos are the info_type values transfer_scene_report_infos must carry: each
+	// exactly once, and no others.
+	ReportInfos []string
+	// Perceptions are the allowed user_recv_perception values; an empty user_recv_perception
+	// is always allowed. An empty list allows none, so the field must stay empty.
+	Perceptions []string
+}
+
+// DefaultBillScenes returns the transfer scenes WeChat documents for the common cases
+// (spec §8.2): 1000 现金营销 (活动名称 and 奖励说明; perception 现金奖励 or 活动奖励) and
+// 1005 佣金报酬 (岗位类型 and 报酬说明; perception 劳务报酬 or 报酬). The map is new on every
+// call; callers may change it.
+func DefaultBillScenes() map[string]BillScene {
+	return map[string]BillScene{
+		"1000": {ReportInfos: []string{"活动名称", "奖励说明"}, Perceptions: []string{"现金奖励", "活动奖励"}},
+		"1005": {ReportInfos: []string{"岗位类型", "报酬说明"}, Perceptions: []string{"劳务报酬", "报酬"}},
+	}
+}
+
+// defaultBillScenes is DefaultBillScenes for Limits with a nil BillScenes; never modified.
+var defaultBillScenes = DefaultBillScenes()
+
+// billScenes returns l.BillScenes, or the defaults when nil.
+func (l Limits) billScenes() map[string]BillScene {
+	if l.BillScenes == nil {
+		return defaultBillScenes
+	}
+	return l.BillScenes
 }
 
 // DefaultLimits returns WeChat's defaults: 30 fen to 200 000 yuan, and the old-API scene
@@ -85,11 +122,12 @@ var ErrInvalid = errors.New("invalid payout request")
 
 // Problem is one broken rule. Reason never contains the field's value.
 type Problem struct {
-	Field  string // JSON field name, e.g. "remark"
+	Field  string // JSON field name, e.g. "remark", "transfer_scene_report_infos[1].info_content"; "rail" for an unknown rail
 	Reason string // e.g. "longer than 32 characters"
 }
 
-// ValidationError lists every problem Validate found, in field order. It matches
+// ValidationError lists every problem Validate (ValidateFor, CancelRequest.Validate)
+// found, in field order. It matches
 // ErrInvalid; its text is safe to log and to put in a dead-letter header.
 type ValidationError struct {
 	Problems []Problem
@@ -118,20 +156,40 @@ func (e *ValidationError) Has(field string) bool {
 	return slices.ContainsFunc(e.Problems, func(p Problem) bool { return p.Field == field })
 }
 
-// Validate checks r against the WeChat rules (spec §5 direct, §7 partner) and l. It returns
-// nil or a *ValidationError listing every problem with its field name; it never stops at
-// the first. Rules: numbers [0-9A-Za-z]{1,32}; openid [0-9A-Za-z_-]{1,128}; texts valid
-// UTF-8 without control characters, remark and batch hints ≤32 characters; amount within
-// l; partner requests carry sub_mchid and authorization_type (sp_appid for
-// FUND_AUTHORIZATION_TYPE, sub_appid for INFORMATION_* types) and no appid or
-// transfer_scene_id.
+// Validate is ValidateFor(r.Rail(), l): the rules of the batch product, on the direct or
+// partner rail as r says.
+func (r *Request) Validate(l Limits) error { return r.ValidateFor(r.Rail(), l) }
+
+// ValidateFor checks r against the WeChat rules of rail (spec §5 direct, §7 partner, §8.2
+// bills) and l. It returns nil or a *ValidationError listing every problem with its field
+// name; it never stops at the first. No reason contains a value of the request.
+//
+// On every rail: numbers [0-9A-Za-z]{1,32}; openid [0-9A-Za-z_-]{1,128}; texts valid UTF-8
+// without control or format characters, remark (required) and the batch hints ≤32
+// characters; amount within l.
 //
 // The real name is user_name (plaintext, 2–30 characters; refused when
 // l.EncryptedNamesOnly) or user_name_cipher (standard Base64 of MinNameCipherSize to
 // MaxNameCipherSize bytes), never both. Whichever is present, a name is required from 2000
-// yuan and forbidden below 30 fen (spec §5). wechatpay_serial ([0-9A-Za-z_]{1,64}) is
-// required with user_name_cipher and refused without it. No reason contains a value.
-func (r *Request) Validate(l Limits) error {
+// yuan and forbidden below 30 fen (spec §5, the same on the bills rail).
+// wechatpay_serial ([0-9A-Za-z_]{1,64}) is required with user_name_cipher and refused
+// without it.
+//
+// Rail direct: appid required, transfer_scene_id optional and in l.Scenes, no partner
+// field. Rail partner: sub_mchid and authorization_type required (sp_appid for
+// FUND_AUTHORIZATION_TYPE, sub_appid for INFORMATION_* types), no appid or
+// transfer_scene_id. On both, user_recv_perception and transfer_scene_report_infos are
+// refused (transfer bills only).
+//
+// Rail bills: appid and transfer_scene_id required, the scene in l.BillScenes (l.Scenes
+// does not apply); transfer_scene_report_infos holds exactly the scene's info types, each
+// once, with info_type 1–15 and info_content 1–32 characters of valid text;
+// user_recv_perception empty or one of the scene's; sub_mchid and every other partner field
+// refused (partner transfer bills are not supported). The batch hints are accepted and not
+// sent (a bill has no batch).
+//
+// An unknown rail is a problem of the pseudo-field "rail".
+func (r *Request) ValidateFor(rail string, l Limits) error {
 	var v validator
 	if r.Schema != SchemaV1 {
 		v.add("schema", "must be "+SchemaV1)
@@ -145,10 +203,17 @@ func (r *Request) Validate(l Limits) error {
 	v.text("batch_name", r.BatchName, 0, MaxRemarkLen)
 	v.text("batch_remark", r.BatchRemark, 0, MaxRemarkLen)
 	v.text("source", r.Source, 0, MaxSourceLen)
-	if r.Rail() == RailPartner {
+	switch rail {
+	case RailPartner:
 		v.partner(r)
-	} else {
+		v.notBills(r)
+	case RailDirect:
 		v.direct(r, l)
+		v.notBills(r)
+	case RailBills:
+		v.bills(r, l)
+	default:
+		v.add("rail", "unknown rail")
 	}
 	if len(v.problems) == 0 {
 		return nil
@@ -311,6 +376,9 @@ func ValidSerial(s string) bool {
 }
 
 func (v *validator) direct(r *Request, l Limits) {
+	if r.SubMchID != "" {
+		v.add("sub_mchid", "not allowed on the direct rail")
+	}
 	v.number("appid", r.AppID, true)
 	switch {
 	case r.SceneID == "":
@@ -319,13 +387,103 @@ func (v *validator) direct(r *Request, l Limits) {
 	case len(l.Scenes) > 0 && !slices.Contains(l.Scenes, r.SceneID):
 		v.add("transfer_scene_id", "unknown transfer scene")
 	}
-	for _, f := range []struct{ name, val string }{
+	v.noPartnerFields(r, "partner field without sub_mchid")
+}
+
+// noPartnerFields refuses every partner field but sub_mchid with reason.
+func (v *validator) noPartnerFields(r *Request, reason string) {
+	for _, f := range [...]struct{ name, val string }{
 		{"sub_appid", r.SubAppID}, {"sp_appid", r.SpAppID}, {"authorization_type", r.AuthorizationType},
 		{"transfer_purpose", r.TransferPurpose}, {"transfer_scene", r.TransferScene},
 	} {
 		if f.val != "" {
-			v.add(f.name, "partner field without sub_mchid")
+			v.add(f.name, reason)
 		}
+	}
+}
+
+// Field names and limits of the bills rail (spec §8.2).
+const (
+	fieldPerception  = "user_recv_perception"
+	fieldReportInfos = "transfer_scene_report_infos"
+	// MaxInfoTypeLen and MaxInfoContentLen bound a report row's info_type and info_content,
+	// in characters.
+	MaxInfoTypeLen    = 15
+	MaxInfoContentLen = 32
+)
+
+// notBills refuses the fields only the bills rail has.
+func (v *validator) notBills(r *Request) {
+	if r.UserRecvPerception != "" {
+		v.add(fieldPerception, "transfer bills only (not allowed on this rail)")
+	}
+	if len(r.SceneReportInfos) > 0 {
+		v.add(fieldReportInfos, "transfer bills only (not allowed on this rail)")
+	}
+}
+
+// bills applies spec §8.2 and the scene table of l.
+func (v *validator) bills(r *Request, l Limits) {
+	const partnerReason = "not allowed on the bills rail (partner transfer bills are not supported)"
+	if r.SubMchID != "" {
+		v.add("sub_mchid", partnerReason)
+	}
+	v.noPartnerFields(r, partnerReason)
+	v.number("appid", r.AppID, true)
+	scene, known := l.billScenes()[r.SceneID]
+	switch {
+	case r.SceneID == "":
+		v.add("transfer_scene_id", "required on the bills rail")
+	case len(r.SceneID) > MaxSceneIDLen || !isAlnum(r.SceneID, false):
+		v.add("transfer_scene_id", "must be [0-9A-Za-z]{1,36}")
+	case !known:
+		v.add("transfer_scene_id", "unknown transfer scene (not in the bill scene table)")
+	}
+	switch {
+	case r.UserRecvPerception == "":
+	case badText(r.UserRecvPerception) != "":
+		v.add(fieldPerception, badText(r.UserRecvPerception))
+	case known && !slices.Contains(scene.Perceptions, r.UserRecvPerception):
+		v.add(fieldPerception, "not allowed for this transfer scene")
+	}
+	v.reportInfos(r.SceneReportInfos, scene, known)
+}
+
+// reportInfos checks each row's form and, when the scene is known, that the rows are
+// exactly the scene's info types, each once. Reasons name rows by index, never by content.
+func (v *validator) reportInfos(infos []SceneReportInfo, scene BillScene, known bool) {
+	if len(infos) == 0 {
+		if known && len(scene.ReportInfos) > 0 {
+			v.add(fieldReportInfos, "required for this transfer scene")
+		}
+		return
+	}
+	found := make([]bool, len(scene.ReportInfos))
+	for i, in := range infos {
+		row := fieldReportInfos + "[" + strconv.Itoa(i) + "]"
+		n := len(v.problems)
+		v.text(row+".info_type", in.InfoType, 1, MaxInfoTypeLen)
+		v.text(row+".info_content", in.InfoContent, 1, MaxInfoContentLen)
+		if len(v.problems) > n || !known {
+			continue
+		}
+		switch j := slices.Index(scene.ReportInfos, in.InfoType); {
+		case j < 0:
+			v.add(row+".info_type", "not an info type of this transfer scene")
+		case found[j]:
+			v.add(row+".info_type", "repeated info type")
+		default:
+			found[j] = true
+		}
+	}
+	missing := 0
+	for _, f := range found {
+		if !f {
+			missing++
+		}
+	}
+	if missing > 0 {
+		v.add(fieldReportInfos, "missing "+strconv.Itoa(missing)+" of the "+strconv.Itoa(len(found))+" info types this transfer scene requires")
 	}
 }
 
