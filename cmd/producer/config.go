@@ -15,17 +15,22 @@ const DefaultConfigPath = "configs/producer.yaml"
 
 // Config is configs/producer.yaml. Flags given on the command line override it.
 type Config struct {
-	URL           string        `yaml:"url"`            // NATS server URL(s), comma-separated
-	Creds         string        `yaml:"creds"`          // NATS credentials file (JWT + nkey seed)
-	TLSCA         string        `yaml:"tls-ca"`         // CA bundle to verify the server
-	TLSCert       string        `yaml:"tls-cert"`       // client certificate (mutual TLS)
-	TLSKey        string        `yaml:"tls-key"`        // client key
-	SubjectPrefix string        `yaml:"subject-prefix"` // requests go to <prefix>.<mchid>
-	MaxInFlight   int           `yaml:"max-in-flight"`  // unacknowledged publishes at once
-	AckTimeout    time.Duration `yaml:"ack-timeout"`    // per publish
-	RetryFor      time.Duration `yaml:"retry-for"`      // keep re-publishing after a passing failure this long
-	Source        string        `yaml:"source"`         // Request.Source when a record has none
-	Limits        LimitsConfig  `yaml:"limits"`
+	URL           string `yaml:"url"`            // NATS server URL(s), comma-separated
+	Creds         string `yaml:"creds"`          // NATS credentials file (JWT + nkey seed)
+	TLSCA         string `yaml:"tls-ca"`         // CA bundle to verify the server
+	TLSCert       string `yaml:"tls-cert"`       // client certificate (mutual TLS)
+	TLSKey        string `yaml:"tls-key"`        // client key
+	SubjectPrefix string `yaml:"subject-prefix"` // requests go to <prefix>.<mchid>
+	// Product is the merchant's WeChat Pay product: "batches" (the batch API, direct or
+	// partner by sub_mchid) or "bills" (transfer bills: every request is checked for the
+	// bills rail, payout.RailBills). It must match the processor's wechatpay.product.
+	Product             string        `yaml:"product"`
+	CancelSubjectPrefix string        `yaml:"cancel-subject-prefix"` // cancels go to <prefix>.<mchid>
+	MaxInFlight         int           `yaml:"max-in-flight"`         // unacknowledged publishes at once
+	AckTimeout          time.Duration `yaml:"ack-timeout"`           // per publish
+	RetryFor            time.Duration `yaml:"retry-for"`             // keep re-publishing after a passing failure this long
+	Source              string        `yaml:"source"`                // Request.Source when a record has none
+	Limits              LimitsConfig  `yaml:"limits"`
 
 	// WeChat Pay's public key (PEM "PUBLIC KEY", or a platform "CERTIFICATE") and its id
 	// (PUB_KEY_ID_…, or the certificate serial): user_name is sealed with it before
@@ -38,20 +43,37 @@ type Config struct {
 type LimitsConfig struct {
 	MinAmount int64    `yaml:"min-amount"` // fen
 	MaxAmount int64    `yaml:"max-amount"` // fen
-	Scenes    []string `yaml:"scenes"`     // enabled transfer_scene_id values
+	Scenes    []string `yaml:"scenes"`     // enabled transfer_scene_id values (batch product)
+	// BillScenes is the transfer bills scene table (product bills); empty means
+	// payout.DefaultBillScenes.
+	BillScenes map[string]BillSceneConfig `yaml:"bill-scenes"`
 }
+
+// BillSceneConfig is payout.BillScene in YAML.
+type BillSceneConfig struct {
+	ReportInfos []string `yaml:"report-infos"` // required info_type values, each exactly once
+	Perceptions []string `yaml:"perceptions"`  // allowed user_recv_perception values
+}
+
+// Products: the values of Config.Product.
+const (
+	ProductBatches = "batches"
+	ProductBills   = "bills"
+)
 
 // DefaultConfig returns the defaults that configs/producer.yaml documents.
 func DefaultConfig() Config {
 	l := payout.DefaultLimits()
 	return Config{
-		URL:           "nats://127.0.0.1:4222",
-		SubjectPrefix: payout.DefaultSubjectPrefix,
-		MaxInFlight:   256,
-		AckTimeout:    5 * time.Second,
-		RetryFor:      time.Minute,
-		Source:        "producer",
-		Limits:        LimitsConfig{MinAmount: l.MinAmount, MaxAmount: l.MaxAmount, Scenes: l.Scenes},
+		URL:                 "nats://127.0.0.1:4222",
+		SubjectPrefix:       payout.DefaultSubjectPrefix,
+		Product:             ProductBatches,
+		CancelSubjectPrefix: payout.CancelPrefix,
+		MaxInFlight:         256,
+		AckTimeout:          5 * time.Second,
+		RetryFor:            time.Minute,
+		Source:              "producer",
+		Limits:              LimitsConfig{MinAmount: l.MinAmount, MaxAmount: l.MaxAmount, Scenes: l.Scenes},
 	}
 }
 
@@ -71,6 +93,10 @@ func (c Config) Validate() error {
 		return config.Errorf("url", nil, "required")
 	case c.SubjectPrefix == "":
 		return config.Errorf("subject-prefix", nil, "required")
+	case c.Product != ProductBatches && c.Product != ProductBills:
+		return config.Errorf("product", c.Product, "must be batches or bills")
+	case c.CancelSubjectPrefix == "":
+		return config.Errorf("cancel-subject-prefix", nil, "required")
 	case c.MaxInFlight < 1:
 		return config.Errorf("max-in-flight", c.MaxInFlight, "must be at least 1")
 	case c.AckTimeout <= 0:
@@ -97,7 +123,8 @@ func (c Config) Validate() error {
 // key when one is configured.
 func (c Config) publisherOptions() ([]payout.PublisherOption, error) {
 	opts := []payout.PublisherOption{payout.WithSubjectPrefix(c.SubjectPrefix),
-		payout.WithLimits(c.limits()), payout.WithSource(c.Source)}
+		payout.WithCancelPrefix(c.CancelSubjectPrefix), payout.WithLimits(c.limits()),
+		payout.WithSource(c.Source), payout.WithRail(c.rail())}
 	if c.WechatpayPublicKeyFile == "" {
 		return opts, nil
 	}
@@ -110,8 +137,19 @@ func (c Config) publisherOptions() ([]payout.PublisherOption, error) {
 
 // limits returns the payout.Limits of c.
 func (c Config) limits() payout.Limits {
-	return payout.Limits{MinAmount: c.Limits.MinAmount, MaxAmount: c.Limits.MaxAmount, Scenes: c.Limits.Scenes}
+	l := payout.Limits{MinAmount: c.Limits.MinAmount, MaxAmount: c.Limits.MaxAmount, Scenes: c.Limits.Scenes}
+	if len(c.Limits.BillScenes) > 0 {
+		l.BillScenes = make(map[string]payout.BillScene, len(c.Limits.BillScenes))
+		for id, s := range c.Limits.BillScenes {
+			l.BillScenes[id] = payout.BillScene{ReportInfos: s.ReportInfos, Perceptions: s.Perceptions}
+		}
+	}
+	return l
 }
+
+// rail returns the rail every request is validated for: payout.RailBills on product bills,
+// else "" (each request's own, payout.Request.Rail).
+func (c Config) rail() string { return productRail(c.Product) }
 
 // loadConfig reads path; when path is empty it reads DefaultConfigPath if that exists and
 // otherwise returns DefaultConfig.

@@ -1,8 +1,10 @@
 // Command producer feeds payout requests into JetStream: it validates and publishes files of
-// requests, and generates realistic synthetic ones for tests and demos.
+// requests, asks for payouts to be cancelled (transfer bills), and generates realistic
+// synthetic requests for tests and demos.
 //
-//	producer publish --file payouts.jsonl [--format jsonl|csv] [--strict] [--url nats://…]
-//	producer gen --count 2600 --seed 1 [--out FILE] [--invalid-rate 0.01 …]
+//	producer publish --file payouts.jsonl [--format jsonl|csv] [--strict] [--product bills] [--url nats://…]
+//	producer cancel --mchid 1900000001 [--reason R] [--file keys.txt] [OUT_DETAIL_NO…]
+//	producer gen --count 2600 --seed 1 [--product bills] [--out FILE] [--invalid-rate 0.01 …]
 package main
 
 import (
@@ -17,8 +19,9 @@ func main() { cli.Main(run) }
 const usage = `usage: producer <command> [flags]
 
 commands:
-  publish  validate and publish payout requests (producer publish --file F [--format jsonl|csv] [--strict])
-  gen      write synthetic payout requests as JSON lines (producer gen --count N --seed S [--out F])
+  publish  validate and publish payout requests (producer publish --file F [--format jsonl|csv] [--strict] [--product batches|bills])
+  cancel   ask for transfer bills to be cancelled (producer cancel --mchid M [--reason R] [--file F] [OUT_DETAIL_NO…])
+  gen      write synthetic payout requests as JSON lines (producer gen --count N --seed S [--product batches|bills] [--out F])
 
 Run "producer <command> -h" for its flags.
 `
@@ -26,6 +29,7 @@ Run "producer <command> -h" for its flags.
 // commands are the subcommands of producer.
 var commands = map[string]cli.Command{
 	"publish": cmdPublish,
+	"cancel":  cmdCancel,
 	"gen":     cmdGen,
 }
 

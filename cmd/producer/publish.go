@@ -24,7 +24,8 @@ import (
 
 const publishUsage = `usage: producer publish --file F [flags]
 
-Validates every record with pkg/payout and publishes the valid ones to <subject-prefix>.<mchid>
+Validates every record with pkg/payout (for the merchant's product: --product bills checks
+every record for the transfer bills rail, with its scene's report rows) and publishes the valid ones to <subject-prefix>.<mchid>
 with Nats-Msg-Id = out_detail_no + "." + a digest of what it pays to whom (payout.MsgID), then
 waits for every ack: an identical re-publish counts as a duplicate, while the same key with
 other content is published (the processor refuses it as a conflict). A user_name is sealed
@@ -43,12 +44,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
 	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation or sealing (dead-letter tests)")
-	cfgPath := fs.String("config", "", "config file (default "+DefaultConfigPath+" when it exists)")
-	url := fs.String("url", "", "NATS URL (default nats://127.0.0.1:4222)")
-	creds := fs.String("creds", "", "NATS credentials file")
-	tlsCA := fs.String("tls-ca", "", "CA bundle to verify the NATS server")
-	tlsCert := fs.String("tls-cert", "", "client certificate for mutual TLS")
-	tlsKey := fs.String("tls-key", "", "client key for mutual TLS")
+	conn := addConnFlags(fs)
 	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
 	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
@@ -61,17 +57,15 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := loadConfig(*cfgPath, e.Getenv)
+	cfg, err := conn.load(fs, e.Getenv)
 	if err != nil {
 		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
 	fs.Visit(func(f *flag.Flag) {
 		override := map[string]func(){
-			"url": func() { cfg.URL = *url }, "creds": func() { cfg.Creds = *creds },
-			"tls-ca": func() { cfg.TLSCA = *tlsCA }, "tls-cert": func() { cfg.TLSCert = *tlsCert },
-			"tls-key": func() { cfg.TLSKey = *tlsKey }, "subject-prefix": func() { cfg.SubjectPrefix = *prefix },
-			"max-in-flight": func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
+			"subject-prefix": func() { cfg.SubjectPrefix = *prefix },
+			"max-in-flight":  func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
 			"wechatpay-public-key-file": func() { cfg.WechatpayPublicKeyFile = *keyFile },
 			"wechatpay-public-key-id":   func() { cfg.WechatpayPublicKeyID = *keyID },
 		}

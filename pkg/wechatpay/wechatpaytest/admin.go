@@ -47,24 +47,28 @@ func (s *Server) routes() http.Handler {
 }
 
 // Admin API, served under /sandbox/ only with Options.Admin (cmd/sandbox --admin). It needs
-// no signature. Bodies and answers are JSON; errors are {"error": "..."} with 400 or 404.
+// no signature. Bodies and answers are JSON; errors are {"error": "..."} with 400 or 404
+// (an unknown batch, detail or bill).
 const (
-	AdminPaid        = "GET /sandbox/paid"           // PaidReport
-	AdminBatches     = "GET /sandbox/batches"        // []BatchSummary
-	AdminStats       = "GET /sandbox/stats"          // Stats
-	AdminBalance     = "GET /sandbox/balance"        // BalanceReport
-	AdminTopUp       = "POST /sandbox/topup"         // {"amount": fen} → BalanceReport
-	AdminConfirm     = "POST /sandbox/confirm"       // ConfirmRequest → {"count": n}
-	AdminClose       = "POST /sandbox/close"         // CloseRequest → {}
-	AdminConfirmBill = "POST /sandbox/bills/confirm" // {"out_bill_no": …} → {}
-	AdminFaults      = "POST /sandbox/faults"        // FaultRequest → Stats
-	AdminClearFaults = "DELETE /sandbox/faults"      // → {}
-	AdminAddReceipt  = "POST /sandbox/receipts"      // {"receipt_id": …, "amount": fen} → {}
+	AdminPaid        = "GET /sandbox/paid"                         // PaidReport
+	AdminBatches     = "GET /sandbox/batches"                      // []BatchSummary
+	AdminStats       = "GET /sandbox/stats"                        // Stats
+	AdminBalance     = "GET /sandbox/balance"                      // BalanceReport
+	AdminTopUp       = "POST /sandbox/topup"                       // {"amount": fen} → BalanceReport
+	AdminConfirm     = "POST /sandbox/confirm"                     // ConfirmRequest → {"count": n}
+	AdminClose       = "POST /sandbox/close"                       // CloseRequest → {}
+	AdminConfirmBill = "POST /sandbox/bills/confirm"               // {"out_bill_no": …} → {} (see ConfirmBill)
+	AdminBills       = "GET /sandbox/bills"                        // []BillSummary, in creation order
+	AdminBillConfirm = "POST /sandbox/bills/{out_bill_no}/confirm" // → BillSummary (see ConfirmBill)
+	AdminBillDecline = "POST /sandbox/bills/{out_bill_no}/decline" // → BillSummary (see DeclineBill)
+	AdminFaults      = "POST /sandbox/faults"                      // FaultRequest → Stats
+	AdminClearFaults = "DELETE /sandbox/faults"                    // → {}
+	AdminAddReceipt  = "POST /sandbox/receipts"                    // {"receipt_id": …, "amount": fen} → {}
 )
 
 // PaidReport is the answer of GET /sandbox/paid.
 type PaidReport struct {
-	Paid       map[string]int `json:"paid"`        // out_detail_no → times paid
+	Paid       map[string]int `json:"paid"`        // out_detail_no or out_bill_no → times paid
 	PaidBills  map[string]int `json:"paid_bills"`  // out_bill_no → times paid
 	DoublePaid []string       `json:"double_paid"` // numbers paid more than once
 	Payments   []Payment      `json:"payments"`
@@ -182,6 +186,16 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 		}
 		return empty, s.ConfirmBill(in.OutBillNo)
 	})
+	handle(AdminBills, func(*http.Request) (any, error) { return s.Bills(), nil })
+	for pattern, decide := range map[string]func(string) error{AdminBillConfirm: s.ConfirmBill, AdminBillDecline: s.DeclineBill} {
+		handle(pattern, func(r *http.Request) (any, error) {
+			no := r.PathValue("out_bill_no")
+			if err := decide(no); err != nil {
+				return nil, err
+			}
+			return s.Bill(no)
+		})
+	}
 	handle(AdminFaults, func(r *http.Request) (any, error) {
 		var in FaultRequest
 		if err := decodeAdmin(r, &in); err != nil {

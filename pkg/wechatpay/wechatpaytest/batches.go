@@ -19,10 +19,22 @@ var cst = time.FixedZone("CST", 8*3600)
 
 func rfc3339(t time.Time) string { return t.In(cst).Format(time.RFC3339) }
 
-// FailOpenIDPrefix starts an openid that fails: "fail-<FAIL_REASON>-<anything>", e.g.
-// "fail-ACCOUNT_FROZEN-u42", makes its detail (or bill) end FAIL with that fail_reason.
-// Every other openid succeeds.
-const FailOpenIDPrefix = "fail-"
+// Simulated payees, chosen by openid prefix.
+const (
+	// FailOpenIDPrefix starts an openid that fails: "fail-<FAIL_REASON>-<anything>", e.g.
+	// "fail-ACCOUNT_FROZEN-u42", makes its detail (or confirmed bill) end FAIL with that
+	// fail_reason. Every other openid succeeds.
+	FailOpenIDPrefix = "fail-"
+	// NoConfirmOpenIDPrefix starts the openid of a transfer-bill payee who never confirms:
+	// the bill stays WAIT_USER_CONFIRM until it closes FAIL OVERDUE_CLOSE at
+	// Options.BillConfirmTimeout plus Options.BillCloseLag, e.g. "noconfirm-u7".
+	NoConfirmOpenIDPrefix = "noconfirm-"
+	// DeclineOpenIDPrefix starts the openid of a transfer-bill payee who declines when the
+	// others confirm (Options.BillAutoConfirm): the bill ends FAIL with fail_reason
+	// USER_DECLINED, a sandbox-only reason (receivers must keep unknown reasons as they
+	// come), e.g. "decline-u9". Any other openid (fail-… included) confirms.
+	DeclineOpenIDPrefix = "decline-"
+)
 
 // failReason returns the fail_reason an openid asks for, or "" for an openid that succeeds.
 func failReason(openID string) string {
@@ -42,6 +54,7 @@ const (
 	reasonNotConfirmed = "MERCHANT_NOT_CONFIRM"
 	reasonRejected     = "MERCHANT_REJECT"
 	reasonOverdueClose = "OVERDUE_CLOSE"
+	reasonUserDeclined = "USER_DECLINED"
 )
 
 // batch is one created batch, direct or partner. Its status is a function of the clock
@@ -259,8 +272,22 @@ func (s *Server) finish(b *batch) {
 	s.queueNotification(b.Req.NotifyURL, event, summary, res)
 }
 
+// noAuth answers a create of the product the merchant does not hold (spec §8.1).
+func (s *Server) noAuth(product string) error {
+	if s.opts.Product == ProductBoth || s.opts.Product == product {
+		return nil
+	}
+	if product == ProductBatches {
+		return apiError(http.StatusForbidden, "NO_AUTH", "当前商户号接入升级版本功能，暂不支持使用升级前功能")
+	}
+	return apiError(http.StatusForbidden, "NO_AUTH", "当前商户号未接入升级版本功能，暂不支持使用升级版本功能")
+}
+
 // createBatch is POST /v3/transfer/batches (spec §5).
 func (s *Server) createBatch(c *call) (any, error) {
+	if err := s.noAuth(ProductBatches); err != nil {
+		return nil, err
+	}
 	if res := s.replay(c, false); res != nil {
 		return res, nil
 	}
@@ -281,6 +308,9 @@ func (s *Server) createBatch(c *call) (any, error) {
 
 // createPartnerBatch is POST /v3/partner-transfer/batches (spec §7).
 func (s *Server) createPartnerBatch(c *call) (any, error) {
+	if err := s.noAuth(ProductBatches); err != nil {
+		return nil, err
+	}
 	var in wechatpay.PartnerCreateBatchRequest
 	if res := s.replay(c, true); res != nil {
 		return wechatpay.PartnerCreateBatchResponse{OutBatchNo: res.OutBatchNo, BatchID: res.BatchID, CreateTime: res.CreateTime}, nil
@@ -607,11 +637,12 @@ func (s *Server) lookupDetail(c *call, partner bool) (*batch, int, error) {
 }
 
 // ErrNoBatch is returned by Confirm, Reject and CloseBatch for an unknown out_batch_no or
-// out_detail_no.
+// out_detail_no, and by ConfirmBill and DeclineBill for an unknown out_bill_no.
 var ErrNoBatch = errors.New("wechatpaytest: no such batch or detail")
 
-// ErrNotWaiting is returned by Confirm and Reject when nothing named is in WAIT_PAY, and by
-// CloseBatch for a batch that already ended.
+// ErrNotWaiting is returned by Confirm and Reject when nothing named is in WAIT_PAY, by
+// CloseBatch for a batch that already ended, and by ConfirmBill and DeclineBill for a bill
+// not in WAIT_USER_CONFIRM.
 var ErrNotWaiting = errors.New("wechatpaytest: nothing to confirm or close")
 
 // Confirm confirms WAIT_PAY details of the direct batch outBatchNo, as the merchant's staff

@@ -4,15 +4,20 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// bill is one transfer bill of the new 商家转账 (spec §8): ACCEPTED, then WAIT_USER_CONFIRM
-// until the simulated user confirms (ConfirmBill, BillAutoConfirm) or it expires, then
-// TRANSFERING, then SUCCESS or FAIL by the FailOpenIDPrefix rule. A cancel before the user
-// confirms goes CANCELING, then CANCELLED.
+// bill is one transfer bill of the new 商家转账 (spec §8): ACCEPTED for AcceptDelay, then
+// WAIT_USER_CONFIRM until the simulated user acts (ConfirmBill, DeclineBill, or by openid at
+// BillAutoConfirm) or the bill closes unconfirmed (BillConfirmTimeout + BillCloseLag). A
+// confirmed bill is TRANSFERING for ProcessDelay, then SUCCESS or FAIL by the
+// FailOpenIDPrefix rule; a declined one is FAIL USER_DECLINED, a closed one FAIL
+// OVERDUE_CLOSE. A cancel before the user confirms goes CANCELING for ProcessDelay, then
+// CANCELLED. The user's next act is the earliest of ConfirmAt, DeclineAt and ExpireAt.
 type bill struct {
 	Req        wechatpay.CreateTransferBillRequest `json:"request"` // user_name decrypted
 	BodyHash   string                              `json:"body_sha256"`
@@ -22,6 +27,7 @@ type bill struct {
 	Accept     time.Time                           `json:"accept"`
 	Process    time.Duration                       `json:"process"`
 	ConfirmAt  time.Time                           `json:"confirm_at,omitzero"`
+	DeclineAt  time.Time                           `json:"decline_at,omitzero"`
 	ExpireAt   time.Time                           `json:"expire_at,omitzero"`
 	CancelAt   time.Time                           `json:"cancel_at,omitzero"`
 	State      string                              `json:"state,omitempty"` // final state once settled
@@ -29,6 +35,31 @@ type bill struct {
 	Settled    time.Time                           `json:"settled,omitzero"`
 }
 
+// The user's acts on a waiting bill.
+const (
+	actNone = iota
+	actConfirm
+	actDecline
+	actExpire
+)
+
+// act returns the user's next act on a bill that waits for it, and when; ties go to the
+// first of confirm, decline, expire.
+func (b *bill) act() (time.Time, int) {
+	var at time.Time
+	act := actNone
+	for _, c := range []struct {
+		t   time.Time
+		act int
+	}{{b.ConfirmAt, actConfirm}, {b.DeclineAt, actDecline}, {b.ExpireAt, actExpire}} {
+		if !c.t.IsZero() && (act == actNone || c.t.Before(at)) {
+			at, act = c.t, c.act
+		}
+	}
+	return at, act
+}
+
+// state is the bill's state at now; call advance(now) first.
 func (b *bill) state(now time.Time) string {
 	switch {
 	case b.State != "":
@@ -37,43 +68,45 @@ func (b *bill) state(now time.Time) string {
 		return wechatpay.BillCanceling
 	case now.Before(b.Accept):
 		return wechatpay.BillAccepted
-	case b.ConfirmAt.IsZero() || now.Before(b.ConfirmAt):
-		return wechatpay.BillWaitUserConfirm
 	}
-	return wechatpay.BillTransfering
+	if at, act := b.act(); act == actConfirm && !now.Before(at) {
+		return wechatpay.BillTransfering
+	}
+	return wechatpay.BillWaitUserConfirm
 }
 
-// due returns when an unsettled bill settles and to what state; zero while it waits.
-func (b *bill) due() (time.Time, string) {
-	switch {
-	case !b.CancelAt.IsZero():
-		return b.CancelAt.Add(b.Process), wechatpay.BillCancelled
-	case !b.ConfirmAt.IsZero():
-		if failReason(b.Req.OpenID) != "" {
-			return b.ConfirmAt.Add(b.Process), wechatpay.BillFail
+// due returns when an unsettled bill settles, to what state and with what fail_reason;
+// zero while it waits with no deadline.
+func (b *bill) due() (time.Time, string, string) {
+	if !b.CancelAt.IsZero() {
+		return b.CancelAt.Add(b.Process), wechatpay.BillCancelled, ""
+	}
+	at, act := b.act()
+	switch act {
+	case actConfirm:
+		if r := failReason(b.Req.OpenID); r != "" {
+			return at.Add(b.Process), wechatpay.BillFail, r
 		}
-		return b.ConfirmAt.Add(b.Process), wechatpay.BillSuccess
-	case !b.ExpireAt.IsZero():
-		return b.ExpireAt, wechatpay.BillFail
+		return at.Add(b.Process), wechatpay.BillSuccess, ""
+	case actDecline:
+		return at, wechatpay.BillFail, reasonUserDeclined
+	case actExpire:
+		return at, wechatpay.BillFail, reasonOverdueClose
 	}
-	return time.Time{}, ""
+	return time.Time{}, "", ""
 }
 
-// advanceBills settles bills whose time has come. Callers hold mu.
+// advanceBills settles bills whose time has come. It is the only place that pays a bill or
+// debits the balance for one, and it runs once per bill: State is set here, never cleared.
+// Callers hold mu.
 func (s *Server) advanceBills(now time.Time) {
 	for b := range s.idx.openBills {
-		at, st := b.due()
+		at, st, reason := b.due()
 		if at.IsZero() || now.Before(at) {
 			continue
 		}
-		b.State, b.Settled = st, at
+		b.State, b.FailReason, b.Settled = st, reason, at
 		delete(s.idx.openBills, b)
-		switch {
-		case st == wechatpay.BillFail && b.ConfirmAt.IsZero():
-			b.FailReason = reasonOverdueClose
-		case st == wechatpay.BillFail:
-			b.FailReason = failReason(b.Req.OpenID)
-		}
 		paid := st == wechatpay.BillSuccess
 		s.st.release(b.Req.TransferAmount, paid)
 		if paid {
@@ -107,28 +140,39 @@ func (s *Server) validateBill(r *wechatpay.CreateTransferBillRequest) error {
 		return paramError("transfer_remark: want 1 to 32 UTF-8 characters")
 	case r.UserName == "" && r.TransferAmount >= userNameRequiredFrom:
 		return paramError("user_name: required from %d fen", userNameRequiredFrom)
-	case len(r.TransferSceneReportInfos) == 0:
-		return paramError("transfer_scene_report_infos: 需传入转账场景报备信息")
 	}
 	if r.NotifyURL != "" {
 		if err := notifyURLOK(r.NotifyURL); err != nil {
 			return paramError("notify_url: %v", err)
 		}
 	}
-	types := map[string]bool{}
 	for i, info := range r.TransferSceneReportInfos {
 		if !textOK(info.InfoType, 1, 15) || !textOK(info.InfoContent, 1, 32) {
 			return paramError("transfer_scene_report_infos[%d]: info_type 1 to 15 and info_content 1 to 32 characters", i)
 		}
-		types[info.InfoType] = true
 	}
-	if r.TransferSceneID == "1000" {
-		if !types["活动名称"] || !types["奖励说明"] {
-			return paramError("transfer_scene_report_infos: scene 1000 needs 活动名称 and 奖励说明")
+	return s.validateScene(r)
+}
+
+// validateScene checks the create against its scene's rule (Options.BillScenes, spec §8.2).
+func (s *Server) validateScene(r *wechatpay.CreateTransferBillRequest) error {
+	rule, ok := s.opts.BillScenes[r.TransferSceneID]
+	if !ok {
+		return paramError("transfer_scene_id: scene %s is not open to this merchant", r.TransferSceneID)
+	}
+	exact := len(r.TransferSceneReportInfos) == len(rule.ReportInfos)
+	seen := map[string]bool{}
+	for _, info := range r.TransferSceneReportInfos {
+		if seen[info.InfoType] || !slices.Contains(rule.ReportInfos, info.InfoType) {
+			exact = false
 		}
-		if p := r.UserRecvPerception; p != "" && p != "现金奖励" && p != "活动奖励" {
-			return paramError("user_recv_perception: scene 1000 allows 现金奖励 or 活动奖励")
-		}
+		seen[info.InfoType] = true
+	}
+	if !exact {
+		return paramError("transfer_scene_report_infos: 需传入转账场景报备信息 (scene %s: exactly one each of %s)", r.TransferSceneID, strings.Join(rule.ReportInfos, ", "))
+	}
+	if p := r.UserRecvPerception; p != "" && !slices.Contains(rule.Perceptions, p) {
+		return paramError("user_recv_perception: scene %s allows only %q", r.TransferSceneID, rule.Perceptions)
 	}
 	return nil
 }
@@ -136,6 +180,9 @@ func (s *Server) validateBill(r *wechatpay.CreateTransferBillRequest) error {
 // createBill is POST /v3/fund-app/mch-transfer/transfer-bills (spec §8.2), idempotent on
 // out_bill_no while the bill is not final.
 func (s *Server) createBill(c *call) (any, error) {
+	if err := s.noAuth(ProductBills); err != nil {
+		return nil, err
+	}
 	var r wechatpay.CreateTransferBillRequest
 	if err := decodeStrict(c.body, &r); err != nil {
 		return nil, err
@@ -175,10 +222,18 @@ func (s *Server) createBill(c *call) (any, error) {
 			No:     fmt.Sprintf("1330000%s%025d", c.now.In(cst).Format("20060102"), s.st.Seq),
 			Accept: c.now.Add(s.opts.scaled(s.opts.AcceptDelay)), Process: s.opts.scaled(s.opts.ProcessDelay),
 		}
+		if s.opts.BillConfirmTimeout > 0 {
+			b.ExpireAt = c.now.Add(s.opts.scaled(s.opts.BillConfirmTimeout) + s.opts.scaled(s.opts.BillCloseLag))
+		}
 		if s.opts.BillAutoConfirm > 0 {
-			b.ConfirmAt = c.now.Add(s.opts.scaled(s.opts.BillAutoConfirm))
-		} else if s.opts.BillConfirmTimeout > 0 {
-			b.ExpireAt = c.now.Add(s.opts.scaled(s.opts.BillConfirmTimeout))
+			at := c.now.Add(s.opts.scaled(s.opts.BillAutoConfirm))
+			switch {
+			case strings.HasPrefix(r.OpenID, NoConfirmOpenIDPrefix):
+			case strings.HasPrefix(r.OpenID, DeclineOpenIDPrefix):
+				b.DeclineAt = at
+			default:
+				b.ConfirmAt = at
+			}
 		}
 		s.st.Bills = append(s.st.Bills, b)
 		s.idx.bills[r.OutBillNo], s.idx.billByNo[b.No] = b, b
@@ -238,7 +293,9 @@ func (s *Server) queryBill(c *call) (any, error) {
 }
 
 // cancelBill is POST …/out-bill-no/{out_bill_no}/cancel (spec §8.2): allowed until the user
-// has confirmed; it only acknowledges, the final CANCELLED comes ProcessDelay later.
+// has confirmed; it only acknowledges, the final CANCELLED comes ProcessDelay later. A
+// repeated cancel answers CANCELING or CANCELLED again (a cancel whose answer was lost is
+// retried); a TRANSFERING, SUCCESS or FAIL bill answers 400 INVALID_REQUEST.
 func (s *Server) cancelBill(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -249,7 +306,7 @@ func (s *Server) cancelBill(c *call) (any, error) {
 	}
 	switch st := b.state(c.now); st {
 	case wechatpay.BillAccepted, wechatpay.BillWaitUserConfirm:
-		b.CancelAt, b.ConfirmAt, b.ExpireAt = c.now, time.Time{}, time.Time{}
+		b.CancelAt, b.ConfirmAt, b.DeclineAt, b.ExpireAt = c.now, time.Time{}, time.Time{}, time.Time{}
 		s.version++
 	case wechatpay.BillCanceling, wechatpay.BillCancelled:
 	default:
@@ -258,9 +315,21 @@ func (s *Server) cancelBill(c *call) (any, error) {
 	return wechatpay.CancelTransferBillResponse{OutBillNo: b.Req.OutBillNo, TransferBillNo: b.No, State: b.state(c.now), UpdateTime: rfc3339(c.now)}, nil
 }
 
-// ConfirmBill is the simulated user confirming receipt of the bill outBillNo in WeChat: a
-// bill in WAIT_USER_CONFIRM goes TRANSFERING and settles ProcessDelay later.
+// ConfirmBill is the simulated user confirming receipt of the bill outBillNo in WeChat,
+// whatever its openid: a bill in WAIT_USER_CONFIRM goes TRANSFERING and settles
+// ProcessDelay later (FAIL for a fail-… openid). ErrNoBatch: no such bill; ErrNotWaiting:
+// it is not in WAIT_USER_CONFIRM.
 func (s *Server) ConfirmBill(outBillNo string) error {
+	return s.decideBill(outBillNo, true)
+}
+
+// DeclineBill is the simulated user declining the bill outBillNo, whatever its openid: a
+// bill in WAIT_USER_CONFIRM ends FAIL USER_DECLINED now. Errors as ConfirmBill.
+func (s *Server) DeclineBill(outBillNo string) error {
+	return s.decideBill(outBillNo, false)
+}
+
+func (s *Server) decideBill(outBillNo string, confirm bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -272,7 +341,58 @@ func (s *Server) ConfirmBill(outBillNo string) error {
 	if b.state(now) != wechatpay.BillWaitUserConfirm {
 		return ErrNotWaiting
 	}
-	b.ConfirmAt, b.ExpireAt = now, time.Time{}
+	if confirm {
+		b.ConfirmAt, b.DeclineAt, b.ExpireAt = now, time.Time{}, time.Time{}
+	} else {
+		b.ConfirmAt, b.DeclineAt = time.Time{}, now
+	}
 	s.version++
+	s.advanceBills(now)
 	return nil
+}
+
+// BillSummary describes a transfer bill in the sandbox's own record, for tests and the
+// admin API. Settled is zero until the bill is final.
+type BillSummary struct {
+	OutBillNo      string        `json:"out_bill_no"`
+	TransferBillNo string        `json:"transfer_bill_no"`
+	State          string        `json:"state"`
+	FailReason     string        `json:"fail_reason,omitempty"`
+	Amount         wechatpay.Fen `json:"transfer_amount"`
+	Created        time.Time     `json:"created"`
+	Settled        time.Time     `json:"settled,omitzero"`
+}
+
+func (b *bill) summary(now time.Time) BillSummary {
+	return BillSummary{
+		OutBillNo: b.Req.OutBillNo, TransferBillNo: b.No, State: b.state(now), FailReason: b.FailReason,
+		Amount: b.Req.TransferAmount, Created: b.Created, Settled: b.Settled,
+	}
+}
+
+// Bills summarises every transfer bill in creation order, settling whatever is due first.
+func (s *Server) Bills() []BillSummary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.advance(now)
+	out := make([]BillSummary, 0, len(s.st.Bills))
+	for _, b := range s.st.Bills {
+		out = append(out, b.summary(now))
+	}
+	return out
+}
+
+// Bill summarises the bill outBillNo, settling whatever is due first; ErrNoBatch if the
+// sandbox has no such bill.
+func (s *Server) Bill(outBillNo string) (BillSummary, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.advance(now)
+	b := s.idx.bills[outBillNo]
+	if b == nil {
+		return BillSummary{}, ErrNoBatch
+	}
+	return b.summary(now), nil
 }

@@ -11,28 +11,41 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// notification is a callback waiting for delivery; plaintext is encrypted at each attempt.
+// notification is a callback waiting for delivery. Its body is built (encrypted, with its
+// id) at the first attempt and sent again unchanged on retries.
 type notification struct {
 	url, event, summary string
 	plaintext           []byte
+	body                []byte
+	at                  time.Time     // next delivery, on the sandbox clock
+	wait                time.Duration // before the next retry; doubles
+	attempts            int
 }
 
 // notifyAAD is the associated_data of every notification resource (spec §4 vectors).
 const notifyAAD = "mch_payment"
 
-// queueNotification builds a callback of spec §4; the background loop delivers it.
-// Callers hold mu.
+// queueNotification builds a callback of spec §4 for the background loop: lost with
+// probability NotifyLoss, else due NotifyDelay (scaled) from now. Callers hold mu.
 func (s *Server) queueNotification(url, event, summary string, resource any) {
 	pt, err := json.Marshal(resource)
 	if err != nil {
 		s.log.Error("sandbox notification", "event", event, "err", err)
 		return
 	}
-	s.outbox = append(s.outbox, notification{url: url, event: event, summary: summary, plaintext: pt})
+	if s.opts.NotifyLoss > 0 && s.faults.rng.Float64() < s.opts.NotifyLoss {
+		s.stats.NotifyLost++
+		s.log.Debug("sandbox notification lost", "event", event)
+		return
+	}
+	s.outbox = append(s.outbox, &notification{
+		url: url, event: event, summary: summary, plaintext: pt,
+		at: s.now().Add(s.opts.scaled(s.opts.NotifyDelay)), wait: s.opts.scaled(s.opts.NotifyBackoff),
+	})
 }
 
 // envelope encrypts n into a signed notification body (spec §4).
-func (s *Server) envelope(n notification) ([]byte, error) {
+func (s *Server) envelope(n *notification) ([]byte, error) {
 	nonce := randomString(12)
 	ct, err := wechatpay.EncryptAEAD(s.opts.APIv3Key, nonce, notifyAAD, n.plaintext)
 	if err != nil {
@@ -49,42 +62,37 @@ func (s *Server) envelope(n notification) ([]byte, error) {
 	})
 }
 
-// deliver POSTs n until a 2xx answer, at most NotifyAttempts times, waiting NotifyBackoff
-// (scaled, doubling) between attempts. Close cancels it. The same notification id is
-// redelivered, as WeChat does, so receivers must deduplicate on it.
-func (s *Server) deliver(n notification) {
+// deliver POSTs n once. A non-2xx answer or a failure queues it again NotifyBackoff
+// (scaled, doubling) later on the sandbox clock, up to NotifyAttempts deliveries. Close
+// cancels it. The same notification id is redelivered, as WeChat does, so receivers must
+// deduplicate on it.
+func (s *Server) deliver(n *notification) {
 	defer s.bg.Done()
-	body, err := s.envelope(n)
-	if err != nil {
-		s.log.Error("sandbox notification", "event", n.event, "err", err)
+	if n.body == nil {
+		body, err := s.envelope(n)
+		if err != nil {
+			s.log.Error("sandbox notification", "event", n.event, "err", err)
+			return
+		}
+		n.body = body
+	}
+	n.attempts++
+	err := s.post(n.url, n.body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.stats.Notified++
+		s.log.Debug("sandbox notification delivered", "event", n.event, "attempt", n.attempts)
 		return
 	}
-	wait := s.opts.scaled(s.opts.NotifyBackoff)
-	for attempt := 1; ; attempt++ {
-		err := s.post(n.url, body)
-		if err == nil {
-			s.mu.Lock()
-			s.stats.Notified++
-			s.mu.Unlock()
-			s.log.Debug("sandbox notification delivered", "event", n.event, "attempt", attempt)
-			return
-		}
-		s.mu.Lock()
-		s.stats.NotifyFails++
-		s.mu.Unlock()
-		s.log.Info("sandbox notification failed", "event", n.event, "attempt", attempt, "err", err)
-		if attempt >= s.opts.NotifyAttempts {
-			return
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		wait *= 2
+	s.stats.NotifyFails++
+	s.log.Info("sandbox notification failed", "event", n.event, "attempt", n.attempts, "err", err)
+	if n.attempts >= s.opts.NotifyAttempts || s.ctx.Err() != nil {
+		return
 	}
+	n.at = s.now().Add(n.wait)
+	n.wait *= 2
+	s.outbox = append(s.outbox, n)
 }
 
 func (s *Server) post(url string, body []byte) error {

@@ -57,14 +57,44 @@ const (
 	QueryWindow = 30 * 24 * time.Hour
 )
 
+// Products a merchant may hold (Options.Product). Since 2025-01-15 they are mutually
+// exclusive (spec §8.1): a merchant of one gets 403 NO_AUTH on the other's creates.
+const (
+	// ProductBoth serves both products: the sandbox's historical behaviour.
+	ProductBoth = ""
+	// ProductBatches is the old 商家转账到零钱 batch API only (spec §5, §7).
+	ProductBatches = "batches"
+	// ProductBills is the new 商家转账 transfer bills only (spec §8).
+	ProductBills = "bills"
+)
+
+// BillSceneRule is what a transfer_scene_id requires of a bill create (spec §8.2):
+// transfer_scene_report_infos carries exactly one row of each of ReportInfos (in any order)
+// and no other, and user_recv_perception is empty or one of Perceptions (an empty list
+// allows only an empty perception).
+type BillSceneRule struct {
+	ReportInfos []string `json:"report_infos"`
+	Perceptions []string `json:"perceptions,omitempty"`
+}
+
+// DefaultBillScenes returns the scene table of spec §8.2: 1000 现金营销 (活动名称, 奖励说明;
+// 现金奖励 or 活动奖励) and 1005 佣金报酬 (岗位类型, 报酬说明; 劳务报酬 or 报酬). It is a new
+// map on each call.
+func DefaultBillScenes() map[string]BillSceneRule {
+	return map[string]BillSceneRule{
+		"1000": {ReportInfos: []string{"活动名称", "奖励说明"}, Perceptions: []string{"现金奖励", "活动奖励"}},
+		"1005": {ReportInfos: []string{"岗位类型", "报酬说明"}, Perceptions: []string{"劳务报酬", "报酬"}},
+	}
+}
+
 // Unlimited is the default merchant balance: no create is ever refused with NOT_ENOUGH.
 const Unlimited wechatpay.Fen = math.MaxInt64
 
 // Options configures a Server. Build them with DefaultOptions and change what you need:
 // the zero value of a field means zero (a zero RateLimit is "no limit"), not "default".
 // Speed divides every sandbox duration (AcceptDelay, ProcessDelay, AutoConfirm,
-// WaitPayTimeout, NotFoundLag, NotifyBackoff, BillConfirmTimeout), never Latency faults,
-// TimestampWindow or QueryWindow.
+// WaitPayTimeout, NotFoundLag, NotifyBackoff, NotifyDelay, BillConfirmTimeout,
+// BillAutoConfirm, BillCloseLag), never Latency faults, TimestampWindow or QueryWindow.
 type Options struct {
 	// MchID is the merchant id every Authorization must carry.
 	MchID string
@@ -116,16 +146,36 @@ type Options struct {
 	RateLimit int
 	// BillRateLimit is the same for transfer bills and abnormal-fund endpoints.
 	BillRateLimit int
-	// BillConfirmTimeout expires a bill still in WAIT_USER_CONFIRM to FAIL (spec §8.2).
+	// Product is what the merchant holds: ProductBoth (default), ProductBatches or
+	// ProductBills. The other product's creates answer 403 NO_AUTH (spec §8.1).
+	Product string
+	// BillScenes are the transfer_scene_id values a bill create may use and what each
+	// requires; a scene not in the table, a report-info mismatch or a perception outside
+	// the rule answers 400 PARAM_ERROR (spec §8.2). Nil means DefaultBillScenes(), the one
+	// field whose zero value is not "none".
+	BillScenes map[string]BillSceneRule
+	// BillConfirmTimeout closes a bill the user has not confirmed as FAIL OVERDUE_CLOSE
+	// this long (plus BillCloseLag) after its creation (spec §8.2: 24 h). 0 never closes.
 	BillConfirmTimeout time.Duration
-	// BillAutoConfirm makes the simulated user confirm a bill this long after it was
-	// created. 0 waits for ConfirmBill.
+	// BillCloseLag is how late the expiry close comes after BillConfirmTimeout (spec §8.2:
+	// "closing may lag"). 0 closes on time.
+	BillCloseLag time.Duration
+	// BillAutoConfirm is when the simulated user acts on a bill, counted from its creation:
+	// by openid (see NoConfirmOpenIDPrefix), confirm, decline or never. 0: users act only
+	// through ConfirmBill and DeclineBill.
 	BillAutoConfirm time.Duration
 
 	// NotifyAttempts bounds deliveries of one notification (non-2xx answers are retried).
 	NotifyAttempts int
 	// NotifyBackoff is the first wait between deliveries; it doubles each time.
 	NotifyBackoff time.Duration
+	// NotifyLoss is the probability (0..1) that a notification, batch or bill, is never
+	// delivered at all, drawn from the Seed generator when it is queued (Stats.NotifyLost).
+	// Queries still tell the truth: callbacks are hints.
+	NotifyLoss float64
+	// NotifyDelay is an extra wait, on the sandbox clock, before a notification's first
+	// delivery (late callbacks). 0 delivers at the next tick.
+	NotifyDelay time.Duration
 	// HTTPClient delivers notifications. Nil uses a client with a 5 s timeout (spec §4).
 	HTTPClient *http.Client
 
@@ -201,6 +251,13 @@ func (o *Options) validate() error {
 		return bad("BillRateLimit", o.BillRateLimit)
 	case o.NotifyAttempts < 1:
 		return bad("NotifyAttempts", o.NotifyAttempts)
+	case !(o.NotifyLoss >= 0 && o.NotifyLoss <= 1):
+		return bad("NotifyLoss", o.NotifyLoss)
+	case o.Product != ProductBoth && o.Product != ProductBatches && o.Product != ProductBills:
+		return bad("Product", o.Product)
+	}
+	if err := validateScenes(o.BillScenes); err != nil {
+		return fmt.Errorf("%w: BillScenes: %w", ErrOptions, err)
 	}
 	for _, d := range []struct {
 		name string
@@ -210,7 +267,8 @@ func (o *Options) validate() error {
 		{"ProcessDelay", o.ProcessDelay}, {"NotFoundLag", o.NotFoundLag},
 		{"AutoConfirm", o.AutoConfirm}, {"WaitPayTimeout", o.WaitPayTimeout},
 		{"NotifyBackoff", o.NotifyBackoff}, {"BillConfirmTimeout", o.BillConfirmTimeout},
-		{"BillAutoConfirm", o.BillAutoConfirm},
+		{"BillAutoConfirm", o.BillAutoConfirm}, {"BillCloseLag", o.BillCloseLag},
+		{"NotifyDelay", o.NotifyDelay},
 	} {
 		if d.d < 0 {
 			return bad(d.name, d.d)
@@ -219,6 +277,35 @@ func (o *Options) validate() error {
 	for _, r := range o.Faults {
 		if !(r.Rate >= 0 && r.Rate <= 1) {
 			return bad("Faults.Rate", r.Rate)
+		}
+	}
+	return nil
+}
+
+// validateScenes checks a scene table: ids of 1 to 36 characters, each with 1 or more
+// distinct info types of 1 to 15 characters and perceptions of 1 to 32.
+func validateScenes(scenes map[string]BillSceneRule) error {
+	if scenes != nil && len(scenes) == 0 {
+		return errors.New("empty: no bill could be created (nil means the defaults)")
+	}
+	for id, r := range scenes {
+		if !textOK(id, 1, 36) {
+			return fmt.Errorf("scene %q: want 1 to 36 characters", id)
+		}
+		if len(r.ReportInfos) == 0 {
+			return fmt.Errorf("scene %s: no report info types", id)
+		}
+		seen := map[string]bool{}
+		for _, t := range r.ReportInfos {
+			if !textOK(t, 1, 15) || seen[t] {
+				return fmt.Errorf("scene %s: info type %q is empty, longer than 15 characters or repeated", id, t)
+			}
+			seen[t] = true
+		}
+		for _, p := range r.Perceptions {
+			if !textOK(p, 1, 32) {
+				return fmt.Errorf("scene %s: perception %q: want 1 to 32 characters", id, p)
+			}
 		}
 	}
 	return nil
@@ -252,6 +339,17 @@ func WithNotFoundLag(d time.Duration) Option { return func(o *Options) { o.NotFo
 // WithNoPasswordLimit sets Options.NoPasswordLimit.
 func WithNoPasswordLimit(fen wechatpay.Fen) Option {
 	return func(o *Options) { o.NoPasswordLimit = fen }
+}
+
+// WithProduct sets Options.Product.
+func WithProduct(product string) Option { return func(o *Options) { o.Product = product } }
+
+// WithBillAutoConfirm sets Options.BillAutoConfirm.
+func WithBillAutoConfirm(d time.Duration) Option { return func(o *Options) { o.BillAutoConfirm = d } }
+
+// WithNotify sets Options.NotifyLoss and Options.NotifyDelay.
+func WithNotify(loss float64, delay time.Duration) Option {
+	return func(o *Options) { o.NotifyLoss, o.NotifyDelay = loss, delay }
 }
 
 // WithLogger sets Options.Logger.

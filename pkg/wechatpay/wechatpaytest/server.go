@@ -62,7 +62,7 @@ type Server struct {
 	faults  faultTable
 	windows map[string]*window
 	stats   Stats
-	outbox  []notification // built by advance, delivered by loop
+	outbox  []*notification // queued by advance, delivered by loop when due
 
 	hs      *http.Server
 	url     string
@@ -80,6 +80,10 @@ type Stats struct {
 	RateLimited int            `json:"rate_limited"` // requests refused by the rate limit
 	Notified    int            `json:"notified"`     // notifications acknowledged with 2xx
 	NotifyFails int            `json:"notify_fails"` // notification deliveries that failed
+	NotifyLost  int            `json:"notify_lost"`  // notifications dropped by Options.NotifyLoss
+	// NotifyWaiting counts notifications queued for a later delivery (Options.NotifyDelay, a
+	// retry's backoff, or the next tick); deliveries in flight are not counted.
+	NotifyWaiting int `json:"notify_waiting"`
 }
 
 // New builds a Server from opts without listening; see Start and Handler. Close it.
@@ -93,6 +97,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.opts.BillScenes == nil {
+		s.opts.BillScenes = DefaultBillScenes()
 	}
 	if s.opts.HTTPClient == nil {
 		s.opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
@@ -183,6 +190,7 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.Requests = cloneMap(s.stats.Requests)
 	st.Faults = cloneMap(s.faults.counts)
+	st.NotifyWaiting = len(s.outbox)
 	return st
 }
 
@@ -204,17 +212,34 @@ func (s *Server) loop() {
 		case <-s.ctx.Done():
 			return
 		case <-tick.C:
-			s.mu.Lock()
-			s.advance(s.now())
-			out := s.outbox
-			s.outbox = nil
-			s.mu.Unlock()
-			for _, n := range out {
-				s.bg.Add(1)
-				go s.deliver(n)
-			}
+			s.tick()
 		}
 	}
+}
+
+// tick advances the state to the sandbox clock and starts the delivery of every
+// notification due by then. It returns how many it started.
+func (s *Server) tick() int {
+	s.mu.Lock()
+	now := s.now()
+	s.advance(now)
+	var due []*notification
+	keep := s.outbox[:0]
+	for _, n := range s.outbox {
+		if now.Before(n.at) {
+			keep = append(keep, n)
+		} else {
+			due = append(due, n)
+		}
+	}
+	clear(s.outbox[len(keep):])
+	s.outbox = keep
+	s.mu.Unlock()
+	for _, n := range due {
+		s.bg.Add(1)
+		go s.deliver(n)
+	}
+	return len(due)
 }
 
 // call is one verified API request.

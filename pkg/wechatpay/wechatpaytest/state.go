@@ -83,14 +83,15 @@ const (
 	KindBill    = "bill"
 )
 
-// Paid returns how many times each out_detail_no of a batch (direct or partner) was paid,
-// settling whatever is due first. A healthy run never shows a count above 1; the same
-// out_detail_no paid in two batches shows 2. Bills are in PaidBills.
+// Paid returns how many times each number was paid, settling whatever is due first: an
+// out_detail_no of a batch (direct or partner) or an out_bill_no of a transfer bill (one
+// SUCCESS per bill). A healthy run never shows a count above 1; the same number paid in
+// two batches, or in a batch and as a bill, shows 2.
 func (s *Server) Paid() map[string]int {
-	return s.paidCounts(func(k string) bool { return k != KindBill })
+	return s.paidCounts(func(string) bool { return true })
 }
 
-// PaidBills is Paid for transfer bills, keyed by out_bill_no.
+// PaidBills is Paid for transfer bills only, keyed by out_bill_no.
 func (s *Server) PaidBills() map[string]int {
 	return s.paidCounts(func(k string) bool { return k == KindBill })
 }
@@ -116,15 +117,13 @@ func (s *Server) Payments() []Payment {
 	return append([]Payment(nil), s.st.Payments...)
 }
 
-// DoublePaid lists the numbers Paid or PaidBills counts more than once, sorted. Empty when
-// nothing was paid twice.
+// DoublePaid lists the numbers Paid counts more than once, sorted. Empty when nothing was
+// paid twice.
 func (s *Server) DoublePaid() []string {
 	var out []string
-	for _, m := range []map[string]int{s.Paid(), s.PaidBills()} {
-		for no, n := range m {
-			if n > 1 {
-				out = append(out, no)
-			}
+	for no, n := range s.Paid() {
+		if n > 1 {
+			out = append(out, no)
 		}
 	}
 	sort.Strings(out)
