@@ -242,7 +242,7 @@ func TestBills_CreateAnswer(t *testing.T) {
 	if _, err := w.c.CreateTransferBill(ctx, drop); wechatpay.Classify(err) != wechatpay.ClassAmbiguous {
 		t.Fatalf("dropped create: %v, want an ambiguous error", err)
 	}
-	w.create(t, drop) // maybe created: the same number and content again
+	w.create(t, drop)                                                     // maybe created: the same number and content again
 	if err := w.srv.ConfirmBill("DROP"); !errors.Is(err, ErrNotWaiting) { // still ACCEPTED
 		t.Fatalf("confirm DROP: %v", err)
 	}
