@@ -242,8 +242,9 @@ func TestBills_CreateAnswer(t *testing.T) {
 	if _, err := w.c.CreateTransferBill(ctx, drop); wechatpay.Classify(err) != wechatpay.ClassAmbiguous {
 		t.Fatalf("dropped create: %v, want an ambiguous error", err)
 	}
-	w.create(t, drop)                                                     // maybe created: the same number and content again
-	if err := w.srv.ConfirmBill("DROP"); !errors.Is(err, ErrNotWaiting) { // still ACCEPTED
+	// Maybe created: the same number and content again, answered this time.
+	w.create(t, drop)
+	if err := w.srv.ConfirmBill("DROP"); !errors.Is(err, ErrNotWaiting) { // one bill, ACCEPTED
 		t.Fatalf("confirm DROP: %v", err)
 	}
 	w.clk.Add(DefaultAcceptDelay)
