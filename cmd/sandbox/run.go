@@ -33,20 +33,26 @@ type Config struct {
 	APIv3Key          string `yaml:"apiv3-key"`
 	AppID             string `yaml:"appid"`
 
-	Speed           float64       `yaml:"speed"`
-	AcceptDelay     time.Duration `yaml:"accept-delay"`
-	ProcessDelay    time.Duration `yaml:"process-delay"`
-	NotFoundLag     time.Duration `yaml:"not-found-lag"`
-	NoPasswordLimit int64         `yaml:"no-password-limit"`
-	AutoConfirm     time.Duration `yaml:"auto-confirm"`
-	WaitPayTimeout  time.Duration `yaml:"wait-pay-timeout"`
-	BillAutoConfirm time.Duration `yaml:"bill-auto-confirm"`
-	Balance         int64         `yaml:"balance"`
-	MinAmount       int64         `yaml:"min-amount"`
-	RateLimit       int           `yaml:"rate-limit"`
-	BillRateLimit   int           `yaml:"bill-rate-limit"`
-	NotifyAttempts  int           `yaml:"notify-attempts"`
-	NotifyBackoff   time.Duration `yaml:"notify-backoff"`
+	Speed              float64                `yaml:"speed"`
+	AcceptDelay        time.Duration          `yaml:"accept-delay"`
+	ProcessDelay       time.Duration          `yaml:"process-delay"`
+	NotFoundLag        time.Duration          `yaml:"not-found-lag"`
+	NoPasswordLimit    int64                  `yaml:"no-password-limit"`
+	AutoConfirm        time.Duration          `yaml:"auto-confirm"`
+	WaitPayTimeout     time.Duration          `yaml:"wait-pay-timeout"`
+	Product            string                 `yaml:"product"`
+	BillAutoConfirm    time.Duration          `yaml:"bill-auto-confirm"`
+	BillConfirmTimeout time.Duration          `yaml:"bill-confirm-timeout"`
+	BillCloseLag       time.Duration          `yaml:"bill-close-lag"`
+	BillScenes         map[string]SceneConfig `yaml:"bill-scenes"`
+	Balance            int64                  `yaml:"balance"`
+	MinAmount          int64                  `yaml:"min-amount"`
+	RateLimit          int                    `yaml:"rate-limit"`
+	BillRateLimit      int                    `yaml:"bill-rate-limit"`
+	NotifyAttempts     int                    `yaml:"notify-attempts"`
+	NotifyBackoff      time.Duration          `yaml:"notify-backoff"`
+	NotifyLoss         float64                `yaml:"notify-loss"`
+	NotifyDelay        time.Duration          `yaml:"notify-delay"`
 
 	Seed                 uint64        `yaml:"seed"`
 	Latency              time.Duration `yaml:"latency"`
@@ -58,6 +64,14 @@ type Config struct {
 	FrequencyLimitedRate float64       `yaml:"frequency-limited-rate"`
 }
 
+// SceneConfig is one transfer scene's rule in bill-scenes (config file only; see
+// wechatpaytest.BillSceneRule): the info types its report infos must carry, each once, and
+// the user_recv_perception values it allows.
+type SceneConfig struct {
+	ReportInfos []string `yaml:"report-infos"`
+	Perceptions []string `yaml:"perceptions"`
+}
+
 // DefaultConfig is wechatpaytest.DefaultOptions on 127.0.0.1:8090 with embedded keys.
 func DefaultConfig() Config {
 	o := wechatpaytest.DefaultOptions()
@@ -66,7 +80,7 @@ func DefaultConfig() Config {
 		MchID: o.MchID, MerchantSerial: o.MerchantSerial, PlatformKeyID: o.PlatformKeyID, APIv3Key: o.APIv3Key,
 		Speed: o.Speed, AcceptDelay: o.AcceptDelay, ProcessDelay: o.ProcessDelay, Balance: -1,
 		MinAmount: int64(o.MinAmount), RateLimit: o.RateLimit, BillRateLimit: o.BillRateLimit,
-		NotifyAttempts: o.NotifyAttempts, NotifyBackoff: o.NotifyBackoff,
+		NotifyAttempts: o.NotifyAttempts, NotifyBackoff: o.NotifyBackoff, BillConfirmTimeout: o.BillConfirmTimeout,
 	}
 }
 
@@ -93,13 +107,18 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.NoPasswordLimit, "no-password-limit", c.NoPasswordLimit, "fen; larger details wait in WAIT_PAY for POST /sandbox/confirm (0: no limit)")
 	fs.DurationVar(&c.AutoConfirm, "auto-confirm", c.AutoConfirm, "confirm WAIT_PAY details this long after acceptance (0: never)")
 	fs.DurationVar(&c.WaitPayTimeout, "wait-pay-timeout", c.WaitPayTimeout, "fail unconfirmed WAIT_PAY details after this (0: never)")
-	fs.DurationVar(&c.BillAutoConfirm, "bill-auto-confirm", c.BillAutoConfirm, "the simulated user confirms transfer bills after this (0: POST /sandbox/bills/confirm)")
+	fs.StringVar(&c.Product, "product", c.Product, "the merchant's product: batches or bills (the other's creates answer 403 NO_AUTH); empty: both")
+	fs.DurationVar(&c.BillAutoConfirm, "bill-auto-confirm", c.BillAutoConfirm, "simulated users act on transfer bills after this: confirm, or by openid decline-…/noconfirm-… (0: only POST /sandbox/bills/{out_bill_no}/confirm or /decline)")
+	fs.DurationVar(&c.BillConfirmTimeout, "bill-confirm-timeout", c.BillConfirmTimeout, "unconfirmed transfer bills close FAIL OVERDUE_CLOSE after this (0: never)")
+	fs.DurationVar(&c.BillCloseLag, "bill-close-lag", c.BillCloseLag, "the close of an unconfirmed bill comes this much after --bill-confirm-timeout")
 	fs.Int64Var(&c.Balance, "balance", c.Balance, "merchant balance in fen; creates beyond it get 403 NOT_ENOUGH (-1: unlimited)")
 	fs.Int64Var(&c.MinAmount, "min-amount", c.MinAmount, "smallest transfer_amount in fen")
 	fs.IntVar(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second per batch endpoint, else 429 FREQUENCY_LIMITED (0: off)")
 	fs.IntVar(&c.BillRateLimit, "bill-rate-limit", c.BillRateLimit, "requests per second per transfer-bill endpoint (0: off)")
 	fs.IntVar(&c.NotifyAttempts, "notify-attempts", c.NotifyAttempts, "deliveries of one callback at most")
 	fs.DurationVar(&c.NotifyBackoff, "notify-backoff", c.NotifyBackoff, "first wait between callback deliveries, doubling (at speed 1)")
+	fs.Float64Var(&c.NotifyLoss, "notify-loss", c.NotifyLoss, "share of callbacks (batches and bills) never delivered, drawn from --seed")
+	fs.DurationVar(&c.NotifyDelay, "notify-delay", c.NotifyDelay, "extra wait before a callback's first delivery (at speed 1)")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the fault rates, for reproducible runs")
 	fs.DurationVar(&c.Latency, "latency", c.Latency, "added to every call")
 	fs.Float64Var(&c.SystemErrorRate, "system-error-rate", c.SystemErrorRate, "share of calls answered 500 SYSTEM_ERROR before doing anything")
@@ -137,10 +156,31 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		return o, config.Errorf("apiv3-key", nil, "%d bytes, want %d", len(c.APIv3Key), wechatpay.APIv3KeySize)
 	case c.Balance < -1:
 		return o, config.Errorf("balance", c.Balance, "want fen ≥ 0, or -1 for unlimited")
+	case c.Product != wechatpaytest.ProductBoth && c.Product != wechatpaytest.ProductBatches && c.Product != wechatpaytest.ProductBills:
+		return o, config.Errorf("product", c.Product, "want batches, bills or empty (both)")
+	case !(c.NotifyLoss >= 0 && c.NotifyLoss <= 1):
+		return o, config.Errorf("notify-loss", c.NotifyLoss, "want a share from 0 to 1")
+	case c.NotifyDelay < 0:
+		return o, config.Errorf("notify-delay", c.NotifyDelay, "want ≥ 0")
+	case c.BillConfirmTimeout < 0:
+		return o, config.Errorf("bill-confirm-timeout", c.BillConfirmTimeout, "want ≥ 0")
+	case c.BillCloseLag < 0:
+		return o, config.Errorf("bill-close-lag", c.BillCloseLag, "want ≥ 0")
+	}
+	if c.BillScenes != nil {
+		o.BillScenes = make(map[string]wechatpaytest.BillSceneRule, len(c.BillScenes))
+		for id, sc := range c.BillScenes {
+			o.BillScenes[id] = wechatpaytest.BillSceneRule{ReportInfos: sc.ReportInfos, Perceptions: sc.Perceptions}
+		}
+		if err := wechatpaytest.ValidateBillScenes(o.BillScenes); err != nil {
+			return o, &config.ConfigError{Field: "bill-scenes", Err: err}
+		}
 	}
 	o.Speed, o.AcceptDelay, o.ProcessDelay, o.NotFoundLag = c.Speed, c.AcceptDelay, c.ProcessDelay, c.NotFoundLag
 	o.NoPasswordLimit, o.AutoConfirm, o.WaitPayTimeout = wechatpay.Fen(c.NoPasswordLimit), c.AutoConfirm, c.WaitPayTimeout
 	o.BillAutoConfirm, o.MinAmount = c.BillAutoConfirm, wechatpay.Fen(c.MinAmount)
+	o.Product, o.BillConfirmTimeout, o.BillCloseLag = c.Product, c.BillConfirmTimeout, c.BillCloseLag
+	o.NotifyLoss, o.NotifyDelay = c.NotifyLoss, c.NotifyDelay
 	if c.Balance >= 0 {
 		o.Balance = wechatpay.Fen(c.Balance)
 	}
@@ -195,7 +235,10 @@ func configPath(args []string) string {
 const usage = `usage: sandbox [flags]
 
 Serves the WeChat Pay APIv3 sandbox (pkg/wechatpay/wechatpaytest) with TEST-ONLY keys.
-An openid "fail-<FAIL_REASON>-<anything>" makes its detail fail with that reason.
+An openid "fail-<FAIL_REASON>-<anything>" makes its detail (or confirmed bill) fail with
+that reason. Transfer-bill payees: "decline-…" declines and "noconfirm-…" never confirms
+(the bill closes at --bill-confirm-timeout plus --bill-close-lag); others confirm after
+--bill-auto-confirm.
 Delays are divided by --speed. Flags override --config.
 
 flags:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -169,6 +170,12 @@ func TestRun_Errors(t *testing.T) {
 		{name: "zero speed", args: []string{"--speed", "0"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.yaml"}, wantErr: true},
 		{name: "missing key file", args: []string{"--merchant-public-key", "/nonexistent.pem"}, field: "merchant-public-key", wantErr: true},
+		{name: "products", args: []string{"--product", "bills", "--bill-confirm-timeout", "1h", "--bill-close-lag", "1m", "--notify-loss", "0.5", "--notify-delay", "1s"}},
+		{name: "unknown product", args: []string{"--product", "both"}, field: "product", wantErr: true},
+		{name: "notify loss above 1", args: []string{"--notify-loss", "1.5"}, field: "notify-loss", wantErr: true},
+		{name: "negative notify delay", args: []string{"--notify-delay", "-1s"}, field: "notify-delay", wantErr: true},
+		{name: "negative confirm timeout", args: []string{"--bill-confirm-timeout", "-1s"}, field: "bill-confirm-timeout", wantErr: true},
+		{name: "negative close lag", args: []string{"--bill-close-lag", "-1s"}, field: "bill-close-lag", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -209,5 +216,96 @@ func TestConfigFile(t *testing.T) {
 	}
 	if got := configPath([]string{"-x", "--config=a.yaml"}); got != "a.yaml" {
 		t.Fatalf("configPath = %q", got)
+	}
+}
+
+// TestRun_BillsProduct: --product bills refuses batch creates with NO_AUTH; the simulated
+// users act after --bill-auto-confirm, and a noconfirm- payee's bill closes after
+// --bill-confirm-timeout plus --bill-close-lag; the admin API lists and decides bills.
+func TestRun_BillsProduct(t *testing.T) {
+	url, _, _ := start(t, "--product", "bills", "--admin", "--speed", "100", "--bill-auto-confirm", "3s",
+		"--bill-confirm-timeout", "20s", "--bill-close-lag", "10s", "--notify-loss", "1")
+	c := client(t, url)
+	ctx := context.Background()
+	if _, err := c.CreateTransferBatch(ctx, batch("NA1")); !errors.Is(err, wechatpay.ErrNoAuth) {
+		t.Fatalf("batch create on product bills: %v", err)
+	}
+	want := map[string][2]string{
+		"B1": {wechatpay.BillSuccess, ""},
+		"B2": {wechatpay.BillFail, "USER_DECLINED"},
+		"B3": {wechatpay.BillFail, "OVERDUE_CLOSE"},
+		"B4": {wechatpay.BillFail, "USER_DECLINED"}, // declined by the admin API
+	}
+	for no, openID := range map[string]string{"B1": "o-1", "B2": "decline-2", "B3": "noconfirm-3", "B4": "noconfirm-4"} {
+		if _, err := c.CreateTransferBill(ctx, bill(no, openID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for { // B4 is ACCEPTED for 20 ms, then waits for its user until it closes 300 ms in
+		resp, err := http.Post(url+"/sandbox/bills/B4/decline", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("decline B4: HTTP %d", resp.StatusCode)
+		case <-tick.C:
+		}
+	}
+	for {
+		var bills []wechatpaytest.BillSummary
+		getJSON(t, url+"/sandbox/bills", &bills)
+		got := map[string][2]string{}
+		for _, b := range bills {
+			got[b.OutBillNo] = [2]string{b.State, b.FailReason}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("bills %v, want %v", got, want)
+		case <-tick.C:
+		}
+	}
+	var paid wechatpaytest.PaidReport
+	getJSON(t, url+"/sandbox/paid", &paid)
+	if len(paid.Paid) != 1 || paid.Paid["B1"] != 1 {
+		t.Fatalf("paid %+v", paid)
+	}
+}
+
+func bill(no, openID string) *wechatpay.CreateTransferBillRequest {
+	return &wechatpay.CreateTransferBillRequest{
+		AppID: wechatpaytest.DefaultAppID, OutBillNo: no, TransferSceneID: "1005", OpenID: openID, TransferAmount: 100,
+		TransferRemark: "r", UserRecvPerception: "劳务报酬", TransferSceneReportInfos: []wechatpay.TransferSceneReportInfo{
+			{InfoType: "岗位类型", InfoContent: "骑手"}, {InfoType: "报酬说明", InfoContent: "7月"},
+		},
+	}
+}
+
+// TestConfig_BillScenes: bill-scenes in a config file replaces the scene table; a bad one
+// is a ConfigError.
+func TestConfig_BillScenes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BillScenes = map[string]SceneConfig{"1006": {ReportInfos: []string{"报销说明"}}}
+	o, err := cfg.options(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := o.BillScenes["1006"]; len(o.BillScenes) != 1 || !ok || r.ReportInfos[0] != "报销说明" {
+		t.Fatalf("scenes %+v", o.BillScenes)
+	}
+	cfg.BillScenes = map[string]SceneConfig{"1006": {}}
+	var ce *config.ConfigError
+	if _, err := cfg.options(nil); !errors.As(err, &ce) || ce.Field != "bill-scenes" {
+		t.Fatalf("err = %v, want a ConfigError for bill-scenes", err)
 	}
 }

@@ -256,7 +256,7 @@ func (o *Options) validate() error {
 	case o.Product != ProductBoth && o.Product != ProductBatches && o.Product != ProductBills:
 		return bad("Product", o.Product)
 	}
-	if err := validateScenes(o.BillScenes); err != nil {
+	if err := ValidateBillScenes(o.BillScenes); err != nil {
 		return fmt.Errorf("%w: BillScenes: %w", ErrOptions, err)
 	}
 	for _, d := range []struct {
@@ -282,9 +282,10 @@ func (o *Options) validate() error {
 	return nil
 }
 
-// validateScenes checks a scene table: ids of 1 to 36 characters, each with 1 or more
-// distinct info types of 1 to 15 characters and perceptions of 1 to 32.
-func validateScenes(scenes map[string]BillSceneRule) error {
+// ValidateBillScenes checks a scene table as New does: nil (the defaults) or not empty;
+// scene ids of 1 to 36 characters, each with 1 or more distinct info types of 1 to 15
+// characters and perceptions of 1 to 32.
+func ValidateBillScenes(scenes map[string]BillSceneRule) error {
 	if scenes != nil && len(scenes) == 0 {
 		return errors.New("empty: no bill could be created (nil means the defaults)")
 	}
