@@ -715,7 +715,7 @@ func TestCancel_usageAndFailures(t *testing.T) {
 	}{
 		{"no mchid", []string{"cancel", "D1"}, 2},
 		{"no keys", []string{"cancel", "--mchid", "1900000001"}, 2},
-		{"bad product", []string{"cancel", "--mchid", "1900000001", "--product", "cards", "D1"}, 1},
+		{"bad config", []string{"cancel", "--mchid", "1900000001", "--config", writeFile(t, "p.yaml", "product: cards\n"), "D1"}, 1},
 		{"missing file", []string{"cancel", "--mchid", "1900000001", "--file", "/nonexistent"}, 1},
 		{"no stream", []string{"cancel", "--mchid", "1900000001", "--url", s.ClientURL(), "--retry-for", "0s", "D1"}, 1},
 	}
