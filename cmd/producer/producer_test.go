@@ -779,3 +779,25 @@ func TestConfig_billScenes(t *testing.T) {
 		t.Fatalf("scene 1000 outside the configured table: err = %v", err)
 	}
 }
+
+// TestPublish_csvBills: a CSV cell of transfer_scene_report_infos holds the rows as JSON and
+// is decoded as strictly as in JSON lines (an unknown key in a row is invalid; so is a cell
+// that is not JSON).
+func TestPublish_csvBills(t *testing.T) {
+	s, st := mustServer(t, true)
+	rows := `"[{""info_type"":""活动名称"",""info_content"":""春节红包雨""},{""info_type"":""奖励说明"",""info_content"":""签到奖励""}]"`
+	in := "out_detail_no,schema,mchid,appid,openid,amount,remark,transfer_scene_id,user_recv_perception,transfer_scene_report_infos\n" +
+		"C1,paystream.payout.v1,1900000001,wxa1,o1,100,奖励,1000,现金奖励," + rows + "\n" +
+		"C2,paystream.payout.v1,1900000001,wxa1,o2,100,奖励,1000,," + strings.Replace(rows, `""info_content""`, `""info_kind""`, 1) + "\n" +
+		"C3,paystream.payout.v1,1900000001,wxa1,o3,100,奖励,1000,,活动名称\n"
+	code, out, errOut := runCmd(t, in, "publish", "--file", "-", "--format", "csv", "--product", "bills", "--url", s.ClientURL())
+	if got, want := out, "published 1, duplicates 0, invalid 2, failed 0\n"; code != 0 || got != want {
+		t.Fatalf("exit %d, summary %q, want %q (stderr %s)", code, got, want, errOut)
+	}
+	if !strings.Contains(errOut, `transfer_scene_report_infos[0]."info_kind"`) {
+		t.Fatalf("stderr %q does not name the unknown row key", errOut)
+	}
+	if got, want := msgCount(t, st), uint64(1); got != want {
+		t.Fatalf("stream holds %d, want %d", got, want)
+	}
+}
