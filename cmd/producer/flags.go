@@ -6,10 +6,10 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// connFlags are the flags publish and cancel share: the config file, the NATS connection
-// and the product. Flags given on the command line override the config file.
+// connFlags are the flags publish and cancel share: the config file and the NATS
+// connection. Flags given on the command line override the config file.
 type connFlags struct {
-	config, url, creds, tlsCA, tlsCert, tlsKey, product *string
+	config, url, creds, tlsCA, tlsCert, tlsKey *string
 }
 
 // addConnFlags registers the shared flags on fs.
@@ -21,7 +21,6 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 		tlsCA:   fs.String("tls-ca", "", "CA bundle to verify the NATS server"),
 		tlsCert: fs.String("tls-cert", "", "client certificate for mutual TLS"),
 		tlsKey:  fs.String("tls-key", "", "client key for mutual TLS"),
-		product: fs.String("product", "", "WeChat Pay product of the merchant: batches or bills (default batches)"),
 	}
 }
 
@@ -35,7 +34,7 @@ func (f *connFlags) load(fs *flag.FlagSet, getenv func(string) string) (Config, 
 	override := map[string]func(){
 		"url": func() { cfg.URL = *f.url }, "creds": func() { cfg.Creds = *f.creds },
 		"tls-ca": func() { cfg.TLSCA = *f.tlsCA }, "tls-cert": func() { cfg.TLSCert = *f.tlsCert },
-		"tls-key": func() { cfg.TLSKey = *f.tlsKey }, "product": func() { cfg.Product = *f.product },
+		"tls-key": func() { cfg.TLSKey = *f.tlsKey },
 	}
 	fs.Visit(func(fl *flag.Flag) {
 		if set, ok := override[fl.Name]; ok {

@@ -81,7 +81,9 @@ const utf8BOM = "\uFEFF"
 
 // readCSV reads a header row of JSON field names, then one request per row. A leading UTF-8
 // BOM is skipped. Empty cells are left out; amount is passed on as a JSON number when it
-// looks like one, so that floats are refused by payout.Decode exactly as in JSON lines. A
+// looks like one, so that floats are refused by payout.Decode exactly as in JSON lines;
+// transfer_scene_report_infos is passed on as JSON when its cell is JSON (the array of rows),
+// so payout.Decode checks it as strictly as in JSON lines. A
 // row encoding/csv cannot parse is reported with the line it starts on (errBadRecord), and
 // reading goes on with the next row where encoding/csv can find one (an unterminated quote
 // runs to the end of the input). A header that cannot be read, and any I/O error, stop the
@@ -133,6 +135,10 @@ func csvJSON(header, row []string) ([]byte, error) {
 		}
 		if name == "amount" && looksNumeric(v) {
 			obj[name] = json.Number(v)
+			continue
+		}
+		if name == "transfer_scene_report_infos" && json.Valid([]byte(v)) {
+			obj[name] = json.RawMessage(v) // the rows as a JSON array in one cell
 			continue
 		}
 		obj[name] = v

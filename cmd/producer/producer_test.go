@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -534,6 +535,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"key file without id", "wechatpay-public-key-file: k.pem\n", "wechatpay-public-key-id"},
 		{"key id without file", "wechatpay-public-key-id: PUB_KEY_ID_1\n", "wechatpay-public-key-file"},
 		{"bad key id", "wechatpay-public-key-file: k.pem\nwechatpay-public-key-id: PUB-KEY\n", "wechatpay-public-key-id"},
+		{"unknown product", "product: cards\n", "product"},
+		{"empty cancel prefix", "cancel-subject-prefix: \"\"\n", "cancel-subject-prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -590,5 +593,211 @@ func TestDemoConfig(t *testing.T) {
 	}
 	if !k.Key.Equal(wechatpaytest.PlatformPublicKey()) {
 		t.Fatal("the demo producer seals names with another key than the sandbox's")
+	}
+}
+
+// billLine is a valid transfer bills request (scene 1000, both report rows).
+func billLine(no string) string {
+	return line(no, "1000", `,"transfer_scene_id":"1000","user_recv_perception":"现金奖励","transfer_scene_report_infos":`+
+		`[{"info_type":"活动名称","info_content":"新用户注册有礼"},{"info_type":"奖励说明","info_content":"注册完成奖励现金"}]`)
+}
+
+// TestPublish_billsProduct: with product bills (flag or config) records are checked for the
+// bills rail: a bill is published, a batch API record (no scene rows) is invalid; the batch
+// product refuses the bill.
+func TestPublish_billsProduct(t *testing.T) {
+	in := writeFile(t, "in.jsonl", billLine("B1")+"\n"+line("D1", "100", "")+"\n")
+	cfgFile := writeFile(t, "producer.yaml", "product: bills\n")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"flag", []string{"--product", "bills"}, "published 1, duplicates 0, invalid 1, failed 0\n"},
+		{"config", []string{"--config", cfgFile}, "published 1, duplicates 0, invalid 1, failed 0\n"},
+		{"flag overrides config", []string{"--config", cfgFile, "--product", "batches"}, "published 1, duplicates 0, invalid 1, failed 0\n"},
+		{"batch product", nil, "published 1, duplicates 0, invalid 1, failed 0\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, st := mustServer(t, true)
+			args := append([]string{"publish", "--file", in, "--url", s.ClientURL()}, tt.args...)
+			code, out, errOut := runCmd(t, "", args...)
+			if code != 0 || out != tt.want {
+				t.Fatalf("exit %d, out %q, stderr %s", code, out, errOut)
+			}
+			bills := slices.Contains(tt.args, "bills") || slices.Contains(tt.args, cfgFile) && !slices.Contains(tt.args, "batches")
+			wantLine, wantSubject := "line 2:", "B1."
+			if !bills {
+				wantLine, wantSubject = "line 1:", "D1."
+			}
+			if !strings.Contains(errOut, wantLine) {
+				t.Fatalf("stderr %q does not report %s", errOut, wantLine)
+			}
+			msg, err := st.GetLastMsgForSubject(t.Context(), "payouts.requests.1900000001")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id := msg.Header.Get(jetstream.MsgIDHeader); !strings.HasPrefix(id, wantSubject) {
+				t.Fatalf("published %s, want %s…", id, wantSubject)
+			}
+		})
+	}
+}
+
+// mustCancelStream creates a stream on payouts.cancel.>.
+func mustCancelStream(t *testing.T, s *server.Server) jetstream.Stream {
+	t.Helper()
+	st, err := natstest.Connect(t, s).CreateStream(t.Context(), jetstream.StreamConfig{Name: "cancels", Subjects: []string{"payouts.cancel.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestCancel publishes cancels from arguments and a file: one CancelRequest per key on
+// payouts.cancel.<mchid> with Nats-Msg-Id cancel.<key>, a repeat deduplicated, an invalid
+// key reported (exit 1) and not published.
+func TestCancel(t *testing.T) {
+	s := natstest.Run(t)
+	st := mustCancelStream(t, s)
+	keys := writeFile(t, "keys.txt", "# cancelled by support\nD3\n\n  D4  \nbad-key\n")
+	code, out, errOut := runCmd(t, "", "cancel", "--url", s.ClientURL(), "--mchid", "1900000001", "--reason", "用户申请取消",
+		"--file", keys, "D1", "D2", "D1")
+	if got, want := out, "cancel requested 5, invalid 1, failed 0\n"; got != want || code != 1 {
+		t.Fatalf("exit %d, out %q, want 1, %q; stderr %s", code, got, want, errOut)
+	}
+	if !strings.Contains(errOut, `"bad-key"`) || !strings.Contains(errOut, "out_detail_no") {
+		t.Fatalf("stderr %q does not report the bad key", errOut)
+	}
+	if got, want := msgCount(t, st), uint64(4); got != want {
+		t.Fatalf("stream holds %d cancels, want %d (D1 twice is one)", got, want)
+	}
+	cons, err := st.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 4 {
+		m, err := cons.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := payout.DecodeCancel(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject() != "payouts.cancel.1900000001" || m.Headers().Get(jetstream.MsgIDHeader) != payout.CancelMsgID(c) ||
+			c.Reason != "用户申请取消" || c.MchID != "1900000001" {
+			t.Fatalf("message %s %v %+v", m.Subject(), m.Headers(), c)
+		}
+		got = append(got, c.OutDetailNo)
+	}
+	if want := []string{"D1", "D2", "D3", "D4"}; !slices.Equal(got, want) {
+		t.Fatalf("cancelled %v, want %v", got, want)
+	}
+
+	code, out, errOut = runCmd(t, "D5\n", "cancel", "--url", s.ClientURL(), "--mchid", "1900000001", "--file", "-")
+	if code != 0 || out != "cancel requested 1, invalid 0, failed 0\n" {
+		t.Fatalf("stdin: exit %d, out %q, stderr %s", code, out, errOut)
+	}
+}
+
+func TestCancel_usageAndFailures(t *testing.T) {
+	s := natstest.Run(t) // no stream: nothing acknowledges a cancel
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no mchid", []string{"cancel", "D1"}, 2},
+		{"no keys", []string{"cancel", "--mchid", "1900000001"}, 2},
+		{"bad config", []string{"cancel", "--mchid", "1900000001", "--config", writeFile(t, "p.yaml", "product: cards\n"), "D1"}, 1},
+		{"missing file", []string{"cancel", "--mchid", "1900000001", "--file", "/nonexistent"}, 1},
+		{"no stream", []string{"cancel", "--mchid", "1900000001", "--url", s.ClientURL(), "--retry-for", "0s", "D1"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, _, errOut := runCmd(t, "", tt.args...); code != tt.want {
+				t.Fatalf("exit %d, want %d: %s", code, tt.want, errOut)
+			}
+		})
+	}
+}
+
+// TestGen_bills: --product bills writes transfer bills requests that the bills rail accepts
+// (apart from the invalid share), with simulated payees; an unknown product is a usage error.
+func TestGen_bills(t *testing.T) {
+	code, out, errOut := runCmd(t, "", "gen", "--product", "bills", "--count", "2000", "--seed", "3",
+		"--noconfirm-rate", "0.05", "--decline-rate", "0.05")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var valid, noconfirm, decline int
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		r, err := payout.Decode([]byte(l))
+		if err == nil {
+			err = r.ValidateFor(payout.RailBills, payout.DefaultLimits())
+		}
+		if err != nil {
+			continue
+		}
+		valid++
+		switch {
+		case strings.HasPrefix(r.OpenID, "noconfirm-"):
+			noconfirm++
+		case strings.HasPrefix(r.OpenID, "decline-"):
+			decline++
+		}
+	}
+	if valid < 1900 || noconfirm < 40 || decline < 40 {
+		t.Fatalf("valid %d, noconfirm %d, decline %d of 2000", valid, noconfirm, decline)
+	}
+	if code, _, _ := runCmd(t, "", "gen", "--product", "cards"); code != 2 {
+		t.Fatalf("unknown product: exit %d, want 2", code)
+	}
+}
+
+// TestConfig_billScenes: limits.bill-scenes replaces the default scene table.
+func TestConfig_billScenes(t *testing.T) {
+	cfg, err := ParseConfig(strings.NewReader("product: bills\nlimits:\n  bill-scenes:\n    \"2001\":\n"+
+		"      report-infos: [岗位类型]\n      perceptions: [劳务报酬]\n"), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := payout.Request{Schema: payout.SchemaV1, OutDetailNo: "B1", MchID: "1900000001", AppID: "wxa1", OpenID: "o1",
+		Amount: 100, Remark: "报酬", SceneID: "2001", UserRecvPerception: "劳务报酬",
+		SceneReportInfos: []payout.SceneReportInfo{{InfoType: "岗位类型", InfoContent: "外卖骑手"}}}
+	if err := r.ValidateFor(cfg.rail(), cfg.limits()); err != nil {
+		t.Fatal(err)
+	}
+	r.SceneID = "1000"
+	if err := r.ValidateFor(cfg.rail(), cfg.limits()); !errors.Is(err, payout.ErrInvalid) {
+		t.Fatalf("scene 1000 outside the configured table: err = %v", err)
+	}
+}
+
+// TestPublish_csvBills: a CSV cell of transfer_scene_report_infos holds the rows as JSON and
+// is decoded as strictly as in JSON lines (an unknown key in a row is invalid; so is a cell
+// that is not JSON).
+func TestPublish_csvBills(t *testing.T) {
+	s, st := mustServer(t, true)
+	rows := `"[{""info_type"":""活动名称"",""info_content"":""春节红包雨""},{""info_type"":""奖励说明"",""info_content"":""签到奖励""}]"`
+	in := "out_detail_no,schema,mchid,appid,openid,amount,remark,transfer_scene_id,user_recv_perception,transfer_scene_report_infos\n" +
+		"C1,paystream.payout.v1,1900000001,wxa1,o1,100,奖励,1000,现金奖励," + rows + "\n" +
+		"C2,paystream.payout.v1,1900000001,wxa1,o2,100,奖励,1000,," + strings.Replace(rows, `""info_content""`, `""info_kind""`, 1) + "\n" +
+		"C3,paystream.payout.v1,1900000001,wxa1,o3,100,奖励,1000,,活动名称\n"
+	code, out, errOut := runCmd(t, in, "publish", "--file", "-", "--format", "csv", "--product", "bills", "--url", s.ClientURL())
+	if got, want := out, "published 1, duplicates 0, invalid 2, failed 0\n"; code != 0 || got != want {
+		t.Fatalf("exit %d, summary %q, want %q (stderr %s)", code, got, want, errOut)
+	}
+	if !strings.Contains(errOut, `transfer_scene_report_infos[0]."info_kind"`) {
+		t.Fatalf("stderr %q does not name the unknown row key", errOut)
+	}
+	if got, want := msgCount(t, st), uint64(1); got != want {
+		t.Fatalf("stream holds %d, want %d", got, want)
 	}
 }

@@ -45,6 +45,7 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
 	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation or sealing (dead-letter tests)")
 	conn := addConnFlags(fs)
+	product := fs.String("product", "", "WeChat Pay product of the merchant: batches or bills (default batches); bills checks every record for transfer bills")
 	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
 	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
@@ -64,8 +65,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	}
 	fs.Visit(func(f *flag.Flag) {
 		override := map[string]func(){
-			"subject-prefix": func() { cfg.SubjectPrefix = *prefix },
-			"max-in-flight":  func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
+			"subject-prefix": func() { cfg.SubjectPrefix = *prefix }, "product": func() { cfg.Product = *product },
+			"max-in-flight": func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
 			"wechatpay-public-key-file": func() { cfg.WechatpayPublicKeyFile = *keyFile },
 			"wechatpay-public-key-id":   func() { cfg.WechatpayPublicKeyID = *keyID },
 		}

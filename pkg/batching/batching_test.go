@@ -43,6 +43,10 @@ func TestNew(t *testing.T) {
 		{"instance charset", Config{InstanceID: "p-1"}, ErrConfig},
 		{"spec §5 direct cap above 1000", Config{InstanceID: "P1", CapDirect: 1001}, ErrConfig},
 		{"spec §7 partner cap above 3000", Config{InstanceID: "P1", CapPartner: 3001}, ErrConfig},
+		{"bills cap 1000", Config{InstanceID: "P1", CapBills: MaxDetailsBills}, nil},
+		{"bills cap 1", Config{InstanceID: "P1", CapBills: 1}, nil},
+		{"bills cap above 1000", Config{InstanceID: "P1", CapBills: MaxDetailsBills + 1}, ErrConfig},
+		{"negative bills cap", Config{InstanceID: "P1", CapBills: -1}, ErrConfig},
 		{"negative cap", Config{InstanceID: "P1", CapDirect: -1}, ErrConfig},
 		{"negative wait", Config{InstanceID: "P1", MaxWait: -time.Second}, ErrConfig},
 		{"negative amount", Config{InstanceID: "P1", MaxBatchAmount: -1}, ErrConfig},
@@ -81,6 +85,48 @@ func TestBatcher_sealsWhenFull(t *testing.T) {
 	}
 	if got, want := b.Len(), 1; got != want {
 		t.Fatalf("Len = %d, want %d", got, want)
+	}
+}
+
+// TestBatcher_Cap: each rail has its cap, bills defaulting to MaxDetailsBills; an unknown
+// rail gets the smallest.
+func TestBatcher_Cap(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		rail string
+		want int
+	}{
+		{"direct default", Config{}, payout.RailDirect, 1000},
+		{"partner default", Config{}, payout.RailPartner, 3000},
+		{"bills default", Config{}, payout.RailBills, MaxDetailsBills},
+		{"bills configured", Config{CapBills: 200, CapDirect: 500}, payout.RailBills, 200},
+		{"direct not bills", Config{CapBills: 200, CapDirect: 500}, payout.RailDirect, 500},
+		{"unknown rail", Config{CapBills: 200, CapDirect: 500}, "cards", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mustNew(t, tt.cfg).Cap(tt.rail); got != tt.want {
+				t.Fatalf("Cap(%s) = %d, want %d", tt.rail, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestBatcher_sealsBillsAtTheirCap: a bills group seals at CapBills, not at the direct cap.
+func TestBatcher_sealsBillsAtTheirCap(t *testing.T) {
+	b := mustNew(t, Config{CapDirect: 5, CapBills: 3})
+	var sealed []Batch
+	for i := range int64(7) {
+		it := item(i+1, "bills", 100, t0)
+		it.Rail = payout.RailBills
+		sealed = append(sealed, b.Add(it)...)
+	}
+	if got, want := len(sealed), 2; got != want {
+		t.Fatalf("sealed %d batches, want %d", got, want)
+	}
+	if got, want := sealed[0].TotalNum(), 3; got != want || sealed[0].Rail != payout.RailBills {
+		t.Fatalf("batch holds %d on %s, want %d on bills", got, sealed[0].Rail, want)
 	}
 }
 
@@ -197,6 +243,39 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// TestKeyFor_bills: on the bills rail only rail, mchid and appid group requests (each bill
+// has its own body), the key round-trips, and KeyOf is KeyFor(r.Rail()).
+func TestKeyFor_bills(t *testing.T) {
+	r := payout.Request{MchID: "1900000001", AppID: "wxa1", SceneID: "1000", UserName: "张三", BatchName: "三月",
+		UserRecvPerception: "现金奖励", SceneReportInfos: []payout.SceneReportInfo{{InfoType: "活动名称", InfoContent: "x"}}}
+	k := KeyFor(payout.RailBills, &r)
+	if want := (Key{Rail: payout.RailBills, MchID: "1900000001", AppID: "wxa1"}); k != want {
+		t.Fatalf("KeyFor(bills) = %+v, want %+v", k, want)
+	}
+	if got, want := k.String(), "appid=wxa1&mchid=1900000001&rail=bills"; got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+	if got, err := ParseKey(k.String()); err != nil || got != k {
+		t.Fatalf("ParseKey = %+v, %v; want %+v", got, err, k)
+	}
+	other := r
+	other.SceneID, other.UserName, other.BatchName, other.UserRecvPerception = "1005", "", "", ""
+	if GroupKeyFor(payout.RailBills, &other) != GroupKeyFor(payout.RailBills, &r) {
+		t.Fatal("bills with other scenes, names or hints do not share a group")
+	}
+	if GroupKeyFor(payout.RailDirect, &other) == GroupKeyFor(payout.RailDirect, &r) {
+		t.Fatal("direct requests with other scenes share a group")
+	}
+	otherApp := r
+	otherApp.AppID = "wxa2"
+	if GroupKeyFor(payout.RailBills, &otherApp) == GroupKeyFor(payout.RailBills, &r) {
+		t.Fatal("bills of two appids share a group")
+	}
+	if KeyOf(&r) != KeyFor(r.Rail(), &r) || GroupKey(&r) != GroupKeyFor(payout.RailDirect, &r) {
+		t.Fatal("KeyOf is not KeyFor(r.Rail())")
+	}
+}
+
 func anonKey(k Key) Key {
 	k.Named = false
 	return k
@@ -208,7 +287,7 @@ func FuzzBatcher(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 250, 251, 252, 253}, uint8(3), uint8(5), int64(0))
 	f.Add([]byte(strings.Repeat("\x01\x02\x03\xfe", 50)), uint8(1), uint8(2), int64(500))
 	f.Fuzz(func(t *testing.T, ops []byte, capDirect, capPartner uint8, maxAmount int64) {
-		cfg := Config{InstanceID: "F", CapDirect: int(capDirect)%10 + 1, CapPartner: int(capPartner)%20 + 1,
+		cfg := Config{InstanceID: "F", CapDirect: int(capDirect)%10 + 1, CapPartner: int(capPartner)%20 + 1, CapBills: int(capDirect)%7 + 1,
 			MaxWait: 3 * time.Second, MaxBatchAmount: max(maxAmount, 0)}
 		b := mustNew(t, cfg)
 		now := t0
@@ -223,8 +302,11 @@ func FuzzBatcher(f *testing.F) {
 				sealed = append(sealed, b.Due(now)...)
 			default:
 				it := item(int64(i+1), fmt.Sprintf("g%d", op%5), int64(op)*37+1, now)
-				if op%5 == 4 {
+				switch op % 5 {
+				case 4:
 					it.Rail = payout.RailPartner
+				case 3:
+					it.Rail = payout.RailBills
 				}
 				added[it.OutDetailNo] = it
 				sealed = append(sealed, b.Add(it)...)

@@ -13,8 +13,15 @@ import (
 	"time"
 )
 
-// Stuck thresholds (spec §6, §10 rule 7; issue 12).
+// Stuck thresholds (spec §6, §10 rule 7; issues 12 and 13).
 const (
+	// BillOverdueMargin: a bill not final this long after its expire_at is flagged; WeChat
+	// closes an unconfirmed bill after BillConfirmWindow, sometimes later, and a query or
+	// callback should have brought the close in by then.
+	BillOverdueMargin = 24 * time.Hour
+	// StuckCancel: a cancel requested longer ago than this and still open on a bill that is
+	// not final needs a look (cancels run at 20/s per merchant and CANCELING is short).
+	StuckCancel = time.Hour
 	// StuckAccepted: a batch in WAIT_PAY or ACCEPTED longer than this needs a human
 	// (low balance, or staff must confirm).
 	StuckAccepted = 30 * time.Minute
@@ -103,6 +110,8 @@ var goChecks = []Check{
 	{Name: "event_replay", Description: "every payout and batch state, batch membership and request content is what the event history produces"},
 	{Name: "batch_body", Description: "every frozen body lists exactly its members, amounts and totals"},
 	{Name: "stuck", Description: "no batch WAIT_PAY/ACCEPTED over 30 min, none unsettled near the 30-day query horizon"},
+	{Name: "bill_overdue", Description: "no bill still open 24 h past its expiry (WeChat closes unconfirmed bills after 24 h)"},
+	{Name: "cancel_stuck", Description: "no cancel requested over 1 h ago still open on a bill that is not final"},
 	{Name: "stuck_intake", Description: "no payout RECEIVED or CLAIMED unchanged for over 10 min (nothing is working on it)"},
 	{Name: "cross_file_keys", Description: "no out_detail_no owned by two ledger files (DUPLICATE rows own nothing)"},
 	{Name: "duplicate_unfinished", Description: "every DUPLICATE row's owner (another instance, its file audited) holds the key and is paying or finished it"},
@@ -255,7 +264,7 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 			return fmt.Errorf("view %s: %w", v, err)
 		}
 	}
-	for _, step := range []func(context.Context, *sql.Tx, time.Time) error{a.replay, a.bodies, a.stuck} {
+	for _, step := range []func(context.Context, *sql.Tx, time.Time) error{a.replay, a.bodies, a.stuck, a.bills} {
 		if err := step(ctx, a.tx, now); err != nil {
 			return err
 		}
@@ -459,6 +468,16 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 				}
 				batches[e.OutBatchNo], bodyDigest[e.OutBatchNo] = BatchSealed, e.Digest
 			}
+		case kindBillCreate, kindBill, kindCancel:
+			// Facts about one payout that leave its state as it was.
+			for _, seq := range seqs {
+				switch p := payouts[seq]; {
+				case p == nil:
+					a.add("event_replay", evRow(&e), "payout seq=%d has a %s event before it was inserted", seq, e.Kind)
+				case p.state != e.From || e.To != e.From:
+					a.add("event_replay", evRow(&e), "payout seq=%d was %s, %s event says %s → %s", seq, p.state, e.Kind, e.From, e.To)
+				}
+			}
 		case kindBatchState, kindSubmit:
 			if st, ok := batches[e.OutBatchNo]; !ok || st != e.From {
 				a.add("event_replay", evRow(&e), "batch was %q, event moves it from %s", st, e.From)
@@ -504,10 +523,11 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 	for _, seq := range missing {
 		a.add("event_replay", fmt.Sprintf("payouts seq=%d", seq), "inserted by the events but the row is gone")
 	}
-	return eachRow(ctx, tx, `SELECT out_batch_no, state, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
-		var no, state string
+	var billBatches []string
+	err = eachRow(ctx, tx, `SELECT out_batch_no, rail, state, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
+		var no, rail, state string
 		var body []byte
-		if err := s(&no, &state, &body); err != nil {
+		if err := s(&no, &rail, &state, &body); err != nil {
 			return err
 		}
 		row := "batches out_batch_no=" + no
@@ -518,11 +538,27 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 			a.add("event_replay", row, "no seal event for this batch")
 		case want != state:
 			a.add("event_replay", row, "state %s, but the events end in %s", state, want)
-		case !bytes.Equal(sum[:], bodyDigest[no]):
+		case rail != RailBills && !bytes.Equal(sum[:], bodyDigest[no]), rail == RailBills && !bytes.HasPrefix(bodyDigest[no], sum[:]):
 			a.add("event_replay", row, "body differs from the body sealed")
+		case rail == RailBills:
+			billBatches = append(billBatches, no)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// A rail-bills seal digest is SHA-256(manifest) ‖ billsDigest(bill bodies in member order).
+	for _, no := range billBatches {
+		bodies, err := billBodies(ctx, tx, no)
+		if err != nil {
+			return err
+		}
+		if d := bodyDigest[no]; len(d) != 2*sha256.Size || !bytes.Equal(d[sha256.Size:], billsDigest(bodies)) {
+			a.add("event_replay", "batches out_batch_no="+no, "bill bodies (%d) differ from those sealed", len(bodies))
+		}
+	}
+	return nil
 }
 
 // replayInsert replays an insert event and checks each row's content digest.
@@ -587,6 +623,32 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 		}
 	}
 	return nil
+}
+
+// bills flags bills open well past their expiry and cancels that do not end. Final bills
+// are settled, so only unsettled rows are read.
+func (a *auditor) bills(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	return eachRow(ctx, tx, `SELECT b.out_bill_no, p.state, b.expire_at, b.cancel_requested_at, b.cancel_closed
+		FROM bills b JOIN payouts p ON p.seq = b.seq WHERE b.settled = 0 ORDER BY b.out_bill_no`, nil,
+		func(s func(...any) error) error {
+			var no, state, closed string
+			var expire, cancelAt int64
+			if err := s(&no, &state, &expire, &cancelAt, &closed); err != nil {
+				return err
+			}
+			if PayoutFinal(state) {
+				return nil
+			}
+			row := "bills out_bill_no=" + no
+			if expire != 0 && now.Sub(fromMS(expire)) > BillOverdueMargin {
+				a.add("bill_overdue", row, "%s %s past its expiry (over %s)", state, now.Sub(fromMS(expire)).Round(time.Minute), BillOverdueMargin)
+			}
+			if cancelAt != 0 && closed == cancelOpen && now.Sub(fromMS(cancelAt)) > StuckCancel {
+				a.add("cancel_stuck", row, "%s with a cancel requested %s ago still open (over %s)", state,
+					now.Sub(fromMS(cancelAt)).Round(time.Minute), StuckCancel)
+			}
+			return nil
+		})
 }
 
 // stuck flags batches that need a human or are running out of query window.

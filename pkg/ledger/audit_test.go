@@ -83,7 +83,7 @@ func TestAudit_Tampering(t *testing.T) {
 		{name: "body edited", sql: `UPDATE batches SET body = CAST(replace(CAST(body AS TEXT), 'b1', 'zz') AS BLOB) WHERE out_batch_no = 'B2'`,
 			wantRow: "batches out_batch_no=B2", check: "batch_body"},
 		{name: "duplicate key planted", sql: `INSERT INTO payouts SELECT 100, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark,
-			scene_id, rail, group_key, amount, user_name_cipher, content_hash, stream_seq, 'RECEIVED', NULL, NULL, '', '', received_at, updated_at
+			scene_id, rail, group_key, amount, user_name_cipher, content_hash, stream_seq, 'RECEIVED', NULL, NULL, '', '', received_at, updated_at, ''
 			FROM payouts WHERE out_detail_no = 'loose1'`, wantRow: "payouts out_detail_no=loose1", check: "duplicate_keys"},
 		{name: "outbox row deleted", sql: `DELETE FROM outcomes WHERE seq = 1`,
 			wantRow: "payouts seq=1 out_detail_no=a0", check: "outcomes"},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,10 @@ import (
 )
 
 // Batch is one transfer batch. Members are payout seqs in body order; Body is the frozen
-// create-request body, sent byte for byte on every attempt (spec §10 rule 1).
+// create-request body, sent byte for byte on every attempt (spec §10 rule 1). On rail bills
+// the batch is ours only: Body is a manifest in the same shape (WeChat never sees it) and
+// Bills holds each member's frozen transfer-bill create body, in Members order (nil on the
+// other rails).
 type Batch struct {
 	OutBatchNo, Rail, GroupKey, MchID string
 	Members                           []int64
@@ -33,6 +37,7 @@ type Batch struct {
 	SealedAt, AcceptedAt, UpdatedAt   time.Time
 	StateAt                           time.Time // when the batch entered State
 	Settled                           bool      // FINISHED/CLOSED/REJECTED and every member final
+	Bills                             [][]byte  // rail bills: one create body per member, Members order
 }
 
 // LogValue leaves out the body (it holds openids and name ciphertexts).
@@ -40,6 +45,38 @@ func (b Batch) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("out_batch_no", b.OutBatchNo), slog.String("state", b.State),
 		slog.String("batch_id", b.BatchID), slog.Int64("total_amount", b.TotalAmount), slog.Int("total_num", b.TotalNum),
 		slog.Int("attempts", b.Attempts))
+}
+
+// billBody is the part of a transfer-bill create body (spec §8.2) the ledger checks against
+// its member.
+type billBody struct {
+	OutBillNo string `json:"out_bill_no"`
+	Amount    int64  `json:"transfer_amount"`
+}
+
+// checkBill reports how a bill's create body disagrees with its member (nil if it agrees).
+func checkBill(body []byte, m member) error {
+	var bb billBody
+	if err := json.Unmarshal(body, &bb); err != nil {
+		return fmt.Errorf("bill body of member seq=%d is not a create request: %w", m.seq, err)
+	}
+	if bb.OutBillNo != m.key || bb.Amount != m.amount {
+		return fmt.Errorf("bill body is %s/%d fen; member seq=%d is %s/%d fen", bb.OutBillNo, bb.Amount, m.seq, m.key, m.amount)
+	}
+	return nil
+}
+
+// billsDigest is SHA-256 over the bill bodies, each length-prefixed, in member order. A
+// rail-bills seal event's digest is SHA-256(manifest) followed by it, so the chain covers
+// every frozen bill body.
+func billsDigest(bodies [][]byte) []byte {
+	h := sha256.New()
+	var lb [binary.MaxVarintLen64]byte
+	for _, b := range bodies {
+		h.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
+		h.Write(b)
+	}
+	return h.Sum(nil)
 }
 
 // createBody is the part of a create-request body (spec §5, §7) the ledger checks against
@@ -95,8 +132,12 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 // sum and count, that every member is CLAIMED, in no batch, of the batch's rail and mchid,
 // that TotalNum is within the rail's cap (1000 direct / 3000 partner), and that the body's
 // out_batch_no, totals and transfer_detail_list (out_detail_no, transfer_amount, in order)
-// match. Otherwise it returns an error wrapping ErrInvalid and writes nothing. Sealing the
-// same number again with the same members and body is a no-op.
+// match. On rail bills (cap MaxDetailsBills) Body is the manifest, checked the same way, and
+// Bills must hold one body per member whose out_bill_no and transfer_amount are the
+// member's out_detail_no and amount; a bills row per member (next_at = now, taking over a
+// cancel requested before sealing) is committed in the same transaction. Otherwise it
+// returns an error wrapping ErrInvalid and writes nothing. Sealing the same number again
+// with the same members and bodies is a no-op.
 func (db *DB) SealBatch(ctx context.Context, b Batch) error {
 	return db.sealBatch(ctx, b, false)
 }
@@ -127,14 +168,18 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 	case !validKey(b.OutBatchNo):
 		return invalid("out_batch_no: want 1-32 of [0-9A-Za-z]")
 	case railCap(b.Rail) == 0:
-		return invalid("rail %q: want direct or partner", b.Rail)
+		return invalid("rail %q: want direct, partner or bills", b.Rail)
+	case b.Rail == RailBills && len(b.Bills) != len(b.Members):
+		return invalid("%d bill bodies for %d members", len(b.Bills), len(b.Members))
+	case b.Rail != RailBills && b.Bills != nil:
+		return invalid("bill bodies on rail %s", b.Rail)
 	case b.TotalNum < 1 || b.TotalNum > railCap(b.Rail):
 		return invalid("total_num %d: want 1..%d on the %s rail", b.TotalNum, railCap(b.Rail), b.Rail)
 	case len(b.Members) != b.TotalNum:
 		return invalid("total_num %d but %d members", b.TotalNum, len(b.Members))
 	}
 	if old, err := db.batchTx(ctx, tx, b.OutBatchNo, true); err == nil {
-		if bytes.Equal(old.Body, b.Body) && equalSeqs(old.Members, b.Members) {
+		if bytes.Equal(old.Body, b.Body) && equalSeqs(old.Members, b.Members) && equalBodies(old.Bills, b.Bills) {
 			return nil
 		}
 		return invalid("already sealed with other members or body")
@@ -176,6 +221,11 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 	if err := checkBody(b.OutBatchNo, b.TotalAmount, b.TotalNum, b.Body, ordered); err != nil {
 		return invalid("%v", err)
 	}
+	for i, body := range b.Bills {
+		if err := checkBill(body, ordered[i]); err != nil {
+			return invalid("%v", err)
+		}
+	}
 	now := ms(db.now())
 	if len(unmarked) > 0 {
 		slices.Sort(unmarked)
@@ -215,10 +265,43 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 			return fmt.Errorf("seal members %d..%d: %d of %d rows (%v)", lo, lo+len(chunk)-1, n, len(chunk), err)
 		}
 	}
-	digest := sha256.Sum256(b.Body)
+	bodySum := sha256.Sum256(b.Body)
+	digest := bodySum[:]
+	if b.Rail == RailBills {
+		if err := db.insertBills(ctx, tx, b, ordered, now); err != nil {
+			return err
+		}
+		digest = append(digest, billsDigest(b.Bills)...)
+	}
 	return db.appendEvent(ctx, tx, event{At: now, Source: srcPipeline, Kind: kindSeal, OutBatchNo: b.OutBatchNo,
-		Seqs: encodeSeqs(b.Members), From: PayoutClaimed, To: PayoutSealed, Digest: digest[:],
+		Seqs: encodeSeqs(b.Members), From: PayoutClaimed, To: PayoutSealed, Digest: digest,
 		Data: fmt.Sprintf("total_amount=%d total_num=%d", b.TotalAmount, b.TotalNum)})
+}
+
+// insertBills writes the bills rows of a rail-bills batch being sealed; a cancel requested
+// before sealing (cancels) is carried over.
+func (db *DB) insertBills(ctx context.Context, tx *sql.Conn, b Batch, ordered []member, now int64) error {
+	for i, m := range ordered {
+		if _, err := db.exec(ctx, tx, true, `INSERT INTO bills (out_bill_no, seq, out_batch_no, body, next_at, state_at, updated_at,
+			cancel_requested_at, cancel_reason)
+			SELECT ?, ?, ?, ?, ?, ?, ?, coalesce(c.at, 0), coalesce(c.reason, '') FROM (SELECT 1) LEFT JOIN cancels c ON c.seq = ?`,
+			m.key, m.seq, b.OutBatchNo, b.Bills[i], now, now, now, m.seq); err != nil {
+			return fmt.Errorf("insert bill %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func equalBodies(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func equalSeqs(a, b []int64) bool {
@@ -282,8 +365,26 @@ func queryBatches(ctx context.Context, q querier, withMembers bool, query string
 		for j, m := range ms {
 			out[i].Members[j] = m.seq
 		}
+		if out[i].Rail == RailBills {
+			if out[i].Bills, err = billBodies(ctx, q, out[i].OutBatchNo); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return out, nil
+}
+
+// billBodies returns the bill bodies of a rail-bills batch in member order.
+func billBodies(ctx context.Context, q querier, outBatchNo string) ([][]byte, error) {
+	var out [][]byte
+	err := eachRow(ctx, q, `SELECT b.body FROM bills b JOIN payouts p ON p.seq = b.seq WHERE b.out_batch_no = ?
+		ORDER BY p.batch_pos`, []any{outBatchNo}, func(scan func(...any) error) error {
+		var body []byte
+		err := scan(&body)
+		out = append(out, body)
+		return err
+	})
+	return out, err
 }
 
 // batchTx reads one batch; withMembers also loads its member seqs (a thousand rows or more).

@@ -23,6 +23,9 @@ const (
 	kindSeal        = "seal"         // batch sealed with members seqs (body order); digest = SHA-256(body)
 	kindBatchState  = "batch_state"  // batch moved from_state → to_state (possibly the same, with new data)
 	kindSubmit      = "submit"       // a submit attempt's outcome (no state change unless rejected)
+	kindBillCreate  = "bill_create"  // a bill create call's outcome; seqs = the member (no state change)
+	kindBill        = "bill"         // WeChat's facts about a bill recorded (transfer_bill_no, create_time, package_info)
+	kindCancel      = "cancel"       // a cancel requested, attempted or closed; seqs = the payout (no state change)
 )
 
 // event is one row of the append-only, hash-chained events table.

@@ -324,12 +324,22 @@ func migrations() []migration {
 }
 
 // migrate applies the first upTo embedded migrations not yet recorded in schema_migrations,
-// one transaction each.
-func migrate(ctx context.Context, conn *sql.Conn, upTo int, now func() time.Time) error {
+// one transaction each. Foreign keys are off while they run, so that a migration can rebuild
+// a table others refer to (SQLite's ALTER TABLE procedure; the pragma is a no-op inside a
+// transaction), and each transaction commits only if PRAGMA foreign_key_check finds nothing.
+func migrate(ctx context.Context, conn *sql.Conn, upTo int, now func() time.Time) (err error) {
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`); err != nil {
 		return fmt.Errorf("migrations table: %w", err)
 	}
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return fmt.Errorf("migrations: foreign keys off: %w", err)
+	}
+	defer func() {
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("migrations: foreign keys on: %w", ferr))
+		}
+	}()
 	for _, m := range migrations()[:upTo] {
 		err := inTx(ctx, conn, func(tx *sql.Conn) error {
 			var n int
@@ -337,6 +347,9 @@ func migrate(ctx context.Context, conn *sql.Conn, upTo int, now func() time.Time
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			if err := foreignKeyCheck(ctx, tx); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, ms(now()))
@@ -347,6 +360,21 @@ func migrate(ctx context.Context, conn *sql.Conn, upTo int, now func() time.Time
 		}
 	}
 	return nil
+}
+
+// foreignKeyCheck returns an error naming the first row that violates a foreign key.
+func foreignKeyCheck(ctx context.Context, tx *sql.Conn) error {
+	var table, parent string
+	var rowid sql.NullInt64
+	var fkid int
+	err := tx.QueryRowContext(ctx, `PRAGMA foreign_key_check`).Scan(&table, &rowid, &parent, &fkid)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	return fmt.Errorf("foreign key check: %s rowid %d refers to a missing %s row", table, rowid.Int64, parent)
 }
 
 // inTx runs fn between BEGIN IMMEDIATE and COMMIT on conn, rolling back if fn or the commit

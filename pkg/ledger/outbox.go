@@ -8,11 +8,13 @@ import (
 )
 
 // Outcome is one outbox row: a payout that reached a final state (SUCCESS, FAIL, REJECTED,
-// DUPLICATE), written in the transaction that made it final. The pipeline publishes it
+// CANCELLED, DUPLICATE), written in the transaction that made it final. OutBillNo and
+// TransferBillNo are set for members of a rail-bills batch. The pipeline publishes it
 // (message id = OutDetailNo + State) and then calls MarkPublished.
 type Outcome struct {
 	ID                                                                   int64
 	OutDetailNo, MchID, State, OutBatchNo, BatchID, DetailID, FailReason string
+	OutBillNo, TransferBillNo                                            string
 	Amount                                                               int64
 	At                                                                   time.Time
 }
@@ -20,8 +22,10 @@ type Outcome struct {
 // PendingOutcomes returns up to limit unpublished outcomes, oldest first.
 func (db *DB) PendingOutcomes(ctx context.Context, limit int) ([]Outcome, error) {
 	rows, err := db.rdb.QueryContext(ctx, `SELECT o.id, p.out_detail_no, p.mchid, o.state, coalesce(p.out_batch_no, ''),
-		coalesce(b.batch_id, ''), p.detail_id, p.fail_reason, p.amount, o.at
+		coalesce(b.batch_id, ''), p.detail_id, p.fail_reason, coalesce(bl.out_bill_no, ''), coalesce(bl.transfer_bill_no, ''),
+		p.amount, o.at
 		FROM outcomes o JOIN payouts p ON p.seq = o.seq LEFT JOIN batches b ON b.out_batch_no = p.out_batch_no
+		LEFT JOIN bills bl ON bl.seq = o.seq
 		WHERE o.published_at = 0 ORDER BY o.id LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending outcomes: %w", err)
@@ -32,7 +36,7 @@ func (db *DB) PendingOutcomes(ctx context.Context, limit int) ([]Outcome, error)
 		var o Outcome
 		var at int64
 		if err := rows.Scan(&o.ID, &o.OutDetailNo, &o.MchID, &o.State, &o.OutBatchNo, &o.BatchID, &o.DetailID,
-			&o.FailReason, &o.Amount, &at); err != nil {
+			&o.FailReason, &o.OutBillNo, &o.TransferBillNo, &o.Amount, &at); err != nil {
 			return nil, fmt.Errorf("pending outcomes: %w", err)
 		}
 		o.At = fromMS(at)
@@ -68,17 +72,20 @@ type StateTotal struct {
 }
 
 // Summary counts batches and payouts by state, FAIL payouts by fail_reason ("" when WeChat's
-// reason is missing), and recorded conflicts. The maps are never nil.
+// reason is missing), the bills rows (rail-bills members) by their payout's state, and
+// recorded conflicts. The maps are never nil.
 type Summary struct {
 	Batches     map[string]int
 	Payouts     map[string]StateTotal
 	FailReasons map[string]StateTotal
+	Bills       map[string]StateTotal
 	Conflicts   int
 }
 
 // Summary scans the ledger (O(payouts); meant for a final print or a slow metrics tick).
 func (db *DB) Summary(ctx context.Context) (Summary, error) {
-	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}, FailReasons: map[string]StateTotal{}}
+	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}, FailReasons: map[string]StateTotal{},
+		Bills: map[string]StateTotal{}}
 	err := eachRow(ctx, db.rdb, `SELECT state, count(*) FROM batches GROUP BY state`, nil, func(scan func(...any) error) error {
 		var st string
 		var n int
@@ -101,6 +108,16 @@ func (db *DB) Summary(ctx context.Context) (Summary, error) {
 				s.FailReasons[reason] = t
 			}
 			return nil
+		})
+	}
+	if err == nil {
+		err = eachRow(ctx, db.rdb, `SELECT p.state, count(*), sum(p.amount) FROM bills b JOIN payouts p ON p.seq = b.seq
+			GROUP BY p.state`, nil, func(scan func(...any) error) error {
+			var st string
+			var t StateTotal
+			err := scan(&st, &t.Count, &t.Amount)
+			s.Bills[st] = t
+			return err
 		})
 	}
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ import (
 // Payout is one payout request as stored. Seq is assigned by InsertPayouts (ordered). The
 // caller computes ContentHash (a keyed hash of the request content): equal hashes mean the
 // same request. UserNameCipher is the OAEP ciphertext (base64) or "", never plaintext.
+// BillInfo (rail bills only) is the request's user_recv_perception and
+// transfer_scene_report_infos as the caller encodes them (JSON), stored as given.
 type Payout struct {
 	Seq                                                                          int64
 	OutDetailNo, MchID, AppID, SubMchID, OpenID, Remark, SceneID, Rail, GroupKey string
@@ -26,6 +29,7 @@ type Payout struct {
 	StreamSeq                                                                    uint64
 	State, OutBatchNo, DetailID, FailReason                                      string
 	ReceivedAt, UpdatedAt                                                        time.Time
+	BillInfo                                                                     []byte
 }
 
 // LogValue redacts the openid and the name cipher.
@@ -79,7 +83,9 @@ func (p *Payout) validate() error {
 	case p.MchID == "":
 		return fmt.Errorf("out_detail_no %s: empty mchid", p.OutDetailNo)
 	case railCap(p.Rail) == 0:
-		return fmt.Errorf("out_detail_no %s: rail %q: want direct or partner", p.OutDetailNo, p.Rail)
+		return fmt.Errorf("out_detail_no %s: rail %q: want direct, partner or bills", p.OutDetailNo, p.Rail)
+	case len(p.BillInfo) > 0 && p.Rail != RailBills:
+		return fmt.Errorf("out_detail_no %s: bill_info on rail %s: transfer bills only", p.OutDetailNo, p.Rail)
 	case len(p.ContentHash) == 0:
 		return fmt.Errorf("out_detail_no %s: empty content hash", p.OutDetailNo)
 	case p.StreamSeq > 1<<63-1:
@@ -132,6 +138,9 @@ func rowDigests(ps []Payout) []byte {
 		put([]byte(p.UserNameCipher))
 		put(p.ContentHash)
 		put([]byte(strconv.FormatUint(p.StreamSeq, 10)))
+		if len(p.BillInfo) > 0 { // absent before 0004: digests of older rows are unchanged
+			put(p.BillInfo)
+		}
 		out = h.Sum(out)[:len(out)+rowDigestLen]
 	}
 	return out
@@ -147,7 +156,7 @@ type storedKey struct {
 	state       string
 }
 
-const insertChunk = 500 // rows per multi-row INSERT (17 parameters a row)
+const insertChunk = 500 // rows per multi-row INSERT (17 parameters a row, 18 with bill_info)
 
 // InsertPayouts records a group of requests in ONE transaction and returns one result per
 // request, in input order. A request whose key is stored with the same ContentHash is
@@ -248,14 +257,24 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now
 	db.afterCommit(func() { db.keys.add(hashes, seqs) })
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
-		args := make([]any, 0, len(chunk)*17)
+		// bill_info is named only when a row has one, so ledgers of the batch rails keep
+		// their statement (and tests can still write under schemas before 0004).
+		bills := slices.ContainsFunc(chunk, func(p Payout) bool { return len(p.BillInfo) > 0 })
+		args := make([]any, 0, len(chunk)*18)
 		for i, p := range chunk {
 			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
 				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), now, now)
+			if bills {
+				args = append(args, string(p.BillInfo))
+			}
+		}
+		cols, row := ``, `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`
+		if bills {
+			cols, row = `, bill_info`, `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED',?),`
 		}
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
-			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state) VALUES ` +
-			strings.TrimSuffix(strings.Repeat(`(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`, len(chunk)), ",")
+			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state` + cols + `) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(row, len(chunk)), ",")
 		// Odd-sized tails are not worth caching.
 		if _, err := db.exec(ctx, tx, len(chunk) == insertChunk, q, args...); err != nil {
 			return err
@@ -441,16 +460,21 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 }
 
 const payoutCols = `seq, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail, group_key, amount,
-	user_name_cipher, content_hash, stream_seq, state, coalesce(out_batch_no, ''), detail_id, fail_reason, received_at, updated_at`
+	user_name_cipher, content_hash, stream_seq, state, coalesce(out_batch_no, ''), detail_id, fail_reason, received_at, updated_at,
+	bill_info`
 
 // scanPayout scans one row selected with payoutCols.
 func scanPayout(sc interface{ Scan(...any) error }) (Payout, error) {
 	var p Payout
 	var streamSeq, recv, upd int64
+	var billInfo string
 	err := sc.Scan(&p.Seq, &p.OutDetailNo, &p.MchID, &p.AppID, &p.SubMchID, &p.OpenID, &p.Remark, &p.SceneID, &p.Rail,
 		&p.GroupKey, &p.Amount, &p.UserNameCipher, &p.ContentHash, &streamSeq, &p.State, &p.OutBatchNo, &p.DetailID,
-		&p.FailReason, &recv, &upd)
+		&p.FailReason, &recv, &upd, &billInfo)
 	p.StreamSeq, p.ReceivedAt, p.UpdatedAt = uint64(streamSeq), fromMS(recv), fromMS(upd)
+	if billInfo != "" {
+		p.BillInfo = []byte(billInfo)
+	}
 	return p, err
 }
 

@@ -78,6 +78,9 @@ func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResul
 		if err != nil {
 			return err
 		}
+		if err := notBills(b); err != nil {
+			return err
+		}
 		now := db.now()
 		next := r.NextAt
 		if next.IsZero() {
@@ -126,6 +129,9 @@ func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Sourc
 		if err != nil {
 			return err
 		}
+		if err := notBills(b); err != nil {
+			return err
+		}
 		return db.applyBatchStatus(ctx, tx, b, src, st, nextAt)
 	})
 	if err != nil {
@@ -143,6 +149,9 @@ func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo stri
 		if err != nil {
 			return err
 		}
+		if err := notBills(b); err != nil {
+			return err
+		}
 		now := db.now()
 		r, err := tx.ExecContext(ctx, `INSERT INTO notifications (id, out_batch_no, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 			notificationID, outBatchNo, ms(now))
@@ -156,6 +165,15 @@ func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo stri
 	})
 	if err != nil {
 		return fmt.Errorf("apply callback %s for %s: %w", notificationID, outBatchNo, err)
+	}
+	return nil
+}
+
+// notBills refuses batch-API answers for a rail-bills batch (ErrInvalid): WeChat never
+// sees such a batch; its members are followed as bills.
+func notBills(b Batch) error {
+	if b.Rail == RailBills {
+		return fmt.Errorf("%w: batch %s is on rail bills: follow its bills", ErrInvalid, b.OutBatchNo)
 	}
 	return nil
 }
@@ -265,7 +283,9 @@ func (db *DB) ApplyDetailPage(ctx context.Context, outBatchNo string, src Source
 	var rowErrs []error
 	err = db.write(ctx, func(tx *sql.Conn) error {
 		changed, rowErrs = 0, nil
-		if _, err := db.batchTx(ctx, tx, outBatchNo, false); err != nil {
+		if b, err := db.batchTx(ctx, tx, outBatchNo, false); err != nil {
+			return err
+		} else if err := notBills(b); err != nil {
 			return err
 		}
 		keys := make([]any, len(rows))

@@ -2,6 +2,7 @@ package payout
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 )
 
@@ -19,6 +20,7 @@ func FuzzDecode_agreesWithEncodingJSON(f *testing.F) {
 	f.Add([]byte(sealedJSON))
 	f.Add([]byte(`{"user_name_cipher":"QUJD\u0044\/+==","wechatpay_serial":"PUB_KEY_ID_\u0031"}`))
 	f.Add([]byte(`{"user_name_cipher":"QUJD\r\nRA==","user_name":"\u5f20\u4e09"}`))
+	f.Add([]byte(billJSON))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Decode(data)
 		if err != nil {
@@ -33,6 +35,15 @@ func FuzzDecode_agreesWithEncodingJSON(f *testing.F) {
 		}
 		for name, raw := range m {
 			f := fieldList[fields[name]]
+			if f.kind == kindInfos {
+				var want []SceneReportInfo
+				if err := json.Unmarshal(raw, &want); err != nil {
+					t.Fatalf("%s: encoding/json: %v", name, err)
+				}
+				if !slices.Equal(r.SceneReportInfos, want) {
+					t.Fatalf("%s = %q, encoding/json says %q", name, r.SceneReportInfos, want)
+				}
+			}
 			if f.kind != kindString {
 				continue
 			}

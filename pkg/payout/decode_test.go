@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"amount":1e400}`))
 	f.Add([]byte(`{"remark":"\ud800"}`))
 	f.Add([]byte(`{"amount":-0}`))
+	f.Add([]byte(billJSON))
+	f.Add([]byte(`{"transfer_scene_report_infos":[{"info_type":"\u6d3b","info_content":"a\ud800"},{}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Decode(data)
 		if err != nil {
@@ -155,7 +158,8 @@ func FuzzDecode(f *testing.F) {
 			if !errors.As(err, &de) || !errors.Is(err, ErrMalformed) {
 				t.Fatalf("err = %#v, want *DecodeError", err)
 			}
-			if _, known := fields[de.Field]; de.Field != "" && !known && !strings.HasPrefix(de.Field, `"`) {
+			if _, known := fields[de.Field]; de.Field != "" && !known && !strings.HasPrefix(de.Field, `"`) &&
+				!strings.HasPrefix(de.Field, "transfer_scene_report_infos[") {
 				t.Fatalf("field %q neither known nor quoted", de.Field)
 			}
 			return
@@ -169,7 +173,8 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-decode of %s: %v", out, err)
 		}
 		if r2.Amount != r.Amount || r2.OpenID != r.OpenID || r2.Remark != r.Remark || !r2.CreatedAt.Equal(r.CreatedAt) ||
-			r2.UserName != r.UserName || r2.UserNameCipher != r.UserNameCipher || r2.WechatpaySerial != r.WechatpaySerial {
+			r2.UserName != r.UserName || r2.UserNameCipher != r.UserNameCipher || r2.WechatpaySerial != r.WechatpaySerial ||
+			r2.UserRecvPerception != r.UserRecvPerception || !slices.Equal(r2.SceneReportInfos, r.SceneReportInfos) {
 			t.Fatalf("round trip changed the request: %+v vs %+v", r, r2)
 		}
 		if got, want := MsgID(&r2), MsgID(&r); got != want {

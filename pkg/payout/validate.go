@@ -463,18 +463,17 @@ func (v *validator) reportInfos(infos []SceneReportInfo, scene BillScene, known 
 		row := fieldReportInfos + "[" + strconv.Itoa(i) + "]"
 		n := len(v.problems)
 		v.text(row+".info_type", in.InfoType, 1, MaxInfoTypeLen)
+		if len(v.problems) == n && known {
+			switch j := slices.Index(scene.ReportInfos, in.InfoType); {
+			case j < 0:
+				v.add(row+".info_type", "not an info type of this transfer scene")
+			case found[j]:
+				v.add(row+".info_type", "repeated info type")
+			default:
+				found[j] = true
+			}
+		}
 		v.text(row+".info_content", in.InfoContent, 1, MaxInfoContentLen)
-		if len(v.problems) > n || !known {
-			continue
-		}
-		switch j := slices.Index(scene.ReportInfos, in.InfoType); {
-		case j < 0:
-			v.add(row+".info_type", "not an info type of this transfer scene")
-		case found[j]:
-			v.add(row+".info_type", "repeated info type")
-		default:
-			found[j] = true
-		}
 	}
 	missing := 0
 	for _, f := range found {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -252,6 +253,7 @@ func TestRequest_LogValue(t *testing.T) {
 func FuzzValidate(f *testing.F) {
 	f.Add([]byte(validJSON), int64(30), int64(MaxAmountDefault))
 	f.Add([]byte(`{"schema":"paystream.payout.v1","amount":200000,"user_name":" "}`), int64(1), int64(0))
+	f.Add([]byte(billJSON), int64(30), int64(MaxAmountDefault))
 	f.Fuzz(func(t *testing.T, data []byte, minAmount, maxAmount int64) {
 		r, err := Decode(data)
 		if err != nil {
@@ -265,11 +267,23 @@ func FuzzValidate(f *testing.F) {
 				t.Fatalf("err = %#v, want a non-empty *ValidationError", err)
 			}
 			for _, p := range ve.Problems {
-				if _, known := fields[p.Field]; !known || p.Reason == "" {
+				if !knownProblemField(p.Field) || p.Reason == "" {
 					t.Fatalf("problem %+v does not name a known field", p)
 				}
 			}
 			return
+		}
+		// The bills rail's problems name known fields too.
+		if err := r.ValidateFor(RailBills, l); err != nil {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || len(ve.Problems) == 0 {
+				t.Fatalf("bills: err = %#v, want a non-empty *ValidationError", err)
+			}
+			for _, p := range ve.Problems {
+				if !knownProblemField(p.Field) || p.Reason == "" {
+					t.Fatalf("bills: problem %+v does not name a known field", p)
+				}
+			}
 		}
 		if r.Amount <= 0 || !utf8.ValidString(r.Remark) || utf8.RuneCountInString(r.Remark) > MaxRemarkLen ||
 			len(r.OutDetailNo) > MaxNoLen || (r.Amount >= NameRequiredFrom && !r.HasName()) ||
@@ -287,4 +301,13 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("EncryptedNamesOnly: err = %v, want only the plaintext name refused", err)
 		}
 	})
+}
+
+// knownProblemField reports whether a problem's field is a wire name of Request or a report
+// row's field.
+func knownProblemField(f string) bool {
+	if _, known := fields[f]; known {
+		return true
+	}
+	return regexp.MustCompile(`^transfer_scene_report_infos\[\d+\]\.info_(type|content)$`).MatchString(f)
 }
