@@ -214,7 +214,9 @@ func TestApplyBillState(t *testing.T) {
 		wantErr error
 	}
 	s := func(state, tbn string) step { return step{st: BillState{State: state, TransferBillNo: tbn}} }
-	bad := func(state, tbn string, err error) step { return step{st: BillState{State: state, TransferBillNo: tbn}, wantErr: err} }
+	bad := func(state, tbn string, err error) step {
+		return step{st: BillState{State: state, TransferBillNo: tbn}, wantErr: err}
+	}
 	tests := []struct {
 		name      string
 		steps     []step
