@@ -408,8 +408,10 @@ func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
 	return b, nil
 }
 
-// DueBatches returns up to limit unsettled batches with NextAt ≤ now, earliest first: those
-// in state SEALED are to be submitted (with their frozen Body), the others to be polled.
+// DueBatches returns up to limit unsettled batches with NextAt ≤ now, earliest first: on the
+// batch rails those in state SEALED are to be submitted (with their frozen Body), the others
+// to be polled; on rail bills (NextAt = the earliest of its unsettled bills) DueBills names
+// the bills to step.
 // Members is left nil (the driver needs none); Batch loads a batch with its members.
 func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch, error) {
 	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?

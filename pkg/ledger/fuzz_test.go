@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -68,4 +69,24 @@ func TestEncodeSeqs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCheckBill: checkBill never panics and accepts a bill body only if it names the
+// member's out_detail_no and amount (SealBatch freezes what it accepts).
+func FuzzCheckBill(f *testing.F) {
+	for _, s := range []string{`{"out_bill_no":"k1","transfer_amount":100}`, `{"out_bill_no":"k1","transfer_amount":100.0}`,
+		`{"out_bill_no":"k1","transfer_amount":"100"}`, `{"out_bill_no":"K1","transfer_amount":100}`, `null`, `[]`, ``,
+		`{"out_bill_no":"k1","transfer_amount":100,"out_bill_no":"k2"}`} {
+		f.Add([]byte(s))
+	}
+	m := member{seq: 1, key: "k1", amount: 100}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if checkBill(body, m) != nil {
+			return
+		}
+		var bb billBody
+		if err := json.Unmarshal(body, &bb); err != nil || bb.OutBillNo != m.key || bb.Amount != m.amount {
+			t.Fatalf("checkBill accepted %q (%+v, %v)", body, bb, err)
+		}
+	})
 }

@@ -1,0 +1,114 @@
+package ledger
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// healthyBillsLedger builds a closed ledger with a rail-bills batch BB1 (h0 waiting for its
+// payee, h1 paid, h2 accepted, h3 cancelled before it was sent) and a direct batch B2.
+func healthyBillsLedger(t *testing.T, clk *clock) string {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db := mustOpenPath(t, path, WithNow(clk.now))
+	mustSealBills(t, db, "BB1", "h", 4)
+	mustSeal(t, db, "B2", "d", 1)
+	steps := []struct {
+		key string
+		st  BillState
+	}{
+		{"h0", BillState{State: PayoutWaitUserConfirm, TransferBillNo: "Th0", PackageInfo: "pkg", CreateTime: clk.now()}},
+		{"h1", BillState{State: PayoutTransfering, TransferBillNo: "Th1", CreateTime: clk.now()}},
+		{"h2", BillState{State: PayoutAccepted, TransferBillNo: "Th2", CreateTime: clk.now()}},
+	}
+	for _, s := range steps {
+		if err := db.RecordBillCreate(ctx, s.key, BillCreate{Outcome: SubmitAccepted, State: s.st, NextAt: clk.now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.ApplyBillCallback(ctx, "n1", "h1", BillState{State: PayoutSuccess, TransferBillNo: "Th1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RequestCancel(ctx, "h3", "typo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordCancel(ctx, "h3", CancelResult{Outcome: CancelLocal}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditClean(t, clk.now(), path)
+	return path
+}
+
+func TestAudit_Bills(t *testing.T) {
+	tests := []struct {
+		name string
+		sql  string
+		want map[string]int
+	}{
+		{name: "healthy", want: map[string]int{}},
+		{name: "bill body amount edited",
+			sql:  `UPDATE bills SET body = CAST(replace(CAST(body AS TEXT), '"transfer_amount":1000', '"transfer_amount":1') AS BLOB) WHERE out_bill_no = 'h0'`,
+			want: map[string]int{"bill_rows": 1, "event_replay": 1}},
+		{name: "bill body not json", sql: `UPDATE bills SET body = x'00' WHERE out_bill_no = 'h2'`,
+			want: map[string]int{"bill_rows": 1, "event_replay": 1}},
+		{name: "bill row deleted", sql: `DELETE FROM bills WHERE out_bill_no = 'h2'`,
+			want: map[string]int{"bill_missing": 1, "event_replay": 1}},
+		{name: "bill row renamed", sql: `UPDATE bills SET out_bill_no = 'zz' WHERE out_bill_no = 'h1'`,
+			want: map[string]int{"bill_rows": 1}},
+		{name: "bill for a direct member",
+			sql: `INSERT INTO bills (out_bill_no, seq, out_batch_no, body, next_at, state_at, updated_at)
+				SELECT out_detail_no, seq, out_batch_no, CAST('{"out_bill_no":"d0","transfer_amount":100}' AS BLOB), 0, 0, 0 FROM payouts WHERE out_detail_no = 'd0'`,
+			want: map[string]int{"bill_rows": 1}},
+		{name: "confirm notice deleted", sql: `DELETE FROM notices WHERE kind = 'WAIT_USER_CONFIRM'`,
+			want: map[string]int{"bill_notice": 1}},
+		{name: "transfer_bill_no shared", sql: `UPDATE bills SET transfer_bill_no = 'Th0' WHERE out_bill_no = 'h2'`,
+			want: map[string]int{"bill_transfer_no": 1}},
+		{name: "bill member in a batch-rail state", sql: `UPDATE payouts SET state = 'WAIT_PAY' WHERE out_detail_no = 'h2'`,
+			want: map[string]int{"member_states": 1, "event_replay": 1}},
+		{name: "cancelled without its outcome", sql: `DELETE FROM outcomes WHERE state = 'CANCELLED'`,
+			want: map[string]int{"outcomes": 1}},
+		{name: "bill batch over the cap", sql: `UPDATE batches SET total_num = 1001 WHERE out_batch_no = 'BB1'`,
+			want: map[string]int{"batch_cap": 1, "batch_totals": 1, "batch_body": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			path := healthyBillsLedger(t, clk)
+			if tt.sql != "" {
+				tamper(t, path, tt.sql)
+			}
+			mustAuditFinds(t, clk.now(), tt.want, path)
+		})
+	}
+}
+
+func TestAudit_BillsOverTime(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	path := healthyBillsLedger(t, clk)
+	db := mustOpenPath(t, path, WithNow(clk.now))
+	if _, err := db.RequestCancel(ctx, "h2", ""); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		after time.Duration
+		want  map[string]int
+	}{
+		{name: "cancel just requested", after: 59 * time.Minute, want: map[string]int{}},
+		{name: "cancel open over an hour", after: 61 * time.Minute, want: map[string]int{"cancel_stuck": 1}},
+		{name: "bills open past their expiry", after: BillConfirmWindow + BillOverdueMargin + time.Minute,
+			want: map[string]int{"cancel_stuck": 1, "bill_overdue": 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mustAuditFinds(t, clk.now().Add(tt.after), tt.want, path)
+		})
+	}
+}
