@@ -1,12 +1,15 @@
 GO ?= go
 
-.PHONY: build run test vet bench soak fuzz lint
+.PHONY: build run run-bills test vet bench soak fuzz lint
 
 build: ## the binaries, nats-server included
 	$(GO) build -o bin/ ./cmd/...
 
 run: build ## the whole pipeline on embedded defaults, ending with a summary and an audit
 	./scripts/run.sh
+
+run-bills: build ## the same on the transfer-bills product: confirmations, expiries, cancels
+	PRODUCT=bills ./scripts/run.sh
 
 vet:
 	$(GO) vet ./...

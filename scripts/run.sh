@@ -3,10 +3,16 @@
 # clock, a few faults) and a processor on embedded JetStream, publishes testdata/payouts.jsonl,
 # waits until every batch is final, prints a summary, audits the ledger and stops everything.
 # The ledger is left at .run/ledger.db.
+#
+# make run-bills (PRODUCT=bills): the same on the transfer-bills product: a merchant with
+# transfer bills, callbacks on (a fifth of them lost), simulated payees who confirm most bills,
+# decline or never confirm a few (those close as FAIL OVERDUE_CLOSE after a shortened 30 min),
+# and upstream cancels for some of the unconfirmed ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
 BIN=bin
+PRODUCT=${PRODUCT:-batches}
 rm -rf "$RUN"
 mkdir -p "$RUN"
 pids=()
@@ -29,10 +35,32 @@ wait_for() {
 # The merchant key must be 0600 (git does not keep modes).
 install -m 600 testdata/testvectors/merchant_TEST_ONLY_private_key.pem "$RUN/"
 
-echo "== starting the WeChat Pay sandbox (TEST-ONLY keys, 60x clock, 3% SYSTEM_ERROR, 3% commit-then-drop)"
+# free_port: a TCP port nothing listens on, for the callback listener (its URL goes into
+# every bill, so it is fixed before the processor starts).
+free_port() {
+	for port in $(seq 18088 18188); do
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "$port"
+			return 0
+		fi
+	done
+	echo "run: no free port in 18088..18188" >&2
+	return 1
+}
+
+product_flags=()
+CALLBACK_LISTEN=""
+NOTIFY_URL=""
+if [ "$PRODUCT" = bills ]; then
+	product_flags=(--product bills --bill-auto-confirm 20s --bill-confirm-timeout 30m --bill-close-lag 2m --notify-loss 0.2)
+	CALLBACK_LISTEN="127.0.0.1:$(free_port)"
+	NOTIFY_URL="http://$CALLBACK_LISTEN/wechatpay/notify"
+fi
+
+echo "== starting the WeChat Pay sandbox ($PRODUCT merchant, TEST-ONLY keys, 60x clock, 3% SYSTEM_ERROR, 3% commit-then-drop)"
 "$BIN/sandbox" --listen 127.0.0.1:0 --admin --speed 60 --seed 7 \
 	--system-error-rate 0.03 --drop-after-commit-rate 0.03 --not-found-lag 1s \
-	--no-password-limit 500000 --auto-confirm 30s \
+	--no-password-limit 500000 --auto-confirm 30s "${product_flags[@]}" \
 	--state "$RUN/sandbox-state.json" >"$RUN/sandbox.out" 2>"$RUN/sandbox.log" &
 pids+=($!)
 wait_for "$RUN/sandbox.out" 20
@@ -40,18 +68,31 @@ SANDBOX_URL=$(head -1 "$RUN/sandbox.out" | sed 's/.* on //')
 echo "   $SANDBOX_URL"
 
 echo "== starting the processor (embedded JetStream, ledger $RUN/ledger.db)"
-DATA_DIR=$RUN SANDBOX_URL=$SANDBOX_URL "$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
+DATA_DIR=$RUN SANDBOX_URL=$SANDBOX_URL PRODUCT=$PRODUCT CALLBACK_LISTEN=$CALLBACK_LISTEN NOTIFY_URL=$NOTIFY_URL \
+	"$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
 proc=$!
 pids+=($proc)
 wait_for "$RUN/nats.url" 30
 NATS_URL=$(cat "$RUN/nats.url")
 echo "   $NATS_URL"
 
-echo "== publishing testdata/payouts.jsonl"
-"$BIN/producer" publish --config configs/demo-producer.yaml --file testdata/payouts.jsonl --url "$NATS_URL" >"$RUN/producer.out" 2>"$RUN/producer.log"
+INPUT=testdata/payouts.jsonl
+if [ "$PRODUCT" = bills ]; then
+	INPUT=$RUN/bills.jsonl
+	echo "== generating $INPUT (transfer bills: scenes 1000 and 1005 with their report rows)"
+	"$BIN/producer" gen --product bills --count 2000 --seed 11 >"$INPUT"
+fi
+echo "== publishing $INPUT"
+"$BIN/producer" publish --config configs/demo-producer.yaml --product "$PRODUCT" --file "$INPUT" --url "$NATS_URL" >"$RUN/producer.out" 2>"$RUN/producer.log"
 cat "$RUN/producer.out"
 echo "   (invalid records are listed with their line numbers in $RUN/producer.log)"
 published=$(sed -n 's/^published \([0-9]*\).*/\1/p' "$RUN/producer.out")
+if [ "$PRODUCT" = bills ]; then
+	# Cancel every tenth payee who will never confirm, and one payout nobody knows.
+	mapfile -t cancel < <(grep '"openid":"noconfirm-' "$INPUT" | sed -n 's/.*"out_detail_no":"\([0-9A-Za-z]*\)".*/\1/p' | awk 'NR % 10 == 1')
+	echo "== cancelling ${#cancel[@]} unconfirmed payouts and one unknown (payouts.cancel.1900000001)"
+	"$BIN/producer" cancel --config configs/demo-producer.yaml --url "$NATS_URL" --mchid 1900000001 "${cancel[@]}" NOSUCHPAYOUT1 >>"$RUN/producer.out" 2>>"$RUN/producer.log"
+fi
 
 echo "== waiting until every batch and payout is final"
 "$BIN/processor" summary --ledger "$RUN/ledger.db" --wait 150s --expect "$published"

@@ -35,6 +35,7 @@ type Config struct {
 
 	Speed              float64                `yaml:"speed"`
 	AcceptDelay        time.Duration          `yaml:"accept-delay"`
+	BillAcceptDelay    time.Duration          `yaml:"bill-accept-delay"`
 	ProcessDelay       time.Duration          `yaml:"process-delay"`
 	NotFoundLag        time.Duration          `yaml:"not-found-lag"`
 	NoPasswordLimit    int64                  `yaml:"no-password-limit"`
@@ -78,7 +79,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:8090", SaveInterval: time.Second, LogLevel: "info",
 		MchID: o.MchID, MerchantSerial: o.MerchantSerial, PlatformKeyID: o.PlatformKeyID, APIv3Key: o.APIv3Key,
-		Speed: o.Speed, AcceptDelay: o.AcceptDelay, ProcessDelay: o.ProcessDelay, Balance: -1,
+		Speed: o.Speed, AcceptDelay: o.AcceptDelay, BillAcceptDelay: o.BillAcceptDelay, ProcessDelay: o.ProcessDelay, Balance: -1,
 		MinAmount: int64(o.MinAmount), RateLimit: o.RateLimit, BillRateLimit: o.BillRateLimit,
 		NotifyAttempts: o.NotifyAttempts, NotifyBackoff: o.NotifyBackoff, BillConfirmTimeout: o.BillConfirmTimeout,
 	}
@@ -102,6 +103,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AppID, "appid", c.AppID, "the only appid accepted (empty: any)")
 	fs.Float64Var(&c.Speed, "speed", c.Speed, "divides every sandbox delay; 1 is realistic, 100 suits tests")
 	fs.DurationVar(&c.AcceptDelay, "accept-delay", c.AcceptDelay, "how long a batch stays ACCEPTED (at speed 1)")
+	fs.DurationVar(&c.BillAcceptDelay, "bill-accept-delay", c.BillAcceptDelay, "how long a transfer bill stays ACCEPTED before WAIT_USER_CONFIRM (at speed 1)")
 	fs.DurationVar(&c.ProcessDelay, "process-delay", c.ProcessDelay, "how long a detail stays PROCESSING (at speed 1)")
 	fs.DurationVar(&c.NotFoundLag, "not-found-lag", c.NotFoundLag, "queries of younger batches answer 404 NOT_FOUND (at speed 1)")
 	fs.Int64Var(&c.NoPasswordLimit, "no-password-limit", c.NoPasswordLimit, "fen; larger details wait in WAIT_PAY for POST /sandbox/confirm (0: no limit)")
@@ -176,7 +178,7 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 			return o, &config.ConfigError{Field: "bill-scenes", Err: err}
 		}
 	}
-	o.Speed, o.AcceptDelay, o.ProcessDelay, o.NotFoundLag = c.Speed, c.AcceptDelay, c.ProcessDelay, c.NotFoundLag
+	o.Speed, o.AcceptDelay, o.BillAcceptDelay, o.ProcessDelay, o.NotFoundLag = c.Speed, c.AcceptDelay, c.BillAcceptDelay, c.ProcessDelay, c.NotFoundLag
 	o.NoPasswordLimit, o.AutoConfirm, o.WaitPayTimeout = wechatpay.Fen(c.NoPasswordLimit), c.AutoConfirm, c.WaitPayTimeout
 	o.BillAutoConfirm, o.MinAmount = c.BillAutoConfirm, wechatpay.Fen(c.MinAmount)
 	o.Product, o.BillConfirmTimeout, o.BillCloseLag = c.Product, c.BillConfirmTimeout, c.BillCloseLag

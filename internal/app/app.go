@@ -116,12 +116,17 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer pub.Close()
 
+	cancels, err := broker.EnsureCancels(ctx, js, topo, db.InstanceID(), cfg.WeChatPay.MchID)
+	if err != nil {
+		return fmt.Errorf("jetstream topology: %w", err)
+	}
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
 		Consumer: cons, Claims: claims.New(js, kv, db.InstanceID(), claims.WithLogger(log)), DB: db, API: api, Publisher: pub,
 		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
 		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
+		Cancels: cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"),
 	})
 	if err != nil {
 		return err

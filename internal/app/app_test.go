@@ -48,12 +48,13 @@ func testConfig(t *testing.T, srv *wechatpaytest.Server) Config {
 		BaseURL: srv.URL(), MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
 		PrivateKeyFile: keyPath, PublicKeyFile: testdata + "wechatpay_platform_TEST_ONLY_public_key.pem",
 		PublicKeyID: wechatpaytest.DefaultPlatformKeyID, APIv3Key: "TestOnlyAPIv3Key0123456789abcdef", Timeout: 2 * time.Second,
+		Product: pipeline.ProductBatches,
 	}
 	p := &cfg.Pipeline
 	p.Batching.MaxWait = 200 * time.Millisecond
-	p.Submit = pipeline.SubmitConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ParkedRetry: 500 * time.Millisecond, Workers: 8}
+	p.Submit = pipeline.SubmitConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ParkedRetry: 500 * time.Millisecond, Workers: 8, BillWorkers: 16}
 	p.Poll.FirstDelay, p.Poll.Interval, p.Poll.NotFoundGrace = 100*time.Millisecond, 200*time.Millisecond, 5*time.Second
-	p.RateLimit = pipeline.RateConfig{Create: 50, Query: 50, Detail: 50}
+	p.RateLimit = pipeline.RateConfig{Create: 50, Query: 50, Detail: 50, Cancel: 20}
 	p.Breaker = pipeline.BreakerConfig{Failures: 5, OpenTimeout: 500 * time.Millisecond}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func startProcessor(t *testing.T, cfg Config, logs io.Writer) *running {
 	r := &running{done: make(chan error, 1), stop: cancel}
 	go func() {
 		r.done <- Run(ctx, cfg, Options{
-			Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: testLogLevel()})),
 			Ready: func(url, _ string) { ready <- url },
 		})
 	}()
@@ -131,7 +132,8 @@ func checkFor(t *testing.T, limit, every time.Duration, cond func() (bool, strin
 
 // published is what a test sent: valid keys, which of them the sandbox fails, and invalid lines.
 type published struct {
-	valid   map[string]bool // out_detail_no → the sandbox fails it
+	valid   map[string]bool         // out_detail_no → the sandbox fails it
+	records map[string]synth.Record // the valid ones, by out_detail_no
 	invalid int
 }
 
@@ -143,7 +145,7 @@ func publish(t *testing.T, js jetstream.JetStream, o synth.Options, extra ...[]b
 		o.NameKey = nameKey()
 	}
 	ctx := context.Background()
-	got := published{valid: map[string]bool{}}
+	got := published{valid: map[string]bool{}, records: map[string]synth.Record{}}
 	var futures []jetstream.PubAckFuture
 	send := func(line []byte, id string) {
 		m := nats.NewMsg(payout.Subject(payout.DefaultSubjectPrefix, o.MchID))
@@ -160,6 +162,7 @@ func publish(t *testing.T, js jetstream.JetStream, o synth.Options, extra ...[]b
 	err := synth.Each(ctx, o, func(r synth.Record) error {
 		if r.Valid {
 			got.valid[r.Req.OutDetailNo] = r.Fails()
+			got.records[r.Req.OutDetailNo] = r
 			send(r.Line, r.Req.OutDetailNo)
 		} else {
 			got.invalid++
@@ -214,7 +217,7 @@ func waitFinal(t *testing.T, db *ledger.DB, n int, limit time.Duration) {
 }
 
 // finalStates are the payout states that never change again.
-var finalStates = []string{ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected, ledger.PayoutDuplicate}
+var finalStates = []string{ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected, ledger.PayoutDuplicate, ledger.PayoutCancelled}
 
 func TestRun_EndToEnd(t *testing.T) {
 	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNotFoundLag(100*time.Millisecond))
@@ -278,7 +281,7 @@ func TestRun_EndToEnd(t *testing.T) {
 			t.Fatalf("%d dead letters, want %d", len(msgs), sent.invalid)
 		}
 		for _, m := range msgs {
-			if m.Headers().Get(pipeline.HeaderReason) == "" {
+			if m.Headers().Get(payout.HeaderReason) == "" {
 				t.Errorf("dead letter on %s without a reason", m.Subject())
 			}
 		}
@@ -430,4 +433,13 @@ func drain(t *testing.T, js jetstream.JetStream, stream string, max int) []jetst
 		}
 	}
 	return out
+}
+
+// testLogLevel is WARN, or what PAYSTREAM_TEST_LOG says (debug, info) when debugging a test.
+func testLogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("PAYSTREAM_TEST_LOG"))); err != nil {
+		return slog.LevelWarn
+	}
+	return l
 }

@@ -38,10 +38,14 @@ type NATSConfig struct {
 
 // WeChatPayConfig holds the merchant's API identity. Secrets come from files or ${VARS}.
 type WeChatPayConfig struct {
-	BaseURL              string        `yaml:"base-url"`
-	BackupBaseURL        string        `yaml:"backup-base-url"`
-	MchID                string        `yaml:"mchid"`
-	SubMchIDs            []string      `yaml:"sub-mchids"` // partner rail: the sub-merchants this processor may pay for; empty: none
+	BaseURL       string   `yaml:"base-url"`
+	BackupBaseURL string   `yaml:"backup-base-url"`
+	MchID         string   `yaml:"mchid"`
+	SubMchIDs     []string `yaml:"sub-mchids"` // partner rail: the sub-merchants this processor may pay for; empty: none
+	// Product is what the merchant has: batches (the batch API, merchants from before
+	// 2025-01-15) or bills (transfer bills, every merchant since). It decides the rail of
+	// new requests and the default rate limits.
+	Product              string        `yaml:"product"`
 	MerchantSerialNo     string        `yaml:"merchant-serial-no"`
 	PrivateKeyFile       string        `yaml:"private-key-file"` // must be mode 0600
 	PublicKeyFile        string        `yaml:"wechatpay-public-key-file"`
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 		NATS:    NATSConfig{EmbeddedListen: "127.0.0.1:4222", Topology: broker.DefaultTopology()},
 		WeChatPay: WeChatPayConfig{
 			BaseURL: "https://api.mch.weixin.qq.com", BackupBaseURL: "https://api2.mch.weixin.qq.com", Timeout: 15 * time.Second,
+			Product: pipeline.ProductBatches,
 		},
 		Pipeline: pipeline.DefaultConfig(),
 		Callback: CallbackConfig{Path: "/wechatpay/notify"},
@@ -90,6 +95,10 @@ func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
 	}
 	if cfg.Ledger == "" {
 		cfg.Ledger = filepath.Join(cfg.DataDir, "ledger.db")
+	}
+	cfg.Pipeline.Product = cfg.WeChatPay.Product
+	if cfg.Pipeline.Product == pipeline.ProductBills && cfg.Pipeline.RateLimit == pipeline.DefaultConfig().RateLimit {
+		cfg.Pipeline.RateLimit = pipeline.BillsRates() // rate-limit untouched: the product's own limits
 	}
 	return cfg, cfg.Validate()
 }
@@ -110,6 +119,8 @@ func (c Config) Validate() error {
 		{t.Stream == "" || t.Consumer == "" || t.ResultsStream == "" || t.DeadLetterStream == "" || t.ClaimsBucket == "", "nats.topology", nil, "stream, consumer, results-stream, dead-letter-stream and claims-bucket are required"},
 		{!strings.HasSuffix(t.Subjects, ".>"), "nats.topology.subjects", t.Subjects, "must end in .>"},
 		{!strings.HasSuffix(t.ResultsSubjects, ".>"), "nats.topology.results-subjects", t.ResultsSubjects, "must end in .>"},
+		{!strings.HasSuffix(t.CancelSubjects, ".>"), "nats.topology.cancel-subjects", t.CancelSubjects, "must end in .>"},
+		{c.WeChatPay.Product != pipeline.ProductBatches && c.WeChatPay.Product != pipeline.ProductBills, "wechatpay.product", c.WeChatPay.Product, "batches (the batch API) or bills (transfer bills)"},
 		{t.AckWait < time.Second, "nats.topology.ack-wait", t.AckWait, "too short"},
 		{t.MaxDeliver != -1, "nats.topology.max-deliver", t.MaxDeliver, "must be -1: JetStream drops a request after max-deliver deliveries and tells no one; paystream dead-letters bad requests itself"},
 		{t.MaxAge < 7*24*time.Hour || t.MaxAge < 2*t.DuplicateWindow, "nats.topology.max-age", t.MaxAge, "≥ 7 days and ≥ twice the duplicate window: a request not taken in by then is lost"},
@@ -132,7 +143,7 @@ func (c Config) Validate() error {
 		{p.Poll.PageLimit < wechatpay.MinQueryLimit || p.Poll.PageLimit > wechatpay.MaxQueryLimit, "pipeline.poll.page-limit", p.Poll.PageLimit, "20..100 (spec §6)"},
 		{p.Amounts.Min < 1 || p.Amounts.Max < p.Amounts.Min, "pipeline.amounts", nil, "need 1 ≤ min ≤ max (fen)"},
 		{p.Submit.Workers < 1, "pipeline.submit.workers", p.Submit.Workers, "≥ 1"},
-		{p.RateLimit.Create <= 0 || p.RateLimit.Query <= 0 || p.RateLimit.Detail <= 0, "pipeline.rate-limit", p.RateLimit, "create, query and detail must be positive (requests/s: this replica's share of 50 per merchant and API)"},
+		{p.RateLimit.Create <= 0 || p.RateLimit.Query <= 0 || p.RateLimit.Detail <= 0 || p.RateLimit.Cancel <= 0, "pipeline.rate-limit", p.RateLimit, "create, query, detail and cancel must be positive (requests/s: this replica's share of the merchant's per-API limit)"},
 		{p.Submit.RetryMin <= 0 || p.Submit.RetryMax < p.Submit.RetryMin, "pipeline.submit", nil, "need 0 < retry-min ≤ retry-max"},
 		{p.Breaker.Failures < 1 || p.Breaker.OpenTimeout <= 0, "pipeline.breaker", nil, "failures ≥ 1 and open-timeout > 0"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},

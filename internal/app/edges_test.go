@@ -17,7 +17,6 @@ import (
 
 	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/natstest"
-	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/synth"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -65,7 +64,7 @@ func deadLetters(t *testing.T, js jetstream.JetStream, stream, class string, wan
 	checkFor(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		got = got[:0]
 		for _, m := range drain(t, js, stream, want+10) {
-			if class == "" || m.Headers().Get(pipeline.HeaderReasonClass) == class {
+			if class == "" || m.Headers().Get(payout.HeaderReasonClass) == class {
 				got = append(got, m)
 			}
 		}
@@ -111,13 +110,13 @@ func TestRun_PaysOnlyItsMerchant(t *testing.T) {
 	}
 	defer db.Close()
 	waitFinal(t, db, len(ours), time.Minute)
-	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, pipeline.ClassMisrouted, len(misrouted))
+	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, payout.ClassMisrouted, len(misrouted))
 	if got, want := len(dls), len(misrouted); got != want {
 		t.Fatalf("%d misrouted dead letters, want %d", got, want)
 	}
 	for _, m := range dls {
-		if !strings.Contains(m.Headers().Get(pipeline.HeaderReason), "mchid") {
-			t.Errorf("dead letter reason %q does not name the merchant", m.Headers().Get(pipeline.HeaderReason))
+		if !strings.Contains(m.Headers().Get(payout.HeaderReason), "mchid") {
+			t.Errorf("dead letter reason %q does not name the merchant", m.Headers().Get(payout.HeaderReason))
 		}
 	}
 	paid := srv.Paid()
@@ -172,8 +171,8 @@ func TestRun_PoisonDoesNotHarmNeighbours(t *testing.T) {
 			t.Errorf("%s paid %d times, want 1", key, paid[key])
 		}
 	}
-	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, pipeline.ClassInvalid, 1)
-	if got := dls[0].Headers().Get(pipeline.HeaderBody); !strings.HasPrefix(got, "truncated") {
+	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, payout.ClassInvalid, 1)
+	if got := dls[0].Headers().Get(payout.HeaderBody); !strings.HasPrefix(got, "truncated") {
 		t.Errorf("dead letter body note %q, want truncated", got)
 	}
 	if got, max := len(dls[0].Data()), payout.MaxMessageSize; got > max {
@@ -272,8 +271,8 @@ func TestRun_NoPlaintextNames(t *testing.T) {
 	if got := srv.Paid()["N1"]; got != 1 {
 		t.Fatalf("sealed-name payout paid %d times, want 1", got)
 	}
-	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, pipeline.ClassInvalid, 1)
-	if reason := dls[0].Headers().Get(pipeline.HeaderReason); !strings.Contains(reason, "user_name") {
+	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, payout.ClassInvalid, 1)
+	if reason := dls[0].Headers().Get(payout.HeaderReason); !strings.Contains(reason, "user_name") {
 		t.Errorf("dead letter reason %q does not name user_name", reason)
 	}
 	for _, m := range dls {
@@ -341,7 +340,7 @@ func TestRun_ConflictAcrossReplicas(t *testing.T) {
 	if dup, err := pub.Publish(context.Background(), first); err != nil || !dup {
 		t.Fatalf("an identical re-publish was not a duplicate: dup %v, %v", dup, err)
 	}
-	dls := deadLetters(t, b.js, cfgB.NATS.Topology.DeadLetterStream, pipeline.ClassConflict, 1)
+	dls := deadLetters(t, b.js, cfgB.NATS.Topology.DeadLetterStream, payout.ClassConflict, 1)
 	if got := len(dls); got != 1 {
 		t.Fatalf("%d conflict dead letters, want 1", got)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/paystream/paystream/internal/app"
 	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/synth"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -105,6 +106,7 @@ func (e *env) processorConfig(dataDir, baseURL string) app.Config {
 		BaseURL: baseURL, MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
 		PrivateKeyFile: e.keys.merchant, PublicKeyFile: e.keys.platform, PublicKeyID: wechatpaytest.DefaultPlatformKeyID,
 		APIv3Key: wechatpaytest.DefaultAPIv3Key, Timeout: 15 * time.Second,
+		Product: pipeline.ProductBatches,
 	}
 	cfg.Log.Level = "warn"
 	return cfg

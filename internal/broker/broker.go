@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,6 +24,7 @@ import (
 type Topology struct {
 	Stream          string        `yaml:"stream"`           // payout requests
 	Subjects        string        `yaml:"subjects"`         // e.g. payouts.requests.>
+	CancelSubjects  string        `yaml:"cancel-subjects"`  // upstream cancels, in the same stream: payouts.cancel.>
 	DuplicateWindow time.Duration `yaml:"duplicate-window"` // Nats-Msg-Id dedup window
 	// MaxAge is how long a request rests in the stream. Processors take a request in (ledger
 	// commit, then ack) within seconds; the age bounds what rests (ciphertext names, openids)
@@ -52,6 +54,7 @@ func DefaultTopology() Topology {
 	return Topology{
 		Stream:            "PAYOUTS",
 		Subjects:          "payouts.requests.>",
+		CancelSubjects:    "payouts.cancel.>",
 		DuplicateWindow:   24 * time.Hour,
 		MaxAge:            30 * 24 * time.Hour,
 		Replicas:          1,
@@ -75,7 +78,7 @@ func DefaultTopology() Topology {
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, jetstream.KeyValue, error) {
 	streams := []jetstream.StreamConfig{
 		{
-			Name: t.Stream, Subjects: []string{t.Subjects}, Storage: jetstream.FileStorage,
+			Name: t.Stream, Subjects: []string{t.Subjects, t.CancelSubjects}, Storage: jetstream.FileStorage,
 			Duplicates: t.DuplicateWindow, Replicas: t.Replicas, Retention: jetstream.LimitsPolicy,
 			MaxMsgSize: 1 << 20, MaxAge: t.MaxAge,
 		},
@@ -113,6 +116,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		return nil, nil, fmt.Errorf("claims bucket %s: %w", t.ClaimsBucket, err)
 	}
 	return cons, kv, nil
+}
+
+// EnsureCancels creates or updates instance's own durable consumer of the cancels for
+// merchant mchID (subject <cancel prefix>.<mchid>). Every replica has one, so every replica
+// sees every cancel: only the one whose ledger holds the payout can act on it. Call it after
+// Ensure.
+func EnsureCancels(ctx context.Context, js jetstream.JetStream, t Topology, instance, mchID string) (jetstream.Consumer, error) {
+	name := "cancels-" + instance
+	cons, err := js.CreateOrUpdateConsumer(ctx, t.Stream, jetstream.ConsumerConfig{
+		Durable:       name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		MaxDeliver:    t.MaxDeliver,
+		FilterSubject: strings.TrimSuffix(t.CancelSubjects, ">") + mchID,
+		Replicas:      t.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return cons, nil
 }
 
 // Conn is how to reach NATS. With URL empty the caller runs an embedded server.

@@ -147,6 +147,18 @@ func (s *Store) Instance() string { return s.instance }
 // and whose owner Claim then learned by resolving them.
 func (s *Store) Resolved() int64 { return s.resolved.Load() }
 
+// Owner reads who owns key, without claiming it: ok is false when nobody does.
+func (s *Store) Owner(ctx context.Context, key string) (o Owner, ok bool, err error) {
+	e, err := s.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return Owner{}, false, nil
+	case err != nil:
+		return Owner{}, false, fmt.Errorf("claim owner of %s: %w", key, err)
+	}
+	return parse(e.Value()), true, nil
+}
+
 // Claim tries to claim every item for this instance and returns, for each item in order, its
 // owner: this instance when it won (now or earlier), another instance when that one owns it.
 //

@@ -157,6 +157,20 @@ func TestStore_Claim(t *testing.T) {
 		}
 	})
 
+	t.Run("Owner reads a claim without making one", func(t *testing.T) {
+		o, ok, err := b.Owner(ctx, its[0].Key)
+		if err != nil || !ok || o.Instance != "instanceA" || o.Conflicts(its[0].Digest) {
+			t.Fatalf("Owner(%s) = %+v, %v, %v; want instanceA with its digest", its[0].Key, o, ok, err)
+		}
+		free := Key("1900000001", "NOBODY")
+		if _, ok, err := b.Owner(ctx, free); err != nil || ok {
+			t.Fatalf("Owner(unclaimed) ok = %v, err = %v; want false, nil", ok, err)
+		}
+		if owners, err := a.Claim(ctx, []Item{{Key: free, Digest: digestOf(free)}}); err != nil || owners[0].Instance != "instanceA" {
+			t.Fatalf("after Owner, Claim(%s) = %v, %v; want instanceA (Owner must not claim)", free, owners, err)
+		}
+	})
+
 	if got, want := a.Resolved()+b.Resolved(), int64(0); got != want {
 		t.Fatalf("Resolved = %d, want %d with no faults", got, want)
 	}

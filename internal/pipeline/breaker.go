@@ -18,8 +18,9 @@ type BreakerConfig struct {
 }
 
 // newBreaker wraps calls in a gobreaker that trips only on ambiguous outcomes (transport
-// errors, 5xx, SYSTEM_ERROR, 429, forged 2xx). Business rejections and NOT_FOUND count as
-// successes for the breaker (the API answered); cancellation is ignored. While open, calls
+// errors, 5xx, SYSTEM_ERROR, 429, forged 2xx). Business rejections, NOT_FOUND and a bill
+// create's ALREADY_EXISTS count as successes for the breaker (the API answered); cancellation
+// is ignored. While open, calls
 // fail with gobreaker.ErrOpenState before anything is sent.
 func newBreaker[T any](name string, c BreakerConfig, log *slog.Logger) *gobreaker.CircuitBreaker[T] {
 	return gobreaker.NewCircuitBreaker[T](gobreaker.Settings{
@@ -30,7 +31,7 @@ func newBreaker[T any](name string, c BreakerConfig, log *slog.Logger) *gobreake
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			log.Warn("circuit breaker", "name", name, "from", from.String(), "to", to.String())
 		},
-		IsSuccessful: func(err error) bool { return !wechatpay.Ambiguous(err) },
+		IsSuccessful: func(err error) bool { return !wechatpay.Ambiguous(err) || errors.Is(err, wechatpay.ErrAlreadyExists) },
 		IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
 	})
 }

@@ -10,28 +10,60 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// callbackHandler serves WeChat Pay batch notifications (spec §4). The client verifies and
-// decrypts them; this feeds them to the ledger as hints: the status moves the batch's one
+// callbackHandler serves WeChat Pay notifications (spec §4) for both products. The client
+// verifies and decrypts them; this feeds them to the ledger as hints: the state moves one
 // monotonic state machine forward (a stale one changes nothing), a notification id seen
-// before is a no-op, and the batch's next query is brought forward so its details are paged
-// from a verified query (spec §10 rule 9). No network I/O happens inside the 5 s WeChat allows.
+// before is a no-op. A batch's next query is brought forward so its details are paged from
+// a verified query (spec §10 rule 9); a bill's final state is applied as it comes, its
+// amount and merchant checked against the ledger first. No network I/O happens inside the
+// 5 s WeChat allows.
 func callbackHandler(api *wechatpay.Client, db *ledger.DB, wake func()) http.Handler {
 	return api.NotificationHandler(func(ctx context.Context, n *wechatpay.Notification, plaintext []byte) error {
-		if n.EventType != wechatpay.EventBatchFinished && n.EventType != wechatpay.EventBatchClosed {
+		var err error
+		switch n.EventType {
+		case wechatpay.EventBatchFinished, wechatpay.EventBatchClosed:
+			err = batchCallback(ctx, db, n, plaintext)
+		case wechatpay.EventBillFinished:
+			err = billCallback(ctx, db, n, plaintext)
+		default:
 			return nil // not ours to act on; acknowledged so it is not retried
 		}
-		var res wechatpay.BatchFinishedResource
-		if err := json.Unmarshal(plaintext, &res); err != nil {
-			return fmt.Errorf("batch resource: %w", err)
-		}
-		err := db.ApplyCallback(ctx, n.ID, res.OutBatchNo, ledger.BatchStatus{
-			BatchID: res.BatchID, Status: res.BatchStatus, CloseReason: res.CloseReason,
-			SuccessAmount: int64(res.SuccessAmount), FailAmount: int64(res.FailAmount), SuccessNum: res.SuccessNum, FailNum: res.FailNum,
-		})
 		if err != nil {
 			return err
 		}
 		wake()
 		return nil
+	})
+}
+
+func batchCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) error {
+	var res wechatpay.BatchFinishedResource
+	if err := json.Unmarshal(plaintext, &res); err != nil {
+		return fmt.Errorf("batch resource: %w", err)
+	}
+	return db.ApplyCallback(ctx, n.ID, res.OutBatchNo, ledger.BatchStatus{
+		BatchID: res.BatchID, Status: res.BatchStatus, CloseReason: res.CloseReason,
+		SuccessAmount: int64(res.SuccessAmount), FailAmount: int64(res.FailAmount), SuccessNum: res.SuccessNum, FailNum: res.FailNum,
+	})
+}
+
+func billCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) error {
+	var res wechatpay.BillFinishedResource
+	if err := json.Unmarshal(plaintext, &res); err != nil {
+		return fmt.Errorf("bill resource: %w", err)
+	}
+	bl, err := db.Bill(ctx, res.OutBillNo) // unknown here: answered 5xx, so WeChat tries again
+	switch {
+	case err != nil:
+		return err
+	case res.MchID != "" && res.MchID != bl.MchID, int64(res.TransferAmount) != bl.Amount:
+		// Verified, yet not what we sent: a human looks; the query sweep decides.
+		return fmt.Errorf("bill %s: notification says mchid %s amount %d, the ledger %s amount %d",
+			res.OutBillNo, res.MchID, res.TransferAmount, bl.MchID, bl.Amount)
+	case res.State == wechatpay.BillFail && res.FailReason == "":
+		return nil // a FAIL is applied with its reason only: the query sweep brings it
+	}
+	return db.ApplyBillCallback(ctx, n.ID, res.OutBillNo, ledger.BillState{
+		State: res.State, TransferBillNo: res.TransferBillNo, FailReason: res.FailReason, CreateTime: parseTime(res.CreateTime),
 	})
 }

@@ -11,27 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Headers of dead-lettered messages.
-const (
-	HeaderReason        = "Paystream-Reason"          // why the message was refused, safe to log
-	HeaderReasonClass   = "Paystream-Reason-Class"    // one of the Class… constants
-	HeaderOrigSubject   = "Paystream-Orig-Subject"    // where it was published
-	HeaderOrigStreamSeq = "Paystream-Orig-Stream-Seq" // its sequence in the payouts stream
-	HeaderDeliveries    = "Paystream-Deliveries"      // how many times JetStream had delivered it
-	// HeaderBody says what was done to the body: absent when it is the original bytes,
-	// otherwise e.g. "user_name removed", "truncated: 1048476 bytes, first 65536 kept" or
-	// "withheld: …". The original stays in the payouts stream at HeaderOrigStreamSeq until
-	// that stream's max-age.
-	HeaderBody = "Paystream-Body"
-)
-
-// Dead-letter classes: the last token of the dead-letter subject.
-const (
-	ClassInvalid   = "invalid"   // not a valid payout request
-	ClassConflict  = "conflict"  // its out_detail_no was already received with other content
-	ClassMisrouted = "misrouted" // not for a merchant (or sub-merchant) this processor pays for
+	"github.com/paystream/paystream/pkg/payout"
 )
 
 // maxReasonLen bounds the reason header, so a dead letter's headers stay small.
@@ -44,7 +24,7 @@ const maxReasonLen = 1024
 //
 // A dead letter always fits and never holds a real name in plain text: the body is the
 // original without a top-level user_name, truncated to maxBody bytes; a body that cannot
-// be parsed and may hold a name is withheld (HeaderBody says which).
+// be parsed and may hold a name is withheld (payout.HeaderBody says which).
 type deadLetters struct {
 	pub     message.Publisher
 	subject string
@@ -74,13 +54,13 @@ func (d *deadLetters) publish(ctx context.Context, stream, seq, subject string, 
 	body, note := deadLetterBody(data, d.maxBody)
 	wm := message.NewMessage("dl-"+stream+"-"+seq, body)
 	wm.SetContext(ctx)
-	wm.Metadata.Set(HeaderReason, truncate(reason, maxReasonLen))
-	wm.Metadata.Set(HeaderReasonClass, class)
-	wm.Metadata.Set(HeaderOrigSubject, truncate(subject, 256))
-	wm.Metadata.Set(HeaderOrigStreamSeq, seq)
-	wm.Metadata.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	wm.Metadata.Set(payout.HeaderReason, truncate(reason, maxReasonLen))
+	wm.Metadata.Set(payout.HeaderReasonClass, class)
+	wm.Metadata.Set(payout.HeaderOrigSubject, truncate(subject, 256))
+	wm.Metadata.Set(payout.HeaderOrigStreamSeq, seq)
+	wm.Metadata.Set(payout.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
 	if note != "" {
-		wm.Metadata.Set(HeaderBody, note)
+		wm.Metadata.Set(payout.HeaderBody, note)
 	}
 	if err := d.pub.Publish(d.subject+"."+class, wm); err != nil {
 		return fmt.Errorf("dead letter %s seq %s: %w", class, seq, err)

@@ -22,6 +22,7 @@ type SubmitConfig struct {
 	RetryMax    time.Duration `yaml:"retry-max"`    // backoff cap
 	ParkedRetry time.Duration `yaml:"parked-retry"` // wait after a rejection an operator must fix
 	Workers     int           `yaml:"workers"`      // batches handled at once
+	BillWorkers int           `yaml:"bill-workers"` // bills of one batch handled at once (transfer bills)
 }
 
 // PollConfig sets how accepted batches are followed (spec §6, §10 rule 7).
@@ -31,14 +32,21 @@ type PollConfig struct {
 	NotFoundGrace time.Duration `yaml:"not-found-grace"` // NOT_FOUND this long after a create is "still accepting"
 	PageLimit     int           `yaml:"page-limit"`      // details per page, 20..100
 	Horizon       time.Duration `yaml:"horizon"`         // warn when a batch is not final this long after acceptance
+	// Transfer bills are followed by callbacks; queries sweep for what callbacks missed,
+	// spaced by half a bill's age between BillSweep and BillSweepMax (with no notify-url,
+	// between Interval and BillSweepMax).
+	BillSweep    time.Duration `yaml:"bill-sweep"`
+	BillSweepMax time.Duration `yaml:"bill-sweep-max"`
 }
 
 // RateConfig is this replica's share of the merchant's per-API quota, in requests/s. WeChat
-// limits each batch API on its own (spec §6: 50 QPS per merchant for each).
+// limits each API on its own (spec §6: 50 QPS per merchant for each batch API; spec §8.2:
+// 100/s for bill creates and queries, 20/s for cancels).
 type RateConfig struct {
-	Create float64 `yaml:"create"` // POST /v3/transfer/batches
-	Query  float64 `yaml:"query"`  // batch by out_batch_no, with its detail pages
-	Detail float64 `yaml:"detail"` // one detail by out_detail_no: the fail_reason of each FAIL
+	Create float64 `yaml:"create"` // POST /v3/transfer/batches, or a transfer bill create
+	Query  float64 `yaml:"query"`  // batch by out_batch_no with its detail pages, or a bill by out_bill_no
+	Detail float64 `yaml:"detail"` // one detail by out_detail_no: the fail_reason of each FAIL (batch API)
+	Cancel float64 `yaml:"cancel"` // a transfer bill cancel
 }
 
 // driver moves every sealed batch to its end: it submits SEALED batches (replaying the

@@ -56,6 +56,7 @@ type intake struct {
 	db       *ledger.DB
 	claims   *claims.Store
 	limits   payout.Limits
+	product  string // ProductBatches or ProductBills: decides the rail
 	merchant Merchant
 	prefix   string // requests are published to <prefix>.<mchid>
 	serial   string // the WeChat Pay key id every user_name_cipher must be made with
@@ -209,21 +210,30 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 		if md.NumDelivered >= redeliveryAlarm && md.NumDelivered%redeliveryAlarm == 0 {
 			in.log.Error("payout request delivered many times", "stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered)
 		}
-		req, err := payout.DecodeAndValidate(m.Data(), in.limits)
+		req, err := payout.Decode(m.Data())
+		rail := in.railOf(&req)
+		if err == nil {
+			err = req.ValidateFor(rail, in.limits)
+		}
 		if err != nil {
-			in.refuse(ctx, m, ClassInvalid, err.Error())
+			in.refuse(ctx, m, payout.ClassInvalid, err.Error())
 			continue
 		}
 		if reason := in.merchant.refuse(in.prefix, m.Subject(), &req); reason != "" {
-			in.refuse(ctx, m, ClassMisrouted, reason)
+			in.refuse(ctx, m, payout.ClassMisrouted, reason)
 			continue
 		}
 		if req.UserNameCipher != "" && req.WechatpaySerial != in.serial {
-			in.refuse(ctx, m, ClassInvalid, fmt.Sprintf("user_name_cipher was made with WeChat Pay key %s; this processor sends with %s", req.WechatpaySerial, in.serial))
+			in.refuse(ctx, m, payout.ClassInvalid, fmt.Sprintf("user_name_cipher was made with WeChat Pay key %s; this processor sends with %s", req.WechatpaySerial, in.serial))
 			continue
 		}
 		c.ok = append(c.ok, accepted{msg: m, req: req})
-		c.rows = append(c.rows, in.row(md, &req))
+		row, err := in.row(md, rail, &req)
+		if err != nil {
+			in.refuse(ctx, m, payout.ClassInvalid, err.Error())
+			continue
+		}
+		c.rows = append(c.rows, row)
 	}
 	if len(c.rows) == 0 {
 		return c, nil
@@ -235,7 +245,7 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 	for i, r := range results {
 		if r.Status == ledger.Conflict {
 			// Recorded in the ledger's conflicts table; nothing was overwritten.
-			in.refuse(ctx, c.ok[i].msg, ClassConflict, "out_detail_no was already received with different content")
+			in.refuse(ctx, c.ok[i].msg, payout.ClassConflict, "out_detail_no was already received with different content")
 			c.ok[i].msg = nil
 		}
 	}
@@ -341,7 +351,7 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 		if conflict {
 			in.log.Error("conflicting payout: another processor owns this key with other content", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
 			if msgs != nil && msgs[i] != nil {
-				in.refuse(ctx, msgs[i], ClassConflict, "out_detail_no was already received, by processor "+o.Instance+", with different content")
+				in.refuse(ctx, msgs[i], payout.ClassConflict, "out_detail_no was already received, by processor "+o.Instance+", with different content")
 				msgs[i] = nil
 			}
 		} else {
@@ -416,11 +426,21 @@ func seqsOf(ps []ledger.Payout) []int64 {
 	return seqs
 }
 
+// railOf is the rail a request is paid on: the product this processor's merchant has
+// decides (transfer bills take every request); on the batch API, sub_mchid picks the
+// partner rail.
+func (in *intake) railOf(r *payout.Request) string {
+	if in.product == ProductBills {
+		return payout.RailBills
+	}
+	return r.Rail()
+}
+
 // row turns a validated request into its ledger row. user_name arrives encrypted (the
 // producer seals it with WeChat Pay's public key; plaintext is refused by validation), so
 // only ciphertext is stored. The content hash is keyed and never covers the name.
-func (in *intake) row(md *jetstream.MsgMetadata, r *payout.Request) ledger.Payout {
-	return ledger.Payout{
+func (in *intake) row(md *jetstream.MsgMetadata, rail string, r *payout.Request) (ledger.Payout, error) {
+	p := ledger.Payout{
 		OutDetailNo:    r.OutDetailNo,
 		MchID:          r.MchID,
 		AppID:          r.AppID,
@@ -428,14 +448,22 @@ func (in *intake) row(md *jetstream.MsgMetadata, r *payout.Request) ledger.Payou
 		OpenID:         r.OpenID,
 		Remark:         r.Remark,
 		SceneID:        r.SceneID,
-		Rail:           r.Rail(),
-		GroupKey:       batching.GroupKey(r),
+		Rail:           rail,
+		GroupKey:       batching.GroupKeyFor(rail, r),
 		Amount:         r.Amount,
 		UserNameCipher: r.UserNameCipher,
 		ContentHash:    in.contentHash(r),
 		StreamSeq:      md.Sequence.Stream,
 		ReceivedAt:     md.Timestamp,
 	}
+	if rail == payout.RailBills {
+		bi, err := newBillInfo(r)
+		if err != nil {
+			return ledger.Payout{}, fmt.Errorf("bill fields: %w", err)
+		}
+		p.BillInfo = bi
+	}
+	return p, nil
 }
 
 // contentHash is an HMAC over payout.Request.AppendContent: every field that decides what is

@@ -33,13 +33,37 @@ type Config struct {
 	Poll      PollConfig     `yaml:"poll"`
 	RateLimit RateConfig     `yaml:"rate-limit"`
 	Breaker   BreakerConfig  `yaml:"breaker"`
-	NotifyURL string         `yaml:"notify-url"` // sent in each batch; empty: no callbacks
+	NotifyURL string         `yaml:"notify-url"` // sent in each batch or bill; empty: no callbacks
+	// Product is the WeChat Pay product the merchant has, which decides the rail of every
+	// new request: ProductBatches (the batch API, direct or partner) or ProductBills
+	// (transfer bills; every merchant since 2025-01-15). Batches already sealed are driven
+	// to their end whatever it says. The processor's config sets it as wechatpay.product.
+	Product string `yaml:"-"`
+	// BillScenes is, per transfer_scene_id, what a bill must report (spec §8.2); empty: the
+	// defaults of payout.DefaultBillScenes. Fixing a refused body changes it, so intake
+	// checks requests against it.
+	BillScenes map[string]SceneConfig `yaml:"bill-scenes"`
+}
+
+// Products (Config.Product).
+const (
+	ProductBatches = "batches"
+	ProductBills   = "bills"
+)
+
+// SceneConfig is one transfer scene's report rules: the info_type of every
+// transfer_scene_report_infos row it needs (each exactly once), and the
+// user_recv_perception values it allows.
+type SceneConfig struct {
+	ReportInfos []string `yaml:"report-infos"`
+	Perceptions []string `yaml:"perceptions"`
 }
 
 // BatchingConfig is how payouts are grouped (pkg/batching).
 type BatchingConfig struct {
 	CapDirect      int           `yaml:"cap-direct"`       // ≤ 1000 (spec §5)
 	CapPartner     int           `yaml:"cap-partner"`      // ≤ 3000 (spec §7)
+	CapBills       int           `yaml:"cap-bills"`        // bills sealed together, ≤ 1000
 	MaxWait        time.Duration `yaml:"max-wait"`         // seal a group when its oldest payout waited this long
 	MaxBatchAmount int64         `yaml:"max-batch-amount"` // fen; 0 = no limit
 	NameTemplate   string        `yaml:"name-template"`
@@ -57,14 +81,32 @@ func DefaultConfig() Config {
 	lim := payout.DefaultLimits()
 	return Config{
 		Intake:   IntakeConfig{FetchBatch: 1000, FetchMaxWait: 200 * time.Millisecond, SweepEvery: 30 * time.Second, RetryDelay: 30 * time.Second},
-		Batching: BatchingConfig{CapDirect: wechatpay.MaxDetailsDirect, CapPartner: wechatpay.MaxDetailsPartner, MaxWait: 30 * time.Second},
+		Batching: BatchingConfig{CapDirect: wechatpay.MaxDetailsDirect, CapPartner: wechatpay.MaxDetailsPartner, CapBills: ledger.MaxDetailsBills, MaxWait: 30 * time.Second},
 		Amounts:  AmountConfig{Min: lim.MinAmount, Max: lim.MaxAmount},
-		Submit:   SubmitConfig{RetryMin: time.Second, RetryMax: 5 * time.Minute, ParkedRetry: 10 * time.Minute, Workers: 8},
+		Submit:   SubmitConfig{RetryMin: time.Second, RetryMax: 5 * time.Minute, ParkedRetry: 10 * time.Minute, Workers: 8, BillWorkers: 16},
 		Poll: PollConfig{FirstDelay: time.Minute, Interval: time.Minute, NotFoundGrace: 10 * time.Minute,
-			PageLimit: wechatpay.MaxQueryLimit, Horizon: 25 * 24 * time.Hour},
-		RateLimit: RateConfig{Create: 45, Query: 45, Detail: 45}, // under 50 QPS per merchant and API (spec §6), with a margin
+			PageLimit: wechatpay.MaxQueryLimit, Horizon: 25 * 24 * time.Hour, BillSweep: 10 * time.Minute, BillSweepMax: time.Hour},
+		RateLimit: RateConfig{Create: 45, Query: 45, Detail: 45, Cancel: 18}, // under 50 QPS per merchant and API (spec §6), with a margin
 		Breaker:   BreakerConfig{Failures: 5, OpenTimeout: 30 * time.Second},
+		Product:   ProductBatches,
 	}
+}
+
+// BillsRates are rate limits for a merchant on transfer bills: under its 100/s create and
+// query limits and 20/s cancel limit (spec §8.2), with a margin. The caller divides them
+// among replicas.
+func BillsRates() RateConfig { return RateConfig{Create: 90, Query: 90, Detail: 90, Cancel: 18} }
+
+// billScenes turns the configured scene table into validation limits.
+func billScenes(cfg map[string]SceneConfig) map[string]payout.BillScene {
+	if len(cfg) == 0 {
+		return payout.DefaultBillScenes()
+	}
+	out := make(map[string]payout.BillScene, len(cfg))
+	for id, c := range cfg {
+		out[id] = payout.BillScene{ReportInfos: c.ReportInfos, Perceptions: c.Perceptions}
+	}
+	return out
 }
 
 // Deps are the things the pipeline runs on; the caller owns and closes them.
@@ -79,9 +121,13 @@ type Deps struct {
 	MaxDeadLetterBody int               // bytes of a refused request a dead letter keeps, to fit the server's max payload; default payout.MaxMessageSize
 	Merchant          Merchant          // whom this processor pays for (required); anything else is dead-lettered
 	ResultsPrefix     string            // e.g. payouts.results
-	HashKey           []byte            // keys the content hash of requests
-	Now               func() time.Time
-	Log               *slog.Logger
+	// Cancels is this replica's own durable consumer of upstream cancels (CancelPrefix.<mchid>);
+	// nil: cancels are not taken.
+	Cancels      jetstream.Consumer
+	CancelPrefix string // default payout.CancelPrefix
+	HashKey      []byte // keys the content hash of requests
+	Now          func() time.Time
+	Log          *slog.Logger
 }
 
 // Pipeline is one processor replica.
@@ -90,6 +136,7 @@ type Pipeline struct {
 	sealer   *sealer
 	driver   *driver
 	outcomes *outcomes
+	cancels  *cancels // nil without Deps.Cancels
 	cb       http.Handler
 }
 
@@ -107,11 +154,20 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 || cfg.Intake.SweepEvery <= 0 || cfg.Intake.RetryDelay < 0 {
 		return nil, errors.New("submit workers, fetch batch, retry-min and sweep-every must be positive, retry-delay not negative")
 	}
+	if cfg.Product != ProductBatches && cfg.Product != ProductBills {
+		return nil, fmt.Errorf("product %q: want %s or %s", cfg.Product, ProductBatches, ProductBills)
+	}
+	if cfg.Submit.BillWorkers < 1 || cfg.Poll.BillSweep <= 0 || cfg.Poll.BillSweepMax < cfg.Poll.BillSweep {
+		return nil, errors.New("bill workers and bill sweep must be positive, bill-sweep-max at least bill-sweep")
+	}
 	if d.Merchant.MchID == "" {
 		return nil, errors.New("the merchant to pay for is required")
 	}
 	if d.RequestPrefix == "" {
 		d.RequestPrefix = payout.DefaultSubjectPrefix
+	}
+	if d.CancelPrefix == "" {
+		d.CancelPrefix = payout.CancelPrefix
 	}
 	if d.MaxDeadLetterBody < 1 {
 		d.MaxDeadLetterBody = payout.MaxMessageSize
@@ -124,7 +180,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("batch name templates: %w", err)
 	}
 	b, err := batching.New(batching.Config{
-		InstanceID: d.DB.InstanceID(), CapDirect: cfg.Batching.CapDirect, CapPartner: cfg.Batching.CapPartner,
+		InstanceID: d.DB.InstanceID(), CapDirect: cfg.Batching.CapDirect, CapPartner: cfg.Batching.CapPartner, CapBills: cfg.Batching.CapBills,
 		MaxWait: cfg.Batching.MaxWait, MaxBatchAmount: cfg.Batching.MaxBatchAmount,
 	})
 	if err != nil {
@@ -133,6 +189,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	lim := payout.DefaultLimits()
 	lim.MinAmount, lim.MaxAmount = cfg.Amounts.Min, cfg.Amounts.Max
 	lim.EncryptedNamesOnly = true // rule 5: a plaintext name must not even travel
+	lim.BillScenes = billScenes(cfg.BillScenes)
 
 	wakeDriver := make(chan struct{}, 1)
 	wakeOutcomes := make(chan struct{}, 1)
@@ -148,7 +205,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	pending := newPendingSet()
 	p := &Pipeline{
 		intake: &intake{
-			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, merchant: d.Merchant,
+			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
 		},
@@ -159,15 +216,24 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		driver: &driver{
 			submit: cfg.Submit, poll: cfg.Poll, db: d.DB, api: d.API,
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
-			detail: newThrottle(cfg.RateLimit.Detail, d.Now),
-			wake:   wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
+			detail: newThrottle(cfg.RateLimit.Detail, d.Now), cancel: newThrottle(cfg.RateLimit.Cancel, d.Now),
+			wake: wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log},
 		cb:       callbackHandler(d.API, d.DB, poke(wakeDriver)),
 	}
+	// Every rail is driven, whatever the product: batches sealed before a product change
+	// are followed to their end.
 	batches := newBatchRail(p.driver, names, cfg.NotifyURL, cfg.Breaker)
-	rails := map[string]rail{payout.RailDirect: batches, payout.RailPartner: batches}
+	rails := map[string]rail{payout.RailDirect: batches, payout.RailPartner: batches,
+		payout.RailBills: newBillRail(p.driver, cfg.NotifyURL, cfg.Breaker)}
 	p.sealer.rails, p.driver.rails = rails, rails
+	if d.Cancels != nil {
+		p.cancels = &cancels{
+			cons: d.Cancels, requests: d.Consumer, db: d.DB, claims: d.Claims, mchID: d.Merchant.MchID, prefix: d.CancelPrefix, pub: d.Publisher,
+			results: d.ResultsPrefix, retry: max(cfg.Intake.RetryDelay, time.Second), recorded: poke(wakeDriver), now: d.Now, log: d.Log,
+		}
+	}
 	return p, nil
 }
 
@@ -185,7 +251,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	for _, stage := range []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run} {
+	stages := []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run}
+	if p.cancels != nil {
+		stages = append(stages, p.cancels.run)
+	}
+	for _, stage := range stages {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

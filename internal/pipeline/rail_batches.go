@@ -117,28 +117,31 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 		d.create.Slow()
 	}
 	r := ledger.SubmitResult{ErrorCode: code}
-	switch class {
-	case wechatpay.ClassOK:
+	switch {
+	case class == wechatpay.ClassOK:
 		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.Status
 		r.NextAt = now.Add(d.poll.FirstDelay)
 		d.log.Info("batch accepted", "out_batch_no", b.OutBatchNo, "batch_id", res.BatchID, "attempt", b.Attempts+1)
-	case wechatpay.ClassRejected:
+	case class == wechatpay.ClassRejected && b.Attempts == 0:
 		r.Outcome = ledger.SubmitRejected
-		d.log.Error("batch rejected", "out_batch_no", b.OutBatchNo, "code", code)
-	case wechatpay.ClassBlocked:
-		if code == wechatpay.ErrInvalidRequest.Code {
-			// Also WeChat's "this number exists with other content" (spec §5): if the batch
-			// exists under our number, it is ours (the body is frozen) and it was accepted.
+		d.log.Error("batch rejected: nothing was paid", "out_batch_no", b.OutBatchNo, "code", code)
+	case class == wechatpay.ClassRejected, class == wechatpay.ClassBlocked:
+		// A refusal after an earlier attempt whose outcome was unknown does not prove that
+		// attempt failed: WeChat may hold the batch (rule 3). INVALID_REQUEST is also
+		// WeChat's "this number exists with other content" (spec §5). Either way, if the
+		// batch exists under our number, it is ours (the body is frozen) and was accepted.
+		if b.Attempts > 0 || code == wechatpay.ErrInvalidRequest.Code {
 			if q, qerr := d.queryBatch(ctx, b, wechatpay.BatchQuery{}); qerr == nil {
 				r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, q.Batch.BatchID, q.Batch.BatchStatus
 				r.NextAt = now.Add(d.poll.FirstDelay)
-				d.log.Warn("create answered INVALID_REQUEST but the batch exists: following it", "out_batch_no", b.OutBatchNo)
+				d.log.Warn("create refused but the batch exists: following it", "out_batch_no", b.OutBatchNo, "code", code)
 				break
 			}
 		}
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
-		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code, "retry_at", r.NextAt)
-	case wechatpay.ClassNotSent:
+		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code,
+			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, b.Rail))
+	case class == wechatpay.ClassNotSent:
 		if ctx.Err() != nil {
 			return nil
 		}

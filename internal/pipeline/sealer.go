@@ -102,13 +102,13 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		if !ok {
 			return fmt.Errorf("build batch %s: no rail %q", b.OutBatchNo, b.Rail)
 		}
-		body, _, err := r.bodies(b, members)
+		body, each, err := r.bodies(b, members)
 		if err != nil {
 			return fmt.Errorf("build batch %s: %w", b.OutBatchNo, err)
 		}
 		err = s.db.ClaimAndSeal(ctx, ledger.Batch{
 			OutBatchNo: b.OutBatchNo, Rail: b.Rail, GroupKey: b.Group, MchID: members[0].MchID,
-			Members: seqs, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Body: body,
+			Members: seqs, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Body: body, Bills: each,
 		})
 		if err != nil {
 			return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)

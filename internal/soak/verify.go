@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -262,23 +261,23 @@ func (s *soak) checkDeadLetters(ctx context.Context) {
 	var noReason, unexpected, misrouted, oversized int
 	poisonNote := "no dead letter"
 	for _, m := range dls {
-		if m.header.Get(pipeline.HeaderReason) == "" {
+		if m.header.Get(payout.HeaderReason) == "" {
 			noReason++
 		}
-		if m.header.Get(pipeline.HeaderReasonClass) == pipeline.ClassMisrouted {
+		if m.header.Get(payout.HeaderReasonClass) == payout.ClassMisrouted {
 			misrouted++
 		}
 		if len(m.data) > payout.MaxMessageSize {
 			oversized++
 		}
-		seq, _ := strconv.ParseUint(m.header.Get(pipeline.HeaderOrigStreamSeq), 10, 64)
+		seq, _ := strconv.ParseUint(m.header.Get(payout.HeaderOrigStreamSeq), 10, 64)
 		data, ok := orig[seq]
 		if !ok || !s.work.invalid[string(data)] {
 			unexpected++
 			continue
 		}
 		if bytes.Equal(data, s.work.poison) {
-			poisonNote = m.header.Get(pipeline.HeaderBody)
+			poisonNote = m.header.Get(payout.HeaderBody)
 		}
 		seen[string(data)]++
 	}

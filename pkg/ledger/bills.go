@@ -159,11 +159,13 @@ func (db *DB) Bill(ctx context.Context, outBillNo string) (Bill, error) {
 	return b, nil
 }
 
-// DueBills returns up to limit unsettled bills of batch outBatchNo with NextAt ≤ now,
+// DueBills returns up to limit unsettled bills of batch outBatchNo with NextAt ≤ now:
+// those with an open cancel first (a cancel loses its chance once the payee confirms), then
 // earliest first. A batch's NextAt is the earliest NextAt of its unsettled bills, so
 // DueBatches finds the rail-bills batches with due bills.
 func (db *DB) DueBills(ctx context.Context, outBatchNo string, now time.Time, limit int) ([]Bill, error) {
-	bs, err := queryBills(ctx, db.rdb, `b.out_batch_no = ? AND b.settled = 0 AND b.next_at <= ? ORDER BY b.next_at LIMIT ?`,
+	bs, err := queryBills(ctx, db.rdb, `b.out_batch_no = ? AND b.settled = 0 AND b.next_at <= ?
+		ORDER BY (b.cancel_requested_at > 0 AND b.cancel_closed = '') DESC, b.next_at LIMIT ?`,
 		outBatchNo, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due bills %s: %w", outBatchNo, err)

@@ -358,6 +358,20 @@ func TestBills_BatchSettles(t *testing.T) {
 	if err != nil || len(due) != 2 || due[0].OutBillNo != "s0" || due[1].OutBillNo != "s1" {
 		t.Fatalf("DueBills = %+v, %v; want s0, s1", due, err)
 	}
+	// A cancel jumps the queue (it loses its chance once the payee confirms): recorded at
+	// minute 15, s1 comes before s0, due since minute 10.
+	clk.add(15 * time.Minute)
+	if _, err := db.RequestCancel(ctx, "s1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	due, err = db.DueBills(ctx, "BB1", at(5), 1)
+	if err != nil || len(due) != 1 || due[0].OutBillNo != "s1" {
+		t.Fatalf("DueBills with a cancel on s1 = %+v, %v; want s1 first", due, err)
+	}
+	if err := db.RecordCancel(ctx, "s1", CancelResult{Outcome: CancelRefused, ErrorCode: "INVALID_REQUEST", NextAt: at(5)}); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(-15 * time.Minute)
 	if err := db.ApplyBillState(ctx, "s0", SourceQuery, BillState{State: PayoutSuccess}, at(1)); err != nil {
 		t.Fatal(err)
 	}

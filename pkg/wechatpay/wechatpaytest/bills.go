@@ -11,7 +11,7 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// bill is one transfer bill of the new 商家转账 (spec §8): ACCEPTED for AcceptDelay, then
+// bill is one transfer bill of the new 商家转账 (spec §8): ACCEPTED for BillAcceptDelay, then
 // WAIT_USER_CONFIRM until the simulated user acts (ConfirmBill, DeclineBill, or by openid at
 // BillAutoConfirm) or the bill closes unconfirmed (BillConfirmTimeout + BillCloseLag). A
 // confirmed bill is TRANSFERING for ProcessDelay, then SUCCESS or FAIL by the
@@ -220,7 +220,7 @@ func (s *Server) createBill(c *call) (any, error) {
 		b = &bill{
 			Req: r, BodyHash: bodyHash(c.body), Package: randomString(48), Created: c.now,
 			No:     fmt.Sprintf("1330000%s%025d", c.now.In(cst).Format("20060102"), s.st.Seq),
-			Accept: c.now.Add(s.opts.scaled(s.opts.AcceptDelay)), Process: s.opts.scaled(s.opts.ProcessDelay),
+			Accept: c.now.Add(s.opts.scaled(s.opts.BillAcceptDelay)), Process: s.opts.scaled(s.opts.ProcessDelay),
 		}
 		if s.opts.BillConfirmTimeout > 0 {
 			b.ExpireAt = c.now.Add(s.opts.scaled(s.opts.BillConfirmTimeout) + s.opts.scaled(s.opts.BillCloseLag))

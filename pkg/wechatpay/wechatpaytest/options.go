@@ -121,6 +121,10 @@ type Options struct {
 	Speed float64
 	// AcceptDelay is how long a new batch stays ACCEPTED with its details INIT.
 	AcceptDelay time.Duration
+	// BillAcceptDelay is how long a new transfer bill stays ACCEPTED (its create answers
+	// ACCEPTED, with package_info) before WAIT_USER_CONFIRM. WeChat usually answers
+	// WAIT_USER_CONFIRM at once (seed 001): 0.
+	BillAcceptDelay time.Duration
 	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL.
 	ProcessDelay time.Duration
 	// NotFoundLag: queries of a batch younger than this answer 404 NOT_FOUND (spec §6).
@@ -204,6 +208,7 @@ func DefaultOptions() Options {
 		TimestampWindow:    DefaultTimestampWindow,
 		Speed:              1,
 		AcceptDelay:        DefaultAcceptDelay,
+		BillAcceptDelay:    DefaultAcceptDelay,
 		ProcessDelay:       DefaultProcessDelay,
 		Balance:            Unlimited,
 		MinAmount:          DefaultMinAmount,
@@ -263,7 +268,7 @@ func (o *Options) validate() error {
 		name string
 		d    time.Duration
 	}{
-		{"TimestampWindow", o.TimestampWindow}, {"AcceptDelay", o.AcceptDelay},
+		{"TimestampWindow", o.TimestampWindow}, {"AcceptDelay", o.AcceptDelay}, {"BillAcceptDelay", o.BillAcceptDelay},
 		{"ProcessDelay", o.ProcessDelay}, {"NotFoundLag", o.NotFoundLag},
 		{"AutoConfirm", o.AutoConfirm}, {"WaitPayTimeout", o.WaitPayTimeout},
 		{"NotifyBackoff", o.NotifyBackoff}, {"BillConfirmTimeout", o.BillConfirmTimeout},

@@ -1,0 +1,378 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/paystream/paystream/pkg/batching"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// billRail pays through transfer bills (商家转账, docs/transfer-bills.md): each member of a
+// sealed batch is one bill, out_bill_no = its out_detail_no, created from the body frozen at
+// sealing, confirmed by the payee in WeChat, and followed by callbacks (hints the ledger
+// applies monotonically) and by queries, the sweep that catches what callbacks missed.
+// Every ambiguous answer replays the same body under the same number; a new number is only
+// ever an upstream's new request (docs/rails.md).
+type billRail struct {
+	*driver
+	notifyURL string
+	sweepMin  time.Duration // shortest wait between two queries of one bill
+	workers   int           // bills of one batch in flight at once
+	cbCreate  *gobreaker.CircuitBreaker[*wechatpay.CreateTransferBillResponse]
+	cbQuery   *gobreaker.CircuitBreaker[*wechatpay.TransferBill]
+	cbCancel  *gobreaker.CircuitBreaker[*wechatpay.CancelTransferBillResponse]
+}
+
+func newBillRail(d *driver, notifyURL string, cfg BreakerConfig) *billRail {
+	sweep := d.poll.Interval
+	if notifyURL != "" {
+		sweep = d.poll.BillSweep // callbacks drive state; queries only sweep
+	}
+	return &billRail{
+		driver: d, notifyURL: notifyURL, sweepMin: sweep, workers: d.submit.BillWorkers,
+		cbCreate: newBreaker[*wechatpay.CreateTransferBillResponse]("wechatpay-bill-create", cfg, d.log),
+		cbQuery:  newBreaker[*wechatpay.TransferBill]("wechatpay-bill-query", cfg, d.log),
+		cbCancel: newBreaker[*wechatpay.CancelTransferBillResponse]("wechatpay-bill-cancel", cfg, d.log),
+	}
+}
+
+// billInfo is what a request adds to a bill body beyond the ledger's columns: the scene's
+// report rows and the payee's perception (spec §8.2). Intake stores it in Payout.BillInfo.
+type billInfo struct {
+	Perception  string                              `json:"user_recv_perception,omitempty"`
+	ReportInfos []wechatpay.TransferSceneReportInfo `json:"transfer_scene_report_infos"`
+}
+
+// newBillInfo encodes the bill fields of a request for the ledger.
+func newBillInfo(r *payout.Request) ([]byte, error) {
+	bi := billInfo{Perception: r.UserRecvPerception, ReportInfos: make([]wechatpay.TransferSceneReportInfo, len(r.SceneReportInfos))}
+	for i, ri := range r.SceneReportInfos {
+		bi.ReportInfos[i] = wechatpay.TransferSceneReportInfo{InfoType: ri.InfoType, InfoContent: ri.InfoContent}
+	}
+	return json.Marshal(bi)
+}
+
+// manifest is the body a bills batch keeps in the ledger: the members and totals in the
+// shape the ledger checks on every rail. WeChat never sees it.
+type manifest struct {
+	OutBatchNo  string          `json:"out_batch_no"`
+	TotalAmount int64           `json:"total_amount"`
+	TotalNum    int             `json:"total_num"`
+	Details     []manifestEntry `json:"transfer_detail_list"`
+}
+
+type manifestEntry struct {
+	OutDetailNo string `json:"out_detail_no"`
+	Amount      int64  `json:"transfer_amount"`
+}
+
+// bodies builds the manifest and one frozen create body per member.
+func (d *billRail) bodies(b batching.Batch, members []ledger.Payout) ([]byte, [][]byte, error) {
+	m := manifest{OutBatchNo: b.OutBatchNo, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Details: make([]manifestEntry, len(members))}
+	each := make([][]byte, len(members))
+	for i, p := range members {
+		m.Details[i] = manifestEntry{OutDetailNo: p.OutDetailNo, Amount: p.Amount}
+		var bi billInfo
+		if err := json.Unmarshal(p.BillInfo, &bi); err != nil {
+			return nil, nil, fmt.Errorf("bill fields of %s: %w", p.OutDetailNo, err)
+		}
+		body, err := json.Marshal(wechatpay.CreateTransferBillRequest{
+			AppID: p.AppID, OutBillNo: p.OutDetailNo, TransferSceneID: p.SceneID, OpenID: p.OpenID,
+			UserName: p.UserNameCipher, TransferAmount: wechatpay.Fen(p.Amount), TransferRemark: p.Remark,
+			NotifyURL: d.notifyURL, UserRecvPerception: bi.Perception, TransferSceneReportInfos: bi.ReportInfos,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		each[i] = body
+	}
+	body, err := json.Marshal(m)
+	return body, each, err
+}
+
+// step handles the bills of the batch that are due, up to workers at once, a few rounds of
+// workers per step: a step is short, so the batch comes back to the dispatcher soon and a
+// cancel recorded meanwhile (the ledger hands those out first) waits little. The throttles
+// keep the whole replica within its share of the merchant's limits.
+func (d *billRail) step(ctx context.Context, b ledger.Batch) error {
+	due, err := d.db.DueBills(ctx, b.OutBatchNo, d.now(), 2*d.workers)
+	if err != nil {
+		return err
+	}
+	sem := make(chan struct{}, d.workers)
+	var wg sync.WaitGroup
+	for _, bl := range due {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := d.stepBill(ctx, bl); err != nil && ctx.Err() == nil {
+				d.log.Error("bill step failed", "out_bill_no", bl.OutBillNo, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// stepBill does the one thing a bill needs now: a pending cancel first, then a create (or
+// its replay, which also brings package_info), else a query.
+func (d *billRail) stepBill(ctx context.Context, bl ledger.Bill) error {
+	if !bl.CancelRequestedAt.IsZero() && !bl.CancelClosed {
+		if done, err := d.cancel(ctx, bl); done || err != nil {
+			return err
+		}
+	}
+	switch {
+	case ledger.PayoutFinal(bl.State):
+		return nil // settled by the ledger once its cancel is closed
+	case bl.State == ledger.PayoutSealed, needsCreate(bl):
+		return d.create(ctx, bl)
+	}
+	return d.query(ctx, bl)
+}
+
+// needsCreate reports whether a bill WeChat knows should be created again with the same
+// body: it was only ACCEPTED or is still locking funds (PROCESSING: a top-up and a replay
+// move it on, spec §8.2), or it awaits the payee and we never got its package_info.
+func needsCreate(bl ledger.Bill) bool {
+	switch bl.State {
+	case ledger.PayoutAccepted, ledger.PayoutProcessing:
+		return true
+	case ledger.PayoutWaitUserConfirm:
+		return bl.PackageInfo == ""
+	}
+	return false
+}
+
+// create sends the bill's frozen body, the same out_bill_no every attempt.
+func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
+	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateTransferBillResponse, error) {
+		if err := d.driver.create.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return d.api.CreateTransferBillBody(ctx, bl.Body)
+	})
+	if is429(err) {
+		d.driver.create.Slow()
+	}
+	now, code := d.now(), errorCode(err)
+	r := ledger.BillCreate{ErrorCode: code}
+	switch class := classify(err); {
+	case class == wechatpay.ClassOK && res.OutBillNo != bl.OutBillNo:
+		d.log.Error("bill create answered for another bill; will ask again", "out_bill_no", bl.OutBillNo, "answered", res.OutBillNo)
+		r.Outcome, r.ErrorCode, r.NextAt = ledger.SubmitRetry, "OTHER_BILL", now.Add(d.backoff(bl.Attempts))
+	case class == wechatpay.ClassOK:
+		st := ledger.BillState{State: res.State, TransferBillNo: res.TransferBillNo, PackageInfo: res.PackageInfo, CreateTime: parseTime(res.CreateTime)}
+		r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
+	case errors.Is(err, wechatpay.ErrAlreadyExists):
+		// The bill exists and is final (spec §8.2): what it became is a query away.
+		if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
+			Outcome: ledger.SubmitRetry, ErrorCode: code, NextAt: now}); err != nil {
+			return err
+		}
+		return d.query(ctx, bl)
+	case class == wechatpay.ClassRejected && bl.Attempts == 0:
+		r.Outcome = ledger.SubmitRejected
+		d.log.Error("bill rejected: nothing was paid", "out_bill_no", bl.OutBillNo, "code", code)
+	case class == wechatpay.ClassRejected, class == wechatpay.ClassBlocked:
+		// A refusal after an earlier attempt whose outcome was unknown does not prove that
+		// attempt failed (rule 3), and INVALID_REQUEST is also "this number exists with
+		// other content": the body is frozen, so a bill under our number is ours.
+		if bl.Attempts > 0 || code == wechatpay.ErrInvalidRequest.Code {
+			if q, qerr := d.queryBill(ctx, bl); qerr == nil && q.OutBillNo == bl.OutBillNo {
+				st := billState(q)
+				r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
+				d.log.Warn("bill create refused but the bill exists: following it", "out_bill_no", bl.OutBillNo, "code", code)
+				break
+			}
+		}
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
+		d.log.Error("bill parked: operator action needed; the same number is retried", "out_bill_no", bl.OutBillNo, "code", code,
+			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, payout.RailBills))
+	case class == wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return d.db.RescheduleBill(ctx, bl.OutBillNo, now.Add(d.submit.RetryMin), code, false)
+	default: // ambiguous, or NOT_FOUND on a create: maybe created, so the same body again
+		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(bl.Attempts))
+		d.log.Warn("bill create ambiguous; will resend the same body", "out_bill_no", bl.OutBillNo, "code", code, "attempt", bl.Attempts+1)
+	}
+	if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, r); err != nil {
+		return err
+	}
+	d.changed()
+	return nil
+}
+
+// query reads the bill by out_bill_no and applies what WeChat says.
+func (d *billRail) query(ctx context.Context, bl ledger.Bill) error {
+	res, err := d.queryBill(ctx, bl)
+	now := d.now()
+	if err != nil {
+		code := errorCode(err)
+		switch classify(err) {
+		case wechatpay.ClassNotFound:
+			// Not a failure (spec §10 rule 4): a bill we created may not be visible yet.
+			if !bl.NotFoundSince.IsZero() && now.Sub(bl.NotFoundSince) > d.poll.NotFoundGrace {
+				d.log.Error("bill still NOT_FOUND after the grace period; still querying the same number", "out_bill_no", bl.OutBillNo, "since", bl.NotFoundSince)
+			}
+			return d.db.RescheduleBill(context.WithoutCancel(ctx), bl.OutBillNo, now.Add(d.poll.Interval), code, true)
+		case wechatpay.ClassNotSent:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return d.db.RescheduleBill(ctx, bl.OutBillNo, now.Add(d.submit.RetryMin), code, false)
+		}
+		d.log.Warn("bill query failed", "out_bill_no", bl.OutBillNo, "code", code)
+		return d.db.RescheduleBill(context.WithoutCancel(ctx), bl.OutBillNo, now.Add(d.backoff(2)), code, false)
+	}
+	if res.OutBillNo != bl.OutBillNo {
+		d.log.Error("bill query answered for another bill", "out_bill_no", bl.OutBillNo, "answered", res.OutBillNo)
+		return d.db.RescheduleBill(context.WithoutCancel(ctx), bl.OutBillNo, now.Add(d.backoff(2)), "OTHER_BILL", false)
+	}
+	st := billState(res)
+	if st.State == wechatpay.BillFail && st.FailReason == "" {
+		// Upstream must know why before it pays again under a new number: ask again.
+		d.log.Warn("bill FAIL without a fail_reason; will query again", "out_bill_no", bl.OutBillNo)
+		return d.db.RescheduleBill(context.WithoutCancel(ctx), bl.OutBillNo, now.Add(d.poll.Interval), "NO_REASON", false)
+	}
+	err = d.db.ApplyBillState(context.WithoutCancel(ctx), bl.OutBillNo, ledger.SourceQuery, st, d.nextLook(now, bl.Attempts, st))
+	d.changed()
+	return err
+}
+
+func (d *billRail) queryBill(ctx context.Context, bl ledger.Bill) (*wechatpay.TransferBill, error) {
+	res, err := d.cbQuery.Execute(func() (*wechatpay.TransferBill, error) {
+		if err := d.driver.query.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return d.api.QueryTransferBillByOutBillNo(ctx, bl.OutBillNo)
+	})
+	if is429(err) {
+		d.driver.query.Slow()
+	}
+	return res, err
+}
+
+// cancel acts on an upstream's cancel of the bill. done is false when the bill must first
+// be created or followed (a create that may have reached WeChat is settled before it is
+// cancelled; a bill already CANCELING is only followed).
+func (d *billRail) cancel(ctx context.Context, bl ledger.Bill) (done bool, err error) {
+	now := d.now()
+	switch {
+	case bl.State == ledger.PayoutCancelled:
+		return false, nil
+	case ledger.PayoutFinal(bl.State):
+		return true, d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, ledger.CancelResult{
+			Outcome: ledger.CancelRefused, ErrorCode: payout.CancelFinal, NextAt: now})
+	case bl.State == ledger.PayoutSealed && bl.Attempts == 0:
+		// Never sent: nothing exists at WeChat, and only this worker sends it.
+		err := d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, ledger.CancelResult{Outcome: ledger.CancelLocal, NextAt: now})
+		d.changed()
+		return true, err
+	case bl.State == ledger.PayoutSealed, bl.State == ledger.PayoutCanceling:
+		return false, nil
+	}
+	res, err := d.cbCancel.Execute(func() (*wechatpay.CancelTransferBillResponse, error) {
+		if err := d.driver.cancel.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		return d.api.CancelTransferBill(ctx, bl.OutBillNo)
+	})
+	if is429(err) {
+		d.driver.cancel.Slow()
+	}
+	now = d.now()
+	code := errorCode(err)
+	r := ledger.CancelResult{ErrorCode: code}
+	switch classify(err) {
+	case wechatpay.ClassOK:
+		st := ledger.BillState{State: res.State, TransferBillNo: res.TransferBillNo}
+		r.Outcome, r.State, r.NextAt = ledger.CancelAccepted, st, now.Add(d.sweepMin)
+		d.log.Info("bill cancel accepted", "out_bill_no", bl.OutBillNo, "state", res.State)
+	case wechatpay.ClassRejected, wechatpay.ClassBlocked:
+		// The bill is past the point where it can be cancelled (or the call is refused
+		// for good): upstream is told; the bill is followed to its end as before.
+		r.Outcome, r.NextAt = ledger.CancelRefused, now
+		d.log.Warn("bill cancel refused by WeChat", "out_bill_no", bl.OutBillNo, "code", code)
+	case wechatpay.ClassNotSent:
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		r.Outcome, r.NextAt = ledger.CancelRetry, now.Add(d.submit.RetryMin)
+	default:
+		r.Outcome, r.NextAt = ledger.CancelRetry, now.Add(d.backoff(bl.CancelAttempts))
+		d.log.Warn("bill cancel ambiguous; will ask again", "out_bill_no", bl.OutBillNo, "code", code)
+	}
+	err = d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, r)
+	d.changed()
+	return true, err
+}
+
+// nextLook is when to act on a bill again after learning st. Bills that need their create
+// replayed come back on the create backoff; bills waiting for the payee or for money are
+// swept by queries spaced by half their age, from sweepMin (short without callbacks) up to
+// BillSweepMax, so an unconfirmed bill costs a handful of queries over its 24 hours while
+// callbacks do the work.
+func (d *billRail) nextLook(now time.Time, attempts int, st ledger.BillState) time.Time {
+	if needsCreate(ledger.Bill{State: st.State, PackageInfo: st.PackageInfo}) {
+		return now.Add(d.backoff(attempts))
+	}
+	wait := d.sweepMin
+	if !st.CreateTime.IsZero() {
+		wait = max(wait, min(now.Sub(st.CreateTime)/2, d.poll.BillSweepMax))
+	}
+	return now.Add(wait)
+}
+
+func billState(t *wechatpay.TransferBill) ledger.BillState {
+	return ledger.BillState{State: t.State, TransferBillNo: t.TransferBillNo, FailReason: t.FailReason, CreateTime: parseTime(t.CreateTime)}
+}
+
+// parseTime reads WeChat's RFC 3339 times; zero when absent or malformed (informational).
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// blockedAction tells the operator what fixes a definite refusal on rail. It decides on the
+// code only; the log line carries WeChat's message beside it for the human.
+func blockedAction(code, rail string) string {
+	switch {
+	case code == wechatpay.ErrNoAuth.Code && rail == payout.RailBills:
+		return "this merchant has no transfer-bill permission (商家转账); if it has the batch API, set wechatpay.product: batches"
+	case code == wechatpay.ErrNoAuth.Code:
+		return "if WeChat's message says 当前商户号接入升级版本功能, this merchant has transfer bills (商家转账, since 2025-01-15), not the batch API: set wechatpay.product: bills"
+	case code == "NOT_ENOUGH":
+		return "top up the merchant's operating account"
+	}
+	return "fix the cause at WeChat Pay (merchant platform); the same number is resent"
+}
+
+// errorMessage is WeChat's message of an API error, for operators' eyes only (never decided on).
+func errorMessage(err error) string {
+	var ae *wechatpay.APIError
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return ""
+}
