@@ -94,6 +94,14 @@ func writeSummary(w io.Writer, s ledger.Summary) {
 	if s.Conflicts > 0 {
 		fmt.Fprintf(tw, "%d\t\tconflicts\t\n", s.Conflicts)
 	}
+	if len(s.Bills) > 0 {
+		fmt.Fprintln(tw, "\t\t\t")
+		fmt.Fprintln(tw, "bills\tamount (yuan)\ttransfer bills by state\t")
+		for _, st := range sortedKeys(s.Bills) {
+			t := s.Bills[st]
+			fmt.Fprintf(tw, "%d\t%s\t%s\t\n", t.Count, yuan(t.Amount), st)
+		}
+	}
 	if len(s.FailReasons) > 0 {
 		fmt.Fprintln(tw, "\t\t\t")
 		fmt.Fprintln(tw, "failed\tamount (yuan)\tby reason\t")
