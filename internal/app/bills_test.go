@@ -136,6 +136,11 @@ func TestRun_EndToEndBills(t *testing.T) {
 		}
 	}
 	cancel(t, p.js, o.MchID, success, "NOSUCHPAYOUT1")
+	bad := nats.NewMsg(payout.CancelSubject(payout.CancelPrefix, o.MchID))
+	bad.Data = []byte(`{"schema":"paystream.cancel.v1","out_detail_no":"BAD-KEY!","mchid":"` + o.MchID + `"}`)
+	if _, err := p.js.PublishMsg(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
 
 	paid := srv.PaidBills()
 	t.Run("paid exactly once by the sandbox's record, the others never", func(t *testing.T) {
@@ -222,8 +227,10 @@ func TestRun_EndToEndBills(t *testing.T) {
 				}
 				got[ev.OutDetailNo] = ev.Code
 			}
-			ok := len(got) == 2 && got[success] == payout.CancelFinal && got["NOSUCHPAYOUT1"] == payout.CancelUnknown
-			return ok, fmt.Sprintf("refusals %v, want %s %s and NOSUCHPAYOUT1 %s only", got, success, payout.CancelFinal, payout.CancelUnknown)
+			ok := len(got) == 3 && got[success] == payout.CancelFinal && got["NOSUCHPAYOUT1"] == payout.CancelUnknown &&
+				got["BAD-KEY!"] == payout.CancelInvalid
+			return ok, fmt.Sprintf("refusals %v, want %s %s, NOSUCHPAYOUT1 %s and BAD-KEY! %s only", got, success,
+				payout.CancelFinal, payout.CancelUnknown, payout.CancelInvalid)
 		})
 	})
 	t.Run("audit is clean", func(t *testing.T) { auditClean(t, time.Now(), cfg.Ledger) })

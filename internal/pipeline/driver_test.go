@@ -35,19 +35,41 @@ func sealedBatch(t *testing.T, srv *wechatpaytest.Server, n int) (*Pipeline, led
 // included) and one 100-fen payout per openid, keyed D0, D1, ….
 func sealedBatchOf(t *testing.T, srv *wechatpaytest.Server, cfg Config, log *slog.Logger, req payout.Request, openIDs []string) (*Pipeline, ledger.Batch) {
 	t.Helper()
+	return sealedOn(t, srv, cfg, Deps{Log: log}, req.Rail(), req, openIDs)
+}
+
+// sealedOn builds a pipeline over a fresh ledger, the sandbox srv and deps (DB, API and
+// Merchant filled in), and seals one batch on rail: one 100-fen payout per openid, keyed
+// D0, D1, …, with the batch-level fields of req (and, on rail bills, scene 1000's report
+// rows). It returns the pipeline and the batch as the driver sees it.
+func sealedOn(t *testing.T, srv *wechatpaytest.Server, cfg Config, deps Deps, rail string, req payout.Request, openIDs []string) (*Pipeline, ledger.Batch) {
+	t.Helper()
 	ctx := context.Background()
-	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
+	var lopts []ledger.Option
+	var copts []wechatpay.Option
+	if deps.Now != nil { // one clock for the ledger, the client's signatures and the pipeline
+		lopts, copts = append(lopts, ledger.WithNow(deps.Now)), append(copts, wechatpay.WithClock(deps.Now))
+	}
+	db, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"), lopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	api, err := wechatpay.NewClient(srv.ClientConfig())
+	api, err := wechatpay.NewClient(srv.ClientConfig(), copts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cfg, Deps{DB: db, API: api, Log: log, Merchant: Merchant{MchID: wechatpaytest.DefaultMchID}})
+	deps.DB, deps.API, deps.Merchant = db, api, Merchant{MchID: wechatpaytest.DefaultMchID}
+	p, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var billInfo []byte
+	if rail == payout.RailBills {
+		req.SceneReportInfos = []payout.SceneReportInfo{{InfoType: "活动名称", InfoContent: "春节红包"}, {InfoType: "奖励说明", InfoContent: "签到奖励"}}
+		if billInfo, err = newBillInfo(&req); err != nil {
+			t.Fatal(err)
+		}
 	}
 	n := len(openIDs)
 	rows := make([]ledger.Payout, n)
@@ -55,7 +77,8 @@ func sealedBatchOf(t *testing.T, srv *wechatpaytest.Server, cfg Config, log *slo
 		key := fmt.Sprintf("D%d", i)
 		h := sha256.Sum256([]byte(key))
 		rows[i] = ledger.Payout{OutDetailNo: key, MchID: req.MchID, AppID: req.AppID, SubMchID: req.SubMchID, SceneID: req.SceneID,
-			OpenID: openIDs[i], Remark: "r", Rail: req.Rail(), GroupKey: batching.GroupKey(&req), Amount: 100, ContentHash: h[:]}
+			OpenID: openIDs[i], Remark: "r", Rail: rail, GroupKey: batching.GroupKeyFor(rail, &req), Amount: 100, ContentHash: h[:],
+			BillInfo: billInfo}
 	}
 	res, err := db.InsertPayouts(ctx, rows)
 	if err != nil {
@@ -74,7 +97,11 @@ func sealedBatchOf(t *testing.T, srv *wechatpaytest.Server, cfg Config, log *slo
 	if err := p.sealer.seal(ctx, p.sealer.b.Flush()); err != nil {
 		t.Fatal(err)
 	}
-	due, err := db.DueBatches(ctx, time.Now().Add(time.Minute), 10)
+	now := time.Now
+	if deps.Now != nil {
+		now = deps.Now
+	}
+	due, err := db.DueBatches(ctx, now().Add(time.Minute), 10)
 	if err != nil || len(due) != 1 {
 		t.Fatalf("due batches: %v, %v", due, err)
 	}
@@ -141,6 +168,28 @@ func TestDriver_Rejections(t *testing.T) {
 		}
 		if len(srv.Paid()) != 0 {
 			t.Fatalf("paid %v", srv.Paid())
+		}
+	})
+	t.Run("PARAM_ERROR after an attempt that may have landed parks the batch", func(t *testing.T) {
+		// The first create never got an answer: WeChat may hold the batch, so a refusal of a
+		// later attempt proves nothing about the first (rule 3). Nothing is REJECTED.
+		srv := wechatpaytest.NewServer(t, func(o *wechatpaytest.Options) { o.MinAmount = 1000 })
+		srv.FailNext(wechatpaytest.EndpointCreateBatch, wechatpaytest.DropBeforeCommit, 1)
+		p, b := sealedBatch(t, srv, 2)
+		for range 2 {
+			if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if b, err = p.driver.db.Batch(ctx, b.OutBatchNo); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if b.State != ledger.BatchSealed || b.Attempts != 2 || b.LastErrorCode != wechatpay.ErrParamError.Code {
+			t.Fatalf("batch %s after %d attempts (%s); want SEALED (parked) after 2, last PARAM_ERROR", b.State, b.Attempts, b.LastErrorCode)
+		}
+		if py, err := p.driver.db.Payout(ctx, "D0"); err != nil || py.State != ledger.PayoutSealed {
+			t.Fatalf("payout D0: %+v, %v; want SEALED", py.State, err)
 		}
 	})
 	t.Run("NOT_ENOUGH parks the batch; the same number goes through after a top-up", func(t *testing.T) {
