@@ -159,11 +159,26 @@ func needsCreate(bl ledger.Bill) bool {
 	return false
 }
 
-// create sends the bill's frozen body, the same out_bill_no every attempt.
+// sendingCode marks, before its first create is sent, a bill that may from then on exist
+// at WeChat (see create).
+const sendingCode = "SENDING"
+
+// create sends the bill's frozen body, the same out_bill_no every attempt. Before the first
+// send the ledger records the attempt (attempts 0 → 1, code SENDING): a bill with no
+// attempt recorded has certainly never been sent, by this process or one that crashed
+// between a send and its record, which is what lets a cancel end it here without WeChat.
 func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
+	first := bl.Attempts == 0
 	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateTransferBillResponse, error) {
 		if err := d.driver.create.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+		}
+		if first {
+			err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
+				Outcome: ledger.SubmitRetry, ErrorCode: sendingCode, NextAt: d.now().Add(d.backoff(0))})
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
+			}
 		}
 		return d.api.CreateTransferBillBody(ctx, bl.Body)
 	})
@@ -186,14 +201,14 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 			return err
 		}
 		return d.query(ctx, bl)
-	case class == wechatpay.ClassRejected && bl.Attempts == 0:
+	case class == wechatpay.ClassRejected && first:
 		r.Outcome = ledger.SubmitRejected
 		d.log.Error("bill rejected: nothing was paid", "out_bill_no", bl.OutBillNo, "code", code)
 	case class == wechatpay.ClassRejected, class == wechatpay.ClassBlocked:
 		// A refusal after an earlier attempt whose outcome was unknown does not prove that
 		// attempt failed (rule 3), and INVALID_REQUEST is also "this number exists with
 		// other content": the body is frozen, so a bill under our number is ours.
-		if bl.Attempts > 0 || code == wechatpay.ErrInvalidRequest.Code {
+		if !first || code == wechatpay.ErrInvalidRequest.Code {
 			if q, qerr := d.queryBill(ctx, bl); qerr == nil && q.OutBillNo == bl.OutBillNo {
 				st := billState(q)
 				r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)

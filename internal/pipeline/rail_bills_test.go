@@ -124,8 +124,8 @@ func TestBills_LostCreateAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bl.Attempts != 2 || bl.LastErrorCode != wechatpay.ErrAlreadyExists.Code || bl.OutBillNo != "D0" {
-		t.Fatalf("bill %+v; want 2 create attempts, the last ALREADY_EXISTS, under D0", bl)
+	if bl.Attempts != 3 || bl.LastErrorCode != wechatpay.ErrAlreadyExists.Code || bl.OutBillNo != "D0" {
+		t.Fatalf("bill %+v; want 3 create records (the mark before the first send, 2 answers), the last ALREADY_EXISTS, under D0", bl)
 	}
 	if got := w.srv.PaidBills()["D0"]; got != 1 {
 		t.Fatalf("D0 paid %d times, want 1", got)
@@ -154,8 +154,8 @@ func TestBills_Refusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bl.Attempts != 2 || bl.LastErrorCode != wechatpay.ErrParamError.Code || !bl.NextAt.After(w.clk.now().Add(time.Minute)) {
-			t.Fatalf("bill %+v; want parked after 2 attempts, the last PARAM_ERROR", bl)
+		if bl.Attempts != 3 || bl.LastErrorCode != wechatpay.ErrParamError.Code || !bl.NextAt.After(w.clk.now().Add(time.Minute)) {
+			t.Fatalf("bill %+v; want parked after 2 sends (3 records), the last PARAM_ERROR", bl)
 		}
 	})
 }
@@ -172,6 +172,21 @@ func TestBills_Cancel(t *testing.T) {
 		w.wantPayout(t, "D1", ledger.PayoutWaitUserConfirm, "")
 		if _, err := w.srv.Bill("D0"); !errors.Is(err, wechatpaytest.ErrNoBatch) {
 			t.Fatalf("sandbox bill D0: %v; want none", err)
+		}
+	})
+	t.Run("sent, answer lost: cancelled at WeChat, not only here", func(t *testing.T) {
+		w := newBillsWorld(t, []string{"oA"})
+		w.srv.FailNext(wechatpaytest.EndpointCreateBill, wechatpaytest.DropAfterCommit, 1)
+		w.step(t, 0) // the bill exists at WeChat; the ledger only knows a create was sent
+		if _, err := w.p.driver.db.RequestCancel(ctx, "D0", "upstream"); err != nil {
+			t.Fatal(err)
+		}
+		w.step(t, 10*time.Minute) // the same body again finds the bill
+		w.step(t, 10*time.Second) // then the cancel
+		w.step(t, 2*time.Minute)
+		w.wantPayout(t, "D0", ledger.PayoutCancelled, "")
+		if sb, err := w.srv.Bill("D0"); err != nil || sb.State != wechatpay.BillCancelled {
+			t.Fatalf("sandbox bill D0: %+v, %v; want CANCELLED there too", sb, err)
 		}
 	})
 	t.Run("waiting for the payee: CANCELING, then CANCELLED", func(t *testing.T) {

@@ -473,6 +473,16 @@ func (db *DB) applyBill(ctx context.Context, tx *sql.Conn, b Bill, src Source, s
 	if !create.IsZero() {
 		expire = create.Add(BillConfirmWindow)
 	}
+	after := b.State
+	if move {
+		after = st.State
+	}
+	if b.closed == cancelOpen && !b.CancelRequestedAt.IsZero() && b.CancelAttempts == 0 && cancellable(after) {
+		// A cancel not yet tried waits for nobody: the payee may confirm any moment.
+		if now := db.now(); now.Before(nextAt) {
+			nextAt = now
+		}
+	}
 	now := ms(db.now())
 	if _, err := tx.ExecContext(ctx, `UPDATE bills SET transfer_bill_no = ?, package_info = ?, create_time = ?, expire_at = ?,
 		not_found_since = 0, next_at = ?, updated_at = ? WHERE out_bill_no = ?`,
@@ -509,6 +519,16 @@ func (db *DB) applyBill(ctx context.Context, tx *sql.Conn, b Bill, src Source, s
 		return db.settleBill(ctx, tx, b, src)
 	}
 	return db.refreshBatch(ctx, tx, b.OutBatchNo, src)
+}
+
+// cancellable reports whether a cancel can be asked of WeChat for a bill in state (spec
+// §8.2: before the payee confirms; some say any state not final).
+func cancellable(state string) bool {
+	switch state {
+	case PayoutAccepted, PayoutProcessing, PayoutWaitUserConfirm, PayoutTransfering:
+		return true
+	}
+	return false
 }
 
 // moveBill moves a bill's payout from b.State to to (legality checked by the caller), with
