@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -190,6 +192,24 @@ func TestDriver_Rejections(t *testing.T) {
 		}
 		if py, err := p.driver.db.Payout(ctx, "D0"); err != nil || py.State != ledger.PayoutSealed {
 			t.Fatalf("payout D0: %+v, %v; want SEALED", py.State, err)
+		}
+	})
+	t.Run("NO_AUTH from a merchant on transfer bills parks the batch and says what to set", func(t *testing.T) {
+		srv := wechatpaytest.NewServer(t, wechatpaytest.WithProduct(wechatpaytest.ProductBills))
+		var logs testingutil.LockedBuffer
+		p, b := sealedBatchOf(t, srv, DefaultConfig(), slog.New(slog.NewTextHandler(&logs, nil)), directRequest, []string{"oA"})
+		if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.driver.db.Batch(ctx, b.OutBatchNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != ledger.BatchSealed || got.LastErrorCode != wechatpay.ErrNoAuth.Code {
+			t.Fatalf("batch %s (%s); want SEALED (parked) with NO_AUTH", got.State, got.LastErrorCode)
+		}
+		if !strings.Contains(logs.String(), "set wechatpay.product: bills") {
+			t.Fatalf("the parked batch's log line does not tell the operator what to set:\n%s", logs.String())
 		}
 	})
 	t.Run("NOT_ENOUGH parks the batch; the same number goes through after a top-up", func(t *testing.T) {
