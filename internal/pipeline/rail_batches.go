@@ -110,43 +110,37 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 		}
 		return createBatch(ctx, d.api, b.Rail, b.Body)
 	})
-	now := d.now()
-	class := classify(err)
-	code := errorCode(err)
+	now, code := d.now(), errorCode(err)
 	if is429(err) {
 		d.create.Slow()
 	}
 	r := ledger.SubmitResult{ErrorCode: code}
-	switch {
-	case class == wechatpay.ClassOK:
+	switch createAnswer(err, b.Attempts == 0) {
+	case createAccepted:
 		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.Status
 		r.NextAt = now.Add(d.poll.FirstDelay)
 		d.log.Info("batch accepted", "out_batch_no", b.OutBatchNo, "batch_id", res.BatchID, "attempt", b.Attempts+1)
-	case class == wechatpay.ClassRejected && b.Attempts == 0:
+	case createRejected:
 		r.Outcome = ledger.SubmitRejected
 		d.log.Error("batch rejected: nothing was paid", "out_batch_no", b.OutBatchNo, "code", code)
-	case class == wechatpay.ClassRejected, class == wechatpay.ClassBlocked:
-		// A refusal after an earlier attempt whose outcome was unknown does not prove that
-		// attempt failed: WeChat may hold the batch (rule 3). INVALID_REQUEST is also
-		// WeChat's "this number exists with other content" (spec §5). Either way, if the
-		// batch exists under our number, it is ours (the body is frozen) and was accepted.
-		if b.Attempts > 0 || code == wechatpay.ErrInvalidRequest.Code {
-			if q, qerr := d.queryBatch(ctx, b, wechatpay.BatchQuery{}); qerr == nil {
-				r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, q.Batch.BatchID, q.Batch.BatchStatus
-				r.NextAt = now.Add(d.poll.FirstDelay)
-				d.log.Warn("create refused but the batch exists: following it", "out_batch_no", b.OutBatchNo, "code", code)
-				break
-			}
+	case createProbe:
+		if q, qerr := d.queryBatch(ctx, b, wechatpay.BatchQuery{}); qerr == nil {
+			r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, q.Batch.BatchID, q.Batch.BatchStatus
+			r.NextAt = now.Add(d.poll.FirstDelay)
+			d.log.Warn("create refused but the batch exists: following it", "out_batch_no", b.OutBatchNo, "code", code)
+			break
 		}
+		fallthrough
+	case createParked:
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
 		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code,
 			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, b.Rail))
-	case class == wechatpay.ClassNotSent:
+	case createNotSent:
 		if ctx.Err() != nil {
 			return nil
 		}
 		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
-	default: // ambiguous, or NOT_FOUND on a create: maybe paid, so the same number again
+	default: // maybe paid, so the same number again
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(b.Attempts))
 		d.log.Warn("batch submit ambiguous; will resend the same body", "out_batch_no", b.OutBatchNo, "code", code, "attempt", b.Attempts+1)
 	}

@@ -187,44 +187,43 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 	}
 	now, code := d.now(), errorCode(err)
 	r := ledger.BillCreate{ErrorCode: code}
-	switch class := classify(err); {
-	case class == wechatpay.ClassOK && res.OutBillNo != bl.OutBillNo:
-		d.log.Error("bill create answered for another bill; will ask again", "out_bill_no", bl.OutBillNo, "answered", res.OutBillNo)
-		r.Outcome, r.ErrorCode, r.NextAt = ledger.SubmitRetry, "OTHER_BILL", now.Add(d.backoff(bl.Attempts))
-	case class == wechatpay.ClassOK:
+	switch createAnswer(err, first) {
+	case createAccepted:
+		if res.OutBillNo != bl.OutBillNo {
+			d.log.Error("bill create answered for another bill; will ask again", "out_bill_no", bl.OutBillNo, "answered", res.OutBillNo)
+			r.Outcome, r.ErrorCode, r.NextAt = ledger.SubmitRetry, "OTHER_BILL", now.Add(d.backoff(bl.Attempts))
+			break
+		}
 		st := ledger.BillState{State: res.State, TransferBillNo: res.TransferBillNo, PackageInfo: res.PackageInfo, CreateTime: parseTime(res.CreateTime)}
 		r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
-	case errors.Is(err, wechatpay.ErrAlreadyExists):
+	case createExists:
 		// The bill exists and is final (spec §8.2): what it became is a query away.
 		if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
 			Outcome: ledger.SubmitRetry, ErrorCode: code, NextAt: now}); err != nil {
 			return err
 		}
 		return d.query(ctx, bl)
-	case class == wechatpay.ClassRejected && first:
+	case createRejected:
 		r.Outcome = ledger.SubmitRejected
 		d.log.Error("bill rejected: nothing was paid", "out_bill_no", bl.OutBillNo, "code", code)
-	case class == wechatpay.ClassRejected, class == wechatpay.ClassBlocked:
-		// A refusal after an earlier attempt whose outcome was unknown does not prove that
-		// attempt failed (rule 3), and INVALID_REQUEST is also "this number exists with
-		// other content": the body is frozen, so a bill under our number is ours.
-		if !first || code == wechatpay.ErrInvalidRequest.Code {
-			if q, qerr := d.queryBill(ctx, bl); qerr == nil && q.OutBillNo == bl.OutBillNo {
-				st := billState(q)
-				r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
-				d.log.Warn("bill create refused but the bill exists: following it", "out_bill_no", bl.OutBillNo, "code", code)
-				break
-			}
+	case createProbe:
+		if q, qerr := d.queryBill(ctx, bl); qerr == nil && q.OutBillNo == bl.OutBillNo {
+			st := billState(q)
+			r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
+			d.log.Warn("bill create refused but the bill exists: following it", "out_bill_no", bl.OutBillNo, "code", code)
+			break
 		}
+		fallthrough
+	case createParked:
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
 		d.log.Error("bill parked: operator action needed; the same number is retried", "out_bill_no", bl.OutBillNo, "code", code,
 			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, payout.RailBills))
-	case class == wechatpay.ClassNotSent:
+	case createNotSent:
 		if ctx.Err() != nil {
 			return nil
 		}
 		return d.db.RescheduleBill(ctx, bl.OutBillNo, now.Add(d.submit.RetryMin), code, false)
-	default: // ambiguous, or NOT_FOUND on a create: maybe created, so the same body again
+	default: // maybe created, so the same body again
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(bl.Attempts))
 		d.log.Warn("bill create ambiguous; will resend the same body", "out_bill_no", bl.OutBillNo, "code", code, "attempt", bl.Attempts+1)
 	}
