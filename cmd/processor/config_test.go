@@ -43,6 +43,9 @@ func TestConfigs(t *testing.T) {
 			{"nats:\n  topology:\n    max-age: 24h\n", "nats.topology.max-age"},
 			{"  sub-mchids: [\"19x\"]\n", "wechatpay.sub-mchids"}, // continues the wechatpay block
 			{"pipeline:\n  intake:\n    sweep-every: 0s\n", "pipeline.intake.sweep-every"},
+			{"  product: transfers\n", "wechatpay.product"}, // continues the wechatpay block
+			{"pipeline:\n  bill-scenes:\n    \"1000\":\n      report-infos: []\n", "pipeline.bill-scenes"},
+			{"pipeline:\n  rate-limit:\n    cancel: 0\n", "pipeline.rate-limit"},
 		} {
 			_, err := app.ParseConfig(strings.NewReader(valid+tc.yaml), func(string) string { return "" })
 			if err == nil || !strings.Contains(err.Error(), tc.field) {

@@ -116,6 +116,9 @@ func (c Config) Validate() error {
 	case c.WechatpayPublicKeyID != "" && !payout.ValidSerial(c.WechatpayPublicKeyID):
 		return config.Errorf("wechatpay-public-key-id", c.WechatpayPublicKeyID, "must be [0-9A-Za-z_]{1,64} (PUB_KEY_ID_… or a certificate serial)")
 	}
+	if err := payout.ValidateBillScenes(c.limits().BillScenes); err != nil {
+		return config.Errorf("limits.bill-scenes", nil, "%v", err)
+	}
 	return nil
 }
 

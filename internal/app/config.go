@@ -15,6 +15,7 @@ import (
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -152,6 +153,9 @@ func (c Config) Validate() error {
 		if ch.bad {
 			return config.Errorf(ch.field, ch.value, "%s", ch.msg)
 		}
+	}
+	if err := payout.ValidateBillScenes(pipeline.BillScenes(p.BillScenes)); err != nil {
+		return config.Errorf("pipeline.bill-scenes", nil, "%v", err)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {

@@ -97,8 +97,9 @@ func DefaultConfig() Config {
 // among replicas.
 func BillsRates() RateConfig { return RateConfig{Create: 90, Query: 90, Detail: 90, Cancel: 18} }
 
-// billScenes turns the configured scene table into validation limits.
-func billScenes(cfg map[string]SceneConfig) map[string]payout.BillScene {
+// BillScenes turns the configured scene table into validation limits: the defaults of
+// payout.DefaultBillScenes when it is empty.
+func BillScenes(cfg map[string]SceneConfig) map[string]payout.BillScene {
 	if len(cfg) == 0 {
 		return payout.DefaultBillScenes()
 	}
@@ -189,7 +190,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	lim := payout.DefaultLimits()
 	lim.MinAmount, lim.MaxAmount = cfg.Amounts.Min, cfg.Amounts.Max
 	lim.EncryptedNamesOnly = true // rule 5: a plaintext name must not even travel
-	lim.BillScenes = billScenes(cfg.BillScenes)
+	lim.BillScenes = BillScenes(cfg.BillScenes)
 
 	wakeDriver := make(chan struct{}, 1)
 	wakeOutcomes := make(chan struct{}, 1)

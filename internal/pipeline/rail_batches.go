@@ -153,9 +153,9 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 	return nil
 }
 
-// follow queries an accepted batch; once FINISHED it pages every detail into the ledger,
-// one transaction per page, each FAIL with its fail_reason (see reasonPass). CLOSED fails
-// the remaining members with the close reason.
+// follow queries an accepted batch and stores its status; once FINISHED it pages every
+// detail into the ledger, one transaction per page, each FAIL with its fail_reason (see
+// reasonPass). CLOSED fails the remaining members with the close reason.
 func (d *batchRail) follow(ctx context.Context, b ledger.Batch) error {
 	q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{})
 	now := d.now()
@@ -163,21 +163,26 @@ func (d *batchRail) follow(ctx context.Context, b ledger.Batch) error {
 		return d.pollFailed(ctx, b, err, now)
 	}
 	tb := q.Batch
-	if tb.BatchStatus == wechatpay.BatchFinished {
-		if err := d.pageDetails(ctx, b, tb.TotalNum); err != nil {
-			return d.pollFailed(ctx, b, err, d.now())
-		}
-	}
 	if !b.AcceptedAt.IsZero() && now.Sub(b.AcceptedAt) > d.poll.Horizon &&
 		tb.BatchStatus != wechatpay.BatchFinished && tb.BatchStatus != wechatpay.BatchClosed {
 		d.log.Error("batch not final near the 30-day query horizon", "out_batch_no", b.OutBatchNo, "status", tb.BatchStatus)
 	}
+	// The status (with WeChat's sums) before the pages: the last page settles the batch, and
+	// a batch must never settle with sums it has not stored (a create replay's answer may
+	// already say FINISHED, without sums).
 	err = d.db.ApplyBatchStatus(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, ledger.BatchStatus{
 		BatchID: tb.BatchID, Status: tb.BatchStatus, CloseReason: tb.CloseReason,
 		SuccessAmount: int64(tb.SuccessAmount), FailAmount: int64(tb.FailAmount), SuccessNum: tb.SuccessNum, FailNum: tb.FailNum,
 	}, now.Add(d.poll.Interval))
 	d.changed()
-	return err
+	if err != nil || tb.BatchStatus != wechatpay.BatchFinished {
+		return err
+	}
+	if err := d.pageDetails(ctx, b, tb.TotalNum); err != nil {
+		return d.pollFailed(ctx, b, err, d.now())
+	}
+	d.changed()
+	return nil
 }
 
 // pageDetails reads every detail page of a FINISHED batch from offset 0 and applies each

@@ -396,3 +396,29 @@ func TestDecode_billsBenchLineUnchanged(t *testing.T) {
 		t.Fatal("bench line changed")
 	}
 }
+
+func TestValidateBillScenes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		scenes map[string]BillScene
+		want   string // a substring of the error; "" for none
+	}{
+		{name: "the defaults", scenes: DefaultBillScenes()},
+		{name: "none", scenes: nil},
+		{name: "no report rows", scenes: map[string]BillScene{"1000": {}}, want: "report-infos: at least one"},
+		{name: "a type listed twice", scenes: map[string]BillScene{"1000": {ReportInfos: []string{"活动名称", "活动名称"}}}, want: "report-infos[1]: listed twice"},
+		{name: "a type too long", scenes: map[string]BillScene{"1000": {ReportInfos: []string{"一二三四五六七八九十一二三四五六"}}}, want: "report-infos[0]"},
+		{name: "an empty perception", scenes: map[string]BillScene{"1000": {ReportInfos: []string{"活动名称"}, Perceptions: []string{""}}}, want: "perceptions[0]"},
+		{name: "an empty scene id", scenes: map[string]BillScene{"": {ReportInfos: []string{"活动名称"}}}, want: "transfer_scene_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateBillScenes(tc.scenes)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("ValidateBillScenes = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("ValidateBillScenes = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

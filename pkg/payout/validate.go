@@ -3,6 +3,8 @@ package payout
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,6 +96,33 @@ func DefaultBillScenes() map[string]BillScene {
 		"1000": {ReportInfos: []string{"活动名称", "奖励说明"}, Perceptions: []string{"现金奖励", "活动奖励"}},
 		"1005": {ReportInfos: []string{"岗位类型", "报酬说明"}, Perceptions: []string{"劳务报酬", "报酬"}},
 	}
+}
+
+// ValidateBillScenes checks a scene table as configured: each transfer_scene_id of 1 to 36
+// characters has at least one required info_type, each of 1 to MaxInfoTypeLen characters
+// and listed once, and no empty perception. The error names the scene and the problem.
+func ValidateBillScenes(scenes map[string]BillScene) error {
+	for _, id := range slices.Sorted(maps.Keys(scenes)) {
+		sc := scenes[id]
+		var v validator
+		v.text("transfer_scene_id", id, 1, 36)
+		if len(sc.ReportInfos) == 0 {
+			v.add("report-infos", "at least one info_type is required (spec §8.2)")
+		}
+		for i, t := range sc.ReportInfos {
+			v.text(fmt.Sprintf("report-infos[%d]", i), t, 1, MaxInfoTypeLen)
+			if slices.Index(sc.ReportInfos, t) != i {
+				v.add(fmt.Sprintf("report-infos[%d]", i), "listed twice")
+			}
+		}
+		for i, p := range sc.Perceptions {
+			v.text(fmt.Sprintf("perceptions[%d]", i), p, 1, MaxRemarkLen)
+		}
+		if len(v.problems) > 0 {
+			return fmt.Errorf("scene %q: %w", id, &ValidationError{Problems: v.problems})
+		}
+	}
+	return nil
 }
 
 // defaultBillScenes is DefaultBillScenes for Limits with a nil BillScenes; never modified.
