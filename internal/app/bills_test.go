@@ -80,7 +80,7 @@ func TestRun_EndToEndBills(t *testing.T) {
 			o.Product = "bills"
 			o.BillAcceptDelay = 0                // the create answers WAIT_USER_CONFIRM, as WeChat's does
 			o.BillAutoConfirm = 20 * time.Second // 0.1 s
-			o.BillConfirmTimeout = time.Hour     // 18 s
+			o.BillConfirmTimeout = 2 * time.Hour // 36 s: cancels come well before, even under -race
 			o.BillCloseLag = time.Minute         // 0.3 s more
 			o.NotifyLoss = 0.3
 		})
@@ -94,7 +94,7 @@ func TestRun_EndToEndBills(t *testing.T) {
 
 	o := synth.DefaultOptions()
 	o.Product = synth.ProductBills
-	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate = 1500, 43, 0.01, 0.03, 0.02, 0.04, 0.03
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate = 1000, 43, 0.01, 0.03, 0.02, 0.04, 0.03
 	sent := publish(t, p.js, o)
 
 	// Cancel every other payee who will never confirm: cancelled before the bill closes.

@@ -196,6 +196,10 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 		}
 		st := ledger.BillState{State: res.State, TransferBillNo: res.TransferBillNo, PackageInfo: res.PackageInfo, CreateTime: parseTime(res.CreateTime)}
 		r.Outcome, r.State, r.NextAt = ledger.SubmitAccepted, st, d.nextLook(now, bl.Attempts, st)
+		if st.State == wechatpay.BillProcessing {
+			d.log.Warn("bill is locking funds (PROCESSING); replaying the same bill", "out_bill_no", bl.OutBillNo,
+				"attempt", bl.Attempts+1, "action", "if it stays PROCESSING, top up the merchant's operating account")
+		}
 	case createExists:
 		// The bill exists and is final (spec §8.2): what it became is a query away.
 		if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
