@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return err
 	}
 	topo := cfg.NATS.Topology
-	cons, kv, err := ensureTopology(ctx, js, topo, log)
+	jso, err := ensureTopology(ctx, js, topo, db.InstanceID(), cfg.WeChatPay.MchID, log)
 	if err != nil {
 		return fmt.Errorf("jetstream topology: %w", err)
 	}
@@ -116,17 +116,13 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer pub.Close()
 
-	cancels, err := broker.EnsureCancels(ctx, js, topo, db.InstanceID(), cfg.WeChatPay.MchID)
-	if err != nil {
-		return fmt.Errorf("jetstream topology: %w", err)
-	}
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
-		Consumer: cons, Claims: claims.New(js, kv, db.InstanceID(), claims.WithLogger(log)), DB: db, API: api, Publisher: pub,
+		Consumer: jso.requests, Claims: claims.New(js, jso.claims, db.InstanceID(), claims.WithLogger(log)), DB: db, API: api, Publisher: pub,
 		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
 		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
-		Cancels: cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"),
+		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"),
 	})
 	if err != nil {
 		return err
@@ -161,18 +157,23 @@ const jsClusterNotAvailable jetstream.ErrorCode = 10008
 // (no answer, or "temporarily unavailable": a cluster node restarting, a leader election)
 // until ctx is done, so a replica that starts during an outage waits for it instead of
 // exiting. An answer that refuses the configuration fails at once.
-func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Topology, log *slog.Logger) (jetstream.Consumer, jetstream.KeyValue, error) {
+func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Topology, instance, mchID string, log *slog.Logger) (jsObjects, error) {
 	var logged time.Time
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		cons, kv, err := broker.Ensure(actx, js, topo)
+		var o jsObjects
+		var err error
+		o.requests, o.claims, err = broker.Ensure(actx, js, topo)
+		if err == nil {
+			o.cancels, err = broker.EnsureCancels(actx, js, topo, instance, mchID)
+		}
 		cancel()
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
-			return cons, kv, nil
+			return o, nil
 		case errors.As(err, &apiErr) && apiErr.ErrorCode != jsClusterNotAvailable:
-			return nil, nil, err // JetStream answered: a configuration problem, not an outage
+			return jsObjects{}, err // JetStream answered: a configuration problem, not an outage
 		}
 		if time.Since(logged) > 10*time.Second {
 			log.Warn("jetstream topology not ready; retrying", "err", err)
@@ -180,10 +181,17 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Top
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, err
+			return jsObjects{}, err
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// jsObjects are the JetStream objects a processor runs on.
+type jsObjects struct {
+	requests jetstream.Consumer // the shared consumer of payout requests
+	cancels  jetstream.Consumer // this instance's own consumer of cancels
+	claims   jetstream.KeyValue
 }
 
 // resultsPrefix turns "payouts.results.>" into "payouts.results".

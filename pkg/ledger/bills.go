@@ -324,9 +324,15 @@ func (db *DB) RequestCancel(ctx context.Context, outDetailNo, reason string) (st
 			return err
 		}
 		state = k.state
+		var requested int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM cancels WHERE seq = ?`, k.seq).Scan(&requested); err != nil {
+			return err
+		}
 		switch {
 		case rail != RailBills || state == PayoutDuplicate:
 			return fmt.Errorf("%w: rail %s, state %s", ErrCannotCancel, rail, state)
+		case requested > 0:
+			return nil // a repeat (a redelivery, say): the first one is answered, even if the payout is final by now
 		case PayoutFinal(state):
 			return fmt.Errorf("%w: %s", ErrFinal, state)
 		}

@@ -429,6 +429,20 @@ func TestCancel(t *testing.T) {
 				t.Fatalf("RequestCancel = %q, %v; want SUCCESS, ErrFinal", st, err)
 			}
 		}},
+		{name: "a repeat once the payout is final is still a repeat", run: func(t *testing.T, e env) {
+			// A cancel recorded, then redelivered (its ack lost) after the bill ended: the
+			// first cancel is answered by the bill's own end, so the repeat must not be
+			// refused a second time.
+			if _, err := e.db.RequestCancel(ctx, "c0", ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.ApplyBillState(ctx, "c0", SourceQuery, BillState{State: PayoutSuccess}, e.clk.now()); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := e.db.RequestCancel(ctx, "c0", ""); err != nil || st != PayoutSuccess {
+				t.Fatalf("repeated RequestCancel = %q, %v; want SUCCESS, nil", st, err)
+			}
+		}},
 		{name: "batch rail cannot cancel", run: func(t *testing.T, e env) {
 			mustSeal(t, e.db, "B9", "d", 1)
 			if st, err := e.db.RequestCancel(ctx, "d0", ""); !errors.Is(err, ErrCannotCancel) || st != PayoutSealed {
