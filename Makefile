@@ -27,5 +27,5 @@ bench: ## micro-benchmarks with allocations, then the limit ratios (issue 7; ≤
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/claims
 	$(GO) run ./cmd/bench
 
-soak: ## 50k payouts, 3 processors on a 3-node JetStream cluster, SIGKILLs, faults (≤ 15 min)
+soak: ## both rails (50k batch payouts, then 10k transfer bills), 3 processors on a 3-node JetStream cluster, SIGKILLs, faults, 429s (≤ 15 min)
 	$(GO) run ./cmd/soak

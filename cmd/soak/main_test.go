@@ -19,6 +19,8 @@ func TestRun_Usage(t *testing.T) {
 		{"stray argument", []string{"extra"}, 2, "unexpected arguments"},
 		{"too few payouts", []string{"-payouts", "10", "-keep", "KEEP"}, 2, "at least 100"},
 		{"no processors", []string{"-processors", "0", "-keep", "KEEP"}, 2, "at least 1"},
+		{"unknown product", []string{"-product", "cheques"}, 2, "want both, batches or bills"},
+		{"a flag applies to the bills run too", []string{"-product", "bills", "-quota", "0", "-keep", "KEEP"}, 2, "quota and share"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

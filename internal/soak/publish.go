@@ -22,7 +22,9 @@ import (
 // duplicate window (validated publishes; after each wave a slice of its keys again, which
 // JetStream drops), the invalid lines raw after the first wave (so that they reach the processors and
 // are dead-lettered), and last a slice of the first waves' keys again once the window has
-// passed. It closes published when everything is out.
+// passed. On transfer bills upstream's cancels (workload.cancel) follow the last wave, while
+// the first bills are long final (some closed unconfirmed), later ones wait for their payee
+// and the last ones are not even sealed. It closes published when everything is out.
 func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error {
 	w := s.work
 	s.logf("publishing %d valid requests in %d waves, and %d invalid ones", len(w.valid), len(w.waves), len(w.invalid))
@@ -52,6 +54,12 @@ func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error 
 		}
 		if i == len(w.waves)/2-1 {
 			lateAt = time.Now().Add(s.cfg.DuplicateWindow + 5*time.Second)
+		}
+	}
+	if s.cfg.bills() {
+		s.logf("cancelling %d payouts", len(w.cancel))
+		if err := s.requestCancels(ctx, w.cancelFile, len(w.cancel)); err != nil {
+			return err
 		}
 	}
 	s.logf("published; re-publishing %d keys once the %s duplicate window has passed", w.late, s.cfg.DuplicateWindow)
@@ -102,7 +110,7 @@ const produceFor, produceRetry = time.Minute, 2 * time.Second
 // produce runs "producer publish" over file and returns how many messages JetStream stored
 // as new and how many it dropped as duplicates, summed over its tries.
 func (s *soak) produce(ctx context.Context, file string, raw bool) (stored, dropped int, err error) {
-	args := []string{"publish", "--config", s.producerConf, "--file", file, "--url", s.natsURL}
+	args := []string{"publish", "--config", s.producerConf, "--product", s.cfg.Product, "--file", file, "--url", s.natsURL}
 	if raw {
 		args = append(args, "--raw")
 	}
@@ -124,54 +132,85 @@ func (s *soak) produce(ctx context.Context, file string, raw bool) (stored, drop
 	}
 }
 
-// produceOnce runs the producer once; its stderr is appended to producer.log, and the first
-// publish error it printed is part of a failure.
+// produceOnce runs "producer publish" once and parses its summary.
 func (s *soak) produceOnce(ctx context.Context, name string, args []string) (published, duplicates int, err error) {
+	summary, err := s.runProducer(ctx, name, args)
+	var invalid, failed int
+	if _, serr := fmt.Sscanf(summary, "published %d, duplicates %d, invalid %d, failed %d", &published, &duplicates, &invalid, &failed); serr != nil && err == nil {
+		err = fmt.Errorf("unexpected producer output %q: %w", summary, serr)
+	}
+	return published, duplicates, err
+}
+
+// requestCancels runs "producer cancel" over the keys in file (want of them), as upstream
+// would: the producer re-publishes after passing failures itself (--retry-for), and the
+// cancels' message ids make a repeat harmless.
+func (s *soak) requestCancels(ctx context.Context, file string, want int) error {
+	summary, err := s.runProducer(ctx, filepath.Base(file), []string{"cancel", "--config", s.producerConf, "--url", s.natsURL,
+		"--mchid", wechatpaytest.DefaultMchID, "--reason", "soak", "--retry-for", produceFor.String(), "--file", file})
+	var sent, invalid, failed int
+	if _, serr := fmt.Sscanf(summary, "cancel requested %d, invalid %d, failed %d", &sent, &invalid, &failed); serr != nil && err == nil {
+		err = fmt.Errorf("unexpected producer output %q: %w", summary, serr)
+	}
+	if err == nil && sent != want {
+		err = fmt.Errorf("producer cancel %s: %d cancels requested, want %d", filepath.Base(file), sent, want)
+	}
+	return err
+}
+
+// runProducer runs the producer once with args and returns the summary it printed on
+// stdout; its stderr is appended to producer.log, and the first error it printed is part
+// of a failure.
+func (s *soak) runProducer(ctx context.Context, name string, args []string) (summary string, err error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "producer"), args...)
 	cmd.Dir = s.cfg.Dir
 	var out, errs bytes.Buffer
 	logf, err := os.OpenFile(filepath.Join(s.cfg.Dir, "producer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, 0, err
+		return "", err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logf, &errs)
 	err = cmd.Run()
-	summary := bytes.TrimSpace(out.Bytes())
-	s.logf("producer %s: %s", name, summary)
-	var invalid, failed int
-	if _, serr := fmt.Sscanf(string(summary), "published %d, duplicates %d, invalid %d, failed %d", &published, &duplicates, &invalid, &failed); serr != nil && err == nil {
-		err = fmt.Errorf("unexpected producer output %q: %w", summary, serr)
-	}
+	summary = string(bytes.TrimSpace(out.Bytes()))
+	s.logf("producer %s %s: %s", args[0], name, summary)
 	if err != nil {
 		firstErr, _, _ := strings.Cut(errs.String(), "\n")
 		err = fmt.Errorf("%w; %s; first error: %s", err, summary, firstErr)
 	}
-	return published, duplicates, err
+	return summary, err
 }
 
 // progress counts, over every ledger file, payouts in a final state other than DUPLICATE
-// and payouts still moving. A file that does not exist yet counts nothing.
-func (s *soak) progress(ctx context.Context) (final, pending int) {
+// (SUCCESS, FAIL, REJECTED, CANCELLED), payouts still moving, and events in the outboxes not
+// yet published (outcomes and notices; at most unpublishedMax per ledger and kind). A file
+// that does not exist yet counts nothing.
+func (s *soak) progress(ctx context.Context) (final, pending, unpublished int) {
 	for _, p := range s.procs {
 		db, err := ledger.OpenReadOnly(ctx, p.ledger)
 		if err != nil {
 			continue
 		}
 		sum, err := db.Summary(ctx)
+		outcomes, oerr := db.PendingOutcomes(ctx, unpublishedMax)
+		notices, nerr := db.PendingNotices(ctx, unpublishedMax)
 		db.Close()
-		if err != nil {
+		if err != nil || oerr != nil || nerr != nil {
 			continue
 		}
+		unpublished += len(outcomes) + len(notices)
 		for st, t := range sum.Payouts {
-			switch st {
-			case ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected:
+			switch {
+			case st == ledger.PayoutDuplicate:
+			case ledger.PayoutFinal(st):
 				final += t.Count
-			case ledger.PayoutDuplicate:
 			default:
 				pending += t.Count
 			}
 		}
 	}
-	return final, pending
+	return final, pending, unpublished
 }
+
+// unpublishedMax bounds the outbox rows progress reads per ledger and kind.
+const unpublishedMax = 10_000

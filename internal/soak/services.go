@@ -23,11 +23,32 @@ var sandboxArgs = []string{
 	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
 }
 
+// billsSandboxArgs make the sandbox a transfer bills merchant (issue 13) whose payees, at
+// speed 60, confirm a second after the create (then TRANSFERING for a second), decline then
+// (decline-…), or never (noconfirm-…: the bill closes as FAIL OVERDUE_CLOSE 17 s after its
+// creation, 15 s plus a 2 s lag, instead of 24 h and more); a fifth of the callbacks is
+// lost and the others come half a second late, so queries must sweep up. A create answers
+// WAIT_USER_CONFIRM with package_info at once, as WeChat's does.
+var billsSandboxArgs = []string{
+	"--product", "bills",
+	"--bill-accept-delay", "0s",
+	"--bill-auto-confirm", "60s",
+	"--bill-confirm-timeout", "15m",
+	"--bill-close-lag", "2m",
+	"--notify-loss", "0.2",
+	"--notify-delay", "30s",
+}
+
 // startSandbox runs cmd/sandbox and reads its URL from its first output line.
 func (s *soak) startSandbox(ctx context.Context) error {
 	logPath := filepath.Join(s.cfg.Dir, "sandbox.log")
 	// The replicas' shares of the quota add up to more than the quota, so 429s come.
-	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed), "--rate-limit", fmt.Sprint(s.cfg.Quota))
+	args := append(append([]string{}, sandboxArgs...), "--seed", fmt.Sprint(s.cfg.Seed))
+	if s.cfg.bills() {
+		args = append(append(args, billsSandboxArgs...), "--bill-rate-limit", fmt.Sprint(s.cfg.Quota))
+	} else {
+		args = append(args, "--rate-limit", fmt.Sprint(s.cfg.Quota))
+	}
 	p, err := start("sandbox", filepath.Join(s.bin, "sandbox"), args, logPath, nil)
 	if err != nil {
 		return err
@@ -54,15 +75,18 @@ func (s *soak) startSandbox(ctx context.Context) error {
 	})
 }
 
-// processor is one replica: its data dir and ledger survive every kill.
+// processor is one replica: its data dir, ledger and callback address survive every kill.
 type processor struct {
 	name, bin, dir, conf, ledger, logPath string
 	p                                     *proc
 }
 
 // processorConfig is a fast-paced configs/demo-processor.yaml on the cluster (through the
-// fault proxies) with R3 topology, a short duplicate window and ack-wait, and Config.Share
-// as its rate share.
+// fault proxies) with R3 topology, a short duplicate window and ack-wait, Config.Share as
+// its rate share, and the merchant's product. On transfer bills each replica listens for
+// callbacks on its own address, named in the notify_url of every bill it seals (frozen in
+// the body, so the replica that sealed a bill is the one its callbacks reach, across its
+// restarts); bills are swept by queries from 2 s after a look up to every 10 s.
 const processorConfig = `# written by internal/soak
 data-dir: %[1]s
 nats:
@@ -83,6 +107,7 @@ wechatpay:
   wechatpay-public-key-id: %[11]s
   apiv3-key: %[12]s
   timeout: 5s
+  product: %[14]s
 pipeline:
   intake:
     fetch-batch: 1000
@@ -99,13 +124,19 @@ pipeline:
     first-delay: 1s
     interval: 1s
     not-found-grace: 5s
+    bill-sweep: 2s
+    bill-sweep-max: 10s
   rate-limit:
     create: %[13]g
     query: %[13]g
     detail: %[13]g
+    cancel: %[15]g
   breaker:
     failures: 5
     open-timeout: 2s
+  notify-url: "%[16]s"
+callback:
+  listen: "%[17]s"
 log:
   level: info
   format: text
@@ -130,10 +161,19 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
 		return nil, err
 	}
+	var listen, notifyURL string
+	if s.cfg.bills() {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		listen = fmt.Sprintf("127.0.0.1:%d", port)
+		notifyURL = "http://" + listen + "/wechatpay/notify"
+	}
 	conf := fmt.Sprintf(processorConfig, dir, s.procURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
 		s.sandboxURL, wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyPath,
 		filepath.Join(vectors, "wechatpay_platform_TEST_ONLY_public_key.pem"), wechatpaytest.DefaultPlatformKeyID,
-		wechatpaytest.DefaultAPIv3Key, float64(s.cfg.Share))
+		wechatpaytest.DefaultAPIv3Key, float64(s.cfg.Share), s.cfg.Product, max(1, float64(s.cfg.Share)/5), notifyURL, listen)
 	p := &processor{
 		name: name, bin: filepath.Join(s.bin, "processor"), dir: dir,
 		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),

@@ -1,5 +1,6 @@
 // Package soak proves exactly-once payment across crashes and replicas with real processes
-// (issue #6): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
+// (issue #6), on either WeChat Pay product (Config.Product: the batch API, or transfer bills,
+// issue 13): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
 // sandbox as a process injecting faults, several processor replicas on their own ledger
 // files, and the producer publishing a synthetic workload with re-publishes, invalid and
 // misrouted lines and one request just under the 1 MiB max payload. While it runs it
@@ -7,7 +8,15 @@
 // and restarts one NATS node once, and cuts processors' connections right after they send a
 // claim (fault proxies between them and the cluster: the claim lands, its reply is lost).
 // When everything has settled it checks the sandbox's own payment record against every
-// ledger file, the dead letters, and that no plaintext name rests anywhere.
+// ledger file, the dead letters, the events on the results stream, and that no plaintext
+// name rests anywhere.
+//
+// On transfer bills the sandbox's simulated payees confirm, decline or never confirm (their
+// bills close as FAIL OVERDUE_CLOSE), a share of the callbacks is lost, and upstream cancels
+// some payouts mid-run (payees who would never confirm, and a few who would) and, once
+// everything is final, a few finished payouts and one nobody has: every payout must end
+// SUCCESS (paid once), FAIL with the sandbox's reason, or CANCELLED, each refused cancel
+// answered once, and each payee's app told about its bill at most once.
 //
 // Run is the library entry point; cmd/soak is its command line (make soak) and
 // TestSoakShort runs a small one inside go test.
@@ -33,8 +42,11 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// Config shapes one soak run. Start from DefaultConfig.
+// Config shapes one soak run. Start from DefaultConfig or DefaultBillsConfig.
 type Config struct {
+	// Product is the WeChat Pay product of the merchant: ProductBatches (the batch API; ""
+	// too) or ProductBills (transfer bills, one create per payout at most 100/s).
+	Product    string
 	Dir        string        // working directory (created): binaries, logs, data dirs, ledgers
 	Bin        string        // directory holding Binaries; empty: Build them into Dir/bin
 	Payouts    int           // generated requests, valid and invalid
@@ -49,29 +61,51 @@ type Config struct {
 	DuplicateWindow time.Duration
 	AckWait         time.Duration // short, so that redeliveries after a kill come quickly
 	// Quota is the sandbox's limit in requests/s per endpoint (WeChat's is 50 per
-	// merchant, spec §6) and Share each replica's configured share of it. Shares that add
+	// merchant on the batch API, spec §6, and 100 on transfer bills, spec §8.2) and Share
+	// each replica's configured share of it (its cancels get a fifth of it). Shares that add
 	// up to more than the quota make the sandbox answer 429 under load, and every replica
 	// must back off without ever changing a number.
 	Quota, Share int
 	Log          io.Writer // progress lines; nil: discarded
 }
 
-// DefaultConfig is the make soak run: 50k payouts, 3 processors, a kill every 3 s.
+// Products (Config.Product), as the processor's wechatpay.product.
+const (
+	ProductBatches = "batches"
+	ProductBills   = "bills"
+)
+
+// DefaultConfig is the batch API run of make soak: 50k payouts, 3 processors, a kill every 3 s.
 func DefaultConfig() Config {
 	return Config{
-		Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
+		Product: ProductBatches, Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
 		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
 		Quota: 50, Share: 25,
 	}
 }
 
+// DefaultBillsConfig is the transfer bills run of make soak: 10k payouts (each one create
+// at most 100/s per merchant, so about two minutes of creates), 3 processors whose shares
+// (45/s each) exceed WeChat's 100/s, a kill every 3 s.
+func DefaultBillsConfig() Config {
+	c := DefaultConfig()
+	c.Product, c.Payouts, c.Timeout, c.Quota, c.Share = ProductBills, 10_000, 10*time.Minute, 100, 45
+	return c
+}
+
+// bills reports whether the run is on transfer bills.
+func (c Config) bills() bool { return c.Product == ProductBills }
+
 // ErrConfig is wrapped by Run's error for a Config it cannot run.
 var ErrConfig = errors.New("soak: bad config")
 
-func (c Config) validate() error {
+// Validate returns an error wrapping ErrConfig for a Config Run cannot run.
+func (c Config) Validate() error {
 	switch {
 	case c.Dir == "":
 		return fmt.Errorf("%w: Dir is required", ErrConfig)
+	case c.Product != "" && c.Product != ProductBatches && c.Product != ProductBills:
+		return fmt.Errorf("%w: product %q, want %s or %s", ErrConfig, c.Product, ProductBatches, ProductBills)
 	case c.Payouts < 100:
 		return fmt.Errorf("%w: %d payouts, want at least 100", ErrConfig, c.Payouts)
 	case c.Processors < 1:
@@ -87,15 +121,20 @@ func (c Config) validate() error {
 // Report is what a run measured and checked.
 type Report struct {
 	Dir          string
-	Payouts      int // generated requests
-	Valid        int // valid keys
-	Failing      int // valid keys the sandbox fails (never paid)
-	Invalid      int // invalid lines published raw
-	Republished  int // keys published twice, inside the duplicate window
-	Late         int // keys published twice, after the duplicate window
-	Misrouted    int // requests for another merchant or sub-merchant, published raw
-	Kills        int // processor SIGKILLs
-	Crashes      int // processor exits nobody asked for (restarted too)
+	Product      string // ProductBatches or ProductBills
+	Payouts      int    // generated requests
+	Valid        int    // valid keys
+	Failing      int    // valid keys the sandbox fails (never paid)
+	Declining    int    // bills: valid keys whose payee declines (FAIL USER_DECLINED)
+	NeverConfirm int    // bills: valid keys whose payee never confirms (FAIL OVERDUE_CLOSE)
+	Cancels      int    // bills: upstream cancels published mid-run
+	LateCancels  int    // bills: cancels published once everything was final (finished or unknown payouts)
+	Invalid      int    // invalid lines published raw
+	Republished  int    // keys published twice, inside the duplicate window
+	Late         int    // keys published twice, after the duplicate window
+	Misrouted    int    // requests for another merchant or sub-merchant, published raw
+	Kills        int    // processor SIGKILLs
+	Crashes      int    // processor exits nobody asked for (restarted too)
 	NATSRestarts int
 	ClaimCuts    int // processor connections cut right after a claim was sent: the claim landed, its reply was lost
 	Sandbox      wechatpaytest.Stats
@@ -127,8 +166,12 @@ func (r *Report) check(name string, ok bool, format string, args ...any) {
 
 // WriteText prints the numbers, every check, and last, alone on its line, "N passed, M failed".
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "soak in %s: %d requests (%d valid, %d failing at WeChat, %d invalid of which %d misrouted and 1 near the max payload), re-published %d in the duplicate window and %d after it\n",
-		r.Dir, r.Payouts, r.Valid, r.Failing, r.Invalid, r.Misrouted, r.Republished, r.Late)
+	fmt.Fprintf(w, "soak (%s) in %s: %d requests (%d valid, %d failing at WeChat, %d invalid of which %d misrouted and 1 near the max payload), re-published %d in the duplicate window and %d after it\n",
+		r.Product, r.Dir, r.Payouts, r.Valid, r.Failing, r.Invalid, r.Misrouted, r.Republished, r.Late)
+	if r.Product == ProductBills {
+		fmt.Fprintf(w, "payees: %d decline, %d never confirm; upstream cancels: %d mid-run, %d of finished or unknown payouts; callbacks delivered %d, lost %d\n",
+			r.Declining, r.NeverConfirm, r.Cancels, r.LateCancels, r.Sandbox.Notified, r.Sandbox.NotifyLost)
+	}
 	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, claim replies lost %d, wall time %s\n",
 		r.Kills, r.Crashes, r.NATSRestarts, r.ClaimCuts, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(w, "sandbox: faults %v, rate limited (429) %d, requests %v\n", r.Sandbox.Faults, r.Sandbox.RateLimited, r.Sandbox.Requests)
@@ -146,10 +189,13 @@ func (r *Report) WriteText(w io.Writer) {
 // timeout before the checks); a run that found violations returns a Report with failed
 // checks and a nil error. Every child process is stopped before Run returns.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &soak{cfg: cfg, rep: &Report{Dir: cfg.Dir, Payouts: cfg.Payouts}, log: cfg.Log,
+	if cfg.Product == "" {
+		cfg.Product = ProductBatches
+	}
+	s := &soak{cfg: cfg, rep: &Report{Dir: cfg.Dir, Product: cfg.Product, Payouts: cfg.Payouts}, log: cfg.Log,
 		rng: rand.New(rand.NewPCG(cfg.Seed, 0x50a6))}
 	if s.log == nil {
 		s.log = io.Discard
@@ -171,13 +217,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// The checks run even when the run timed out while settling: what is stuck is the finding.
 	vctx, vcancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
 	defer vcancel()
+	if s.cfg.bills() {
+		s.cancelSettled(vctx)
+	}
 	s.verify(vctx)
 	s.rep.Elapsed = time.Since(began)
 	return s.rep, nil
 }
 
-// verifyTimeout bounds the checks: stopping the processors, reading the ledgers, the
-// sandbox's record and the dead-letter stream, and the audit.
+// verifyTimeout bounds the checks: the cancels of settled payouts (bills), stopping the
+// processors, reading the ledgers, the sandbox's record and the streams, and the audit.
 const verifyTimeout = 3 * time.Minute
 
 // soak is the state of one run.
@@ -201,6 +250,11 @@ type soak struct {
 	sandboxURL   string
 	procs        []*processor
 	topo         broker.Topology
+
+	// settledCancels are the payouts cancelled once final (bills): each must be refused
+	// ALREADY_FINAL; unknownCancel names no payout and must be refused UNKNOWN_PAYOUT.
+	settledCancels []string
+	unknownCancel  string
 
 	lateAccepted int // late re-publishes JetStream stored as new messages
 	earlyDropped int // publishes JetStream dropped as duplicates (the early re-publishes)
@@ -251,7 +305,7 @@ func (s *soak) prepare(ctx context.Context) error {
 // setUp writes the workload and starts the cluster, the sandbox and the processors.
 func (s *soak) setUp(ctx context.Context) error {
 	var err error
-	if s.work, err = writeWorkload(ctx, s.cfg.Dir, s.cfg.Payouts, s.cfg.Seed); err != nil {
+	if s.work, err = writeWorkload(ctx, s.cfg.Dir, s.cfg.Product, s.cfg.Payouts, s.cfg.Seed); err != nil {
 		return err
 	}
 	if err := s.writeProducerConfig(); err != nil {
@@ -259,10 +313,15 @@ func (s *soak) setUp(ctx context.Context) error {
 	}
 	w := s.work
 	s.rep.Valid, s.rep.Invalid, s.rep.Republished, s.rep.Late = len(w.valid), len(w.invalid), w.early, w.late
-	s.rep.Misrouted = w.misrouted
-	for _, fails := range w.valid {
-		if fails {
+	s.rep.Misrouted, s.rep.Cancels = w.misrouted, len(w.cancel)
+	for _, p := range w.valid {
+		switch p {
+		case payeeFails:
 			s.rep.Failing++
+		case payeeDeclines:
+			s.rep.Declining++
+		case payeeNeverConfirms:
+			s.rep.NeverConfirm++
 		}
 	}
 
@@ -362,7 +421,7 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 		}
 		s.supervise()
 		isPublished := closed(published)
-		final, _ := s.progress(ctx)
+		final, _, _ := s.progress(ctx)
 		if final != last {
 			last, lastChange = final, time.Now()
 		}
@@ -439,30 +498,32 @@ func lastLine(path string) string {
 // every pipeline cadence of the soak (poll, retry, parked retry, breaker) is a few seconds.
 const stallAfter = time.Minute
 
-// settle waits until every valid payout is final in some ledger and nothing is in flight,
-// or until progress stalls for stallAfter, or the run times out.
+// settle waits until every valid payout is final in some ledger, nothing is in flight and
+// every outcome and notice is published (the processors publish from their ledgers'
+// outboxes after the fact, and the checks read what upstream was told), or until progress
+// stalls for stallAfter, or the run times out.
 func (s *soak) settle(ctx context.Context) {
-	s.logf("waiting for every payout to be final")
-	last, lastChange := -1, time.Now()
+	s.logf("waiting for every payout to be final and its outcome published")
+	last, lastChange := [2]int{-1, -1}, time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		s.supervise()
-		final, pending := s.progress(ctx)
-		if final != last {
-			last, lastChange = final, time.Now()
+		final, pending, unpublished := s.progress(ctx)
+		if now := [2]int{final, unpublished}; now != last {
+			last, lastChange = now, time.Now()
 		}
-		if final >= len(s.work.valid) && pending == 0 {
-			s.logf("settled: %d payouts final", final)
+		if final >= len(s.work.valid) && pending == 0 && unpublished == 0 {
+			s.logf("settled: %d payouts final, every event published", final)
 			return
 		}
 		if time.Since(lastChange) > stallAfter {
-			s.logf("progress stalled at %d/%d final, %d in flight", final, len(s.work.valid), pending)
+			s.logf("progress stalled at %d/%d final, %d in flight, %d events unpublished", final, len(s.work.valid), pending, unpublished)
 			return
 		}
 		select {
 		case <-ctx.Done():
-			s.logf("timed out at %d/%d final, %d in flight", final, len(s.work.valid), pending)
+			s.logf("timed out at %d/%d final, %d in flight, %d events unpublished", final, len(s.work.valid), pending, unpublished)
 			return
 		case <-tick.C:
 		}

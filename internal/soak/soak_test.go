@@ -6,9 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
 // TestSoakShort is the soak of make test: 5000 requests through 3 processors on a 3-node
@@ -59,6 +65,8 @@ func TestConfigValidate(t *testing.T) {
 		wantErr error
 	}{
 		{"default with a dir", func(*Config) {}, nil},
+		{"bills default", func(c *Config) { *c = DefaultBillsConfig(); c.Dir = ok.Dir }, nil},
+		{"unknown product", func(c *Config) { c.Product = "cheques" }, ErrConfig},
 		{"no dir", func(c *Config) { c.Dir = "" }, ErrConfig},
 		{"too few payouts", func(c *Config) { c.Payouts = 10 }, ErrConfig},
 		{"no processors", func(c *Config) { c.Processors = 0 }, ErrConfig},
@@ -70,8 +78,239 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := ok
 			tt.edit(&c)
-			if err := c.validate(); !errors.Is(err, tt.wantErr) {
-				t.Fatalf("validate() = %v, wantErr %v", err, tt.wantErr)
+			if err := c.Validate(); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestSoakShortBills is the transfer bills soak of make test: 2000 requests through 3
+// processors with their own callback listeners, payees who confirm, decline or never
+// confirm, a fifth of the callbacks lost, upstream cancels mid-run and after, a processor
+// SIGKILLed every 2 s (at least 5 times) and one NATS node restarted; every check of make
+// soak asserted.
+func TestSoakShortBills(t *testing.T) {
+	cfg := DefaultBillsConfig()
+	cfg.Dir = t.TempDir()
+	cfg.Payouts, cfg.KillEvery, cfg.MinKills, cfg.Timeout = 2000, 2*time.Second, 5, 4*time.Minute
+	cfg.Quota, cfg.Share = 40, 20 // a small load still meets 429s
+	var progress strings.Builder
+	cfg.Log = &progress
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("soak could not run: %v\n%s", err, progress.String())
+	}
+	var b strings.Builder
+	rep.WriteText(&b)
+	t.Log("\n" + b.String() + "\nprogress:\n" + progress.String())
+	if rep.Kills < 5 || rep.NATSRestarts < 1 || rep.Cancels == 0 {
+		t.Errorf("%d kills, %d NATS restarts and %d cancels, want ≥ 5, ≥ 1 and > 0", rep.Kills, rep.NATSRestarts, rep.Cancels)
+	}
+	if n := rep.Failed(); n > 0 {
+		t.Errorf("%d of %d checks failed", n, len(rep.Checks))
+	}
+	if len(rep.Checks) < 20 {
+		t.Errorf("only %d checks ran", len(rep.Checks))
+	}
+}
+
+// TestNames: a plaintext name is found wherever it rests, and nothing else is taken for one.
+func TestNames(t *testing.T) {
+	var n names
+	n.add("王伟")
+	n.add("欧阳秀英")
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"alone", "王伟", true},
+		{"in a JSON line", `{"user_name":"王伟","amount":300000}`, true},
+		{"after other Chinese text", "活动奖励王伟", true},
+		{"a longer name", "x 欧阳秀英 y", true},
+		{"a prefix of a name", "欧阳秀", false},
+		{"split by ASCII", "王 伟", false},
+		{"other text", "现金奖励 OVERDUE_CLOSE", false},
+		{"empty", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := n.in([]byte(tt.in)); got != tt.want {
+				t.Fatalf("in(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+	if got, want := n.len(), 2; got != want {
+		t.Fatalf("len() = %d, want %d", got, want)
+	}
+}
+
+// TestWriteWorkload_Bills: on transfer bills every other payee who never confirms and every
+// 100th who would are cancelled mid-run, and misrouted requests are for another merchant
+// (a sub_mchid is invalid there, not misrouted); the batch workload cancels nothing.
+func TestWriteWorkload_Bills(t *testing.T) {
+	ctx := context.Background()
+	w, err := writeWorkload(ctx, t.TempDir(), ProductBills, 5000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[payee]int{}
+	cancelled := map[payee]int{}
+	for k, p := range w.valid {
+		count[p]++
+		if w.cancel[k] {
+			cancelled[p]++
+			if !slices.Contains(w.finals(k), ledger.PayoutCancelled) {
+				t.Errorf("%s is cancelled but may not end CANCELLED: %v", k, w.finals(k))
+			}
+		}
+	}
+	if count[payeeNeverConfirms] == 0 || count[payeeDeclines] == 0 || count[payeeFails] == 0 {
+		t.Fatalf("payees %v: want some of each kind", count)
+	}
+	if got, want := cancelled[payeeNeverConfirms], (count[payeeNeverConfirms]+1)/2; got != want {
+		t.Errorf("%d payees who never confirm cancelled, want %d", got, want)
+	}
+	if got, want := cancelled[payeePays], count[payeePays]/cancelPaysEach; got != want {
+		t.Errorf("%d payees who confirm cancelled, want %d", got, want)
+	}
+	if got := cancelled[payeeDeclines] + cancelled[payeeFails]; got != 0 {
+		t.Errorf("%d declining or failing payees cancelled, want 0", got)
+	}
+	b, err := os.ReadFile(w.cancelFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(strings.Fields(string(b))), len(w.cancel); got != want {
+		t.Errorf("%s has %d keys, want %d", w.cancelFile, got, want)
+	}
+	if w.misrouted == 0 {
+		t.Error("no misrouted request")
+	}
+	for i := range 2 {
+		if r := misroute(payout.Request{OutDetailNo: "S1N1", MchID: wechatpaytest.DefaultMchID}, i, true); r.MchID == wechatpaytest.DefaultMchID || r.SubMchID != "" {
+			t.Errorf("misrouted bills request %d: mchid %s, sub_mchid %q; want another merchant's", i, r.MchID, r.SubMchID)
+		}
+	}
+	batches, err := writeWorkload(ctx, t.TempDir(), ProductBatches, 1000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batches.cancel) != 0 {
+		t.Errorf("the batch workload cancels %d payouts, want none", len(batches.cancel))
+	}
+}
+
+// billsFixture is a settled transfer bills run in miniature, healthy: A paid; B never
+// confirms and was cancelled at WeChat; C would confirm and was cancelled before it was
+// sent; D declined (DUPLICATE in the other ledger); E never confirmed and was cancelled
+// too late (WeChat refused); A cancelled once settled, and an unknown key.
+func billsFixture() (*soak, *evidence, *results) {
+	s := &soak{cfg: Config{Product: ProductBills}, rep: &Report{}, settledCancels: []string{"A"}, unknownCancel: "NOSUCH1",
+		work: &workload{
+			valid:  map[string]payee{"A": payeePays, "B": payeeNeverConfirms, "C": payeePays, "D": payeeDeclines, "E": payeeNeverConfirms},
+			amount: map[string]int64{"A": 100, "B": 200, "C": 300, "D": 400, "E": 500},
+			cancel: map[string]bool{"B": true, "C": true, "E": true},
+		}}
+	bill := func(no, state, reason string, amount int64) wechatpaytest.BillSummary {
+		return wechatpaytest.BillSummary{OutBillNo: no, TransferBillNo: "T" + no, State: state, FailReason: reason, Amount: wechatpay.Fen(amount)}
+	}
+	ev := &evidence{bills: true, ledgerSuccess: 100,
+		rows: map[string][]row{
+			"A": {{proc: "p1", state: ledger.PayoutSuccess, amount: 100}},
+			"B": {{proc: "p1", state: ledger.PayoutCancelled, amount: 200}},
+			"C": {{proc: "p2", state: ledger.PayoutCancelled, amount: 300}},
+			"D": {{proc: "p1", state: ledger.PayoutDuplicate, amount: 400}, {proc: "p2", state: ledger.PayoutFail, failReason: "USER_DECLINED", amount: 400}},
+			"E": {{proc: "p2", state: ledger.PayoutFail, failReason: "OVERDUE_CLOSE", amount: 500}},
+		},
+		paid: &wechatpaytest.PaidReport{Paid: map[string]int{"A": 1}, Total: 100,
+			Payments: []wechatpaytest.Payment{{Kind: wechatpaytest.KindBill, OutDetailNo: "A", DetailID: "TA", Amount: 100}}},
+		sandbox: map[string]wechatpaytest.BillSummary{
+			"A": bill("A", ledger.PayoutSuccess, "", 100), "B": bill("B", ledger.PayoutCancelled, "", 200),
+			"D": bill("D", ledger.PayoutFail, "USER_DECLINED", 400), "E": bill("E", ledger.PayoutFail, "OVERDUE_CLOSE", 500),
+		},
+	}
+	wait := func(k string) payout.WaitUserConfirmEvent {
+		return payout.WaitUserConfirmEvent{OutDetailNo: k, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001", OutBillNo: k,
+			TransferBillNo: "T" + k, PackageInfo: "pkg", Amount: s.work.amount[k], ExpireAt: time.Unix(1, 0)}
+	}
+	refusal := func(k, code string) []payout.CancelRefusedEvent {
+		return []payout.CancelRefusedEvent{{OutDetailNo: k, MchID: wechatpaytest.DefaultMchID, Code: code}}
+	}
+	res := &results{
+		waits: map[string][]payout.WaitUserConfirmEvent{"A": {wait("A")}, "B": {wait("B")}, "E": {wait("E")}},
+		refusals: map[string][]payout.CancelRefusedEvent{
+			"E": refusal("E", payout.CancelTooLate), "A": refusal("A", payout.CancelFinal), "NOSUCH1": refusal("NOSUCH1", payout.CancelUnknown)},
+	}
+	return s, ev, res
+}
+
+// TestChecks_Bills: the bills checks pass on a healthy run and each fails on the violation
+// it exists for (others may fail with it), the first of them the one a soak found: a bill cancelled locally as never
+// sent, which WeChat had (the create was sent just before a SIGKILL) and paid.
+func TestChecks_Bills(t *testing.T) {
+	tests := []struct {
+		name     string
+		breakIt  func(*soak, *evidence, *results)
+		wantFail string // the check that must fail (a prefix of its name); "" none
+	}{
+		{"healthy", func(*soak, *evidence, *results) {}, ""},
+		{"cancelled locally but paid at WeChat", func(_ *soak, ev *evidence, _ *results) {
+			ev.sandbox["C"] = wechatpaytest.BillSummary{OutBillNo: "C", TransferBillNo: "TC", State: ledger.PayoutSuccess, Amount: 300}
+			ev.paid.Paid["C"], ev.paid.Total = 1, 400
+		}, "every final ledger state equals the sandbox's"},
+		{"paid twice", func(_ *soak, ev *evidence, _ *results) { ev.paid.Paid["A"] = 2 }, "every valid payout paid exactly once"},
+		{"a payee who never confirms paid", func(_ *soak, ev *evidence, _ *results) {
+			ev.paid.Paid["E"] = 1
+		}, "every valid payout paid exactly once"},
+		{"a FAIL with another reason than WeChat's", func(_ *soak, ev *evidence, _ *results) {
+			ev.rows["E"][0].failReason = "USER_DECLINED"
+		}, "every FAIL carries WeChat's fail_reason"},
+		{"CANCELLED without a cancel", func(s *soak, _ *evidence, _ *results) { delete(s.work.cancel, "B") },
+			"every final state is what its payee did"},
+		{"final in two ledgers", func(_ *soak, ev *evidence, _ *results) {
+			ev.rows["D"][0].state = ledger.PayoutFail
+		}, "each key final in exactly one ledger"},
+		{"a CANCELLED payout refused too", func(_ *soak, _ *evidence, res *results) {
+			res.refusals["B"] = []payout.CancelRefusedEvent{{OutDetailNo: "B", Code: payout.CancelFinal}}
+		}, "cancels:"},
+		{"a cancel too late never answered", func(_ *soak, _ *evidence, res *results) { delete(res.refusals, "E") }, "cancels:"},
+		{"a cancel refused twice", func(_ *soak, _ *evidence, res *results) {
+			res.refusals["E"] = append(res.refusals["E"], payout.CancelRefusedEvent{OutDetailNo: "E", Code: payout.CancelFinal})
+		}, "cancels:"},
+		{"an unknown payout refused as final", func(_ *soak, _ *evidence, res *results) {
+			res.refusals["NOSUCH1"][0].Code = payout.CancelFinal
+		}, "cancels:"},
+		{"a refusal nobody asked for", func(_ *soak, _ *evidence, res *results) {
+			res.refusals["D"] = []payout.CancelRefusedEvent{{OutDetailNo: "D", Code: payout.CancelFinal}}
+		}, "cancels:"},
+		{"wait_user_confirm twice", func(_ *soak, _ *evidence, res *results) { res.waits["A"] = append(res.waits["A"], res.waits["A"][0]) },
+			"wait_user_confirm"},
+		{"wait_user_confirm for a bill WeChat never had", func(_ *soak, _ *evidence, res *results) {
+			res.waits["C"] = []payout.WaitUserConfirmEvent{res.waits["A"][0]}
+			res.waits["C"][0].OutDetailNo, res.waits["C"][0].OutBillNo = "C", "C"
+		}, "wait_user_confirm"},
+		{"wait_user_confirm without package_info", func(_ *soak, _ *evidence, res *results) { res.waits["B"][0].PackageInfo = "" },
+			"wait_user_confirm"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, ev, res := billsFixture()
+			tt.breakIt(s, ev, res)
+			s.checkPayouts(ev)
+			s.checkWaits(res, ev)
+			s.checkCancels(res, ev)
+			found := false
+			for _, c := range s.rep.Checks {
+				named := tt.wantFail != "" && strings.HasPrefix(c.Name, tt.wantFail)
+				found = found || named
+				if named && c.OK || tt.wantFail == "" && !c.OK {
+					t.Errorf("%s: ok %v (%s)", c.Name, c.OK, c.Detail)
+				}
+			}
+			if tt.wantFail != "" && !found {
+				t.Fatalf("no check named %q", tt.wantFail)
 			}
 		})
 	}

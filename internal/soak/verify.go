@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,10 +25,11 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// payoutStates are every state a ledger payout can be in.
+// payoutStates are every state a ledger payout can be in, on every rail.
 var payoutStates = []string{
 	ledger.PayoutReceived, ledger.PayoutClaimed, ledger.PayoutDuplicate, ledger.PayoutSealed, ledger.PayoutInit,
 	ledger.PayoutWaitPay, ledger.PayoutProcessing, ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected,
+	ledger.PayoutAccepted, ledger.PayoutWaitUserConfirm, ledger.PayoutTransfering, ledger.PayoutCanceling, ledger.PayoutCancelled,
 }
 
 // row is one ledger's record of a payout.
@@ -45,14 +47,18 @@ func (r row) String() string {
 	return s + r.opsNote
 }
 
-// evidence is what the run knows about a set of keys.
+// evidence is what the run knows about the keys: every ledger's rows and the sandbox's own
+// record (its payments, and on transfer bills every bill it has).
 type evidence struct {
-	rows     map[string][]row // out_detail_no → one row per ledger holding it
-	paid     *wechatpaytest.PaidReport
-	payments map[string][]wechatpaytest.Payment
+	bills         bool                      // the run is on transfer bills
+	rows          map[string][]row          // out_detail_no → one row per ledger holding it
+	paid          *wechatpaytest.PaidReport // payments of details and bills alike, by number
+	ledgerSuccess int64                     // the SUCCESS total of every ledger, in fen
+	payments      map[string][]wechatpaytest.Payment
+	sandbox       map[string]wechatpaytest.BillSummary // bills: out_bill_no (= out_detail_no) → the sandbox's bill
 }
 
-// of describes at most 5 keys: their ledger rows and the sandbox's payments of them.
+// of describes at most 5 keys: their ledger rows and the sandbox's record of them.
 func (e *evidence) of(keys []string) string {
 	sort.Strings(keys)
 	var b strings.Builder
@@ -65,11 +71,44 @@ func (e *evidence) of(keys []string) string {
 		for _, p := range e.payments[k] {
 			fmt.Fprintf(&b, " (batch %s detail %s)", p.OutBatchNo, p.DetailID)
 		}
+		if bl, ok := e.sandbox[k]; ok {
+			fmt.Fprintf(&b, ", sandbox bill %s %s %s", bl.TransferBillNo, bl.State, bl.FailReason)
+		} else if e.bills {
+			b.WriteString(", no sandbox bill")
+		}
 	}
 	return b.String()
 }
 
-// verify stops the processors with SIGTERM and checks the contract of issue #6.
+// final returns the one row of key in a final state other than DUPLICATE; ok is false
+// unless exactly one ledger holds it so.
+func (e *evidence) final(key string) (r row, ok bool) {
+	n := 0
+	for _, rw := range e.rows[key] {
+		if ledger.PayoutFinal(rw.state) && rw.state != ledger.PayoutDuplicate {
+			r, n = rw, n+1
+		}
+	}
+	return r, n == 1
+}
+
+// sandboxState is key's final state by the sandbox's own record. On transfer bills it is
+// its bill's state and fail_reason ("" when the sandbox has no such bill: WeChat never saw
+// it) and reasonKnown is true; on the batch API it is SUCCESS when paid, else FAIL, and the
+// record holds no reason.
+func (e *evidence) sandboxState(key string) (state, reason string, reasonKnown bool) {
+	if e.bills {
+		bl := e.sandbox[key]
+		return bl.State, bl.FailReason, true
+	}
+	if e.paid.Paid[key] > 0 {
+		return ledger.PayoutSuccess, "", false
+	}
+	return ledger.PayoutFail, "", false
+}
+
+// verify stops the processors with SIGTERM and checks the contract of issue #6 (and, on
+// transfer bills, of issue 13).
 func (s *soak) verify(ctx context.Context) {
 	r, w := s.rep, s.work
 	var stopErrs []string
@@ -84,23 +123,69 @@ func (s *soak) verify(ctx context.Context) {
 	}
 	r.check("processors stop cleanly on SIGTERM", len(stopErrs) == 0, "%d processors; %s", len(s.procs), strings.Join(stopErrs, "; "))
 
-	ev := &evidence{rows: map[string][]row{}, payments: map[string][]wechatpaytest.Payment{}}
+	ev, files, err := s.gather(ctx)
+	if err != nil {
+		return
+	}
+	s.checkPayouts(ev)
+	s.checkResults(ctx, ev)
+	s.checkDeadLetters(ctx)
+	s.checkFiles(files)
+	s.checkAudit(ctx, files)
+
+	// A NATS node restart can delay a publish past the window (or lose an original whose ack
+	// never came), so an early re-publish may be stored after all; the exactly-once checks
+	// above prove the processors absorbed those. Here: every one was acknowledged (a file the
+	// harness published again after a failed try counts its lines twice), and
+	// JetStream's dedup did the work for the rest.
+	r.check("re-publishes inside the duplicate window acknowledged, JetStream dropping them", s.earlyDropped+s.earlyStored >= w.early && s.earlyDropped > 0,
+		"%d dropped and %d stored for %d re-published keys", s.earlyDropped, s.earlyStored, w.early)
+	r.check("late re-publishes reached the processors as new messages", s.lateAccepted == w.late,
+		"%d of %d stored after the %s duplicate window", s.lateAccepted, w.late, s.cfg.DuplicateWindow)
+	stats := r.Sandbox
+	f := stats.Faults
+	injected := f["system_error"] > 0 && f["drop_after_commit"] > 0 && stats.RateLimited > 0
+	name := "faults injected: SYSTEM_ERROR, commit-then-drop, 429"
+	if ev.bills {
+		injected = injected && stats.NotifyLost > 0
+		name += ", lost callbacks"
+	}
+	r.check(name, injected, "system_error %d, drop_after_commit %d, truncate %d, rate limited %d, callbacks lost %d",
+		f["system_error"], f["drop_after_commit"], f["truncate"], stats.RateLimited, stats.NotifyLost)
+	for _, px := range s.proxies {
+		r.ClaimCuts += px.Cuts()
+	}
+	r.check("chaos: processors killed, a NATS node restarted, claim replies lost", r.Kills >= s.cfg.MinKills && r.NATSRestarts >= 1 && r.ClaimCuts > 0,
+		"%d kills (want ≥ %d), %d NATS node restarts, %d claim replies lost", r.Kills, s.cfg.MinKills, r.NATSRestarts, r.ClaimCuts)
+}
+
+// gather reads the sandbox's record (kept in the working directory) and every ledger. It
+// records a failed check and returns the error when the sandbox cannot answer.
+func (s *soak) gather(ctx context.Context) (ev *evidence, files []string, err error) {
+	r := s.rep
+	ev = &evidence{bills: s.cfg.bills(), rows: map[string][]row{}, payments: map[string][]wechatpaytest.Payment{}}
 	var stats wechatpaytest.Stats
-	err := s.admin(ctx, "/sandbox/paid", &ev.paid)
+	err = s.admin(ctx, "/sandbox/paid", &ev.paid)
 	if err == nil {
 		err = s.admin(ctx, "/sandbox/stats", &stats)
 	}
+	if err == nil && ev.bills {
+		var bills []wechatpaytest.BillSummary
+		err = s.admin(ctx, "/sandbox/bills", &bills)
+		ev.sandbox = make(map[string]wechatpaytest.BillSummary, len(bills))
+		for _, b := range bills {
+			ev.sandbox[b.OutBillNo] = b
+		}
+	}
 	if err != nil {
 		r.check("sandbox record readable", false, "%v", err)
-		return
+		return nil, nil, err
 	}
 	r.Sandbox = stats
 	for _, p := range ev.paid.Payments {
 		ev.payments[p.OutDetailNo] = append(ev.payments[p.OutDetailNo], p)
 	}
-	var files []string
 	var readErrs []string
-	var ledgerSuccess int64
 	for _, p := range s.procs {
 		files = append(files, p.ledger)
 		rows, err := readLedger(ctx, p.name, p.ledger)
@@ -111,47 +196,64 @@ func (s *soak) verify(ctx context.Context) {
 		for k, rw := range rows {
 			ev.rows[k] = append(ev.rows[k], rw)
 			if rw.state == ledger.PayoutSuccess {
-				ledgerSuccess += rw.amount
+				ev.ledgerSuccess += rw.amount
 			}
 		}
 	}
 	r.check("every ledger file readable", len(readErrs) == 0, "%d files; %s", len(files), strings.Join(readErrs, "; "))
+	return ev, files, nil
+}
 
-	var wrongCount, twice, unknown, notOneFinal, stateDiffers, inFlight, noReason []string
+// checkPayouts checks every valid payout against its payee, every ledger and the sandbox's
+// record: paid as its payee decides (at most once when cancelled), final in exactly one
+// ledger as the sandbox has it, with WeChat's reason; and that nothing was paid or stored
+// that was never requested.
+func (s *soak) checkPayouts(ev *evidence) {
+	r, w := s.rep, s.work
+	var wrongCount, twice, unknown, notOneFinal, stateDiffers, notAsPayee, inFlight, badReason []string
 	var wantTotal int64
-	for k, fails := range w.valid {
-		want := 1
-		if fails {
-			want = 0
-		} else {
-			wantTotal += w.amount[k]
-		}
-		if ev.paid.Paid[k] != want {
+	var mustPay, fails, neverSent int
+	for k := range w.valid {
+		// The payee decides whether a payout may be paid; a cancel makes it may-be.
+		finals := w.finals(k)
+		canPay := slices.Contains(finals, ledger.PayoutSuccess)
+		must := canPay && !w.cancel[k]
+		paid := ev.paid.Paid[k]
+		if paid > 1 || must && paid != 1 || !canPay && paid != 0 {
 			wrongCount = append(wrongCount, k)
 		}
-		var finals []row
+		if must {
+			mustPay++
+		}
+		if canPay && paid == 1 {
+			wantTotal += w.amount[k]
+		}
 		for _, rw := range ev.rows[k] {
-			switch rw.state {
-			case ledger.PayoutSuccess, ledger.PayoutFail, ledger.PayoutRejected:
-				finals = append(finals, rw)
-			case ledger.PayoutDuplicate:
-			default:
+			if !ledger.PayoutFinal(rw.state) {
 				inFlight = append(inFlight, k)
 			}
 		}
-		if len(finals) != 1 {
+		f, ok := ev.final(k)
+		if !ok {
 			notOneFinal = append(notOneFinal, k)
 			continue
 		}
-		wantState := ledger.PayoutFail
-		if ev.paid.Paid[k] > 0 {
-			wantState = ledger.PayoutSuccess
-		}
-		if finals[0].state != wantState {
+		state, reason, reasonKnown := ev.sandboxState(k)
+		switch {
+		case f.state == state:
+		case ev.bills && f.state == ledger.PayoutCancelled && state == "":
+			neverSent++ // cancelled before WeChat ever saw it
+		default:
 			stateDiffers = append(stateDiffers, k)
 		}
-		if finals[0].state == ledger.PayoutFail && finals[0].failReason == "" {
-			noReason = append(noReason, k)
+		if !slices.Contains(finals, f.state) {
+			notAsPayee = append(notAsPayee, k)
+		}
+		if f.state == ledger.PayoutFail {
+			fails++
+			if f.failReason == "" || reasonKnown && f.failReason != reason {
+				badReason = append(badReason, k)
+			}
 		}
 	}
 	for k, n := range ev.paid.Paid {
@@ -167,42 +269,29 @@ func (s *soak) verify(ctx context.Context) {
 			unknown = append(unknown, k+" (in "+rows[0].proc+")")
 		}
 	}
-	paidNow := len(w.valid) - r.Failing
-	r.check("every valid payout paid exactly once, fail-… openids never", len(wrongCount) == 0,
-		"%d of %d keys paid as expected (%d to pay, %d failing)%s", len(w.valid)-len(wrongCount), len(w.valid), paidNow, r.Failing, ev.of(wrongCount))
+	for k := range ev.sandbox {
+		if _, ok := w.valid[k]; !ok {
+			unknown = append(unknown, k+" (a sandbox bill)")
+		}
+	}
+	r.check("every valid payout paid exactly once, fail-… openids never (bills: nor declined, unconfirmed or cancelled ones)", len(wrongCount) == 0,
+		"%d of %d keys paid as expected (%d to pay, %d cancelled upstream, %d failing, %d declining, %d never confirming)%s",
+		len(w.valid)-len(wrongCount), len(w.valid), mustPay, len(w.cancel), r.Failing, r.Declining, r.NeverConfirm, ev.of(wrongCount))
 	r.check("no payout paid twice", len(twice) == 0 && len(ev.paid.DoublePaid) == 0,
 		"%d payments in the sandbox, double paid %v%s", len(ev.paid.Payments), ev.paid.DoublePaid, ev.of(twice))
 	r.check("nothing paid or stored that was never requested", len(unknown) == 0, "%d unknown keys %v", len(unknown), first(unknown, 5))
-	r.check("paid total equals the ledgers' SUCCESS total and the requested total", int64(ev.paid.Total) == ledgerSuccess && ledgerSuccess == wantTotal,
-		"sandbox %d fen, ledgers %d fen, requested (non-failing) %d fen", ev.paid.Total, ledgerSuccess, wantTotal)
+	r.check("paid total equals the ledgers' SUCCESS total and the requested total", int64(ev.paid.Total) == ev.ledgerSuccess && ev.ledgerSuccess == wantTotal,
+		"sandbox %d fen, ledgers %d fen, requested (to be paid) %d fen", ev.paid.Total, ev.ledgerSuccess, wantTotal)
 	r.check("each key final in exactly one ledger (DUPLICATE elsewhere)", len(notOneFinal) == 0,
 		"%d keys not final in exactly one ledger%s", len(notOneFinal), ev.of(notOneFinal))
 	r.check("every final ledger state equals the sandbox's", len(stateDiffers) == 0,
-		"%d keys differ%s", len(stateDiffers), ev.of(stateDiffers))
+		"%d keys differ (%d cancelled before WeChat saw them: no bill)%s", len(stateDiffers), neverSent, ev.of(stateDiffers))
+	r.check("every final state is what its payee did, or CANCELLED on upstream's request", len(notAsPayee) == 0,
+		"%d keys otherwise%s", len(notAsPayee), ev.of(notAsPayee))
 	r.check("no payout left in flight in any ledger (none stuck RECEIVED)", len(inFlight) == 0, "%d keys%s", len(inFlight), ev.of(inFlight))
-	r.check("every FAIL carries WeChat's fail_reason", len(noReason) == 0, "%d of %d failing keys without a reason%s", len(noReason), r.Failing, ev.of(noReason))
+	r.check("every FAIL carries WeChat's fail_reason (bills: the sandbox's own)", len(badReason) == 0,
+		"%d of %d FAIL payouts without it%s", len(badReason), fails, ev.of(badReason))
 
-	s.checkDeadLetters(ctx)
-	s.checkLedgerFiles(files)
-	s.checkAudit(ctx, files)
-
-	// A NATS node restart can delay a publish past the window (or lose an original whose ack
-	// never came), so an early re-publish may be stored after all; the exactly-once checks
-	// above prove the processors absorbed those. Here: every one was acknowledged (a file the
-	// harness published again after a failed try counts its lines twice), and
-	// JetStream's dedup did the work for the rest.
-	r.check("re-publishes inside the duplicate window acknowledged, JetStream dropping them", s.earlyDropped+s.earlyStored >= w.early && s.earlyDropped > 0,
-		"%d dropped and %d stored for %d re-published keys", s.earlyDropped, s.earlyStored, w.early)
-	r.check("late re-publishes reached the processors as new messages", s.lateAccepted == w.late,
-		"%d of %d stored after the %s duplicate window", s.lateAccepted, w.late, s.cfg.DuplicateWindow)
-	f := stats.Faults
-	r.check("faults injected: SYSTEM_ERROR, commit-then-drop, 429", f["system_error"] > 0 && f["drop_after_commit"] > 0 && stats.RateLimited > 0,
-		"system_error %d, drop_after_commit %d, truncate %d, rate limited %d", f["system_error"], f["drop_after_commit"], f["truncate"], stats.RateLimited)
-	for _, px := range s.proxies {
-		r.ClaimCuts += px.Cuts()
-	}
-	r.check("chaos: processors killed, a NATS node restarted, claim replies lost", r.Kills >= s.cfg.MinKills && r.NATSRestarts >= 1 && r.ClaimCuts > 0,
-		"%d kills (want ≥ %d), %d NATS node restarts, %d claim replies lost", r.Kills, s.cfg.MinKills, r.NATSRestarts, r.ClaimCuts)
 }
 
 // readLedger returns every payout of the ledger at path by key.
@@ -231,9 +320,10 @@ func readLedger(ctx context.Context, name, path string) (map[string]row, error) 
 
 // stored is one message read back from a stream.
 type stored struct {
-	seq    uint64
-	data   []byte
-	header nats.Header
+	seq     uint64
+	subject string
+	data    []byte
+	header  nats.Header
 }
 
 // checkDeadLetters reads the whole dead-letter stream and the requests stream: every invalid
@@ -243,12 +333,12 @@ type stored struct {
 // by the producer does either.
 func (s *soak) checkDeadLetters(ctx context.Context) {
 	const name = "every invalid or misrouted request dead-lettered once with its reason"
-	dls, err := readStream(ctx, s.js, s.topo.DeadLetterStream)
+	dls, err := readStream(ctx, s.js, s.topo.DeadLetterStream, "")
 	if err != nil {
 		s.rep.check(name, false, "%v", err)
 		return
 	}
-	reqs, err := readStream(ctx, s.js, s.topo.Stream)
+	reqs, err := readStream(ctx, s.js, s.topo.Stream, "")
 	if err != nil {
 		s.rep.check(name, false, "%v", err)
 		return
@@ -307,44 +397,45 @@ func (s *soak) checkDeadLetters(ctx context.Context) {
 			inStream++
 		}
 	}
-	s.rep.check("no plaintext name in the dead letters or the requests the producer stored", inDL == 0 && inStream == 0 && len(s.work.names) > 0,
-		"%d names in the workload; found in %d dead letters and %d stored requests", len(s.work.names), inDL, inStream)
+	s.rep.check("no plaintext name in the dead letters or the requests the producer stored", inDL == 0 && inStream == 0 && s.work.names.len() > 0,
+		"%d names in the workload; found in %d dead letters and %d stored requests", s.work.names.len(), inDL, inStream)
 }
 
 // holdsName reports whether b contains one of the workload's plaintext names.
-func (s *soak) holdsName(b []byte) bool {
-	for _, n := range s.work.names {
-		if bytes.Contains(b, n) {
-			return true
-		}
-	}
-	return false
-}
+func (s *soak) holdsName(b []byte) bool { return s.work.names.in(b) }
 
-// checkLedgerFiles scans every ledger file (and its WAL) for plaintext names.
-func (s *soak) checkLedgerFiles(files []string) {
+// checkFiles scans every ledger file (and its WAL) and every processor's log for plaintext
+// names.
+func (s *soak) checkFiles(ledgers []string) {
 	var found []string
-	for _, f := range files {
-		for _, path := range []string{f, f + "-wal"} {
-			b, err := os.ReadFile(path)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				found = append(found, err.Error())
-			}
-			if s.holdsName(b) {
-				found = append(found, path)
-			}
+	files := slices.Clone(ledgers)
+	for _, f := range ledgers {
+		files = append(files, f+"-wal")
+	}
+	for _, p := range s.procs {
+		files = append(files, p.logPath)
+	}
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			found = append(found, err.Error())
+		}
+		if s.holdsName(b) {
+			found = append(found, path)
 		}
 	}
-	s.rep.check("no plaintext name in any ledger file", len(found) == 0, "%d files; names found in %v", len(files), found)
+	s.rep.check("no plaintext name in any ledger file or processor log", len(found) == 0, "%d ledgers and %d logs; names found in %v",
+		len(ledgers), len(s.procs), found)
 }
 
-// readStream returns every message stored in stream, trying again for a while when the
-// cluster cannot answer (a node restarted during the run may still be catching up).
-func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]stored, error) {
+// readStream returns every message stored in stream (on subject only, when it is not
+// empty), trying again for a while when the cluster cannot answer (a node restarted during
+// the run may still be catching up).
+func readStream(ctx context.Context, js jetstream.JetStream, stream, subject string) ([]stored, error) {
 	var out []stored
 	var err error
 	perr := poll(ctx, time.Minute, time.Second, func() (bool, string) {
-		out, err = readStreamOnce(ctx, js, stream)
+		out, err = readStreamOnce(ctx, js, stream, subject)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -356,13 +447,28 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string) ([]s
 	return out, nil
 }
 
-func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]stored, error) {
+func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream, subject string) ([]stored, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
 	want := st.CachedInfo().State.Msgs
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	var cc jetstream.OrderedConsumerConfig
+	if subject != "" {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+		if err != nil {
+			return nil, err
+		}
+		want = 0
+		for _, n := range info.State.Subjects {
+			want += n
+		}
+		cc.FilterSubjects = []string{subject}
+	}
+	if want == 0 {
+		return nil, nil
+	}
+	c, err := st.OrderedConsumer(ctx, cc)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +484,7 @@ func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string) 
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, stored{seq: md.Sequence.Stream, data: m.Data(), header: m.Headers()})
+			out = append(out, stored{seq: md.Sequence.Stream, subject: m.Subject(), data: m.Data(), header: m.Headers()})
 			n++
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
