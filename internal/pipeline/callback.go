@@ -10,13 +10,12 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// callbackHandler serves WeChat Pay notifications (spec §4) for both products. The client
-// verifies and decrypts them; this feeds them to the ledger as hints: the state moves one
-// monotonic state machine forward (a stale one changes nothing), a notification id seen
-// before is a no-op. A batch's next query is brought forward so its details are paged from
-// a verified query (spec §10 rule 9); a bill's final state is applied as it comes, its
-// amount and merchant checked against the ledger first. No network I/O happens inside the
-// 5 s WeChat allows.
+// callbackHandler serves WeChat Pay notifications (docs/wechatpay.md §7) for both products. The
+// client verifies and decrypts them; this feeds them to the ledger as hints: the state moves one
+// monotonic state machine forward (a stale one changes nothing), a notification id seen before is a
+// no-op. A batch's next query is brought forward so its details are paged from a verified query
+// (docs/wechatpay.md §11); a bill's final state is applied as it comes, its amount and
+// merchant checked against the ledger first. No network I/O happens inside the 5 s WeChat allows.
 func callbackHandler(api *wechatpay.Client, db *ledger.DB, wake func()) http.Handler {
 	return api.NotificationHandler(func(ctx context.Context, n *wechatpay.Notification, plaintext []byte) error {
 		var err error

@@ -15,10 +15,10 @@ const (
 	// createRejected: refused for its content on the very first attempt, so nothing can
 	// exist under the number: nothing was paid.
 	createRejected
-	// createProbe: refused, but the number may exist: an earlier attempt went unanswered
-	// (its refusal would prove nothing, rule 3), or the code is INVALID_REQUEST, which is
-	// also WeChat's "this number exists with other content" (spec §5). Query it: follow it if
-	// it exists (the body is frozen, so it is ours), else park.
+	// createProbe: refused, but the number may exist: an earlier attempt went unanswered (its
+	// refusal would prove nothing, rule 3), or the code is INVALID_REQUEST, which is also WeChat's
+	// "this number exists with other content" (docs/wechatpay.md §4). Query it: follow it if it
+	// exists (the body is frozen, so it is ours), else park.
 	createProbe
 	createParked   // refused until an operator acts: the same number after parked-retry
 	createExists   // ALREADY_EXISTS (transfer bills): it exists and is final; query it

@@ -25,7 +25,7 @@ type SubmitConfig struct {
 	BillWorkers int           `yaml:"bill-workers"` // bills of one batch handled at once (transfer bills)
 }
 
-// PollConfig sets how accepted batches are followed (spec §6, §10 rule 7).
+// PollConfig sets how accepted batches are followed (docs/wechatpay.md §5, §11).
 type PollConfig struct {
 	FirstDelay    time.Duration `yaml:"first-delay"`     // first query after the create (≥ 1 min in production)
 	Interval      time.Duration `yaml:"interval"`        // between queries of one batch (≥ 1 min in production)
@@ -39,9 +39,9 @@ type PollConfig struct {
 	BillSweepMax time.Duration `yaml:"bill-sweep-max"`
 }
 
-// RateConfig is this replica's share of the merchant's per-API quota, in requests/s. WeChat
-// limits each API on its own (spec §6: 50 QPS per merchant for each batch API; spec §8.2:
-// 100/s for bill creates and queries, 20/s for cancels).
+// RateConfig is this replica's share of the merchant's per-API quota, in requests/s. WeChat limits
+// each API on its own (docs/wechatpay.md §8: 50 QPS per merchant for each batch API;
+// docs/transfer-bills.md: 100/s for bill creates and queries, 20/s for cancels).
 type RateConfig struct {
 	Create float64 `yaml:"create"` // POST /v3/transfer/batches, or a transfer bill create
 	Query  float64 `yaml:"query"`  // batch by out_batch_no with its detail pages, or a bill by out_bill_no

@@ -110,8 +110,8 @@ func sealedOn(t *testing.T, srv *wechatpaytest.Server, cfg Config, deps Deps, ra
 	return p, due[0]
 }
 
-// TestDriver_InvalidRequestButExists: WeChat answers INVALID_REQUEST to a create whose
-// number already exists (spec §5). The driver queries, finds the batch under its number and
+// TestDriver_InvalidRequestButExists: WeChat answers INVALID_REQUEST to a create whose number
+// already exists (docs/wechatpay.md §4). The driver queries, finds the batch under its number and
 // follows it: it neither parks the batch nor gives its payouts a new number.
 func TestDriver_InvalidRequestButExists(t *testing.T) {
 	srv := wechatpaytest.NewServer(t)
@@ -150,7 +150,8 @@ func errorsIsInvalidRequest(err error) bool {
 func TestDriver_Rejections(t *testing.T) {
 	ctx := context.Background()
 	t.Run("PARAM_ERROR rejects the batch and its members", func(t *testing.T) {
-		// Amounts of 100 fen under a 1000-fen minimum: WeChat answers PARAM_ERROR (spec §5).
+		// Amounts of 100 fen under a 1000-fen minimum: WeChat answers PARAM_ERROR
+		// (docs/wechatpay.md §4).
 		srv := wechatpaytest.NewServer(t, func(o *wechatpaytest.Options) { o.MinAmount = 1000 })
 		p, b := sealedBatch(t, srv, 2)
 		if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {

@@ -16,12 +16,12 @@ import (
 // maxLoggedKeys bounds the out_detail_nos one log line names.
 const maxLoggedKeys = 20
 
-// reasonPass is the fail-reason work of one paging pass over one FINISHED batch. A page's
-// detail briefs say FAIL but not why; only the single-detail query carries fail_reason
-// (spec §6, §7), and upstream must know why before it pays again under a new number. So a
-// FAIL row is applied only together with its reason, and one whose reason cannot be had now
-// is left out of the apply: its payout keeps its state, the batch stays unsettled, and the
-// next poll pages it again from offset 0. Only the worker handling the batch touches it.
+// reasonPass is the fail-reason work of one paging pass over one FINISHED batch. A page's detail
+// briefs say FAIL but not why; only the single-detail query carries fail_reason (docs/wechatpay.md
+// §5, §6), and upstream must know why before it pays again under a new number. So a FAIL row is
+// applied only together with its reason, and one whose reason cannot be had now is left out of the
+// apply: its payout keeps its state, the batch stays unsettled, and the next poll pages it again
+// from offset 0. Only the worker handling the batch touches it.
 type reasonPass struct {
 	states   map[string]string // out_detail_no → ledger state when the pass began
 	stop     string            // why fetching stopped for this pass (an error code); "" while fetching
@@ -76,12 +76,12 @@ func (d *batchRail) withReasons(ctx context.Context, b ledger.Batch, p *reasonPa
 	return out
 }
 
-// fetchReason queries one FAIL detail for its fail_reason through the detail throttle (the
-// detail API's own budget, rate-limit.detail) and the detail breaker. It returns the reason,
-// or why there is none now: the error code, or a disagreement with the page. A 429, an open breaker, a
-// cancelled wait or a rejection an operator must fix stops fetching for the rest of the
-// pass; other failures (NOT_FOUND, ambiguous answers) are per detail, and the breaker trips
-// on a run of ambiguous ones. A reason we do not know is returned as WeChat gives it.
+// fetchReason queries one FAIL detail for its fail_reason through the detail throttle (the detail
+// API's own budget, rate-limit.detail) and the detail breaker. It returns the reason, or why there
+// is none now: the error code, or a disagreement with the page. A 429, an open breaker, a cancelled
+// wait or a rejection an operator must fix stops fetching for the rest of the pass; other failures
+// (NOT_FOUND, ambiguous answers) are per detail, and the breaker trips on a run of ambiguous ones.
+// A reason we do not know is returned as WeChat gives it.
 func (d *batchRail) fetchReason(ctx context.Context, b ledger.Batch, p *reasonPass, r ledger.DetailRow) (reason, why string) {
 	if p.stop != "" {
 		return "", p.stop

@@ -17,7 +17,7 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// partnerRequest holds the batch-level fields of partner test payouts (spec §7).
+// partnerRequest holds the batch-level fields of partner test payouts (docs/wechatpay.md §6).
 var partnerRequest = payout.Request{MchID: wechatpaytest.DefaultMchID, SubMchID: "1900000109", SpAppID: wechatpaytest.DefaultAppID,
 	AuthorizationType: wechatpay.AuthorizationFund, TransferPurpose: wechatpay.PurposeCommission}
 

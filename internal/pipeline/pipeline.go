@@ -39,8 +39,8 @@ type Config struct {
 	// (transfer bills; every merchant since 2025-01-15). Batches already sealed are driven
 	// to their end whatever it says. The processor's config sets it as wechatpay.product.
 	Product string `yaml:"-"`
-	// BillScenes is, per transfer_scene_id, what a bill must report (spec §8.2); empty: the
-	// defaults of payout.DefaultBillScenes. Fixing a refused body changes it, so intake
+	// BillScenes is, per transfer_scene_id, what a bill must report (docs/transfer-bills.md);
+	// empty: the defaults of payout.DefaultBillScenes. Fixing a refused body changes it, so intake
 	// checks requests against it.
 	BillScenes map[string]SceneConfig `yaml:"bill-scenes"`
 }
@@ -61,8 +61,8 @@ type SceneConfig struct {
 
 // BatchingConfig is how payouts are grouped (pkg/batching).
 type BatchingConfig struct {
-	CapDirect      int           `yaml:"cap-direct"`       // ≤ 1000 (spec §5)
-	CapPartner     int           `yaml:"cap-partner"`      // ≤ 3000 (spec §7)
+	CapDirect      int           `yaml:"cap-direct"`       // ≤ 1000 (docs/wechatpay.md §4)
+	CapPartner     int           `yaml:"cap-partner"`      // ≤ 3000 (docs/wechatpay.md §6)
 	CapBills       int           `yaml:"cap-bills"`        // bills sealed together, ≤ 1000
 	MaxWait        time.Duration `yaml:"max-wait"`         // seal a group when its oldest payout waited this long
 	MaxBatchAmount int64         `yaml:"max-batch-amount"` // fen; 0 = no limit
@@ -86,14 +86,14 @@ func DefaultConfig() Config {
 		Submit:   SubmitConfig{RetryMin: time.Second, RetryMax: 5 * time.Minute, ParkedRetry: 10 * time.Minute, Workers: 8, BillWorkers: 16},
 		Poll: PollConfig{FirstDelay: time.Minute, Interval: time.Minute, NotFoundGrace: 10 * time.Minute,
 			PageLimit: wechatpay.MaxQueryLimit, Horizon: 25 * 24 * time.Hour, BillSweep: 10 * time.Minute, BillSweepMax: time.Hour},
-		RateLimit: RateConfig{Create: 45, Query: 45, Detail: 45, Cancel: 18}, // under 50 QPS per merchant and API (spec §6), with a margin
+		RateLimit: RateConfig{Create: 45, Query: 45, Detail: 45, Cancel: 18}, // under 50 QPS per merchant and API (docs/wechatpay.md §5), with a margin
 		Breaker:   BreakerConfig{Failures: 5, OpenTimeout: 30 * time.Second},
 		Product:   ProductBatches,
 	}
 }
 
-// BillsRates are rate limits for a merchant on transfer bills: under its 100/s create and
-// query limits and 20/s cancel limit (spec §8.2), with a margin. The caller divides them
+// BillsRates are rate limits for a merchant on transfer bills: under its 100/s create and query
+// limits and 20/s cancel limit (docs/transfer-bills.md), with a margin. The caller divides them
 // among replicas.
 func BillsRates() RateConfig { return RateConfig{Create: 90, Query: 90, Detail: 90, Cancel: 18} }
 
@@ -150,7 +150,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		d.Log = slog.Default()
 	}
 	if cfg.Poll.PageLimit < wechatpay.MinQueryLimit || cfg.Poll.PageLimit > wechatpay.MaxQueryLimit {
-		return nil, fmt.Errorf("poll page limit %d outside %d..%d (spec §6)", cfg.Poll.PageLimit, wechatpay.MinQueryLimit, wechatpay.MaxQueryLimit)
+		return nil, fmt.Errorf("poll page limit %d outside %d..%d (docs/wechatpay.md §8)", cfg.Poll.PageLimit, wechatpay.MinQueryLimit, wechatpay.MaxQueryLimit)
 	}
 	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 || cfg.Intake.SweepEvery <= 0 || cfg.Intake.RetryDelay < 0 {
 		return nil, errors.New("submit workers, fetch batch, retry-min and sweep-every must be positive, retry-delay not negative")

@@ -15,11 +15,11 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// batchRail pays a batch with the batch API (spec §5 direct, §7 partner): one create of the
-// whole batch under its out_batch_no, then batch queries until it is FINISHED or CLOSED, then
-// detail pages (and single-detail queries for each FAIL's reason) until every member is final.
-// One value serves both the direct and the partner rail: they differ only in endpoints and
-// body shape, both chosen by the batch's rail.
+// batchRail pays a batch with the batch API (docs/wechatpay.md §4 direct, §6 partner): one create
+// of the whole batch under its out_batch_no, then batch queries until it is FINISHED or CLOSED,
+// then detail pages (and single-detail queries for each FAIL's reason) until every member is final.
+// One value serves both the direct and the partner rail: they differ only in endpoints and body
+// shape, both chosen by the batch's rail.
 type batchRail struct {
 	*driver
 	names     batching.Names
@@ -244,8 +244,8 @@ func (d *batchRail) queryBatch(ctx context.Context, b ledger.Batch, q wechatpay.
 	return res, err
 }
 
-// pollFailed reschedules a batch whose query failed. NOT_FOUND is not a failure (spec §6):
-// within the grace period the batch is still being accepted; after it, an operator is told,
+// pollFailed reschedules a batch whose query failed. NOT_FOUND is not a failure (docs/wechatpay.md
+// §5): within the grace period the batch is still being accepted; after it, an operator is told,
 // and the batch keeps being queried under the same number.
 func (d *batchRail) pollFailed(ctx context.Context, b ledger.Batch, err error, now time.Time) error {
 	code := errorCode(err)
@@ -271,7 +271,7 @@ type created struct {
 }
 
 // batchPage is one batch query answer, whichever rail: the direct API wraps the batch in
-// transfer_batch (spec §6), the partner API is flat (spec §7).
+// transfer_batch (docs/wechatpay.md §5), the partner API is flat (docs/wechatpay.md §6).
 type batchPage struct {
 	Batch   wechatpay.TransferBatch
 	Details []wechatpay.DetailBrief
@@ -284,7 +284,7 @@ func createBatch(ctx context.Context, api *wechatpay.Client, rail string, body [
 		if err != nil {
 			return created{}, err
 		}
-		return created{BatchID: r.BatchID}, nil // the partner answer has no status (spec §7)
+		return created{BatchID: r.BatchID}, nil // the partner answer has no status (docs/wechatpay.md §6)
 	}
 	r, err := api.CreateTransferBatchBody(ctx, body)
 	if err != nil {
@@ -314,7 +314,8 @@ func queryBatch(ctx context.Context, api *wechatpay.Client, rail, outBatchNo str
 }
 
 // detail is one single-detail query answer, whichever rail: the only answer that carries
-// fail_reason (spec §6, §7). The openid and name ciphertext of the answer are not kept.
+// fail_reason (docs/wechatpay.md §5, §6). The openid and name ciphertext of the answer are not
+// kept.
 type detail struct {
 	OutDetailNo, DetailID, Status, FailReason string
 }

@@ -45,8 +45,8 @@ func newBillRail(d *driver, notifyURL string, cfg BreakerConfig) *billRail {
 	}
 }
 
-// billInfo is what a request adds to a bill body beyond the ledger's columns: the scene's
-// report rows and the payee's perception (spec §8.2). Intake stores it in Payout.BillInfo.
+// billInfo is what a request adds to a bill body beyond the ledger's columns: the scene's report
+// rows and the payee's perception (docs/transfer-bills.md). Intake stores it in Payout.BillInfo.
 type billInfo struct {
 	Perception  string                              `json:"user_recv_perception,omitempty"`
 	ReportInfos []wechatpay.TransferSceneReportInfo `json:"transfer_scene_report_infos"`
@@ -148,7 +148,7 @@ func (d *billRail) stepBill(ctx context.Context, bl ledger.Bill) error {
 
 // needsCreate reports whether a bill WeChat knows should be created again with the same
 // body: it was only ACCEPTED or is still locking funds (PROCESSING: a top-up and a replay
-// move it on, spec §8.2), or it awaits the payee and we never got its package_info.
+// move it on, docs/transfer-bills.md), or it awaits the payee and we never got its package_info.
 func needsCreate(bl ledger.Bill) bool {
 	switch bl.State {
 	case ledger.PayoutAccepted, ledger.PayoutProcessing:
@@ -201,7 +201,7 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 				"attempt", bl.Attempts+1, "action", "if it stays PROCESSING, top up the merchant's operating account")
 		}
 	case createExists:
-		// The bill exists and is final (spec §8.2): what it became is a query away.
+		// The bill exists and is final (docs/transfer-bills.md): what it became is a query away.
 		if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
 			Outcome: ledger.SubmitRetry, ErrorCode: code, NextAt: now}); err != nil {
 			return err
@@ -246,7 +246,8 @@ func (d *billRail) query(ctx context.Context, bl ledger.Bill) error {
 		code := errorCode(err)
 		switch classify(err) {
 		case wechatpay.ClassNotFound:
-			// Not a failure (spec §10 rule 4): a bill we created may not be visible yet.
+			// Not a failure (docs/wechatpay.md §11): a bill we created may not be visible
+			// yet.
 			if !bl.NotFoundSince.IsZero() && now.Sub(bl.NotFoundSince) > d.poll.NotFoundGrace {
 				d.log.Error("bill still NOT_FOUND after the grace period; still querying the same number", "out_bill_no", bl.OutBillNo, "since", bl.NotFoundSince)
 			}

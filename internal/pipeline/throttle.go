@@ -9,11 +9,11 @@ import (
 )
 
 // throttle is a per-endpoint rate limiter for this replica's share of the merchant's quota
-// (spec §6: 50 QPS per merchant for each old API, shared by all replicas). Its burst is 1, so
-// no one-second window sees more than the rate plus one request. A 429 takes the rate down
-// by a fifth (to a floor, at most once a second); every quiet recoverEvery it climbs back by
-// a quarter of the configured rate. Every replica sees the same 429s, so all of them slow
-// down together.
+// (docs/wechatpay.md §8: 50 QPS per merchant for each old API, shared by all replicas). Its burst
+// is 1, so no one-second window sees more than the rate plus one request. A 429 takes the rate down
+// by a fifth (to a floor, at most once a second); every quiet recoverEvery it climbs back by a
+// quarter of the configured rate. Every replica sees the same 429s, so all of them slow down
+// together.
 type throttle struct {
 	mu       sync.Mutex
 	lim      *rate.Limiter

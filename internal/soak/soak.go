@@ -60,11 +60,11 @@ type Config struct {
 	// is re-published after it has passed.
 	DuplicateWindow time.Duration
 	AckWait         time.Duration // short, so that redeliveries after a kill come quickly
-	// Quota is the sandbox's limit in requests/s per endpoint (WeChat's is 50 per
-	// merchant on the batch API, spec §6, and 100 on transfer bills, spec §8.2) and Share
-	// each replica's configured share of it (its cancels get a fifth of it). Shares that add
-	// up to more than the quota make the sandbox answer 429 under load, and every replica
-	// must back off without ever changing a number.
+	// Quota is the sandbox's limit in requests/s per endpoint (WeChat's is 50 per merchant on the
+	// batch API, docs/wechatpay.md §5, and 100 on transfer bills, docs/transfer-bills.md) and Share
+	// each replica's configured share of it (its cancels get a fifth of it). Shares that add up to
+	// more than the quota make the sandbox answer 429 under load, and every replica must back off
+	// without ever changing a number.
 	Quota, Share int
 	Log          io.Writer // progress lines; nil: discarded
 }

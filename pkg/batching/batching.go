@@ -6,10 +6,10 @@
 // sealed Batch must be committed to the ledger (number and members, atomically) before its
 // first submit attempt.
 //
-// Guarantees, for any input: each added Item is in exactly one sealed Batch (after Flush);
-// a batch holds one group key only and at most its rail's cap (never above 3000, spec §5,
-// §7); totals are computed from the items; out_batch_no is derived from the instance id and
-// the first item's sequence, so it never repeats while sequences don't.
+// Guarantees, for any input: each added Item is in exactly one sealed Batch (after Flush); a batch
+// holds one group key only and at most its rail's cap (never above 3000, docs/wechatpay.md §4, §7);
+// totals are computed from the items; out_batch_no is derived from the instance id and the first
+// item's sequence, so it never repeats while sequences don't.
 package batching
 
 import (
@@ -30,10 +30,9 @@ const (
 	DefaultMaxWait = 10 * time.Second
 	// MaxInstanceIDLen leaves room in the 32-character out_batch_no for "B" and 19 digits.
 	MaxInstanceIDLen = 12
-	// MaxDetailsBills is the most members of a batch on the bills rail. WeChat never sees
-	// such a batch (each member is its own bill, spec §8.2); it is the processor's unit of
-	// sealing, audit and rate budgeting, capped like a direct batch (the ledger's
-	// MaxDetailsBills).
+	// MaxDetailsBills is the most members of a batch on the bills rail. WeChat never sees such a
+	// batch (each member is its own bill, docs/transfer-bills.md); it is the processor's unit of
+	// sealing, audit and rate budgeting, capped like a direct batch (the ledger's MaxDetailsBills).
 	MaxDetailsBills = 1000
 )
 
@@ -55,7 +54,7 @@ type Batch struct {
 	Items      []Item
 }
 
-// TotalAmount is the sum of the items' amounts in fen (spec §5 total_amount).
+// TotalAmount is the sum of the items' amounts in fen (docs/wechatpay.md §4 total_amount).
 func (b Batch) TotalAmount() int64 {
 	var t int64
 	for _, it := range b.Items {
@@ -64,7 +63,7 @@ func (b Batch) TotalAmount() int64 {
 	return t
 }
 
-// TotalNum is the number of items (spec §5 total_num).
+// TotalNum is the number of items (docs/wechatpay.md §4 total_num).
 func (b Batch) TotalNum() int { return len(b.Items) }
 
 // Config configures a Batcher.
@@ -73,7 +72,7 @@ type Config struct {
 	// 1–12 characters. It must never be reused with a fresh ledger, or out_batch_no repeats.
 	InstanceID string
 	// CapDirect and CapPartner are the most details per batch on each rail: 1–1000 direct
-	// (spec §5) and 1–3000 partner (spec §7). Zero means the API maximum.
+	// (docs/wechatpay.md §4) and 1–3000 partner (docs/wechatpay.md §6). Zero means the API maximum.
 	CapDirect, CapPartner int
 	// CapBills is the most members per batch on the bills rail: 1–MaxDetailsBills. Zero
 	// means MaxDetailsBills.
@@ -229,10 +228,10 @@ func (b *Batcher) seal(key string, g *group) Batch {
 	}
 }
 
-// OutBatchNo returns "B" + instanceID + firstSeq zero-padded to 19 digits: [0-9A-Za-z], at
-// most 32 characters for an instance id of at most 12 (spec §5). Because the sequence part
-// has a fixed width, distinct (instanceID, firstSeq) pairs give distinct numbers. firstSeq
-// must be positive.
+// OutBatchNo returns "B" + instanceID + firstSeq zero-padded to 19 digits: [0-9A-Za-z], at most 32
+// characters for an instance id of at most 12 (docs/wechatpay.md §4). Because the sequence part has
+// a fixed width, distinct (instanceID, firstSeq) pairs give distinct numbers. firstSeq must be
+// positive.
 func OutBatchNo(instanceID string, firstSeq int64) string {
 	const width = 19
 	s := strconv.FormatInt(firstSeq, 10)

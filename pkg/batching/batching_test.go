@@ -41,8 +41,8 @@ func TestNew(t *testing.T) {
 		{"no instance", Config{}, ErrConfig},
 		{"instance too long", Config{InstanceID: "abcdefABCD123"}, ErrConfig},
 		{"instance charset", Config{InstanceID: "p-1"}, ErrConfig},
-		{"spec §5 direct cap above 1000", Config{InstanceID: "P1", CapDirect: 1001}, ErrConfig},
-		{"spec §7 partner cap above 3000", Config{InstanceID: "P1", CapPartner: 3001}, ErrConfig},
+		{"docs/wechatpay.md §4 direct cap above 1000", Config{InstanceID: "P1", CapDirect: 1001}, ErrConfig},
+		{"docs/wechatpay.md §6 partner cap above 3000", Config{InstanceID: "P1", CapPartner: 3001}, ErrConfig},
 		{"bills cap 1000", Config{InstanceID: "P1", CapBills: MaxDetailsBills}, nil},
 		{"bills cap 1", Config{InstanceID: "P1", CapBills: 1}, nil},
 		{"bills cap above 1000", Config{InstanceID: "P1", CapBills: MaxDetailsBills + 1}, ErrConfig},
@@ -195,7 +195,7 @@ func TestOutBatchNo(t *testing.T) {
 	for _, tt := range tests {
 		got := OutBatchNo(tt.instance, tt.seq)
 		if got != tt.want || !payout.ValidNo(got) {
-			t.Fatalf("OutBatchNo(%s, %d) = %s, want %s, valid spec §5", tt.instance, tt.seq, got, tt.want)
+			t.Fatalf("OutBatchNo(%s, %d) = %s, want %s, valid docs/wechatpay.md §4", tt.instance, tt.seq, got, tt.want)
 		}
 	}
 	if OutBatchNo("A1", 23) == OutBatchNo("A", 123) {
@@ -213,7 +213,7 @@ func TestKey(t *testing.T) {
 	anon := r
 	anon.UserName = ""
 	if GroupKey(&anon) == GroupKey(&r) {
-		t.Fatal("spec §5: requests with and without user_name share a group")
+		t.Fatal("docs/wechatpay.md §4: requests with and without user_name share a group")
 	}
 	p := payout.Request{MchID: "1900000001", SubMchID: "19", AuthorizationType: payout.AuthFund, SpAppID: "wxsp"}
 	if got := KeyOf(&p).Rail; got != payout.RailPartner {

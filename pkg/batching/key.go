@@ -8,13 +8,13 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// Key is everything that must be equal for requests to share one batch. On the batch API
-// rails: the rail and merchant, the batch-level fields of that rail's create body (spec §5:
-// appid and transfer_scene_id; spec §7: sub_mchid, sub_appid, sp_appid, authorization_type,
+// Key is everything that must be equal for requests to share one batch. On the batch API rails: the
+// rail and merchant, the batch-level fields of that rail's create body (docs/wechatpay.md §4: appid
+// and transfer_scene_id; docs/wechatpay.md §6: sub_mchid, sub_appid, sp_appid, authorization_type,
 // transfer_purpose, transfer_scene), whether user_name is present (all or none per batch,
-// spec §5) and the request's batch name/remark hints (hints shape the batch). On the bills
-// rail every member is its own bill with its own body (spec §8.2), so only the rail,
-// merchant and appid are: the batch is the processor's unit of sealing and budgeting.
+// docs/wechatpay.md §4) and the request's batch name/remark hints (hints shape the batch). On the
+// bills rail every member is its own bill with its own body (docs/transfer-bills.md), so only the
+// rail, merchant and appid are: the batch is the processor's unit of sealing and budgeting.
 type Key struct {
 	Rail              string
 	MchID             string

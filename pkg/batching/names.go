@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// MaxNameLen is the most characters in batch_name and batch_remark (spec §5).
+// MaxNameLen is the most characters in batch_name and batch_remark (docs/wechatpay.md §4).
 const MaxNameLen = 32
 
 // DefaultNames renders e.g. "20250301 批量转账 1001" and "BP10000000000000000042 共1000笔".
@@ -49,8 +49,8 @@ func (n Names) Validate() error {
 	return err
 }
 
-// Render returns batch_name and batch_remark (spec §5: 1–32 characters) for b sealed at now.
-// The hint in b's group key wins; else the template is rendered. Control characters become
+// Render returns batch_name and batch_remark (docs/wechatpay.md §4: 1–32 characters) for b sealed
+// at now. The hint in b's group key wins; else the template is rendered. Control characters become
 // spaces, the result is trimmed to 32 characters, and an empty result falls back to the
 // out_batch_no. It fails only on a bad template or a Group that is not a GroupKey.
 func (n Names) Render(b Batch, now time.Time) (name, remark string, err error) {

@@ -41,7 +41,7 @@ func TestNames_Render(t *testing.T) {
 		{"fields", Names{"{{.Count}}/{{.Total}}/{{.Yuan}}", "{{.Rail}} {{.MchID}}"}, func(k Key) Key { return k },
 			"2/12350/123.50", "direct 1900000001", nil},
 		{"hints win", DefaultNames, func(k Key) Key { k.BatchName, k.BatchRemark = "三月活动", "返现"; return k }, "三月活动", "返现", nil},
-		{"spec §5 trimmed to 32 characters", Names{strings.Repeat("奖", 40), "{{.Count}}"}, func(k Key) Key { return k },
+		{"docs/wechatpay.md §4 trimmed to 32 characters", Names{strings.Repeat("奖", 40), "{{.Count}}"}, func(k Key) Key { return k },
 			strings.Repeat("奖", 32), "2", nil},
 		{"control characters replaced", Names{"a\nb", "x"}, func(k Key) Key { return k }, "a b", "x", nil},
 		{"empty falls back to out_batch_no", Names{"  ", "x"}, func(k Key) Key { return k }, "BP10000000000000000042", "x", nil},

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Stuck thresholds (spec §6, §10 rule 7; issues 12 and 13).
+// Stuck thresholds (docs/wechatpay.md §5, §11; issues 12 and 13).
 const (
 	// BillOverdueMargin: a bill not final this long after its expire_at is flagged; WeChat
 	// closes an unconfirmed bill after BillConfirmWindow, sometimes later, and a query or

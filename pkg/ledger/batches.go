@@ -16,10 +16,10 @@ import (
 )
 
 // Batch is one transfer batch. Members are payout seqs in body order; Body is the frozen
-// create-request body, sent byte for byte on every attempt (spec §10 rule 1). On rail bills
-// the batch is ours only: Body is a manifest in the same shape (WeChat never sees it) and
-// Bills holds each member's frozen transfer-bill create body, in Members order (nil on the
-// other rails).
+// create-request body, sent byte for byte on every attempt (docs/wechatpay.md §11). On rail
+// bills the batch is ours only: Body is a manifest in the same shape (WeChat never sees it) and
+// Bills holds each member's frozen transfer-bill create body, in Members order (nil on the other
+// rails).
 type Batch struct {
 	OutBatchNo, Rail, GroupKey, MchID string
 	Members                           []int64
@@ -47,8 +47,8 @@ func (b Batch) LogValue() slog.Value {
 		slog.Int("attempts", b.Attempts))
 }
 
-// billBody is the part of a transfer-bill create body (spec §8.2) the ledger checks against
-// its member.
+// billBody is the part of a transfer-bill create body (docs/transfer-bills.md) the ledger checks
+// against its member.
 type billBody struct {
 	OutBillNo string `json:"out_bill_no"`
 	Amount    int64  `json:"transfer_amount"`
@@ -79,8 +79,8 @@ func billsDigest(bodies [][]byte) []byte {
 	return h.Sum(nil)
 }
 
-// createBody is the part of a create-request body (spec §5, §7) the ledger checks against
-// the members: the same field names on both rails.
+// createBody is the part of a create-request body (docs/wechatpay.md §4, §6) the ledger checks
+// against the members: the same field names on both rails.
 type createBody struct {
 	OutBatchNo  string `json:"out_batch_no"`
 	TotalAmount int64  `json:"total_amount"`

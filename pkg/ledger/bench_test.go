@@ -65,7 +65,8 @@ func BenchmarkInsertPayouts_Prefilled(b *testing.B) {
 	})
 }
 
-// BenchmarkApplyDetailPage applies 100-row pages (spec §6 limit) that finish their details.
+// BenchmarkApplyDetailPage applies 100-row pages (docs/wechatpay.md §8 limit) that finish their
+// details.
 func BenchmarkApplyDetailPage(b *testing.B) {
 	ctx := context.Background()
 	db := mustOpenLedger(b)

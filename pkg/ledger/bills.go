@@ -39,7 +39,7 @@ const (
 
 // Bill is one member of a rail-bills batch as the driver follows it. Its state is the
 // payout's (one source of truth); Body is the frozen create body, sent byte for byte on
-// every create (spec §8.2: the same out_bill_no and body are idempotent).
+// every create (docs/transfer-bills.md: the same out_bill_no and body are idempotent).
 type Bill struct {
 	OutBillNo, OutBatchNo, MchID, AppID                             string
 	Seq, Amount                                                     int64

@@ -15,7 +15,8 @@ func newBillPayout(key string, amount int64) Payout {
 	return p
 }
 
-// billBodyFor builds a transfer-bill create body (spec §8.2) for p as a pipeline would.
+// billBodyFor builds a transfer-bill create body (docs/transfer-bills.md) for p as a pipeline
+// would.
 func billBodyFor(p Payout) []byte {
 	b, _ := json.Marshal(map[string]any{"appid": p.AppID, "out_bill_no": p.OutDetailNo, "transfer_scene_id": p.SceneID,
 		"openid": p.OpenID, "transfer_amount": p.Amount, "transfer_remark": p.Remark})

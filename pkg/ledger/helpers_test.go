@@ -67,7 +67,7 @@ func mustInsert(t testing.TB, db *DB, ps ...Payout) []int64 {
 	return seqs
 }
 
-// bodyFor builds a create-request body (spec §5) for ps as a pipeline would.
+// bodyFor builds a create-request body (docs/wechatpay.md §4) for ps as a pipeline would.
 func bodyFor(no string, ps []Payout) []byte {
 	type detail struct {
 		OpenID      string `json:"openid"`

@@ -100,7 +100,7 @@ func (p *Payout) validate() error {
 	return nil
 }
 
-// validKey reports whether s is a valid out_detail_no / out_batch_no (spec §5).
+// validKey reports whether s is a valid out_detail_no / out_batch_no (docs/wechatpay.md §4).
 func validKey(s string) bool {
 	if len(s) < 1 || len(s) > 32 {
 		return false

@@ -9,15 +9,15 @@ import "time"
 //	CLAIMED → SEALED
 //
 // On the batch rails (direct, partner) the states after SEALED are WeChat's detail statuses
-// (spec §6):
+// (docs/wechatpay.md §5):
 //
 //	SEALED → INIT | WAIT_PAY | PROCESSING | SUCCESS | FAIL | REJECTED
 //	INIT → WAIT_PAY | PROCESSING | SUCCESS | FAIL
 //	WAIT_PAY → PROCESSING | SUCCESS | FAIL
 //	PROCESSING → SUCCESS | FAIL
 //
-// On the bills rail they are WeChat's transfer-bill states (spec §8.2), PROCESSING meaning
-// the bill's funds are being locked:
+// On the bills rail they are WeChat's transfer-bill states (docs/transfer-bills.md), PROCESSING
+// meaning the bill's funds are being locked:
 //
 //	SEALED → ACCEPTED | PROCESSING | WAIT_USER_CONFIRM | TRANSFERING | CANCELING | SUCCESS | FAIL | CANCELLED | REJECTED
 //	ACCEPTED → PROCESSING | WAIT_USER_CONFIRM | TRANSFERING | CANCELING | SUCCESS | FAIL | CANCELLED
@@ -48,7 +48,7 @@ const (
 
 // Batch states (batches.state): SEALED is ours (committed, not yet known to WeChat) and
 // REJECTED means the create was definitively refused (PARAM_ERROR); the others are WeChat's
-// batch statuses (spec §6). FINISHED, CLOSED and REJECTED are final.
+// batch statuses (docs/wechatpay.md §5). FINISHED, CLOSED and REJECTED are final.
 const (
 	BatchSealed     = "SEALED"
 	BatchWaitPay    = "WAIT_PAY"
@@ -59,8 +59,8 @@ const (
 	BatchRejected   = "REJECTED"
 )
 
-// Per-rail detail caps (spec §5, §7); a rail-bills batch is ours only (its members are sent
-// as single bills), capped like a direct batch.
+// Per-rail detail caps (docs/wechatpay.md §4, §6); a rail-bills batch is ours only (its members are
+// sent as single bills), capped like a direct batch.
 const (
 	MaxDetailsDirect  = 1000
 	MaxDetailsPartner = 3000
@@ -71,7 +71,7 @@ const (
 const (
 	railDirect  = "direct"
 	railPartner = "partner"
-	// RailBills is the transfer-bills rail (spec §8.2): one bill per member.
+	// RailBills is the transfer-bills rail (docs/transfer-bills.md): one bill per member.
 	RailBills = "bills"
 )
 
@@ -79,7 +79,8 @@ const (
 // as FAIL OVERDUE_CLOSE (sometimes later); a bill's ExpireAt is its create_time plus this.
 const BillConfirmWindow = 24 * time.Hour
 
-// QueryHorizon is how long WeChat answers queries for a batch (spec §6: last 30 days).
+// QueryHorizon is how long WeChat answers queries for a batch (docs/wechatpay.md §10: last 30
+// days).
 const QueryHorizon = 30 * 24 * time.Hour
 
 var payoutNext = map[string][]string{
@@ -170,7 +171,8 @@ func detailRank(state string) int {
 	return -1
 }
 
-// batchRank orders batch states: SEALED < WAIT_PAY/ACCEPTED < PROCESSING < FINISHED/CLOSED/REJECTED.
+// batchRank orders batch states: SEALED < WAIT_PAY/ACCEPTED < PROCESSING <
+// FINISHED/CLOSED/REJECTED.
 func batchRank(state string) int {
 	switch state {
 	case BatchSealed:

@@ -55,14 +55,15 @@ type SubmitResult struct {
 	NextAt               time.Time // next action (poll or retry); zero = now
 }
 
-// BatchStatus is a batch's status from a verified query answer or callback (spec §4, §6).
+// BatchStatus is a batch's status from a verified query answer or callback (docs/wechatpay.md §7,
+// §5).
 type BatchStatus struct {
 	BatchID, Status, CloseReason string
 	SuccessAmount, FailAmount    int64
 	SuccessNum, FailNum          int
 }
 
-// DetailRow is one row of a detail page (spec §6) or of a single-detail query.
+// DetailRow is one row of a detail page (docs/wechatpay.md §5) or of a single-detail query.
 type DetailRow struct {
 	OutDetailNo, DetailID, Status, FailReason string
 }
@@ -140,7 +141,7 @@ func (db *DB) ApplyBatchStatus(ctx context.Context, outBatchNo string, src Sourc
 	return nil
 }
 
-// ApplyCallback applies a verified notification (spec §4): a notificationID already
+// ApplyCallback applies a verified notification (docs/wechatpay.md §7): a notificationID already
 // processed is a no-op; otherwise it is recorded and ApplyBatchStatus runs with
 // SourceCallback and NextAt = now, in the same transaction.
 func (db *DB) ApplyCallback(ctx context.Context, notificationID, outBatchNo string, st BatchStatus) error {

@@ -23,8 +23,8 @@ func bill() Request {
 	}
 }
 
-// TestRequest_ValidateFor_bills: every rule of the bills rail (spec §8.2) breaks alone and
-// names exactly its field.
+// TestRequest_ValidateFor_bills: every rule of the bills rail (docs/transfer-bills.md) breaks alone
+// and names exactly its field.
 func TestRequest_ValidateFor_bills(t *testing.T) {
 	infos := func(rows ...string) func(*Request) {
 		return func(r *Request) {

@@ -24,7 +24,7 @@ const msgIDDigestLen = 12
 // Metadata (schema, source, created_at) and wechatpay_serial are left out too.
 //
 // A request of the bills rail with user_recv_perception or transfer_scene_report_infos
-// (both decide what is sent, spec §8.2) continues after the name byte with
+// (both decide what is sent, docs/transfer-bills.md) continues after the name byte with
 // user_recv_perception as a length-prefixed field, the number of report rows as a 4-byte
 // big-endian integer, and each row's info_type and info_content as length-prefixed fields,
 // in order. A request with neither ends at the name byte, so its encoding (and MsgID) is what

@@ -26,7 +26,7 @@ func CancelSubject(prefix, mchid string) string { return prefix + "." + mchid }
 // States of events that are not a payout's final state.
 const (
 	// StateWaitUserConfirm is the subject state of WaitUserConfirmEvent: a bill waits for
-	// the payee to confirm receipt in WeChat (spec §8.2).
+	// the payee to confirm receipt in WeChat (docs/transfer-bills.md).
 	StateWaitUserConfirm = "WAIT_USER_CONFIRM"
 	// StateCancelRefused is the subject state of CancelRefusedEvent.
 	StateCancelRefused = "CANCEL_REFUSED"
@@ -59,13 +59,13 @@ type OutcomeEvent struct {
 	TransferBillNo string    `json:"transfer_bill_no,omitempty"`
 }
 
-// WaitUserConfirmEvent is published once per bill on
-// ResultSubject(ResultsPrefix, StateWaitUserConfirm) when the bill waits for its payee to
-// confirm receipt: the payee's app opens WeChat's confirmation page with MchID, AppID and
-// PackageInfo (spec §8.2). The app's own success callback is not a payment result: only the
-// OutcomeEvent that follows (SUCCESS, FAIL or CANCELLED) is. An unconfirmed bill is closed
-// by WeChat as FAIL (OVERDUE_CLOSE) around ExpireAt (its create time + 24 h), sometimes
-// later; ExpireAt is informational. OutBillNo equals OutDetailNo. Amount is fen.
+// WaitUserConfirmEvent is published once per bill on ResultSubject(ResultsPrefix,
+// StateWaitUserConfirm) when the bill waits for its payee to confirm receipt: the payee's app opens
+// WeChat's confirmation page with MchID, AppID and PackageInfo (docs/transfer-bills.md). The app's
+// own success callback is not a payment result: only the OutcomeEvent that follows (SUCCESS, FAIL
+// or CANCELLED) is. An unconfirmed bill is closed by WeChat as FAIL (OVERDUE_CLOSE) around ExpireAt
+// (its create time + 24 h), sometimes later; ExpireAt is informational. OutBillNo equals
+// OutDetailNo. Amount is fen.
 type WaitUserConfirmEvent struct {
 	OutDetailNo    string    `json:"out_detail_no"`
 	MchID          string    `json:"mchid"`

@@ -27,9 +27,9 @@
 // and which can be cancelled until then. ValidateFor checks a request for the rail it will
 // be paid on.
 //
-// Real names never travel or rest in plain text: the producer seals user_name with WeChat
-// Pay's public key (NameKey.Seal, RSA-OAEP exactly as the batch body carries it, spec §3)
-// into user_name_cipher, tagged with the key's id in wechatpay_serial. Publisher does this
-// before a message leaves the process; the processor refuses plaintext names
-// (Limits.EncryptedNamesOnly) and passes the ciphertext on to WeChat unchanged.
+// Real names never travel or rest in plain text: the producer seals user_name with WeChat Pay's
+// public key (NameKey.Seal, RSA-OAEP exactly as the batch body carries it, docs/wechatpay.md §3)
+// into user_name_cipher, tagged with the key's id in wechatpay_serial. Publisher does this before a
+// message leaves the process; the processor refuses plaintext names (Limits.EncryptedNamesOnly) and
+// passes the ciphertext on to WeChat unchanged.
 package payout

@@ -59,11 +59,11 @@ func (k NameKey) check() error {
 	return nil
 }
 
-// Seal encrypts r.UserName with k exactly as the batch body carries it (RSA-OAEP with SHA-1
-// and MGF1-SHA-1, standard Base64, spec §3) into r.UserNameCipher, sets r.WechatpaySerial to
-// k.ID and clears r.UserName. Without a plaintext name it does nothing. The ciphertext is
-// random: sealing the same name twice gives two different values. Errors never contain the
-// name; a bad key matches ErrNameKey, and r is unchanged on error.
+// Seal encrypts r.UserName with k exactly as the batch body carries it (RSA-OAEP with SHA-1 and
+// MGF1-SHA-1, standard Base64, docs/wechatpay.md §3) into r.UserNameCipher, sets r.WechatpaySerial
+// to k.ID and clears r.UserName. Without a plaintext name it does nothing. The ciphertext is
+// random: sealing the same name twice gives two different values. Errors never contain the name; a
+// bad key matches ErrNameKey, and r is unchanged on error.
 func (k NameKey) Seal(r *Request) error {
 	if r.UserName == "" {
 		return nil

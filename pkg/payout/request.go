@@ -8,9 +8,9 @@ import (
 // SchemaV1 is the current value of Request.Schema.
 const SchemaV1 = "paystream.payout.v1"
 
-// Rails: which WeChat API a payout leaves through (spec §5 direct, §7 partner, §8.2
-// transfer bills). Request.Rail picks direct or partner; RailBills is chosen by the
-// deployment (a merchant with the transfer bills product pays every request as a bill) and
+// Rails: which WeChat API a payout leaves through (docs/wechatpay.md §4 direct, §6 partner;
+// docs/transfer-bills.md transfer bills). Request.Rail picks direct or partner; RailBills is chosen
+// by the deployment (a merchant with the transfer bills product pays every request as a bill) and
 // passed to ValidateFor.
 const (
 	RailDirect  = "direct"
@@ -18,9 +18,9 @@ const (
 	RailBills   = "bills"
 )
 
-// SceneReportInfo is one row of transfer_scene_report_infos on the bills rail (spec §8.2):
-// a fact the transfer scene must report, e.g. {"活动名称", "新用户注册有礼"} for scene 1000.
-// Limits.BillScenes says which info types each scene requires.
+// SceneReportInfo is one row of transfer_scene_report_infos on the bills rail
+// (docs/transfer-bills.md): a fact the transfer scene must report, e.g. {"活动名称", "新用户注册有礼"} for
+// scene 1000. Limits.BillScenes says which info types each scene requires.
 type SceneReportInfo struct {
 	InfoType    string `json:"info_type"`
 	InfoContent string `json:"info_content"`
@@ -33,12 +33,12 @@ type SceneReportInfo struct {
 // key with different content (AppendContent) is a conflict and is refused. Amount is
 // integer fen.
 //
-// The real name travels only as UserNameCipher: the standard Base64 RSA-OAEP ciphertext made
-// with WeChat Pay's public key (spec §3), which the processor sends to WeChat unchanged, and
-// WechatpaySerial, the id of that key (PUB_KEY_ID_… or a platform certificate serial), which
-// must match the Wechatpay-Serial the processor sends. UserName is the plaintext for a
-// producer's own use before sealing (NameKey.Seal; Publisher seals it): it is never
-// published, the processor refuses it, and it is never logged (see LogValue).
+// The real name travels only as UserNameCipher: the standard Base64 RSA-OAEP ciphertext made with
+// WeChat Pay's public key (docs/wechatpay.md §3), which the processor sends to WeChat unchanged,
+// and WechatpaySerial, the id of that key (PUB_KEY_ID_… or a platform certificate serial), which
+// must match the Wechatpay-Serial the processor sends. UserName is the plaintext for a producer's
+// own use before sealing (NameKey.Seal; Publisher seals it): it is never published, the processor
+// refuses it, and it is never logged (see LogValue).
 type Request struct {
 	Schema      string `json:"schema"`
 	OutDetailNo string `json:"out_detail_no"`
@@ -52,15 +52,16 @@ type Request struct {
 	UserNameCipher  string `json:"user_name_cipher,omitempty"`
 	WechatpaySerial string `json:"wechatpay_serial,omitempty"`
 	SceneID         string `json:"transfer_scene_id,omitempty"`
-	// Bills rail only (spec §8.2): what the payee sees the money as (one of the scene's
-	// allowed values, or empty), and the scene's report rows, each required info type
+	// Bills rail only (docs/transfer-bills.md): what the payee sees the money as (one of the
+	// scene's allowed values, or empty), and the scene's report rows, each required info type
 	// exactly once. Both are sent to WeChat as given and are part of the content.
 	UserRecvPerception string            `json:"user_recv_perception,omitempty"`
 	SceneReportInfos   []SceneReportInfo `json:"transfer_scene_report_infos,omitempty"`
 	BatchName          string            `json:"batch_name,omitempty"`
 	BatchRemark        string            `json:"batch_remark,omitempty"`
 
-	// Partner rail (spec §7): set SubMchID to pay through /v3/partner-transfer/batches.
+	// Partner rail (docs/wechatpay.md §6): set SubMchID to pay through
+	// /v3/partner-transfer/batches.
 	SubMchID          string `json:"sub_mchid,omitempty"`
 	SubAppID          string `json:"sub_appid,omitempty"`
 	SpAppID           string `json:"sp_appid,omitempty"`

@@ -12,21 +12,23 @@ import (
 	"unicode/utf8"
 )
 
-// Amount rules of the batch API (spec §5), in fen.
+// Amount rules of the batch API (docs/wechatpay.md §4), in fen.
 const (
 	// MinAmountDefault is WeChat's default minimum transfer (0.30 yuan); merchants can
 	// have it lowered to 10 fen [3P].
 	MinAmountDefault = 30
 	// MaxAmountDefault is 200 000 yuan, the monthly cap per user
-	// (BLOCK_B2C_USERLIMITAMOUNT_BSRULE_MONTH, spec §6): no single transfer above it can succeed.
+	// (BLOCK_B2C_USERLIMITAMOUNT_BSRULE_MONTH, docs/wechatpay.md §5): no single transfer above it
+	// can succeed.
 	MaxAmountDefault = 20_000_000
-	// NameRequiredFrom is the amount from which user_name is required (2000 yuan, spec §5).
+	// NameRequiredFrom is the amount from which user_name is required (2000 yuan, docs/wechatpay.md
+	// §4).
 	NameRequiredFrom = 200_000
-	// NameForbiddenBelow is the amount below which user_name is not allowed (spec §5).
+	// NameForbiddenBelow is the amount below which user_name is not allowed (docs/wechatpay.md §4).
 	NameForbiddenBelow = 30
 )
 
-// Text length limits in characters (spec §5, §7).
+// Text length limits in characters (docs/wechatpay.md §4, §6).
 const (
 	MaxNoLen       = 32  // out_detail_no, mchid, sub_mchid, appids: string[1,32], [0-9A-Za-z]
 	MaxOpenIDLen   = 128 // openid: string[1,128]
@@ -39,13 +41,13 @@ const (
 )
 
 // Sizes of user_name_cipher once Base64-decoded, in bytes: one RSA-OAEP block of a 1024- to
-// 4096-bit key (WeChat Pay's keys are 2048-bit, spec §3).
+// 4096-bit key (WeChat Pay's keys are 2048-bit, docs/wechatpay.md §3).
 const (
 	MinNameCipherSize = 128
 	MaxNameCipherSize = 512
 )
 
-// Partner authorization types (spec §7).
+// Partner authorization types (docs/wechatpay.md §6).
 const (
 	AuthInformation        = "INFORMATION_AUTHORIZATION_TYPE"
 	AuthFund               = "FUND_AUTHORIZATION_TYPE"
@@ -71,13 +73,14 @@ type Limits struct {
 	// producers validate the plaintext before sealing and leave it unset.
 	EncryptedNamesOnly bool
 	// BillScenes is the table of transfer scenes the merchant may use on the bills rail
-	// (transfer_scene_id → its report rules, spec §8.2). nil means DefaultBillScenes(); an
-	// empty, non-nil map accepts no scene. It is checked at intake because WeChat refuses a
-	// bill whose report rows do not fit its scene, and fixing one changes the body.
+	// (transfer_scene_id → its report rules, docs/transfer-bills.md). nil means
+	// DefaultBillScenes(); an empty, non-nil map accepts no scene. It is checked at intake because
+	// WeChat refuses a bill whose report rows do not fit its scene, and fixing one changes the
+	// body.
 	BillScenes map[string]BillScene
 }
 
-// BillScene is what WeChat requires of a transfer scene on the bills rail (spec §8.2).
+// BillScene is what WeChat requires of a transfer scene on the bills rail (docs/transfer-bills.md).
 type BillScene struct {
 	// ReportInfos are the info_type values transfer_scene_report_infos must carry: each
 	// exactly once, and no others.
@@ -88,7 +91,7 @@ type BillScene struct {
 }
 
 // DefaultBillScenes returns the transfer scenes WeChat documents for the common cases
-// (spec §8.2): 1000 现金营销 (活动名称 and 奖励说明; perception 现金奖励 or 活动奖励) and
+// (docs/transfer-bills.md): 1000 现金营销 (活动名称 and 奖励说明; perception 现金奖励 or 活动奖励) and
 // 1005 佣金报酬 (岗位类型 and 报酬说明; perception 劳务报酬 or 报酬). The map is new on every
 // call; callers may change it.
 func DefaultBillScenes() map[string]BillScene {
@@ -107,7 +110,7 @@ func ValidateBillScenes(scenes map[string]BillScene) error {
 		var v validator
 		v.text("transfer_scene_id", id, 1, 36)
 		if len(sc.ReportInfos) == 0 {
-			v.add("report-infos", "at least one info_type is required (spec §8.2)")
+			v.add("report-infos", "at least one info_type is required (docs/transfer-bills.md)")
 		}
 		for i, t := range sc.ReportInfos {
 			v.text(fmt.Sprintf("report-infos[%d]", i), t, 1, MaxInfoTypeLen)
@@ -189,9 +192,9 @@ func (e *ValidationError) Has(field string) bool {
 // partner rail as r says.
 func (r *Request) Validate(l Limits) error { return r.ValidateFor(r.Rail(), l) }
 
-// ValidateFor checks r against the WeChat rules of rail (spec §5 direct, §7 partner, §8.2
-// bills) and l. It returns nil or a *ValidationError listing every problem with its field
-// name; it never stops at the first. No reason contains a value of the request.
+// ValidateFor checks r against the WeChat rules of rail (docs/wechatpay.md §4 direct, §6 partner;
+// docs/transfer-bills.md bills) and l. It returns nil or a *ValidationError listing every problem
+// with its field name; it never stops at the first. No reason contains a value of the request.
 //
 // On every rail: numbers [0-9A-Za-z]{1,32}; openid [0-9A-Za-z_-]{1,128}; texts valid UTF-8
 // without control or format characters, remark (required) and the batch hints ≤32
@@ -200,7 +203,7 @@ func (r *Request) Validate(l Limits) error { return r.ValidateFor(r.Rail(), l) }
 // The real name is user_name (plaintext, 2–30 characters; refused when
 // l.EncryptedNamesOnly) or user_name_cipher (standard Base64 of MinNameCipherSize to
 // MaxNameCipherSize bytes), never both. Whichever is present, a name is required from 2000
-// yuan and forbidden below 30 fen (spec §5, the same on the bills rail).
+// yuan and forbidden below 30 fen (docs/wechatpay.md §4, the same on the bills rail).
 // wechatpay_serial ([0-9A-Za-z_]{1,64}) is required with user_name_cipher and refused
 // without it.
 //
@@ -256,7 +259,7 @@ func (v *validator) add(field, reason string) {
 	v.problems = append(v.problems, Problem{Field: field, Reason: reason})
 }
 
-// number checks a [0-9A-Za-z]{1,32} identifier (spec §5).
+// number checks a [0-9A-Za-z]{1,32} identifier (docs/wechatpay.md §4).
 func (v *validator) number(field, s string, required bool) {
 	switch {
 	case s == "":
@@ -349,8 +352,8 @@ func (v *validator) name(r *Request, l Limits) {
 	}
 }
 
-// userName applies spec §5 to a plaintext name: forbidden when < 30 fen, 2–30 characters,
-// no surrounding spaces (WeChat compares it with the real name).
+// userName applies docs/wechatpay.md §4 to a plaintext name: forbidden when < 30 fen, 2–30
+// characters, no surrounding spaces (WeChat compares it with the real name).
 func (v *validator) userName(s string, amount int64) {
 	switch {
 	case amount > 0 && amount < NameForbiddenBelow:
@@ -363,8 +366,8 @@ func (v *validator) userName(s string, amount int64) {
 	v.text("user_name", s, MinUserNameLen, MaxUserNameLen)
 }
 
-// nameCipher applies spec §5 (forbidden when < 30 fen) and §3 (one Base64 RSA-OAEP block) to
-// a sealed name.
+// nameCipher applies docs/wechatpay.md §4 (forbidden when < 30 fen) and §3 (one Base64 RSA-OAEP
+// block) to a sealed name.
 func (v *validator) nameCipher(s string, amount int64) {
 	switch {
 	case amount > 0 && amount < NameForbiddenBelow:
@@ -431,7 +434,7 @@ func (v *validator) noPartnerFields(r *Request, reason string) {
 	}
 }
 
-// Field names and limits of the bills rail (spec §8.2).
+// Field names and limits of the bills rail (docs/transfer-bills.md).
 const (
 	fieldPerception  = "user_recv_perception"
 	fieldReportInfos = "transfer_scene_report_infos"
@@ -451,7 +454,7 @@ func (v *validator) notBills(r *Request) {
 	}
 }
 
-// bills applies spec §8.2 and the scene table of l.
+// bills applies docs/transfer-bills.md and the scene table of l.
 func (v *validator) bills(r *Request, l Limits) {
 	const partnerReason = "not allowed on the bills rail (partner transfer bills are not supported)"
 	if r.SubMchID != "" {
@@ -515,7 +518,7 @@ func (v *validator) reportInfos(infos []SceneReportInfo, scene BillScene, known 
 	}
 }
 
-// partner applies spec §7.
+// partner applies docs/wechatpay.md §6.
 func (v *validator) partner(r *Request) {
 	v.number("sub_mchid", r.SubMchID, true)
 	if r.AppID != "" {
@@ -560,7 +563,7 @@ func badText(s string) string {
 }
 
 // ValidNo reports whether s is a valid WeChat number (out_detail_no, out_batch_no, mchid):
-// [0-9A-Za-z]{1,32} (spec §5).
+// [0-9A-Za-z]{1,32} (docs/wechatpay.md §4).
 func ValidNo(s string) bool { return s != "" && len(s) <= MaxNoLen && isAlnum(s, false) }
 
 // isAlnum reports whether s is only [0-9A-Za-z], plus '_' and '-' when openID is set.

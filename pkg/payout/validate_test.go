@@ -46,53 +46,54 @@ func TestRequest_Validate(t *testing.T) {
 		{"valid direct", func(*Request) {}, direct, nil, nil},
 		{"valid partner", func(*Request) {}, partner, nil, nil},
 		{"unknown schema", func(r *Request) { r.Schema = "paystream.payout.v0" }, direct, ErrInvalid, []string{"schema"}},
-		// spec §5: out_detail_no string[1,32], [0-9A-Za-z].
-		{"spec §5 out_detail_no required", func(r *Request) { r.OutDetailNo = "" }, direct, ErrInvalid, []string{"out_detail_no"}},
-		{"spec §5 out_detail_no 32 chars ok", func(r *Request) { r.OutDetailNo = strings.Repeat("a", 32) }, direct, nil, nil},
-		{"spec §5 out_detail_no 33 chars", func(r *Request) { r.OutDetailNo = strings.Repeat("a", 33) }, direct, ErrInvalid, []string{"out_detail_no"}},
-		{"spec §5 out_detail_no dash", func(r *Request) { r.OutDetailNo = "D-1" }, direct, ErrInvalid, []string{"out_detail_no"}},
-		{"spec §5 out_detail_no underscore", func(r *Request) { r.OutDetailNo = "D_1" }, direct, ErrInvalid, []string{"out_detail_no"}},
-		{"spec §5 out_detail_no full-width digit", func(r *Request) { r.OutDetailNo = "D１" }, direct, ErrInvalid, []string{"out_detail_no"}},
-		{"spec §5 mchid charset", func(r *Request) { r.MchID = "1900 0001" }, direct, ErrInvalid, []string{"mchid"}},
-		// spec §5: appid required on the direct rail.
-		{"spec §5 appid required", func(r *Request) { r.AppID = "" }, direct, ErrInvalid, []string{"appid"}},
-		// spec §5: openid string[1,128].
-		{"spec §5 openid required", func(r *Request) { r.OpenID = "" }, direct, ErrInvalid, []string{"openid"}},
-		{"spec §5 openid 128 ok", func(r *Request) { r.OpenID = strings.Repeat("o", 128) }, direct, nil, nil},
-		{"spec §5 openid 129", func(r *Request) { r.OpenID = strings.Repeat("o", 129) }, direct, ErrInvalid, []string{"openid"}},
-		{"spec §5 openid space", func(r *Request) { r.OpenID = "o pen" }, direct, ErrInvalid, []string{"openid"}},
-		// spec §5: transfer_amount, minimum 30 fen by default.
-		{"spec §5 amount zero", func(r *Request) { r.Amount = 0 }, direct, ErrInvalid, []string{"amount"}},
-		{"spec §5 amount negative", func(r *Request) { r.Amount = -100 }, direct, ErrInvalid, []string{"amount"}},
-		{"spec §5 amount below the minimum", func(r *Request) { r.Amount = 9 }, direct, ErrInvalid, []string{"amount"}},
-		{"spec §5 amount 30 fen", func(r *Request) { r.Amount = 30 }, direct, nil, nil},
+		// docs/wechatpay.md §4: out_detail_no string[1,32], [0-9A-Za-z].
+		{"docs/wechatpay.md §4 out_detail_no required", func(r *Request) { r.OutDetailNo = "" }, direct, ErrInvalid, []string{"out_detail_no"}},
+		{"docs/wechatpay.md §4 out_detail_no 32 chars ok", func(r *Request) { r.OutDetailNo = strings.Repeat("a", 32) }, direct, nil, nil},
+		{"docs/wechatpay.md §4 out_detail_no 33 chars", func(r *Request) { r.OutDetailNo = strings.Repeat("a", 33) }, direct, ErrInvalid, []string{"out_detail_no"}},
+		{"docs/wechatpay.md §4 out_detail_no dash", func(r *Request) { r.OutDetailNo = "D-1" }, direct, ErrInvalid, []string{"out_detail_no"}},
+		{"docs/wechatpay.md §4 out_detail_no underscore", func(r *Request) { r.OutDetailNo = "D_1" }, direct, ErrInvalid, []string{"out_detail_no"}},
+		{"docs/wechatpay.md §4 out_detail_no full-width digit", func(r *Request) { r.OutDetailNo = "D１" }, direct, ErrInvalid, []string{"out_detail_no"}},
+		{"docs/wechatpay.md §4 mchid charset", func(r *Request) { r.MchID = "1900 0001" }, direct, ErrInvalid, []string{"mchid"}},
+		// docs/wechatpay.md §4: appid required on the direct rail.
+		{"docs/wechatpay.md §4 appid required", func(r *Request) { r.AppID = "" }, direct, ErrInvalid, []string{"appid"}},
+		// docs/wechatpay.md §4: openid string[1,128].
+		{"docs/wechatpay.md §4 openid required", func(r *Request) { r.OpenID = "" }, direct, ErrInvalid, []string{"openid"}},
+		{"docs/wechatpay.md §4 openid 128 ok", func(r *Request) { r.OpenID = strings.Repeat("o", 128) }, direct, nil, nil},
+		{"docs/wechatpay.md §4 openid 129", func(r *Request) { r.OpenID = strings.Repeat("o", 129) }, direct, ErrInvalid, []string{"openid"}},
+		{"docs/wechatpay.md §4 openid space", func(r *Request) { r.OpenID = "o pen" }, direct, ErrInvalid, []string{"openid"}},
+		// docs/wechatpay.md §4: transfer_amount, minimum 30 fen by default.
+		{"docs/wechatpay.md §4 amount zero", func(r *Request) { r.Amount = 0 }, direct, ErrInvalid, []string{"amount"}},
+		{"docs/wechatpay.md §4 amount negative", func(r *Request) { r.Amount = -100 }, direct, ErrInvalid, []string{"amount"}},
+		{"docs/wechatpay.md §4 amount below the minimum", func(r *Request) { r.Amount = 9 }, direct, ErrInvalid, []string{"amount"}},
+		{"docs/wechatpay.md §4 amount 30 fen", func(r *Request) { r.Amount = 30 }, direct, nil, nil},
 		{"amount above max", func(r *Request) { r.Amount = MaxAmountDefault + 1; r.UserName = "张三" }, direct, ErrInvalid, []string{"amount"}},
-		// spec §5: transfer_remark string[1,32], ≤32 UTF-8 characters.
-		{"spec §5 remark required", func(r *Request) { r.Remark = "" }, direct, ErrInvalid, []string{"remark"}},
-		{"spec §5 remark 32 Chinese characters", func(r *Request) { r.Remark = strings.Repeat("奖", 32) }, direct, nil, nil},
-		{"spec §5 remark 33 characters", func(r *Request) { r.Remark = strings.Repeat("奖", 33) }, direct, ErrInvalid, []string{"remark"}},
-		{"spec §5 remark 32 emoji", func(r *Request) { r.Remark = strings.Repeat("🎁", 32) }, direct, nil, nil},
+		// docs/wechatpay.md §4: transfer_remark string[1,32], ≤32 UTF-8 characters.
+		{"docs/wechatpay.md §4 remark required", func(r *Request) { r.Remark = "" }, direct, ErrInvalid, []string{"remark"}},
+		{"docs/wechatpay.md §4 remark 32 Chinese characters", func(r *Request) { r.Remark = strings.Repeat("奖", 32) }, direct, nil, nil},
+		{"docs/wechatpay.md §4 remark 33 characters", func(r *Request) { r.Remark = strings.Repeat("奖", 33) }, direct, ErrInvalid, []string{"remark"}},
+		{"docs/wechatpay.md §4 remark 32 emoji", func(r *Request) { r.Remark = strings.Repeat("🎁", 32) }, direct, nil, nil},
 		{"remark newline", func(r *Request) { r.Remark = "a\nb" }, direct, ErrInvalid, []string{"remark"}},
 		{"remark NUL", func(r *Request) { r.Remark = "a\x00b" }, direct, ErrInvalid, []string{"remark"}},
 		{"remark bidi override", func(r *Request) { r.Remark = "a\u202eb" }, direct, ErrInvalid, []string{"remark"}},
 		{"remark invalid utf-8", func(r *Request) { r.Remark = "a\xffb" }, direct, ErrInvalid, []string{"remark"}},
 		{"remark replacement char", func(r *Request) { r.Remark = "a\ufffdb" }, direct, ErrInvalid, []string{"remark"}},
 		{"remark blank", func(r *Request) { r.Remark = "   " }, direct, ErrInvalid, []string{"remark"}},
-		// spec §5: user_name required ≥ 200000 fen, not allowed < 30 fen, 2–30 characters.
-		{"spec §5 name required at 2000 yuan", func(r *Request) { r.Amount = 200000 }, direct, ErrInvalid, []string{"user_name"}},
-		{"spec §5 name not required at 1999.99 yuan", func(r *Request) { r.Amount = 199999 }, direct, nil, nil},
-		{"spec §5 name given at 2000 yuan", func(r *Request) { r.Amount = 200000; r.UserName = "张三" }, direct, nil, nil},
-		{"spec §5 name optional below 2000 yuan", func(r *Request) { r.UserName = "李四" }, direct, nil, nil},
-		{"spec §5 name forbidden below 30 fen", func(r *Request) { r.Amount = 29; r.UserName = "张三" }, direct, ErrInvalid, []string{"user_name"}},
-		{"spec §5 name one character", func(r *Request) { r.UserName = "张" }, direct, ErrInvalid, []string{"user_name"}},
-		{"spec §5 name 30 characters", func(r *Request) { r.UserName = strings.Repeat("张", 30) }, direct, nil, nil},
-		{"spec §5 name 31 characters", func(r *Request) { r.UserName = strings.Repeat("张", 31) }, direct, ErrInvalid, []string{"user_name"}},
+		// docs/wechatpay.md §4: user_name required ≥ 200000 fen, not allowed < 30 fen, 2–30
+		// characters.
+		{"docs/wechatpay.md §4 name required at 2000 yuan", func(r *Request) { r.Amount = 200000 }, direct, ErrInvalid, []string{"user_name"}},
+		{"docs/wechatpay.md §4 name not required at 1999.99 yuan", func(r *Request) { r.Amount = 199999 }, direct, nil, nil},
+		{"docs/wechatpay.md §4 name given at 2000 yuan", func(r *Request) { r.Amount = 200000; r.UserName = "张三" }, direct, nil, nil},
+		{"docs/wechatpay.md §4 name optional below 2000 yuan", func(r *Request) { r.UserName = "李四" }, direct, nil, nil},
+		{"docs/wechatpay.md §4 name forbidden below 30 fen", func(r *Request) { r.Amount = 29; r.UserName = "张三" }, direct, ErrInvalid, []string{"user_name"}},
+		{"docs/wechatpay.md §4 name one character", func(r *Request) { r.UserName = "张" }, direct, ErrInvalid, []string{"user_name"}},
+		{"docs/wechatpay.md §4 name 30 characters", func(r *Request) { r.UserName = strings.Repeat("张", 30) }, direct, nil, nil},
+		{"docs/wechatpay.md §4 name 31 characters", func(r *Request) { r.UserName = strings.Repeat("张", 31) }, direct, ErrInvalid, []string{"user_name"}},
 		{"name surrounding space", func(r *Request) { r.UserName = " 张三" }, direct, ErrInvalid, []string{"user_name"}},
 		{"name control", func(r *Request) { r.UserName = "张\t三" }, direct, ErrInvalid, []string{"user_name"}},
-		// The sealed name (user_name_cipher, spec §3) follows the same amount rules.
-		{"spec §5 sealed name at 2000 yuan", func(r *Request) { r.Amount = 200000; sealed(r) }, direct, nil, nil},
+		// The sealed name (user_name_cipher, docs/wechatpay.md §3) follows the same amount rules.
+		{"docs/wechatpay.md §4 sealed name at 2000 yuan", func(r *Request) { r.Amount = 200000; sealed(r) }, direct, nil, nil},
 		{"sealed name below 2000 yuan", sealed, direct, nil, nil},
-		{"spec §5 sealed name forbidden below 30 fen", func(r *Request) { r.Amount = 29; sealed(r) }, direct, ErrInvalid, []string{"user_name_cipher"}},
+		{"docs/wechatpay.md §4 sealed name forbidden below 30 fen", func(r *Request) { r.Amount = 29; sealed(r) }, direct, ErrInvalid, []string{"user_name_cipher"}},
 		{"plaintext and sealed name", func(r *Request) { sealed(r); r.UserName = "张三" }, direct, ErrInvalid, []string{"user_name"}},
 		{"sealed name on the partner rail", sealed, partner, nil, nil},
 		{"cipher without serial", func(r *Request) { sealed(r); r.WechatpaySerial = "" }, direct, ErrInvalid, []string{"wechatpay_serial"}},
@@ -119,25 +120,25 @@ func TestRequest_Validate(t *testing.T) {
 		{"cipher 128 bytes (1024-bit key)", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(128) }, direct, nil, nil},
 		{"cipher 512 bytes (4096-bit key)", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(512) }, direct, nil, nil},
 		{"cipher 513 bytes", func(r *Request) { sealed(r); r.UserNameCipher = cipherOf(513) }, direct, ErrInvalid, []string{"user_name_cipher"}},
-		// spec §5: transfer_scene_id string(36), merchant's enabled scenes.
-		{"spec §5 scene omitted", func(r *Request) { r.SceneID = "" }, direct, nil, nil},
-		{"spec §5 scene unknown", func(r *Request) { r.SceneID = "9999" }, direct, ErrInvalid, []string{"transfer_scene_id"}},
-		{"spec §5 batch_name hint 33 chars", func(r *Request) { r.BatchName = strings.Repeat("批", 33) }, direct, ErrInvalid, []string{"batch_name"}},
-		{"spec §5 batch_remark hint control", func(r *Request) { r.BatchRemark = "x\x7f" }, direct, ErrInvalid, []string{"batch_remark"}},
+		// docs/wechatpay.md §4: transfer_scene_id string(36), merchant's enabled scenes.
+		{"docs/wechatpay.md §4 scene omitted", func(r *Request) { r.SceneID = "" }, direct, nil, nil},
+		{"docs/wechatpay.md §4 scene unknown", func(r *Request) { r.SceneID = "9999" }, direct, ErrInvalid, []string{"transfer_scene_id"}},
+		{"docs/wechatpay.md §4 batch_name hint 33 chars", func(r *Request) { r.BatchName = strings.Repeat("批", 33) }, direct, ErrInvalid, []string{"batch_name"}},
+		{"docs/wechatpay.md §4 batch_remark hint control", func(r *Request) { r.BatchRemark = "x\x7f" }, direct, ErrInvalid, []string{"batch_remark"}},
 		{"partner field on direct", func(r *Request) { r.AuthorizationType = AuthFund }, direct, ErrInvalid, []string{"authorization_type"}},
-		// spec §7: partner rail.
-		{"spec §7 partner appid forbidden", func(r *Request) { r.AppID = "wxa0000000000000001" }, partner, ErrInvalid, []string{"appid"}},
-		{"spec §7 partner scene id forbidden", func(r *Request) { r.SceneID = "1001" }, partner, ErrInvalid, []string{"transfer_scene_id"}},
-		{"spec §7 authorization_type required", func(r *Request) { r.AuthorizationType = "" }, partner, ErrInvalid, []string{"authorization_type"}},
-		{"spec §7 authorization_type unknown", func(r *Request) { r.AuthorizationType = "FUND" }, partner, ErrInvalid, []string{"authorization_type"}},
-		{"spec §7 FUND needs sp_appid", func(r *Request) { r.AuthorizationType = AuthFund; r.SubAppID = "" }, partner, ErrInvalid, []string{"sp_appid"}},
-		{"spec §7 FUND with sp_appid", func(r *Request) { r.AuthorizationType = AuthFund; r.SubAppID = ""; r.SpAppID = "wxsp1" }, partner, nil, nil},
-		{"spec §7 INFORMATION needs sub_appid", func(r *Request) { r.SubAppID = "" }, partner, ErrInvalid, []string{"sub_appid"}},
-		{"spec §7 INFORMATION_AND_FUND needs sub_appid", func(r *Request) { r.AuthorizationType = AuthInformationAndFund; r.SubAppID = "" }, partner, ErrInvalid, []string{"sub_appid"}},
-		{"spec §7 transfer_purpose enum", func(r *Request) { r.TransferPurpose = "GIFT" }, partner, ErrInvalid, []string{"transfer_purpose"}},
-		{"spec §7 transfer_purpose ok", func(r *Request) { r.TransferPurpose = "COMMISSION" }, partner, nil, nil},
-		{"spec §7 transfer_scene enum", func(r *Request) { r.TransferScene = "PAYROLL" }, partner, ErrInvalid, []string{"transfer_scene"}},
-		{"spec §7 sub_mchid charset", func(r *Request) { r.SubMchID = "19000-00110" }, partner, ErrInvalid, []string{"sub_mchid"}},
+		// docs/wechatpay.md §6: partner rail.
+		{"docs/wechatpay.md §6 partner appid forbidden", func(r *Request) { r.AppID = "wxa0000000000000001" }, partner, ErrInvalid, []string{"appid"}},
+		{"docs/wechatpay.md §6 partner scene id forbidden", func(r *Request) { r.SceneID = "1001" }, partner, ErrInvalid, []string{"transfer_scene_id"}},
+		{"docs/wechatpay.md §6 authorization_type required", func(r *Request) { r.AuthorizationType = "" }, partner, ErrInvalid, []string{"authorization_type"}},
+		{"docs/wechatpay.md §6 authorization_type unknown", func(r *Request) { r.AuthorizationType = "FUND" }, partner, ErrInvalid, []string{"authorization_type"}},
+		{"docs/wechatpay.md §6 FUND needs sp_appid", func(r *Request) { r.AuthorizationType = AuthFund; r.SubAppID = "" }, partner, ErrInvalid, []string{"sp_appid"}},
+		{"docs/wechatpay.md §6 FUND with sp_appid", func(r *Request) { r.AuthorizationType = AuthFund; r.SubAppID = ""; r.SpAppID = "wxsp1" }, partner, nil, nil},
+		{"docs/wechatpay.md §6 INFORMATION needs sub_appid", func(r *Request) { r.SubAppID = "" }, partner, ErrInvalid, []string{"sub_appid"}},
+		{"docs/wechatpay.md §6 INFORMATION_AND_FUND needs sub_appid", func(r *Request) { r.AuthorizationType = AuthInformationAndFund; r.SubAppID = "" }, partner, ErrInvalid, []string{"sub_appid"}},
+		{"docs/wechatpay.md §6 transfer_purpose enum", func(r *Request) { r.TransferPurpose = "GIFT" }, partner, ErrInvalid, []string{"transfer_purpose"}},
+		{"docs/wechatpay.md §6 transfer_purpose ok", func(r *Request) { r.TransferPurpose = "COMMISSION" }, partner, nil, nil},
+		{"docs/wechatpay.md §6 transfer_scene enum", func(r *Request) { r.TransferScene = "PAYROLL" }, partner, ErrInvalid, []string{"transfer_scene"}},
+		{"docs/wechatpay.md §6 sub_mchid charset", func(r *Request) { r.SubMchID = "19000-00110" }, partner, ErrInvalid, []string{"sub_mchid"}},
 		{"every problem is reported", func(r *Request) { r.OutDetailNo = "x-"; r.OpenID = ""; r.Amount = 0; r.Remark = "" }, direct, ErrInvalid,
 			[]string{"out_detail_no", "openid", "amount", "remark"}},
 	}
@@ -147,7 +148,7 @@ func TestRequest_Validate(t *testing.T) {
 			tt.req(&r)
 			l := DefaultLimits()
 			if r.Amount < MinAmountDefault {
-				l.MinAmount = 10 // merchants can lower the minimum (spec §5)
+				l.MinAmount = 10 // merchants can lower the minimum (docs/wechatpay.md §4)
 			}
 			err := r.Validate(l)
 			if !errors.Is(err, tt.wantErr) {

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Response and notification headers (spec §2).
+// Response and notification headers (docs/wechatpay.md §2).
 const (
 	HeaderTimestamp     = "Wechatpay-Timestamp"
 	HeaderNonce         = "Wechatpay-Nonce"
@@ -21,12 +21,12 @@ const (
 )
 
 // MaxClockSkew is the verification window: a response or notification is rejected when
-// |now − Wechatpay-Timestamp| ≥ MaxClockSkew, in the past or the future (spec §2, the SDK's
+// |now − Wechatpay-Timestamp| ≥ MaxClockSkew, in the past or the future (docs/wechatpay.md §2, the SDK's
 // consts.FiveMinute: 299 s passes, 300 s fails).
 const MaxClockSkew = 300 * time.Second
 
-// Signer computes the Authorization header of a request as the merchant (spec §1). It is
-// safe for concurrent use.
+// Signer computes the Authorization header of a request as the merchant (docs/wechatpay.md §1). It
+// is safe for concurrent use.
 type Signer struct {
 	MchID    string
 	SerialNo string
@@ -45,7 +45,8 @@ func (s Signer) Authorization(method, url string, timestamp int64, nonce string,
 
 const nonceAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-// NewNonce returns 32 random characters from [0-9A-Za-z], as the official SDK does (spec §1).
+// NewNonce returns 32 random characters from [0-9A-Za-z], as the official SDK does
+// (docs/wechatpay.md §1).
 func NewNonce() string {
 	const n = 32
 	out := make([]byte, 0, n)
@@ -62,7 +63,7 @@ func NewNonce() string {
 	return string(out)
 }
 
-// verifier checks signed responses and notifications (spec §2).
+// verifier checks signed responses and notifications (docs/wechatpay.md §2).
 type verifier struct {
 	publicKeyID  string
 	publicKey    *rsa.PublicKey

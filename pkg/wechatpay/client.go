@@ -45,14 +45,14 @@ const (
 	logError     = "error"
 )
 
-// Client is a signed WeChat Pay APIv3 client. It is safe for concurrent use. Every 2xx
-// response is verified before its body is decoded (spec §2). Errors are classified with
-// Classify: callers decide on the class, never on the message.
+// Client is a signed WeChat Pay APIv3 client. It is safe for concurrent use. Every 2xx response is
+// verified before its body is decoded (docs/wechatpay.md §2). Errors are classified with Classify:
+// callers decide on the class, never on the message.
 type Client struct {
 	signer     Signer
 	verifier   verifier
-	serial     string         // sent in Wechatpay-Serial on every request (spec §1, §3)
-	encryptKey *rsa.PublicKey // the key named by serial; encrypts user_name (spec §3)
+	serial     string         // sent in Wechatpay-Serial on every request (docs/wechatpay.md §1, §3)
+	encryptKey *rsa.PublicKey // the key named by serial; encrypts user_name (docs/wechatpay.md §3)
 	apiv3Key   string
 	bases      []string // BaseURL, then BackupBaseURL if set
 	hc         *http.Client
@@ -143,13 +143,13 @@ func NewClient(cfg Config, opts ...Option) (*Client, error) {
 // id, or the platform certificate serial when no public key is configured.
 func (c *Client) Serial() string { return c.serial }
 
-// Verify checks a response's or notification's headers and raw body (spec §2): signature
-// type, known serial (public key id or platform certificate), |now − timestamp| < 300 s,
+// Verify checks a response's or notification's headers and raw body (docs/wechatpay.md §2):
+// signature type, known serial (public key id or platform certificate), |now − timestamp| < 300 s,
 // probe signatures rejected, SHA256withRSA signature. Every error wraps ErrUnverified.
 func (c *Client) Verify(h http.Header, body []byte) error { return c.verifier.verify(h, body) }
 
 // EncryptUserName encrypts a real name for user_name with RSA-OAEP under the key named by
-// Serial (spec §3). The plaintext never appears in an error.
+// Serial (docs/wechatpay.md §3). The plaintext never appears in an error.
 func (c *Client) EncryptUserName(plaintext string) (string, error) {
 	if plaintext == "" {
 		return "", fmt.Errorf("%w: %w: empty user_name", ErrNotSent, ErrBadInput)
@@ -161,8 +161,9 @@ func (c *Client) EncryptUserName(plaintext string) (string, error) {
 	return ct, nil
 }
 
-// ErrBadInput marks a request the client refused to send because it breaks a rule of
-// the API (spec §5–§9). Such errors also wrap ErrNotSent.
+// ErrBadInput marks a request the client refused to send because it breaks a rule of the API
+// (docs/wechatpay.md §4–§7; docs/transfer-bills.md; docs/abnormal-funds.md). Such errors also wrap
+// ErrNotSent.
 var ErrBadInput = errors.New("wechatpay: bad input")
 
 func invalid(format string, args ...any) error {

@@ -62,7 +62,7 @@ func TestClient_ErrorClasses(t *testing.T) {
 	}
 }
 
-// TestClient_Unverified2xx: a 2xx that fails verification is never believed (spec §2).
+// TestClient_Unverified2xx: a 2xx that fails verification is never believed (docs/wechatpay.md §2).
 func TestClient_Unverified2xx(t *testing.T) {
 	const body = `{"out_batch_no":"B1","batch_id":"X","create_time":"2025-01-15T12:00:00+08:00"}`
 	tests := []struct {
@@ -113,7 +113,7 @@ func TestClient_Unverified2xx(t *testing.T) {
 }
 
 // TestClient_PlatformCertificate: a response signed under a platform certificate serial
-// verifies when that certificate is configured, and its serial is sent (spec §2, §3).
+// verifies when that certificate is configured, and its serial is sent (docs/wechatpay.md §2, §3).
 func TestClient_PlatformCertificate(t *testing.T) {
 	const serial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 	f := newFakeAPI(t, ok200)

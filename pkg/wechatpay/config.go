@@ -21,9 +21,9 @@ const (
 // Config holds what a Client must have. Validate names the first missing or wrong field.
 //
 // Verification needs at least one WeChat Pay key: the public key (WechatPayPublicKeyID and
-// WechatPayPublicKey together) and/or platform certificates (serial → key). During a key
-// migration configure both: notifications may use either (spec §2). The key whose id is
-// sent in Wechatpay-Serial also encrypts user_name (spec §3): the public key when it is
+// WechatPayPublicKey together) and/or platform certificates (serial → key). During a key migration
+// configure both: notifications may use either (docs/wechatpay.md §2). The key whose id is sent in
+// Wechatpay-Serial also encrypts user_name (docs/wechatpay.md §3): the public key when it is
 // configured, else the platform certificate with the greatest serial.
 type Config struct {
 	// BaseURL is scheme://host[:port] with no path, e.g. DefaultBaseURL. Required.
@@ -33,18 +33,20 @@ type Config struct {
 	BackupBaseURL string
 	// MchID is the merchant (or service provider) id that signs requests.
 	MchID string
-	// MerchantSerialNo is the serial of the merchant API certificate (serial_no, spec §1).
+	// MerchantSerialNo is the serial of the merchant API certificate (serial_no, docs/wechatpay.md
+	// §1).
 	MerchantSerialNo string
 	// PrivateKey is the merchant API private key (apiclient_key.pem), RSA-2048 or larger.
 	PrivateKey *rsa.PrivateKey
 	// WechatPayPublicKeyID is the id of the WeChat Pay public key, "PUB_KEY_ID_…".
 	WechatPayPublicKeyID string
-	// WechatPayPublicKey is the WeChat Pay public key (spec §2).
+	// WechatPayPublicKey is the WeChat Pay public key (docs/wechatpay.md §2).
 	WechatPayPublicKey *rsa.PublicKey
-	// PlatformCertificates maps a platform certificate serial to its public key (spec §2).
+	// PlatformCertificates maps a platform certificate serial to its public key (docs/wechatpay.md
+	// §2).
 	PlatformCertificates map[string]*rsa.PublicKey
-	// APIv3Key is the 32-byte APIv3 key that decrypts notifications (spec §4). Optional
-	// for a client that never reads notifications.
+	// APIv3Key is the 32-byte APIv3 key that decrypts notifications (docs/wechatpay.md §7).
+	// Optional for a client that never reads notifications.
 	APIv3Key string
 }
 
@@ -64,7 +66,8 @@ func configErrorf(field, format string, args ...any) *ConfigError {
 	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 }
 
-// minKeyBits is the smallest RSA key the client accepts (APIv3 uses RSA-2048, spec §1).
+// minKeyBits is the smallest RSA key the client accepts (APIv3 uses RSA-2048, docs/wechatpay.md
+// §1).
 const minKeyBits = 2048
 
 // Validate reports the first invalid field as a *ConfigError.

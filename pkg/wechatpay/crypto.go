@@ -19,18 +19,19 @@ import (
 	"strings"
 )
 
-// AuthScheme is the Authorization scheme of APIv3 (spec §1).
+// AuthScheme is the Authorization scheme of APIv3 (docs/wechatpay.md §1).
 const AuthScheme = "WECHATPAY2-SHA256-RSA2048"
 
-// ProbeSignaturePrefix starts deliberate signature-probe traffic, which must never verify (spec §2).
+// ProbeSignaturePrefix starts deliberate signature-probe traffic, which must never verify
+// (docs/wechatpay.md §2).
 const ProbeSignaturePrefix = "WECHATPAY/SIGNTEST/"
 
 // PublicKeyIDPrefix marks a Wechatpay-Serial that names a WeChat Pay public key rather
-// than a platform certificate serial (spec §2).
+// than a platform certificate serial (docs/wechatpay.md §2).
 const PublicKeyIDPrefix = "PUB_KEY_ID_"
 
 // RequestMessage builds the request signing message METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n
-// (spec §1). url is the path plus ?query exactly as sent; body the exact bytes sent.
+// (docs/wechatpay.md §1). url is the path plus ?query exactly as sent; body the exact bytes sent.
 func RequestMessage(method, url string, timestamp int64, nonce string, body []byte) []byte {
 	msg := make([]byte, 0, len(method)+len(url)+len(nonce)+len(body)+25)
 	msg = append(msg, method...)
@@ -46,7 +47,7 @@ func RequestMessage(method, url string, timestamp int64, nonce string, body []by
 }
 
 // ResponseMessage builds the response/notification verification message
-// TIMESTAMP\nNONCE\nBODY\n over the raw body bytes (spec §2).
+// TIMESTAMP\nNONCE\nBODY\n over the raw body bytes (docs/wechatpay.md §2).
 func ResponseMessage(timestamp, nonce string, body []byte) []byte {
 	msg := make([]byte, 0, len(timestamp)+len(nonce)+len(body)+3)
 	msg = append(msg, timestamp...)
@@ -88,7 +89,7 @@ func VerifySignature(pub *rsa.PublicKey, msg []byte, signature string) error {
 	return nil
 }
 
-// Authorization is the parsed value of an APIv3 Authorization header (spec §1).
+// Authorization is the parsed value of an APIv3 Authorization header (docs/wechatpay.md §1).
 type Authorization struct {
 	MchID     string
 	NonceStr  string
@@ -106,8 +107,8 @@ func (a Authorization) String() string {
 // ErrBadAuthorization means an Authorization header could not be parsed.
 var ErrBadAuthorization = errors.New("wechatpay: malformed Authorization header")
 
-// ParseAuthorization parses an Authorization header value. Pair order is free (spec §1);
-// every one of the five pairs must be present exactly once.
+// ParseAuthorization parses an Authorization header value. Pair order is free (docs/wechatpay.md
+// §1); every one of the five pairs must be present exactly once.
 func ParseAuthorization(h string) (Authorization, error) {
 	var a Authorization
 	rest, ok := strings.CutPrefix(h, AuthScheme+" ")
@@ -147,9 +148,9 @@ func ParseAuthorization(h string) (Authorization, error) {
 	return a, nil
 }
 
-// EncryptOAEP encrypts a sensitive field such as user_name with RSAES-OAEP, SHA-1 and
-// MGF1-SHA-1, empty label, and returns standard Base64 (spec §3). rnd is the randomness
-// source (nil for crypto/rand). The output is random: compare by decrypting.
+// EncryptOAEP encrypts a sensitive field such as user_name with RSAES-OAEP, SHA-1 and MGF1-SHA-1,
+// empty label, and returns standard Base64 (docs/wechatpay.md §3). rnd is the randomness source
+// (nil for crypto/rand). The output is random: compare by decrypting.
 func EncryptOAEP(rnd io.Reader, pub *rsa.PublicKey, plaintext string) (string, error) {
 	if rnd == nil {
 		rnd = rand.Reader
@@ -174,11 +175,11 @@ func DecryptOAEP(key *rsa.PrivateKey, ciphertext string) (string, error) {
 	return string(pt), nil
 }
 
-// APIv3KeySize is the length of the APIv3 key in bytes (32 ASCII characters, spec §4).
+// APIv3KeySize is the length of the APIv3 key in bytes (32 ASCII characters, docs/wechatpay.md §7).
 const APIv3KeySize = 32
 
 // DecryptAEAD decrypts a notification resource: AES-256-GCM with the APIv3 key, the nonce
-// bytes as IV, associatedData as AAD, and Base64 ciphertext‖tag (spec §4).
+// bytes as IV, associatedData as AAD, and Base64 ciphertext‖tag (docs/wechatpay.md §7).
 func DecryptAEAD(apiv3Key, nonce, associatedData, ciphertext string) ([]byte, error) {
 	aead, err := newGCM(apiv3Key)
 	if err != nil {

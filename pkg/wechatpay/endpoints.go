@@ -10,7 +10,7 @@ import (
 	"strconv"
 )
 
-// API paths (spec §5–§9).
+// API paths (docs/wechatpay.md §4–§7; docs/transfer-bills.md; docs/abnormal-funds.md).
 const (
 	pathBatches        = "/v3/transfer/batches"
 	pathPartnerBatches = "/v3/partner-transfer/batches"
@@ -18,9 +18,9 @@ const (
 	pathAbnormalFunds  = "/v3/abnormal-fund-processing/receipts"
 )
 
-// MarshalBody encodes v the way the official SDK does (json.Encoder: HTML escaping on, one
-// trailing LF), so the bytes match the golden vectors. Callers that freeze a body before
-// the first attempt (spec §10 rule 1) freeze these bytes and send them with a …Body method.
+// MarshalBody encodes v the way the official SDK does (json.Encoder: HTML escaping on, one trailing
+// LF), so the bytes match the golden vectors. Callers that freeze a body before the first attempt
+// (docs/wechatpay.md §11) freeze these bytes and send them with a …Body method.
 func MarshalBody(v any) ([]byte, error) {
 	var b bytes.Buffer
 	if err := json.NewEncoder(&b).Encode(v); err != nil {
@@ -86,7 +86,7 @@ func get[T any](ctx context.Context, c *Client, prefix, query string, kindValue 
 }
 
 // encode returns the ?query of a batch query with keys sorted, as url.Values.Encode and the
-// SDK do (spec §6). Offset, Limit and DetailStatus are only sent with NeedQueryDetail.
+// SDK do (docs/wechatpay.md §8). Offset, Limit and DetailStatus are only sent with NeedQueryDetail.
 func (q BatchQuery) encode() (string, error) {
 	if !q.NeedQueryDetail {
 		if q.Offset != 0 || q.Limit != 0 || q.DetailStatus != "" {
@@ -122,75 +122,77 @@ func queryBatch[T any](ctx context.Context, c *Client, prefix, kind, no string, 
 	return get[T](ctx, c, prefix, query, kind, no)
 }
 
-// CreateTransferBatch validates req, encodes it with MarshalBody and creates the batch
-// (POST /v3/transfer/batches, spec §5). Prefer freezing MarshalBody's bytes and calling
+// CreateTransferBatch validates req, encodes it with MarshalBody and creates the batch (POST
+// /v3/transfer/batches, docs/wechatpay.md §4). Prefer freezing MarshalBody's bytes and calling
 // CreateTransferBatchBody, so that every retry sends the same bytes.
 func (c *Client) CreateTransferBatch(ctx context.Context, req *CreateBatchRequest) (*CreateBatchResponse, error) {
 	return postValidated[CreateBatchResponse](ctx, c, pathBatches, req)
 }
 
-// CreateTransferBatchBody sends frozen body bytes to POST /v3/transfer/batches exactly as
-// given (spec §10 rule 1), with Wechatpay-Serial set. It only checks that body is JSON.
+// CreateTransferBatchBody sends frozen body bytes to POST /v3/transfer/batches exactly as given
+// (docs/wechatpay.md §11), with Wechatpay-Serial set. It only checks that body is JSON.
 func (c *Client) CreateTransferBatchBody(ctx context.Context, body []byte) (*CreateBatchResponse, error) {
 	return postBody[CreateBatchResponse](ctx, c, pathBatches, body)
 }
 
-// QueryBatchByOutBatchNo queries a batch by out_batch_no (spec §6). A NOT_FOUND answer
+// QueryBatchByOutBatchNo queries a batch by out_batch_no (docs/wechatpay.md §5). A NOT_FOUND answer
 // classifies ClassNotFound: not a failure.
 func (c *Client) QueryBatchByOutBatchNo(ctx context.Context, outBatchNo string, q BatchQuery) (*BatchQueryResponse, error) {
 	return queryBatch[BatchQueryResponse](ctx, c, pathBatches, "out-batch-no", outBatchNo, q)
 }
 
-// QueryBatchByBatchID queries a batch by WeChat's batch_id (spec §6).
+// QueryBatchByBatchID queries a batch by WeChat's batch_id (docs/wechatpay.md §5).
 func (c *Client) QueryBatchByBatchID(ctx context.Context, batchID string, q BatchQuery) (*BatchQueryResponse, error) {
 	return queryBatch[BatchQueryResponse](ctx, c, pathBatches, "batch-id", batchID, q)
 }
 
-// QueryDetailByOutDetailNo queries one detail by out_batch_no and out_detail_no (spec §6).
+// QueryDetailByOutDetailNo queries one detail by out_batch_no and out_detail_no (docs/wechatpay.md
+// §5).
 func (c *Client) QueryDetailByOutDetailNo(ctx context.Context, outBatchNo, outDetailNo string) (*DetailResponse, error) {
 	return get[DetailResponse](ctx, c, pathBatches, "", "out-batch-no", outBatchNo, "details/out-detail-no", outDetailNo)
 }
 
-// QueryDetailByDetailID queries one detail by batch_id and detail_id (spec §6).
+// QueryDetailByDetailID queries one detail by batch_id and detail_id (docs/wechatpay.md §5).
 func (c *Client) QueryDetailByDetailID(ctx context.Context, batchID, detailID string) (*DetailResponse, error) {
 	return get[DetailResponse](ctx, c, pathBatches, "", "batch-id", batchID, "details/detail-id", detailID)
 }
 
 // PartnerCreateTransferBatch validates and creates a partner batch
-// (POST /v3/partner-transfer/batches, spec §7).
+// (POST /v3/partner-transfer/batches, docs/wechatpay.md §6).
 func (c *Client) PartnerCreateTransferBatch(ctx context.Context, req *PartnerCreateBatchRequest) (*PartnerCreateBatchResponse, error) {
 	return postValidated[PartnerCreateBatchResponse](ctx, c, pathPartnerBatches, req)
 }
 
 // PartnerCreateTransferBatchBody sends frozen body bytes to POST /v3/partner-transfer/batches
-// exactly as given (spec §7, §10 rule 1).
+// exactly as given (docs/wechatpay.md §6, §11).
 func (c *Client) PartnerCreateTransferBatchBody(ctx context.Context, body []byte) (*PartnerCreateBatchResponse, error) {
 	return postBody[PartnerCreateBatchResponse](ctx, c, pathPartnerBatches, body)
 }
 
-// PartnerQueryBatchByOutBatchNo queries a partner batch by out_batch_no (spec §7).
+// PartnerQueryBatchByOutBatchNo queries a partner batch by out_batch_no (docs/wechatpay.md §6).
 func (c *Client) PartnerQueryBatchByOutBatchNo(ctx context.Context, outBatchNo string, q BatchQuery) (*PartnerBatchQueryResponse, error) {
 	return queryBatch[PartnerBatchQueryResponse](ctx, c, pathPartnerBatches, "out-batch-no", outBatchNo, q)
 }
 
-// PartnerQueryBatchByBatchID queries a partner batch by batch_id (spec §7, seed 003).
+// PartnerQueryBatchByBatchID queries a partner batch by batch_id (docs/wechatpay.md §6, seed 003).
 func (c *Client) PartnerQueryBatchByBatchID(ctx context.Context, batchID string, q BatchQuery) (*PartnerBatchQueryResponse, error) {
 	return queryBatch[PartnerBatchQueryResponse](ctx, c, pathPartnerBatches, "batch-id", batchID, q)
 }
 
 // PartnerQueryDetailByOutDetailNo queries one partner detail by out_batch_no and
-// out_detail_no (spec §7).
+// out_detail_no (docs/wechatpay.md §6).
 func (c *Client) PartnerQueryDetailByOutDetailNo(ctx context.Context, outBatchNo, outDetailNo string) (*PartnerDetailResponse, error) {
 	return get[PartnerDetailResponse](ctx, c, pathPartnerBatches, "", "out-batch-no", outBatchNo, "details/out-detail-no", outDetailNo)
 }
 
-// PartnerQueryDetailByDetailID queries one partner detail by batch_id and detail_id (spec §7).
+// PartnerQueryDetailByDetailID queries one partner detail by batch_id and detail_id
+// (docs/wechatpay.md §6).
 func (c *Client) PartnerQueryDetailByDetailID(ctx context.Context, batchID, detailID string) (*PartnerDetailResponse, error) {
 	return get[PartnerDetailResponse](ctx, c, pathPartnerBatches, "", "batch-id", batchID, "details/detail-id", detailID)
 }
 
-// CreateTransferBill validates and creates a transfer bill (spec §8.2). On any error keep
-// out_bill_no until a query shows FAIL (seed 001).
+// CreateTransferBill validates and creates a transfer bill (docs/transfer-bills.md). On any error
+// keep out_bill_no until a query shows FAIL (seed 001).
 func (c *Client) CreateTransferBill(ctx context.Context, req *CreateTransferBillRequest) (*CreateTransferBillResponse, error) {
 	return postValidated[CreateTransferBillResponse](ctx, c, pathTransferBills, req)
 }
@@ -200,7 +202,7 @@ func (c *Client) CreateTransferBillBody(ctx context.Context, body []byte) (*Crea
 	return postBody[CreateTransferBillResponse](ctx, c, pathTransferBills, body)
 }
 
-// QueryTransferBillByOutBillNo queries a transfer bill by out_bill_no (spec §8.2).
+// QueryTransferBillByOutBillNo queries a transfer bill by out_bill_no (docs/transfer-bills.md).
 func (c *Client) QueryTransferBillByOutBillNo(ctx context.Context, outBillNo string) (*TransferBill, error) {
 	return get[TransferBill](ctx, c, pathTransferBills, "", "out-bill-no", outBillNo)
 }
@@ -210,8 +212,8 @@ func (c *Client) QueryTransferBillByTransferBillNo(ctx context.Context, transfer
 	return get[TransferBill](ctx, c, pathTransferBills, "", "transfer-bill-no", transferBillNo)
 }
 
-// CancelTransferBill asks to cancel a bill (POST …/out-bill-no/{out_bill_no}/cancel, no
-// body, spec §8.2). The answer only acknowledges the request; query for the final state.
+// CancelTransferBill asks to cancel a bill (POST …/out-bill-no/{out_bill_no}/cancel, no body,
+// docs/transfer-bills.md). The answer only acknowledges the request; query for the final state.
 func (c *Client) CancelTransferBill(ctx context.Context, outBillNo string) (*CancelTransferBillResponse, error) {
 	p, err := path(pathTransferBills, "out-bill-no", outBillNo)
 	if err != nil {
@@ -221,7 +223,7 @@ func (c *Client) CancelTransferBill(ctx context.Context, outBillNo string) (*Can
 }
 
 // CreateTransferInstruction creates an abnormal-fund transfer instruction for receiptID
-// (spec §9). A 400 ALREADY_EXISTS means the instruction is in progress or done.
+// (docs/abnormal-funds.md). A 400 ALREADY_EXISTS means the instruction is in progress or done.
 func (c *Client) CreateTransferInstruction(ctx context.Context, receiptID string, req *CreateTransferInstructionRequest) (*TransferInstructionResponse, error) {
 	id, err := segment("receipt_id", receiptID)
 	if err != nil {

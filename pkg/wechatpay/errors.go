@@ -6,7 +6,7 @@ import (
 )
 
 // APIError is a non-2xx answer from WeChat Pay. Callers decide on Code (and StatusCode),
-// never on Message, which is for humans only (spec §6, §10).
+// never on Message, which is for humans only (docs/wechatpay.md §5, §11).
 type APIError struct {
 	StatusCode int    `json:"-"`
 	Code       string `json:"code"`
@@ -45,14 +45,14 @@ var (
 )
 
 // ErrUnverified marks a 2xx response whose signature, serial or timestamp could not be
-// verified. Its body is not believed; for a create it means "maybe paid" (spec §2).
+// verified. Its body is not believed; for a create it means "maybe paid" (docs/wechatpay.md §2).
 var ErrUnverified = errors.New("wechatpay: response signature not verified")
 
 // ErrNotSent marks an error that happened before any byte reached the network (a bad
 // request, an open breaker, a cancelled rate-limit wait). Nothing was created.
 var ErrNotSent = errors.New("wechatpay: request not sent")
 
-// Class is how the product must treat the outcome of a call (spec §10).
+// Class is how the product must treat the outcome of a call (docs/wechatpay.md §11).
 type Class int
 
 const (
@@ -68,9 +68,9 @@ const (
 	// ACCOUNTERROR, quota, SIGN_ERROR, APPID_MCHID_NOT_MATCH, INVALID_REQUEST). Nothing was
 	// created now; retry the same number later. INVALID_REQUEST is here, not in
 	// ClassRejected, because it is also WeChat's "number exists but content differs":
-	// query before anything else (spec §5).
+	// query before anything else (docs/wechatpay.md §4).
 	ClassBlocked
-	// ClassNotFound is a NOT_FOUND answer to a query: not a failure (spec §6).
+	// ClassNotFound is a NOT_FOUND answer to a query: not a failure (docs/wechatpay.md §5).
 	ClassNotFound
 	// ClassNotSent means the request never left the process: nothing happened.
 	ClassNotSent
@@ -94,7 +94,7 @@ var blockedCodes = map[string]bool{
 
 // Classify tells how to treat err, the error returned by a Client call. A nil error is
 // ClassOK. Anything not positively known to be definite is ClassAmbiguous: an unknown code
-// must never lead to a new out_batch_no (spec §6 "新的错误码").
+// must never lead to a new out_batch_no (docs/wechatpay.md §5 "新的错误码").
 func Classify(err error) Class {
 	if err == nil {
 		return ClassOK
@@ -119,5 +119,5 @@ func Classify(err error) Class {
 	return ClassAmbiguous
 }
 
-// Ambiguous reports whether err means "maybe paid" (spec §10 rule 2).
+// Ambiguous reports whether err means "maybe paid" (docs/wechatpay.md §11).
 func Ambiguous(err error) bool { return Classify(err) == ClassAmbiguous }

@@ -3,7 +3,7 @@ package wechatpay
 import "log/slog"
 
 // The LogValue methods below let these types be logged safely: openids, user_name and
-// remarks are left out (STYLE, spec §10 rule 10).
+// remarks are left out (STYLE, docs/wechatpay.md §11).
 
 // LogValue logs the batch numbers and computed totals only.
 func (r CreateBatchRequest) LogValue() slog.Value {

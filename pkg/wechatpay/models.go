@@ -1,6 +1,6 @@
 package wechatpay
 
-// Wire models for the old 商家转账到零钱 batch API (spec §5–§6). Field names are the exact
+// Wire models for the old 商家转账到零钱 batch API (docs/wechatpay.md §4–§6). Field names are the exact
 // wire names. Request structs declare their fields in alphabetical JSON order so that
 // encoding/json produces the same bytes as the official SDK (which serialises a sorted map).
 // Amounts are integer fen.
@@ -8,19 +8,20 @@ package wechatpay
 // Fen is an amount of money in fen (0.01 CNY). It is never a float.
 type Fen int64
 
-// Per-API detail caps (spec §5, §7). A batch never holds more than MaxDetailsPartner details.
+// Per-API detail caps (docs/wechatpay.md §4, §6). A batch never holds more than MaxDetailsPartner
+// details.
 const (
 	MaxDetailsDirect  = 1000
 	MaxDetailsPartner = 3000
 )
 
-// Query paging bounds (spec §6): limit must be within [MinQueryLimit, MaxQueryLimit].
+// Query paging bounds (docs/wechatpay.md §8): limit must be within [MinQueryLimit, MaxQueryLimit].
 const (
 	MinQueryLimit = 20
 	MaxQueryLimit = 100
 )
 
-// Batch statuses (spec §6).
+// Batch statuses (docs/wechatpay.md §5).
 const (
 	BatchWaitPay    = "WAIT_PAY"
 	BatchAccepted   = "ACCEPTED"
@@ -29,7 +30,7 @@ const (
 	BatchClosed     = "CLOSED"
 )
 
-// Detail statuses (spec §6).
+// Detail statuses (docs/wechatpay.md §5).
 const (
 	DetailInit       = "INIT"
 	DetailWaitPay    = "WAIT_PAY"
@@ -38,7 +39,7 @@ const (
 	DetailFail       = "FAIL"
 )
 
-// Detail status filters for batch queries (spec §6).
+// Detail status filters for batch queries (docs/wechatpay.md §5).
 const (
 	DetailStatusAll     = "ALL"
 	DetailStatusSuccess = "SUCCESS"
@@ -46,7 +47,7 @@ const (
 	DetailStatusWaitPay = "WAIT_PAY"
 )
 
-// CreateBatchRequest is the body of POST /v3/transfer/batches (spec §5).
+// CreateBatchRequest is the body of POST /v3/transfer/batches (docs/wechatpay.md §4).
 // total_amount and total_num must equal the sum and count of TransferDetailList; callers
 // compute them (pkg/batching), never copy them from input.
 type CreateBatchRequest struct {
@@ -61,8 +62,8 @@ type CreateBatchRequest struct {
 	TransferSceneID    string                `json:"transfer_scene_id,omitempty"`
 }
 
-// TransferDetailInput is one detail of a batch create (spec §5). UserName, when set, is the
-// RSA-OAEP ciphertext (spec §3), never plaintext.
+// TransferDetailInput is one detail of a batch create (docs/wechatpay.md §4). UserName, when set,
+// is the RSA-OAEP ciphertext (docs/wechatpay.md §3), never plaintext.
 type TransferDetailInput struct {
 	OpenID         string `json:"openid"`
 	OutDetailNo    string `json:"out_detail_no"`
@@ -71,7 +72,8 @@ type TransferDetailInput struct {
 	UserName       string `json:"user_name,omitempty"`
 }
 
-// CreateBatchResponse is the 200 answer to a batch create (spec §5). BatchStatus is optional.
+// CreateBatchResponse is the 200 answer to a batch create (docs/wechatpay.md §4). BatchStatus is
+// optional.
 type CreateBatchResponse struct {
 	OutBatchNo  string `json:"out_batch_no"`
 	BatchID     string `json:"batch_id"`
@@ -79,8 +81,9 @@ type CreateBatchResponse struct {
 	BatchStatus string `json:"batch_status,omitempty"`
 }
 
-// BatchQuery holds the query parameters of a batch query (spec §6). With NeedQueryDetail,
-// DetailStatus is required and Limit must be within [MinQueryLimit, MaxQueryLimit].
+// BatchQuery holds the query parameters of a batch query (docs/wechatpay.md §8). With
+// NeedQueryDetail, DetailStatus is required and Limit must be within [MinQueryLimit,
+// MaxQueryLimit].
 type BatchQuery struct {
 	NeedQueryDetail bool
 	Offset          int
@@ -88,7 +91,7 @@ type BatchQuery struct {
 	DetailStatus    string
 }
 
-// TransferBatch is the batch part of a batch query answer (spec §6).
+// TransferBatch is the batch part of a batch query answer (docs/wechatpay.md §5).
 type TransferBatch struct {
 	MchID           string `json:"mchid"`
 	OutBatchNo      string `json:"out_batch_no"`
@@ -110,21 +113,21 @@ type TransferBatch struct {
 	TransferSceneID string `json:"transfer_scene_id,omitempty"`
 }
 
-// DetailBrief is one row of a batch query's transfer_detail_list (spec §6).
+// DetailBrief is one row of a batch query's transfer_detail_list (docs/wechatpay.md §5).
 type DetailBrief struct {
 	DetailID     string `json:"detail_id"`
 	OutDetailNo  string `json:"out_detail_no"`
 	DetailStatus string `json:"detail_status"`
 }
 
-// BatchQueryResponse is the answer to GET /v3/transfer/batches/{batch-id|out-batch-no}/… (spec §6).
-// Detail rows come back only when the batch is FINISHED.
+// BatchQueryResponse is the answer to GET /v3/transfer/batches/{batch-id|out-batch-no}/…
+// (docs/wechatpay.md §5). Detail rows come back only when the batch is FINISHED.
 type BatchQueryResponse struct {
 	TransferBatch      TransferBatch `json:"transfer_batch"`
 	TransferDetailList []DetailBrief `json:"transfer_detail_list,omitempty"`
 }
 
-// DetailResponse is the answer to a detail query (spec §6). UserName is a ciphertext
+// DetailResponse is the answer to a detail query (docs/wechatpay.md §5). UserName is a ciphertext
 // encrypted with the merchant's key.
 type DetailResponse struct {
 	MchID          string `json:"mchid"`

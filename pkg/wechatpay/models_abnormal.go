@@ -1,22 +1,23 @@
 package wechatpay
 
-// Wire models for abnormal in-transit funds (在途异常资金, spec §9, seed 004). Not on the
+// Wire models for abnormal in-transit funds (在途异常资金, docs/abnormal-funds.md, seed 004). Not on the
 // payout path.
 
-// TransferModeOriginalReceiveUser is the only transfer_mode (spec §9): pay back to the user
-// who was to receive the money.
+// TransferModeOriginalReceiveUser is the only transfer_mode (docs/abnormal-funds.md): pay back to
+// the user who was to receive the money.
 const TransferModeOriginalReceiveUser = "TRANSFER_TO_ORIGINAL_RECEIVE_USER"
 
-// Receipt states of an abnormal-fund receipt (spec §9).
+// Receipt states of an abnormal-fund receipt (docs/abnormal-funds.md).
 const (
 	ReceiptStatePending   = "RECEIPT_STATE_PENDING"
 	ReceiptStateProgress  = "RECEIPT_STATE_PROGRESS"
 	ReceiptStateCompleted = "RECEIPT_STATE_COMPLETED"
 )
 
-// CreateTransferInstructionRequest is the body of
-// POST /v3/abnormal-fund-processing/receipts/{receipt_id}/transfer-instructions (spec §9).
-// OutInstructionNo is unique per receipt; AppID holds at most five app ids.
+// CreateTransferInstructionRequest is the body of POST
+// /v3/abnormal-fund-processing/receipts/{receipt_id}/transfer-instructions
+// (docs/abnormal-funds.md). OutInstructionNo is unique per receipt; AppID holds at most five app
+// ids.
 type CreateTransferInstructionRequest struct {
 	OutInstructionNo string   `json:"out_instruction_no"`
 	AppID            []string `json:"appid"`
@@ -25,7 +26,7 @@ type CreateTransferInstructionRequest struct {
 }
 
 // TransferInstructionResponse is the answer to an instruction create or query, and the
-// plaintext of an ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS notification (spec §9).
+// plaintext of an ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS notification (docs/abnormal-funds.md).
 type TransferInstructionResponse struct {
 	ProductName    string               `json:"product_name"`
 	ReceiptID      string               `json:"receipt_id"`
@@ -42,7 +43,8 @@ type ReceiptAmount struct {
 	Currency string `json:"currency"`
 }
 
-// TransferInstruction is the instruction part of a TransferInstructionResponse (spec §9).
+// TransferInstruction is the instruction part of a TransferInstructionResponse
+// (docs/abnormal-funds.md).
 type TransferInstruction struct {
 	OutInstructionNo string     `json:"out_instruction_no"`
 	Commander        *Commander `json:"commander,omitempty"`

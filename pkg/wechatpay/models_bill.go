@@ -1,10 +1,10 @@
 package wechatpay
 
-// Wire models for the new 商家转账 transfer bills (spec §8, seed 001). Unlike the batch
+// Wire models for the new 商家转账 transfer bills (docs/transfer-bills.md, seed 001). Unlike the batch
 // requests, CreateTransferBillRequest declares its fields in the official SDK's order, which
 // is what the SDK sends (golden vector transfer_bill_create_sdk_json_body).
 
-// Transfer bill states (spec §8.2). Final: BillSuccess, BillFail, BillCancelled.
+// Transfer bill states (docs/transfer-bills.md). Final: BillSuccess, BillFail, BillCancelled.
 const (
 	BillAccepted        = "ACCEPTED"
 	BillProcessing      = "PROCESSING"
@@ -16,15 +16,16 @@ const (
 	BillCancelled       = "CANCELLED"
 )
 
-// BillFinal reports whether a transfer bill state is final (spec §8.2, §10 rule 4). Only a
-// final FAIL or CANCELLED frees the payee for a new out_bill_no.
+// BillFinal reports whether a transfer bill state is final (docs/transfer-bills.md;
+// docs/wechatpay.md §11). Only a final FAIL or CANCELLED frees the payee for a new
+// out_bill_no.
 func BillFinal(state string) bool {
 	return state == BillSuccess || state == BillFail || state == BillCancelled
 }
 
 // CreateTransferBillRequest is the body of POST /v3/fund-app/mch-transfer/transfer-bills
-// (spec §8.2). OutBillNo is the idempotency key. UserName, when set, is the RSA-OAEP
-// ciphertext (spec §3); it is required at 200000 fen or more.
+// (docs/transfer-bills.md). OutBillNo is the idempotency key. UserName, when set, is the RSA-OAEP
+// ciphertext (docs/wechatpay.md §3); it is required at 200000 fen or more.
 type CreateTransferBillRequest struct {
 	AppID                    string                    `json:"appid"`
 	OutBillNo                string                    `json:"out_bill_no"`
@@ -39,13 +40,13 @@ type CreateTransferBillRequest struct {
 }
 
 // TransferSceneReportInfo is one row of transfer_scene_report_infos: the facts a scene must
-// report (spec §8.2; scene 1000 needs 活动名称 and 奖励说明).
+// report (docs/transfer-bills.md; scene 1000 needs 活动名称 and 奖励说明).
 type TransferSceneReportInfo struct {
 	InfoType    string `json:"info_type"`
 	InfoContent string `json:"info_content"`
 }
 
-// CreateTransferBillResponse is the 200 answer to a transfer bill create (spec §8.2).
+// CreateTransferBillResponse is the 200 answer to a transfer bill create (docs/transfer-bills.md).
 // PackageInfo is what the user's WeChat needs to confirm receipt.
 type CreateTransferBillResponse struct {
 	OutBillNo      string `json:"out_bill_no"`
@@ -56,7 +57,7 @@ type CreateTransferBillResponse struct {
 }
 
 // TransferBill is the answer to a transfer bill query by out_bill_no or transfer_bill_no
-// (spec §8.2). UserName is a ciphertext encrypted with the merchant's key.
+// (docs/transfer-bills.md). UserName is a ciphertext encrypted with the merchant's key.
 type TransferBill struct {
 	MchID          string `json:"mch_id"`
 	OutBillNo      string `json:"out_bill_no"`
@@ -72,8 +73,8 @@ type TransferBill struct {
 	UpdateTime     string `json:"update_time"`
 }
 
-// CancelTransferBillResponse is the answer to a cancel (spec §8.2): State is CANCELING or
-// CANCELLED. It only acknowledges the request; the final state comes from a query.
+// CancelTransferBillResponse is the answer to a cancel (docs/transfer-bills.md): State is CANCELING
+// or CANCELLED. It only acknowledges the request; the final state comes from a query.
 type CancelTransferBillResponse struct {
 	OutBillNo      string `json:"out_bill_no"`
 	TransferBillNo string `json:"transfer_bill_no"`

@@ -1,8 +1,8 @@
 package wechatpay
 
-// Wire models for callback notifications (spec §4).
+// Wire models for callback notifications (docs/wechatpay.md §7).
 
-// Notification event types (spec §4, §9).
+// Notification event types (docs/wechatpay.md §7; docs/abnormal-funds.md).
 const (
 	EventBatchFinished       = "MCHTRANSFER.BATCH.FINISHED"
 	EventBatchClosed         = "MCHTRANSFER.BATCH.CLOSED"
@@ -10,14 +10,15 @@ const (
 	EventAbnormalFundSuccess = "ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS"
 )
 
-// ResourceTypeEncrypt is the resource_type of every notification (spec §4).
+// ResourceTypeEncrypt is the resource_type of every notification (docs/wechatpay.md §7).
 const ResourceTypeEncrypt = "encrypt-resource"
 
-// AlgorithmAEADAES256GCM is the only resource algorithm (spec §4).
+// AlgorithmAEADAES256GCM is the only resource algorithm (docs/wechatpay.md §7).
 const AlgorithmAEADAES256GCM = "AEAD_AES_256_GCM"
 
-// Notification is the envelope WeChat Pay POSTs to notify_url (spec §4). Deduplicate on ID:
-// notifications are retried and duplicates are normal. Callbacks are hints; queries are truth.
+// Notification is the envelope WeChat Pay POSTs to notify_url (docs/wechatpay.md §7). Deduplicate
+// on ID: notifications are retried and duplicates are normal. Callbacks are hints; queries are
+// truth.
 type Notification struct {
 	ID           string               `json:"id"`
 	CreateTime   string               `json:"create_time"`
@@ -27,8 +28,9 @@ type Notification struct {
 	Resource     NotificationResource `json:"resource"`
 }
 
-// NotificationResource is the encrypted part of a Notification: AES-256-GCM under the APIv3
-// key, Nonce as IV, AssociatedData as AAD, Base64 Ciphertext with the tag appended (spec §4).
+// NotificationResource is the encrypted part of a Notification: AES-256-GCM under the APIv3 key,
+// Nonce as IV, AssociatedData as AAD, Base64 Ciphertext with the tag appended (docs/wechatpay.md
+// §7).
 type NotificationResource struct {
 	OriginalType   string `json:"original_type"`
 	Algorithm      string `json:"algorithm"`
@@ -37,9 +39,9 @@ type NotificationResource struct {
 	Nonce          string `json:"nonce"`
 }
 
-// BatchFinishedResource is the plaintext of MCHTRANSFER.BATCH.FINISHED and
-// MCHTRANSFER.BATCH.CLOSED (spec §4). It holds batch totals only, no per-detail data: page
-// the details with a batch query (spec §6).
+// BatchFinishedResource is the plaintext of MCHTRANSFER.BATCH.FINISHED and MCHTRANSFER.BATCH.CLOSED
+// (docs/wechatpay.md §7). It holds batch totals only, no per-detail data: page the details with a
+// batch query (docs/wechatpay.md §5).
 type BatchFinishedResource struct {
 	MchID         string `json:"mchid,omitempty"`
 	OutBatchNo    string `json:"out_batch_no"`
@@ -59,8 +61,8 @@ type BatchFinishedResource struct {
 // BatchFinishedResource, with CloseReason set.
 type BatchClosedResource = BatchFinishedResource
 
-// BillFinishedResource is the plaintext of MCHTRANSFER.BILL.FINISHED (spec §4): a transfer
-// bill reached SUCCESS, FAIL or CANCELLED.
+// BillFinishedResource is the plaintext of MCHTRANSFER.BILL.FINISHED (docs/wechatpay.md §7): a
+// transfer bill reached SUCCESS, FAIL or CANCELLED.
 type BillFinishedResource struct {
 	OutBillNo      string `json:"out_bill_no"`
 	TransferBillNo string `json:"transfer_bill_no"`

@@ -1,17 +1,18 @@
 package wechatpay
 
-// Wire models for the partner (服务商) batch API (spec §7, seed 003). Request structs declare
-// their fields in alphabetical JSON order, like models.go, so that encoding/json produces the
-// same bytes as the official SDK. Amounts are integer fen.
+// Wire models for the partner (服务商) batch API (docs/wechatpay.md §6, seed 003). Request structs
+// declare their fields in alphabetical JSON order, like models.go, so that encoding/json produces
+// the same bytes as the official SDK. Amounts are integer fen.
 
-// Partner authorization types (spec §7): whose users and whose money a partner batch uses.
+// Partner authorization types (docs/wechatpay.md §6): whose users and whose money a partner batch
+// uses.
 const (
 	AuthorizationInformation        = "INFORMATION_AUTHORIZATION_TYPE"
 	AuthorizationFund               = "FUND_AUTHORIZATION_TYPE"
 	AuthorizationInformationAndFund = "INFORMATION_AND_FUND_AUTHORIZATION_TYPE"
 )
 
-// Partner transfer purposes (spec §7).
+// Partner transfer purposes (docs/wechatpay.md §6).
 const (
 	PurposeGoodsPayment  = "GOODSPAYMENT"
 	PurposeCommission    = "COMMISSION"
@@ -21,15 +22,15 @@ const (
 	PurposeOthers        = "OTHERS"
 )
 
-// Partner transfer scenes (spec §7). ORDINARY_TRANSFER is the default.
+// Partner transfer scenes (docs/wechatpay.md §6). ORDINARY_TRANSFER is the default.
 const (
 	SceneOrdinaryTransfer    = "ORDINARY_TRANSFER"
 	ScenePayrollCardTransfer = "PAYROLL_CARD_TRANSFER"
 )
 
-// PartnerCreateBatchRequest is the body of POST /v3/partner-transfer/batches (spec §7). It has
-// no appid, transfer_scene_id or notify_url. At most MaxDetailsPartner details; total_amount
-// and total_num are computed by the caller, never copied from input.
+// PartnerCreateBatchRequest is the body of POST /v3/partner-transfer/batches (docs/wechatpay.md
+// §6). It has no appid, transfer_scene_id or notify_url. At most MaxDetailsPartner details;
+// total_amount and total_num are computed by the caller, never copied from input.
 type PartnerCreateBatchRequest struct {
 	AuthorizationType  string                       `json:"authorization_type"`
 	BatchName          string                       `json:"batch_name"`
@@ -45,8 +46,9 @@ type PartnerCreateBatchRequest struct {
 	TransferScene      string                       `json:"transfer_scene,omitempty"`
 }
 
-// PartnerTransferDetailInput is one detail of a partner batch create (spec §7). UserName and
-// UserIDCard, when set, are RSA-OAEP ciphertexts (spec §3), never plaintext.
+// PartnerTransferDetailInput is one detail of a partner batch create (docs/wechatpay.md §6).
+// UserName and UserIDCard, when set, are RSA-OAEP ciphertexts (docs/wechatpay.md §3), never
+// plaintext.
 type PartnerTransferDetailInput struct {
 	OpenID         string `json:"openid"`
 	OutDetailNo    string `json:"out_detail_no"`
@@ -56,16 +58,16 @@ type PartnerTransferDetailInput struct {
 	UserName       string `json:"user_name,omitempty"`
 }
 
-// PartnerCreateBatchResponse is the 200 answer to a partner batch create (spec §7).
+// PartnerCreateBatchResponse is the 200 answer to a partner batch create (docs/wechatpay.md §6).
 type PartnerCreateBatchResponse struct {
 	OutBatchNo string `json:"out_batch_no"`
 	BatchID    string `json:"batch_id"`
 	CreateTime string `json:"create_time"`
 }
 
-// PartnerBatchQueryResponse is the answer to a partner batch query (spec §7, seed 003). Unlike
-// BatchQueryResponse it is flat: no transfer_batch wrapper. Detail rows come back only when
-// the batch is FINISHED.
+// PartnerBatchQueryResponse is the answer to a partner batch query (docs/wechatpay.md §6, seed
+// 003). Unlike BatchQueryResponse it is flat: no transfer_batch wrapper. Detail rows come back only
+// when the batch is FINISHED.
 type PartnerBatchQueryResponse struct {
 	SpMchID            string        `json:"sp_mchid"`
 	SubMchID           string        `json:"sub_mchid"`
@@ -92,9 +94,9 @@ type PartnerBatchQueryResponse struct {
 	TransferScene      string        `json:"transfer_scene,omitempty"`
 }
 
-// PartnerDetailResponse is the answer to a partner detail query (spec §7). It carries sp_mchid
-// in place of mchid, and the name ciphertext under "username", as the official SDK spells it
-// (the doc spelling is unconfirmed, spec §7 [U]).
+// PartnerDetailResponse is the answer to a partner detail query (docs/wechatpay.md §6). It carries
+// sp_mchid in place of mchid, and the name ciphertext under "username", as the official SDK spells
+// it (the doc spelling is unconfirmed, docs/wechatpay.md §6 [U]).
 type PartnerDetailResponse struct {
 	SpMchID        string `json:"sp_mchid"`
 	OutBatchNo     string `json:"out_batch_no"`

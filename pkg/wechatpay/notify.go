@@ -17,9 +17,9 @@ var ErrBadNotification = errors.New("wechatpay: bad notification")
 // MaxNotificationBytes caps a notification body read by NotificationHandler.
 const MaxNotificationBytes = 64 << 10
 
-// ParseNotification verifies a callback's headers and raw body (spec §2, accepting the
-// public key and platform certificates alike) and only then decodes the envelope (spec §4).
-// A verification failure wraps ErrUnverified; answer it with a non-2xx so WeChat retries.
+// ParseNotification verifies a callback's headers and raw body (docs/wechatpay.md §2, accepting the
+// public key and platform certificates alike) and only then decodes the envelope (docs/wechatpay.md
+// §7). A verification failure wraps ErrUnverified; answer it with a non-2xx so WeChat retries.
 func (c *Client) ParseNotification(h http.Header, body []byte) (*Notification, error) {
 	if err := c.verifier.verify(h, body); err != nil {
 		return nil, fmt.Errorf("notification: %w", err)
@@ -39,9 +39,9 @@ func (c *Client) ParseNotification(h http.Header, body []byte) (*Notification, e
 	return &n, nil
 }
 
-// Decrypt returns the plaintext resource (spec §4): AES-256-GCM with the APIv3 key, the
-// resource nonce as IV and associated_data as AAD. The plaintext may hold openids: never
-// log it.
+// Decrypt returns the plaintext resource (docs/wechatpay.md §7): AES-256-GCM with the APIv3 key,
+// the resource nonce as IV and associated_data as AAD. The plaintext may hold openids: never log
+// it.
 func (n *Notification) Decrypt(apiv3Key string) ([]byte, error) {
 	r := n.Resource
 	pt, err := DecryptAEAD(apiv3Key, r.Nonce, r.AssociatedData, r.Ciphertext)
@@ -71,8 +71,8 @@ func decodeResource[T any](n *Notification, apiv3Key string, events ...string) (
 	return &v, nil
 }
 
-// BatchResource decrypts and decodes a MCHTRANSFER.BATCH.FINISHED or .CLOSED resource.
-// It holds totals only: page the details with a query before moving the ledger (spec §4).
+// BatchResource decrypts and decodes a MCHTRANSFER.BATCH.FINISHED or .CLOSED resource. It holds
+// totals only: page the details with a query before moving the ledger (docs/wechatpay.md §7).
 func (n *Notification) BatchResource(apiv3Key string) (*BatchFinishedResource, error) {
 	return decodeResource[BatchFinishedResource](n, apiv3Key, EventBatchFinished, EventBatchClosed)
 }
@@ -83,20 +83,20 @@ func (n *Notification) BillResource(apiv3Key string) (*BillFinishedResource, err
 }
 
 // InstructionResource decrypts and decodes an ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS
-// resource (spec §9).
+// resource (docs/abnormal-funds.md).
 func (n *Notification) InstructionResource(apiv3Key string) (*TransferInstructionResponse, error) {
 	return decodeResource[TransferInstructionResponse](n, apiv3Key, EventAbnormalFundSuccess)
 }
 
-// NotificationFunc handles one verified notification and its decrypted resource. It must
-// return quickly (WeChat waits at most 5 s, spec §4): record or enqueue, then return. A
+// NotificationFunc handles one verified notification and its decrypted resource. It must return
+// quickly (WeChat waits at most 5 s, docs/wechatpay.md §7): record or enqueue, then return. A
 // non-nil error makes WeChat retry the notification later.
 type NotificationFunc func(ctx context.Context, n *Notification, plaintext []byte) error
 
 // NotificationHandler returns an http.Handler for notify_url: it reads at most
 // MaxNotificationBytes, verifies, decrypts with Config.APIv3Key and calls fn. It answers
 // 204 on success, and 4xx/5xx with {"code":"FAIL","message":…} otherwise, so WeChat
-// retries (spec §4). Deduplicate on Notification.ID in fn: retries are normal.
+// retries (docs/wechatpay.md §7). Deduplicate on Notification.ID in fn: retries are normal.
 func (c *Client) NotificationHandler(fn NotificationFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status, err := c.serveNotification(r, fn)

@@ -6,17 +6,19 @@ import (
 	"unicode/utf8"
 )
 
-// user_name thresholds of a batch detail (spec §5): required from UserNameRequiredFrom,
-// forbidden below UserNameForbiddenBelow, and all or none within one batch.
+// user_name thresholds of a batch detail (docs/wechatpay.md §4): required from
+// UserNameRequiredFrom, forbidden below UserNameForbiddenBelow, and all or none within one batch.
 const (
 	UserNameRequiredFrom   Fen = 200000
 	UserNameForbiddenBelow Fen = 30
 )
 
-// maxTextChars is the limit, in characters, of names and remarks (spec §5, §8.2).
+// maxTextChars is the limit, in characters, of names and remarks (docs/wechatpay.md §4;
+// docs/transfer-bills.md).
 const maxTextChars = 32
 
-// outNo matches out_batch_no, out_detail_no and out_bill_no (spec §5, §8.2).
+// outNo matches out_batch_no, out_detail_no and out_bill_no (docs/wechatpay.md §4;
+// docs/transfer-bills.md).
 var outNo = regexp.MustCompile(`^[0-9A-Za-z]{1,32}$`)
 
 func checkOutNo(field, v string) error {
@@ -60,8 +62,8 @@ type batchHead struct {
 	totalNum, maxDetails     int
 }
 
-// validateBatch checks the rules of spec §5/§7 that the client can check offline: numbers,
-// texts, the detail cap, computed totals, unique out_detail_no and the user_name rule.
+// validateBatch checks the rules of docs/wechatpay.md §4, §6 that the client can check offline:
+// numbers, texts, the detail cap, computed totals, unique out_detail_no and the user_name rule.
 func validateBatch[D batchDetail](h batchHead, details []D) error {
 	if err := checkOutNo("out_batch_no", h.outBatchNo); err != nil {
 		return err
@@ -123,8 +125,8 @@ func checkUserName(no string, amount Fen, userName string) error {
 	return nil
 }
 
-// Validate checks the request offline before it is frozen or sent (spec §5): errors wrap
-// ErrNotSent and ErrBadInput and name the field.
+// Validate checks the request offline before it is frozen or sent (docs/wechatpay.md §4): errors
+// wrap ErrNotSent and ErrBadInput and name the field.
 func (r *CreateBatchRequest) Validate() error {
 	if r == nil {
 		return invalid("nil CreateBatchRequest")
@@ -135,8 +137,8 @@ func (r *CreateBatchRequest) Validate() error {
 	return validateBatch(batchHead{r.OutBatchNo, r.BatchName, r.BatchRemark, r.TotalAmount, r.TotalNum, MaxDetailsDirect}, r.TransferDetailList)
 }
 
-// Validate checks the request offline before it is frozen or sent (spec §7): errors wrap
-// ErrNotSent and ErrBadInput and name the field.
+// Validate checks the request offline before it is frozen or sent (docs/wechatpay.md §6): errors
+// wrap ErrNotSent and ErrBadInput and name the field.
 func (r *PartnerCreateBatchRequest) Validate() error {
 	if r == nil {
 		return invalid("nil PartnerCreateBatchRequest")
@@ -156,7 +158,7 @@ func (r *PartnerCreateBatchRequest) Validate() error {
 	return validateBatch(batchHead{r.OutBatchNo, r.BatchName, r.BatchRemark, r.TotalAmount, r.TotalNum, MaxDetailsPartner}, r.TransferDetailList)
 }
 
-// Validate checks a transfer bill create offline (spec §8.2).
+// Validate checks a transfer bill create offline (docs/transfer-bills.md).
 func (r *CreateTransferBillRequest) Validate() error {
 	if r == nil {
 		return invalid("nil CreateTransferBillRequest")
@@ -184,10 +186,11 @@ func (r *CreateTransferBillRequest) Validate() error {
 	return nil
 }
 
-// maxInstructionAppIDs is the most app ids an abnormal-fund instruction may carry (spec §9).
+// maxInstructionAppIDs is the most app ids an abnormal-fund instruction may carry
+// (docs/abnormal-funds.md).
 const maxInstructionAppIDs = 5
 
-// Validate checks an abnormal-fund instruction offline (spec §9).
+// Validate checks an abnormal-fund instruction offline (docs/abnormal-funds.md).
 func (r *CreateTransferInstructionRequest) Validate() error {
 	if r == nil {
 		return invalid("nil CreateTransferInstructionRequest")

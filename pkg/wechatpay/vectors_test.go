@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// TestVectors_RequestSigning reproduces every request_signing vector byte for byte through
-// the typed endpoint that sends it (spec §1): the URL, body and Authorization on the wire.
+// TestVectors_RequestSigning reproduces every request_signing vector byte for byte through the
+// typed endpoint that sends it (docs/wechatpay.md §1): the URL, body and Authorization on the wire.
 func TestVectors_RequestSigning(t *testing.T) {
 	v := loadVectors(t)
 	if len(v.RequestSigning) == 0 {
@@ -116,7 +116,7 @@ func TestVectors_RequestSigning(t *testing.T) {
 func ok200(int, *http.Request) (int, string) { return http.StatusOK, "{}" }
 
 // TestVectors_ResponseVerification checks every response_verification verdict at the
-// vector's clock (spec §2), offline and over real HTTP.
+// vector's clock (docs/wechatpay.md §2), offline and over real HTTP.
 func TestVectors_ResponseVerification(t *testing.T) {
 	v := loadVectors(t)
 	if len(v.ResponseVerification) == 0 {
@@ -177,7 +177,7 @@ func TestVectors_ResponseVerification(t *testing.T) {
 }
 
 // TestVectors_AEADNotifications decrypts every resource, rejects the negatives, and checks
-// the full signed callback, where any changed body byte must fail (spec §4).
+// the full signed callback, where any changed body byte must fail (docs/wechatpay.md §7).
 func TestVectors_AEADNotifications(t *testing.T) {
 	v := loadVectors(t)
 	if len(v.AEADNotifications) == 0 {
@@ -253,7 +253,7 @@ func checkTypedResource(t *testing.T, n *Notification, key string) {
 }
 
 // TestVectors_OAEP decrypts each user_name vector with the platform TEST key, and checks
-// that EncryptUserName produces what that key decrypts (spec §3).
+// that EncryptUserName produces what that key decrypts (docs/wechatpay.md §3).
 func TestVectors_OAEP(t *testing.T) {
 	v := loadVectors(t)
 	if len(v.RSAOAEPUserName) == 0 {

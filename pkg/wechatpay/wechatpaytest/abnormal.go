@@ -8,8 +8,8 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// instr is one abnormal-fund transfer instruction (spec §9). It completes ProcessDelay after
-// creation; a notify_url then gets ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS.
+// instr is one abnormal-fund transfer instruction (docs/abnormal-funds.md). It completes
+// ProcessDelay after creation; a notify_url then gets ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS.
 type instr struct {
 	ReceiptID string                                     `json:"receipt_id"`
 	Amount    wechatpay.Fen                              `json:"amount"`
@@ -22,7 +22,7 @@ type instr struct {
 func (in *instr) key() string { return in.ReceiptID + "/" + in.Req.OutInstructionNo }
 
 // AddReceipt registers an abnormal in-transit fund receipt of amount fen that instructions
-// may then pay back (spec §9). Instructions for unknown receipts get 404 NOT_FOUND.
+// may then pay back (docs/abnormal-funds.md). Instructions for unknown receipts get 404 NOT_FOUND.
 func (s *Server) AddReceipt(receiptID string, amount wechatpay.Fen) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -50,7 +50,7 @@ func (s *Server) instrResponse(in *instr, now time.Time) wechatpay.TransferInstr
 	return r
 }
 
-// createInstr is POST …/receipts/{receipt_id}/transfer-instructions (spec §9).
+// createInstr is POST …/receipts/{receipt_id}/transfer-instructions (docs/abnormal-funds.md).
 func (s *Server) createInstr(c *call) (any, error) {
 	var r wechatpay.CreateTransferInstructionRequest
 	if err := decodeStrict(c.body, &r); err != nil {
@@ -92,7 +92,7 @@ func instrEqual(a, b *wechatpay.CreateTransferInstructionRequest) bool {
 	return a.TransferMode == b.TransferMode && a.NotifyURL == b.NotifyURL && slices.Equal(a.AppID, b.AppID)
 }
 
-// queryInstr is GET …/transfer-instructions/{out_instruction_no} (spec §9).
+// queryInstr is GET …/transfer-instructions/{out_instruction_no} (docs/abnormal-funds.md).
 func (s *Server) queryInstr(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -272,7 +272,7 @@ func (s *Server) finish(b *batch) {
 	s.queueNotification(b.Req.NotifyURL, event, summary, res)
 }
 
-// noAuth answers a create of the product the merchant does not hold (spec §8.1).
+// noAuth answers a create of the product the merchant does not hold (docs/transfer-bills.md §1).
 func (s *Server) noAuth(product string) error {
 	if s.opts.Product == ProductBoth || s.opts.Product == product {
 		return nil
@@ -283,7 +283,7 @@ func (s *Server) noAuth(product string) error {
 	return apiError(http.StatusForbidden, "NO_AUTH", "当前商户号未接入升级版本功能，暂不支持使用升级版本功能")
 }
 
-// createBatch is POST /v3/transfer/batches (spec §5).
+// createBatch is POST /v3/transfer/batches (docs/wechatpay.md §4).
 func (s *Server) createBatch(c *call) (any, error) {
 	if err := s.noAuth(ProductBatches); err != nil {
 		return nil, err
@@ -306,7 +306,7 @@ func (s *Server) createBatch(c *call) (any, error) {
 	return s.create(c, r)
 }
 
-// createPartnerBatch is POST /v3/partner-transfer/batches (spec §7).
+// createPartnerBatch is POST /v3/partner-transfer/batches (docs/wechatpay.md §6).
 func (s *Server) createPartnerBatch(c *call) (any, error) {
 	if err := s.noAuth(ProductBatches); err != nil {
 		return nil, err
@@ -352,7 +352,7 @@ func (s *Server) replay(c *call, partner bool) *wechatpay.CreateBatchResponse {
 }
 
 // create validates r and answers for the batch with its number: the existing one when r is
-// the same batch again (idempotent, spec §5), a new one otherwise.
+// the same batch again (idempotent, docs/wechatpay.md §4), a new one otherwise.
 func (s *Server) create(c *call, r *batchReq) (*wechatpay.CreateBatchResponse, error) {
 	if err := s.validateBatch(r); err != nil {
 		return nil, err
@@ -413,8 +413,8 @@ func (s *Server) created(b *batch, now time.Time) *wechatpay.CreateBatchResponse
 	return &wechatpay.CreateBatchResponse{OutBatchNo: b.Req.OutBatchNo, BatchID: b.ID, CreateTime: rfc3339(b.Created), BatchStatus: b.status(now)}
 }
 
-// lookupBatch finds the batch a query names by batch_id or out_batch_no (spec §6). Callers
-// hold mu and have advanced the state.
+// lookupBatch finds the batch a query names by batch_id or out_batch_no (docs/wechatpay.md §5).
+// Callers hold mu and have advanced the state.
 func (s *Server) lookupBatch(c *call, partner bool) (*batch, error) {
 	var b *batch
 	if id := c.r.PathValue("batch_id"); id != "" {
@@ -434,7 +434,7 @@ func (s *Server) lookupBatch(c *call, partner bool) (*batch, error) {
 	return b, s.visible(c.now, b.Created)
 }
 
-// pathOutNo returns the path parameter name, which must be an out_…_no (spec §5).
+// pathOutNo returns the path parameter name, which must be an out_…_no (docs/wechatpay.md §4).
 func pathOutNo(c *call, name string) (string, error) {
 	no := c.r.PathValue(name)
 	if !isOutNo(no) {
@@ -444,7 +444,7 @@ func pathOutNo(c *call, name string) (string, error) {
 }
 
 // visible tells whether a query at now may see something created at created: not within
-// NotFoundLag (spec §6: NOT_FOUND is not a failure) and not beyond QueryWindow.
+// NotFoundLag (docs/wechatpay.md §5: NOT_FOUND is not a failure) and not beyond QueryWindow.
 func (s *Server) visible(now, created time.Time) error {
 	switch {
 	case now.Sub(created) > QueryWindow:
@@ -455,7 +455,7 @@ func (s *Server) visible(now, created time.Time) error {
 	return nil
 }
 
-// parseBatchQuery reads need_query_detail, offset, limit and detail_status (spec §6).
+// parseBatchQuery reads need_query_detail, offset, limit and detail_status (docs/wechatpay.md §5).
 func parseBatchQuery(v url.Values) (wechatpay.BatchQuery, error) {
 	q := wechatpay.BatchQuery{Limit: wechatpay.MinQueryLimit}
 	switch v.Get("need_query_detail") {
@@ -530,7 +530,8 @@ func (s *Server) transferBatch(b *batch, now time.Time) wechatpay.TransferBatch 
 	}
 }
 
-// queryBatch serves the batch queries of spec §6 (direct) and §7 (partner, flat answer).
+// queryBatch serves the batch queries of docs/wechatpay.md §5 (direct) and §7 (partner, flat
+// answer).
 func (s *Server) queryBatch(partner bool) apiFunc {
 	return func(c *call) (any, error) {
 		q, err := parseBatchQuery(c.r.URL.Query())
@@ -561,8 +562,8 @@ func (s *Server) queryBatch(partner bool) apiFunc {
 	}
 }
 
-// queryDetail serves the detail queries of spec §6 and §7. A detail of a batch that is
-// still ACCEPTED is NOT_FOUND (spec §6: "not started").
+// queryDetail serves the detail queries of docs/wechatpay.md §5, §6. A detail of a batch that is
+// still ACCEPTED is NOT_FOUND (docs/wechatpay.md §5: "not started").
 func (s *Server) queryDetail(partner bool) apiFunc {
 	return func(c *call) (any, error) {
 		s.mu.Lock()
@@ -600,7 +601,8 @@ func (s *Server) queryDetail(partner bool) apiFunc {
 	}
 }
 
-// encryptName encrypts a name for an answer with the merchant's key (spec §3); "" stays "".
+// encryptName encrypts a name for an answer with the merchant's key (docs/wechatpay.md §3); ""
+// stays "".
 func (s *Server) encryptName(name string) (string, error) {
 	if name == "" {
 		return "", nil
@@ -645,8 +647,8 @@ var ErrNoBatch = errors.New("wechatpaytest: no such batch or detail")
 // not in WAIT_USER_CONFIRM.
 var ErrNotWaiting = errors.New("wechatpaytest: nothing to confirm or close")
 
-// Confirm confirms WAIT_PAY details of the direct batch outBatchNo, as the merchant's staff
-// would (spec §6): all of them, or only outDetailNo when it is not empty. They are paid
+// Confirm confirms WAIT_PAY details of the direct batch outBatchNo, as the merchant's staff would
+// (docs/wechatpay.md §5): all of them, or only outDetailNo when it is not empty. They are paid
 // ProcessDelay later. It returns how many it confirmed.
 func (s *Server) Confirm(outBatchNo, outDetailNo string) (int, error) {
 	return s.decide(outBatchNo, outDetailNo, true)
@@ -693,7 +695,7 @@ func (s *Server) decide(outBatchNo, outDetailNo string, confirm bool) (int, erro
 
 // CloseBatch closes an unfinished batch (direct or partner) now: its unsettled details fail
 // with reason as fail_reason, the batch becomes CLOSED with reason as close_reason
-// (spec §6: OVERDUE_CLOSE or TRANSFER_SCENE_INVALID), and its callback is sent.
+// (docs/wechatpay.md §5: OVERDUE_CLOSE or TRANSFER_SCENE_INVALID), and its callback is sent.
 func (s *Server) CloseBatch(outBatchNo string, partner bool, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

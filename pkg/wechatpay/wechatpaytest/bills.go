@@ -11,13 +11,13 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// bill is one transfer bill of the new 商家转账 (spec §8): ACCEPTED for BillAcceptDelay, then
-// WAIT_USER_CONFIRM until the simulated user acts (ConfirmBill, DeclineBill, or by openid at
-// BillAutoConfirm) or the bill closes unconfirmed (BillConfirmTimeout + BillCloseLag). A
-// confirmed bill is TRANSFERING for ProcessDelay, then SUCCESS or FAIL by the
-// FailOpenIDPrefix rule; a declined one is FAIL USER_DECLINED, a closed one FAIL
-// OVERDUE_CLOSE. A cancel before the user confirms goes CANCELING for ProcessDelay, then
-// CANCELLED. The user's next act is the earliest of ConfirmAt, DeclineAt and ExpireAt.
+// bill is one transfer bill of the new 商家转账 (docs/transfer-bills.md): ACCEPTED for BillAcceptDelay,
+// then WAIT_USER_CONFIRM until the simulated user acts (ConfirmBill, DeclineBill, or by openid at
+// BillAutoConfirm) or the bill closes unconfirmed (BillConfirmTimeout + BillCloseLag). A confirmed
+// bill is TRANSFERING for ProcessDelay, then SUCCESS or FAIL by the FailOpenIDPrefix rule; a
+// declined one is FAIL USER_DECLINED, a closed one FAIL OVERDUE_CLOSE. A cancel before the user
+// confirms goes CANCELING for ProcessDelay, then CANCELLED. The user's next act is the earliest of
+// ConfirmAt, DeclineAt and ExpireAt.
 type bill struct {
 	Req        wechatpay.CreateTransferBillRequest `json:"request"` // user_name decrypted
 	BodyHash   string                              `json:"body_sha256"`
@@ -123,7 +123,7 @@ func (s *Server) advanceBills(now time.Time) {
 	}
 }
 
-// validateBill checks a bill create (spec §8.2).
+// validateBill checks a bill create (docs/transfer-bills.md).
 func (s *Server) validateBill(r *wechatpay.CreateTransferBillRequest) error {
 	switch {
 	case !textOK(r.AppID, 1, 32):
@@ -154,7 +154,8 @@ func (s *Server) validateBill(r *wechatpay.CreateTransferBillRequest) error {
 	return s.validateScene(r)
 }
 
-// validateScene checks the create against its scene's rule (Options.BillScenes, spec §8.2).
+// validateScene checks the create against its scene's rule (Options.BillScenes,
+// docs/transfer-bills.md).
 func (s *Server) validateScene(r *wechatpay.CreateTransferBillRequest) error {
 	rule, ok := s.opts.BillScenes[r.TransferSceneID]
 	if !ok {
@@ -177,8 +178,8 @@ func (s *Server) validateScene(r *wechatpay.CreateTransferBillRequest) error {
 	return nil
 }
 
-// createBill is POST /v3/fund-app/mch-transfer/transfer-bills (spec §8.2), idempotent on
-// out_bill_no while the bill is not final.
+// createBill is POST /v3/fund-app/mch-transfer/transfer-bills (docs/transfer-bills.md), idempotent
+// on out_bill_no while the bill is not final.
 func (s *Server) createBill(c *call) (any, error) {
 	if err := s.noAuth(ProductBills); err != nil {
 		return nil, err
@@ -264,7 +265,7 @@ func (s *Server) lookupBill(c *call) (*bill, error) {
 	return b, s.visible(c.now, b.Created)
 }
 
-// queryBill serves both bill queries (spec §8.2).
+// queryBill serves both bill queries (docs/transfer-bills.md).
 func (s *Server) queryBill(c *call) (any, error) {
 	s.mu.Lock()
 	s.advance(c.now)
@@ -292,10 +293,10 @@ func (s *Server) queryBill(c *call) (any, error) {
 	return r, nil
 }
 
-// cancelBill is POST …/out-bill-no/{out_bill_no}/cancel (spec §8.2): allowed until the user
-// has confirmed; it only acknowledges, the final CANCELLED comes ProcessDelay later. A
-// repeated cancel answers CANCELING or CANCELLED again (a cancel whose answer was lost is
-// retried); a TRANSFERING, SUCCESS or FAIL bill answers 400 INVALID_REQUEST.
+// cancelBill is POST …/out-bill-no/{out_bill_no}/cancel (docs/transfer-bills.md): allowed until the
+// user has confirmed; it only acknowledges, the final CANCELLED comes ProcessDelay later. A
+// repeated cancel answers CANCELING or CANCELLED again (a cancel whose answer was lost is retried);
+// a TRANSFERING, SUCCESS or FAIL bill answers 400 INVALID_REQUEST.
 func (s *Server) cancelBill(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

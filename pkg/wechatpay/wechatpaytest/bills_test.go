@@ -409,7 +409,7 @@ func TestBills_SceneRules(t *testing.T) {
 	_, err := w.c.CreateTransferBillBody(context.Background(), mustJSON(t, r))
 	var ae *wechatpay.APIError
 	if !errors.As(err, &ae) || !strings.Contains(ae.Message, "需传入转账场景报备信息") {
-		t.Fatalf("missing info type: %v, want the message of spec §8.2", err)
+		t.Fatalf("missing info type: %v, want the message of docs/transfer-bills.md", err)
 	}
 }
 

@@ -25,15 +25,15 @@
 // "fail-ACCOUNT_FROZEN-u42", fails with that fail_reason; any other openid succeeds. Details
 // above Options.NoPasswordLimit wait in WAIT_PAY for Confirm (or AutoConfirm).
 //
-// Transfer bills (spec §8) wait in WAIT_USER_CONFIRM for their simulated payee: at
-// Options.BillAutoConfirm a "decline-…" openid declines (FAIL USER_DECLINED), a
-// "noconfirm-…" one never acts and the bill closes FAIL OVERDUE_CLOSE at
-// Options.BillConfirmTimeout plus Options.BillCloseLag, any other confirms; ConfirmBill and
-// DeclineBill act for any payee. A cancel before the confirmation is CANCELING for
-// ProcessDelay, then CANCELLED. The same create again answers the same bill (and its
-// package_info) while it is not final, and 400 ALREADY_EXISTS once it is. Creates must
-// carry exactly the report infos of their scene (Options.BillScenes). Options.Product makes
-// the merchant hold one product only: the other's creates answer 403 NO_AUTH (spec §8.1).
+// Transfer bills (docs/transfer-bills.md) wait in WAIT_USER_CONFIRM for their simulated payee: at
+// Options.BillAutoConfirm a "decline-…" openid declines (FAIL USER_DECLINED), a "noconfirm-…" one
+// never acts and the bill closes FAIL OVERDUE_CLOSE at Options.BillConfirmTimeout plus
+// Options.BillCloseLag, any other confirms; ConfirmBill and DeclineBill act for any payee. A cancel
+// before the confirmation is CANCELING for ProcessDelay, then CANCELLED. The same create again
+// answers the same bill (and its package_info) while it is not final, and 400 ALREADY_EXISTS once
+// it is. Creates must carry exactly the report infos of their scene (Options.BillScenes).
+// Options.Product makes the merchant hold one product only: the other's creates answer 403 NO_AUTH
+// (docs/transfer-bills.md §1).
 //
 // Callbacks: Options.NotifyLoss drops a share of them for good (queries still tell the
 // truth), Options.NotifyDelay sends them late; both for batches and bills. Delivery times,

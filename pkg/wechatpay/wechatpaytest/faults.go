@@ -36,7 +36,7 @@ var faultNames = map[faultKind]string{
 
 // Fault is one injected misbehaviour of one call. Faults that act "after commit" run the
 // endpoint for real first (the batch is created, the query answered) and then spoil the
-// answer, so the client cannot tell what happened: the "maybe paid" cases of spec §10.
+// answer, so the client cannot tell what happened: the "maybe paid" cases of docs/wechatpay.md §11.
 type Fault struct {
 	kind  faultKind
 	delay time.Duration
@@ -48,7 +48,7 @@ var (
 	SystemError = Fault{kind: faultSystemError}
 	// FrequencyLimited answers 429 FREQUENCY_LIMITED without running the endpoint.
 	FrequencyLimited = Fault{kind: faultFrequencyLimited}
-	// NotFound answers 404 NOT_FOUND without running the endpoint (spec §6).
+	// NotFound answers 404 NOT_FOUND without running the endpoint (docs/wechatpay.md §5).
 	NotFound = Fault{kind: faultNotFound}
 	// DropBeforeCommit resets the connection without running the endpoint.
 	DropBeforeCommit = Fault{kind: faultDropBeforeCommit}

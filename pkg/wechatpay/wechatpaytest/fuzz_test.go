@@ -10,7 +10,7 @@ import (
 )
 
 // FuzzCreateBatch feeds arbitrary bodies to the create endpoint: it never panics, refuses
-// with a 4xx code of spec §5, or creates a batch whose totals are the details' own.
+// with a 4xx code of docs/wechatpay.md §4, or creates a batch whose totals are the details' own.
 func FuzzCreateBatch(f *testing.F) {
 	f.Add([]byte(`{"appid":"wx","out_batch_no":"B1","batch_name":"n","batch_remark":"r","total_amount":100,"total_num":1,"transfer_detail_list":[{"openid":"o","out_detail_no":"D1","transfer_amount":100,"transfer_remark":"r"}]}`))
 	f.Add([]byte(`{"appid":"wx","out_batch_no":"B2","batch_name":"名","batch_remark":"r","total_amount":200,"total_num":2,"transfer_detail_list":[{"openid":"fail-X-1","out_detail_no":"D1","transfer_amount":100,"transfer_remark":"r"},{"openid":"o","out_detail_no":"D1","transfer_amount":100,"transfer_remark":"r"}]}`))
@@ -47,7 +47,7 @@ func FuzzCreateBatch(f *testing.F) {
 	})
 }
 
-// FuzzBatchQuery checks that query parsing accepts only what spec §6 allows.
+// FuzzBatchQuery checks that query parsing accepts only what docs/wechatpay.md §8 allows.
 func FuzzBatchQuery(f *testing.F) {
 	f.Add("need_query_detail=true&offset=0&limit=100&detail_status=ALL")
 	f.Add("need_query_detail=false")

@@ -67,7 +67,7 @@ func authHeader(t testing.TB, key *rsa.PrivateKey, mchID, serial, method, uri st
 }
 
 // send signs method, uri and body with the test merchant key at the server's time, sends
-// them after applying edits, and verifies the answer's signature (spec §2).
+// them after applying edits, and verifies the answer's signature (docs/wechatpay.md §2).
 func send(t testing.TB, srv *Server, method, uri string, body []byte, edits ...func(*http.Request)) reply {
 	t.Helper()
 	req, err := http.NewRequest(method, srv.URL()+uri, bytes.NewReader(body))
@@ -93,7 +93,7 @@ func send(t testing.TB, srv *Server, method, uri string, body []byte, edits ...f
 	return reply{status: resp.StatusCode, body: b, header: resp.Header}
 }
 
-// verifyReply checks the spec §2 signature of an answer.
+// verifyReply checks the docs/wechatpay.md §2 signature of an answer.
 func verifyReply(t testing.TB, srv *Server, h http.Header, body []byte) {
 	t.Helper()
 	if got := h.Get("Wechatpay-Serial"); got != DefaultPlatformKeyID {

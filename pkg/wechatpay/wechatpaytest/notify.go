@@ -22,10 +22,10 @@ type notification struct {
 	attempts            int
 }
 
-// notifyAAD is the associated_data of every notification resource (spec §4 vectors).
+// notifyAAD is the associated_data of every notification resource (docs/wechatpay.md §7 vectors).
 const notifyAAD = "mch_payment"
 
-// queueNotification builds a callback of spec §4 for the background loop: lost with
+// queueNotification builds a callback of docs/wechatpay.md §7 for the background loop: lost with
 // probability NotifyLoss, else due NotifyDelay (scaled) from now. Callers hold mu.
 func (s *Server) queueNotification(url, event, summary string, resource any) {
 	pt, err := json.Marshal(resource)
@@ -44,7 +44,7 @@ func (s *Server) queueNotification(url, event, summary string, resource any) {
 	})
 }
 
-// envelope encrypts n into a signed notification body (spec §4).
+// envelope encrypts n into a signed notification body (docs/wechatpay.md §7).
 func (s *Server) envelope(n *notification) ([]byte, error) {
 	nonce := randomString(12)
 	ct, err := wechatpay.EncryptAEAD(s.opts.APIv3Key, nonce, notifyAAD, n.plaintext)

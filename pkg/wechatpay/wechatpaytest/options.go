@@ -26,20 +26,21 @@ const (
 
 // Defaults of the behaviour options (DefaultOptions).
 const (
-	// DefaultTimestampWindow is how far a request's Authorization timestamp may be from the
-	// sandbox clock. WeChat does not publish its window (spec §11); 5 minutes mirrors the
-	// response rule of spec §2.
+	// DefaultTimestampWindow is how far a request's Authorization timestamp may be from the sandbox
+	// clock. WeChat does not publish its window (docs/transfer-bills.md §12); 5 minutes mirrors the
+	// response rule of docs/wechatpay.md §2.
 	DefaultTimestampWindow = 5 * time.Minute
 	// DefaultAcceptDelay is how long a batch stays ACCEPTED (details INIT) at Speed 1.
 	DefaultAcceptDelay = 2 * time.Second
 	// DefaultProcessDelay is how long a detail stays PROCESSING at Speed 1.
 	DefaultProcessDelay = time.Minute
-	// DefaultMinAmount is the smallest transfer_amount accepted (spec §5: 30 fen).
+	// DefaultMinAmount is the smallest transfer_amount accepted (docs/wechatpay.md §4: 30 fen).
 	DefaultMinAmount wechatpay.Fen = 30
-	// DefaultRateLimit is the per-endpoint limit of the batch APIs (spec §6, §7: 50 QPS).
+	// DefaultRateLimit is the per-endpoint limit of the batch APIs (docs/wechatpay.md §5, §6: 50
+	// QPS).
 	DefaultRateLimit = 50
 	// DefaultBillRateLimit is the per-endpoint limit of transfer bills and abnormal-fund
-	// instructions (spec §8.2, §9: 100/s).
+	// instructions (docs/transfer-bills.md; docs/abnormal-funds.md: 100/s).
 	DefaultBillRateLimit = 100
 	// DefaultNotifyAttempts bounds the deliveries of one callback notification.
 	DefaultNotifyAttempts = 5
@@ -47,28 +48,28 @@ const (
 	// after each failed attempt.
 	DefaultNotifyBackoff = 15 * time.Second
 	// DefaultBillConfirmTimeout is how long a bill waits in WAIT_USER_CONFIRM before it
-	// expires to FAIL at Speed 1 (spec §8.2: 24 h).
+	// expires to FAIL at Speed 1 (docs/transfer-bills.md: 24 h).
 	DefaultBillConfirmTimeout = 24 * time.Hour
 	// TestSpeed is the Speed NewServer uses unless an Option changes it: a batch is accepted
 	// after 20 ms and its details finish 600 ms later.
 	TestSpeed = 100
-	// QueryWindow is how old a batch may be and still be queried (spec §6: 30 days).
+	// QueryWindow is how old a batch may be and still be queried (docs/wechatpay.md §10: 30 days).
 	// Speed does not scale it.
 	QueryWindow = 30 * 24 * time.Hour
 )
 
 // Products a merchant may hold (Options.Product). Since 2025-01-15 they are mutually
-// exclusive (spec §8.1): a merchant of one gets 403 NO_AUTH on the other's creates.
+// exclusive (docs/transfer-bills.md §1): a merchant of one gets 403 NO_AUTH on the other's creates.
 const (
 	// ProductBoth serves both products: the sandbox's historical behaviour.
 	ProductBoth = ""
-	// ProductBatches is the old 商家转账到零钱 batch API only (spec §5, §7).
+	// ProductBatches is the old 商家转账到零钱 batch API only (docs/wechatpay.md §4, §6).
 	ProductBatches = "batches"
-	// ProductBills is the new 商家转账 transfer bills only (spec §8).
+	// ProductBills is the new 商家转账 transfer bills only (docs/transfer-bills.md).
 	ProductBills = "bills"
 )
 
-// BillSceneRule is what a transfer_scene_id requires of a bill create (spec §8.2):
+// BillSceneRule is what a transfer_scene_id requires of a bill create (docs/transfer-bills.md):
 // transfer_scene_report_infos carries exactly one row of each of ReportInfos (in any order)
 // and no other, and user_recv_perception is empty or one of Perceptions (an empty list
 // allows only an empty perception).
@@ -77,7 +78,7 @@ type BillSceneRule struct {
 	Perceptions []string `json:"perceptions,omitempty"`
 }
 
-// DefaultBillScenes returns the scene table of spec §8.2: 1000 现金营销 (活动名称, 奖励说明;
+// DefaultBillScenes returns the scene table of docs/transfer-bills.md: 1000 现金营销 (活动名称, 奖励说明;
 // 现金奖励 or 活动奖励) and 1005 佣金报酬 (岗位类型, 报酬说明; 劳务报酬 or 报酬). It is a new
 // map on each call.
 func DefaultBillScenes() map[string]BillSceneRule {
@@ -100,16 +101,17 @@ type Options struct {
 	MchID string
 	// MerchantSerial is the serial_no every Authorization must carry.
 	MerchantSerial string
-	// MerchantKey verifies request signatures (spec §1) and encrypts user_name in detail
-	// query answers (spec §3).
+	// MerchantKey verifies request signatures (docs/wechatpay.md §1) and encrypts user_name in
+	// detail query answers (docs/wechatpay.md §3).
 	MerchantKey *rsa.PublicKey
 	// PlatformKeyID is sent as Wechatpay-Serial on every response and notification and is the
 	// only Wechatpay-Serial a request may name. A PUB_KEY_ID_… value is the public-key mode;
-	// anything else stands for a platform certificate serial (spec §2).
+	// anything else stands for a platform certificate serial (docs/wechatpay.md §2).
 	PlatformKeyID string
-	// PlatformKey signs responses and notifications and decrypts user_name (spec §2, §3).
+	// PlatformKey signs responses and notifications and decrypts user_name (docs/wechatpay.md §2,
+	// §3).
 	PlatformKey *rsa.PrivateKey
-	// APIv3Key encrypts notification resources (spec §4); 32 ASCII bytes.
+	// APIv3Key encrypts notification resources (docs/wechatpay.md §7); 32 ASCII bytes.
 	APIv3Key string
 	// AppID, when not empty, is the only appid accepted; another gets 401
 	// APPID_MCHID_NOT_MATCH. Empty accepts any non-empty appid.
@@ -127,7 +129,8 @@ type Options struct {
 	BillAcceptDelay time.Duration
 	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL.
 	ProcessDelay time.Duration
-	// NotFoundLag: queries of a batch younger than this answer 404 NOT_FOUND (spec §6).
+	// NotFoundLag: queries of a batch younger than this answer 404 NOT_FOUND (docs/wechatpay.md
+	// §8).
 	NotFoundLag time.Duration
 	// NoPasswordLimit: details with a larger amount go WAIT_PAY until confirmed (Confirm,
 	// POST /sandbox/confirm) or AutoConfirm. 0 means no limit.
@@ -141,9 +144,9 @@ type Options struct {
 	// Balance is the merchant's starting balance. A create whose total exceeds the balance
 	// not yet held by unsettled details gets 403 NOT_ENOUGH. Unlimited disables the check.
 	Balance wechatpay.Fen
-	// MinAmount is the smallest transfer_amount accepted (spec §5).
+	// MinAmount is the smallest transfer_amount accepted (docs/wechatpay.md §4).
 	MinAmount wechatpay.Fen
-	// MaxDetailsDirect and MaxDetailsPartner cap transfer_detail_list (spec §5, §7).
+	// MaxDetailsDirect and MaxDetailsPartner cap transfer_detail_list (docs/wechatpay.md §4, §6).
 	MaxDetailsDirect, MaxDetailsPartner int
 	// RateLimit is the requests per second allowed on each batch endpoint (fixed 1-s
 	// window); more get 429 FREQUENCY_LIMITED. 0 is no limit.
@@ -151,18 +154,18 @@ type Options struct {
 	// BillRateLimit is the same for transfer bills and abnormal-fund endpoints.
 	BillRateLimit int
 	// Product is what the merchant holds: ProductBoth (default), ProductBatches or
-	// ProductBills. The other product's creates answer 403 NO_AUTH (spec §8.1).
+	// ProductBills. The other product's creates answer 403 NO_AUTH (docs/transfer-bills.md §1).
 	Product string
-	// BillScenes are the transfer_scene_id values a bill create may use and what each
-	// requires; a scene not in the table, a report-info mismatch or a perception outside
-	// the rule answers 400 PARAM_ERROR (spec §8.2). Nil means DefaultBillScenes(), the one
-	// field whose zero value is not "none".
+	// BillScenes are the transfer_scene_id values a bill create may use and what each requires; a
+	// scene not in the table, a report-info mismatch or a perception outside the rule answers 400
+	// PARAM_ERROR (docs/transfer-bills.md). Nil means DefaultBillScenes(), the one field whose zero
+	// value is not "none".
 	BillScenes map[string]BillSceneRule
-	// BillConfirmTimeout closes a bill the user has not confirmed as FAIL OVERDUE_CLOSE
-	// this long (plus BillCloseLag) after its creation (spec §8.2: 24 h). 0 never closes.
+	// BillConfirmTimeout closes a bill the user has not confirmed as FAIL OVERDUE_CLOSE this long
+	// (plus BillCloseLag) after its creation (docs/transfer-bills.md: 24 h). 0 never closes.
 	BillConfirmTimeout time.Duration
-	// BillCloseLag is how late the expiry close comes after BillConfirmTimeout (spec §8.2:
-	// "closing may lag"). 0 closes on time.
+	// BillCloseLag is how late the expiry close comes after BillConfirmTimeout
+	// (docs/transfer-bills.md: "closing may lag"). 0 closes on time.
 	BillCloseLag time.Duration
 	// BillAutoConfirm is when the simulated user acts on a bill, counted from its creation:
 	// by openid (see NoConfirmOpenIDPrefix), confirm, decline or never. 0: users act only
@@ -180,7 +183,8 @@ type Options struct {
 	// NotifyDelay is an extra wait, on the sandbox clock, before a notification's first
 	// delivery (late callbacks). 0 delivers at the next tick.
 	NotifyDelay time.Duration
-	// HTTPClient delivers notifications. Nil uses a client with a 5 s timeout (spec §4).
+	// HTTPClient delivers notifications. Nil uses a client with a 5 s timeout (docs/wechatpay.md
+	// §7).
 	HTTPClient *http.Client
 
 	// Faults are probabilistic faults active from the start (see FailRate).

@@ -380,7 +380,7 @@ func (s *Server) write(w http.ResponseWriter, c *call, res any, fault Fault) {
 	w.Write(body)
 }
 
-// sign adds the response signature headers of spec §2 for body to h.
+// sign adds the response signature headers of docs/wechatpay.md §2 for body to h.
 func (s *Server) sign(h http.Header, body []byte) {
 	ts := strconv.FormatInt(s.now().Unix(), 10)
 	nonce := randomString(32)
@@ -396,7 +396,7 @@ func (s *Server) sign(h http.Header, body []byte) {
 	h.Set("Wechatpay-Signature-Type", wechatpay.AuthScheme)
 }
 
-// signature is the Wechatpay-Signature of body at timestamp ts with nonce (spec §2).
+// signature is the Wechatpay-Signature of body at timestamp ts with nonce (docs/wechatpay.md §2).
 func (s *Server) signature(ts, nonce string, body []byte) (string, error) {
 	return wechatpay.Sign(s.opts.PlatformKey, wechatpay.ResponseMessage(ts, nonce, body))
 }
@@ -439,7 +439,7 @@ func drop(w http.ResponseWriter, raw func(*bufio.Writer)) {
 	conn.Close()
 }
 
-// verify checks the Authorization of a request (spec §1).
+// verify checks the Authorization of a request (docs/wechatpay.md §1).
 func (s *Server) verify(r *http.Request, body []byte, now time.Time) error {
 	a, err := wechatpay.ParseAuthorization(r.Header.Get("Authorization"))
 	if err != nil {
@@ -463,8 +463,9 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) error {
 	return nil
 }
 
-// limitCode is the 429 code of endpoint: FREQUENCY_LIMITED on the batch APIs (spec §6),
-// FREQUENCY_LIMIT_EXCEED on transfer bills and abnormal funds (spec §8.2, §9).
+// limitCode is the 429 code of endpoint: FREQUENCY_LIMITED on the batch APIs (docs/wechatpay.md
+// §8), FREQUENCY_LIMIT_EXCEED on transfer bills and abnormal funds (docs/transfer-bills.md;
+// docs/abnormal-funds.md).
 func limitCode(endpoint string) string {
 	if strings.Contains(endpoint, "/v3/fund-app/") || strings.Contains(endpoint, "/v3/abnormal-fund-processing/") {
 		return "FREQUENCY_LIMIT_EXCEED"
@@ -472,7 +473,7 @@ func limitCode(endpoint string) string {
 	return "FREQUENCY_LIMITED"
 }
 
-// window is a fixed 1-second rate window (spec §8.2 "fixed 1-s window").
+// window is a fixed 1-second rate window (docs/transfer-bills.md "fixed 1-s window").
 type window struct {
 	second int64
 	n      int

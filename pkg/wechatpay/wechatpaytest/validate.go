@@ -15,7 +15,7 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// user_name rules of a batch detail (spec §5).
+// user_name rules of a batch detail (docs/wechatpay.md §4).
 const (
 	userNameRequiredFrom   wechatpay.Fen = 200000
 	userNameForbiddenBelow wechatpay.Fen = 30
@@ -23,7 +23,7 @@ const (
 
 // batchReq is a decoded batch create, direct or partner, with user_name and user_id_card
 // decrypted. Two creates with the same out_batch_no are the same batch when their batchReq
-// are equal (spec §5: compare decoded content, since OAEP ciphertexts are random).
+// are equal (docs/wechatpay.md §4: compare decoded content, since OAEP ciphertexts are random).
 type batchReq struct {
 	Partner           bool          `json:"partner,omitempty"`
 	AppID             string        `json:"appid,omitempty"`
@@ -82,7 +82,7 @@ func notFound(format string, args ...any) *wechatpay.APIError {
 	return apiError(http.StatusNotFound, "NOT_FOUND", format, args...)
 }
 
-// isOutNo reports whether s is 1 to 32 characters of [0-9A-Za-z] (spec §5).
+// isOutNo reports whether s is 1 to 32 characters of [0-9A-Za-z] (docs/wechatpay.md §4).
 func isOutNo(s string) bool {
 	if len(s) == 0 || len(s) > 32 {
 		return false
@@ -102,8 +102,8 @@ func textOK(s string, min, max int) bool {
 	return utf8.ValidString(s) && n >= min && n <= max
 }
 
-// notifyURLOK checks notify_url (spec §4, §5): absolute, ≤256 characters, no query, HTTPS;
-// plain HTTP is accepted for loopback hosts so tests can receive callbacks.
+// notifyURLOK checks notify_url (docs/wechatpay.md §7, §4): absolute, ≤256 characters, no query,
+// HTTPS; plain HTTP is accepted for loopback hosts so tests can receive callbacks.
 func notifyURLOK(s string) error {
 	if len(s) > 256 {
 		return errors.New("longer than 256 characters")
@@ -124,8 +124,8 @@ func notifyURLOK(s string) error {
 	return errors.New("must be https")
 }
 
-// validate checks a batch create the way WeChat does (spec §5, §7). Messages name fields and
-// indexes, never openids or names.
+// validate checks a batch create the way WeChat does (docs/wechatpay.md §4, §6). Messages name
+// fields and indexes, never openids or names.
 func (s *Server) validateBatch(r *batchReq) error {
 	maxDetails := s.opts.MaxDetailsDirect
 	if r.Partner {
@@ -223,7 +223,7 @@ func validatePartner(r *batchReq) error {
 	return nil
 }
 
-// decrypt replaces the ciphertexts of r by their plaintexts (spec §3). It requires the
+// decrypt replaces the ciphertexts of r by their plaintexts (docs/wechatpay.md §3). It requires the
 // request's Wechatpay-Serial to name the platform key, as WeChat does.
 func (s *Server) decrypt(r *batchReq, serial string) error {
 	if r.Details[0].UserName == "" {
