@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -57,19 +58,21 @@ func (o *outcomes) drainOutcomes(ctx context.Context) error {
 		if err != nil || len(pending) == 0 {
 			return err
 		}
-		ids := make([]int64, 0, len(pending))
-		for _, p := range pending {
-			err := o.publish(ctx, p.MchID+"."+p.OutDetailNo+"."+p.State, p.State, payout.OutcomeEvent{
+		evs := make([]event, len(pending))
+		for i, p := range pending {
+			evs[i] = event{row: p.ID, id: p.MchID + "." + p.OutDetailNo + "." + p.State, state: p.State, body: payout.OutcomeEvent{
 				OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
 				OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
 				OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,
-			})
-			if err != nil {
-				return fmt.Errorf("publish outcome %s: %w", p.OutDetailNo, err)
-			}
-			ids = append(ids, p.ID)
+			}}
 		}
-		if err := o.db.MarkPublished(ctx, ids); err != nil {
+		ids, err := o.publishAll(ctx, evs)
+		if len(ids) > 0 {
+			if merr := o.db.MarkPublished(ctx, ids); merr != nil {
+				return merr
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -82,30 +85,75 @@ func (o *outcomes) drainNotices(ctx context.Context) error {
 		if err != nil || len(pending) == 0 {
 			return err
 		}
-		ids := make([]int64, 0, len(pending))
-		for _, n := range pending {
-			var ev any
+		evs := make([]event, len(pending))
+		for i, n := range pending {
+			evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind}
 			switch n.Kind {
 			case ledger.NoticeWaitUserConfirm:
-				ev = payout.WaitUserConfirmEvent{
+				evs[i].body = payout.WaitUserConfirmEvent{
 					OutDetailNo: n.OutDetailNo, MchID: n.MchID, AppID: n.AppID, OutBillNo: n.OutBillNo,
 					TransferBillNo: n.TransferBillNo, PackageInfo: n.PackageInfo, Amount: n.Amount, ExpireAt: n.ExpireAt, At: n.At,
 				}
 			case ledger.NoticeCancelRefused:
-				ev = payout.CancelRefusedEvent{OutDetailNo: n.OutDetailNo, MchID: n.MchID, Code: n.Code, State: n.State, Detail: n.Detail, At: n.At}
+				evs[i].body = payout.CancelRefusedEvent{OutDetailNo: n.OutDetailNo, MchID: n.MchID, Code: n.Code, State: n.State, Detail: n.Detail, At: n.At}
 			default:
 				return fmt.Errorf("notice %d: unknown kind %q", n.ID, n.Kind)
 			}
-			if err := o.publish(ctx, n.MchID+"."+n.OutDetailNo+"."+n.Kind+"."+fmt.Sprint(n.ID), n.Kind, ev); err != nil {
-				return fmt.Errorf("publish notice %s %s: %w", n.Kind, n.OutDetailNo, err)
-			}
-			ids = append(ids, n.ID)
 		}
-		if err := o.db.MarkNoticesPublished(ctx, ids); err != nil {
+		ids, err := o.publishAll(ctx, evs)
+		if len(ids) > 0 {
+			if merr := o.db.MarkNoticesPublished(ctx, ids); merr != nil {
+				return merr
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// event is one outbox row to publish: its row id, message id, results subject state and body.
+type event struct {
+	row       int64
+	id, state string
+	body      any
+}
+
+// publishConcurrency is how many outcome publishes wait for their JetStream ack at once:
+// each is a round trip, and outcomes have no order among themselves.
+const publishConcurrency = 32
+
+// publishAll publishes evs, publishConcurrency at a time, and returns the row ids of those
+// published (to mark) and the first error. A row not marked is published again later under
+// the same message id, which JetStream deduplicates.
+func (o *outcomes) publishAll(ctx context.Context, evs []event) ([]int64, error) {
+	var (
+		mu    sync.Mutex
+		ids   = make([]int64, 0, len(evs))
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, publishConcurrency)
+	)
+	for _, ev := range evs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := o.publish(ctx, ev.id, ev.state, ev.body)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("publish %s: %w", ev.id, err)
+				}
+				return
+			}
+			ids = append(ids, ev.row)
+		}()
+	}
+	wg.Wait()
+	return ids, first
 }
 
 // publish sends ev as JSON on the results subject of state, with message id id.
