@@ -23,9 +23,20 @@ import (
 // temporary directory; the go build cache makes that quick.
 func TestSoakShort(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.Payouts, cfg.Quota, cfg.Share = 5000, 20, 20 // a small load still meets 429s
+	rep := runShort(t, cfg, 10)
+	if rep.Kills < 5 || rep.NATSRestarts < 1 {
+		t.Errorf("%d kills and %d NATS restarts, want ≥ 5 and ≥ 1", rep.Kills, rep.NATSRestarts)
+	}
+}
+
+// runShort runs a short soak of cfg in the test's temporary directory, a processor
+// SIGKILLed every 2 s (at least 5 times), and fails t on any failed check or on fewer than
+// minChecks checks. On failure it logs the end of each processor's log.
+func runShort(t *testing.T, cfg Config, minChecks int) *Report {
+	t.Helper()
 	cfg.Dir = t.TempDir()
-	cfg.Payouts, cfg.KillEvery, cfg.MinKills, cfg.Timeout = 5000, 2*time.Second, 5, 4*time.Minute
-	cfg.Quota, cfg.Share = 20, 20 // a small load still meets 429s
+	cfg.KillEvery, cfg.MinKills, cfg.Timeout = 2*time.Second, 5, 4*time.Minute
 	var progress strings.Builder
 	cfg.Log = &progress
 	rep, err := Run(context.Background(), cfg)
@@ -35,13 +46,10 @@ func TestSoakShort(t *testing.T) {
 	var b strings.Builder
 	rep.WriteText(&b)
 	t.Log("\n" + b.String() + "\nprogress:\n" + progress.String())
-	if rep.Kills < 5 || rep.NATSRestarts < 1 {
-		t.Errorf("%d kills and %d NATS restarts, want ≥ 5 and ≥ 1", rep.Kills, rep.NATSRestarts)
-	}
 	if n := rep.Failed(); n > 0 {
 		t.Errorf("%d of %d checks failed", n, len(rep.Checks))
 	}
-	if len(rep.Checks) < 10 {
+	if len(rep.Checks) < minChecks {
 		t.Errorf("only %d checks ran", len(rep.Checks))
 	}
 	if t.Failed() {
@@ -53,6 +61,7 @@ func TestSoakShort(t *testing.T) {
 			t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-30):], "\n"))
 		}
 	}
+	return rep
 }
 
 // TestConfigValidate: a config the harness cannot run is refused before anything starts.
@@ -92,26 +101,10 @@ func TestConfigValidate(t *testing.T) {
 // soak asserted.
 func TestSoakShortBills(t *testing.T) {
 	cfg := DefaultBillsConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Payouts, cfg.KillEvery, cfg.MinKills, cfg.Timeout = 2000, 2*time.Second, 5, 4*time.Minute
-	cfg.Quota, cfg.Share = 40, 20 // a small load still meets 429s
-	var progress strings.Builder
-	cfg.Log = &progress
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("soak could not run: %v\n%s", err, progress.String())
-	}
-	var b strings.Builder
-	rep.WriteText(&b)
-	t.Log("\n" + b.String() + "\nprogress:\n" + progress.String())
+	cfg.Payouts, cfg.Quota, cfg.Share = 2000, 40, 20 // a small load still meets 429s
+	rep := runShort(t, cfg, 20)
 	if rep.Kills < 5 || rep.NATSRestarts < 1 || rep.Cancels == 0 {
 		t.Errorf("%d kills, %d NATS restarts and %d cancels, want ≥ 5, ≥ 1 and > 0", rep.Kills, rep.NATSRestarts, rep.Cancels)
-	}
-	if n := rep.Failed(); n > 0 {
-		t.Errorf("%d of %d checks failed", n, len(rep.Checks))
-	}
-	if len(rep.Checks) < 20 {
-		t.Errorf("only %d checks ran", len(rep.Checks))
 	}
 }
 
