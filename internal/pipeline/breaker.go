@@ -17,10 +17,11 @@ type BreakerConfig struct {
 	OpenTimeout time.Duration `yaml:"open-timeout"` // how long it stays open before a probe
 }
 
-// newBreaker wraps calls in a gobreaker that trips only on ambiguous outcomes (transport
-// errors, 5xx, SYSTEM_ERROR, 429, forged 2xx). Business rejections, NOT_FOUND and a bill
-// create's ALREADY_EXISTS count as successes for the breaker (the API answered); cancellation
-// is ignored. While open, calls
+// newBreaker wraps calls in a gobreaker that trips only on ambiguous outcomes that say
+// WeChat is unwell (transport errors, 5xx, SYSTEM_ERROR, forged 2xx). Business rejections,
+// NOT_FOUND, a bill create's ALREADY_EXISTS and 429s count as successes for the breaker (the
+// API answered; a 429 is the throttle's to act on, and the payout still treats it as "maybe
+// done"); cancellation is ignored. While open, calls
 // fail with gobreaker.ErrOpenState before anything is sent.
 func newBreaker[T any](name string, c BreakerConfig, log *slog.Logger) *gobreaker.CircuitBreaker[T] {
 	return gobreaker.NewCircuitBreaker[T](gobreaker.Settings{
@@ -31,8 +32,10 @@ func newBreaker[T any](name string, c BreakerConfig, log *slog.Logger) *gobreake
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			log.Warn("circuit breaker", "name", name, "from", from.String(), "to", to.String())
 		},
-		IsSuccessful: func(err error) bool { return !wechatpay.Ambiguous(err) || errors.Is(err, wechatpay.ErrAlreadyExists) },
-		IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
+		IsSuccessful: func(err error) bool {
+			return !wechatpay.Ambiguous(err) || is429(err) || errors.Is(err, wechatpay.ErrAlreadyExists)
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 	})
 }
 

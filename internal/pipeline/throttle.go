@@ -9,18 +9,23 @@ import (
 )
 
 // throttle is a per-endpoint rate limiter for this replica's share of the merchant's quota
-// (docs/wechatpay.md §8: 50 QPS per merchant for each old API, shared by all replicas). Its burst
-// is 1, so no one-second window sees more than the rate plus one request. A 429 takes the rate down
-// by a fifth (to a floor, at most once a second); every quiet recoverEvery it climbs back by a
-// quarter of the configured rate. Every replica sees the same 429s, so all of them slow down
-// together.
+// (docs/wechatpay.md §8, docs/transfer-bills.md §8: per merchant and API, shared by all
+// replicas). Its burst is 1, so no one-second window sees more than the rate plus one request.
+//
+// WeChat counts requests per one-second window; a 429 says the current window is full. So a
+// 429 pauses sending until the next whole second (every request sent before then would be
+// refused too) and takes a twentieth off the rate (to a floor, at most once a second); every
+// quiet recoverEvery the rate climbs back by a tenth of the configured rate. A replica near
+// the limit thus loses little more than the rest of an overflowing second. Every replica sees
+// the same 429s, so all of them slow down together.
 type throttle struct {
-	mu       sync.Mutex
-	lim      *rate.Limiter
-	max      rate.Limit
-	floor    rate.Limit
-	lastSlow time.Time
-	now      func() time.Time
+	mu          sync.Mutex
+	lim         *rate.Limiter
+	max         rate.Limit
+	floor       rate.Limit
+	lastSlow    time.Time
+	pausedUntil time.Time // no request starts before this (the window after a 429)
+	now         func() time.Time
 }
 
 const recoverEvery = 5 * time.Second
@@ -34,11 +39,20 @@ func newThrottle(qps float64, now func() time.Time) *throttle {
 
 // Wait blocks until a request may be sent or ctx is done.
 func (t *throttle) Wait(ctx context.Context) error {
-	t.recover()
+	if d := t.recover(); d > 0 {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
 	return t.lim.Wait(ctx)
 }
 
-// Slow reacts to a 429: a fifth less, at most once a second.
+// Slow reacts to a 429: a pause until the next whole second and a twentieth less, at most
+// once a second.
 func (t *throttle) Slow() {
 	if t.max == rate.Inf {
 		return
@@ -46,25 +60,30 @@ func (t *throttle) Slow() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	if next := now.Truncate(time.Second).Add(time.Second); next.After(t.pausedUntil) {
+		t.pausedUntil = next
+	}
 	if now.Sub(t.lastSlow) < time.Second {
 		return
 	}
 	t.lastSlow = now
-	t.lim.SetLimitAt(now, max(t.floor, t.lim.Limit()*4/5))
+	t.lim.SetLimitAt(now, max(t.floor, t.lim.Limit()*19/20))
 }
 
 // Limit is the current rate.
 func (t *throttle) Limit() rate.Limit { return t.lim.Limit() }
 
-func (t *throttle) recover() {
+// recover climbs back after a quiet period and returns how long a pause still lasts.
+func (t *throttle) recover() time.Duration {
 	if t.max == rate.Inf {
-		return
+		return 0
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	if cur := t.lim.Limit(); cur < t.max && now.Sub(t.lastSlow) >= recoverEvery {
 		t.lastSlow = now // next step after another quiet period
-		t.lim.SetLimitAt(now, min(t.max, cur+t.max/4))
+		t.lim.SetLimitAt(now, min(t.max, cur+t.max/10))
 	}
+	return t.pausedUntil.Sub(now)
 }

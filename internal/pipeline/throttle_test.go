@@ -9,22 +9,36 @@ import (
 )
 
 func TestThrottle(t *testing.T) {
-	now := time.Unix(1000, 0)
+	now := time.Unix(1000, 0).Add(400 * time.Millisecond)
 	clock := func() time.Time { return now }
 	th := newThrottle(40, clock)
 	if got := th.Limit(); got != 40 {
 		t.Fatalf("limit %v, want 40", got)
 	}
-	t.Run("a 429 takes a fifth off, at most once a second", func(t *testing.T) {
+	t.Run("a 429 takes a twentieth off, at most once a second", func(t *testing.T) {
 		th.Slow()
 		th.Slow()
-		if got := th.Limit(); got != 32 {
-			t.Fatalf("limit %v after two 429s in the same second, want 32", got)
+		if got := th.Limit(); got != 38 {
+			t.Fatalf("limit %v after two 429s in the same second, want 38", got)
 		}
 		now = now.Add(time.Second)
 		th.Slow()
-		if got := th.Limit(); got != rate.Limit(32*4/5.0) {
-			t.Fatalf("limit %v, want %v", got, 32*4/5.0)
+		if got := th.Limit(); got != rate.Limit(38*19/20.0) {
+			t.Fatalf("limit %v, want %v", got, 38*19/20.0)
+		}
+	})
+	t.Run("a 429 pauses sending until the next whole second", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		if err := th.Wait(ctx); err == nil {
+			t.Fatal("Wait went through during the pause")
+		}
+		if got, want := th.pausedUntil, time.Unix(1002, 0); !got.Equal(want) {
+			t.Fatalf("paused until %v, want %v (the second after the 429)", got, want)
+		}
+		now = time.Unix(1002, 0)
+		if err := th.Wait(context.Background()); err != nil {
+			t.Fatalf("Wait after the pause: %v", err)
 		}
 	})
 	t.Run("it never drops under the floor", func(t *testing.T) {
@@ -37,7 +51,7 @@ func TestThrottle(t *testing.T) {
 		}
 	})
 	t.Run("quiet periods climb back to the configured rate and no further", func(t *testing.T) {
-		for range 10 {
+		for range 20 {
 			now = now.Add(recoverEvery)
 			if err := th.Wait(context.Background()); err != nil {
 				t.Fatal(err)
