@@ -12,11 +12,18 @@
 //     sandbox on a fast clock ÷ the floor those limits imply (the creates, then the batch
 //     queries and the fail_reason detail queries side by side: each API has its own 50 QPS).
 //     Target ≤ 1.25.
+//   - Bills drain ratio: the same on the transfer-bills rail (issue #13), the sandbox holding
+//     the real 100/s bill create and query limits while its clock runs fast and payees
+//     confirm soon after each create: wall time ÷ (bills / 100 per s + the scaled confirm
+//     and process time). Target ≤ 1.1.
+//   - Queries per bill: bill queries the sandbox received ÷ bills in that drain, with
+//     callbacks on and a share of them lost, so queries are the sweep that catches those.
+//     Target ≤ 1.2.
 //   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes.
 //     Target ≤ 200 MB at the larger, and flat (≤ 1.25× the smaller's).
 //
-// Run is what cmd/bench (make bench) calls. It is not a test: it takes minutes and its
-// results depend on the machine.
+// Run is what cmd/bench (make bench) calls. It is not a test: it takes minutes (the bills
+// drain alone about 17: 100k creates at 100/s) and its results depend on the machine.
 package bench
 
 import (
@@ -32,32 +39,36 @@ import (
 	"time"
 )
 
-// Targets of issue #7.
+// Targets of issue #7, and of issue #13 for the transfer-bills rail.
 const (
-	TargetIntake = 0.5  // processor ÷ raw, at least
-	TargetGrowth = 0.7  // prefilled ÷ empty, at least
-	TargetDrain  = 1.25 // wall ÷ floor, at most
-	TargetPeakMB = 200  // peak RSS at the larger backlog, at most
-	TargetFlat   = 1.25 // larger backlog's peak ÷ smaller's, at most
+	TargetIntake         = 0.5  // processor ÷ raw, at least
+	TargetGrowth         = 0.7  // prefilled ÷ empty, at least
+	TargetDrain          = 1.25 // wall ÷ floor, at most
+	TargetDrainBills     = 1.1  // bills drain wall ÷ floor, at most (#13)
+	TargetQueriesPerBill = 1.2  // bill queries ÷ bills with callbacks on, at most (#13)
+	TargetPeakMB         = 200  // peak RSS at the larger backlog, at most
+	TargetFlat           = 1.25 // larger backlog's peak ÷ smaller's, at most
 )
 
 // Options sizes a run. DefaultOptions is the issue's.
 type Options struct {
-	Intake   int       // payouts in the intake stream
-	Prefill  int       // payouts already in the ledger for the growth ratio
-	Drain    int       // payouts drained through the sandbox
-	Speed    float64   // sandbox and processor clock factor for the drain
-	Backlogs [2]int    // backlog sizes of the memory measurement, smaller first
-	Dir      string    // scratch space (ledgers, JetStream); removed by Run
-	Results  string    // where results and profiles go (bench/results)
-	Only     []string  // run only these measurements (intake, growth, drain, memory); empty: all
-	Log      io.Writer // progress lines; nil: discard
+	Intake  int // payouts in the intake stream
+	Prefill int // payouts already in the ledger for the growth ratio
+	Drain   int // payouts drained through the sandbox
+	// DrainBills is payouts drained through the sandbox on the transfer-bills rail.
+	DrainBills int
+	Speed      float64   // sandbox and processor clock factor for the drain
+	Backlogs   [2]int    // backlog sizes of the memory measurement, smaller first
+	Dir        string    // scratch space (ledgers, JetStream); removed by Run
+	Results    string    // where results and profiles go (bench/results)
+	Only       []string  // run only these measurements (intake, growth, drain, drain-bills, memory); empty: all
+	Log        io.Writer // progress lines; nil: discard
 }
 
-// DefaultOptions returns the sizes of issue #7.
+// DefaultOptions returns the sizes of issues #7 and #13.
 func DefaultOptions() Options {
 	return Options{
-		Intake: 200_000, Prefill: 5_000_000, Drain: 100_000, Speed: 60,
+		Intake: 200_000, Prefill: 5_000_000, Drain: 100_000, DrainBills: 100_000, Speed: 60,
 		Backlogs: [2]int{250_000, 1_000_000}, Results: "bench/results",
 	}
 }
@@ -83,21 +94,22 @@ type Verdict struct {
 
 // Report is everything one run measured.
 type Report struct {
-	Started    time.Time      `json:"started"`
-	GoVersion  string         `json:"go_version"`
-	CPUs       int            `json:"cpus"`
-	Raw        *Rate          `json:"raw_fetch_ack,omitempty"`
-	RawClaim   *Rate          `json:"raw_fetch_claim_ack,omitempty"` // raw plus a KV claim per message
-	Empty      *Rate          `json:"intake_empty,omitempty"`
-	Prefilled  *Rate          `json:"intake_prefilled,omitempty"`
-	Prefill    int            `json:"prefill,omitempty"`
-	PrefillS   float64        `json:"prefill_s,omitempty"` // building the prefilled ledger
-	StartupS   float64        `json:"startup_s,omitempty"` // processor start on the prefilled ledger
-	Drain      *DrainResult   `json:"drain,omitempty"`
-	Memory     []MemoryResult `json:"memory,omitempty"`
-	Verdicts   []Verdict      `json:"verdicts"`
-	Profiles   []string       `json:"profiles,omitempty"`
-	Elapsed    float64        `json:"elapsed_s"`
+	Started    time.Time        `json:"started"`
+	GoVersion  string           `json:"go_version"`
+	CPUs       int              `json:"cpus"`
+	Raw        *Rate            `json:"raw_fetch_ack,omitempty"`
+	RawClaim   *Rate            `json:"raw_fetch_claim_ack,omitempty"` // raw plus a KV claim per message
+	Empty      *Rate            `json:"intake_empty,omitempty"`
+	Prefilled  *Rate            `json:"intake_prefilled,omitempty"`
+	Prefill    int              `json:"prefill,omitempty"`
+	PrefillS   float64          `json:"prefill_s,omitempty"` // building the prefilled ledger
+	StartupS   float64          `json:"startup_s,omitempty"` // processor start on the prefilled ledger
+	Drain      *DrainResult     `json:"drain,omitempty"`
+	DrainBills *BillDrainResult `json:"drain_bills,omitempty"`
+	Memory     []MemoryResult   `json:"memory,omitempty"`
+	Verdicts   []Verdict        `json:"verdicts"`
+	Profiles   []string         `json:"profiles,omitempty"`
+	Elapsed    float64          `json:"elapsed_s"`
 	resultsDir string
 }
 
@@ -145,7 +157,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		name string
 		fn   func(context.Context, Options, string, *Report, *slog.Logger) error
 	}{
-		{"intake", runIntake}, {"drain", runDrain}, {"memory", runMemory},
+		{"intake", runIntake}, {"drain", runDrain}, {"drain-bills", runDrainBills}, {"memory", runMemory},
 	}
 	for _, s := range steps {
 		if s.name == "intake" && !o.runs("intake") && !o.runs("growth") {
@@ -243,6 +255,24 @@ func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.L
 	return nil
 }
 
+func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	log.Info("draining on transfer bills", "payouts", o.DrainBills, "speed", o.Speed)
+	d, err := e.drainBills(ctx, filepath.Join(dir, "processor"), o.DrainBills, o.Speed, r.profile("drain-bills.cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	r.DrainBills = &d
+	log.Info("drained on transfer bills", "wall_s", d.Wall, "floor_s", d.Floor, "queries_per_bill", d.QueriesPerBill)
+	r.verdict("bills drain ratio", d.Ratio, TargetDrainBills, false)
+	r.verdict("bill queries per bill", d.QueriesPerBill, TargetQueriesPerBill, false)
+	return nil
+}
+
 func runMemory(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
 	for i, n := range o.Backlogs {
 		sub := filepath.Join(dir, fmt.Sprint(n))
@@ -298,6 +328,14 @@ func (r *Report) WriteText(w io.Writer) {
 			d.Batches, drainQPS, d.Queries, drainQPS, d.Details, drainQPS, d.Processing, d.Floor)
 		fmt.Fprintf(tw, "  sent: %d creates, %d queries, %d detail queries; %d answered 429\t\t\t\n", d.Creates, d.Sent, d.DetailsSent, d.RateLimited)
 	}
+	if d := r.DrainBills; d != nil {
+		fmt.Fprintf(tw, "drain %d payouts on transfer bills, speed %g\t%d bills\t%.2f\t%.0f\n", d.Payouts, d.Speed, d.Bills, d.Wall, float64(d.Payouts)/d.Wall)
+		fmt.Fprintf(tw, "  floor = %d creates/%d + confirm and processing %.2f s\t\t%.2f\t\n", d.Bills, billQPS, d.Processing, d.Floor)
+		fmt.Fprintf(tw, "  sent: %d creates, %d queries (%.3f per bill); %d callbacks, %d lost; %d answered 429\t\t\t\n",
+			d.Creates, d.Queries, d.QueriesPerBill, d.Notified, d.NotifyLost, d.RateLimited)
+		fmt.Fprintf(tw, "  bills created from %.2f s to %.2f s (%.1f/s), the last final at WeChat at %.2f s\t\t\t\n",
+			d.FirstCreate, d.LastCreate, float64(d.Bills)/max(d.LastCreate-d.FirstCreate, 1e-9), d.LastSettled)
+	}
 	for _, m := range r.Memory {
 		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB, m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
 	}
@@ -350,6 +388,9 @@ func (r *Report) writeBenchFormat(w io.Writer) {
 	rate("prefilled", r.Prefilled)
 	if d := r.Drain; d != nil {
 		fmt.Fprintf(w, "BenchmarkDrain 1 %.0f ns/op %.4f floor-ratio %d 429s\n", d.Wall*1e9, d.Ratio, d.RateLimited)
+	}
+	if d := r.DrainBills; d != nil {
+		fmt.Fprintf(w, "BenchmarkDrainBills 1 %.0f ns/op %.4f floor-ratio %.4f queries/bill %d 429s\n", d.Wall*1e9, d.Ratio, d.QueriesPerBill, d.RateLimited)
 	}
 	for _, m := range r.Memory {
 		fmt.Fprintf(w, "BenchmarkMemory/backlog=%d 1 %.0f ns/op %.1f peak-MB\n", m.Backlog, m.Seconds*1e9, m.PeakMB)

@@ -30,14 +30,14 @@ func TestMain(m *testing.M) {
 // must carry every verdict, positive rates and the result files.
 func TestRun(t *testing.T) {
 	o := Options{
-		Intake: 2000, Prefill: 5000, Drain: 1500, Speed: 120, Backlogs: [2]int{1000, 2000},
+		Intake: 2000, Prefill: 5000, Drain: 1500, DrainBills: 300, Speed: 120, Backlogs: [2]int{1000, 2000},
 		Dir: t.TempDir(), Results: t.TempDir(),
 	}
 	r, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(r.Verdicts), 5; got != want {
+	if got, want := len(r.Verdicts), 7; got != want {
 		t.Fatalf("%d verdicts, want %d: %+v", got, want, r.Verdicts)
 	}
 	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "empty": r.Empty, "prefilled": r.Prefilled} {
@@ -48,6 +48,7 @@ func TestRun(t *testing.T) {
 	if d := r.Drain; d == nil || d.Batches < 2 || d.Floor <= d.Processing || d.Wall <= 0 {
 		t.Errorf("drain = %+v, want ≥ 2 batches and a floor above the processing time", d)
 	}
+	checkBillDrain(t, r.DrainBills, o.DrainBills)
 	for _, m := range r.Memory {
 		if m.PeakMB < 10 || m.PeakMB > 2000 {
 			t.Errorf("peak RSS %.1f MB at backlog %d: not a process's", m.PeakMB, m.Backlog)
@@ -62,7 +63,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("report.json = %v, %d verdicts", err, len(back.Verdicts))
 	}
 	txt, err := os.ReadFile(filepath.Join(r.resultsDir, "bench.txt"))
-	if err != nil || !strings.Contains(string(txt), "BenchmarkIntake/raw 1 ") {
+	if err != nil || !strings.Contains(string(txt), "BenchmarkIntake/raw 1 ") || !strings.Contains(string(txt), "BenchmarkDrainBills 1 ") {
 		t.Fatalf("bench.txt = %q, %v", txt, err)
 	}
 	var out strings.Builder
@@ -71,6 +72,69 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(out.String(), v.Name) {
 			t.Errorf("text report lacks %q:\n%s", v.Name, out.String())
 		}
+	}
+}
+
+// TestRun_OnlyDrainBills runs the bills drain alone (-only drain-bills): it is the only
+// measurement taken, and its two verdicts reach the text report and bench.txt.
+func TestRun_OnlyDrainBills(t *testing.T) {
+	o := Options{DrainBills: 200, Speed: 120, Only: []string{"drain-bills"}, Dir: t.TempDir(), Results: t.TempDir()}
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Raw != nil || r.Empty != nil || r.Drain != nil || len(r.Memory) > 0 {
+		t.Fatalf("-only drain-bills took other measurements: %+v", r)
+	}
+	checkBillDrain(t, r.DrainBills, o.DrainBills)
+	var names []string
+	for _, v := range r.Verdicts {
+		names = append(names, v.Name)
+	}
+	if got, want := strings.Join(names, ", "), "bills drain ratio, bill queries per bill"; got != want {
+		t.Fatalf("verdicts %q, want %q", got, want)
+	}
+	var out strings.Builder
+	r.WriteText(&out)
+	for _, want := range []string{"bills drain ratio", "bill queries per bill", "on transfer bills"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, out.String())
+		}
+	}
+	txt, err := os.ReadFile(filepath.Join(r.resultsDir, "bench.txt"))
+	if err != nil || !strings.Contains(string(txt), "queries/bill") {
+		t.Fatalf("bench.txt = %q, %v", txt, err)
+	}
+	b, err := os.ReadFile(filepath.Join(r.resultsDir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil || back.DrainBills == nil || back.DrainBills.Bills != r.DrainBills.Bills {
+		t.Fatalf("report.json = %v, drain_bills %+v", err, back.DrainBills)
+	}
+}
+
+// checkBillDrain checks a bills drain of n payouts: one bill per payout at the sandbox, a
+// create for each, every bill whose callback was lost found by a query, and a floor made
+// of the creates at 100/s plus the confirm and processing time.
+func checkBillDrain(t *testing.T, d *BillDrainResult, n int) {
+	t.Helper()
+	switch {
+	case d == nil:
+		t.Fatal("no bills drain")
+	case d.Bills != n || d.Creates < d.Bills:
+		t.Errorf("bills drain: %d bills, %d creates, want %d bills each created", d.Bills, d.Creates, n)
+	case d.NotifyLost > 0 && d.Queries < d.NotifyLost:
+		t.Errorf("bills drain: %d callbacks lost, only %d queries: who found those bills final?", d.NotifyLost, d.Queries)
+	case d.Notified == 0:
+		t.Errorf("bills drain: no callback delivered: %+v", d)
+	case d.QueriesPerBill != float64(d.Queries)/float64(d.Bills):
+		t.Errorf("bills drain: %.4f queries per bill, %d queries for %d bills", d.QueriesPerBill, d.Queries, d.Bills)
+	case d.CreateFloor != float64(d.Bills)/billQPS || d.Floor != d.CreateFloor+d.Processing || d.Processing <= 0:
+		t.Errorf("bills drain floor = %+v, want bills/%d + processing", d, billQPS)
+	case d.Wall <= 0 || d.Ratio != d.Wall/d.Floor:
+		t.Errorf("bills drain wall = %+v", d)
 	}
 }
 

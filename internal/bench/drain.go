@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/internal/synth"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -47,46 +48,21 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	r := DrainResult{Payouts: n, Speed: speed}
 	o := wechatpaytest.DefaultOptions()
 	o.Speed, o.RateLimit = speed, drainQPS
-	sb, err := startSandbox(o)
+	run, err := e.startDrain(ctx, dataDir, o, func(cfg *app.Config) error {
+		scaleClock(cfg, speed)
+		return nil
+	}, profile)
 	if err != nil {
 		return r, err
 	}
-	defer sb.Close()
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return r, err
-	}
-	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	defer run.Close()
+	_, wall, err := run.time(ctx, e, payouts(n, 7), 10*time.Minute, nil)
 	if err != nil {
 		return r, err
 	}
-	defer logs.Close()
-	cfg := e.processorConfig(dataDir, sb.URL())
-	scaleClock(&cfg, speed)
-	p, err := startProcessor(ctx, cfg, logs)
-	if err != nil {
-		return r, err
-	}
-	defer p.Stop()
-	if profile != "" {
-		f, err := os.Create(profile)
-		if err != nil {
-			return r, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return r, err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	start := time.Now()
-	if _, err := e.publish(ctx, payouts(n, 7)); err != nil {
-		return r, err
-	}
-	if err := waitFinal(ctx, cfg.Ledger, n, 10*time.Minute); err != nil {
-		return r, err
-	}
-	r.Wall = time.Since(start).Seconds()
+	r.Wall = wall
 
+	sb, cfg := run.sb, run.cfg
 	st := sb.Stats()
 	r.RateLimited = st.RateLimited
 	r.Creates = st.Requests[wechatpaytest.EndpointCreateBatch]
@@ -106,6 +82,78 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	return r, nil
 }
 
+// drainRun is a sandbox and a processor draining into it, with the CPU profile on. Close it.
+type drainRun struct {
+	sb   *wechatpaytest.Server
+	cfg  app.Config
+	undo []func() // run last first by Close
+}
+
+// startDrain starts the sandbox with o, then a processor in dataDir against it (its config
+// adjusted by configure), then the CPU profile when profile is not empty.
+func (e *env) startDrain(ctx context.Context, dataDir string, o wechatpaytest.Options, configure func(*app.Config) error, profile string) (_ *drainRun, err error) {
+	d := &drainRun{}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if d.sb, err = startSandbox(o); err != nil {
+		return nil, err
+	}
+	d.undo = append(d.undo, d.sb.Close)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	d.undo = append(d.undo, func() { logs.Close() })
+	d.cfg = e.processorConfig(dataDir, d.sb.URL())
+	if err := configure(&d.cfg); err != nil {
+		return nil, err
+	}
+	p, err := startProcessor(ctx, d.cfg, logs)
+	if err != nil {
+		return nil, err
+	}
+	d.undo = append(d.undo, func() { p.Stop() })
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return nil, err
+		}
+		d.undo = append(d.undo, func() { f.Close() })
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		d.undo = append(d.undo, pprof.StopCPUProfile)
+	}
+	return d, nil
+}
+
+// time publishes the payouts of o and returns when it started and the seconds until every
+// one of them is final in the ledger (see waitFinal for pace), failing after limit.
+func (d *drainRun) time(ctx context.Context, e *env, o synth.Options, limit time.Duration, pace func() time.Duration) (time.Time, float64, error) {
+	start := time.Now()
+	if _, err := e.publish(ctx, o); err != nil {
+		return start, 0, err
+	}
+	if err := waitFinal(ctx, d.cfg.Ledger, o.Count, limit, pace); err != nil {
+		return start, 0, err
+	}
+	return start, time.Since(start).Seconds(), nil
+}
+
+// Close stops the profile, the processor and the sandbox, in that order.
+func (d *drainRun) Close() {
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		d.undo[i]()
+	}
+	d.undo = nil
+}
+
 // scaleClock divides every duration of the processor's pacing by speed, as the sandbox's
 // clock is; the rate limits stay real (the sandbox does not scale its QPS).
 func scaleClock(cfg *app.Config, speed float64) {
@@ -114,14 +162,18 @@ func scaleClock(cfg *app.Config, speed float64) {
 	for _, d := range []*time.Duration{
 		&p.Batching.MaxWait, &p.Submit.RetryMin, &p.Submit.RetryMax, &p.Submit.ParkedRetry,
 		&p.Poll.FirstDelay, &p.Poll.Interval, &p.Poll.NotFoundGrace, &p.Breaker.OpenTimeout,
+		&p.Poll.BillSweep, &p.Poll.BillSweepMax, // read on rail bills only
 	} {
 		s(d)
 	}
 	p.Poll.PageLimit = wechatpay.MaxQueryLimit
 }
 
-// waitFinal polls the ledger (read-only, beside the writer) until n payouts are final.
-func waitFinal(ctx context.Context, path string, n int, limit time.Duration) error {
+// waitFinal polls the ledger (read-only, beside the writer) every 100 ms until n payouts
+// are final. When pace is not nil, a poll is skipped until pace's answer after the last one
+// has passed: a bound on how soon the last payout can be final, so that a long drain does
+// not spend the processor's CPU on counting (each count scans the payouts).
+func waitFinal(ctx context.Context, path string, n int, limit time.Duration, pace func() time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	db, err := ledger.OpenReadOnly(ctx, path)
@@ -132,19 +184,25 @@ func waitFinal(ctx context.Context, path string, n int, limit time.Duration) err
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	final := 0
+	var next time.Time
 	for {
-		s, err := db.Summary(ctx)
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("ledger summary: %w", err)
-		}
-		final = 0
-		for st, t := range s.Payouts {
-			if ledger.PayoutFinal(st) {
-				final += t.Count
+		if now := time.Now(); !now.Before(next) {
+			s, err := db.Summary(ctx)
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("ledger summary: %w", err)
 			}
-		}
-		if final >= n {
-			return nil
+			final = 0
+			for st, t := range s.Payouts {
+				if ledger.PayoutFinal(st) {
+					final += t.Count
+				}
+			}
+			if final >= n {
+				return nil
+			}
+			if pace != nil {
+				next = now.Add(pace())
+			}
 		}
 		select {
 		case <-ctx.Done():
