@@ -125,6 +125,11 @@ func payouts(n int, seed uint64) synth.Options {
 	return o
 }
 
+// publishStall is how long a publish may wait for room among the pending acks: a server
+// busy with a processor (a drain publishes while it runs) acks late, and that only slows
+// the publisher down, it is not a failure.
+const publishStall = time.Minute
+
 // publish sends the payouts of o to the stream (Nats-Msg-Id = out_detail_no: the raw
 // benchmark claims the id as the key) and waits for every publish ack. It returns the stream's last sequence.
 func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
@@ -137,7 +142,7 @@ func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
 		m := nats.NewMsg(subject)
 		m.Data = r.Line
 		m.Header.Set(jetstream.MsgIDHeader, r.Req.OutDetailNo)
-		_, err := js.PublishMsgAsync(m)
+		_, err := js.PublishMsgAsync(m, jetstream.WithStallWait(publishStall))
 		return err
 	})
 	if err != nil {
