@@ -37,7 +37,7 @@ type DrainResult struct {
 	Ratio       float64 `json:"ratio"` // Wall / Floor
 }
 
-// drainQPS is the realistic per-endpoint limit of the batch APIs (spec §6).
+// drainQPS is the realistic per-endpoint limit of the batch APIs (docs/wechatpay.md §8).
 const drainQPS = 50
 
 // drain publishes n payouts to a running processor whose WeChat Pay is the sandbox at

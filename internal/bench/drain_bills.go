@@ -38,7 +38,7 @@ type BillDrainResult struct {
 // Transfer bills limits and pacing of the bills drain.
 const (
 	// billQPS is WeChat's per-merchant limit of bill creates and of bill queries, each on
-	// its own (spec §8.2); the sandbox enforces it in fixed one-second windows.
+	// its own (docs/transfer-bills.md); the sandbox enforces it in fixed one-second windows.
 	billQPS = 100
 	// billRate is what the processor is given for creates and queries. Its throttle has
 	// burst 1, so it never starts more than billRate+1 requests in a one-second window:

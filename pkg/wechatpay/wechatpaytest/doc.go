@@ -7,12 +7,13 @@
 //	srv.Fail(wechatpaytest.EndpointCreateBatch, wechatpaytest.DropAfterCommit)
 //	paid := srv.Paid()                                 // out_detail_no → times paid
 //
-// What it checks, as WeChat does (section numbers refer to shared/spec/wechatpay-apiv3.md):
-// every request's Authorization (mchid, serial, ±TimestampWindow, SHA256withRSA over the
-// exact RequestURI and body, §1) or 401 SIGN_ERROR; batch creates (§5, §7) field by field
-// or 400 PARAM_ERROR; user_name by decrypting it (§3); the balance (403 NOT_ENOUGH); rate
-// limits per endpoint (429 FREQUENCY_LIMITED). Every answer, errors included, is signed with
-// the platform key (§2), and so is every callback (§4, AES-256-GCM under the APIv3 key).
+// What it checks, as WeChat does (section numbers refer to docs/wechatpay.md): every
+// request's Authorization (mchid, serial, ±TimestampWindow, SHA256withRSA over the exact
+// RequestURI and body, §1) or 401 SIGN_ERROR; batch creates (§4, §6) field by field or 400
+// PARAM_ERROR; user_name by decrypting it (§3); the balance (403 NOT_ENOUGH); rate limits per
+// endpoint in one-second windows (429 FREQUENCY_LIMITED). Every answer, errors included, is
+// signed with the platform key (§2), and so is every callback (§7, AES-256-GCM under the
+// APIv3 key).
 //
 // Idempotency: a create with a known out_batch_no (out_bill_no) and the same decoded content
 // (names compared after decryption) answers 200 with the existing batch; different content
