@@ -182,7 +182,9 @@ func (d *batchRail) follow(ctx context.Context, b ledger.Batch) error {
 		return d.pollFailed(ctx, b, err, d.now())
 	}
 	d.changed()
-	return nil
+	// Paging (with its fail-reason queries) can outlast the poll interval: the next poll of a
+	// batch not yet settled is an interval after the pages, not after the status.
+	return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, d.now().Add(d.poll.Interval), "", false)
 }
 
 // pageDetails reads every detail page of a FINISHED batch from offset 0 and applies each

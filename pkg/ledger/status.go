@@ -390,9 +390,10 @@ func (db *DB) setDetailIDs(ctx context.Context, tx *sql.Conn, pairs []any) error
 	return nil
 }
 
-// Reschedule records a failed poll or a NOT_FOUND answer: NextAt and last_error_code are set,
-// and NotFoundSince is set to now when notFound and not already set. ErrNotFound for an
-// unknown batch.
+// Reschedule records when a batch is next due: after a failed poll or a NOT_FOUND answer
+// (errCode), or after a paging pass (errCode ""). NextAt and last_error_code are set, and
+// NotFoundSince is set to now when notFound and not already set. ErrNotFound for an unknown
+// batch.
 func (db *DB) Reschedule(ctx context.Context, outBatchNo string, nextAt time.Time, errCode string, notFound bool) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
