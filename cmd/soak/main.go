@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,30 +39,16 @@ const productBoth = "both"
 // run parses args, runs the soak of each product asked for and returns the exit code: 0
 // all checks passed, 1 a check failed, 2 bad usage or the harness could not run.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var flags soak.Config // set only through fs; applied over each product's defaults
-	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	product := fs.String("product", productBoth, "WeChat Pay product: both, batches or bills")
-	fs.IntVar(&flags.Payouts, "payouts", 0, "generated requests (1% invalid, 5% re-published); default 50000 on batches, 10000 on bills")
-	fs.IntVar(&flags.Processors, "processors", 0, "processor replicas (default 3)")
-	fs.DurationVar(&flags.KillEvery, "kill-every", 0, "SIGKILL and restart a random processor this often (default 3s)")
-	fs.IntVar(&flags.MinKills, "min-kills", 0, "kill at least this many times (default 5)")
-	fs.Float64Var(&flags.KillUntil, "kill-until", 0, "keep killing until this share of the payouts is final (default 0.98)")
-	fs.DurationVar(&flags.Timeout, "timeout", 0, "each run after the build: cluster start to the checks (default 15m on batches, 10m on bills)")
-	fs.IntVar(&flags.Quota, "quota", 0, "the sandbox's requests/s per endpoint, 429 beyond (default 50 on batches, 100 on bills)")
-	fs.IntVar(&flags.Share, "share", 0, "each processor's configured requests/s per endpoint (default 25 on batches, 45 on bills)")
-	fs.Uint64Var(&flags.Seed, "seed", 0, "seed of the workload, the faults and the kills (default 1)")
-	fs.StringVar(&flags.Bin, "bin", "", "directory with processor, sandbox, producer and nats-server (default: build them)")
-	keep := fs.String("keep", "", "working directory to use and keep (default: a temporary one, kept only on failure)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "soak: unexpected arguments %q\n", fs.Args())
+	var probe soak.Config
+	product, keep, err := parse(args, &probe, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errFlags) {
+			fmt.Fprintln(stderr, "soak:", err)
+		}
 		return 2
 	}
 	var cfgs []soak.Config
-	switch *product {
+	switch product {
 	case productBoth:
 		cfgs = []soak.Config{soak.DefaultConfig(), soak.DefaultBillsConfig()}
 	case soak.ProductBatches:
@@ -69,10 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case soak.ProductBills:
 		cfgs = []soak.Config{soak.DefaultBillsConfig()}
 	default:
-		fmt.Fprintf(stderr, "soak: -product %q: want %s, %s or %s\n", *product, productBoth, soak.ProductBatches, soak.ProductBills)
+		fmt.Fprintf(stderr, "soak: -product %q: want %s, %s or %s\n", product, productBoth, soak.ProductBatches, soak.ProductBills)
 		return 2
 	}
-	dir := *keep
+	dir := keep
 	if dir == "" {
 		var err error
 		if dir, err = os.MkdirTemp("", "paystream-soak-"); err != nil {
@@ -81,7 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for i := range cfgs {
-		set(&cfgs[i], fs, flags)
+		if _, _, err := parse(args, &cfgs[i], io.Discard); err != nil { // the flags given, over this product's defaults
+			fmt.Fprintln(stderr, "soak:", err)
+			return 2
+		}
 		cfgs[i].Dir, cfgs[i].Log = filepath.Join(dir, cfgs[i].Product), stderr
 	}
 	if code := build(ctx, cfgs, dir, stderr); code != 0 {
@@ -103,38 +93,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "soak: failed; logs, ledgers and the sandbox state are in", dir)
 		return 1
 	}
-	if *keep == "" {
+	if keep == "" {
 		os.RemoveAll(dir)
 	}
 	return 0
 }
 
-// set copies the flags given on the command line from flags into cfg.
-func set(cfg *soak.Config, fs *flag.FlagSet, flags soak.Config) {
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "payouts":
-			cfg.Payouts = flags.Payouts
-		case "processors":
-			cfg.Processors = flags.Processors
-		case "kill-every":
-			cfg.KillEvery = flags.KillEvery
-		case "min-kills":
-			cfg.MinKills = flags.MinKills
-		case "kill-until":
-			cfg.KillUntil = flags.KillUntil
-		case "timeout":
-			cfg.Timeout = flags.Timeout
-		case "quota":
-			cfg.Quota = flags.Quota
-		case "share":
-			cfg.Share = flags.Share
-		case "seed":
-			cfg.Seed = flags.Seed
-		case "bin":
-			cfg.Bin = flags.Bin
+// errFlags is a usage error the flag package has already reported.
+var errFlags = errors.New("bad flags")
+
+// parse reads args into cfg, over the values cfg already holds (a product's defaults), and
+// returns the -product and -keep values.
+func parse(args []string, cfg *soak.Config, stderr io.Writer) (product, keep string, err error) {
+	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&product, "product", productBoth, "WeChat Pay product: both, batches or bills")
+	fs.IntVar(&cfg.Payouts, "payouts", cfg.Payouts, "generated requests (1% invalid, 5% re-published); default 50000 on batches, 10000 on bills")
+	fs.IntVar(&cfg.Processors, "processors", cfg.Processors, "processor replicas (default 3)")
+	fs.DurationVar(&cfg.KillEvery, "kill-every", cfg.KillEvery, "SIGKILL and restart a random processor this often (default 3s)")
+	fs.IntVar(&cfg.MinKills, "min-kills", cfg.MinKills, "kill at least this many times (default 5)")
+	fs.Float64Var(&cfg.KillUntil, "kill-until", cfg.KillUntil, "keep killing until this share of the payouts is final (default 0.98)")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "each run after the build: cluster start to the checks (default 15m on batches, 10m on bills)")
+	fs.IntVar(&cfg.Quota, "quota", cfg.Quota, "the sandbox's requests/s per endpoint, 429 beyond (default 50 on batches, 100 on bills)")
+	fs.IntVar(&cfg.Share, "share", cfg.Share, "each processor's configured requests/s per endpoint (default 25 on batches, 45 on bills)")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the workload, the faults and the kills (default 1)")
+	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "directory with processor, sandbox, producer and nats-server (default: build them)")
+	fs.StringVar(&keep, "keep", "", "working directory to use and keep (default: a temporary one, kept only on failure)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", "", err
 		}
-	})
+		return "", "", errFlags
+	}
+	if fs.NArg() > 0 {
+		return "", "", fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return product, keep, nil
 }
 
 // build compiles the binaries once into dir/bin for every run that has no -bin, after
@@ -142,7 +136,7 @@ func set(cfg *soak.Config, fs *flag.FlagSet, flags soak.Config) {
 func build(ctx context.Context, cfgs []soak.Config, dir string, stderr io.Writer) int {
 	for _, cfg := range cfgs {
 		if err := cfg.Validate(); err != nil {
-			fmt.Fprintln(stderr, "soak:", err)
+			fmt.Fprintln(stderr, err) // says "soak: bad config: …"
 			return 2
 		}
 	}
