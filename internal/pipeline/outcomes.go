@@ -60,7 +60,7 @@ func (o *outcomes) drainOutcomes(ctx context.Context) error {
 		}
 		evs := make([]event, len(pending))
 		for i, p := range pending {
-			evs[i] = event{row: p.ID, id: p.MchID + "." + p.OutDetailNo + "." + p.State, state: p.State, body: payout.OutcomeEvent{
+			evs[i] = event{row: p.ID, id: payout.OutcomeMsgID(p.MchID, p.OutDetailNo, p.State), state: p.State, body: payout.OutcomeEvent{
 				OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
 				OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
 				OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,

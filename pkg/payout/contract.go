@@ -20,6 +20,13 @@ const (
 // "payouts.results.success".
 func ResultSubject(prefix, state string) string { return prefix + "." + strings.ToLower(state) }
 
+// OutcomeMsgID is the Nats-Msg-Id of the outcome event of payout outDetailNo of merchant
+// mchid reaching state: one event per payout and final state, so a republish after a crash
+// is deduplicated by JetStream and a consumer may deduplicate on it too.
+func OutcomeMsgID(mchid, outDetailNo, state string) string {
+	return mchid + "." + outDetailNo + "." + state
+}
+
 // CancelSubject returns the subject a cancel for mchid is published to: prefix "." mchid.
 func CancelSubject(prefix, mchid string) string { return prefix + "." + mchid }
 

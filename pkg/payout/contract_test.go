@@ -70,13 +70,14 @@ func TestEvents_JSON(t *testing.T) {
 }
 
 // TestContractNames pins subjects, header names and classes: they are what upstream
-// services and the dead-letter tooling match on (the values of internal/pipeline's).
+// services and the dead-letter tooling match on.
 func TestContractNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{ResultSubject(ResultsPrefix, "SUCCESS"), "payouts.results.success"},
 		{ResultSubject(ResultsPrefix, StateWaitUserConfirm), "payouts.results.wait_user_confirm"},
 		{ResultSubject(ResultsPrefix, StateCancelRefused), "payouts.results.cancel_refused"},
 		{CancelSubject(CancelPrefix, "1900000001"), "payouts.cancel.1900000001"},
+		{OutcomeMsgID("1900000001", "S1N42", "SUCCESS"), "1900000001.S1N42.SUCCESS"},
 		{DeadLetterPrefix, "payouts.deadletter"},
 		{HeaderReason, "Paystream-Reason"},
 		{HeaderReasonClass, "Paystream-Reason-Class"},
