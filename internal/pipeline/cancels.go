@@ -90,6 +90,8 @@ func (c *cancels) handle(ctx context.Context, m jetstream.Msg) {
 		c.answer(ctx, m, req, payout.CancelNotSupported, state, "the batch API cannot cancel a payout once it is sealed into a batch")
 	case errors.Is(err, ledger.ErrNotFound):
 		c.unknown(ctx, m, req)
+	case errors.Is(err, ledger.ErrInvalid):
+		c.answer(ctx, m, req, payout.CancelInvalid, "", err.Error()) // the same again would fail the same way
 	default:
 		c.log.Error("recording a cancel; will retry", "out_detail_no", req.OutDetailNo, "err", err)
 		c.nak(m)

@@ -46,29 +46,24 @@ func (o *outcomes) run(ctx context.Context) error {
 }
 
 func (o *outcomes) drain(ctx context.Context) error {
-	if err := o.drainOutcomes(ctx); err != nil {
+	if err := o.drainBox(ctx, o.pendingOutcomes, o.db.MarkPublished); err != nil {
 		return err
 	}
-	return o.drainNotices(ctx)
+	return o.drainBox(ctx, o.pendingNotices, o.db.MarkNoticesPublished)
 }
 
-func (o *outcomes) drainOutcomes(ctx context.Context) error {
+// drainBox publishes an outbox until it is empty: each round reads up to 500 pending rows,
+// publishes them and marks those published.
+func (o *outcomes) drainBox(ctx context.Context, pending func(context.Context) ([]event, error),
+	mark func(context.Context, []int64) error) error {
 	for ctx.Err() == nil {
-		pending, err := o.db.PendingOutcomes(ctx, 500)
-		if err != nil || len(pending) == 0 {
+		evs, err := pending(ctx)
+		if err != nil || len(evs) == 0 {
 			return err
-		}
-		evs := make([]event, len(pending))
-		for i, p := range pending {
-			evs[i] = event{row: p.ID, id: payout.OutcomeMsgID(p.MchID, p.OutDetailNo, p.State), state: p.State, body: payout.OutcomeEvent{
-				OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
-				OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
-				OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,
-			}}
 		}
 		ids, err := o.publishAll(ctx, evs)
 		if len(ids) > 0 {
-			if merr := o.db.MarkPublished(ctx, ids); merr != nil {
+			if merr := mark(ctx, ids); merr != nil {
 				return merr
 			}
 		}
@@ -79,38 +74,43 @@ func (o *outcomes) drainOutcomes(ctx context.Context) error {
 	return nil
 }
 
-func (o *outcomes) drainNotices(ctx context.Context) error {
-	for ctx.Err() == nil {
-		pending, err := o.db.PendingNotices(ctx, 500)
-		if err != nil || len(pending) == 0 {
-			return err
-		}
-		evs := make([]event, len(pending))
-		for i, n := range pending {
-			evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind}
-			switch n.Kind {
-			case ledger.NoticeWaitUserConfirm:
-				evs[i].body = payout.WaitUserConfirmEvent{
-					OutDetailNo: n.OutDetailNo, MchID: n.MchID, AppID: n.AppID, OutBillNo: n.OutBillNo,
-					TransferBillNo: n.TransferBillNo, PackageInfo: n.PackageInfo, Amount: n.Amount, ExpireAt: n.ExpireAt, At: n.At,
-				}
-			case ledger.NoticeCancelRefused:
-				evs[i].body = payout.CancelRefusedEvent{OutDetailNo: n.OutDetailNo, MchID: n.MchID, Code: n.Code, State: n.State, Detail: n.Detail, At: n.At}
-			default:
-				return fmt.Errorf("notice %d: unknown kind %q", n.ID, n.Kind)
+// outboxRound is how many outbox rows one round of drainBox reads.
+const outboxRound = 500
+
+func (o *outcomes) pendingOutcomes(ctx context.Context) ([]event, error) {
+	pending, err := o.db.PendingOutcomes(ctx, outboxRound)
+	evs := make([]event, len(pending))
+	for i, p := range pending {
+		evs[i] = event{row: p.ID, id: payout.OutcomeMsgID(p.MchID, p.OutDetailNo, p.State), state: p.State, body: payout.OutcomeEvent{
+			OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
+			OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
+			OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,
+		}}
+	}
+	return evs, err
+}
+
+func (o *outcomes) pendingNotices(ctx context.Context) ([]event, error) {
+	pending, err := o.db.PendingNotices(ctx, outboxRound)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]event, len(pending))
+	for i, n := range pending {
+		evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind}
+		switch n.Kind {
+		case ledger.NoticeWaitUserConfirm:
+			evs[i].body = payout.WaitUserConfirmEvent{
+				OutDetailNo: n.OutDetailNo, MchID: n.MchID, AppID: n.AppID, OutBillNo: n.OutBillNo,
+				TransferBillNo: n.TransferBillNo, PackageInfo: n.PackageInfo, Amount: n.Amount, ExpireAt: n.ExpireAt, At: n.At,
 			}
-		}
-		ids, err := o.publishAll(ctx, evs)
-		if len(ids) > 0 {
-			if merr := o.db.MarkNoticesPublished(ctx, ids); merr != nil {
-				return merr
-			}
-		}
-		if err != nil {
-			return err
+		case ledger.NoticeCancelRefused:
+			evs[i].body = payout.CancelRefusedEvent{OutDetailNo: n.OutDetailNo, MchID: n.MchID, Code: n.Code, State: n.State, Detail: n.Detail, At: n.At}
+		default:
+			return nil, fmt.Errorf("notice %d: unknown kind %q", n.ID, n.Kind)
 		}
 	}
-	return nil
+	return evs, nil
 }
 
 // event is one outbox row to publish: its row id, message id, results subject state and body.

@@ -187,7 +187,11 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 	}
 	now, code := d.now(), errorCode(err)
 	r := ledger.BillCreate{ErrorCode: code}
-	switch createAnswer(err, first) {
+	action := createAnswer(err, first)
+	if action == createAccepted && res.OutBillNo == bl.OutBillNo && res.State == wechatpay.BillFail {
+		action = createExists // a create answer carries no fail_reason; the query does
+	}
+	switch action {
 	case createAccepted:
 		if res.OutBillNo != bl.OutBillNo {
 			d.log.Error("bill create answered for another bill; will ask again", "out_bill_no", bl.OutBillNo, "answered", res.OutBillNo)
@@ -295,11 +299,8 @@ func (d *billRail) queryBill(ctx context.Context, bl ledger.Bill) (*wechatpay.Tr
 func (d *billRail) cancel(ctx context.Context, bl ledger.Bill) (done bool, err error) {
 	now := d.now()
 	switch {
-	case bl.State == ledger.PayoutCancelled:
-		return false, nil
 	case ledger.PayoutFinal(bl.State):
-		return true, d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, ledger.CancelResult{
-			Outcome: ledger.CancelRefused, ErrorCode: payout.CancelFinal, NextAt: now})
+		return false, nil // the ledger closed the cancel when the bill became final
 	case bl.State == ledger.PayoutSealed && bl.Attempts == 0:
 		// Never sent: nothing exists at WeChat, and only this worker sends it.
 		err := d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, ledger.CancelResult{Outcome: ledger.CancelLocal, NextAt: now})

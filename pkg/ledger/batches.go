@@ -179,7 +179,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 		return invalid("total_num %d but %d members", b.TotalNum, len(b.Members))
 	}
 	if old, err := db.batchTx(ctx, tx, b.OutBatchNo, true); err == nil {
-		if bytes.Equal(old.Body, b.Body) && equalSeqs(old.Members, b.Members) && equalBodies(old.Bills, b.Bills) {
+		if bytes.Equal(old.Body, b.Body) && slices.Equal(old.Members, b.Members) && slices.EqualFunc(old.Bills, b.Bills, bytes.Equal) {
 			return nil
 		}
 		return invalid("already sealed with other members or body")
@@ -290,30 +290,6 @@ func (db *DB) insertBills(ctx context.Context, tx *sql.Conn, b Batch, ordered []
 		}
 	}
 	return nil
-}
-
-func equalBodies(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func equalSeqs(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // members selects batch-member facts for payouts matching where.

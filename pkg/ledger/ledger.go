@@ -496,7 +496,9 @@ func (db *DB) exec(ctx context.Context, tx *sql.Conn, cached bool, q string, arg
 func (db *DB) illegalf(ctx context.Context, format string, args ...any) error {
 	db.illegal.Add(1)
 	err := fmt.Errorf("%w: "+format, append([]any{ErrIllegalTransition}, args...)...)
-	db.log.WarnContext(ctx, "ledger: illegal transition refused", slog.String("error", err.Error()))
+	// A verified answer the ledger cannot take (a final state contradicted, a number changed)
+	// needs a human: the money may have moved otherwise than the ledger says.
+	db.log.ErrorContext(ctx, "ledger: illegal transition refused", slog.String("error", err.Error()))
 	return err
 }
 

@@ -86,16 +86,5 @@ func (db *DB) PendingNotices(ctx context.Context, limit int) ([]Notice, error) {
 // MarkNoticesPublished marks notices as published in one transaction; already published or
 // unknown ids are ignored.
 func (db *DB) MarkNoticesPublished(ctx context.Context, ids []int64) error {
-	err := db.write(ctx, func(tx *sql.Conn) error {
-		now := ms(db.now())
-		return eachSeqChunk(ids, func(part []int64) error {
-			_, err := tx.ExecContext(ctx, `UPDATE notices SET published_at = ? WHERE published_at = 0 AND id IN (`+
-				placeholders(len(part))+`)`, append([]any{now}, int64Args(part)...)...)
-			return err
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("mark notices published: %w", err)
-	}
-	return nil
+	return db.markPublished(ctx, "notices", ids)
 }

@@ -48,19 +48,22 @@ func (db *DB) PendingOutcomes(ctx context.Context, limit int) ([]Outcome, error)
 // MarkPublished marks outcomes as published in one transaction; already published or unknown
 // ids are ignored.
 func (db *DB) MarkPublished(ctx context.Context, ids []int64) error {
+	return db.markPublished(ctx, "outcomes", ids)
+}
+
+// markPublished sets published_at on the rows ids of an outbox table (outcomes, notices) in
+// one transaction; already published or unknown ids are ignored.
+func (db *DB) markPublished(ctx context.Context, table string, ids []int64) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
-		for lo := 0; lo < len(ids); lo += 1000 {
-			part := ids[lo:min(lo+1000, len(ids))]
-			if _, err := tx.ExecContext(ctx, `UPDATE outcomes SET published_at = ? WHERE published_at = 0 AND id IN (`+
-				placeholders(len(part))+`)`, append([]any{now}, int64Args(part)...)...); err != nil {
-				return err
-			}
-		}
-		return nil
+		return eachSeqChunk(ids, func(part []int64) error {
+			_, err := tx.ExecContext(ctx, `UPDATE `+table+` SET published_at = ? WHERE published_at = 0 AND id IN (`+
+				placeholders(len(part))+`)`, append([]any{now}, int64Args(part)...)...)
+			return err
+		})
 	})
 	if err != nil {
-		return fmt.Errorf("mark published: %w", err)
+		return fmt.Errorf("mark %s published: %w", table, err)
 	}
 	return nil
 }

@@ -147,18 +147,7 @@ func DecodeCancel(data []byte) (CancelRequest, error) {
 			}
 		}
 		return 0, false
-	}, seen[:], func(i int) error {
-		s.skipSpace()
-		if s.peek() != '"' {
-			return s.wrongType("a string")
-		}
-		str, err := s.str()
-		if err != nil {
-			return syntaxErr(err)
-		}
-		*dst[i] = str
-		return nil
-	})
+	}, seen[:], func(i int) error { return s.stringInto(dst[i]) })
 	if err != nil {
 		return c, err
 	}

@@ -236,20 +236,7 @@ func (s *scanner) infos() ([]SceneReportInfo, error) {
 			}
 			return 0, false
 		}, seen[:], func(i int) error {
-			s.skipSpace()
-			if s.peek() != '"' {
-				return s.wrongType("a string")
-			}
-			str, err := s.str()
-			if err != nil {
-				return syntaxErr(err)
-			}
-			if i == 0 {
-				in.InfoType = str
-			} else {
-				in.InfoContent = str
-			}
-			return nil
+			return s.stringInto([...]*string{&in.InfoType, &in.InfoContent}[i])
 		})
 		if err != nil {
 			return nil, err
@@ -369,15 +356,22 @@ func (s *scanner) value(r *Request, f *field) error {
 		}
 		r.CreatedAt = t
 	default:
-		if c != '"' {
-			return s.wrongType("a string")
-		}
-		str, err := s.str()
-		if err != nil {
-			return syntaxErr(err)
-		}
-		*f.str(r) = str
+		return s.stringInto(f.str(r))
 	}
+	return nil
+}
+
+// stringInto reads a JSON string value into dst: a value of another type is ErrWrongType,
+// a malformed one a syntax error.
+func (s *scanner) stringInto(dst *string) error {
+	if s.skipSpace(); s.peek() != '"' {
+		return s.wrongType("a string")
+	}
+	str, err := s.str()
+	if err != nil {
+		return syntaxErr(err)
+	}
+	*dst = str
 	return nil
 }
 
