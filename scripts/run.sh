@@ -37,14 +37,15 @@ install -m 600 testdata/testvectors/merchant_TEST_ONLY_private_key.pem "$RUN/"
 
 # free_port: a TCP port nothing listens on, for the callback listener (its URL goes into
 # every batch and bill, so it is fixed before the processor starts).
-free_port() {
-	for port in $(seq 18088 18188); do
+free_port() { # [first]: a free loopback port from first (default 18088) on
+	local first=${1:-18088}
+	for port in $(seq "$first" $((first + 100))); do
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 			echo "$port"
 			return 0
 		fi
 	done
-	echo "run: no free port in 18088..18188" >&2
+	echo "run: no free port in $first..$((first + 100))" >&2
 	return 1
 }
 
@@ -52,6 +53,8 @@ free_port() {
 # notifications lost, so the queries' sweep has work too).
 CALLBACK_LISTEN="127.0.0.1:$(free_port)"
 NOTIFY_URL="http://$CALLBACK_LISTEN/wechatpay/notify"
+HTTP_LISTEN=${HTTP_LISTEN:-"127.0.0.1:$(free_port 18191)"}
+ADMIN_TOKEN=${ADMIN_TOKEN:-"demo-admin-token-not-a-secret"}
 product_flags=(--product "$PRODUCT" --notify-loss 0.2)
 if [ "$PRODUCT" = bills ]; then
 	product_flags+=(--bill-auto-confirm 20s --bill-accept-delay 0s --bill-confirm-timeout 30m --bill-close-lag 2m)
@@ -69,7 +72,7 @@ echo "   $SANDBOX_URL"
 
 echo "== starting the processor (embedded JetStream, ledger $RUN/ledger.db)"
 DATA_DIR=$RUN SANDBOX_URL=$SANDBOX_URL PRODUCT=$PRODUCT CALLBACK_LISTEN=$CALLBACK_LISTEN NOTIFY_URL=$NOTIFY_URL \
-	"$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
+	HTTP_LISTEN=$HTTP_LISTEN ADMIN_TOKEN=$ADMIN_TOKEN "$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
 proc=$!
 pids+=($proc)
 wait_for "$RUN/nats.url" 30

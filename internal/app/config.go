@@ -27,6 +27,7 @@ type Config struct {
 	WeChatPay WeChatPayConfig `yaml:"wechatpay"`
 	Pipeline  pipeline.Config `yaml:"pipeline"`
 	Callback  CallbackConfig  `yaml:"callback"`
+	HTTP      HTTPConfig      `yaml:"http"`
 	Log       LogConfig       `yaml:"log"`
 }
 
@@ -66,6 +67,17 @@ type CallbackConfig struct {
 	Listen string `yaml:"listen"` // e.g. 127.0.0.1:8088; empty: off
 	Path   string `yaml:"path"`
 }
+
+// HTTPConfig is the operator's listener: the status page, /metrics, /livez and /readyz.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"` // e.g. 127.0.0.1:8091; empty: off
+	// AdminToken enables the page's actions that move money (retry a parked batch, cancel a
+	// payout); empty: the page is read-only.
+	AdminToken string `yaml:"admin-token"`
+}
+
+// LogValue keeps the admin token out of logs.
+func (h HTTPConfig) LogValue() slog.Value { return slog.GroupValue(slog.String("listen", h.Listen)) }
 
 // LogConfig selects the slog handler.
 type LogConfig struct {
@@ -147,6 +159,8 @@ func (c Config) Validate() error {
 		{p.RateLimit.Create <= 0 || p.RateLimit.Query <= 0 || p.RateLimit.Detail <= 0 || p.RateLimit.Cancel <= 0, "pipeline.rate-limit", p.RateLimit, "create, query, detail and cancel must be positive (requests/s: this replica's share of the merchant's per-API limit)"},
 		{p.Submit.RetryMin <= 0 || p.Submit.RetryMax < p.Submit.RetryMin, "pipeline.submit", nil, "need 0 < retry-min ≤ retry-max"},
 		{p.Breaker.Failures < 1 || p.Breaker.OpenTimeout <= 0, "pipeline.breaker", nil, "failures ≥ 1 and open-timeout > 0"},
+		{c.HTTP.Listen != "" && !validHostPort(c.HTTP.Listen), "http.listen", c.HTTP.Listen, "want host:port"},
+		{c.HTTP.AdminToken != "" && len(c.HTTP.AdminToken) < 16, "http.admin-token", nil, "at least 16 characters when set"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
 	}
 	for _, ch := range checks {
