@@ -63,6 +63,7 @@ type Client struct {
 	retries    int
 	minBackoff time.Duration
 	maxBackoff time.Duration
+	observe    func(Observation) // nil: none
 }
 
 // Option sets an optional Client setting.
@@ -201,7 +202,8 @@ func (c *Client) Do(ctx context.Context, method, pathAndQuery string, body []byt
 		wait := c.backoff(attempt)
 		c.log.LogAttrs(ctx, slog.LevelWarn, "wechatpay: retrying with the same body",
 			slog.String(logMethod, method), slog.String(logPath, pathAndQuery),
-			slog.Int(logAttempt, attempt+1), slog.String(logReason, reason), slog.Duration("wait", wait))
+			slog.Int(logAttempt, attempt+1), slog.String(logReason, reason), slog.Duration("wait", wait),
+			slog.String(logError, err.Error()))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -254,9 +256,13 @@ func (c *Client) attempt(ctx context.Context, method, uri string, body []byte, o
 		start := time.Now()
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			c.log.LogAttrs(ctx, slog.LevelWarn, "wechatpay: transport error",
+			elapsed := time.Since(start)
+			c.observed(method, uri, 0, ClassAmbiguous, "", elapsed)
+			// Debug only: whoever gets the error logs it once (the retry line below, or the
+			// caller), so one transport error makes one line.
+			c.log.LogAttrs(ctx, slog.LevelDebug, "wechatpay: transport error",
 				slog.String(logMethod, method), slog.String(logPath, uri), slog.String(logHost, req.URL.Host),
-				slog.Int(logAttempt, n), slog.Duration(logElapsed, time.Since(start)), slog.String(logError, err.Error()))
+				slog.Int(logAttempt, n), slog.Duration(logElapsed, elapsed), slog.String(logError, err.Error()))
 			sent = sent || !dialError(err)
 			sendErr = errors.Join(sendErr, err)
 			if ctx.Err() != nil {
@@ -265,10 +271,19 @@ func (c *Client) attempt(ctx context.Context, method, uri string, body []byte, o
 			continue
 		}
 		err = c.handle(resp, method, uri, out)
+		elapsed := time.Since(start)
+		if c.observe != nil {
+			var code string
+			var ae *APIError
+			if errors.As(err, &ae) {
+				code = ae.Code
+			}
+			c.observed(method, uri, resp.StatusCode, Classify(err), code, elapsed)
+		}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "wechatpay: response",
 			slog.String(logMethod, method), slog.String(logPath, uri), slog.String(logHost, req.URL.Host),
 			slog.Int(logStatus, resp.StatusCode), slog.String(logRequestID, resp.Header.Get(HeaderRequestID)),
-			slog.Int(logAttempt, n), slog.Duration(logElapsed, time.Since(start)))
+			slog.Int(logAttempt, n), slog.Duration(logElapsed, elapsed))
 		return err
 	}
 	if !sent && ctx.Err() == nil {
@@ -276,6 +291,13 @@ func (c *Client) attempt(ctx context.Context, method, uri string, body []byte, o
 		return fmt.Errorf("%w: %s %s: %w", ErrNotSent, method, uri, sendErr)
 	}
 	return fmt.Errorf("%s %s: %w", method, uri, sendErr)
+}
+
+// observed reports one exchange to the observer, if there is one.
+func (c *Client) observed(method, uri string, status int, class Class, code string, elapsed time.Duration) {
+	if c.observe != nil {
+		c.observe(Observation{Method: method, Endpoint: EndpointName(method, uri), Status: status, Class: class, Code: code, Elapsed: elapsed})
+	}
 }
 
 // dialError reports whether err happened while dialling, before any request byte was written.
