@@ -108,6 +108,13 @@ func WithAckTimeout(d time.Duration) Option {
 	}
 }
 
+// WithObserver calls observe after every Claim (op "claim") and Owner (op "owner") with its
+// duration and its error (nil on success). observe must be fast and safe for concurrent use;
+// nil keeps none.
+func WithObserver(observe func(op string, d time.Duration, err error)) Option {
+	return func(s *Store) { s.observe = observe }
+}
+
 // Store claims keys in one KV bucket on behalf of one instance. It is safe for concurrent
 // use.
 type Store struct {
@@ -118,6 +125,7 @@ type Store struct {
 	log        *slog.Logger
 	ackTimeout time.Duration
 	resolved   atomic.Int64
+	observe    func(op string, d time.Duration, err error) // nil: none
 
 	episodes   limiter // "claims resolved" lines
 	unresolved limiter // "claims unresolved; retrying" lines
@@ -149,6 +157,7 @@ func (s *Store) Resolved() int64 { return s.resolved.Load() }
 
 // Owner reads who owns key, without claiming it: ok is false when nobody does.
 func (s *Store) Owner(ctx context.Context, key string) (o Owner, ok bool, err error) {
+	defer s.observed("owner", time.Now(), &err)
 	e, err := s.kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -176,7 +185,8 @@ func (s *Store) Owner(ctx context.Context, key string) (o Owner, ok bool, err er
 // nats.ErrConnectionClosed or jetstream.ErrConnectionClosed). Then the keys' claims may or
 // may not be this instance's: the caller must not ack, and must claim them again (resolving
 // them) before it may treat them as anyone's.
-func (s *Store) Claim(ctx context.Context, items []Item) ([]Owner, error) {
+func (s *Store) Claim(ctx context.Context, items []Item) (_ []Owner, err error) {
+	defer s.observed("claim", time.Now(), &err)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -245,6 +255,13 @@ func (s *Store) Claim(ctx context.Context, items []Item) ([]Owner, error) {
 		return nil, err
 	}
 	return owners, nil
+}
+
+// observed reports one call to the observer, if there is one.
+func (s *Store) observed(op string, start time.Time, err *error) {
+	if s.observe != nil {
+		s.observe(op, time.Since(start), *err)
+	}
 }
 
 // settle learns the owner of items[exists…] (keys known to exist) and items[unknown…] (creates

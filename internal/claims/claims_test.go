@@ -433,3 +433,49 @@ func TestStore_ClaimConnectionClosed(t *testing.T) {
 		t.Fatal("Claim waited for its context; want it to give up at once")
 	}
 }
+
+// TestStore_Observer: every Claim and Owner is reported once, with its error.
+func TestStore_Observer(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	type call struct {
+		op  string
+		err error
+	}
+	var mu sync.Mutex
+	var calls []call
+	s := New(js, kv, "instanceA", WithObserver(func(op string, d time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if d <= 0 {
+			t.Errorf("%s observed with duration %v", op, d)
+		}
+		calls = append(calls, call{op, err})
+	}))
+	its := items("O", 3)
+	if _, err := s.Claim(ctx, its); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Owner(ctx, its[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, "claims"); err != nil {
+		t.Fatal(err)
+	}
+	_, claimErr := s.Claim(ctx, items("P", 1))
+	if !errors.Is(claimErr, ErrBucketNotFound) {
+		t.Fatalf("Claim error = %v, want ErrBucketNotFound", claimErr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []call{{"claim", nil}, {"owner", nil}, {"claim", claimErr}}
+	if got := len(calls); got != len(want) {
+		t.Fatalf("observed %v, want %v", calls, want)
+	}
+	for i, w := range want {
+		if calls[i].op != w.op || !errors.Is(calls[i].err, w.err) || (w.err == nil) != (calls[i].err == nil) {
+			t.Fatalf("call %d observed as %v, want %v", i, calls[i], w)
+		}
+	}
+}
