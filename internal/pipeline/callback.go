@@ -16,53 +16,57 @@ import (
 // no-op. A batch's next query is brought forward so its details are paged from a verified query
 // (docs/wechatpay.md §11); a bill's final state is applied as it comes, its amount and
 // merchant checked against the ledger first. No network I/O happens inside the 5 s WeChat allows.
-func callbackHandler(api *wechatpay.Client, db *ledger.DB, wake func()) http.Handler {
+// applied is called with the out_batch_no of each applied notification (a batch it settled is
+// reported there).
+func callbackHandler(api *wechatpay.Client, db *ledger.DB, wake func(), applied func(ctx context.Context, outBatchNo string)) http.Handler {
 	return api.NotificationHandler(func(ctx context.Context, n *wechatpay.Notification, plaintext []byte) error {
 		var err error
+		var outBatchNo string
 		switch n.EventType {
 		case wechatpay.EventBatchFinished, wechatpay.EventBatchClosed:
-			err = batchCallback(ctx, db, n, plaintext)
+			outBatchNo, err = batchCallback(ctx, db, n, plaintext)
 		case wechatpay.EventBillFinished:
-			err = billCallback(ctx, db, n, plaintext)
+			outBatchNo, err = billCallback(ctx, db, n, plaintext)
 		default:
 			return nil // not ours to act on; acknowledged so it is not retried
 		}
 		if err != nil {
 			return err
 		}
+		applied(ctx, outBatchNo)
 		wake()
 		return nil
 	})
 }
 
-func batchCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) error {
+func batchCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) (string, error) {
 	var res wechatpay.BatchFinishedResource
 	if err := json.Unmarshal(plaintext, &res); err != nil {
-		return fmt.Errorf("batch resource: %w", err)
+		return "", fmt.Errorf("batch resource: %w", err)
 	}
-	return db.ApplyCallback(ctx, n.ID, res.OutBatchNo, ledger.BatchStatus{
+	return res.OutBatchNo, db.ApplyCallback(ctx, n.ID, res.OutBatchNo, ledger.BatchStatus{
 		BatchID: res.BatchID, Status: res.BatchStatus, CloseReason: res.CloseReason,
 		SuccessAmount: int64(res.SuccessAmount), FailAmount: int64(res.FailAmount), SuccessNum: res.SuccessNum, FailNum: res.FailNum,
 	})
 }
 
-func billCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) error {
+func billCallback(ctx context.Context, db *ledger.DB, n *wechatpay.Notification, plaintext []byte) (string, error) {
 	var res wechatpay.BillFinishedResource
 	if err := json.Unmarshal(plaintext, &res); err != nil {
-		return fmt.Errorf("bill resource: %w", err)
+		return "", fmt.Errorf("bill resource: %w", err)
 	}
 	bl, err := db.Bill(ctx, res.OutBillNo) // unknown here: answered 5xx, so WeChat tries again
 	switch {
 	case err != nil:
-		return err
+		return "", err
 	case res.MchID != "" && res.MchID != bl.MchID, int64(res.TransferAmount) != bl.Amount:
 		// Verified, yet not what we sent: a human looks; the query sweep decides.
-		return fmt.Errorf("bill %s: notification says mchid %s amount %d, the ledger %s amount %d",
+		return "", fmt.Errorf("bill %s: notification says mchid %s amount %d, the ledger %s amount %d",
 			res.OutBillNo, res.MchID, res.TransferAmount, bl.MchID, bl.Amount)
 	case res.State == wechatpay.BillFail && res.FailReason == "":
-		return nil // a FAIL is applied with its reason only: the query sweep brings it
+		return "", nil // a FAIL is applied with its reason only: the query sweep brings it
 	}
-	return db.ApplyBillCallback(ctx, n.ID, res.OutBillNo, ledger.BillState{
+	return bl.OutBatchNo, db.ApplyBillCallback(ctx, n.ID, res.OutBillNo, ledger.BillState{
 		State: res.State, TransferBillNo: res.TransferBillNo, FailReason: res.FailReason, CreateTime: parseTime(res.CreateTime),
 	})
 }

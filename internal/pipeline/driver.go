@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -69,6 +70,9 @@ type driver struct {
 	log     *slog.Logger
 
 	inflight map[string]bool // batches handed to a worker; only the run loop touches it
+	inFlight atomic.Int64    // len(inflight), for readers on other goroutines (Runtime)
+	finishes *finishes       // reports batches that reached their end
+	prog     *progress
 }
 
 func (d *driver) run(ctx context.Context) error {
@@ -122,7 +126,12 @@ func (d *driver) run(ctx context.Context) error {
 	}
 }
 
-func (d *driver) finish(no string) { delete(d.inflight, no) }
+func (d *driver) finish(no string) {
+	if d.inflight[no] {
+		delete(d.inflight, no)
+		d.inFlight.Add(-1)
+	}
+}
 
 // dispatch hands every due batch that is not already being handled to the workers and
 // returns how long to wait before looking again.
@@ -136,6 +145,7 @@ func (d *driver) dispatch(ctx context.Context, work chan<- ledger.Batch, done <-
 			continue
 		}
 		d.inflight[b.OutBatchNo] = true
+		d.inFlight.Add(1)
 		for sent := false; !sent; {
 			select {
 			case work <- b:
@@ -163,16 +173,23 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 	r, ok := d.rails[b.Rail]
 	if !ok {
 		// Sealed by a processor configured for another product: never sent from here.
-		d.log.Error("batch on a rail this processor does not drive; it waits for one that does", "out_batch_no", b.OutBatchNo, "rail", b.Rail)
-		if err := d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, d.now().Add(d.submit.ParkedRetry), "RAIL_NOT_CONFIGURED", false); err != nil {
+		d.log.Error("batch parked: on a rail this processor does not drive; it waits for one that does", "out_batch_no", b.OutBatchNo,
+			"rail", b.Rail, "code", codeRailNotConfigured, "action", blockedAction(codeRailNotConfigured, b.Rail))
+		if err := d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, d.now().Add(d.submit.ParkedRetry), codeRailNotConfigured, false); err != nil {
 			d.log.Error("rescheduling batch", "out_batch_no", b.OutBatchNo, "err", err)
 		}
 		return
 	}
+	d.prog.steps.Add(1)
 	if err := r.step(ctx, b); err != nil && ctx.Err() == nil {
 		d.log.Error("batch step failed", "out_batch_no", b.OutBatchNo, "err", err)
 	}
+	d.finishes.check(ctx, b.OutBatchNo)
 }
+
+// codeRailNotConfigured is the last_error_code of a batch on a rail no processor here drives
+// (ledger.ParkedCode knows it).
+const codeRailNotConfigured = "RAIL_NOT_CONFIGURED"
 
 // backoff is the capped, jittered delay before attempt n+1.
 func (d *driver) backoff(attempts int) time.Duration {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -69,6 +70,8 @@ type intake struct {
 	buf []byte    // canonical content, reused by the commit stage
 
 	pending *pendingSet
+	m       *metrics.Metrics
+	prog    *progress
 }
 
 type fetched struct {
@@ -135,6 +138,8 @@ func (in *intake) run(ctx context.Context) error {
 			}
 			continue
 		}
+		in.m.IntakeReceived.Add(float64(len(g.msgs)))
+		in.prog.received.Add(int64(len(g.msgs)))
 		c, err := in.commit(work, g.msgs)
 		if err != nil {
 			// Nothing of this group was acked: JetStream redelivers it after AckWait.
@@ -258,7 +263,10 @@ func (in *intake) refuse(ctx context.Context, m jetstream.Msg, class, reason str
 	if err := in.dead.send(ctx, m, class, reason); err != nil {
 		in.log.Error("dead letter failed; the message will be delivered again", "class", class, "err", err)
 		in.nak(m)
+		return
 	}
+	in.m.IntakeDeadLettered.WithLabelValues(class).Inc()
+	in.prog.deadLettered.Add(1)
 }
 
 func (in *intake) nak(m jetstream.Msg) {
@@ -277,6 +285,18 @@ func (in *intake) insert(ctx context.Context, c *committedGroup) ([]ledger.Inser
 	if err != nil {
 		return nil, err
 	}
+	var inserted, existing int
+	for _, r := range results {
+		switch r.Status {
+		case ledger.Inserted:
+			inserted++
+		case ledger.Existing:
+			existing++
+		}
+	}
+	in.m.IntakeCommitted.Add(float64(inserted))
+	in.m.IntakeDuplicates.Add(float64(existing))
+	in.prog.committed.Add(int64(inserted))
 	for i, r := range results {
 		if r.Status != ledger.Conflict && r.State == ledger.PayoutReceived && !in.pending.seqs[r.Seq] {
 			in.pending.seqs[r.Seq] = true
@@ -361,6 +381,9 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 			// Neither the owned rows so far nor the rest reach the sealer: all leave the set.
 			in.pending.drop(append(seqsOf(owned), seqsOf(rows[i:])...)...)
 			return nil, fmt.Errorf("mark duplicate: %w", err)
+		}
+		if !conflict {
+			in.m.IntakeDuplicates.Inc() // a conflict is dead-lettered (when its message is at hand), not a duplicate
 		}
 		in.pending.drop(r.Seq)
 	}

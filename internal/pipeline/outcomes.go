@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 )
@@ -27,6 +28,9 @@ type outcomes struct {
 	wake   <-chan struct{}
 	every  time.Duration
 	log    *slog.Logger
+	now    func() time.Time
+	m      *metrics.Metrics
+	prog   *progress
 }
 
 func (o *outcomes) run(ctx context.Context) error {
@@ -81,11 +85,12 @@ func (o *outcomes) pendingOutcomes(ctx context.Context) ([]event, error) {
 	pending, err := o.db.PendingOutcomes(ctx, outboxRound)
 	evs := make([]event, len(pending))
 	for i, p := range pending {
-		evs[i] = event{row: p.ID, id: payout.OutcomeMsgID(p.MchID, p.OutDetailNo, p.State), state: p.State, body: payout.OutcomeEvent{
-			OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
-			OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
-			OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,
-		}}
+		evs[i] = event{row: p.ID, id: payout.OutcomeMsgID(p.MchID, p.OutDetailNo, p.State), state: p.State, kind: kindOutcome,
+			created: p.At, amount: p.Amount, body: payout.OutcomeEvent{
+				OutDetailNo: p.OutDetailNo, MchID: p.MchID, State: p.State, Amount: p.Amount,
+				OutBatchNo: p.OutBatchNo, BatchID: p.BatchID, DetailID: p.DetailID, FailReason: p.FailReason,
+				OutBillNo: p.OutBillNo, TransferBillNo: p.TransferBillNo, At: p.At,
+			}}
 	}
 	return evs, err
 }
@@ -97,7 +102,8 @@ func (o *outcomes) pendingNotices(ctx context.Context) ([]event, error) {
 	}
 	evs := make([]event, len(pending))
 	for i, n := range pending {
-		evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind}
+		evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind,
+			kind: kindNotice, created: n.At}
 		switch n.Kind {
 		case ledger.NoticeWaitUserConfirm:
 			evs[i].body = payout.WaitUserConfirmEvent{
@@ -113,11 +119,39 @@ func (o *outcomes) pendingNotices(ctx context.Context) ([]event, error) {
 	return evs, nil
 }
 
-// event is one outbox row to publish: its row id, message id, results subject state and body.
+// event is one outbox row to publish: its row id, message id, results subject state and body;
+// its outbox (kindOutcome, kindNotice), when the row was written (the ledger's at, written with
+// the row) and, for an outcome, the payout's amount.
 type event struct {
 	row       int64
 	id, state string
 	body      any
+	kind      string
+	created   time.Time
+	amount    int64
+}
+
+// The outboxes, as paystream_outcomes_published_total{kind} names them.
+const (
+	kindOutcome = "outcome"
+	kindNotice  = "notice"
+)
+
+// published counts a row published now: the publish lag from the row's creation, the count
+// by kind, and the payouts paid or failed for the progress line.
+func (o *outcomes) published(ev event) {
+	o.m.OutcomePublishLag.Observe(max(0, o.now().Sub(ev.created).Seconds()))
+	o.m.OutcomesPublished.WithLabelValues(ev.kind).Inc()
+	if ev.kind != kindOutcome {
+		return
+	}
+	switch ev.state {
+	case ledger.PayoutSuccess:
+		o.prog.paid.Add(1)
+		o.prog.paidFen.Add(ev.amount)
+	case ledger.PayoutFail, ledger.PayoutRejected:
+		o.prog.failed.Add(1)
+	}
 }
 
 // publishConcurrency is how many outcome publishes wait for their JetStream ack at once:
@@ -141,6 +175,9 @@ func (o *outcomes) publishAll(ctx context.Context, evs []event) ([]int64, error)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			err := o.publish(ctx, ev.id, ev.state, ev.body)
+			if err == nil {
+				o.published(ev)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -129,6 +130,10 @@ type Deps struct {
 	HashKey      []byte // keys the content hash of requests
 	Now          func() time.Time
 	Log          *slog.Logger
+	// Metrics receives the pipeline's counters and histograms; nil: a private
+	// metrics.New("") that nobody scrapes. The WeChat Pay client, the claims store and the
+	// ledger are observed through their own options (see metrics.Metrics).
+	Metrics *metrics.Metrics
 }
 
 // Pipeline is one processor replica.
@@ -139,6 +144,28 @@ type Pipeline struct {
 	outcomes *outcomes
 	cancels  *cancels // nil without Deps.Cancels
 	cb       http.Handler
+	progress *progress
+	breakers []breaker // every circuit breaker, for Runtime
+}
+
+// BreakerState is one circuit breaker's name and gobreaker state name ("closed",
+// "half-open", "open"); metrics.BreakerState, so Runtime feeds metrics.WatchBreakers as is.
+type BreakerState = metrics.BreakerState
+
+// Runtime is what a replica is doing now, for the status page and the metrics.
+type Runtime struct {
+	Breakers []BreakerState // every WeChat Pay breaker, by name
+	InFlight int            // batches handed to a driver worker now
+}
+
+// Runtime reads the breakers and the batches in flight. It is safe for concurrent use, at
+// any time (before Run too) and cheap: a scrape may call it.
+func (p *Pipeline) Runtime() Runtime {
+	r := Runtime{Breakers: make([]BreakerState, len(p.breakers)), InFlight: int(p.driver.inFlight.Load())}
+	for i, b := range p.breakers {
+		r.Breakers[i] = BreakerState{Name: b.Name(), State: b.State().String()}
+	}
+	return r
 }
 
 // New checks cfg and wires the stages.
@@ -148,6 +175,9 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	}
 	if d.Log == nil {
 		d.Log = slog.Default()
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New("")
 	}
 	if cfg.Poll.PageLimit < wechatpay.MinQueryLimit || cfg.Poll.PageLimit > wechatpay.MaxQueryLimit {
 		return nil, fmt.Errorf("poll page limit %d outside %d..%d (docs/wechatpay.md §8)", cfg.Poll.PageLimit, wechatpay.MinQueryLimit, wechatpay.MaxQueryLimit)
@@ -204,11 +234,14 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	}
 	claimed := make(chan []ledger.Payout, 4)
 	pending := newPendingSet()
-	p := &Pipeline{
+	prog := &progress{cons: d.Consumer, log: d.Log, every: progressEvery, idleEvery: idleEvery}
+	fin := &finishes{db: d.DB, m: d.Metrics, prog: prog, log: d.Log, seen: map[string]bool{}}
+	p := &Pipeline{progress: prog,
 		intake: &intake{
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
+			m:    d.Metrics, prog: prog,
 		},
 		sealer: &sealer{
 			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
@@ -219,9 +252,15 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
 			detail: newThrottle(cfg.RateLimit.Detail, d.Now), cancel: newThrottle(cfg.RateLimit.Cancel, d.Now),
 			wake: wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
+			finishes: fin, prog: prog,
 		},
-		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log},
-		cb:       callbackHandler(d.API, d.DB, poke(wakeDriver)),
+		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log,
+			now: d.Now, m: d.Metrics, prog: prog},
+		cb: callbackHandler(d.API, d.DB, poke(wakeDriver), fin.check),
+	}
+	prog.inFlight = func() int { return int(p.driver.inFlight.Load()) }
+	for api, t := range map[string]*throttle{"create": p.driver.create, "query": p.driver.query, "detail": p.driver.detail, "cancel": p.driver.cancel} {
+		t.waited = d.Metrics.RateLimiterWait.WithLabelValues(api)
 	}
 	// Every rail is driven, whatever the product: batches sealed before a product change
 	// are followed to their end.
@@ -229,6 +268,8 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	rails := map[string]rail{payout.RailDirect: batches, payout.RailPartner: batches,
 		payout.RailBills: newBillRail(p.driver, cfg.NotifyURL, cfg.Breaker)}
 	p.sealer.rails, p.driver.rails = rails, rails
+	bills := rails[payout.RailBills].(*billRail)
+	p.breakers = []breaker{batches.cbCreate, batches.cbQuery, batches.cbDetail, bills.cbCreate, bills.cbQuery, bills.cbCancel}
 	if d.Cancels != nil {
 		p.cancels = &cancels{
 			cons: d.Cancels, requests: d.Consumer, db: d.DB, claims: d.Claims, mchID: d.Merchant.MchID, prefix: d.CancelPrefix, pub: d.Publisher,
@@ -252,7 +293,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	stages := []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run}
+	stages := []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run, p.progress.run}
 	if p.cancels != nil {
 		stages = append(stages, p.cancels.run)
 	}

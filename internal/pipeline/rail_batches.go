@@ -142,7 +142,8 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
 	default: // maybe paid, so the same number again
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(b.Attempts))
-		d.log.Warn("batch submit ambiguous; will resend the same body", "out_batch_no", b.OutBatchNo, "code", code, "attempt", b.Attempts+1)
+		d.log.Warn("batch submit ambiguous; will resend the same body", "out_batch_no", b.OutBatchNo, "code", code, "attempt", b.Attempts+1,
+			"err", err)
 	}
 	if err := d.db.RecordSubmit(context.WithoutCancel(ctx), b.OutBatchNo, r); err != nil {
 		return err
@@ -263,7 +264,7 @@ func (d *batchRail) pollFailed(ctx context.Context, b ledger.Batch, err error, n
 		}
 		return d.db.Reschedule(ctx, b.OutBatchNo, now.Add(d.submit.RetryMin), code, false)
 	}
-	d.log.Warn("batch query failed", "out_batch_no", b.OutBatchNo, "code", code)
+	d.log.Warn("batch query failed", "out_batch_no", b.OutBatchNo, "code", code, "err", err)
 	return d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, now.Add(d.backoff(2)), code, false)
 }
 

@@ -233,7 +233,8 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 		return d.db.RescheduleBill(ctx, bl.OutBillNo, now.Add(d.submit.RetryMin), code, false)
 	default: // maybe created, so the same body again
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.backoff(bl.Attempts))
-		d.log.Warn("bill create ambiguous; will resend the same body", "out_bill_no", bl.OutBillNo, "code", code, "attempt", bl.Attempts+1)
+		d.log.Warn("bill create ambiguous; will resend the same body", "out_bill_no", bl.OutBillNo, "code", code, "attempt", bl.Attempts+1,
+			"err", err)
 	}
 	if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, r); err != nil {
 		return err
@@ -262,7 +263,7 @@ func (d *billRail) query(ctx context.Context, bl ledger.Bill) error {
 			}
 			return d.db.RescheduleBill(ctx, bl.OutBillNo, now.Add(d.submit.RetryMin), code, false)
 		}
-		d.log.Warn("bill query failed", "out_bill_no", bl.OutBillNo, "code", code)
+		d.log.Warn("bill query failed", "out_bill_no", bl.OutBillNo, "code", code, "err", err)
 		return d.db.RescheduleBill(context.WithoutCancel(ctx), bl.OutBillNo, now.Add(d.backoff(2)), code, false)
 	}
 	if res.OutBillNo != bl.OutBillNo {
@@ -338,7 +339,7 @@ func (d *billRail) cancel(ctx context.Context, bl ledger.Bill) (done bool, err e
 		r.Outcome, r.NextAt = ledger.CancelRetry, now.Add(d.submit.RetryMin)
 	default:
 		r.Outcome, r.NextAt = ledger.CancelRetry, now.Add(d.backoff(bl.CancelAttempts))
-		d.log.Warn("bill cancel ambiguous; will ask again", "out_bill_no", bl.OutBillNo, "code", code)
+		d.log.Warn("bill cancel ambiguous; will ask again", "out_bill_no", bl.OutBillNo, "code", code, "err", err)
 	}
 	err = d.db.RecordCancel(context.WithoutCancel(ctx), bl.OutBillNo, r)
 	d.changed()
@@ -374,16 +375,33 @@ func parseTime(s string) time.Time {
 	return t
 }
 
-// blockedAction tells the operator what fixes a definite refusal on rail. It decides on the
-// code only; the log line carries WeChat's message beside it for the human.
+// blockedAction tells the operator what fixes a refusal that parks a batch or a bill on rail:
+// one answer for every code ledger.ParkedCode knows. It decides on the code only; the log line
+// carries WeChat's message beside it for the human.
 func blockedAction(code, rail string) string {
 	switch {
 	case code == wechatpay.ErrNoAuth.Code && rail == payout.RailBills:
 		return "this merchant has no transfer-bill permission (商家转账); if it has the batch API, set wechatpay.product: batches"
 	case code == wechatpay.ErrNoAuth.Code:
 		return "if WeChat's message says 当前商户号接入升级版本功能, this merchant has transfer bills (商家转账, since 2025-01-15), not the batch API: set wechatpay.product: bills"
-	case code == "NOT_ENOUGH":
+	}
+	switch code {
+	case wechatpay.ErrNotEnough.Code:
 		return "top up the merchant's operating account"
+	case wechatpay.ErrAccountError.Code:
+		return "the merchant's account is restricted or frozen: clear it on the merchant platform (pay.weixin.qq.com)"
+	case wechatpay.ErrQuotaExceed.Code:
+		return "a transfer quota is used up: raise it on the merchant platform or wait for it to reset"
+	case wechatpay.ErrSignError.Code:
+		return "WeChat does not accept our signature: check the merchant key and wechatpay.merchant-serial-no against the merchant platform"
+	case wechatpay.ErrAppIDMchIDNotMatch.Code:
+		return "the appid is not bound to this mchid: bind it on the merchant platform, or fix the appid upstream sends"
+	case wechatpay.ErrInvalidRequest.Code:
+		return "WeChat refuses the request as sent (read its message); the number was queried first and does not exist there"
+	case wechatpay.ErrParamError.Code:
+		return "a field is refused after an earlier attempt went unanswered: read WeChat's message; the number is queried before any resend"
+	case codeRailNotConfigured:
+		return "no processor here drives this batch's rail: run one whose wechatpay.product drives it"
 	}
 	return "fix the cause at WeChat Pay (merchant platform); the same number is resent"
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -67,7 +68,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	claimed := make(chan []ledger.Payout, 10)
-	in := &intake{cfg: IntakeConfig{FetchBatch: 2}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(),
+	in := &intake{m: metrics.New(""), prog: &progress{}, cfg: IntakeConfig{FetchBatch: 2}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(),
 		merchant: Merchant{MchID: "1900000001"}, prefix: payout.DefaultSubjectPrefix, claimed: claimed, log: slog.New(slog.DiscardHandler)}
 	in.pending.seqs[res[5].Seq] = true // R5 is with intake right now
 
@@ -130,7 +131,7 @@ func TestClaim_ConflictAcrossReplicas(t *testing.T) {
 	if _, err := other.Claim(ctx, items); err != nil {
 		t.Fatal(err)
 	}
-	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
+	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
 	for i := range rows {
 		rows[i].Seq = res[i].Seq
 		in.pending.seqs[res[i].Seq] = true
@@ -159,7 +160,7 @@ func TestClaim_ConflictAcrossReplicas(t *testing.T) {
 func TestRedeliveryClaimsOnce(t *testing.T) {
 	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
-	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
+	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
 	rows := testRows("D", 3)
 	deliver := func() committedGroup {
 		t.Helper()
@@ -228,7 +229,7 @@ func TestClaim_FailureLeavesNothingPending(t *testing.T) {
 	if _, err := kv.Create(ctx, claims.Key("1900000001", "F1"), []byte("not-an-id!")); err != nil {
 		t.Fatal(err)
 	}
-	in := &intake{db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
+	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
 	for i := range rows {
 		rows[i].Seq = res[i].Seq
 		in.pending.seqs[res[i].Seq] = true

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -26,6 +27,7 @@ type throttle struct {
 	lastSlow    time.Time
 	pausedUntil time.Time // no request starts before this (the window after a 429)
 	now         func() time.Time
+	waited      prometheus.Observer // each Wait's duration in seconds; nil: none
 }
 
 const recoverEvery = 5 * time.Second
@@ -37,8 +39,21 @@ func newThrottle(qps float64, now func() time.Time) *throttle {
 	return &throttle{lim: rate.NewLimiter(rate.Limit(qps), 1), max: rate.Limit(qps), floor: rate.Limit(qps / 16), now: now}
 }
 
-// Wait blocks until a request may be sent or ctx is done.
+// Wait blocks until a request may be sent or ctx is done. A wait that let a request go is
+// observed (paystream_rate_limiter_wait_seconds); one ended by ctx is not.
 func (t *throttle) Wait(ctx context.Context) error {
+	if t.waited == nil {
+		return t.wait(ctx)
+	}
+	start := time.Now()
+	err := t.wait(ctx)
+	if err == nil {
+		t.waited.Observe(time.Since(start).Seconds())
+	}
+	return err
+}
+
+func (t *throttle) wait(ctx context.Context) error {
 	if d := t.recover(); d > 0 {
 		timer := time.NewTimer(d)
 		defer timer.Stop()
