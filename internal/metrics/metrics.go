@@ -1,9 +1,8 @@
 // Package metrics holds the Prometheus metrics of one processor: the counters and histograms
 // the pipeline, the WeChat Pay client, the claims store and the ledger feed as they work, and
 // gauges computed at scrape time from the ledger, the JetStream consumer, the circuit breakers
-// and readiness. The names are a contract with the alert rules and the dashboard in deploy/;
-// they are listed in docs/ops.md's metric table (base units, _total on counters, no per-payout
-// labels).
+// and readiness. The names are a contract with the alert rules and the dashboard in deploy/:
+// base units, _total on counters, no per-payout labels.
 //
 // A Metrics owns its own registry, so tests and several processors in one process never
 // collide. Every method is safe for concurrent use.
