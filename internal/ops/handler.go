@@ -52,7 +52,7 @@ var funcs = template.FuncMap{
 		}
 		return t
 	},
-	"keys": func(m map[string]ledger.StateTotal) []string { return sortedKeys(m) },
+	"keys":        func(m map[string]ledger.StateTotal) []string { return sortedKeys(m) },
 	"outboxKinds": func(m map[string]int) []string { return sortedKeys(m) },
 }
 

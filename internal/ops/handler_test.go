@@ -251,7 +251,7 @@ func TestHandler_Admin(t *testing.T) {
 		{name: "invalid out_batch_no", method: "POST", path: "/admin/batches/B-1/retry",
 			headers: []string{"Authorization", "Bearer " + adminToken}, wantCode: http.StatusBadRequest},
 		{name: "cancel with session", login: true, method: "POST", path: "/admin/payouts/" + billKey + "/cancel",
-			form: func(csrf string) url.Values { return url.Values{"csrf": {csrf}, "reason": {"payee asked"}} },
+			form:     func(csrf string) url.Values { return url.Values{"csrf": {csrf}, "reason": {"payee asked"}} },
 			wantCode: http.StatusSeeOther, wantCancels: 1, wantFlash: "cancel of payout D1 requested"},
 		{name: "cancel with a control character in the reason", method: "POST", path: "/admin/payouts/" + billKey + "/cancel",
 			form:    func(string) url.Values { return url.Values{"reason": {"a\nb"}} },
