@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/paystream/paystream/pkg/ledger"
 )
 
 // human formats a duration for a person: "45s", "12m3s", "5h4m", "3d7h".
@@ -61,38 +63,38 @@ func WriteText(w io.Writer, s Status) error {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	p := func(format string, a ...any) { fmt.Fprintf(tw, format+"\n", a...) }
+	var head [][]string
+	kv := func(k, format string, a ...any) { head = append(head, []string{k, fmt.Sprintf(format, a...)}) }
 	rt := s.Runtime
-	p("processor\t%s", orDash(instance(s)))
+	kv("processor", "%s", orDash(instance(s)))
 	if s.RuntimeErr != "" {
-		p("runtime\tunknown: %s", s.RuntimeErr)
+		kv("runtime", "unknown: %s", s.RuntimeErr)
 	} else {
-		p("merchant\t%s", orDash(rt.MchID))
-		p("product\t%s", orDash(rt.Product))
-		p("version\t%s", orDash(rt.Version))
+		kv("merchant", "%s", orDash(rt.MchID))
+		kv("product", "%s", orDash(rt.Product))
+		kv("version", "%s", orDash(rt.Version))
 		if rt.Ready {
-			p("ready\tyes")
+			kv("ready", "yes")
 		} else {
-			p("ready\tNO: %s", strings.Join(rt.NotReady, "; "))
+			kv("ready", "NO: %s", strings.Join(rt.NotReady, "; "))
 		}
-		p("uptime\t%s", age(now, rt.Started))
+		kv("uptime", "%s", orDash(age(now, rt.Started)))
 		if rt.ConsumerErr != "" {
-			p("consumer\tunknown: %s", rt.ConsumerErr)
+			kv("consumer", "unknown: %s", rt.ConsumerErr)
 		} else {
-			p("consumer\t%d pending, %d ack pending", rt.ConsumerPending, rt.ConsumerAckPending)
+			kv("consumer", "%d pending, %d ack pending", rt.ConsumerPending, rt.ConsumerAckPending)
 		}
-		p("in flight\t%d batches", rt.InFlight)
+		kv("in flight", "%d batches", rt.InFlight)
 		for _, b := range rt.Breakers {
-			p("breaker %s\t%s", b.Name, b.State)
+			kv("breaker "+b.Name, "%s", b.State)
 		}
 	}
 	if s.LedgerErr != "" {
-		p("ledger\tunknown: %s", s.LedgerErr)
-		return tw.Flush()
+		kv("ledger", "unknown: %s", s.LedgerErr)
+		return table(w, "", nil, head)
 	}
 	l := s.Ledger
-	p("last minute\t%d received, %d paid (%s yuan)", l.Received1m, l.Paid1m.Count, Yuan(l.Paid1m.Amount))
+	kv("last minute", "%d received, %d paid (%s yuan)", l.Received1m, l.Paid1m.Count, Yuan(l.Paid1m.Amount))
 	var outbox []string
 	for _, k := range sortedKeys(l.OutboxPending) {
 		outbox = append(outbox, fmt.Sprintf("%d %s", l.OutboxPending[k], k))
@@ -101,47 +103,78 @@ func WriteText(w io.Writer, s Status) error {
 	if !l.OldestUnpublishedAt.IsZero() {
 		oldest = ", oldest " + age(now, l.OldestUnpublishedAt)
 	}
-	p("unpublished\t%s%s", orDash(strings.Join(outbox, ", ")), oldest)
-	p("open batches\t%d, oldest %s", l.OpenTotal, orDash(age(now, l.OldestOpen)))
+	kv("unpublished", "%s%s", orDash(strings.Join(outbox, ", ")), oldest)
+	kv("open batches", "%d, oldest %s", l.OpenTotal, orDash(age(now, l.OldestOpen)))
 	for _, c := range l.Parked {
-		p("PARKED %s\t%d with %s", c.Kind, c.Count, c.Code)
+		kv("PARKED "+c.Kind, "%d with %s", c.Count, c.Code)
 	}
-	p("")
-	p("payouts\tcount\tyuan")
+	if err := table(w, "", nil, head); err != nil {
+		return err
+	}
+
+	var rows [][]string
+	var total ledger.StateTotal
 	for _, st := range sortedKeys(l.Payouts) {
 		t := l.Payouts[st]
-		p("  %s\t%d\t%s", st, t.Count, Yuan(t.Amount))
+		total.Count, total.Amount = total.Count+t.Count, total.Amount+t.Amount
+		rows = append(rows, []string{st, fmt.Sprint(t.Count), Yuan(t.Amount)})
 	}
-	p("batches\trail\tcount")
-	for _, b := range l.Batches {
-		p("  %s\t%s\t%d", b.State, b.Rail, b.Count)
+	rows = append(rows, []string{"total", fmt.Sprint(total.Count), Yuan(total.Amount)})
+	if err := table(w, "payouts by state:", []string{"state", "count", "yuan"}, rows); err != nil {
+		return err
 	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("write status: %w", err)
+	if len(l.Batches) > 0 {
+		rows = rows[:0]
+		for _, b := range l.Batches {
+			rows = append(rows, []string{b.Rail, b.State, fmt.Sprint(b.Count)})
+		}
+		if err := table(w, "batches by rail and state:", []string{"rail", "state", "count"}, rows); err != nil {
+			return err
+		}
 	}
 	if len(l.Open) > 0 {
-		fmt.Fprintf(w, "\nopen batches (%d of %d), parked and stuck first:\n", len(l.Open), l.OpenTotal)
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		p("  out_batch_no\trail\tstate\tflag\tcode\tattempts\tage\tnext try\tparked bills\tmessage")
+		rows = rows[:0]
 		for _, b := range openRows(l.Open, now) {
-			p("  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s", b.OutBatchNo, b.Rail, b.State, flag(b), orDash(b.LastErrorCode),
-				b.Attempts, age(now, b.SealedAt), orDash(next(now, b.NextAt)), b.ParkedBills, oneLine(b.LastErrorMessage))
+			rows = append(rows, []string{b.OutBatchNo, b.Rail, b.State, flag(b), orDash(b.LastErrorCode), fmt.Sprint(b.Attempts),
+				age(now, b.SealedAt), orDash(next(now, b.NextAt)), fmt.Sprint(b.ParkedBills), orDash(oneLine(b.LastErrorMessage))})
 		}
-		if err := tw.Flush(); err != nil {
-			return fmt.Errorf("write status: %w", err)
+		title := fmt.Sprintf("open batches (%d of %d), parked and stuck first:", len(l.Open), l.OpenTotal)
+		if err := table(w, title, []string{"out_batch_no", "rail", "state", "flag", "code", "attempts", "age", "next try",
+			"parked bills", "WeChat's message"}, rows); err != nil {
+			return err
 		}
 	}
 	if len(l.RecentFailures) > 0 {
-		fmt.Fprintln(w, "\nrecent failures:")
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		p("  out_detail_no\trail\tstate\treason\tyuan\topenid\tout_batch_no\tat")
+		rows = rows[:0]
 		for _, f := range l.RecentFailures {
-			p("  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", f.OutDetailNo, f.Rail, f.State, orDash(f.FailReason), Yuan(f.Amount),
-				f.OpenID, orDash(f.OutBatchNo), ts(f.UpdatedAt))
+			rows = append(rows, []string{f.OutDetailNo, orDash(f.Rail), f.State, orDash(f.FailReason), Yuan(f.Amount), orDash(f.OpenID),
+				orDash(f.OutBatchNo), orDash(ts(f.UpdatedAt))})
 		}
-		if err := tw.Flush(); err != nil {
-			return fmt.Errorf("write status: %w", err)
+		if err := table(w, "recent failures:", []string{"out_detail_no", "rail", "state", "reason", "yuan", "openid",
+			"out_batch_no", "at"}, rows); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// table writes an aligned table: a blank line and title first when title is set, then header
+// (when set) and rows, indented under a title.
+func table(w io.Writer, title string, header []string, rows [][]string) error {
+	indent := ""
+	if title != "" {
+		fmt.Fprintf(w, "\n%s\n", title)
+		indent = "  "
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if header != nil {
+		fmt.Fprintln(tw, indent+strings.Join(header, "\t"))
+	}
+	for _, r := range rows {
+		fmt.Fprintln(tw, indent+strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
 }
