@@ -14,11 +14,13 @@ import (
 )
 
 // TestHandler_Browser drives the page in headless Chromium: it renders with the parked batch
-// and its reason, and the lookup form finds a payout. The screenshots are kept in the test's
+// and its reason, the lookup form finds a payout, and a logged-in admin retries the parked
+// batch through its form. The screenshots are kept in the test's
 // temp dir (logged with -v).
 func TestHandler_Browser(t *testing.T) {
 	browser := browsertest.New(t)
-	base := serve(t, config(&fakeAdmin{}))
+	admin := &fakeAdmin{}
+	base := serve(t, config(admin))
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(browser, time.Minute)
 	defer cancel()
@@ -59,6 +61,30 @@ func TestHandler_Browser(t *testing.T) {
 		t.Errorf("location %q, want %q", got, want)
 	}
 	shot(t, ctx, filepath.Join(dir, "payout.png"))
+
+	// An admin logs in and retries the parked batch: the browser's own Origin and
+	// Sec-Fetch-Site pass the cross-origin checks, and the form carries the CSRF token.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), adminToken),
+		chromedp.Submit(chromedp.CSS(`form[action="/admin/login"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/admin/batches/`+parkedNo+`/retry"]`)),
+		chromedp.Submit(chromedp.CSS(`form[action="/admin/batches/`+parkedNo+`/retry"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	flash, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#flash")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "batch " + parkedNo + " will be tried again now"; flash != want {
+		t.Errorf("flash %q, want %q", flash, want)
+	}
+	if retries, _ := admin.calls(); len(retries) != 1 || retries[0] != parkedNo {
+		t.Errorf("retries %q, want exactly %s", retries, parkedNo)
+	}
+	shot(t, ctx, filepath.Join(dir, "retried.png"))
 }
 
 // shot saves a full-page PNG screenshot to path and logs where.
