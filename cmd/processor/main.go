@@ -5,6 +5,7 @@
 //	processor audit --ledger FILE [...]    check ledger invariants
 //	processor api   METHOD PATH [...]      an ad-hoc signed APIv3 request
 //	processor summary --ledger FILE        batches and payouts by state
+//	processor status [--ledger FILE]       the status page's picture in a terminal
 package main
 
 import (
@@ -23,6 +24,7 @@ commands:
   audit   check ledger invariants (processor audit --ledger FILE [--ledger FILE...] [--json])
   api     send an ad-hoc signed APIv3 request (processor api [--dry-run] METHOD PATH)
   summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])
+  status  the status page in a terminal (processor status [--ledger FILE] [--url http://127.0.0.1:8091] [--config FILE] [--json])
 `
 
 // commands are the subcommands of processor.
@@ -31,6 +33,7 @@ var commands = map[string]cli.Command{
 	"audit":   cmdAudit,
 	"api":     cmdAPI,
 	"summary": cmdSummary,
+	"status":  cmdStatus,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
