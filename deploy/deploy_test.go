@@ -2,8 +2,10 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -106,6 +108,47 @@ func TestPromtool(t *testing.T) {
 			}
 		})
 	}
+	// The dashboard's queries parse as PromQL: promtool checks them as recording rules, with
+	// Grafana's variables replaced by values and label_values(m, l) (Grafana's) by m.
+	t.Run("dashboard queries", func(t *testing.T) {
+		grafanaVars := strings.NewReplacer("$__rate_interval", "5m", "$instance", ".*")
+		labelValues := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`)
+		var rules strings.Builder
+		rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+		for i, e := range dashboardExprs(t) {
+			e = labelValues.ReplaceAllString(grafanaVars.Replace(e), "$1")
+			q, err := json.Marshal(e) // a JSON string is a YAML string
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&rules, "      - record: dashboard:query%d\n        expr: %s\n", i, q)
+		}
+		path := filepath.Join(t.TempDir(), "dashboard.yml")
+		if err := os.WriteFile(path, []byte(rules.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin, "check", "rules", path).CombinedOutput(); err != nil {
+			t.Fatalf("promtool check rules (the dashboard's queries): %v\n%s", err, out)
+		}
+	})
+}
+
+// dashboardExprs reads grafana/paystream.json and returns its PromQL queries.
+func dashboardExprs(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("grafana/paystream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash any
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("grafana/paystream.json: %v", err)
+	}
+	out := exprs(dash)
+	if len(out) == 0 {
+		t.Fatal("grafana/paystream.json: no queries")
+	}
+	return out
 }
 
 type ruleFile struct {
@@ -281,20 +324,8 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 
-	b, err := os.ReadFile("grafana/paystream.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash any
-	if err := json.Unmarshal(b, &dash); err != nil {
-		t.Fatalf("grafana/paystream.json: %v", err)
-	}
 	shown := map[string]bool{}
-	dexprs := exprs(dash)
-	if len(dexprs) == 0 {
-		t.Fatal("grafana/paystream.json: no panel queries")
-	}
-	for _, e := range dexprs {
+	for _, e := range dashboardExprs(t) {
 		for _, name := range check("dashboard", e) {
 			shown[strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")] = true
 		}
