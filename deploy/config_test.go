@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,10 @@ func fakeEnv(k string) string {
 		"WECHATPAY_APIV3_KEY":     wechatpaytest.DefaultAPIv3Key,
 		"PAYSTREAM_ADMIN_TOKEN":   "0123456789abcdef0123",
 	}[k]
+}
+
+func parseConfig(yaml string) (app.Config, error) {
+	return app.ParseConfig(strings.NewReader(yaml), fakeEnv)
 }
 
 func loadConfig(t *testing.T, path string) app.Config {
