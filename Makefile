@@ -1,9 +1,10 @@
 GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build run run-bills test vet bench soak fuzz lint
+.PHONY: build run run-bills up readme-check test vet bench soak fuzz lint
 
-build: ## the binaries, nats-server included
-	$(GO) build -o bin/ ./cmd/...
+build: ## the binaries, nats-server included; --version says $(VERSION)
+	$(GO) build -ldflags "-X github.com/paystream/paystream/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
 
 run: build ## the whole pipeline on embedded defaults, ending with a summary and an audit
 	./scripts/run.sh

@@ -14,16 +14,27 @@ import (
 	"github.com/paystream/paystream/pkg/ledger"
 )
 
+const summaryUsage = `usage: processor summary --ledger FILE [--wait DURATION] [--expect N]
+
+Prints batches and payouts by state from a ledger (opened read-only). With --wait it polls
+until every payout and batch is final and exits 1 if some are still open at the deadline.
+
+flags:
+`
+
 // cmdSummary prints batches and payouts by state from a ledger, optionally waiting until
 // every payout in it is final: processor summary --ledger FILE [--wait 3m].
 func cmdSummary(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("summary", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
+	cli.SetUsage(fs, summaryUsage)
 	path := fs.String("ledger", "", "ledger file (read-only)")
 	wait := fs.Duration("wait", 0, "wait up to this long for every payout and batch to be final (0: don't wait)")
 	expect := fs.Int("expect", 0, "with --wait: also wait until at least this many payouts are in the ledger")
-	if err := fs.Parse(args); err != nil || *path == "" {
-		fmt.Fprintln(e.Stderr, "usage: processor summary --ledger FILE [--wait DURATION] [--expect N]")
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
+	}
+	if *path == "" || fs.NArg() > 0 || *wait < 0 {
+		fs.Usage()
 		return 2
 	}
 	db, err := ledger.OpenReadOnly(ctx, *path)

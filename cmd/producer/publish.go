@@ -38,8 +38,7 @@ publish failed (or, with --strict, on the first invalid record).
 // cmdPublish implements "producer publish".
 func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() { fmt.Fprint(e.Stderr, publishUsage); fs.PrintDefaults() }
+	cli.SetUsage(fs, publishUsage+"\nflags:\n")
 	file := fs.String("file", "", "input file: JSON lines or CSV; - for stdin (required)")
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
@@ -51,8 +50,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
 	keyFile := fs.String("wechatpay-public-key-file", "", "WeChat Pay public key (PEM) that seals user_name")
 	keyID := fs.String("wechatpay-public-key-id", "", "its id, PUB_KEY_ID_… (or the platform certificate serial)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	if *file == "" || fs.NArg() > 0 {
 		fs.Usage()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -246,6 +247,9 @@ Delays are divided by --speed. Flags override --config.
 flags:
 `
 
+// errUsage is a command-line mistake that has already been reported with the usage.
+var errUsage = errors.New("usage error")
+
 // run parses args, serves until ctx is done, then saves the state and prints the counters.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := DefaultConfig()
@@ -255,17 +259,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	set := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	set.SetOutput(stderr)
-	set.Usage = func() {
-		fmt.Fprint(set.Output(), usage)
-		set.PrintDefaults()
-	}
+	cli.SetUsage(set, usage)
 	cfg.flags(set)
-	if err := set.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+	version := set.Bool("version", false, "print the version and exit")
+	switch ok, code := cli.Parse(set, args, cli.Env{Stdout: stdout, Stderr: stderr}); {
+	case code == 2:
+		return errUsage
+	case !ok:
+		return nil
+	case *version:
+		cli.WriteVersion(stdout, "sandbox")
+		return nil
 	}
 	if set.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", set.Args())

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/paystream/paystream/internal/cli"
 )
 
 // TestRun_Usage: bad flags and a config the harness refuses exit 2 before anything starts.
@@ -35,6 +37,30 @@ func TestRun_Usage(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tt.wantErr) {
 				t.Fatalf("stderr %q does not say %q", stderr.String(), tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestRun_HelpVersion: -h and --help print usage on stdout and exit 0 before anything is
+// built; --version prints the version.
+func TestRun_HelpVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantOut string
+	}{
+		{"-h", []string{"-h"}, "usage: soak"},
+		{"--help", []string{"--help"}, "usage: soak"},
+		{"--version", []string{"--version"}, "soak " + cli.VersionString() + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if got, want := run(context.Background(), tc.args, &stdout, &stderr), 0; got != want {
+				t.Fatalf("exit %d, want %d; stderr: %s", got, want, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantOut) || stderr.Len() != 0 {
+				t.Fatalf("stdout %q stderr %q; want %q on stdout only", stdout.String(), stderr.String(), tc.wantOut)
 			}
 		})
 	}
