@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -155,6 +156,12 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		return o, config.Errorf("listen", nil, "required")
 	case c.SaveInterval <= 0:
 		return o, config.Errorf("save-interval", c.SaveInterval, "want > 0")
+	case !(c.Speed > 0) || math.IsInf(c.Speed, 0):
+		return o, config.Errorf("speed", c.Speed, "want > 0: it divides every delay (1 is realistic)")
+	case c.RateLimit < 0:
+		return o, config.Errorf("rate-limit", c.RateLimit, "want ≥ 0 requests/s (0: no limit)")
+	case c.BillRateLimit < 0:
+		return o, config.Errorf("bill-rate-limit", c.BillRateLimit, "want ≥ 0 requests/s (0: no limit)")
 	case len(c.APIv3Key) != wechatpay.APIv3KeySize:
 		return o, config.Errorf("apiv3-key", nil, "%d bytes, want %d", len(c.APIv3Key), wechatpay.APIv3KeySize)
 	case c.Balance < -1:
@@ -163,12 +170,9 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		return o, config.Errorf("product", c.Product, "want batches, bills or empty (both)")
 	case !(c.NotifyLoss >= 0 && c.NotifyLoss <= 1):
 		return o, config.Errorf("notify-loss", c.NotifyLoss, "want a share from 0 to 1")
-	case c.NotifyDelay < 0:
-		return o, config.Errorf("notify-delay", c.NotifyDelay, "want ≥ 0")
-	case c.BillConfirmTimeout < 0:
-		return o, config.Errorf("bill-confirm-timeout", c.BillConfirmTimeout, "want ≥ 0")
-	case c.BillCloseLag < 0:
-		return o, config.Errorf("bill-close-lag", c.BillCloseLag, "want ≥ 0")
+	}
+	if err := config.NegativeDuration(c); err != nil { // accept-delay, notify-delay, bill-close-lag, …
+		return o, err
 	}
 	if c.BillScenes != nil {
 		o.BillScenes = make(map[string]wechatpaytest.BillSceneRule, len(c.BillScenes))
