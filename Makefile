@@ -12,6 +12,12 @@ run: build ## the whole pipeline on embedded defaults, ending with a summary and
 run-bills: build ## the same on the transfer-bills product: confirmations, expiries, cancels
 	PRODUCT=bills ./scripts/run.sh
 
+up: ## the sandbox and a processor on the demo config in the foreground until Ctrl-C (status page http://127.0.0.1:8091/); PRODUCT=bills for transfer bills
+	./scripts/up.sh
+
+readme-check: ## every CLI example of README.md, as written, against make up
+	./scripts/readme-examples.sh
+
 vet:
 	$(GO) vet ./...
 
