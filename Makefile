@@ -1,15 +1,22 @@
 GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build run run-bills test vet bench soak fuzz lint
+.PHONY: build run run-bills up readme-check test vet bench soak fuzz lint
 
-build: ## the binaries, nats-server included
-	$(GO) build -o bin/ ./cmd/...
+build: ## the binaries, nats-server included; --version says $(VERSION)
+	$(GO) build -ldflags "-X github.com/paystream/paystream/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
 
 run: build ## the whole pipeline on embedded defaults, ending with a summary and an audit
 	./scripts/run.sh
 
 run-bills: build ## the same on the transfer-bills product: confirmations, expiries, cancels
 	PRODUCT=bills ./scripts/run.sh
+
+up: ## the sandbox and a processor on the demo config in the foreground until Ctrl-C (status page http://127.0.0.1:8091/); PRODUCT=bills for transfer bills
+	./scripts/up.sh
+
+readme-check: ## every CLI example of README.md, as written, against make up
+	./scripts/readme-examples.sh
 
 vet:
 	$(GO) vet ./...

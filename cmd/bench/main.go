@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/paystream/paystream/internal/bench"
+	"github.com/paystream/paystream/internal/cli"
 )
 
 func main() {
@@ -41,10 +42,19 @@ func main() {
 // errFailed means the run completed and a target failed.
 var errFailed = errors.New("a target failed")
 
+const usage = `usage: bench [-only intake,growth,drain,drain-bills,memory] [flags]
+
+Runs the issue #7 and #13 benchmarks and prints one PASS/FAIL line per target (about 25
+minutes in full). Exit status: 0 every target passed, 1 a target failed, 2 usage or run error.
+
+flags:
+`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := bench.DefaultOptions()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cli.SetUsage(fs, usage)
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.IntVar(&o.Intake, "intake", o.Intake, "payouts in the intake stream")
 	fs.IntVar(&o.Prefill, "prefill", o.Prefill, "payouts already in the ledger for the growth ratio")
 	fs.IntVar(&o.Drain, "drain", o.Drain, "payouts drained through the rate-limited sandbox")
@@ -55,7 +65,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Results, "results", o.Results, "results directory")
 	fs.StringVar(&o.Dir, "tmp", "", "scratch directory (default: the system's)")
 	only := fs.String("only", "", "comma-separated subset of intake,growth,drain,drain-bills,memory")
-	if err := fs.Parse(args); err != nil {
+	if ok, code := cli.Parse(fs, args, cli.Env{Stdout: stdout, Stderr: stderr}); !ok {
+		return code
+	}
+	if *version {
+		cli.WriteVersion(stdout, "bench")
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
 	if *only != "" {

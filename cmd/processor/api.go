@@ -101,16 +101,13 @@ var errUsage = errors.New("usage")
 func cmdAPI(ctx context.Context, args []string, e cli.Env) int {
 	var f apiFlags
 	fs := flag.NewFlagSet("processor api", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() { fmt.Fprint(e.Stderr, apiUsage); fs.PrintDefaults() }
+	cli.SetUsage(fs, apiUsage)
 	f.register(fs)
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	pos, ok, code := parseInterspersed(fs, args, e)
+	if !ok {
+		return code
 	}
-	if err != nil {
-		return 2 // flag already printed the reason and the usage
-	}
+	var err error
 	if f.config != "" {
 		err = f.fromConfig(fs, e.Getenv)
 	}
@@ -130,15 +127,15 @@ func cmdAPI(ctx context.Context, args []string, e cli.Env) int {
 }
 
 // parseInterspersed parses flags that may follow positional arguments, as in
-// "processor api POST /v3/x --data @body.json".
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
+// "processor api POST /v3/x --data @body.json", and returns the positional ones; ok and code
+// are cli.Parse's.
+func parseInterspersed(fs *flag.FlagSet, args []string, e cli.Env) (pos []string, ok bool, code int) {
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+		if ok, code := cli.Parse(fs, args, e); !ok {
+			return nil, false, code
 		}
 		if fs.NArg() == 0 {
-			return pos, nil
+			return pos, true, 0
 		}
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]

@@ -29,16 +29,12 @@ func (l *ledgerFlags) Set(v string) error {
 // Exit 0 clean, 1 violations found, 2 a file cannot be read or bad usage.
 func cmdAudit(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
 	var files ledgerFlags
 	fs.Var(&files, "ledger", "ledger file to audit (repeat for every replica's: keys must not repeat across files, DUPLICATE rows are checked against their owner's file)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(e.Stderr, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	cli.SetUsage(fs, "usage: processor audit --ledger FILE [--ledger FILE...] [--json]\n\nexit status: 0 clean, 1 violations, 2 a file cannot be read or bad usage\n\nflags:\n")
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	if len(files) == 0 || fs.NArg() > 0 {
 		fs.Usage()

@@ -47,6 +47,15 @@ func TestConfigs(t *testing.T) {
 			{"  product: transfers\n", "wechatpay.product"}, // continues the wechatpay block
 			{"pipeline:\n  bill-scenes:\n    \"1000\":\n      report-infos: []\n", "pipeline.bill-scenes"},
 			{"pipeline:\n  rate-limit:\n    cancel: 0\n", "pipeline.rate-limit"},
+			{"pipeline:\n  poll:\n    not-found-grace: -5s\n", "pipeline.poll.not-found-grace = -5s: must not be negative"},
+			{"  timeout: -1s\n", "wechatpay.timeout = -1s: must not be negative"}, // continues the wechatpay block
+			{"nats:\n  topology:\n    duplicate-window: -2m\n", "nats.topology.duplicate-window = -2m0s: must not be negative"},
+			{"pipeline:\n  batching:\n    max-wait: -1s\n", "pipeline.batching.max-wait = -1s: must not be negative"},
+			{"pipeline:\n  poll:\n    interval: 0s\n", "pipeline.poll.interval = 0s: must be positive"},
+			{"pipeline:\n  submit:\n    parked-retry: 0s\n", "pipeline.submit.parked-retry = 0s: must be positive"},
+			{"pipeline:\n  intake:\n    fetch-max-wait: 0s\n", "pipeline.intake.fetch-max-wait = 0s: must be positive"},
+			{"pipeline:\n  poll:\n    interval: 1 minute\n", `pipeline.poll.interval: cannot use "1 minute" as a duration`},
+			{"pipeline:\n  submit:\n    workers: eight\n", `pipeline.submit.workers: cannot use "eight" as an integer`},
 		} {
 			_, err := app.ParseConfig(strings.NewReader(valid+tc.yaml), func(string) string { return "" })
 			if err == nil || !strings.Contains(err.Error(), tc.field) {

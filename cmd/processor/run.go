@@ -14,9 +14,13 @@ import (
 // cmdRun runs the pipeline: processor run --config FILE.
 func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
+	cli.SetUsage(fs, "usage: processor run [--config FILE]\n\nRuns the payout pipeline until SIGINT or SIGTERM.\n\nflags:\n")
 	path := fs.String("config", "configs/processor.yaml", "processor configuration file")
-	if err := fs.Parse(args); err != nil {
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.Stderr, "processor run: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
 	cfg, err := loadConfig(*path, e.Getenv)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -14,16 +15,27 @@ import (
 	"github.com/paystream/paystream/pkg/ledger"
 )
 
+const summaryUsage = `usage: processor summary --ledger FILE [--wait DURATION] [--expect N]
+
+Prints batches and payouts by state from a ledger (opened read-only). With --wait it polls
+until every payout and batch is final and exits 1 if some are still open at the deadline.
+
+flags:
+`
+
 // cmdSummary prints batches and payouts by state from a ledger, optionally waiting until
 // every payout in it is final: processor summary --ledger FILE [--wait 3m].
 func cmdSummary(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("summary", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
+	cli.SetUsage(fs, summaryUsage)
 	path := fs.String("ledger", "", "ledger file (read-only)")
 	wait := fs.Duration("wait", 0, "wait up to this long for every payout and batch to be final (0: don't wait)")
 	expect := fs.Int("expect", 0, "with --wait: also wait until at least this many payouts are in the ledger")
-	if err := fs.Parse(args); err != nil || *path == "" {
-		fmt.Fprintln(e.Stderr, "usage: processor summary --ledger FILE [--wait DURATION] [--expect N]")
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
+	}
+	if *path == "" || fs.NArg() > 0 || *wait < 0 {
+		fs.Usage()
 		return 2
 	}
 	db, err := ledger.OpenReadOnly(ctx, *path)
@@ -32,21 +44,45 @@ func cmdSummary(ctx context.Context, args []string, e cli.Env) int {
 		return 2
 	}
 	defer db.Close()
-	deadline := time.Now().Add(*wait)
+	start := time.Now()
+	deadline := start.Add(*wait)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	var (
+		mu          sync.Mutex // guards first and last: the progress line reads them
+		first, last *progress
+	)
+	stop := func() {}
+	if *wait > 0 {
+		stop = cli.StartProgress(e.Stderr, 250*time.Millisecond, func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			return last.line(first, *expect, time.Since(start))
+		})
+	}
+	defer stop()
 	for {
 		s, err := db.Summary(ctx)
 		if err != nil {
+			stop()
 			fmt.Fprintln(e.Stderr, "processor summary:", err)
 			return 2
 		}
-		open, total := openCount(s)
-		if *wait == 0 || (open == 0 && total >= *expect) {
+		p := progressOf(s)
+		mu.Lock()
+		if first == nil {
+			first = &p
+		}
+		last = &p
+		mu.Unlock()
+		open := p.payouts - p.final + p.openBatches
+		if *wait == 0 || (open == 0 && p.payouts >= *expect) {
+			stop()
 			writeSummary(e.Stdout, s)
 			return 0
 		}
 		if time.Now().After(deadline) {
+			stop()
 			writeSummary(e.Stdout, s)
 			fmt.Fprintf(e.Stderr, "processor summary: %d payouts or batches still open after %s\n", open, *wait)
 			return 1
@@ -59,20 +95,33 @@ func cmdSummary(ctx context.Context, args []string, e cli.Env) int {
 	}
 }
 
-// openCount returns how many payouts and batches are not final, and how many payouts exist.
-func openCount(s ledger.Summary) (open, payouts int) {
+// progress is how far a ledger is: payouts in it, those final, and batches not final.
+type progress struct{ payouts, final, openBatches int }
+
+func progressOf(s ledger.Summary) progress {
+	var p progress
 	for st, t := range s.Payouts {
-		payouts += t.Count
-		if !ledger.PayoutFinal(st) {
-			open += t.Count
+		p.payouts += t.Count
+		if ledger.PayoutFinal(st) {
+			p.final += t.Count
 		}
 	}
 	for st, n := range s.Batches {
 		if !ledger.BatchFinal(st) {
-			open += n
+			p.openBatches += n
 		}
 	}
-	return open, payouts
+	return p
+}
+
+// line is summary --wait's progress line on a terminal, p's progress since first (either
+// nil before the first read): "final 12000/100000 payouts (4100/s), 7 batches open, 31s".
+func (p *progress) line(first *progress, expect int, elapsed time.Duration) string {
+	if p == nil || first == nil {
+		return "reading the ledger"
+	}
+	return fmt.Sprintf("final %d/%d payouts (%d/s), %d batches open, %s", p.final, max(p.payouts, expect),
+		cli.PerSecond(int64(p.final-first.final), elapsed), p.openBatches, elapsed.Round(time.Second))
 }
 
 func writeSummary(w io.Writer, s ledger.Summary) {

@@ -33,16 +33,15 @@ publish failed.
 // cmdCancel implements "producer cancel".
 func cmdCancel(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() { fmt.Fprint(e.Stderr, cancelUsage); fs.PrintDefaults() }
+	cli.SetUsage(fs, cancelUsage+"\nflags:\n")
 	conn := addConnFlags(fs)
 	mchid := fs.String("mchid", "", "merchant id of the payouts (required)")
 	reason := fs.String("reason", "", "why, kept in the ledger (at most 64 characters, no personal data)")
 	file := fs.String("file", "", "file of out_detail_no values, one per line; - for stdin")
 	prefix := fs.String("cancel-subject-prefix", "", "subject prefix (default "+payout.CancelPrefix+")")
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure this long (default 1m)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	if *mchid == "" || *file == "" && fs.NArg() == 0 {
 		fs.Usage()

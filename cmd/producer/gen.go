@@ -30,8 +30,7 @@ same lines for a seed as it always has.
 // cmdGen implements "producer gen".
 func cmdGen(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() { fmt.Fprint(e.Stderr, genUsage); fs.PrintDefaults() }
+	cli.SetUsage(fs, genUsage+"\nflags:\n")
 	o := synth.DefaultOptions()
 	fs.IntVar(&o.Count, "count", o.Count, "number of lines")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
@@ -44,8 +43,8 @@ func cmdGen(ctx context.Context, args []string, e cli.Env) int {
 	fs.StringVar(&o.MchID, "mchid", o.MchID, "merchant id")
 	appids := fs.String("appid", strings.Join(o.AppIDs, ","), "comma-separated appids")
 	outPath := fs.String("out", "", "output file (default stdout)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	o.AppIDs = strings.Split(*appids, ",")
 	for _, r := range []float64{o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate} {

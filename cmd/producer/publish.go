@@ -38,8 +38,7 @@ publish failed (or, with --strict, on the first invalid record).
 // cmdPublish implements "producer publish".
 func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() { fmt.Fprint(e.Stderr, publishUsage); fs.PrintDefaults() }
+	cli.SetUsage(fs, publishUsage+"\nflags:\n")
 	file := fs.String("file", "", "input file: JSON lines or CSV; - for stdin (required)")
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
@@ -51,8 +50,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
 	keyFile := fs.String("wechatpay-public-key-file", "", "WeChat Pay public key (PEM) that seals user_name")
 	keyID := fs.String("wechatpay-public-key-id", "", "its id, PUB_KEY_ID_… (or the platform certificate serial)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	if *file == "" || fs.NArg() > 0 {
 		fs.Usage()
@@ -121,7 +120,10 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	out := &syncWriter{w: e.Stderr}
 	s := newSender(cfg.MaxInFlight, out, retrier{js: js, ctx: ctx, window: cfg.RetryFor})
 	counted := &countingReader{r: in}
-	stopProgress := startProgress(e.Stderr, s, counted, size)
+	started := time.Now()
+	stopProgress := cli.StartProgress(e.Stderr, 100*time.Millisecond, func() string {
+		return progressLine(s, counted.n.Load(), size, time.Since(started))
+	})
 	readErr := readRecords(counted, *format, func(rec record) bool {
 		if ctx.Err() != nil {
 			return false
@@ -373,47 +375,15 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// startProgress draws a progress line on w every 100 ms when w is a terminal, and returns
-// the function that stops and erases it.
-func startProgress(w io.Writer, s *sender, in *countingReader, size int64) (stop func()) {
-	if !isTerminal(w) {
-		return func() {}
-	}
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				fmt.Fprint(w, "\r\x1b[K")
-				return
-			case <-t.C:
-				fmt.Fprint(w, "\r\x1b[K"+progressLine(s, in.n.Load(), size))
-			}
-		}
-	}()
-	return func() { close(quit); <-done }
-}
-
-func progressLine(s *sender, read, size int64) string {
+// progressLine is publish's progress on a terminal: how far into the file, what was sent and
+// acknowledged (and how fast), what was refused.
+func progressLine(s *sender, read, size int64, elapsed time.Duration) string {
 	acked := s.published.Load() + s.duplicates.Load()
-	status := fmt.Sprintf("sent %d  acked %d  invalid %d  failed %d", s.sent.Load(), acked, s.invalid.Load(), s.failed.Load())
+	status := fmt.Sprintf("sent %d  acked %d (%d/s)  invalid %d  failed %d", s.sent.Load(), acked, cli.PerSecond(acked, elapsed), s.invalid.Load(), s.failed.Load())
 	if size <= 0 {
 		return status
 	}
 	const width = 30
 	done := int(min(read, size) * width / size)
 	return fmt.Sprintf("[%s%s] %3d%%  %s", strings.Repeat("#", done), strings.Repeat(".", width-done), read*100/size, status)
-}
-
-// isTerminal reports whether w is a character device (a TTY).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

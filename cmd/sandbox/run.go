@@ -9,9 +9,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -154,6 +156,12 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		return o, config.Errorf("listen", nil, "required")
 	case c.SaveInterval <= 0:
 		return o, config.Errorf("save-interval", c.SaveInterval, "want > 0")
+	case !(c.Speed > 0) || math.IsInf(c.Speed, 0):
+		return o, config.Errorf("speed", c.Speed, "want > 0: it divides every delay (1 is realistic)")
+	case c.RateLimit < 0:
+		return o, config.Errorf("rate-limit", c.RateLimit, "want ≥ 0 requests/s (0: no limit)")
+	case c.BillRateLimit < 0:
+		return o, config.Errorf("bill-rate-limit", c.BillRateLimit, "want ≥ 0 requests/s (0: no limit)")
 	case len(c.APIv3Key) != wechatpay.APIv3KeySize:
 		return o, config.Errorf("apiv3-key", nil, "%d bytes, want %d", len(c.APIv3Key), wechatpay.APIv3KeySize)
 	case c.Balance < -1:
@@ -162,12 +170,9 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		return o, config.Errorf("product", c.Product, "want batches, bills or empty (both)")
 	case !(c.NotifyLoss >= 0 && c.NotifyLoss <= 1):
 		return o, config.Errorf("notify-loss", c.NotifyLoss, "want a share from 0 to 1")
-	case c.NotifyDelay < 0:
-		return o, config.Errorf("notify-delay", c.NotifyDelay, "want ≥ 0")
-	case c.BillConfirmTimeout < 0:
-		return o, config.Errorf("bill-confirm-timeout", c.BillConfirmTimeout, "want ≥ 0")
-	case c.BillCloseLag < 0:
-		return o, config.Errorf("bill-close-lag", c.BillCloseLag, "want ≥ 0")
+	}
+	if err := config.NegativeDuration(c); err != nil { // accept-delay, notify-delay, bill-close-lag, …
+		return o, err
 	}
 	if c.BillScenes != nil {
 		o.BillScenes = make(map[string]wechatpaytest.BillSceneRule, len(c.BillScenes))
@@ -246,6 +251,9 @@ Delays are divided by --speed. Flags override --config.
 flags:
 `
 
+// errUsage is a command-line mistake that has already been reported with the usage.
+var errUsage = errors.New("usage error")
+
 // run parses args, serves until ctx is done, then saves the state and prints the counters.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := DefaultConfig()
@@ -255,17 +263,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	set := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	set.SetOutput(stderr)
-	set.Usage = func() {
-		fmt.Fprint(set.Output(), usage)
-		set.PrintDefaults()
-	}
+	cli.SetUsage(set, usage)
 	cfg.flags(set)
-	if err := set.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+	version := set.Bool("version", false, "print the version and exit")
+	switch ok, code := cli.Parse(set, args, cli.Env{Stdout: stdout, Stderr: stderr}); {
+	case code == 2:
+		return errUsage
+	case !ok:
+		return nil
+	case *version:
+		cli.WriteVersion(stdout, "sandbox")
+		return nil
 	}
 	if set.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", set.Args())

@@ -40,9 +40,15 @@ const productBoth = "both"
 // all checks passed, 1 a check failed, 2 bad usage or the harness could not run.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var probe soak.Config
-	product, keep, err := parse(args, &probe, stderr)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errFlags) {
+	product, keep, err := parse(args, &probe, stdout, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		cli.WriteVersion(stdout, "soak")
+		return 0
+	case err != nil:
+		if !errors.Is(err, errFlags) {
 			fmt.Fprintln(stderr, "soak:", err)
 		}
 		return 2
@@ -68,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for i := range cfgs {
-		if _, _, err := parse(args, &cfgs[i], io.Discard); err != nil { // the flags given, over this product's defaults
+		if _, _, err := parse(args, &cfgs[i], io.Discard, io.Discard); err != nil { // the flags given, over this product's defaults
 			fmt.Fprintln(stderr, "soak:", err)
 			return 2
 		}
@@ -99,14 +105,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// errFlags is a usage error the flag package has already reported.
+// errFlags is a usage error parse has already reported.
 var errFlags = errors.New("bad flags")
 
+// errVersion is parse's answer to -version.
+var errVersion = errors.New("version asked for")
+
+const usage = `usage: soak [-product both|batches|bills] [flags]
+
+Runs the exactly-once soak (internal/soak) on each product asked for and checks the
+sandbox's record against every ledger. Exit status: 0 all checks passed, 1 a check failed,
+2 bad usage or the harness could not run.
+
+flags:
+`
+
 // parse reads args into cfg, over the values cfg already holds (a product's defaults), and
-// returns the -product and -keep values.
-func parse(args []string, cfg *soak.Config, stderr io.Writer) (product, keep string, err error) {
+// returns the -product and -keep values. Help (printed on stdout) is flag.ErrHelp, -version
+// errVersion, a bad flag (reported on stderr) errFlags.
+func parse(args []string, cfg *soak.Config, stdout, stderr io.Writer) (product, keep string, err error) {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cli.SetUsage(fs, usage)
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.StringVar(&product, "product", productBoth, "WeChat Pay product: both, batches or bills")
 	fs.IntVar(&cfg.Payouts, "payouts", cfg.Payouts, "generated requests (1% invalid, 5% re-published); default 50000 on batches, 10000 on bills")
 	fs.IntVar(&cfg.Processors, "processors", cfg.Processors, "processor replicas (default 3)")
@@ -119,11 +139,13 @@ func parse(args []string, cfg *soak.Config, stderr io.Writer) (product, keep str
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the workload, the faults and the kills (default 1)")
 	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "directory with processor, sandbox, producer and nats-server (default: build them)")
 	fs.StringVar(&keep, "keep", "", "working directory to use and keep (default: a temporary one, kept only on failure)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return "", "", err
-		}
+	switch ok, code := cli.Parse(fs, args, cli.Env{Stdout: stdout, Stderr: stderr}); {
+	case code == 2:
 		return "", "", errFlags
+	case !ok:
+		return "", "", flag.ErrHelp
+	case *version:
+		return "", "", errVersion
 	}
 	if fs.NArg() > 0 {
 		return "", "", fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/paystream/paystream/internal/cli/clitest"
 )
 
 // TestRun_Usage: bad flags and a config the harness refuses exit 2 before anything starts.
@@ -38,4 +41,12 @@ func TestRun_Usage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRun_Help: -h and --help print usage on stdout and exit 0 before anything is built, a
+// bad flag exits 2, --version prints the version.
+func TestRun_Help(t *testing.T) {
+	clitest.Contract(t, "soak", func(args []string, stdout, stderr io.Writer) int {
+		return run(context.Background(), args, stdout, stderr)
+	})
 }

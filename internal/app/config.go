@@ -162,11 +162,23 @@ func (c Config) Validate() error {
 		{c.HTTP.Listen != "" && !validHostPort(c.HTTP.Listen), "http.listen", c.HTTP.Listen, "want host:port"},
 		{c.HTTP.AdminToken != "" && len(c.HTTP.AdminToken) < 16, "http.admin-token", nil, "at least 16 characters when set"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
+		// Zero is no cadence for these: a fetch that never waits, a batch queried again at
+		// once, a parked batch re-sent to WeChat in a loop.
+		{p.Intake.FetchMaxWait <= 0, "pipeline.intake.fetch-max-wait", p.Intake.FetchMaxWait, "must be positive"},
+		{p.Poll.Interval <= 0, "pipeline.poll.interval", p.Poll.Interval, "must be positive (≥ 1m against the real API)"},
+		{p.Poll.BillSweep <= 0, "pipeline.poll.bill-sweep", p.Poll.BillSweep, "must be positive"},
+		{p.Poll.BillSweepMax < p.Poll.BillSweep, "pipeline.poll.bill-sweep-max", p.Poll.BillSweepMax, "must be ≥ bill-sweep"},
+		{p.Poll.Horizon <= 0, "pipeline.poll.horizon", p.Poll.Horizon, "must be positive"},
+		{p.Submit.ParkedRetry <= 0, "pipeline.submit.parked-retry", p.Submit.ParkedRetry, "must be positive"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
 			return config.Errorf(ch.field, ch.value, "%s", ch.msg)
 		}
+	}
+	// Every duration is a wait, a period or an age: none may be negative.
+	if err := config.NegativeDuration(c); err != nil {
+		return err
 	}
 	if err := payout.ValidateBillScenes(pipeline.BillScenes(p.BillScenes)); err != nil {
 		return config.Errorf("pipeline.bill-scenes", nil, "%v", err)

@@ -1,6 +1,6 @@
 // Package cli is the plumbing the paystream commands share: a signal-aware main, the
-// process environment passed explicitly (so tests call a command's run directly), and
-// subcommand dispatch.
+// process environment passed explicitly (so tests call a command's run directly),
+// subcommand dispatch, flag parsing where help is not an error, and the version.
 package cli
 
 import (
@@ -35,8 +35,9 @@ func Main(run Run) {
 	os.Exit(code)
 }
 
-// Dispatch runs the subcommand args[0] of the command name, printing usage for help, for no
-// arguments (exit 2) and for an unknown subcommand (exit 2).
+// Dispatch runs the subcommand args[0] of the command name. It prints usage on stdout for
+// help, -h or --help (exit 0), the version for version or --version (exit 0), and usage on
+// stderr for no arguments and for an unknown subcommand (exit 2).
 func Dispatch(ctx context.Context, name, usage string, cmds map[string]Command, args []string, e Env) int {
 	if len(args) == 0 {
 		fmt.Fprint(e.Stderr, usage)
@@ -44,8 +45,12 @@ func Dispatch(ctx context.Context, name, usage string, cmds map[string]Command, 
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
 			fmt.Fprint(e.Stdout, usage)
+			return 0
+		case "-version", "--version", "version":
+			WriteVersion(e.Stdout, name)
 			return 0
 		}
 		fmt.Fprintf(e.Stderr, "%s: unknown command %q\n%s", name, args[0], usage)

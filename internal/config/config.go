@@ -42,7 +42,10 @@ var ErrUnsetVariable = errors.New("environment variable not set")
 // Parse decodes YAML from r into dst after replacing every ${VAR} in a scalar value with
 // getenv("VAR") (comments are left alone). dst should already hold the defaults; keys absent
 // from the file keep them. Unknown keys are an error. A reference to an unset variable is an
-// error, so a missing secret is never silently empty.
+// error, so a missing secret is never silently empty. A value of the wrong type and an
+// unknown key are *ConfigErrors naming the key path and the line of the file
+// ("pipeline.poll.interval: cannot use "abc" as a duration … (line 12)"), joined with
+// errors.Join when there are several; a value from a ${VAR} is not repeated in them.
 func Parse(r io.Reader, getenv func(string) string, dst any) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
@@ -56,7 +59,8 @@ func Parse(r io.Reader, getenv func(string) string, dst any) error {
 		return nil // empty file: defaults
 	}
 	var missing []string
-	expand(&doc, getenv, &missing)
+	fromVar := map[*yaml.Node]bool{}
+	expand(&doc, getenv, &missing, fromVar)
 	if len(missing) > 0 {
 		return fmt.Errorf("config: %w: %v", ErrUnsetVariable, missing)
 	}
@@ -68,13 +72,16 @@ func Parse(r io.Reader, getenv func(string) string, dst any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
 	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config: %w", err)
+		return keyPathErrors(fmt.Errorf("config: %w", err), expanded, &doc, fromVar)
 	}
 	return nil
 }
 
-func expand(n *yaml.Node, getenv func(string) string, missing *[]string) {
-	if n.Kind == yaml.ScalarNode {
+// expand replaces every ${VAR} in n's scalars, recording the names of unset ones in missing
+// and the scalars it changed in fromVar.
+func expand(n *yaml.Node, getenv func(string) string, missing *[]string, fromVar map[*yaml.Node]bool) {
+	if n.Kind == yaml.ScalarNode && envRef.MatchString(n.Value) {
+		fromVar[n] = true
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			name := envRef.FindStringSubmatch(m)[1]
 			v := getenv(name)
@@ -85,7 +92,7 @@ func expand(n *yaml.Node, getenv func(string) string, missing *[]string) {
 		})
 	}
 	for _, c := range n.Content {
-		expand(c, getenv, missing)
+		expand(c, getenv, missing, fromVar)
 	}
 }
 
