@@ -80,7 +80,7 @@ func TestProcessorYAML_StartsAsShipped(t *testing.T) {
 	defer cancel()
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, cfg, app.Options{Log: slog.New(slog.DiscardHandler), Ready: func(string, string) { close(ready) }})
+		done <- app.Run(ctx, cfg, app.Options{Log: slog.New(slog.DiscardHandler), Ready: func(app.Addrs) { close(ready) }})
 	}()
 	select {
 	case <-ready:

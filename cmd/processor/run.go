@@ -28,7 +28,7 @@ func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 2
 	}
-	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.Stderr)}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.Stderr), Version: cli.VersionString()}); err != nil {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 1
 	}

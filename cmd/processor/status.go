@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,20 +34,13 @@ still printed. Exit 0 when at least one part was read, 1 when neither, 2 on a us
 // cmdStatus prints a processor's Status as text, or JSON with --json (openids masked).
 func cmdStatus(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
+	cli.SetUsage(fs, statusUsage)
 	path := fs.String("ledger", "", "ledger file, read-only (default: the config's ledger)")
 	base := fs.String("url", "", "the running processor's HTTP listener (default: http://<http.listen> of --config, else "+defaultStatusURL+")")
 	cfgPath := fs.String("config", "", "processor configuration file: the ledger and http.listen defaults")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	fs.Usage = func() {
-		fmt.Fprint(e.Stderr, statusUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if ok, code := cli.Parse(fs, args, e); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

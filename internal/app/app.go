@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -34,9 +35,16 @@ const NATSURLFile = "nats.url"
 type Options struct {
 	Log        *slog.Logger
 	HTTPClient *http.Client // for WeChat Pay; nil: the client's default
-	// Ready, if set, is called once the processor consumes, with the NATS URL in use (the
-	// embedded server's when no URL is configured) and the callback address (if any).
-	Ready func(natsURL, callbackAddr string)
+	Version    string       // shown on the status page and in paystream_build_info
+	// Ready, if set, is called once the processor consumes, with the addresses it serves on.
+	Ready func(Addrs)
+}
+
+// Addrs are where a running processor can be reached.
+type Addrs struct {
+	NATS     string // the NATS URL in use (the embedded server's when no URL is configured)
+	Callback string // the WeChat Pay callback listener; empty when off
+	HTTP     string // the operator's listener (status page, /metrics, /livez, /readyz); empty when off
 }
 
 // Run runs one processor replica until ctx is done. Shutdown order: stop intake (the group
@@ -49,13 +57,34 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	m := metrics.New(o.Version)
 	// The ledger records its merchant: a file of another merchant never pays (rule 6).
-	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID))
+	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID),
+		ledger.WithCommitObserver(m.LedgerCommitObserver()))
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 	log = log.With("instance", db.InstanceID())
+
+	// The operator's listener comes up first: /livez answers, and /readyz says what is
+	// missing, while the replica still waits for JetStream.
+	h := &health{db: db, started: time.Now(), static: ops.Runtime{
+		Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Product: cfg.WeChatPay.Product, Version: o.Version,
+	}}
+	m.WatchLedger(db)
+	m.WatchReady(func(ctx context.Context) bool { return len(h.notReady(ctx)) == 0 })
+	adm := &admin{h: h, mchID: cfg.WeChatPay.MchID, now: time.Now}
+	var addrs Addrs
+	if cfg.HTTP.Listen != "" {
+		var stop func()
+		addrs.HTTP, stop, err = serveHTTP("http", cfg.HTTP.Listen, opsHandler(cfg.HTTP, h, m, adm, log), log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		log.Info("status page", "url", "http://"+addrs.HTTP+"/")
+	}
 
 	url := cfg.NATS.URL
 	if url == "" {
@@ -71,11 +100,13 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		}
 		log.Info("embedded JetStream started", "url", url)
 	}
+	addrs.NATS = url
 	nc, err := nats.Connect(url, cfg.NATS.Options("paystream-processor-"+db.InstanceID(), log)...)
 	if err != nil {
 		return fmt.Errorf("nats connect: %w", err)
 	}
 	defer nc.Close()
+	h.nc.Store(nc)
 	// An async publish (a claim) whose reply never comes fails after this instead of holding
 	// its place among the pending acks until the next reconnect; Claim then resolves the key.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
@@ -87,12 +118,15 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream topology: %w", err)
 	}
+	h.consumer.Store(&jso.requests)
+	m.WatchConsumer(jso.requests.Info)
+	adm.cancel = payout.NewPublisher(js, payout.WithCancelPrefix(strings.TrimSuffix(topo.CancelSubjects, ".>")))
 
 	wcfg, err := cfg.WeChatPay.clientConfig()
 	if err != nil {
 		return err
 	}
-	copts := []wechatpay.Option{wechatpay.WithLogger(log), wechatpay.WithTimeout(cfg.WeChatPay.Timeout)}
+	copts := []wechatpay.Option{wechatpay.WithLogger(log), wechatpay.WithTimeout(cfg.WeChatPay.Timeout), wechatpay.WithObserver(m.WeChatObserver())}
 	if o.HTTPClient != nil {
 		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
 	}
@@ -116,36 +150,37 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer pub.Close()
 
+	store := claims.New(js, jso.claims, db.InstanceID(), claims.WithLogger(log), claims.WithObserver(m.ClaimsObserver()))
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
-		Consumer: jso.requests, Claims: claims.New(js, jso.claims, db.InstanceID(), claims.WithLogger(log)), DB: db, API: api, Publisher: pub,
+		Consumer: jso.requests, Claims: store, DB: db, API: api, Publisher: pub,
 		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
 		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
-		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"),
+		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"), Metrics: m,
 	})
 	if err != nil {
 		return err
 	}
+	h.pipe.Store(p)
+	m.WatchBreakers(func() []metrics.BreakerState { return p.Runtime().Breakers })
 
-	var cbAddr string
 	if cfg.Callback.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Callback.Listen)
-		if err != nil {
-			return fmt.Errorf("callback listen: %w", err)
-		}
 		mux := http.NewServeMux()
 		mux.Handle(cfg.Callback.Path, p.CallbackHandler())
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-		cbAddr = ln.Addr().String()
+		var stop func()
+		if addrs.Callback, stop, err = serveHTTP("callback", cfg.Callback.Listen, mux, log); err != nil {
+			return err
+		}
+		defer stop()
 	}
+	h.running.Store(true)
 	if o.Ready != nil {
-		o.Ready(url, cbAddr)
+		o.Ready(addrs)
 	}
 	log.Info("processor running", "ledger", cfg.Ledger, "consumer", topo.Consumer)
 	err = p.Run(ctx)
+	h.running.Store(false)
 	log.Info("processor stopped", "err", err)
 	return err
 }

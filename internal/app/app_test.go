@@ -82,13 +82,24 @@ func (r *running) shutdown(t *testing.T) {
 
 func startProcessor(t *testing.T, cfg Config, logs io.Writer) *running {
 	t.Helper()
+	return startProcessorWith(t, cfg, logs, nil)
+}
+
+// startProcessorWith is startProcessor that also hands the processor's addresses to onReady.
+func startProcessorWith(t *testing.T, cfg Config, logs io.Writer, onReady func(Addrs)) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	r := &running{done: make(chan error, 1), stop: cancel}
 	go func() {
 		r.done <- Run(ctx, cfg, Options{
-			Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: testLogLevel()})),
-			Ready: func(url, _ string) { ready <- url },
+			Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: testLogLevel()})),
+			Ready: func(a Addrs) {
+				if onReady != nil {
+					onReady(a)
+				}
+				ready <- a.NATS
+			},
 		})
 	}()
 	var url string

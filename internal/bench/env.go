@@ -213,7 +213,7 @@ func startProcessor(ctx context.Context, cfg app.Config, logs io.Writer) (*proce
 	go func() {
 		p.done <- app.Run(ctx, cfg, app.Options{
 			Log:   cfg.Logger(logs),
-			Ready: func(string, string) { ready <- time.Now() },
+			Ready: func(app.Addrs) { ready <- time.Now() },
 		})
 	}()
 	select {

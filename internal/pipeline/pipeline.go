@@ -146,6 +146,7 @@ type Pipeline struct {
 	cb       http.Handler
 	progress *progress
 	breakers []breaker // every circuit breaker, for Runtime
+	wake     func()    // wakes the driver
 }
 
 // BreakerState is one circuit breaker's name and gobreaker state name ("closed",
@@ -236,7 +237,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	pending := newPendingSet()
 	prog := &progress{cons: d.Consumer, log: d.Log, every: progressEvery, idleEvery: idleEvery}
 	fin := &finishes{db: d.DB, m: d.Metrics, prog: prog, log: d.Log, seen: map[string]bool{}}
-	p := &Pipeline{progress: prog,
+	p := &Pipeline{progress: prog, wake: poke(wakeDriver),
 		intake: &intake{
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
@@ -281,6 +282,10 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 
 // CallbackHandler serves WeChat Pay batch notifications; mount it at the notify_url path.
 func (p *Pipeline) CallbackHandler() http.Handler { return p.cb }
+
+// Wake makes the driver read its due batches now, after an operator made one due
+// (ledger.DB.RetryNow).
+func (p *Pipeline) Wake() { p.wake() }
 
 // Run runs every stage until ctx is done (graceful: intake stops fetching and finishes the
 // group in hand; sealed batches resume on the next start) or a stage fails for good.

@@ -1,0 +1,211 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/paystream/paystream/internal/browsertest"
+	"github.com/paystream/paystream/internal/ops"
+	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/wechatpay"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// TestRun_Operate runs a processor with its operator listener against a sandbox merchant
+// whose balance is too low: the batch parks on NOT_ENOUGH, and an operator sees it on every
+// surface (readyz, metrics, status.json, the page in a real browser) and, after topping up,
+// retries it from the page, under the same number, to its end.
+func TestRun_Operate(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithBalance(1), wechatpaytest.WithSpeed(60)) // 1 fen: too little for any batch
+	cfg := testConfig(t, srv)
+	cfg.HTTP = HTTPConfig{Listen: "127.0.0.1:0", AdminToken: "operate-test-admin-token"}
+	cfg.Pipeline.Submit.ParkedRetry = time.Hour // only the operator's retry sends it again
+	addrs := make(chan Addrs, 1)
+	r := startProcessorWith(t, cfg, io.Discard, func(a Addrs) { addrs <- a })
+	base := "http://" + (<-addrs).HTTP
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.AppIDs = 40, 11, 0, 0, 0, o.AppIDs[:1] // one group: one batch
+	sent := publish(t, r.js, o)
+
+	var parked ledger.OpenBatch
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		var s ops.Status
+		if err := getJSON(base+"/status.json", &s); err != nil {
+			return false, err.Error()
+		}
+		for _, b := range s.Ledger.Open {
+			if b.Parked && b.LastErrorCode == "NOT_ENOUGH" {
+				parked = b
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("open batches %+v", s.Ledger.Open)
+	})
+	if parked.LastErrorMessage == "" || parked.Attempts < 1 {
+		t.Errorf("parked batch without WeChat's message or attempts: %+v", parked)
+	}
+
+	if code, body := get(t, base+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz %d %q: an open-for-business replica with a parked batch is ready", code, body)
+	}
+	_, metrics := get(t, base+"/metrics")
+	for _, want := range []string{
+		`paystream_parked{code="NOT_ENOUGH",kind="batch"} 1`,
+		`paystream_wechatpay_requests_total{class="blocked",endpoint="batch_create"}`,
+		`paystream_ready 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if committed := metricValue(metrics, "paystream_intake_committed_total"); committed < 1 {
+		t.Errorf("paystream_intake_committed_total = %v after a publish", committed)
+	}
+
+	var key string
+	for k := range sent.valid {
+		key = k
+		break
+	}
+	browser := browsertest.New(t)
+	ctx, cancel := context.WithTimeout(browser, 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#open tr.parked"))); err != nil {
+		t.Fatal(err)
+	}
+	row, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#open tr.parked")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{parked.OutBatchNo, "NOT_ENOUGH"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the parked row %q lacks %q", row, want)
+		}
+	}
+	screenshot(t, ctx, filepath.Join(dir, "status.png"))
+
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS("#key"), key),
+		chromedp.Submit(chromedp.CSS("#lookup")),
+		chromedp.WaitVisible(chromedp.CSS("#payout")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	page, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#payout")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page, key) || !strings.Contains(page, parked.OutBatchNo) {
+		t.Errorf("the lookup of %s does not show it in batch %s: %q", key, parked.OutBatchNo, page)
+	}
+	if openid := sent.records[key].Req.OpenID; strings.Contains(page, openid) {
+		t.Errorf("the lookup shows the full openid %s", openid)
+	}
+	screenshot(t, ctx, filepath.Join(dir, "payout.png"))
+
+	// The operator tops up and retries from the page: the same number is sent again and paid.
+	srv.TopUp(wechatpay.Fen(1_000_000_000))
+	form := `form[action="/admin/batches/` + parked.OutBatchNo + `/retry"]`
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), cfg.HTTP.AdminToken),
+		chromedp.Submit(chromedp.CSS(`form[action="/admin/login"]`)),
+		chromedp.WaitVisible(chromedp.CSS(form)),
+		chromedp.Submit(chromedp.CSS(form)),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	waitFinal(t, db, len(sent.valid), time.Minute)
+	b, err := db.Batch(context.Background(), parked.OutBatchNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ledger.BatchFinal(b.State) || b.BatchID == "" {
+		t.Errorf("batch %s after the retry: %s %q", b.OutBatchNo, b.State, b.BatchID)
+	}
+	sum, err := db.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed int
+	for _, n := range sum.Batches {
+		sealed += n
+	}
+	found := false
+	for _, bs := range srv.Batches() {
+		found = found || bs.OutBatchNo == parked.OutBatchNo
+	}
+	if got := len(srv.Batches()); !found || got != sealed {
+		t.Errorf("the sandbox holds %d batches (the parked one: %v), the ledger sealed %d: a retry must reuse the number", got, found, sealed)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// metricValue is the value of an unlabelled sample in a Prometheus text exposition; -1 when
+// absent.
+func metricValue(exposition, name string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+func screenshot(t *testing.T, ctx context.Context, path string) {
+	t.Helper()
+	var png []byte
+	if err := chromedp.Do(ctx, chromedp.FullScreenshot(&png, 90)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
