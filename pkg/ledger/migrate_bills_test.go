@@ -77,6 +77,13 @@ func TestMigrate_0004KeepsRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ops, err := db.Ops(ctx, clk.now(), 10) // payout_totals (0005) computed from the rows already there
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(ops.Payouts), fmt.Sprint(sumAfter.Payouts); got != want {
+		t.Fatalf("Ops.Payouts after the migration = %s, want %s (Summary)", got, want)
+	}
 	if got, want := fmt.Sprint(sumAfter.Payouts), fmt.Sprintf("map[DUPLICATE:{1 800} FAIL:{1 %d} RECEIVED:{1 700} SEALED:{2 201} SUCCESS:{2 %d}]",
 		ps[2].Amount, ps[0].Amount+ps[1].Amount); got != want || sumAfter.Conflicts != 2 || len(sumAfter.Bills) != 0 {
 		t.Fatalf("Summary after the migration = %+v, want payouts %s and 2 conflicts", sumAfter, want)

@@ -113,9 +113,11 @@ const finalStates = `('DUPLICATE', 'SUCCESS', 'FAIL', 'REJECTED', 'CANCELLED')`
 
 // Ops reads an OpsSnapshot for now, listing at most limit open batches and recent failures
 // (limit ≤ 0 lists none; the counts are complete either way). It reads the read-only pool in
-// one read transaction, so it never waits for the writer, and costs index scans of the
-// batches and the outboxes, one grouped scan of the payouts, a walk back over the last
-// minute's payouts and outcomes, and per listed batch a count of its open members.
+// one read transaction, so it never waits for the writer. It never scans the payouts: their
+// totals are kept by triggers (payout_totals), the batches are read from an index (one
+// entry a batch), the last minute is found by binary search (then its SUCCESS outcomes are
+// summed), and each listed batch costs a count of its open members. On a ledger of 100,000
+// payouts with 60,000 received in the last minute it takes about 40 ms (BenchmarkOps).
 func (db *DB) Ops(ctx context.Context, now time.Time, limit int) (OpsSnapshot, error) {
 	tx, err := db.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -134,9 +136,9 @@ func (db *DB) Ops(ctx context.Context, now time.Time, limit int) (OpsSnapshot, e
 	return s, nil
 }
 
-// opsPayouts counts the payouts by state.
+// opsPayouts reads the payouts by state from payout_totals (kept by triggers, see 0005).
 func opsPayouts(ctx context.Context, tx *sql.Tx, s *OpsSnapshot, _ int) error {
-	return eachRow(ctx, tx, `SELECT state, count(*), sum(amount) FROM payouts GROUP BY state`, nil, func(scan func(...any) error) error {
+	return eachRow(ctx, tx, `SELECT state, count, amount FROM payout_totals WHERE count > 0`, nil, func(scan func(...any) error) error {
 		var st string
 		var t StateTotal
 		err := scan(&st, &t.Count, &t.Amount)
@@ -338,6 +340,55 @@ func opsFailures(ctx context.Context, tx *sql.Tx, s *OpsSnapshot, limit int) err
 	return nil
 }
 
+// opsLastMinute counts the payouts received and paid in the minute up to s.At. Payouts are
+// numbered (seq, contiguous: InsertPayouts appends) and outcomes written (id) in the
+// ledger's time order, so the first row of the minute is found by binary search on each.
+func opsLastMinute(ctx context.Context, tx *sql.Tx, s *OpsSnapshot, _ int) error {
+	since := ms(s.At.Add(-time.Minute))
+	first, last, err := firstSince(ctx, tx, "payouts", "received_at", since)
+	if err != nil {
+		return fmt.Errorf("received in the last minute: %w", err)
+	}
+	s.Received1m = int(last - first + 1)
+	if first, _, err = firstSince(ctx, tx, "outcomes", "at", since); err == nil {
+		err = tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(p.amount), 0) FROM outcomes o JOIN payouts p ON p.seq = o.seq
+			WHERE o.id >= ? AND o.state = 'SUCCESS'`, first).Scan(&s.Paid1m.Count, &s.Paid1m.Amount)
+	}
+	if err != nil {
+		return fmt.Errorf("paid in the last minute: %w", err)
+	}
+	return nil
+}
+
+// firstSince returns the lowest rowid of table whose column col (growing with the rowid) is
+// at least since, and the highest rowid; first is last+1 when no row is that recent. A
+// binary search: O(log rows) index probes.
+func firstSince(ctx context.Context, tx *sql.Tx, table, col string, since int64) (first, last int64, err error) {
+	var lo, hi sql.NullInt64
+	// Two statements: SQLite reads a lone min() or max() off the b-tree's edge, but scans
+	// for both at once.
+	if err := tx.QueryRowContext(ctx, `SELECT max(rowid) FROM `+table).Scan(&hi); err != nil || !hi.Valid {
+		return 1, 0, err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT min(rowid) FROM `+table).Scan(&lo); err != nil {
+		return 0, 0, err
+	}
+	a, b := lo.Int64, hi.Int64+1
+	for a < b {
+		m := a + (b-a)/2
+		var id, at int64
+		if err := tx.QueryRowContext(ctx, `SELECT rowid, `+col+` FROM `+table+` WHERE rowid >= ? ORDER BY rowid LIMIT 1`, m).Scan(&id, &at); err != nil {
+			return 0, 0, err
+		}
+		if at >= since {
+			b = m
+		} else {
+			a = id + 1
+		}
+	}
+	return a, hi.Int64, nil
+}
+
 // errStop ends an eachUntil walk.
 var errStop = errors.New("stop")
 
@@ -354,41 +405,6 @@ func eachUntil(ctx context.Context, q querier, query string, args []any, fn func
 		return nil
 	}
 	return err
-}
-
-// opsLastMinute counts the payouts received and paid in the minute up to s.At. Payouts are
-// numbered (seq) and outcomes written (id) in the ledger's time order, so each walk goes
-// back from the newest row and stops at the first one older than the minute.
-func opsLastMinute(ctx context.Context, tx *sql.Tx, s *OpsSnapshot, _ int) error {
-	since := ms(s.At.Add(-time.Minute))
-	err := eachUntil(ctx, tx, `SELECT received_at FROM payouts ORDER BY seq DESC`, nil, func(scan func(...any) error) (bool, error) {
-		var at int64
-		if err := scan(&at); err != nil || at < since {
-			return false, err
-		}
-		s.Received1m++
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("received in the last minute: %w", err)
-	}
-	err = eachUntil(ctx, tx, `SELECT o.at, o.state, p.amount FROM outcomes o JOIN payouts p ON p.seq = o.seq ORDER BY o.id DESC`, nil,
-		func(scan func(...any) error) (bool, error) {
-			var at, amount int64
-			var state string
-			if err := scan(&at, &state, &amount); err != nil || at < since {
-				return false, err
-			}
-			if state == PayoutSuccess {
-				s.Paid1m.Count++
-				s.Paid1m.Amount += amount
-			}
-			return true, nil
-		})
-	if err != nil {
-		return fmt.Errorf("paid in the last minute: %w", err)
-	}
-	return nil
 }
 
 // opsOutboxes counts the unpublished rows of both outboxes (their partial indexes) and finds

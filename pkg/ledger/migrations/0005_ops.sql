@@ -14,3 +14,45 @@ CREATE INDEX batches_ops ON batches (settled, rail, state, last_error_code, seal
 -- Both grow in id order, so they only append.
 CREATE INDEX events_batch ON events (out_batch_no, id) WHERE out_batch_no != '';
 CREATE INDEX events_intake ON events (id) WHERE out_batch_no = '';
+
+-- payout_totals: payouts and their amount (fen) by state, kept by triggers in the
+-- transaction that changes them, so Ops reads a dozen rows instead of scanning every payout.
+-- audit_payout_totals checks it against the payouts.
+CREATE TABLE payout_totals (
+	state  TEXT PRIMARY KEY,
+	count  INTEGER NOT NULL,
+	amount INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO payout_totals (state, count, amount) SELECT state, count(*), sum(amount) FROM payouts GROUP BY state;
+
+CREATE TRIGGER payout_totals_insert AFTER INSERT ON payouts
+BEGIN
+	INSERT INTO payout_totals (state, count, amount) VALUES (NEW.state, 1, NEW.amount)
+	ON CONFLICT (state) DO UPDATE SET count = count + 1, amount = amount + excluded.amount;
+END;
+
+CREATE TRIGGER payout_totals_update AFTER UPDATE OF state, amount ON payouts
+WHEN OLD.state != NEW.state OR OLD.amount != NEW.amount
+BEGIN
+	UPDATE payout_totals SET count = count - 1, amount = amount - OLD.amount WHERE state = OLD.state;
+	INSERT INTO payout_totals (state, count, amount) VALUES (NEW.state, 1, NEW.amount)
+	ON CONFLICT (state) DO UPDATE SET count = count + 1, amount = amount + excluded.amount;
+END;
+
+CREATE TRIGGER payout_totals_delete AFTER DELETE ON payouts
+BEGIN
+	UPDATE payout_totals SET count = count - 1, amount = amount - OLD.amount WHERE state = OLD.state;
+END;
+
+CREATE VIEW audit_payout_totals AS
+WITH p AS (SELECT state, count(*) AS n, sum(amount) AS amount FROM payouts GROUP BY state)
+SELECT 'payout_totals state=' || t.state AS row,
+       printf('counts %d payouts of %d fen; the payouts in that state are %d of %d fen',
+              t.count, t.amount, coalesce(p.n, 0), coalesce(p.amount, 0)) AS detail
+FROM payout_totals t LEFT JOIN p ON p.state = t.state
+WHERE t.count != coalesce(p.n, 0) OR t.amount != coalesce(p.amount, 0)
+UNION ALL
+SELECT 'payout_totals state=' || p.state AS row,
+       printf('no row; the payouts in that state are %d of %d fen', p.n, p.amount) AS detail
+FROM p WHERE p.state NOT IN (SELECT state FROM payout_totals);
