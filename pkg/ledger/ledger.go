@@ -510,6 +510,26 @@ func (db *DB) exec(ctx context.Context, tx *sql.Conn, cached bool, q string, arg
 	return st.ExecContext(ctx, args...)
 }
 
+// query runs q (a statement returning rows) inside the current write and calls fn for every
+// row; cached as for exec.
+func (db *DB) query(ctx context.Context, tx *sql.Conn, cached bool, q string, args []any, fn func(scan func(...any) error) error) error {
+	if !cached {
+		return eachRow(ctx, tx, q, args, fn)
+	}
+	st, err := db.stmt(ctx, q)
+	if err != nil {
+		return err
+	}
+	return eachRow(ctx, stmtQuerier{st}, "", args, fn)
+}
+
+// stmtQuerier runs its prepared statement as a querier (the query text is ignored).
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (s stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return s.st.QueryContext(ctx, args...)
+}
+
 // illegalf logs and counts a refused transition and returns an error wrapping
 // ErrIllegalTransition.
 func (db *DB) illegalf(ctx context.Context, format string, args ...any) error {

@@ -15,9 +15,10 @@ CREATE INDEX batches_ops ON batches (settled, rail, state, last_error_code, seal
 CREATE INDEX events_batch ON events (out_batch_no, id) WHERE out_batch_no != '';
 CREATE INDEX events_intake ON events (id) WHERE out_batch_no = '';
 
--- payout_totals: payouts and their amount (fen) by state, kept by triggers in the
--- transaction that changes them, so Ops reads a dozen rows instead of scanning every payout.
--- audit_payout_totals checks it against the payouts.
+-- payout_totals: payouts and their amount (fen) by state, kept by the writer in the
+-- transaction that changes them (one statement a group of rows; row triggers cost intake a
+-- third of its speed and sealing a sixth), so Ops reads a dozen rows instead of scanning
+-- every payout. audit_payout_totals checks it against the payouts.
 CREATE TABLE payout_totals (
 	state  TEXT PRIMARY KEY,
 	count  INTEGER NOT NULL,
@@ -25,25 +26,6 @@ CREATE TABLE payout_totals (
 ) STRICT, WITHOUT ROWID;
 
 INSERT INTO payout_totals (state, count, amount) SELECT state, count(*), sum(amount) FROM payouts GROUP BY state;
-
-CREATE TRIGGER payout_totals_insert AFTER INSERT ON payouts
-BEGIN
-	INSERT INTO payout_totals (state, count, amount) VALUES (NEW.state, 1, NEW.amount)
-	ON CONFLICT (state) DO UPDATE SET count = count + 1, amount = amount + excluded.amount;
-END;
-
-CREATE TRIGGER payout_totals_update AFTER UPDATE OF state, amount ON payouts
-WHEN OLD.state != NEW.state OR OLD.amount != NEW.amount
-BEGIN
-	UPDATE payout_totals SET count = count - 1, amount = amount - OLD.amount WHERE state = OLD.state;
-	INSERT INTO payout_totals (state, count, amount) VALUES (NEW.state, 1, NEW.amount)
-	ON CONFLICT (state) DO UPDATE SET count = count + 1, amount = amount + excluded.amount;
-END;
-
-CREATE TRIGGER payout_totals_delete AFTER DELETE ON payouts
-BEGIN
-	UPDATE payout_totals SET count = count - 1, amount = amount - OLD.amount WHERE state = OLD.state;
-END;
 
 CREATE VIEW audit_payout_totals AS
 WITH p AS (SELECT state, count(*) AS n, sum(amount) AS amount FROM payouts GROUP BY state)
