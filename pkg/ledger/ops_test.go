@@ -513,22 +513,32 @@ func BenchmarkOps(b *testing.B) {
 	ctx := context.Background()
 	clk := newClock()
 	db := mustOpenLedger(b, WithNow(clk.now))
-	fillOps(b, db, clk, n)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s, err := db.Ops(ctx, clk.now(), 50)
-		if err != nil {
-			b.Fatal(err)
+	key := fillOps(b, db, clk, n)
+	b.Run("ops", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			s, err := db.Ops(ctx, clk.now(), 50)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if s.OpenTotal == 0 {
+				b.Fatal("no open batches")
+			}
 		}
-		if s.OpenTotal == 0 {
-			b.Fatal("no open batches")
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+	})
+	b.Run("lookup", func(b *testing.B) { // a member of a settled batch in the middle
+		for i := 0; i < b.N; i++ {
+			if v, err := db.Lookup(ctx, key); err != nil || len(v.History) < 5 {
+				b.Fatalf("Lookup = %d events, %v", len(v.History), err)
+			}
 		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+	})
 }
 
-// fillOps fills db as BenchmarkOps describes.
-func fillOps(b testing.TB, db *DB, clk *clock, n int) {
+// fillOps fills db as BenchmarkOps describes and returns the key of a member of the middle
+// settled batch.
+func fillOps(b testing.TB, db *DB, clk *clock, n int) (key string) {
 	ctx := context.Background()
 	random := func(p *Payout) {
 		k := make([]byte, 256)
@@ -540,6 +550,9 @@ func fillOps(b testing.TB, db *DB, clk *clock, n int) {
 		no := fmt.Sprintf("B%d", i)
 		clk.add(time.Second)
 		ps := mustSealWith(b, db, no, "x", 1000, random)
+		if i == n/1000*2/5 {
+			key = ps[500].OutDetailNo
+		}
 		switch pct := i * 100 / (n / 1000); {
 		case pct < 80:
 			var sa, fa int64
@@ -575,4 +588,5 @@ func fillOps(b testing.TB, db *DB, clk *clock, n int) {
 			}
 		}
 	}
+	return key
 }
