@@ -478,6 +478,10 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 					a.add("event_replay", evRow(&e), "payout seq=%d was %s, %s event says %s → %s", seq, p.state, e.Kind, e.From, e.To)
 				}
 			}
+		case kindRetryNow:
+			if st, ok := batches[e.OutBatchNo]; !ok || st != e.From || e.To != e.From {
+				a.add("event_replay", evRow(&e), "batch was %q, %s event says %s → %s", st, e.Kind, e.From, e.To)
+			}
 		case kindBatchState, kindSubmit:
 			if st, ok := batches[e.OutBatchNo]; !ok || st != e.From {
 				a.add("event_replay", evRow(&e), "batch was %q, event moves it from %s", st, e.From)

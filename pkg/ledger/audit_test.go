@@ -87,6 +87,10 @@ func TestAudit_Tampering(t *testing.T) {
 			FROM payouts WHERE out_detail_no = 'loose1'`, wantRow: "payouts out_detail_no=loose1", check: "duplicate_keys"},
 		{name: "outbox row deleted", sql: `DELETE FROM outcomes WHERE seq = 1`,
 			wantRow: "payouts seq=1 out_detail_no=a0", check: "outcomes"},
+		{name: "payout totals edited", sql: `UPDATE payout_totals SET amount = amount + 1 WHERE state = 'SUCCESS'`,
+			wantRow: "payout_totals state=SUCCESS", check: "payout_totals"},
+		{name: "payout totals row deleted", sql: `DELETE FROM payout_totals WHERE state = 'SUCCESS'`,
+			wantRow: "payout_totals state=SUCCESS", check: "payout_totals"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

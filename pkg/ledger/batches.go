@@ -198,10 +198,12 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 	}
 	ordered := make([]member, len(b.Members))
 	var unmarked []int64 // RECEIVED members this call records as claimed
+	var unmarkedSum int64
 	for i, s := range b.Members {
 		m, ok := bySeq[s]
 		if ok && claimed && m.state == PayoutReceived {
 			unmarked = append(unmarked, s)
+			unmarkedSum += m.amount
 			m.state = PayoutClaimed
 		}
 		switch {
@@ -264,6 +266,12 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 		if n, err := r.RowsAffected(); err != nil || n != int64(len(chunk)) {
 			return fmt.Errorf("seal members %d..%d: %d of %d rows (%v)", lo, lo+len(chunk)-1, n, len(chunk), err)
 		}
+	}
+	// The totals trigger leaves moves to SEALED to this one statement.
+	if err := db.addTotals(ctx, tx, totalDelta{PayoutReceived, -len(unmarked), -unmarkedSum},
+		totalDelta{PayoutClaimed, len(unmarked) - b.TotalNum, unmarkedSum - b.TotalAmount},
+		totalDelta{PayoutSealed, b.TotalNum, b.TotalAmount}); err != nil {
+		return err
 	}
 	bodySum := sha256.Sum256(b.Body)
 	digest := bodySum[:]

@@ -76,7 +76,10 @@ type BillCreate struct {
 	Outcome   SubmitOutcome
 	State     BillState // when accepted
 	ErrorCode string    // WeChat code or a transport class; stored as last_error_code
-	NextAt    time.Time // next action; zero = now
+	// ErrorMessage is WeChat's message with ErrorCode, stored as last_error_message (cut to
+	// MaxErrorMessage bytes of valid UTF-8) for operators; "" clears it.
+	ErrorMessage string
+	NextAt       time.Time // next action; zero = now
 }
 
 // CancelOutcome classifies one cancel of a bill.
@@ -174,7 +177,7 @@ func (db *DB) DueBills(ctx context.Context, outBatchNo string, now time.Time, li
 }
 
 // RecordBillCreate records one create call for bill outBillNo in one transaction: attempts++,
-// last_error_code and NextAt. SubmitAccepted applies State as ApplyBillState does (forward
+// last_error_code, last_error_message and NextAt. SubmitAccepted applies State as ApplyBillState does (forward
 // only). SubmitRejected is legal only while the payout is SEALED (WeChat never knew the
 // bill): the payout becomes REJECTED with fail_reason = ErrorCode and its outcome is
 // written; otherwise ErrIllegalTransition. SubmitRetry changes nothing else. ErrNotFound for
@@ -190,8 +193,8 @@ func (db *DB) RecordBillCreate(ctx context.Context, outBillNo string, r BillCrea
 		if next.IsZero() {
 			next = now
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE bills SET attempts = attempts + 1, last_error_code = ?, next_at = ?, updated_at = ?
-			WHERE out_bill_no = ?`, r.ErrorCode, ms(next), ms(now), outBillNo); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE bills SET attempts = attempts + 1, last_error_code = ?, last_error_message = ?,
+			next_at = ?, updated_at = ? WHERE out_bill_no = ?`, r.ErrorCode, capMessage(r.ErrorMessage), ms(next), ms(now), outBillNo); err != nil {
 			return err
 		}
 		b.Attempts++
@@ -278,14 +281,16 @@ func (db *DB) ApplyBillCallback(ctx context.Context, notificationID, outBillNo s
 
 // RescheduleBill records a failed call or a NOT_FOUND answer for bill outBillNo: NextAt and
 // last_error_code are set, and NotFoundSince is set to now when notFound and not already
-// set. ErrNotFound for an unknown bill.
+// set. last_error_message is kept while the code stays the same and cleared when it changes.
+// ErrNotFound for an unknown bill.
 func (db *DB) RescheduleBill(ctx context.Context, outBillNo string, nextAt time.Time, errCode string, notFound bool) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
 		var batch string
 		err := tx.QueryRowContext(ctx, `UPDATE bills SET next_at = ?, last_error_code = ?, updated_at = ?,
+			last_error_message = CASE WHEN last_error_code = ? THEN last_error_message ELSE '' END,
 			not_found_since = CASE WHEN ? AND not_found_since = 0 THEN ? ELSE not_found_since END WHERE out_bill_no = ?
-			RETURNING out_batch_no`, ms(nextAt), errCode, now, notFound, now, outBillNo).Scan(&batch)
+			RETURNING out_batch_no`, ms(nextAt), errCode, now, errCode, notFound, now, outBillNo).Scan(&batch)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -393,7 +398,8 @@ func (db *DB) RecordCancel(ctx context.Context, outBillNo string, r CancelResult
 			sent = 0
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE bills SET cancel_attempts = cancel_attempts + ?, last_error_code = ?, next_at = ?,
-			updated_at = ? WHERE out_bill_no = ?`, sent, r.ErrorCode, ms(next), ms(now), outBillNo); err != nil {
+			last_error_message = CASE WHEN last_error_code = ? THEN last_error_message ELSE '' END,
+			updated_at = ? WHERE out_bill_no = ?`, sent, r.ErrorCode, ms(next), r.ErrorCode, ms(now), outBillNo); err != nil {
 			return err
 		}
 		b.CancelAttempts += sent

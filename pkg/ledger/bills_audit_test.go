@@ -70,7 +70,7 @@ func TestAudit_Bills(t *testing.T) {
 		{name: "transfer_bill_no shared", sql: `UPDATE bills SET transfer_bill_no = 'Th0' WHERE out_bill_no = 'h2'`,
 			want: map[string]int{"bill_transfer_no": 1}},
 		{name: "bill member in a batch-rail state", sql: `UPDATE payouts SET state = 'WAIT_PAY' WHERE out_detail_no = 'h2'`,
-			want: map[string]int{"member_states": 1, "event_replay": 1}},
+			want: map[string]int{"member_states": 1, "event_replay": 1, "payout_totals": 2}},
 		{name: "cancelled without its outcome", sql: `DELETE FROM outcomes WHERE state = 'CANCELLED'`,
 			want: map[string]int{"outcomes": 1}},
 		{name: "bill batch over the cap", sql: `UPDATE batches SET total_num = 1001 WHERE out_batch_no = 'BB1'`,

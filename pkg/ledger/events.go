@@ -26,6 +26,7 @@ const (
 	kindBillCreate  = "bill_create"  // a bill create call's outcome; seqs = the member (no state change)
 	kindBill        = "bill"         // WeChat's facts about a bill recorded (transfer_bill_no, create_time, package_info)
 	kindCancel      = "cancel"       // a cancel requested, attempted or closed; seqs = the payout (no state change)
+	kindRetryNow    = "retry_now"    // an operator made the batch (and its bills not yet created) due now (no state change)
 )
 
 // event is one row of the append-only, hash-chained events table.

@@ -71,6 +71,13 @@ func WithLogger(l *slog.Logger) Option { return func(db *DB) { db.log = l } }
 // (the default). Audit reports payouts and batches of any other merchant in a bound file.
 func WithMerchant(mchid string) Option { return func(db *DB) { db.want = mchid } }
 
+// WithCommitObserver sets f to be called after each committed write transaction with the
+// time it took from BEGIN to COMMIT: the wait for the single writer (another write in
+// progress) is not counted. f runs on the writing goroutine after the writer is released;
+// it must be quick and safe for concurrent use. Writes that fail or roll back are not
+// observed.
+func WithCommitObserver(f func(time.Duration)) Option { return func(db *DB) { db.observe = f } }
+
 // DB is an open ledger file. Close it when done; it is safe for concurrent use.
 type DB struct {
 	path       string
@@ -78,7 +85,8 @@ type DB struct {
 	merchant   string // the mchid recorded in meta; "" if none
 	now        func() time.Time
 	log        *slog.Logger
-	want       string // the merchant from WithMerchant; "" = no binding
+	want       string              // the merchant from WithMerchant; "" = no binding
+	observe    func(time.Duration) // WithCommitObserver; nil = none
 
 	wdb   *sql.DB   // the writer's pool: one connection, held as wconn
 	wconn *sql.Conn // the single writer; transactions are BEGIN IMMEDIATE … COMMIT on it
@@ -438,28 +446,39 @@ func (db *DB) IllegalTransitions() int64 { return db.illegal.Load() }
 // appended by fn extend the hash chain; the in-memory head and key index only advance on
 // commit.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Conn) error) error {
+	took, err := db.writeLocked(ctx, fn)
+	if err == nil && db.observe != nil {
+		db.observe(took)
+	}
+	return err
+}
+
+// writeLocked is write under the semaphore; took is the transaction's time.
+func (db *DB) writeLocked(ctx context.Context, fn func(tx *sql.Conn) error) (took time.Duration, err error) {
 	select {
 	case db.sem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	defer func() { <-db.sem }()
 	switch {
 	case db.closed:
-		return ErrClosed
+		return 0, ErrClosed
 	case db.wconn == nil:
-		return ErrReadOnly
+		return 0, ErrReadOnly
 	}
 	head, last := db.head, db.lastEvent
 	db.onCommit = db.onCommit[:0]
+	start := time.Now()
 	if err := inTx(ctx, db.wconn, fn); err != nil {
 		db.head, db.lastEvent = head, last
-		return err
+		return 0, err
 	}
+	took = time.Since(start)
 	for _, f := range db.onCommit {
 		f()
 	}
-	return nil
+	return took, nil
 }
 
 // stmt returns q prepared on the writer connection, cached for the DB's life. Only for the
@@ -489,6 +508,26 @@ func (db *DB) exec(ctx context.Context, tx *sql.Conn, cached bool, q string, arg
 		return nil, err
 	}
 	return st.ExecContext(ctx, args...)
+}
+
+// query runs q (a statement returning rows) inside the current write and calls fn for every
+// row; cached as for exec.
+func (db *DB) query(ctx context.Context, tx *sql.Conn, cached bool, q string, args []any, fn func(scan func(...any) error) error) error {
+	if !cached {
+		return eachRow(ctx, tx, q, args, fn)
+	}
+	st, err := db.stmt(ctx, q)
+	if err != nil {
+		return err
+	}
+	return eachRow(ctx, stmtQuerier{st}, "", args, fn)
+}
+
+// stmtQuerier runs its prepared statement as a querier (the query text is ignored).
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (s stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return s.st.QueryContext(ctx, args...)
 }
 
 // illegalf logs and counts a refused transition and returns an error wrapping

@@ -238,8 +238,38 @@ func (db *DB) insertPayouts(ctx context.Context, tx *sql.Conn, ps []Payout) ([]I
 	return res, nil
 }
 
+// totalsSchema is the first migration with payout_totals (0005). Tests still write under
+// older schemas.
+const totalsSchema = 5
+
+// totalDelta changes the payout_totals row of state by count payouts of amount fen.
+type totalDelta struct {
+	state  string
+	count  int
+	amount int64
+}
+
+// addTotals applies ds to payout_totals in one statement. Every change of the payouts'
+// states or number goes through it (insertFresh, seal, movePayouts; see 0005).
+func (db *DB) addTotals(ctx context.Context, tx *sql.Conn, ds ...totalDelta) error {
+	if db.upTo < totalsSchema {
+		return nil
+	}
+	args := make([]any, 0, 3*len(ds))
+	for _, d := range ds {
+		args = append(args, d.state, d.count, d.amount)
+	}
+	_, err := db.exec(ctx, tx, true, `INSERT INTO payout_totals (state, count, amount) VALUES `+
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(ds)), ",")+`
+		ON CONFLICT (state) DO UPDATE SET count = count + excluded.count, amount = amount + excluded.amount`, args...)
+	if err != nil {
+		return fmt.Errorf("payout totals: %w", err)
+	}
+	return nil
+}
+
 // insertFresh writes new rows (seqs assigned, ascending and contiguous) with multi-row
-// INSERTs and appends one insert event for the group.
+// INSERTs, counts them in payout_totals and appends one insert event for the group.
 func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now int64) error {
 	if len(fresh) == 0 {
 		return nil
@@ -279,6 +309,13 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now
 		if _, err := db.exec(ctx, tx, len(chunk) == insertChunk, q, args...); err != nil {
 			return err
 		}
+	}
+	var sum int64
+	for _, p := range fresh {
+		sum += p.Amount
+	}
+	if err := db.addTotals(ctx, tx, totalDelta{PayoutReceived, len(fresh), sum}); err != nil {
+		return err
 	}
 	return db.appendEvent(ctx, tx, event{
 		At: now, Source: srcIntake, Kind: kindInsert, To: PayoutReceived,
@@ -430,18 +467,25 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 	if m.at == 0 {
 		m.at = ms(db.now())
 	}
+	var amount int64 // of the rows moved, for payout_totals
 	err := eachSeqChunk(m.seqs, func(part []int64) error {
 		args := append([]any{m.to, m.at, m.failReason, m.failReason, m.detailID, m.detailID, m.from}, int64Args(part)...)
 		one := len(part) == 1 // a page moves details one by one: cache that statement
-		r, err := db.exec(ctx, tx, one, `UPDATE payouts SET state = ?, updated_at = ?,
+		n := 0
+		err := db.query(ctx, tx, one, `UPDATE payouts SET state = ?, updated_at = ?,
 			fail_reason = CASE WHEN ? != '' THEN ? ELSE fail_reason END,
 			detail_id = CASE WHEN ? != '' THEN ? ELSE detail_id END
-			WHERE state = ? AND seq IN (`+placeholders(len(part))+`)`, args...)
+			WHERE state = ? AND seq IN (`+placeholders(len(part))+`) RETURNING amount`, args, func(scan func(...any) error) error {
+			var a int64
+			err := scan(&a)
+			n, amount = n+1, amount+a
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("move payouts to %s: %w", m.to, err)
 		}
-		if n, err := r.RowsAffected(); err != nil || n != int64(len(part)) {
-			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state (%v)", m.from, m.to, n, len(part), err)
+		if n != len(part) {
+			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state", m.from, m.to, n, len(part))
 		}
 		if PayoutFinal(m.to) {
 			_, err := db.exec(ctx, tx, one, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
@@ -453,6 +497,9 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := db.addTotals(ctx, tx, totalDelta{m.from, -len(m.seqs), -amount}, totalDelta{m.to, len(m.seqs), amount}); err != nil {
 		return err
 	}
 	return db.appendEvent(ctx, tx, event{At: m.at, Source: m.src, Kind: kindPayoutState, OutBatchNo: m.batch,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrNotMember: a detail row names an out_detail_no that is not a member of the batch.
@@ -50,9 +51,12 @@ func (o SubmitOutcome) String() string {
 // SubmitResult is the outcome of one submit attempt, as RecordSubmit stores it.
 type SubmitResult struct {
 	Outcome              SubmitOutcome
-	BatchID, BatchStatus string    // when accepted; an empty status means ACCEPTED
-	ErrorCode            string    // WeChat code or a transport class ("TIMEOUT"); stored as last_error_code
-	NextAt               time.Time // next action (poll or retry); zero = now
+	BatchID, BatchStatus string // when accepted; an empty status means ACCEPTED
+	ErrorCode            string // WeChat code or a transport class ("TIMEOUT"); stored as last_error_code
+	// ErrorMessage is WeChat's message with ErrorCode, stored as last_error_message (cut to
+	// MaxErrorMessage bytes of valid UTF-8) for operators; "" clears it.
+	ErrorMessage string
+	NextAt       time.Time // next action (poll or retry); zero = now
 }
 
 // BatchStatus is a batch's status from a verified query answer or callback (docs/wechatpay.md §7,
@@ -68,8 +72,8 @@ type DetailRow struct {
 	OutDetailNo, DetailID, Status, FailReason string
 }
 
-// RecordSubmit records one submit attempt in one transaction: attempts++, last_error_code and
-// NextAt. Accepted moves the batch forward to BatchStatus (ACCEPTED if empty) and stores the
+// RecordSubmit records one submit attempt in one transaction: attempts++, last_error_code,
+// last_error_message and NextAt. Accepted moves the batch forward to BatchStatus (ACCEPTED if empty) and stores the
 // batch_id. Rejected is only legal from SEALED: the batch and every member become REJECTED
 // with fail_reason = ErrorCode, and their outcomes are written. ErrNotFound for an unknown
 // batch; ErrIllegalTransition for a reject of a batch WeChat already knows.
@@ -87,8 +91,8 @@ func (db *DB) RecordSubmit(ctx context.Context, outBatchNo string, r SubmitResul
 		if next.IsZero() {
 			next = now
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE batches SET attempts = attempts + 1, last_error_code = ?, next_at = ?, updated_at = ?
-			WHERE out_batch_no = ?`, r.ErrorCode, ms(next), ms(now), outBatchNo); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET attempts = attempts + 1, last_error_code = ?, last_error_message = ?,
+			next_at = ?, updated_at = ? WHERE out_batch_no = ?`, r.ErrorCode, capMessage(r.ErrorMessage), ms(next), ms(now), outBatchNo); err != nil {
 			return err
 		}
 		if err := db.appendEvent(ctx, tx, event{Source: string(SourceSubmit), Kind: kindSubmit, OutBatchNo: outBatchNo,
@@ -392,14 +396,16 @@ func (db *DB) setDetailIDs(ctx context.Context, tx *sql.Conn, pairs []any) error
 
 // Reschedule records when a batch is next due: after a failed poll or a NOT_FOUND answer
 // (errCode), or after a paging pass (errCode ""). NextAt and last_error_code are set, and
-// NotFoundSince is set to now when notFound and not already set. ErrNotFound for an unknown
-// batch.
+// NotFoundSince is set to now when notFound and not already set. last_error_message is kept
+// while the code stays the same and cleared when it changes (it explained the old code).
+// ErrNotFound for an unknown batch.
 func (db *DB) Reschedule(ctx context.Context, outBatchNo string, nextAt time.Time, errCode string, notFound bool) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		now := ms(db.now())
 		r, err := tx.ExecContext(ctx, `UPDATE batches SET next_at = ?, last_error_code = ?, updated_at = ?,
+			last_error_message = CASE WHEN last_error_code = ? THEN last_error_message ELSE '' END,
 			not_found_since = CASE WHEN ? AND not_found_since = 0 THEN ? ELSE not_found_since END WHERE out_batch_no = ?`,
-			ms(nextAt), errCode, now, notFound, now, outBatchNo)
+			ms(nextAt), errCode, now, errCode, notFound, now, outBatchNo)
 		if err != nil {
 			return err
 		}
@@ -412,6 +418,24 @@ func (db *DB) Reschedule(ctx context.Context, outBatchNo string, nextAt time.Tim
 		return fmt.Errorf("reschedule %s: %w", outBatchNo, err)
 	}
 	return nil
+}
+
+// MaxErrorMessage is the most bytes of WeChat's message stored with a refusal
+// (last_error_message); the client caps them the same.
+const MaxErrorMessage = 512
+
+// capMessage returns msg as valid UTF-8 (invalid bytes dropped) of at most MaxErrorMessage
+// bytes, cut at a character boundary.
+func capMessage(msg string) string {
+	msg = strings.ToValidUTF8(msg, "")
+	if len(msg) <= MaxErrorMessage {
+		return msg
+	}
+	cut := MaxErrorMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut]
 }
 
 // jsonString encodes event data (maps of strings and numbers cannot fail).
