@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,22 +37,26 @@ func TestRun_Operate(t *testing.T) {
 	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.AppIDs = 40, 11, 0, 0, 0, o.AppIDs[:1] // one group: one batch
 	sent := publish(t, r.js, o)
 
-	var parked ledger.OpenBatch
+	// Every payout is sealed, and every batch parked (the requests fall in a few groups).
+	var parked []ledger.OpenBatch
 	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		var s ops.Status
 		if err := getJSON(base+"/status.json", &s); err != nil {
 			return false, err.Error()
 		}
+		parked = parked[:0]
 		for _, b := range s.Ledger.Open {
 			if b.Parked && b.LastErrorCode == "NOT_ENOUGH" {
-				parked = b
-				return true, ""
+				parked = append(parked, b)
 			}
 		}
-		return false, fmt.Sprintf("open batches %+v", s.Ledger.Open)
+		return s.Ledger.Payouts[ledger.PayoutSealed].Count == len(sent.valid) && len(parked) == s.Ledger.OpenTotal,
+			fmt.Sprintf("payouts %v, open batches %+v", s.Ledger.Payouts, s.Ledger.Open)
 	})
-	if parked.LastErrorMessage == "" || parked.Attempts < 1 {
-		t.Errorf("parked batch without WeChat's message or attempts: %+v", parked)
+	for _, b := range parked {
+		if b.LastErrorMessage == "" || b.Attempts != 1 {
+			t.Errorf("parked batch without WeChat's message, or sent again before the operator acted: %+v", b)
+		}
 	}
 
 	if code, body := get(t, base+"/readyz"); code != http.StatusOK {
@@ -61,7 +64,7 @@ func TestRun_Operate(t *testing.T) {
 	}
 	_, metrics := get(t, base+"/metrics")
 	for _, want := range []string{
-		`paystream_parked{code="NOT_ENOUGH",kind="batch"} 1`,
+		fmt.Sprintf(`paystream_parked{code="NOT_ENOUGH",kind="batch"} %d`, len(parked)),
 		`paystream_wechatpay_requests_total{class="blocked",endpoint="batch_create"}`,
 		`paystream_ready 1`,
 	} {
@@ -73,10 +76,13 @@ func TestRun_Operate(t *testing.T) {
 		t.Errorf("paystream_intake_committed_total = %v after a publish", committed)
 	}
 
+	first := parked[0]
 	var key string
 	for k := range sent.valid {
-		key = k
-		break
+		if v, err := lookup(cfg.Ledger, k); err == nil && v.OutBatchNo == first.OutBatchNo {
+			key = k
+			break
+		}
 	}
 	browser := browsertest.New(t)
 	ctx, cancel := context.WithTimeout(browser, 2*time.Minute)
@@ -89,12 +95,12 @@ func TestRun_Operate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{parked.OutBatchNo, "NOT_ENOUGH"} {
+	for _, want := range []string{first.OutBatchNo, "NOT_ENOUGH", first.LastErrorMessage} {
 		if !strings.Contains(row, want) {
 			t.Errorf("the parked row %q lacks %q", row, want)
 		}
 	}
-	screenshot(t, ctx, filepath.Join(dir, "status.png"))
+	browsertest.Screenshot(t, ctx, filepath.Join(dir, "status.png"))
 
 	if err := chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS("#key"), key),
@@ -107,17 +113,18 @@ func TestRun_Operate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(page, key) || !strings.Contains(page, parked.OutBatchNo) {
-		t.Errorf("the lookup of %s does not show it in batch %s: %q", key, parked.OutBatchNo, page)
+	if !strings.Contains(page, first.OutBatchNo) || !strings.Contains(page, "SEALED") {
+		t.Errorf("the lookup of %s does not show it SEALED in batch %s: %q", key, first.OutBatchNo, page)
 	}
 	if openid := sent.records[key].Req.OpenID; strings.Contains(page, openid) {
 		t.Errorf("the lookup shows the full openid %s", openid)
 	}
-	screenshot(t, ctx, filepath.Join(dir, "payout.png"))
+	browsertest.Screenshot(t, ctx, filepath.Join(dir, "payout.png"))
 
-	// The operator tops up and retries from the page: the same number is sent again and paid.
+	// The operator tops up and retries the first batch from the page, the others with the
+	// token (a script): the same numbers are sent again and paid.
 	srv.TopUp(wechatpay.Fen(1_000_000_000))
-	form := `form[action="/admin/batches/` + parked.OutBatchNo + `/retry"]`
+	form := `form[action="/admin/batches/` + first.OutBatchNo + `/retry"]`
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/"),
 		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), cfg.HTTP.AdminToken),
@@ -128,18 +135,35 @@ func TestRun_Operate(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
+	for _, b := range parked[1:] {
+		req, err := http.NewRequest(http.MethodPost, base+"/admin/batches/"+b.OutBatchNo+"/retry", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("retry %s with the token: %s", b.OutBatchNo, resp.Status)
+		}
+	}
 	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	waitFinal(t, db, len(sent.valid), time.Minute)
-	b, err := db.Batch(context.Background(), parked.OutBatchNo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ledger.BatchFinal(b.State) || b.BatchID == "" {
-		t.Errorf("batch %s after the retry: %s %q", b.OutBatchNo, b.State, b.BatchID)
+	for _, p := range parked {
+		b, err := db.Batch(context.Background(), p.OutBatchNo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ledger.BatchFinal(b.State) || b.BatchID == "" || b.Attempts != 2 {
+			t.Errorf("batch %s after the retry: %s %q, %d attempts (want 2: parked, then the operator's)", b.OutBatchNo, b.State, b.BatchID, b.Attempts)
+		}
 	}
 	sum, err := db.Summary(context.Background())
 	if err != nil {
@@ -149,13 +173,19 @@ func TestRun_Operate(t *testing.T) {
 	for _, n := range sum.Batches {
 		sealed += n
 	}
-	found := false
-	for _, bs := range srv.Batches() {
-		found = found || bs.OutBatchNo == parked.OutBatchNo
+	if got := len(srv.Batches()); got != sealed || sealed != len(parked) {
+		t.Errorf("the sandbox holds %d batches, the ledger sealed %d, %d were parked: a retry must reuse the number", got, sealed, len(parked))
 	}
-	if got := len(srv.Batches()); !found || got != sealed {
-		t.Errorf("the sandbox holds %d batches (the parked one: %v), the ledger sealed %d: a retry must reuse the number", got, found, sealed)
+}
+
+// lookup reads one payout from the ledger file at path.
+func lookup(path, key string) (ledger.PayoutView, error) {
+	db, err := ledger.OpenReadOnly(context.Background(), path)
+	if err != nil {
+		return ledger.PayoutView{}, err
 	}
+	defer db.Close()
+	return db.Lookup(context.Background(), key)
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -196,16 +226,4 @@ func metricValue(exposition, name string) float64 {
 		}
 	}
 	return -1
-}
-
-func screenshot(t *testing.T, ctx context.Context, path string) {
-	t.Helper()
-	var png []byte
-	if err := chromedp.Do(ctx, chromedp.FullScreenshot(&png, 90)); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, png, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
 }

@@ -176,7 +176,9 @@ func finalize(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	_, err = sdb.ExecContext(ctx, `UPDATE payouts SET state = 'DUPLICATE', fail_reason = 'bench prefill' WHERE state = 'RECEIVED'`)
+	// Raw SQL bypasses the ledger, so the totals it keeps are rebuilt in the same breath.
+	_, err = sdb.ExecContext(ctx, `UPDATE payouts SET state = 'DUPLICATE', fail_reason = 'bench prefill' WHERE state = 'RECEIVED';
+		DELETE FROM payout_totals; INSERT INTO payout_totals SELECT state, count(*), sum(amount) FROM payouts GROUP BY state;`)
 	if err := errors.Join(err, sdb.Close()); err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -56,4 +58,25 @@ func New(t testing.TB) context.Context {
 		t.Fatalf("start %s: %v", Chromium(t), err)
 	}
 	return ctx
+}
+
+// Screenshot saves a full-page PNG of the tab in ctx to path and logs where (go test -v shows
+// it). With SCREENSHOT_DIR set, a copy goes there too, named <test>-<file>, to outlive the
+// test's temp dir (the README's screenshot is made so).
+func Screenshot(t testing.TB, ctx context.Context, path string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{path}
+	if dir := os.Getenv("SCREENSHOT_DIR"); dir != "" {
+		paths = append(paths, filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+filepath.Base(path)))
+	}
+	for _, p := range paths {
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", p)
+	}
 }

@@ -2,7 +2,6 @@ package ops_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,7 +36,7 @@ func TestHandler_Browser(t *testing.T) {
 			t.Errorf("parked row %q lacks %q", open, want)
 		}
 	}
-	shot(t, ctx, filepath.Join(dir, "status.png"))
+	browsertest.Screenshot(t, ctx, filepath.Join(dir, "status.png"))
 
 	if err := chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS("#key"), billKey),
@@ -60,7 +59,7 @@ func TestHandler_Browser(t *testing.T) {
 	if got, want := loc, base+"/payouts?key="+billKey; got != want {
 		t.Errorf("location %q, want %q", got, want)
 	}
-	shot(t, ctx, filepath.Join(dir, "payout.png"))
+	browsertest.Screenshot(t, ctx, filepath.Join(dir, "payout.png"))
 
 	// An admin logs in and retries the parked batch: the browser's own Origin and
 	// Sec-Fetch-Site pass the cross-origin checks, and the form carries the CSRF token.
@@ -84,18 +83,7 @@ func TestHandler_Browser(t *testing.T) {
 	if retries, _ := admin.calls(); len(retries) != 1 || retries[0] != parkedNo {
 		t.Errorf("retries %q, want exactly %s", retries, parkedNo)
 	}
-	shot(t, ctx, filepath.Join(dir, "retried.png"))
+	browsertest.Screenshot(t, ctx, filepath.Join(dir, "retried.png"))
 }
 
 // shot saves a full-page PNG screenshot to path and logs where.
-func shot(t *testing.T, ctx context.Context, path string) {
-	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
-}

@@ -114,7 +114,7 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 	if is429(err) {
 		d.create.Slow()
 	}
-	r := ledger.SubmitResult{ErrorCode: code}
+	r := ledger.SubmitResult{ErrorCode: code, ErrorMessage: errorMessage(err)}
 	switch createAnswer(err, b.Attempts == 0) {
 	case createAccepted:
 		r.Outcome, r.BatchID, r.BatchStatus = ledger.SubmitAccepted, res.BatchID, res.Status

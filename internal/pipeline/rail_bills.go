@@ -186,7 +186,7 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 		d.driver.create.Slow()
 	}
 	now, code := d.now(), errorCode(err)
-	r := ledger.BillCreate{ErrorCode: code}
+	r := ledger.BillCreate{ErrorCode: code, ErrorMessage: errorMessage(err)}
 	action := createAnswer(err, first)
 	if action == createAccepted && res.OutBillNo == bl.OutBillNo && res.State == wechatpay.BillFail {
 		action = createExists // a create answer carries no fail_reason; the query does
@@ -207,7 +207,7 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 	case createExists:
 		// The bill exists and is final (docs/transfer-bills.md): what it became is a query away.
 		if err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
-			Outcome: ledger.SubmitRetry, ErrorCode: code, NextAt: now}); err != nil {
+			Outcome: ledger.SubmitRetry, ErrorCode: code, ErrorMessage: errorMessage(err), NextAt: now}); err != nil {
 			return err
 		}
 		return d.query(ctx, bl)
