@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,8 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/paystream/paystream/internal/ops"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
 const statusOpenID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
@@ -141,15 +148,6 @@ func TestCmdStatus_ConfigURL(t *testing.T) {
 // printed, exit 0.
 func TestCmdStatus_LedgerOnly(t *testing.T) {
 	path := auditLedger(t, "k1")
-	probe, err := ledger.OpenReadOnly(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = probe.Ops(context.Background(), time.Now(), 1)
-	probe.Close()
-	if err != nil && strings.Contains(err.Error(), "not implemented") {
-		t.Skip("ledger.Ops is not implemented in this tree yet")
-	}
 	dead := strings.TrimPrefix(deadURL(t), "http://")
 	code, out, errOut := runStatus(t, "--config", statusConfig(t, path, dead))
 	if code != 0 {
@@ -159,6 +157,91 @@ func TestCmdStatus_LedgerOnly(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestCmdStatus_Parked runs `processor run` on the demo config against a sandbox merchant
+// without money, and `processor status` on the same config: the parked batch is shown with its
+// code and WeChat's message, and the running processor's part (ready, breakers) is there.
+func TestCmdStatus_Parked(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithBalance(1))
+	dir := t.TempDir()
+	copyFile(t, dir, "merchant_TEST_ONLY_private_key.pem", 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{"DATA_DIR": dir, "SANDBOX_URL": srv.URL(), "PRODUCT": "batches", "CALLBACK_LISTEN": "127.0.0.1:0",
+		"NOTIFY_URL": "http://127.0.0.1:1/wechatpay/notify", "HTTP_LISTEN": listen, "ADMIN_TOKEN": "0123456789abcdef"}
+	getenv := func(k string) string { return env[k] }
+	t.Chdir("../..") // the demo config names the sandbox's key by its path in the repository
+	config := "configs/demo-processor.yaml"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var logs testingutil.LockedBuffer
+	go func() {
+		done <- run(ctx, []string{"run", "--config", config}, getenv, strings.NewReader(""), io.Discard, &logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("processor run exited %d:\n%s", code, logs.String())
+		}
+	})
+	url := waitForFile(t, filepath.Join(dir, "nats.url"))
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := payout.NewPublisher(js)
+	for i := range 3 {
+		r := payout.Request{Schema: payout.SchemaV1, OutDetailNo: fmt.Sprintf("P%d", i), MchID: wechatpaytest.DefaultMchID,
+			AppID: "wxa0000000000000001", OpenID: fmt.Sprintf("o-status-%d", i), Amount: 1000, Remark: "奖励",
+			SceneID: "1001", CreatedAt: time.Now()}
+		if _, err := pub.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var out, errOut strings.Builder
+		code := run(ctx, []string{"status", "--config", config}, getenv, strings.NewReader(""), &out, &errOut)
+		if code == 0 && strings.Contains(out.String(), "NOT_ENOUGH") {
+			for _, want := range []string{"PARKED", "balance 1 fen is not enough", "ready", "wechatpay-create"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("status lacks %q:\n%s", want, out.String())
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no parked batch in processor status after a minute (exit %d):\n%s\n%s", code, out.String(), errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond) // a poll, bounded by the deadline
+	}
+}
+
+// waitForFile waits up to a minute for the file at path and returns its first line.
+func waitForFile(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && strings.HasSuffix(string(b), "\n") {
+			return strings.TrimSpace(string(b))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not written after a minute: %v", path, err)
+		}
+		time.Sleep(50 * time.Millisecond) // a poll, bounded by the deadline
 	}
 }
 
