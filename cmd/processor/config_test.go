@@ -47,6 +47,7 @@ func TestConfigs(t *testing.T) {
 			{"  product: transfers\n", "wechatpay.product"}, // continues the wechatpay block
 			{"pipeline:\n  bill-scenes:\n    \"1000\":\n      report-infos: []\n", "pipeline.bill-scenes"},
 			{"pipeline:\n  rate-limit:\n    cancel: 0\n", "pipeline.rate-limit"},
+			{"nats:\n  topology:\n    replicas: 3\n", "nats.topology.replicas = 3: 1 with the embedded server"},
 			{"pipeline:\n  poll:\n    not-found-grace: -5s\n", "pipeline.poll.not-found-grace = -5s: must not be negative"},
 			{"  timeout: -1s\n", "wechatpay.timeout = -1s: must not be negative"}, // continues the wechatpay block
 			{"nats:\n  topology:\n    duplicate-window: -2m\n", "nats.topology.duplicate-window = -2m0s: must not be negative"},

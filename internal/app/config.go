@@ -141,6 +141,7 @@ func (c Config) Validate() error {
 		{len(t.Backoff) > 0 && t.Backoff[0] < t.AckWait, "nats.topology.backoff", t.Backoff, "JetStream uses the first step as the ack wait: it must be ≥ ack-wait"},
 		{t.ClaimsTTL < 24*time.Hour, "nats.topology.claims-ttl", t.ClaimsTTL, "must outlive every redelivery and replay window (≥ 24h; default 90 days)"},
 		{t.Replicas < 1 || t.Replicas > 5, "nats.topology.replicas", t.Replicas, "1..5"},
+		{c.NATS.URL == "" && t.Replicas > 1, "nats.topology.replicas", t.Replicas, "1 with the embedded server (a single node); 3 needs a NATS cluster in nats.url (deploy/nats)"},
 		{c.WeChatPay.BaseURL == "", "wechatpay.base-url", nil, "required"},
 		{!digits.MatchString(c.WeChatPay.MchID), "wechatpay.mchid", c.WeChatPay.MchID, "digits required"},
 		{!allDigits(c.WeChatPay.SubMchIDs), "wechatpay.sub-mchids", c.WeChatPay.SubMchIDs, "digits required"},
