@@ -139,7 +139,7 @@ func serveHTTP(name, listen string, handler http.Handler, log *slog.Logger) (add
 // /metrics; admin actions only with a token.
 func opsHandler(cfg HTTPConfig, h *health, m *metrics.Metrics, adm *admin, log *slog.Logger) http.Handler {
 	c := ops.Config{
-		Ledger: h.db, Runtime: h.runtime, Ready: h.notReady, Metrics: m.Handler(), Log: log,
+		Ledger: h.db, Runtime: h.runtime, Ready: h.notReady, Metrics: m.Handler(), Action: pipeline.ParkedAction, Log: log,
 	}
 	if cfg.AdminToken != "" {
 		c.Admin, c.AdminToken = adm, cfg.AdminToken

@@ -95,7 +95,7 @@ func TestRun_Operate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{first.OutBatchNo, "NOT_ENOUGH", first.LastErrorMessage} {
+	for _, want := range []string{first.OutBatchNo, "NOT_ENOUGH", first.LastErrorMessage, "top up the merchant's operating account"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("the parked row %q lacks %q", row, want)
 		}

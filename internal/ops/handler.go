@@ -195,7 +195,8 @@ type page struct {
 // openRow is one open batch on the page.
 type openRow struct {
 	ledger.OpenBatch
-	Stuck bool
+	Stuck  bool
+	Action string // what fixes it, when parked
 }
 
 func (s *server) newPage(w http.ResponseWriter, r *http.Request, title string) *page {
@@ -214,6 +215,13 @@ func (s *server) index(w http.ResponseWriter, r *http.Request) {
 	p.Title = "paystream " + instance(p.Status)
 	p.Refresh = true
 	p.Open = openRows(p.Status.Ledger.Open, p.Now)
+	if s.cfg.Action != nil {
+		for i, r := range p.Open {
+			if r.Parked {
+				p.Open[i].Action = s.cfg.Action(r.LastErrorCode, r.Rail)
+			}
+		}
+	}
 	s.render(w, http.StatusOK, indexTmpl, p)
 }
 

@@ -75,7 +75,10 @@ type Config struct {
 	// Admin and AdminToken together enable the admin actions; either missing: read-only.
 	Admin      Admin
 	AdminToken string
-	Now        func() time.Time // default time.Now
+	// Action says what fixes a parked batch's code on its rail, shown under WeChat's message;
+	// nil: nothing shown.
+	Action func(code, rail string) string
+	Now    func() time.Time // default time.Now
 	Log        *slog.Logger     // default slog.Default()
 }
 

@@ -174,7 +174,7 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 	if !ok {
 		// Sealed by a processor configured for another product: never sent from here.
 		d.log.Error("batch parked: on a rail this processor does not drive; it waits for one that does", "out_batch_no", b.OutBatchNo,
-			"rail", b.Rail, "code", codeRailNotConfigured, "action", blockedAction(codeRailNotConfigured, b.Rail))
+			"rail", b.Rail, "code", codeRailNotConfigured, "action", ParkedAction(codeRailNotConfigured, b.Rail))
 		if err := d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, d.now().Add(d.submit.ParkedRetry), codeRailNotConfigured, false); err != nil {
 			d.log.Error("rescheduling batch", "out_batch_no", b.OutBatchNo, "err", err)
 		}

@@ -134,7 +134,7 @@ func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
 	case createParked:
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
 		d.log.Error("batch parked: operator action needed; the same number is retried", "out_batch_no", b.OutBatchNo, "code", code,
-			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, b.Rail))
+			"message", errorMessage(err), "retry_at", r.NextAt, "action", ParkedAction(code, b.Rail))
 	case createNotSent:
 		if ctx.Err() != nil {
 			return nil

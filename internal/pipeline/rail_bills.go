@@ -225,7 +225,7 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
 	case createParked:
 		r.Outcome, r.NextAt = ledger.SubmitRetry, now.Add(d.submit.ParkedRetry)
 		d.log.Error("bill parked: operator action needed; the same number is retried", "out_bill_no", bl.OutBillNo, "code", code,
-			"message", errorMessage(err), "retry_at", r.NextAt, "action", blockedAction(code, payout.RailBills))
+			"message", errorMessage(err), "retry_at", r.NextAt, "action", ParkedAction(code, payout.RailBills))
 	case createNotSent:
 		if ctx.Err() != nil {
 			return nil
@@ -375,10 +375,10 @@ func parseTime(s string) time.Time {
 	return t
 }
 
-// blockedAction tells the operator what fixes a refusal that parks a batch or a bill on rail:
+// ParkedAction tells the operator what fixes a refusal that parks a batch or a bill on rail:
 // one answer for every code ledger.ParkedCode knows. It decides on the code only; the log line
 // carries WeChat's message beside it for the human.
-func blockedAction(code, rail string) string {
+func ParkedAction(code, rail string) string {
 	switch {
 	case code == wechatpay.ErrNoAuth.Code && rail == payout.RailBills:
 		return "this merchant has no transfer-bill permission (商家转账); if it has the batch API, set wechatpay.product: batches"

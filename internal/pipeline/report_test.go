@@ -32,7 +32,7 @@ func TestParkedCode_AgreesWithClassify(t *testing.T) {
 	all := []string{"SYSTEM_ERROR", "FREQUENCY_LIMITED", "FREQUENCY_LIMIT_EXCEED", "RATELIMIT_EXCEEDED", "FREQUENCY_LIMIT",
 		"NOT_FOUND", "ALREADY_EXISTS", "NO_SUCH_CODE", "", "TRANSPORT", "TIMEOUT", "BREAKER_OPEN", sendingCode}
 	all = append(all, parked...)
-	generic := blockedAction("NO_SUCH_CODE", payout.RailDirect)
+	generic := ParkedAction("NO_SUCH_CODE", payout.RailDirect)
 	for _, code := range all {
 		t.Run(code, func(t *testing.T) {
 			class := wechatpay.Classify(blockedErr(code))
@@ -41,7 +41,7 @@ func TestParkedCode_AgreesWithClassify(t *testing.T) {
 					t.Fatalf("ledger parks %s but the client classifies it %s", code, class)
 				}
 				for _, rail := range []string{payout.RailDirect, payout.RailBills} {
-					if blockedAction(code, rail) == generic {
+					if ParkedAction(code, rail) == generic {
 						t.Fatalf("parked code %s on %s has only the generic action", code, rail)
 					}
 				}
