@@ -79,7 +79,7 @@ type Config struct {
 	// nil: nothing shown.
 	Action func(code, rail string) string
 	Now    func() time.Time // default time.Now
-	Log        *slog.Logger     // default slog.Default()
+	Log    *slog.Logger     // default slog.Default()
 }
 
 // Status is the whole picture: /status.json serves it and `processor status --json` prints
