@@ -53,7 +53,10 @@ func (c *cancels) run(ctx context.Context) error {
 			c.handle(ctx, m)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			// A stream without a leader answers at once ("no responders"): wait, or this loop
+			// spins and logs thousands of lines a second while a NATS node restarts.
 			c.log.Warn("fetching cancels", "err", err)
+			sleepCtx(ctx, time.Second)
 		}
 	}
 	return nil
