@@ -23,7 +23,10 @@ import (
 // temporary directory; the go build cache makes that quick.
 func TestSoakShort(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Payouts, cfg.Quota, cfg.Share = 5000, 20, 20 // a small load still meets 429s
+	// A small load still meets 429s: three processors at 10/s each against a quota of 20/s.
+	// (At 20/s each, every restart comes back at the full rate, and with a kill every 2 s the
+	// 429 storm that makes decides whether the run ends inside its 4 minutes.)
+	cfg.Payouts, cfg.Quota, cfg.Share = 5000, 20, 10
 	rep := runShort(t, cfg, 10)
 	if rep.Kills < 5 || rep.NATSRestarts < 1 {
 		t.Errorf("%d kills and %d NATS restarts, want ≥ 5 and ≥ 1", rep.Kills, rep.NATSRestarts)
