@@ -590,3 +590,28 @@ func fillOps(b testing.TB, db *DB, clk *clock, n int) (key string) {
 	}
 	return key
 }
+
+// TestDueQueriesUseTheDueIndex: the driver's reads of due batches (every wake-up) go through
+// batches_due; an index added for Ops once took them over and sorted every open batch.
+func TestDueQueriesUseTheDueIndex(t *testing.T) {
+	db := mustOpenLedger(t)
+	for _, q := range []string{
+		`SELECT min(next_at) FROM batches WHERE settled = 0`,
+		`SELECT out_batch_no FROM batches WHERE settled = 0 AND next_at <= 1 ORDER BY next_at LIMIT 10`,
+	} {
+		var plan strings.Builder
+		err := eachRow(context.Background(), db.rdb, `EXPLAIN QUERY PLAN `+q, nil, func(scan func(...any) error) error {
+			var id, parent, unused int
+			var detail string
+			err := scan(&id, &parent, &unused, &detail)
+			plan.WriteString(detail + "\n")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(plan.String(), "batches_due") || strings.Contains(plan.String(), "TEMP B-TREE") {
+			t.Errorf("%s\nplan:\n%s", q, plan.String())
+		}
+	}
+}

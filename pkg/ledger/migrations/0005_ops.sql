@@ -7,8 +7,10 @@ ALTER TABLE bills ADD COLUMN last_error_message TEXT NOT NULL DEFAULT '';
 
 -- Ops (the status page and the metrics, every few seconds): batches by rail and state and
 -- the non-settled ones with what decides whether they are parked, without reading a row
--- (whose frozen body sits before these columns).
-CREATE INDEX batches_ops ON batches (settled, rail, state, last_error_code, sealed_at, out_batch_no);
+-- (whose frozen body sits before these columns). Ops reads it whole (INDEXED BY). settled
+-- must not lead: the planner would take it for "settled = 0" over batches_due, and the
+-- driver's due-batch reads would sort every open batch (intake measured 30 % slower).
+CREATE INDEX batches_ops ON batches (rail, state, settled, last_error_code, sealed_at, out_batch_no);
 
 -- Lookup (a payout's history): the events of one batch, and the intake events (no batch).
 -- Both grow in id order, so they only append.
