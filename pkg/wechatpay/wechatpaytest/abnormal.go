@@ -8,15 +8,30 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// instr is one abnormal-fund transfer instruction (docs/abnormal-funds.md). It completes
-// ProcessDelay after creation; a notify_url then gets ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS.
+// instr is one abnormal-fund transfer instruction (docs/abnormal-funds.md). Its receipt is
+// RECEIPT_STATE_PENDING at creation and until Accept (AcceptDelay later), then
+// RECEIPT_STATE_PROGRESS until Done (ProcessDelay after Accept), then RECEIPT_STATE_COMPLETED;
+// a notify_url then gets ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS.
 type instr struct {
 	ReceiptID string                                     `json:"receipt_id"`
 	Amount    wechatpay.Fen                              `json:"amount"`
 	Req       wechatpay.CreateTransferInstructionRequest `json:"request"`
 	Created   time.Time                                  `json:"created"`
+	Accept    time.Time                                  `json:"accept,omitzero"` // zero in states saved before it: PROGRESS at once
 	Done      time.Time                                  `json:"done"`
 	Notified  bool                                       `json:"notified,omitempty"`
+}
+
+// state is the receipt_state of in at now. At its creation instant an instruction is PENDING
+// even with no delays, as the create answer of seed 004's example is (docs/abnormal-funds.md).
+func (in *instr) state(now time.Time) string {
+	switch {
+	case !now.After(in.Created) || now.Before(in.Accept):
+		return wechatpay.ReceiptStatePending
+	case now.Before(in.Done):
+		return wechatpay.ReceiptStateProgress
+	}
+	return wechatpay.ReceiptStateCompleted
 }
 
 func (in *instr) key() string { return in.ReceiptID + "/" + in.Req.OutInstructionNo }
@@ -37,15 +52,20 @@ func (s *Server) instrResponse(in *instr, now time.Time) wechatpay.TransferInstr
 	r := wechatpay.TransferInstructionResponse{
 		ProductName: "在途异常资金付款", ReceiptID: in.ReceiptID,
 		TransferAmount: wechatpay.ReceiptAmount{Total: in.Amount, Currency: "CNY"},
-		ReceiptState:   wechatpay.ReceiptStateProgress, CreateTime: rfc3339(in.Created), LastUpdateTime: rfc3339(in.Created),
+		ReceiptState:   in.state(now), CreateTime: rfc3339(in.Created), LastUpdateTime: rfc3339(in.Created),
 		Instruction: &wechatpay.TransferInstruction{
 			OutInstructionNo: in.Req.OutInstructionNo, TransferMode: in.Req.TransferMode,
 			Commander: &wechatpay.Commander{Operator: "MERCHANT", MchID: s.opts.MchID},
 			AppID:     in.Req.AppID, NotifyURL: in.Req.NotifyURL,
 		},
 	}
-	if !now.Before(in.Done) {
-		r.ReceiptState, r.LastUpdateTime, r.Instruction.SuccessTime = wechatpay.ReceiptStateCompleted, rfc3339(in.Done), rfc3339(in.Done)
+	switch r.ReceiptState {
+	case wechatpay.ReceiptStateProgress:
+		if !in.Accept.IsZero() {
+			r.LastUpdateTime = rfc3339(in.Accept)
+		}
+	case wechatpay.ReceiptStateCompleted:
+		r.LastUpdateTime, r.Instruction.SuccessTime = rfc3339(in.Done), rfc3339(in.Done)
 	}
 	return r
 }
@@ -81,7 +101,8 @@ func (s *Server) createInstr(c *call) (any, error) {
 			return nil, apiError(http.StatusBadRequest, "ALREADY_EXISTS", "the receipt already has an instruction")
 		}
 	}
-	in := &instr{ReceiptID: receipt, Amount: amount, Req: r, Created: c.now, Done: c.now.Add(s.opts.scaled(s.opts.ProcessDelay))}
+	accept := c.now.Add(s.opts.scaled(s.opts.AcceptDelay))
+	in := &instr{ReceiptID: receipt, Amount: amount, Req: r, Created: c.now, Accept: accept, Done: accept.Add(s.opts.scaled(s.opts.ProcessDelay))}
 	s.st.Instrs = append(s.st.Instrs, in)
 	s.idx.instrs[in.key()] = in
 	s.version++
@@ -107,7 +128,7 @@ func (s *Server) queryInstr(c *call) (any, error) {
 // advanceInstrs sends the callback of instructions that completed. Callers hold mu.
 func (s *Server) advanceInstrs(now time.Time) {
 	for _, in := range s.st.Instrs {
-		if in.Notified || now.Before(in.Done) {
+		if in.Notified || in.state(now) != wechatpay.ReceiptStateCompleted {
 			continue
 		}
 		in.Notified = true

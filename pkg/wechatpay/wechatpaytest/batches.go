@@ -258,15 +258,28 @@ func (s *Server) finish(b *batch) {
 		return
 	}
 	b.Notified = true
-	event, summary := wechatpay.EventBatchFinished, "商家转账批次完成"
 	res := wechatpay.BatchFinishedResource{
 		MchID: s.opts.MchID, OutBatchNo: b.Req.OutBatchNo, BatchID: b.ID, BatchStatus: b.status(b.Finished),
 		TotalNum: b.Req.TotalNum, TotalAmount: b.Req.TotalAmount, UpdateTime: rfc3339(b.Finished),
 	}
 	if b.Closed {
-		event, summary, res.CloseReason = wechatpay.EventBatchClosed, "商家转账批次关闭", b.CloseReason
-	} else {
-		res.SuccessAmount, res.SuccessNum, res.FailAmount, res.FailNum = b.SuccessAmount, b.SuccessNum, b.FailAmount, b.FailNum
+		res.CloseReason = b.CloseReason
+		s.queueNotification(b.Req.NotifyURL, wechatpay.EventBatchClosed, "商家转账批次关闭", res)
+		return
 	}
-	s.queueNotification(b.Req.NotifyURL, event, summary, res)
+	s.queueNotification(b.Req.NotifyURL, wechatpay.EventBatchFinished, "商家转账批次完成", finishedResource{
+		BatchFinishedResource: res,
+		SuccessAmount:         b.SuccessAmount, SuccessNum: b.SuccessNum, FailAmount: b.FailAmount, FailNum: b.FailNum,
+	})
+}
+
+// finishedResource is the plaintext of MCHTRANSFER.BATCH.FINISHED as WeChat sends it: the four
+// totals are always there, 0 included (docs/wechatpay.md §7), where the omitempty tags of
+// wechatpay.BatchFinishedResource would drop a 0. Its fields shadow the embedded ones.
+type finishedResource struct {
+	wechatpay.BatchFinishedResource
+	SuccessAmount wechatpay.Fen `json:"success_amount"`
+	SuccessNum    int           `json:"success_num"`
+	FailAmount    wechatpay.Fen `json:"fail_amount"`
+	FailNum       int           `json:"fail_num"`
 }

@@ -199,6 +199,7 @@ func (s *Server) visible(now, created time.Time) error {
 }
 
 // parseBatchQuery reads need_query_detail, offset, limit and detail_status (docs/wechatpay.md §5).
+// With need_query_detail=true an absent detail_status means ALL.
 func parseBatchQuery(v url.Values) (wechatpay.BatchQuery, error) {
 	q := wechatpay.BatchQuery{Limit: wechatpay.MinQueryLimit}
 	switch v.Get("need_query_detail") {
@@ -226,8 +227,10 @@ func parseBatchQuery(v url.Values) (wechatpay.BatchQuery, error) {
 	switch q.DetailStatus {
 	case wechatpay.DetailStatusAll, wechatpay.DetailStatusSuccess, wechatpay.DetailStatusFail, wechatpay.DetailStatusWaitPay:
 	case "":
+		// Optional (选填, docs/wechatpay.md §5 [003]). What WeChat does without it is not
+		// documented; the sandbox answers as for ALL, the one value that hides no row.
 		if q.NeedQueryDetail {
-			return q, paramError("detail_status: required with need_query_detail=true")
+			q.DetailStatus = wechatpay.DetailStatusAll
 		}
 	default:
 		return q, paramError("detail_status: want ALL, SUCCESS, FAIL or WAIT_PAY")
@@ -335,13 +338,21 @@ func (s *Server) queryDetail(partner bool) apiFunc {
 		if !partner {
 			return r, nil
 		}
-		return wechatpay.PartnerDetailResponse{
-			SpMchID: r.MchID, OutBatchNo: r.OutBatchNo, BatchID: r.BatchID, AppID: r.AppID, OutDetailNo: r.OutDetailNo,
+		return partnerDetail{PartnerDetailResponse: wechatpay.PartnerDetailResponse{
+			SpMchID: r.MchID, OutBatchNo: r.OutBatchNo, BatchID: r.BatchID, OutDetailNo: r.OutDetailNo,
 			DetailID: r.DetailID, DetailStatus: r.DetailStatus, TransferAmount: r.TransferAmount,
 			TransferRemark: r.TransferRemark, FailReason: r.FailReason, OpenID: r.OpenID, UserName: r.UserName,
 			InitiateTime: r.InitiateTime, UpdateTime: r.UpdateTime,
-		}, nil
+		}, AppID: r.AppID}, nil
 	}
+}
+
+// partnerDetail is the answer to a partner detail query: appid is optional there
+// (docs/wechatpay.md §6 [SDK]) and left out when empty, where wechatpay.PartnerDetailResponse
+// would send "appid":"". Its AppID shadows the embedded one.
+type partnerDetail struct {
+	wechatpay.PartnerDetailResponse
+	AppID string `json:"appid,omitempty"`
 }
 
 // encryptName encrypts a name for an answer with the merchant's key (docs/wechatpay.md §3); ""

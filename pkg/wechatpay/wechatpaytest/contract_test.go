@@ -5,11 +5,13 @@ package wechatpaytest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -406,4 +408,176 @@ func TestContract_Notifications(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestContract_DetailStatusOptional: detail_status is optional with need_query_detail=true
+// (docs/wechatpay.md §5); without it the sandbox answers as for ALL.
+func TestContract_DetailStatusOptional(t *testing.T) {
+	srv, clk := manual(t)
+	r := batchBody("DS1", 3, 100)
+	r.TransferDetailList[1].OpenID = "fail-ACCOUNT_FROZEN-1"
+	create(t, srv, r)
+	clk.Add(DefaultAcceptDelay + DefaultProcessDelay)
+	rep, without := queryBatch(t, srv, "DS1", "need_query_detail=true")
+	if got, want := rep.status, http.StatusOK; got != want {
+		t.Fatalf("without detail_status: HTTP %d %s, want %d", got, rep.body, want)
+	}
+	_, all := queryBatch(t, srv, "DS1", "need_query_detail=true&detail_status=ALL")
+	if got, want := fmt.Sprint(without.TransferDetailList), fmt.Sprint(all.TransferDetailList); got != want {
+		t.Fatalf("rows without detail_status %s, with ALL %s", got, want)
+	}
+	if got, want := len(without.TransferDetailList), 3; got != want {
+		t.Fatalf("%d rows, want %d", got, want)
+	}
+	if rep, _ := queryBatch(t, srv, "DS1", "need_query_detail=true&detail_status=REFUND"); rep.code() != "PARAM_ERROR" {
+		t.Fatalf("unknown detail_status: HTTP %d %s, want PARAM_ERROR", rep.status, rep.body)
+	}
+}
+
+// TestContract_FinishedCallbackTotals: MCHTRANSFER.BATCH.FINISHED carries success_amount,
+// success_num, fail_amount and fail_num even when they are 0.
+func TestContract_FinishedCallbackTotals(t *testing.T) {
+	got := make(chan map[string]json.RawMessage, 2)
+	var c *wechatpay.Client
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.NotificationHandler(func(_ context.Context, n *wechatpay.Notification, _ []byte) error {
+			pt, err := n.Decrypt(DefaultAPIv3Key)
+			if err != nil {
+				return err
+			}
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(pt, &m); err != nil {
+				return err
+			}
+			got <- m
+			return nil
+		}).ServeHTTP(w, r)
+	}))
+	defer hook.Close()
+	srv := NewServer(t, WithSpeed(fast))
+	c = newClient(t, srv)
+	ok, bad := batchBody("CB1", 2, 100), batchBody("CB2", 1, 100)
+	bad.TransferDetailList[0].OpenID = "fail-ACCOUNT_FROZEN-0"
+	for _, r := range []*wechatpay.CreateBatchRequest{ok, bad} {
+		r.NotifyURL = hook.URL + "/notify"
+		if _, err := c.CreateTransferBatch(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]map[string]string{
+		`"CB1"`: {"success_amount": "200", "success_num": "2", "fail_amount": "0", "fail_num": "0"},
+		`"CB2"`: {"success_amount": "0", "success_num": "0", "fail_amount": "100", "fail_num": "1"},
+	}
+	for range 2 {
+		var m map[string]json.RawMessage
+		select {
+		case m = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no notification")
+		}
+		w, found := want[string(m["out_batch_no"])]
+		if !found {
+			t.Fatalf("resource %v", m)
+		}
+		for k, v := range w {
+			if got, want := string(m[k]), v; got != want {
+				t.Fatalf("%s: %s = %q, want %q", m["out_batch_no"], k, got, want)
+			}
+		}
+	}
+}
+
+// TestContract_PartnerDetailAppID: a partner detail answer leaves out an empty appid rather
+// than sending "appid":""; a direct one still carries its appid.
+func TestContract_PartnerDetailAppID(t *testing.T) {
+	srv, clk := manual(t)
+	req := &wechatpay.PartnerCreateBatchRequest{
+		AuthorizationType: wechatpay.AuthorizationFund, SpAppID: DefaultAppID, SubMchID: "1900000109",
+		OutBatchNo: "PA1", BatchName: "partner", BatchRemark: "partner", TotalAmount: 100, TotalNum: 1,
+		TransferDetailList: []wechatpay.PartnerTransferDetailInput{{OpenID: "o-1", OutDetailNo: "PA1D0", TransferAmount: 100, TransferRemark: "r"}},
+	}
+	if rep := send(t, srv, "POST", "/v3/partner-transfer/batches", mustJSON(t, req)); rep.status != http.StatusOK {
+		t.Fatalf("partner create: HTTP %d %s", rep.status, rep.body)
+	}
+	create(t, srv, batchBody("DA1", 1, 100))
+	clk.Add(DefaultAcceptDelay + DefaultProcessDelay)
+	for _, tc := range []struct {
+		name, uri string
+		want      bool
+	}{
+		{"partner", "/v3/partner-transfer/batches/out-batch-no/PA1/details/out-detail-no/PA1D0", false},
+		{"direct", "/v3/transfer/batches/out-batch-no/DA1/details/out-detail-no/DA1D0", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := send(t, srv, "GET", tc.uri, nil)
+			var m map[string]json.RawMessage
+			rep.decode(t, &m)
+			if _, got := m["appid"]; got != tc.want {
+				t.Fatalf("appid present = %v, want %v: %s", got, tc.want, rep.body)
+			}
+		})
+	}
+}
+
+// TestContract_InstructionStates: an abnormal-fund instruction starts RECEIPT_STATE_PENDING,
+// is RECEIPT_STATE_PROGRESS from AcceptDelay and RECEIPT_STATE_COMPLETED ProcessDelay later.
+func TestContract_InstructionStates(t *testing.T) {
+	srv, clk := manual(t)
+	srv.AddReceipt("R1", 1234)
+	body := mustJSON(t, &wechatpay.CreateTransferInstructionRequest{OutInstructionNo: "I1", AppID: []string{DefaultAppID}, TransferMode: wechatpay.TransferModeOriginalReceiveUser})
+	state := func(rep reply) string {
+		t.Helper()
+		if rep.status != http.StatusOK {
+			t.Fatalf("HTTP %d %s", rep.status, rep.body)
+		}
+		var r wechatpay.TransferInstructionResponse
+		rep.decode(t, &r)
+		return r.ReceiptState
+	}
+	const uri = "/v3/abnormal-fund-processing/receipts/R1/transfer-instructions"
+	if got, want := state(send(t, srv, "POST", uri, body)), wechatpay.ReceiptStatePending; got != want {
+		t.Fatalf("create answers %s, want %s", got, want)
+	}
+	for _, step := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, wechatpay.ReceiptStatePending},
+		{DefaultAcceptDelay - time.Second, wechatpay.ReceiptStatePending},
+		{time.Second, wechatpay.ReceiptStateProgress},
+		{DefaultProcessDelay - time.Second, wechatpay.ReceiptStateProgress},
+		{time.Second, wechatpay.ReceiptStateCompleted},
+	} {
+		clk.Add(step.d)
+		if got := state(send(t, srv, "GET", uri+"/I1", nil)); got != step.want {
+			t.Fatalf("at +%v: %s, want %s", srv.now().Sub(newClock().t), got, step.want)
+		}
+	}
+}
+
+// TestContract_MillisecondTimestamp: a timestamp in milliseconds gets a SIGN_ERROR that says so,
+// not a skew of thousands of hours.
+func TestContract_MillisecondTimestamp(t *testing.T) {
+	srv, _ := manual(t)
+	const uri = "/v3/transfer/batches/out-batch-no/MS1?need_query_detail=false"
+	for _, tc := range []struct {
+		name string
+		ts   int64
+		want string
+	}{
+		{"milliseconds", srv.now().UnixMilli(), "milliseconds"},
+		{"an hour old", srv.now().Unix() - 3600, "1h0m0s old"},
+		{"far future", srv.now().Unix() + 1<<40, "not Unix seconds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := send(t, srv, "GET", uri, nil, func(r *http.Request) {
+				r.Header.Set("Authorization", authHeader(t, MerchantPrivateKey(), DefaultMchID, DefaultMerchantSerial, "GET", uri, tc.ts, nil))
+			})
+			var e wechatpay.APIError
+			rep.decode(t, &e)
+			if e.Code != "SIGN_ERROR" || !strings.Contains(e.Message, tc.want) {
+				t.Fatalf("HTTP %d %s, want SIGN_ERROR saying %q", rep.status, rep.body, tc.want)
+			}
+		})
+	}
 }

@@ -121,13 +121,15 @@ type Options struct {
 
 	// Speed divides the sandbox durations listed above; 1 is realistic. Must be > 0.
 	Speed float64
-	// AcceptDelay is how long a new batch stays ACCEPTED with its details INIT.
+	// AcceptDelay is how long a new batch stays ACCEPTED with its details INIT, and a new
+	// abnormal-fund instruction RECEIPT_STATE_PENDING.
 	AcceptDelay time.Duration
 	// BillAcceptDelay is how long a new transfer bill stays ACCEPTED (its create answers
 	// ACCEPTED, with package_info) before WAIT_USER_CONFIRM. WeChat usually answers
 	// WAIT_USER_CONFIRM at once (seed 001): 0.
 	BillAcceptDelay time.Duration
-	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL.
+	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL, and an
+	// abnormal-fund instruction RECEIPT_STATE_PROGRESS before RECEIPT_STATE_COMPLETED.
 	ProcessDelay time.Duration
 	// NotFoundLag: queries of a batch younger than this answer 404 NOT_FOUND (docs/wechatpay.md
 	// §8).

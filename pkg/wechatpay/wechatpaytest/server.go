@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -453,14 +454,36 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) error {
 	case a.NonceStr == "":
 		return errors.New("empty nonce_str")
 	}
-	if d := now.Sub(time.Unix(a.Timestamp, 0)); d > s.opts.TimestampWindow || d < -s.opts.TimestampWindow {
-		return fmt.Errorf("timestamp %d is %v away from now", a.Timestamp, d.Round(time.Second))
+	if err := s.checkTimestamp(a.Timestamp, now); err != nil {
+		return err
 	}
 	msg := wechatpay.RequestMessage(r.Method, r.RequestURI, a.Timestamp, a.NonceStr, body)
 	if err := wechatpay.VerifySignature(s.opts.MerchantKey, msg, a.Signature); err != nil {
 		return errors.New("signature does not verify")
 	}
 	return nil
+}
+
+// checkTimestamp refuses a request timestamp more than TimestampWindow from now
+// (docs/wechatpay.md §1, §2). Its message states the skew a person can act on: that the
+// timestamp looks like Unix milliseconds (docs/wechatpay.md §1: seconds), how old or how far
+// ahead it is, or that it is no Unix time in seconds at all, where time.Duration would saturate
+// at about 292 years.
+func (s *Server) checkTimestamp(ts int64, now time.Time) error {
+	w := s.opts.TimestampWindow
+	within := func(d time.Duration) bool { return d <= w && d >= -w }
+	d := now.Sub(time.Unix(ts, 0))
+	switch {
+	case within(d):
+		return nil
+	case within(now.Sub(time.UnixMilli(ts))):
+		return fmt.Errorf("timestamp %d looks like Unix milliseconds; want seconds", ts)
+	case d == math.MaxInt64 || d == math.MinInt64:
+		return fmt.Errorf("timestamp %d is not Unix seconds near now (%d)", ts, now.Unix())
+	case d > 0:
+		return fmt.Errorf("timestamp %d is %v old, beyond %v", ts, d.Round(time.Second), w)
+	}
+	return fmt.Errorf("timestamp %d is %v ahead of now, beyond %v", ts, (-d).Round(time.Second), w)
 }
 
 // limitCode is the 429 code of endpoint: FREQUENCY_LIMITED on the batch APIs (docs/wechatpay.md

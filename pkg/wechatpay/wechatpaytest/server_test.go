@@ -298,7 +298,7 @@ func TestServer_Lifecycle(t *testing.T) {
 		for _, tc := range []struct{ query, want string }{
 			{"", "PARAM_ERROR"},
 			{"need_query_detail=yes", "PARAM_ERROR"},
-			{"need_query_detail=true", "PARAM_ERROR"},
+			{"need_query_detail=true", ""}, // detail_status is optional: ALL
 			{"need_query_detail=true&detail_status=ALL&limit=19", "PARAM_ERROR"},
 			{"need_query_detail=true&detail_status=ALL&limit=101", "PARAM_ERROR"},
 			{"need_query_detail=true&detail_status=ALL&offset=-1", "PARAM_ERROR"},
