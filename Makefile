@@ -24,8 +24,17 @@ vet:
 test: vet ## vet, then every test with the race detector
 	$(GO) test -race -timeout 20m ./...
 
-lint: vet
-	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+lint: vet $(STATICCHECK) ## gofmt, go vet, staticcheck $(STATICCHECK_VERSION) and go mod tidy: each must be clean
+	@test -z "$$(gofmt -l .)" || { echo "gofmt -l: these files need gofmt -w:"; gofmt -l .; exit 1; }
+	$(STATICCHECK) ./...
+	$(GO) mod tidy -diff
+
+# staticcheck, pinned: built once from the Go module proxy into bin/ (a new version, a new directory)
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(@D) GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)

@@ -1,4 +1,4 @@
-// Command bench runs the issue #7 and #13 benchmarks (make bench): the intake, ledger growth
+// Command bench runs the limit benchmarks (make bench; README "Performance"): the intake, ledger growth
 // and drain ratios, the drain ratio and queries per bill on the transfer-bills rail, and the
 // processor's peak memory, printing a table and one PASS/FAIL line per target, and writing
 // JSON, benchstat text and CPU profiles under bench/results/. A full run takes about 25

@@ -1,6 +1,6 @@
-// Command soak runs the exactly-once soak of issue #6 (internal/soak) on both WeChat Pay
-// products, one after the other: the batch API (50k payouts), then transfer bills (10k
-// payouts, issue 13: payees who confirm, decline or never confirm, lost callbacks, upstream
+// Command soak runs the exactly-once soak (internal/soak; README "Failure model") on both
+// WeChat Pay products, one after the other: the batch API (50k payouts), then transfer bills
+// (10k payouts: payees who confirm, decline or never confirm, lost callbacks, upstream
 // cancels). Each run is a 3-node JetStream cluster, the WeChat Pay sandbox with faults and
 // 429s, several processors SIGKILLed and restarted every few seconds, one NATS node
 // restart, and the producer publishing a synthetic workload with re-publishes and invalid

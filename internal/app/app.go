@@ -58,7 +58,8 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	m := metrics.New(o.Version)
-	// The ledger records its merchant: a file of another merchant never pays (rule 6).
+	// The ledger records its merchant: a file of another merchant never pays
+	// (docs/money-rules.md#merchant).
 	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID),
 		ledger.WithCommitObserver(m.LedgerCommitObserver()))
 	if err != nil {

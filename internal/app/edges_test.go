@@ -23,8 +23,9 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// The tests of this file are the edges of issue 12: each reproduces a way a payout was
-// lost, stranded or misrouted, end to end, against the real processor.
+// The tests of this file are the edges where the rules of money once broke (docs/money-rules.md;
+// README "Failure model"): each reproduces a way a payout was lost, stranded or misrouted, end
+// to end, against the real processor.
 
 // nameKey is the TEST-ONLY WeChat Pay public key producers seal names with in these tests.
 func nameKey() *payout.NameKey {

@@ -12,8 +12,8 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// Sandbox faults of the soak (issue #6: ≥5% SYSTEM_ERROR, ≥2% commit-then-drop, 429s under
-// load, NOT_FOUND lag). The rates apply to every endpoint, creates included.
+// Sandbox faults of the soak (at least 5% SYSTEM_ERROR, 2% commit-then-drop, 429s under load,
+// a NOT_FOUND lag; README "Failure model"). The rates apply to every endpoint, creates included.
 var sandboxArgs = []string{
 	"--admin", "--listen", "127.0.0.1:0", "--log-level", "warn",
 	"--speed", "60", // a 1-minute PROCESSING phase lasts a second
@@ -23,8 +23,8 @@ var sandboxArgs = []string{
 	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
 }
 
-// billsSandboxArgs make the sandbox a transfer bills merchant (issue 13) whose payees, at
-// speed 60, confirm a second after the create (then TRANSFERING for a second), decline then
+// billsSandboxArgs make the sandbox a transfer bills merchant (docs/transfer-bills.md) whose
+// payees, at speed 60, confirm a second after the create (then TRANSFERING for a second), decline then
 // (decline-…), or never (noconfirm-…: the bill closes as FAIL OVERDUE_CLOSE 17 s after its
 // creation, 15 s plus a 2 s lag, instead of 24 h and more); a fifth of the callbacks is
 // lost and the others come half a second late, so queries must sweep up. A create answers

@@ -1,6 +1,6 @@
 // Package soak proves exactly-once payment across crashes and replicas with real processes
-// (issue #6), on either WeChat Pay product (Config.Product: the batch API, or transfer bills,
-// issue 13): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
+// (README "Failure model"), on either WeChat Pay product (Config.Product: the batch API, or
+// transfer bills): a 3-node JetStream cluster on loopback (R3 streams and KV), the WeChat Pay
 // sandbox as a process injecting faults, several processor replicas on their own ledger
 // files, and the producer publishing a synthetic workload with re-publishes, invalid and
 // misrouted lines and one request just under the 1 MiB max payload. While it runs it

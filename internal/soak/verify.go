@@ -107,8 +107,11 @@ func (e *evidence) sandboxState(key string) (state, reason string, reasonKnown b
 	return ledger.PayoutFail, "", false
 }
 
-// verify stops the processors with SIGTERM and checks the contract of issue #6 (and, on
-// transfer bills, of issue 13).
+// verify stops the processors with SIGTERM and checks the soak's contract: each valid payout
+// paid exactly once by the sandbox's record, none twice, every invalid or misrouted one
+// dead-lettered with its reason, every ledger's audit clean and its states equal to the
+// sandbox's (and, on transfer bills, every payout final: SUCCESS, FAIL with a reason, or
+// CANCELLED).
 func (s *soak) verify(ctx context.Context) {
 	r, w := s.rep, s.work
 	var stopErrs []string

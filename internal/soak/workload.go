@@ -14,7 +14,7 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// Shares of the workload (issue #6): 1% invalid lines and 5% of the valid keys published a
+// Shares of the workload: 1% invalid lines and 5% of the valid keys published a
 // second time, half of them at once (inside the JetStream duplicate window) and half once
 // the window has passed.
 const (

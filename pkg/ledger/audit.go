@@ -13,7 +13,8 @@ import (
 	"time"
 )
 
-// Stuck thresholds (docs/wechatpay.md §5, §11; issues 12 and 13).
+// Stuck thresholds: the audit must see every state a payout, batch or bill can be stuck in
+// (docs/money-rules.md#bad-input; docs/wechatpay.md §5, §10; docs/transfer-bills.md §4, §6).
 const (
 	// BillOverdueMargin: a bill not final this long after its expire_at is flagged; WeChat
 	// closes an unconfirmed bill after BillConfirmWindow, sometimes later, and a query or

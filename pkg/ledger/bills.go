@@ -533,8 +533,9 @@ func (db *DB) applyBill(ctx context.Context, tx *sql.Conn, b Bill, src Source, s
 	return db.refreshBatch(ctx, tx, b.OutBatchNo, src)
 }
 
-// cancellable reports whether a cancel can be asked of WeChat for a bill in state (spec
-// §8.2: before the payee confirms; some say any state not final).
+// cancellable reports whether a cancel can be asked of WeChat for a bill in state
+// (docs/transfer-bills.md §6: officially before the payee confirms; a staff answer says any
+// state not final).
 func cancellable(state string) bool {
 	switch state {
 	case PayoutAccepted, PayoutProcessing, PayoutWaitUserConfirm, PayoutTransfering:

@@ -52,7 +52,7 @@ var (
 	// member not claimed, body not matching its members, …). Nothing was written.
 	ErrInvalid = errors.New("ledger: invalid")
 	// ErrWrongMerchant: the file is bound to another merchant than the one given to
-	// WithMerchant. Such a ledger must never be used to pay (issue 12).
+	// WithMerchant. Such a ledger must never be used to pay (docs/money-rules.md#merchant).
 	ErrWrongMerchant = errors.New("ledger: bound to another merchant")
 )
 

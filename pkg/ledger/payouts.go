@@ -70,7 +70,7 @@ type InsertResult struct {
 }
 
 // minCipherLen is the shortest plausible base64 RSA-OAEP ciphertext (a 1024-bit key);
-// anything shorter is refused as a possible plaintext name (rule 5).
+// anything shorter is refused as a possible plaintext name (docs/money-rules.md#secrets).
 const minCipherLen = 128
 
 // validate checks the fields the schema and the rules of money require.

@@ -9,8 +9,8 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// Sizes of a NameKey's RSA modulus, in bytes. 2048 bits is what WeChat Pay issues (spec
-// §3); below it the key is weak and a 30-character name may not fit one OAEP block.
+// Sizes of a NameKey's RSA modulus, in bytes. 2048 bits is what WeChat Pay issues
+// (docs/wechatpay.md §3); below it the key is weak and a 30-character name may not fit one OAEP block.
 const (
 	MinNameKeySize = 256
 	MaxNameKeySize = MaxNameCipherSize

@@ -69,7 +69,7 @@ type Limits struct {
 	// empty list accepts any scene id of valid form.
 	Scenes []string
 	// EncryptedNamesOnly refuses a plaintext user_name: names must arrive sealed in
-	// user_name_cipher (issue: no plaintext name may travel or rest). The processor sets it;
+	// user_name_cipher (docs/money-rules.md#secrets: no plaintext name may travel or rest). The processor sets it;
 	// producers validate the plaintext before sealing and leave it unset.
 	EncryptedNamesOnly bool
 	// BillScenes is the table of transfer scenes the merchant may use on the bills rail

@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// Hosts of the APIv3 service (spec, header). The host is not signed, so a request signed for
+// Hosts of the APIv3 service (docs/wechatpay.md, its opening). The host is not signed, so a request signed for
 // one is valid on the other.
 const (
 	DefaultBaseURL       = "https://api.mch.weixin.qq.com"
@@ -29,7 +29,7 @@ type Config struct {
 	// BaseURL is scheme://host[:port] with no path, e.g. DefaultBaseURL. Required.
 	BaseURL string
 	// BackupBaseURL, when set, receives the same signed request after a connection error
-	// on BaseURL (spec header: api2.mch.weixin.qq.com).
+	// on BaseURL (docs/wechatpay.md: the backup host api2.mch.weixin.qq.com).
 	BackupBaseURL string
 	// MchID is the merchant (or service provider) id that signs requests.
 	MchID string

@@ -174,7 +174,7 @@ func (c *Client) PartnerQueryBatchByOutBatchNo(ctx context.Context, outBatchNo s
 	return queryBatch[PartnerBatchQueryResponse](ctx, c, pathPartnerBatches, "out-batch-no", outBatchNo, q)
 }
 
-// PartnerQueryBatchByBatchID queries a partner batch by batch_id (docs/wechatpay.md §6, seed 003).
+// PartnerQueryBatchByBatchID queries a partner batch by batch_id (docs/wechatpay.md §6).
 func (c *Client) PartnerQueryBatchByBatchID(ctx context.Context, batchID string, q BatchQuery) (*PartnerBatchQueryResponse, error) {
 	return queryBatch[PartnerBatchQueryResponse](ctx, c, pathPartnerBatches, "batch-id", batchID, q)
 }
@@ -192,7 +192,7 @@ func (c *Client) PartnerQueryDetailByDetailID(ctx context.Context, batchID, deta
 }
 
 // CreateTransferBill validates and creates a transfer bill (docs/transfer-bills.md). On any error
-// keep out_bill_no until a query shows FAIL (seed 001).
+// keep out_bill_no until a query shows FAIL (docs/transfer-bills.md §10).
 func (c *Client) CreateTransferBill(ctx context.Context, req *CreateTransferBillRequest) (*CreateTransferBillResponse, error) {
 	return postValidated[CreateTransferBillResponse](ctx, c, pathTransferBills, req)
 }

@@ -25,7 +25,8 @@ func (e *APIError) Is(target error) bool {
 	return ok && t.Code == e.Code
 }
 
-// Error codes named in the spec (§5–§9). Match them with errors.Is.
+// Error codes named in docs/wechatpay.md §5–§9 and docs/transfer-bills.md §9. Match them with
+// errors.Is.
 var (
 	ErrSystemError          = &APIError{Code: "SYSTEM_ERROR"}
 	ErrFrequencyLimited     = &APIError{Code: "FREQUENCY_LIMITED"}

@@ -1,6 +1,6 @@
 package wechatpay
 
-// Wire models for abnormal in-transit funds (在途异常资金, docs/abnormal-funds.md, seed 004). Not on the
+// Wire models for abnormal in-transit funds (在途异常资金, docs/abnormal-funds.md). Not on the
 // payout path.
 
 // TransferModeOriginalReceiveUser is the only transfer_mode (docs/abnormal-funds.md): pay back to

@@ -1,6 +1,6 @@
 package wechatpay
 
-// Wire models for the new 商家转账 transfer bills (docs/transfer-bills.md, seed 001). Unlike the batch
+// Wire models for the new 商家转账 transfer bills (docs/transfer-bills.md). Unlike the batch
 // requests, CreateTransferBillRequest declares its fields in the official SDK's order, which
 // is what the SDK sends (golden vector transfer_bill_create_sdk_json_body).
 

@@ -1,6 +1,6 @@
 package wechatpay
 
-// Wire models for the partner (服务商) batch API (docs/wechatpay.md §6, seed 003). Request structs
+// Wire models for the partner (服务商) batch API (docs/wechatpay.md §6). Request structs
 // declare their fields in alphabetical JSON order, like models.go, so that encoding/json produces
 // the same bytes as the official SDK. Amounts are integer fen.
 
@@ -65,9 +65,9 @@ type PartnerCreateBatchResponse struct {
 	CreateTime string `json:"create_time"`
 }
 
-// PartnerBatchQueryResponse is the answer to a partner batch query (docs/wechatpay.md §6, seed
-// 003). Unlike BatchQueryResponse it is flat: no transfer_batch wrapper. Detail rows come back only
-// when the batch is FINISHED.
+// PartnerBatchQueryResponse is the answer to a partner batch query (docs/wechatpay.md §6).
+// Unlike BatchQueryResponse it is flat: no transfer_batch wrapper. Detail rows come back only when
+// the batch is FINISHED.
 type PartnerBatchQueryResponse struct {
 	SpMchID            string        `json:"sp_mchid"`
 	SubMchID           string        `json:"sub_mchid"`
