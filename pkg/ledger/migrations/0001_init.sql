@@ -114,7 +114,7 @@ CREATE TABLE outcomes (
 
 CREATE INDEX outcomes_pending ON outcomes (id) WHERE published_at = 0;
 
--- notifications: processed callback ids (docs/wechatpay.md §7: dedupe on id).
+-- notifications: processed callback ids (spec §4: dedupe on id).
 CREATE TABLE notifications (
 	id           TEXT PRIMARY KEY,
 	out_batch_no TEXT NOT NULL,

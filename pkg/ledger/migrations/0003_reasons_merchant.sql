@@ -1,8 +1,7 @@
--- 0003: audit views for a FAIL without its reason and a row of another merchant. Each is empty
--- when the ledger is healthy (see 0002).
+-- 0003: audit views for issue 12. Each is empty when the ledger is healthy (see 0002).
 -- Never edit this file once shipped.
 
--- audit_fail_reason: a FAIL payout must say why (WeChat's fail_reason, docs/wechatpay.md §5), so upstream
+-- audit_fail_reason: a FAIL payout must say why (WeChat's fail_reason, spec §6), so upstream
 -- knows before it pays again under a new number.
 CREATE VIEW audit_fail_reason AS
 SELECT printf('payouts seq=%d out_detail_no=%s', seq, out_detail_no) AS row,

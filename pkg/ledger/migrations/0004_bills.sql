@@ -1,5 +1,4 @@
--- 0004: the transfer-bills rail (docs/transfer-bills.md, docs/rails.md).
--- Never edit this file once shipped.
+-- 0004: the transfer-bills rail (issue 13). Never edit this file once shipped.
 --
 -- batches, payouts and outcomes are rebuilt to widen their CHECK constraints, following
 -- SQLite's generalized ALTER TABLE procedure (https://www.sqlite.org/lang_altertable.html,

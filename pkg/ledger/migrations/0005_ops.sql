@@ -1,5 +1,4 @@
--- 0005: operating paystream (README "Operating it": status page, metrics, admin actions).
--- Never edit this file once shipped.
+-- 0005: operating paystream (issue 14). Never edit this file once shipped.
 
 -- WeChat's message with the refusal in last_error_code (at most 512 bytes), for operators'
 -- eyes only: nothing decides on it.
