@@ -183,7 +183,7 @@ func (r *Report) profile(name string) string {
 // runIntake measures raw fetch+ack, the processor on an empty ledger and (for the growth
 // ratio) on a prefilled one, back to back on one JetStream server.
 func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -239,7 +239,7 @@ func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.
 }
 
 func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.L
 }
 
 func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -276,7 +276,7 @@ func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *s
 func runMemory(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
 	for i, n := range o.Backlogs {
 		sub := filepath.Join(dir, fmt.Sprint(n))
-		e, err := newEnv(ctx, sub)
+		e, err := newEnv(ctx, sub, log)
 		if err != nil {
 			return err
 		}
