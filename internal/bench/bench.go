@@ -6,6 +6,8 @@
 //     synchronous=FULL, claim in KV, ack) ÷ a raw nats.go fetch+ack of the same messages on
 //     the same server. Target ≥ 0.5. A third measurement, raw fetch + KV claim + ack, shows
 //     what cross-replica ownership alone costs; it is printed, not judged.
+//     Beside it, intake's stages per 1000 payouts: fetch, KV claim and ack as that floor's
+//     loop spent them, the ledger commit measured alone, and the rest of the processor's time.
 //   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
 //     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
 //   - Drain ratio: wall time from publish to every payout final against the rate-limited
