@@ -6,6 +6,8 @@
 //     synchronous=FULL, claim in KV, ack) ÷ a raw nats.go fetch+ack of the same messages on
 //     the same server. Target ≥ 0.5. A third measurement, raw fetch + KV claim + ack, shows
 //     what cross-replica ownership alone costs; it is printed, not judged.
+//     Beside it, intake's stages per 1000 payouts: fetch, KV claim and ack as that floor's
+//     loop spent them, the ledger commit measured alone, and the rest of the processor's time.
 //   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
 //     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
 //   - Drain ratio: wall time from publish to every payout final against the rate-limited
@@ -50,6 +52,10 @@ const (
 	TargetFlat           = 1.25 // larger backlog's peak ÷ smaller's, at most
 )
 
+// intakeFetch is the processor's default fetch-batch: what the raw measurements fetch at
+// once and the ledger commit measurement commits in one transaction.
+const intakeFetch = 1000
+
 // Options sizes a run. DefaultOptions is the issue's.
 type Options struct {
 	Intake  int // payouts in the intake stream
@@ -78,6 +84,7 @@ type Rate struct {
 	N       int     `json:"n"`
 	Seconds float64 `json:"seconds"`
 	PerSec  float64 `json:"per_s"`
+	Stages  *Stages `json:"stages,omitempty"` // raw measurements only
 }
 
 func newRate(n int, d time.Duration) Rate {
@@ -99,6 +106,7 @@ type Report struct {
 	CPUs       int              `json:"cpus"`
 	Raw        *Rate            `json:"raw_fetch_ack,omitempty"`
 	RawClaim   *Rate            `json:"raw_fetch_claim_ack,omitempty"` // raw plus a KV claim per message
+	Ledger     *Rate            `json:"ledger_commit,omitempty"`       // InsertPayouts alone, groups of the fetch batch
 	Empty      *Rate            `json:"intake_empty,omitempty"`
 	Prefilled  *Rate            `json:"intake_prefilled,omitempty"`
 	Prefill    int              `json:"prefill,omitempty"`
@@ -183,7 +191,7 @@ func (r *Report) profile(name string) string {
 // runIntake measures raw fetch+ack, the processor on an empty ledger and (for the growth
 // ratio) on a prefilled one, back to back on one JetStream server.
 func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -193,7 +201,7 @@ func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.
 	if err != nil {
 		return err
 	}
-	fetch := 1000 // the processor's default fetch-batch
+	fetch := intakeFetch
 	raw, err := e.rawIntake(ctx, last, fetch, false)
 	if err != nil {
 		return err
@@ -214,6 +222,12 @@ func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.
 	}
 	r.RawClaim = &rawClaim
 	log.Info("raw fetch+claim+ack", "per_s", int(rawClaim.PerSec))
+	commit, err := ledgerCommit(ctx, filepath.Join(dir, "commit"), o.Intake, fetch)
+	if err != nil {
+		return err
+	}
+	r.Ledger = &commit
+	log.Info("ledger commit alone", "per_s", int(commit.PerSec))
 	if !o.runs("growth") {
 		return nil
 	}
@@ -239,7 +253,7 @@ func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.
 }
 
 func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -256,7 +270,7 @@ func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.L
 }
 
 func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir)
+	e, err := newEnv(ctx, dir, log)
 	if err != nil {
 		return err
 	}
@@ -276,7 +290,7 @@ func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *s
 func runMemory(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
 	for i, n := range o.Backlogs {
 		sub := filepath.Join(dir, fmt.Sprint(n))
-		e, err := newEnv(ctx, sub)
+		e, err := newEnv(ctx, sub, log)
 		if err != nil {
 			return err
 		}
@@ -317,6 +331,7 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	row("raw fetch+ack", r.Raw)
 	row("raw fetch+claim+ack (ownership floor)", r.RawClaim)
+	row(fmt.Sprintf("ledger commit alone (groups of %d)", intakeFetch), r.Ledger)
 	row("processor intake, empty ledger", r.Empty)
 	row(fmt.Sprintf("processor intake, %d-payout ledger", r.Prefill), r.Prefilled)
 	if r.Prefilled != nil {
@@ -340,6 +355,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB, m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
 	}
 	tw.Flush()
+	r.writeStages(w)
 	if r.RawClaim != nil && r.Empty != nil {
 		fmt.Fprintf(w, "info  %-32s %8.3f  (processor ÷ raw fetch+claim+ack; no target)\n", "intake ratio to ownership floor", r.Empty.PerSec/r.RawClaim.PerSec)
 	}
@@ -353,6 +369,24 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.resultsDir != "" {
 		fmt.Fprintf(w, "results: %s (%.0f s)\n", r.resultsDir, r.Elapsed)
 	}
+}
+
+// writeStages prints where intake's time goes, in milliseconds of wall time per 1000
+// payouts: fetch, KV claim and ack as the ownership floor's loop spent it, the ledger commit
+// measured alone (InsertPayouts in groups of the fetch batch), and what the processor spends
+// beyond their sum (decoding, validation, the pipeline's own work and waits; negative where
+// the processor overlaps stages that were measured one after the other).
+func (r *Report) writeStages(w io.Writer) {
+	f, e := r.RawClaim, r.Empty
+	if f == nil || f.Stages == nil || e == nil || r.Ledger == nil {
+		return
+	}
+	per := func(seconds float64, n int) float64 { return seconds * 1e6 / float64(n) } // ms per 1000
+	s := f.Stages
+	fetch, claim, ack := per(s.Fetch, f.N), per(s.Claim, f.N), per(s.Ack, f.N)
+	commit, total := per(r.Ledger.Seconds, r.Ledger.N), per(e.Seconds, e.N)
+	fmt.Fprintf(w, "intake stages, ms per 1000 payouts: fetch %.1f + KV claim %.1f + ack %.1f + ledger commit %.1f + the rest %.1f = processor %.1f\n",
+		fetch, claim, ack, commit, total-fetch-claim-ack-commit, total)
 }
 
 // write stores report.json and bench.txt (Go benchmark format, for benchstat) in the
@@ -384,6 +418,7 @@ func (r *Report) writeBenchFormat(w io.Writer) {
 	}
 	rate("raw", r.Raw)
 	rate("raw-claim", r.RawClaim)
+	rate("ledger-commit", r.Ledger)
 	rate("empty", r.Empty)
 	rate("prefilled", r.Prefilled)
 	if d := r.Drain; d != nil {

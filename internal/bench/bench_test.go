@@ -40,7 +40,7 @@ func TestRun(t *testing.T) {
 	if got, want := len(r.Verdicts), 7; got != want {
 		t.Fatalf("%d verdicts, want %d: %+v", got, want, r.Verdicts)
 	}
-	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "empty": r.Empty, "prefilled": r.Prefilled} {
+	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "ledger": r.Ledger, "empty": r.Empty, "prefilled": r.Prefilled} {
 		if rate == nil || rate.N != o.Intake || rate.PerSec <= 0 {
 			t.Errorf("%s rate = %+v, want %d payouts at a positive rate", name, rate, o.Intake)
 		}
@@ -66,8 +66,14 @@ func TestRun(t *testing.T) {
 	if err != nil || !strings.Contains(string(txt), "BenchmarkIntake/raw 1 ") || !strings.Contains(string(txt), "BenchmarkDrainBills 1 ") {
 		t.Fatalf("bench.txt = %q, %v", txt, err)
 	}
+	if s := r.RawClaim.Stages; s == nil || s.Fetch <= 0 || s.Claim <= 0 || s.Ack <= 0 || s.Fetch+s.Claim+s.Ack > r.RawClaim.Seconds {
+		t.Errorf("floor stages = %+v, want each positive and their sum within %.3f s", s, r.RawClaim.Seconds)
+	}
 	var out strings.Builder
 	r.WriteText(&out)
+	if !strings.Contains(out.String(), "intake stages, ms per 1000 payouts: fetch ") {
+		t.Errorf("text report lacks the intake stages:\n%s", out.String())
+	}
 	for _, v := range r.Verdicts {
 		if !strings.Contains(out.String(), v.Name) {
 			t.Errorf("text report lacks %q:\n%s", v.Name, out.String())
@@ -135,6 +141,27 @@ func checkBillDrain(t *testing.T, d *BillDrainResult, n int) {
 		t.Errorf("bills drain floor = %+v, want bills/%d + processing", d, billQPS)
 	case d.Wall <= 0 || d.Ratio != d.Wall/d.Floor:
 		t.Errorf("bills drain wall = %+v", d)
+	}
+}
+
+// TestReport_writeStages: the stages are the floor's per 1000 payouts, the ledger commit
+// measured alone, and the rest of the processor's time, summing to it.
+func TestReport_writeStages(t *testing.T) {
+	r := Report{
+		RawClaim: &Rate{N: 2000, Seconds: 0.1, Stages: &Stages{Fetch: 0.02, Claim: 0.05, Ack: 0.01}},
+		Ledger:   &Rate{N: 4000, Seconds: 0.08},
+		Empty:    &Rate{N: 2000, Seconds: 0.3},
+	}
+	var out strings.Builder
+	r.writeStages(&out)
+	if got, want := out.String(), "intake stages, ms per 1000 payouts: fetch 10.0 + KV claim 25.0 + ack 5.0 + ledger commit 20.0 + the rest 90.0 = processor 150.0\n"; got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	r.Ledger = nil
+	out.Reset()
+	r.writeStages(&out)
+	if got := out.String(); got != "" {
+		t.Fatalf("printed stages without a ledger commit measurement: %q", got)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -32,6 +33,7 @@ type env struct {
 	js   jetstream.JetStream
 	topo broker.Topology
 	keys keyFiles
+	log  *slog.Logger
 }
 
 // keyFiles are the sandbox's TEST-ONLY keys as files (the merchant key 0600).
@@ -39,8 +41,9 @@ type keyFiles struct {
 	merchant, platform string
 }
 
-// newEnv starts JetStream under dir and creates the processor's topology.
-func newEnv(ctx context.Context, dir string) (*env, error) {
+// newEnv starts JetStream under dir and creates the processor's topology; log takes its
+// progress lines.
+func newEnv(ctx context.Context, dir string, log *slog.Logger) (*env, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -48,9 +51,10 @@ func newEnv(ctx context.Context, dir string) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, nats: emb, topo: broker.DefaultTopology()}
-	// Benchmarks re-publish nothing, and a day-long window only costs memory.
-	e.topo.DuplicateWindow = 2 * time.Minute
+	e := &env{dir: dir, nats: emb, topo: broker.DefaultTopology(), log: log}
+	// Benchmarks re-publish only a message whose publish failed (publisher), within
+	// publishAckTimeout + publishRetryFor of the first; a day-long window only costs memory.
+	e.topo.DuplicateWindow = 2 * (publishAckTimeout + publishRetryFor)
 	if e.nc, err = nats.Connect(emb.URL()); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("nats connect: %w", err)
@@ -125,15 +129,12 @@ func payouts(n int, seed uint64) synth.Options {
 	return o
 }
 
-// publishStall is how long a publish may wait for room among the pending acks: a server
-// busy with a processor (a drain publishes while it runs) acks late, and that only slows
-// the publisher down, it is not a failure.
-const publishStall = time.Minute
-
 // publish sends the payouts of o to the stream (Nats-Msg-Id = out_detail_no: the raw
-// benchmark claims the id as the key) and waits for every publish ack. It returns the stream's last sequence.
+// benchmark claims the id as the key) through a publisher (at most publishWindow
+// unacknowledged, each failed publish retried with its Nats-Msg-Id) and waits for every ack.
+// It returns the stream's last sequence; an error if any payout was not acknowledged.
 func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
-	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	p, err := newPublisher(ctx, e.nc, publishWindow, publishAckTimeout, publishRetryFor)
 	if err != nil {
 		return 0, err
 	}
@@ -142,16 +143,14 @@ func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
 		m := nats.NewMsg(subject)
 		m.Data = r.Line
 		m.Header.Set(jetstream.MsgIDHeader, r.Req.OutDetailNo)
-		_, err := js.PublishMsgAsync(m, jetstream.WithStallWait(publishStall))
-		return err
+		return p.publish(m)
 	})
-	if err != nil {
+	st, werr := p.wait()
+	if err := errors.Join(err, werr); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	if st.Retries > 0 {
+		e.log.Warn("publish retried", "payouts", o.Count, "retries", st.Retries, "duplicates", st.Duplicates)
 	}
 	s, err := e.js.Stream(ctx, e.topo.Stream)
 	if err != nil {

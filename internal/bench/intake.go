@@ -47,10 +47,12 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, cla
 	}
 	start := time.Now()
 	n := 0
+	var fetching, claiming, acking time.Duration
 	var msgs []jetstream.Msg
 	var keys []claims.Item
 	digest := make([]byte, claims.DigestSize) // the processor claims with the content hash; its size is what costs
 	for n < int(lastSeq) {
+		t := time.Now()
 		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
 			return Rate{}, fmt.Errorf("raw fetch: %w", err)
@@ -63,26 +65,70 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, cla
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return Rate{}, fmt.Errorf("raw fetch: %w", err)
 		}
+		fetching += time.Since(t)
 		if store != nil && len(keys) > 0 {
+			t = time.Now()
 			if _, err := store.Claim(ctx, keys); err != nil {
 				return Rate{}, fmt.Errorf("raw claim: %w", err)
 			}
+			claiming += time.Since(t)
 		}
+		t = time.Now()
 		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
 				return Rate{}, fmt.Errorf("raw ack: %w", err)
 			}
 			n++
 		}
+		acking += time.Since(t)
 		if ctx.Err() != nil {
 			return Rate{}, ctx.Err()
 		}
 	}
+	t := time.Now()
 	end, err := e.waitAcked(ctx, durable, lastSeq, time.Minute)
 	if err != nil {
 		return Rate{}, err
 	}
-	return newRate(n, end.Sub(start)), nil
+	acking += end.Sub(t)
+	r := newRate(n, end.Sub(start))
+	r.Stages = &Stages{Fetch: fetching.Seconds(), Claim: claiming.Seconds(), Ack: acking.Seconds()}
+	return r, nil
+}
+
+// Stages is where the wall time of a raw intake measurement went, in seconds, step by step
+// of its loop (what is left of Rate.Seconds is the loop itself).
+type Stages struct {
+	Fetch float64 `json:"fetch_s"`           // from Fetch until its batch is read
+	Claim float64 `json:"claim_s,omitempty"` // KV claims, with claim set
+	Ack   float64 `json:"ack_s"`             // Ack calls, then the wait until the server holds every ack
+}
+
+// ledgerCommit measures the ledger's share of intake apart from NATS: n payouts like
+// prefill's committed to a new ledger at dataDir/ledger.db (synchronous=FULL, as the
+// processor's) through InsertPayouts in groups of group, one transaction each, as intake
+// commits a fetched batch.
+func ledgerCommit(ctx context.Context, dataDir string, n, group int) (Rate, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return Rate{}, err
+	}
+	db, err := ledger.Open(ctx, filepath.Join(dataDir, "ledger.db"))
+	if err != nil {
+		return Rate{}, err
+	}
+	rng := rand.New(rand.NewPCG(4, 4^0x5851f42d4c957f2d))
+	ps := make([]ledger.Payout, group)
+	var spent time.Duration
+	for done := 0; done < n; done += group {
+		part := ps[:min(group, n-done)]
+		fillPayouts(rng, part, done)
+		t := time.Now()
+		if _, err := db.InsertPayouts(ctx, part); err != nil {
+			return Rate{}, errors.Join(fmt.Errorf("ledger commit: %w", err), db.Close())
+		}
+		spent += time.Since(t)
+	}
+	return newRate(n, spent), db.Close()
 }
 
 // processorIntake runs the real processor (app.Run: intake, sealer, driver, outcomes) on the
@@ -151,15 +197,7 @@ func prefill(ctx context.Context, dataDir string, n int, seed uint64) error {
 	ps := make([]ledger.Payout, group)
 	for done := 0; done < n; done += group {
 		part := ps[:min(group, n-done)]
-		for i := range part {
-			key := randomKey(rng)
-			h := sha256.Sum256([]byte(key))
-			part[i] = ledger.Payout{
-				OutDetailNo: key, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001",
-				OpenID: "o" + key, Remark: "活动奖励", SceneID: "1001", Rail: payout.RailDirect,
-				GroupKey: "prefill", Amount: 100 + rng.Int64N(20000), ContentHash: h[:], StreamSeq: uint64(done + i + 1),
-			}
-		}
+		fillPayouts(rng, part, done)
 		if _, err := db.InsertPayouts(ctx, part); err != nil {
 			return errors.Join(fmt.Errorf("prefill: %w", err), db.Close())
 		}
@@ -168,6 +206,20 @@ func prefill(ctx context.Context, dataDir string, n int, seed uint64) error {
 		return err
 	}
 	return finalize(ctx, db.Path())
+}
+
+// fillPayouts fills ps with payouts with random 24-character keys, the first at stream
+// sequence done+1.
+func fillPayouts(rng *rand.Rand, ps []ledger.Payout, done int) {
+	for i := range ps {
+		key := randomKey(rng)
+		h := sha256.Sum256([]byte(key))
+		ps[i] = ledger.Payout{
+			OutDetailNo: key, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001",
+			OpenID: "o" + key, Remark: "活动奖励", SceneID: "1001", Rail: payout.RailDirect,
+			GroupKey: "prefill", Amount: 100 + rng.Int64N(20000), ContentHash: h[:], StreamSeq: uint64(done + i + 1),
+		}
+	}
 }
 
 // finalize moves every RECEIVED payout of the ledger file at path to DUPLICATE.

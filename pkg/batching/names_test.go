@@ -2,9 +2,13 @@ package batching
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/paystream/paystream/pkg/payout"
 )
 
 func TestTrimChars(t *testing.T) {
@@ -37,7 +41,7 @@ func TestNames_Render(t *testing.T) {
 		wantRemark string
 		wantErr    error
 	}{
-		{"default", DefaultNames, func(k Key) Key { return k }, "20250301 批量转账 1001", "BP10000000000000000042 共2笔", nil},
+		{"default", DefaultNames, func(k Key) Key { return k }, "20250301 批量转账 共2笔", "BP10000000000000000042", nil},
 		{"fields", Names{"{{.Count}}/{{.Total}}/{{.Yuan}}", "{{.Rail}} {{.MchID}}"}, func(k Key) Key { return k },
 			"2/12350/123.50", "direct 1900000001", nil},
 		{"hints win", DefaultNames, func(k Key) Key { k.BatchName, k.BatchRemark = "三月活动", "返现"; return k }, "三月活动", "返现", nil},
@@ -64,13 +68,67 @@ func TestNames_Render(t *testing.T) {
 }
 
 func TestNames_Validate(t *testing.T) {
-	if err := DefaultNames.Validate(); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name    string
+		names   Names
+		wantErr error
+	}{
+		{"default", DefaultNames, nil},
+		{"configs/processor.yaml", Names{"{{.Date}} payouts", "payouts {{.Count}}"}, nil},
+		{"empty falls back to out_batch_no", Names{"", ""}, nil},
+		{"out_batch_no alone fits", Names{"{{.OutBatchNo}}", "{{.MchID}}"}, nil},
+		{"yuan and count fit", Names{"{{.Yuan}}元 共{{.Count}}笔", "x"}, nil},
+		{"old default remark: out_batch_no and count overflow", Names{"x", "{{.OutBatchNo}} 共{{.Count}}笔"}, ErrNameTooLong},
+		{"a 36-character scene overflows", Names{"{{.Date}} 批量转账 {{.Scene}}", "x"}, ErrNameTooLong},
+		{"fixed text overflows", Names{strings.Repeat("奖", MaxNameLen+1), "x"}, ErrNameTooLong},
+		{"32 fixed characters fit", Names{strings.Repeat("奖", MaxNameLen), "x"}, nil},
+		{"unknown field", Names{"{{.Nope}}", "x"}, ErrTemplate},
+		{"does not parse", Names{"x", "{{"}, ErrTemplate},
 	}
-	for _, bad := range []Names{{"{{.Nope}}", "x"}, {"x", "{{"}} {
-		if err := bad.Validate(); err == nil {
-			t.Fatalf("%+v accepted", bad)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.names.Validate(); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Validate() = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestDefaultNames_fit: for every instance id length, the smallest and largest sequence and
+// every count a batch can have, the default name and remark render whole (never cut): the
+// remark is the out_batch_no, the name carries the count.
+func TestDefaultNames_fit(t *testing.T) {
+	k := Key{Rail: "partner", MchID: "1900000001", SubMchID: "1900000002", TransferScene: "PAYROLL_CARD_TRANSFER"}
+	for idLen := 1; idLen <= MaxInstanceIDLen; idLen++ {
+		for _, seq := range []int64{1, math.MaxInt64} {
+			no := OutBatchNo(strings.Repeat("Z", idLen), seq)
+			for _, count := range []int{1, 9, 10, 999, 1000, MaxDetailsBills, 2999, 3000} {
+				b := Batch{OutBatchNo: no, Group: k.String(), Items: make([]Item, count)}
+				for i := range b.Items {
+					b.Items[i] = Item{Seq: seq, Amount: payout.MaxAmountDefault}
+				}
+				name, remark, err := DefaultNames.Render(b, t0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := remark, no; got != want {
+					t.Fatalf("remark = %q, want the whole out_batch_no %q", got, want)
+				}
+				if got, want := name, fmt.Sprintf("20250301 批量转账 共%d笔", count); got != want {
+					t.Fatalf("name = %q, want %q", got, want)
+				}
+			}
 		}
+	}
+}
+
+func TestWidest(t *testing.T) {
+	d := Widest()
+	if got, want := len(d.OutBatchNo), 32; got != want {
+		t.Fatalf("widest out_batch_no has %d characters, want %d", got, want)
+	}
+	if got, want := d.Count, 3000; got != want {
+		t.Fatalf("widest count = %d, want %d (docs/wechatpay.md §6)", got, want)
 	}
 }
 
