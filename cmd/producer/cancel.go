@@ -127,7 +127,7 @@ func sendCancel(ctx context.Context, pub *payout.Publisher, c payout.CancelReque
 		actx, cancel := context.WithTimeout(ctx, cfg.AckTimeout)
 		err := pub.Cancel(actx, c)
 		cancel()
-		if err == nil || !transient(err) || !time.Now().Add(wait).Before(deadline) {
+		if err == nil || !payout.Transient(err) || !time.Now().Add(wait).Before(deadline) {
 			return err
 		}
 		select {

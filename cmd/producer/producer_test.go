@@ -230,7 +230,7 @@ func TestRetrier(t *testing.T) {
 		m.Header.Set(jetstream.MsgIDHeader, id)
 		return m
 	}
-	inProcess := &jetstream.APIError{Code: 409, ErrorCode: jsDuplicateInProcess}
+	inProcess := &jetstream.APIError{Code: 409, ErrorCode: 10158} // duplicate message id is in process
 	for _, tc := range []struct {
 		name    string
 		err     error

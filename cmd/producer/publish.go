@@ -239,35 +239,9 @@ type retrier struct {
 	window time.Duration
 }
 
-// jsDuplicateInProcess is JetStream's 409 "duplicate message id is in process".
-const jsDuplicateInProcess jetstream.ErrorCode = 10158
-
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jsDuplicateInProcess
-	}
-	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// retry re-publishes msg after err until it is acknowledged, the error is not transient, or
-// the window has passed.
+// retry re-publishes msg after err while the failure is passing (payout.Republish).
 func (r retrier) retry(msg *nats.Msg, err error) (*jetstream.PubAck, error) {
-	wait, deadline := 100*time.Millisecond, time.Now().Add(r.window)
-	for transient(err) && time.Now().Add(wait).Before(deadline) {
-		select {
-		case <-r.ctx.Done():
-			return nil, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-		var ack *jetstream.PubAck
-		if ack, err = r.js.PublishMsg(r.ctx, msg); err == nil {
-			return ack, nil
-		}
-	}
-	return nil, err
+	return payout.Republish(r.ctx, r.js, msg, err, r.window, nil)
 }
 
 // sender tracks publish futures with at most cap(slots) in flight and counts the outcomes.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/paystream/paystream/pkg/payout"
 )
 
 // Publishing pace of the benchmarks: cmd/producer's window (configs/producer.yaml), with
@@ -23,10 +24,6 @@ const (
 	// publishRetryFor is how long a failed publish is retried.
 	publishRetryFor = 2 * time.Minute
 )
-
-// jsDuplicateInProcess is JetStream's 409 "duplicate message id is in process": an earlier
-// publish of the same Nats-Msg-Id is still being stored.
-const jsDuplicateInProcess jetstream.ErrorCode = 10158
 
 // errPublish matches the error of publisher.wait when a message was never acknowledged.
 var errPublish = errors.New("publish failed")
@@ -136,36 +133,12 @@ func (p *publisher) collect() {
 	}
 }
 
-// retry re-publishes msg, synchronously, while its failure is passing (transient) and
-// retryFor has not passed, waiting 100 ms, doubling up to 2 s, before each attempt.
+// retry re-publishes msg while its failure is passing (payout.Republish), counting each attempt.
 func (p *publisher) retry(msg *nats.Msg, err error) (*jetstream.PubAck, error) {
-	wait, deadline := 100*time.Millisecond, time.Now().Add(p.retryFor)
-	for transient(err) && time.Now().Add(wait).Before(deadline) {
-		select {
-		case <-p.ctx.Done():
-			return nil, errors.Join(err, p.ctx.Err())
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
+	return payout.Republish(p.ctx, p.js, msg, err, p.retryFor, func(err error) {
 		p.stats.Retries++
 		if p.onRetry != nil {
 			p.onRetry(msg, err)
 		}
-		ack, perr := p.js.PublishMsg(p.ctx, msg)
-		if perr == nil {
-			return ack, nil
-		}
-		err = perr
-	}
-	return nil, err
-}
-
-// transient reports whether a publish that failed with err may succeed when sent again.
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jsDuplicateInProcess
-	}
-	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+	})
 }
