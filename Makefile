@@ -39,7 +39,7 @@ $(STATICCHECK):
 fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
-bench: ## micro-benchmarks with allocations, then the limit ratios (issues 7 and 13; about 25 min, 17 of them the 100k transfer-bills drain at 100/s)
+bench: ## micro-benchmarks with allocations, then the limit ratios (README "Performance"; about 25 min, 17 of them the 100k transfer-bills drain at 100/s)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/claims
 	$(GO) run ./cmd/bench
 

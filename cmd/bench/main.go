@@ -44,7 +44,7 @@ var errFailed = errors.New("a target failed")
 
 const usage = `usage: bench [-only intake,growth,drain,drain-bills,memory] [flags]
 
-Runs the issue #7 and #13 benchmarks and prints one PASS/FAIL line per target (about 25
+Runs the performance benchmarks (README, "Performance") and prints one PASS/FAIL line per target (about 25
 minutes in full). Exit status: 0 every target passed, 1 a target failed, 2 usage or run error.
 
 flags:

@@ -1,5 +1,5 @@
 // Package bench measures how close paystream runs to the limits of what it is built on
-// (issue #7): every number is a ratio of two measurements taken side by side in one run on
+// (README, "Performance"): every number is a ratio of two measurements taken side by side in one run on
 // the same machine.
 //
 //   - Intake ratio: payouts/s through the real processor (validate, ledger commit with
@@ -14,7 +14,7 @@
 //     sandbox on a fast clock ÷ the floor those limits imply (the creates, then the batch
 //     queries and the fail_reason detail queries side by side: each API has its own 50 QPS).
 //     Target ≤ 1.25.
-//   - Bills drain ratio: the same on the transfer-bills rail (issue #13), the sandbox holding
+//   - Bills drain ratio: the same on the transfer-bills rail, the sandbox holding
 //     the real 100/s bill create and query limits while its clock runs fast and payees
 //     confirm soon after each create: wall time ÷ (bills / 100 per s + the scaled confirm
 //     and process time). Target ≤ 1.1.
@@ -41,7 +41,7 @@ import (
 	"time"
 )
 
-// Targets of issue #7, and of issue #13 for the transfer-bills rail.
+// Targets: the limits the README's "Performance" section promises, on both rails.
 const (
 	TargetIntake         = 0.5  // processor ÷ raw, at least
 	TargetGrowth         = 0.7  // prefilled ÷ empty, at least
@@ -56,7 +56,7 @@ const (
 // once and the ledger commit measurement commits in one transaction.
 const intakeFetch = 1000
 
-// Options sizes a run. DefaultOptions is the issue's.
+// Options sizes a run. DefaultOptions is the README's.
 type Options struct {
 	Intake  int // payouts in the intake stream
 	Prefill int // payouts already in the ledger for the growth ratio
@@ -71,7 +71,7 @@ type Options struct {
 	Log        io.Writer // progress lines; nil: discard
 }
 
-// DefaultOptions returns the sizes of issues #7 and #13.
+// DefaultOptions returns the sizes the README's "Performance" section reports.
 func DefaultOptions() Options {
 	return Options{
 		Intake: 200_000, Prefill: 5_000_000, Drain: 100_000, DrainBills: 100_000, Speed: 60,
