@@ -126,7 +126,7 @@ type Options struct {
 	AcceptDelay time.Duration
 	// BillAcceptDelay is how long a new transfer bill stays ACCEPTED (its create answers
 	// ACCEPTED, with package_info) before WAIT_USER_CONFIRM. WeChat usually answers
-	// WAIT_USER_CONFIRM at once (seed 001): 0.
+	// WAIT_USER_CONFIRM at once (docs/transfer-bills.md §3): 0.
 	BillAcceptDelay time.Duration
 	// ProcessDelay is how long a detail stays PROCESSING before SUCCESS or FAIL, and an
 	// abnormal-fund instruction RECEIPT_STATE_PROGRESS before RECEIPT_STATE_COMPLETED.
@@ -202,7 +202,7 @@ type Options struct {
 }
 
 // DefaultOptions returns realistic settings (Speed 1) with the embedded TEST-ONLY keys and
-// the spec's limits.
+// WeChat Pay's documented limits (docs/wechatpay.md §8).
 func DefaultOptions() Options {
 	return Options{
 		MchID:              DefaultMchID,
