@@ -49,13 +49,13 @@ func (d *batchRail) step(ctx context.Context, b ledger.Batch) error {
 
 // bodies builds the frozen create request for b's rail. The batch-level fields come from the
 // group key (every member shares them); totals are computed from the members; user_name is
-// the ciphertext stored at intake.
+// the ciphertext stored at intake. The group key is parsed once per batch.
 func (d *batchRail) bodies(b batching.Batch, members []ledger.Payout) ([]byte, [][]byte, error) {
 	k, err := batching.ParseKey(b.Group)
 	if err != nil {
 		return nil, nil, err
 	}
-	name, remark, err := d.names.Render(b, d.now())
+	name, remark, err := d.names.RenderKey(k, b, d.now())
 	if err != nil {
 		return nil, nil, err
 	}

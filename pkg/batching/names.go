@@ -110,6 +110,13 @@ func (n Names) Render(b Batch, now time.Time) (name, remark string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	return n.RenderKey(k, b, now)
+}
+
+// RenderKey is Render for a caller that has already parsed b's group key into k (k must be
+// ParseKey(b.Group); b.Group itself is not read), so a batch's key is parsed once. It fails
+// only on a bad template.
+func (n Names) RenderKey(k Key, b Batch, now time.Time) (name, remark string, err error) {
 	total := b.TotalAmount()
 	d := NameData{
 		Date: now.In(shanghai).Format("20060102"), Count: b.TotalNum(), Total: total,

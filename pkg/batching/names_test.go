@@ -63,6 +63,15 @@ func TestNames_Render(t *testing.T) {
 			if utf8.RuneCountInString(name) > MaxNameLen || utf8.RuneCountInString(remark) > MaxNameLen {
 				t.Fatal("longer than 32 characters")
 			}
+			// RenderKey takes the parsed key and never reads the group string.
+			b.Group = ""
+			keyName, keyRemark, err := tt.names.RenderKey(tt.key(k), b, t0)
+			if err != nil {
+				t.Fatalf("RenderKey: %v", err)
+			}
+			if got, want := keyName+"|"+keyRemark, name+"|"+remark; got != want {
+				t.Fatalf("RenderKey = %q, want Render's %q", got, want)
+			}
 		})
 	}
 }
