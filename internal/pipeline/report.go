@@ -124,7 +124,7 @@ func (f *finishes) check(ctx context.Context, outBatchNo string) {
 	if outBatchNo == "" {
 		return
 	}
-	b, err := f.db.Batch(context.WithoutCancel(ctx), outBatchNo)
+	b, err := f.db.BatchHead(context.WithoutCancel(ctx), outBatchNo)
 	if err != nil {
 		f.log.Debug("reading a batch to report its end", "out_batch_no", outBatchNo, "err", err)
 		return

@@ -385,7 +385,17 @@ func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string, withMem
 
 // Batch returns the batch with its members, or an error wrapping ErrNotFound.
 func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
-	b, err := db.batchTx(ctx, db.rdb, outBatchNo, true)
+	return db.readBatch(ctx, outBatchNo, true)
+}
+
+// BatchHead is Batch without the members (Members and Bills nil): cheap enough to read after
+// every step of a batch.
+func (db *DB) BatchHead(ctx context.Context, outBatchNo string) (Batch, error) {
+	return db.readBatch(ctx, outBatchNo, false)
+}
+
+func (db *DB) readBatch(ctx context.Context, outBatchNo string, withMembers bool) (Batch, error) {
+	b, err := db.batchTx(ctx, db.rdb, outBatchNo, withMembers)
 	if err != nil {
 		return Batch{}, fmt.Errorf("batch %s: %w", outBatchNo, err)
 	}

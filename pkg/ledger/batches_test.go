@@ -306,3 +306,22 @@ func TestDB_BatchCaps(t *testing.T) {
 	}
 	mustAuditClean(t, db.now(), db.Path())
 }
+
+func TestBatchHead(t *testing.T) {
+	db := mustOpenLedger(t)
+	mustSeal(t, db, "B1", "k", 3)
+	full, err := db.Batch(context.Background(), "B1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := db.BatchHead(context.Background(), "B1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Members) != 3 || head.Members != nil || head.State != full.State || head.TotalAmount != full.TotalAmount {
+		t.Errorf("head %+v of batch %+v: want the same batch without members", head, full)
+	}
+	if _, err := db.BatchHead(context.Background(), "NOPE"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown batch: %v, want ErrNotFound", err)
+	}
+}
