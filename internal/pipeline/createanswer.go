@@ -16,7 +16,7 @@ const (
 	// exist under the number: nothing was paid.
 	createRejected
 	// createProbe: refused, but the number may exist: an earlier attempt went unanswered (its
-	// refusal would prove nothing, rule 3), or the code is INVALID_REQUEST, which is also WeChat's
+	// refusal would prove nothing, docs/money-rules.md#ambiguous), or the code is INVALID_REQUEST, which is also WeChat's
 	// "this number exists with other content" (docs/wechatpay.md §4). Query it: follow it if it
 	// exists (the body is frozen, so it is ours), else park.
 	createProbe

@@ -175,7 +175,7 @@ func TestDriver_Rejections(t *testing.T) {
 	})
 	t.Run("PARAM_ERROR after an attempt that may have landed parks the batch", func(t *testing.T) {
 		// The first create never got an answer: WeChat may hold the batch, so a refusal of a
-		// later attempt proves nothing about the first (rule 3). Nothing is REJECTED.
+		// later attempt proves nothing about the first (docs/money-rules.md#ambiguous). Nothing is REJECTED.
 		srv := wechatpaytest.NewServer(t, func(o *wechatpaytest.Options) { o.MinAmount = 1000 })
 		srv.FailNext(wechatpaytest.EndpointCreateBatch, wechatpaytest.DropBeforeCommit, 1)
 		p, b := sealedBatch(t, srv, 2)

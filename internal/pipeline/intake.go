@@ -44,7 +44,7 @@ const redeliveryAlarm = 10
 //
 // Three stages overlap, each on its own goroutine, connected by one-slot channels: fetching
 // group N+2, committing group N+1, and claiming and acking group N. A group is acked only
-// after its own commit and claims (rules 2 and 3 hold per group); the overlap hides the
+// after its own commit and claims (docs/money-rules.md#commit-first and #ambiguous hold per group); the overlap hides the
 // fetch, fsync and KV round trips behind each other's work.
 //
 // One message never harms its neighbours: a message that cannot be dead-lettered is naked

@@ -220,7 +220,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	}
 	lim := payout.DefaultLimits()
 	lim.MinAmount, lim.MaxAmount = cfg.Amounts.Min, cfg.Amounts.Max
-	lim.EncryptedNamesOnly = true // rule 5: a plaintext name must not even travel
+	lim.EncryptedNamesOnly = true // a plaintext name must not even travel (docs/money-rules.md#secrets)
 	lim.BillScenes = BillScenes(cfg.BillScenes)
 
 	wakeDriver := make(chan struct{}, 1)

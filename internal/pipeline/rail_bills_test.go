@@ -134,7 +134,7 @@ func TestBills_LostCreateAnswer(t *testing.T) {
 
 // TestBills_Refusals: a create refused for its content on the first attempt rejects the
 // payout (nothing was paid); the same refusal after an attempt that may have landed parks it
-// under its number instead (rule 3).
+// under its number instead (docs/money-rules.md#ambiguous).
 func TestBills_Refusals(t *testing.T) {
 	strict := func(o *wechatpaytest.Options) {
 		o.BillScenes = map[string]wechatpaytest.BillSceneRule{"1000": {ReportInfos: []string{"活动名称", "奖励规则"}}}

@@ -8,7 +8,7 @@ import (
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// Merchant is who a processor pays for (rule 6): MchID is the merchant whose key signs
+// Merchant is who a processor pays for (docs/money-rules.md#merchant): MchID is the merchant whose key signs
 // every request (on the partner rail, the service provider), SubMchIDs the sub-merchants it
 // may pay for through the partner API. A request for anyone else is dead-lettered as
 // misrouted, never paid.

@@ -12,7 +12,7 @@ import (
 
 // sealer groups claimed payouts into batches (pkg/batching) and seals each one in the
 // ledger: out_batch_no, exact members and the frozen bodies its rail builds are committed
-// together, before anything is sent (rule 2). It owns the batcher; timers stay in this loop.
+// together, before anything is sent (docs/money-rules.md#commit-first). It owns the batcher; timers stay in this loop.
 type sealer struct {
 	b       *batching.Batcher
 	rails   map[string]rail // by ledger rail name
