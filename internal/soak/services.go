@@ -9,6 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -82,65 +86,55 @@ type processor struct {
 }
 
 // processorConfig is a fast-paced configs/demo-processor.yaml on the cluster (through the
-// fault proxies) with R3 topology, a short duplicate window and ack-wait, Config.Share as
-// its rate share, and the merchant's product. On transfer bills each replica listens for
-// callbacks on its own address, named in the notify_url of every bill it seals (frozen in
-// the body, so the replica that sealed a bill is the one its callbacks reach, across its
-// restarts); bills are swept by queries from 2 s after a look up to every 10 s.
-const processorConfig = `# written by internal/soak
-data-dir: %[1]s
-nats:
-  url: %[2]s
-  topology:
-    replicas: 3
-    duplicate-window: %[3]s
-    ack-wait: %[4]s
-    backoff: []
-    max-ack-pending: %[5]d
-wechatpay:
-  base-url: %[6]s
-  backup-base-url: ""
-  mchid: "%[7]s"
-  merchant-serial-no: %[8]s
-  private-key-file: %[9]s
-  wechatpay-public-key-file: %[10]s
-  wechatpay-public-key-id: %[11]s
-  apiv3-key: %[12]s
-  timeout: 5s
-  product: %[14]s
-pipeline:
-  intake:
-    fetch-batch: 1000
-    fetch-max-wait: 100ms
-    sweep-every: 2s
-    retry-delay: 1s
-  batching:
-    max-wait: 1s
-  submit:
-    retry-min: 200ms
-    retry-max: 2s
-    parked-retry: 2s
-  poll:
-    first-delay: 1s
-    interval: 1s
-    not-found-grace: 5s
-    bill-sweep: 2s
-    bill-sweep-max: 10s
-  rate-limit:
-    create: %[13]g
-    query: %[13]g
-    detail: %[13]g
-    cancel: %[15]g
-  breaker:
-    failures: 5
-    open-timeout: 2s
-  notify-url: "%[16]s"
-callback:
-  listen: "%[17]s"
-log:
-  level: info
-  format: text
-`
+// fault proxies): app.DefaultConfig with the soak's topology s.topo (R3, a short duplicate
+// window and ack-wait, no backoff steps), the sandbox merchant's TEST-ONLY identity (keyPath is
+// this replica's copy of the private key), Config.Share as its rate share (a fifth of it for
+// cancels) and the merchant's product. On transfer bills each replica listens for callbacks on
+// listen, its own address, named in the notify_url of every bill it seals (frozen in the body,
+// so the replica that sealed a bill is the one its callbacks reach, across its restarts); bills
+// are swept by queries from 2 s after a look up to every 10 s. listen is empty on the batch API:
+// no callbacks. The result is what app.ParseConfig reads back from writeProcessorConfig's file.
+func (s *soak) processorConfig(dir, keyPath, listen string) app.Config {
+	cfg := app.DefaultConfig()
+	cfg.DataDir, cfg.Ledger = dir, filepath.Join(dir, "ledger.db")
+	cfg.NATS.URL, cfg.NATS.Topology = s.procURL, s.topo
+	cfg.WeChatPay = app.WeChatPayConfig{
+		BaseURL: s.sandboxURL, BackupBaseURL: "", MchID: wechatpaytest.DefaultMchID,
+		Product: s.cfg.Product, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial, PrivateKeyFile: keyPath,
+		PublicKeyFile: filepath.Join(s.root, "testdata", "testvectors", "wechatpay_platform_TEST_ONLY_public_key.pem"),
+		PublicKeyID:   wechatpaytest.DefaultPlatformKeyID, APIv3Key: wechatpaytest.DefaultAPIv3Key, Timeout: 5 * time.Second,
+	}
+	p := &cfg.Pipeline
+	p.Product = s.cfg.Product // as app.ParseConfig copies wechatpay.product
+	p.Intake.FetchBatch, p.Intake.FetchMaxWait, p.Intake.SweepEvery, p.Intake.RetryDelay = 1000, 100*time.Millisecond, 2*time.Second, time.Second
+	p.Batching.MaxWait = time.Second
+	p.Submit.RetryMin, p.Submit.RetryMax, p.Submit.ParkedRetry = 200*time.Millisecond, 2*time.Second, 2*time.Second
+	p.Poll.FirstDelay, p.Poll.Interval, p.Poll.NotFoundGrace = time.Second, time.Second, 5*time.Second
+	p.Poll.BillSweep, p.Poll.BillSweepMax = 2*time.Second, 10*time.Second
+	share := float64(s.cfg.Share)
+	p.RateLimit = pipeline.RateConfig{Create: share, Query: share, Detail: share, Cancel: max(1, share/5)}
+	p.Breaker = pipeline.BreakerConfig{Failures: 5, OpenTimeout: 2 * time.Second}
+	if listen != "" {
+		cfg.Callback.Listen = listen
+		p.NotifyURL = "http://" + listen + cfg.Callback.Path
+	}
+	cfg.Log = app.LogConfig{Level: "info", Format: "text"}
+	return cfg
+}
+
+// writeProcessorConfig checks cfg with its Validate and writes it to path as YAML (mode 0600:
+// it holds the TEST-ONLY APIv3 key). yaml.v3 writes every time.Duration as its String ("2s"),
+// which the processor's loader parses back: app.ParseConfig on the file gives cfg again.
+func writeProcessorConfig(path string, cfg app.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("processor config %s: %w", path, err)
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("processor config %s: %w", path, err)
+	}
+	return os.WriteFile(path, append([]byte("# written by internal/soak\n"), b...), 0o600)
+}
 
 // maxAckPending is the consumer's unacknowledged-message budget per replica: a fetched
 // group of 1000 being committed plus the next one prefetched, with room to spare.
@@ -161,25 +155,20 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
 		return nil, err
 	}
-	var listen, notifyURL string
+	var listen string
 	if s.cfg.bills() {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		listen = fmt.Sprintf("127.0.0.1:%d", port)
-		notifyURL = "http://" + listen + "/wechatpay/notify"
 	}
-	conf := fmt.Sprintf(processorConfig, dir, s.procURL, s.cfg.DuplicateWindow, s.cfg.AckWait, s.topo.MaxAckPending,
-		s.sandboxURL, wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyPath,
-		filepath.Join(vectors, "wechatpay_platform_TEST_ONLY_public_key.pem"), wechatpaytest.DefaultPlatformKeyID,
-		wechatpaytest.DefaultAPIv3Key, float64(s.cfg.Share), s.cfg.Product, max(1, float64(s.cfg.Share)/5), notifyURL, listen)
 	p := &processor{
 		name: name, bin: filepath.Join(s.bin, "processor"), dir: dir,
 		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),
 		logPath: filepath.Join(dir, "processor.log"),
 	}
-	return p, os.WriteFile(p.conf, []byte(conf), 0o600)
+	return p, writeProcessorConfig(p.conf, s.processorConfig(dir, keyPath, listen))
 }
 
 // start runs the processor on its config; its log is appended to across restarts.

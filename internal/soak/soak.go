@@ -369,7 +369,7 @@ func (s *soak) setUp(ctx context.Context) error {
 // ensureTopology creates the streams, consumer and claims bucket with broker.Ensure, as an
 // operator would before starting replicas, retrying while the new cluster elects its
 // leaders. The processors' own Ensure at every start then finds them as configured
-// (processorConfig carries the same values).
+// (processorConfig writes s.topo itself).
 func (s *soak) ensureTopology(ctx context.Context) error {
 	s.topo = broker.DefaultTopology()
 	s.topo.Replicas, s.topo.DuplicateWindow, s.topo.AckWait = 3, s.cfg.DuplicateWindow, s.cfg.AckWait
