@@ -24,6 +24,10 @@
 //   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes.
 //     Target ≤ 200 MB at the larger, and flat (≤ 1.25× the smaller's).
 //
+// Every measurement runs the sandbox (cmd/sandbox, built once per run) as a process of its
+// own, so its RSA signing and verification stay out of the measured process's CPU and
+// profiles; the drains read its record through its admin API.
+//
 // Run is what cmd/bench (make bench) calls. It is not a test: it takes minutes (the bills
 // drain alone about 17: 100k creates at 100/s) and its results depend on the machine.
 package bench
@@ -161,9 +165,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(scratch)
+	// Every measurement runs the sandbox as a process of its own, built once.
+	bin, err := buildSandbox(ctx, filepath.Join(scratch, "bin"))
+	if err != nil {
+		return nil, err
+	}
 	steps := []struct {
 		name string
-		fn   func(context.Context, Options, string, *Report, *slog.Logger) error
+		fn   func(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error
 	}{
 		{"intake", runIntake}, {"drain", runDrain}, {"drain-bills", runDrainBills}, {"memory", runMemory},
 	}
@@ -174,7 +183,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if s.name != "intake" && !o.runs(s.name) {
 			continue
 		}
-		if err := s.fn(ctx, o, filepath.Join(scratch, s.name), r, log); err != nil {
+		if err := s.fn(ctx, o, filepath.Join(scratch, s.name), bin, r, log); err != nil {
 			return r, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
@@ -190,8 +199,8 @@ func (r *Report) profile(name string) string {
 
 // runIntake measures raw fetch+ack, the processor on an empty ledger and (for the growth
 // ratio) on a prefilled one, back to back on one JetStream server.
-func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir, log)
+func runIntake(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir, sandboxBin, log)
 	if err != nil {
 		return err
 	}
@@ -252,8 +261,8 @@ func runIntake(ctx context.Context, o Options, dir string, r *Report, log *slog.
 	return nil
 }
 
-func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir, log)
+func runDrain(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir, sandboxBin, log)
 	if err != nil {
 		return err
 	}
@@ -269,8 +278,8 @@ func runDrain(ctx context.Context, o Options, dir string, r *Report, log *slog.L
 	return nil
 }
 
-func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
-	e, err := newEnv(ctx, dir, log)
+func runDrainBills(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
+	e, err := newEnv(ctx, dir, sandboxBin, log)
 	if err != nil {
 		return err
 	}
@@ -287,10 +296,10 @@ func runDrainBills(ctx context.Context, o Options, dir string, r *Report, log *s
 	return nil
 }
 
-func runMemory(ctx context.Context, o Options, dir string, r *Report, log *slog.Logger) error {
+func runMemory(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
 	for i, n := range o.Backlogs {
 		sub := filepath.Join(dir, fmt.Sprint(n))
-		e, err := newEnv(ctx, sub, log)
+		e, err := newEnv(ctx, sub, sandboxBin, log)
 		if err != nil {
 			return err
 		}

@@ -63,12 +63,19 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	r.Wall = wall
 
 	sb, cfg := run.sb, run.cfg
-	st := sb.Stats()
+	st, err := sb.Stats(ctx)
+	if err != nil {
+		return r, err
+	}
+	batches, err := sb.Batches(ctx)
+	if err != nil {
+		return r, err
+	}
 	r.RateLimited = st.RateLimited
 	r.Creates = st.Requests[wechatpaytest.EndpointCreateBatch]
 	r.Sent = st.Requests[wechatpaytest.EndpointBatchByOutNo]
 	r.DetailsSent = st.Requests[wechatpaytest.EndpointDetailByOutNo]
-	for _, b := range sb.Batches() {
+	for _, b := range batches {
 		r.Batches++
 		r.Queries += 1 + (b.TotalNum+cfg.Pipeline.Poll.PageLimit-1)/cfg.Pipeline.Poll.PageLimit
 		r.Details += b.FailNum
@@ -82,14 +89,15 @@ func (e *env) drain(ctx context.Context, dataDir string, n int, speed float64, p
 	return r, nil
 }
 
-// drainRun is a sandbox and a processor draining into it, with the CPU profile on. Close it.
+// drainRun is a sandbox process and a processor draining into it, with the CPU profile
+// on. Close it.
 type drainRun struct {
-	sb   *wechatpaytest.Server
+	sb   *sandbox
 	cfg  app.Config
 	undo []func() // run last first by Close
 }
 
-// startDrain starts the sandbox with o, then a processor in dataDir against it (its config
+// startDrain starts the sandbox process with o (see sandboxArgs), then a processor in dataDir against it (its config
 // adjusted by configure), then the CPU profile when profile is not empty.
 func (e *env) startDrain(ctx context.Context, dataDir string, o wechatpaytest.Options, configure func(*app.Config) error, profile string) (_ *drainRun, err error) {
 	d := &drainRun{}
@@ -98,13 +106,14 @@ func (e *env) startDrain(ctx context.Context, dataDir string, o wechatpaytest.Op
 			d.Close()
 		}
 	}()
-	if d.sb, err = startSandbox(o); err != nil {
+	if d.sb, err = e.startSandbox(ctx, o, dataDir); err != nil {
 		return nil, err
 	}
-	d.undo = append(d.undo, d.sb.Close)
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, err
-	}
+	d.undo = append(d.undo, func() {
+		if err := d.sb.Close(); err != nil {
+			e.log.Warn("sandbox", "err", err)
+		}
+	})
 	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err

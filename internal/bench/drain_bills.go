@@ -78,7 +78,11 @@ func (e *env) drainBills(ctx context.Context, dataDir string, n int, speed float
 	// Every bill not yet created needs a create, at most billQPS a second (+1 s for the
 	// sandbox's window boundary): no need to count final payouts before then.
 	pace := func() time.Duration {
-		unsent := n - run.sb.Stats().Requests[wechatpaytest.EndpointCreateBill] - billQPS
+		st, err := run.sb.Stats(ctx)
+		if err != nil {
+			return 0 // count now; the count's own error, if any, ends the wait
+		}
+		unsent := n - st.Requests[wechatpaytest.EndpointCreateBill] - billQPS
 		return time.Duration(max(unsent, 0)) * time.Second / billQPS
 	}
 	start, wall, err := run.time(ctx, e, billPayouts(n, 8), limit, pace)
@@ -87,8 +91,14 @@ func (e *env) drainBills(ctx context.Context, dataDir string, n int, speed float
 	}
 	r.Wall = wall
 
-	st := run.sb.Stats()
-	bills := run.sb.Bills()
+	st, err := run.sb.Stats(ctx)
+	if err != nil {
+		return r, err
+	}
+	bills, err := run.sb.Bills(ctx)
+	if err != nil {
+		return r, err
+	}
 	r.Bills = len(bills)
 	for i, b := range bills {
 		c, s := b.Created.Sub(start).Seconds(), b.Settled.Sub(start).Seconds()

@@ -24,16 +24,17 @@ import (
 )
 
 // env is one benchmark environment: an embedded JetStream server with the processor's
-// topology, a client connection, and the TEST-ONLY keys written where a processor config
-// can name them. Close it.
+// topology, a client connection, the TEST-ONLY keys written where a processor config can
+// name them, and the sandbox binary its measurements start. Close it.
 type env struct {
-	dir  string
-	nats *broker.Embedded
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	topo broker.Topology
-	keys keyFiles
-	log  *slog.Logger
+	dir        string
+	sandboxBin string
+	nats       *broker.Embedded
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	topo       broker.Topology
+	keys       keyFiles
+	log        *slog.Logger
 }
 
 // keyFiles are the sandbox's TEST-ONLY keys as files (the merchant key 0600).
@@ -41,9 +42,9 @@ type keyFiles struct {
 	merchant, platform string
 }
 
-// newEnv starts JetStream under dir and creates the processor's topology; log takes its
-// progress lines.
-func newEnv(ctx context.Context, dir string, log *slog.Logger) (*env, error) {
+// newEnv starts JetStream under dir and creates the processor's topology; sandboxBin is
+// cmd/sandbox's binary (buildSandbox), log takes its progress lines.
+func newEnv(ctx context.Context, dir, sandboxBin string, log *slog.Logger) (*env, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -51,7 +52,7 @@ func newEnv(ctx context.Context, dir string, log *slog.Logger) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, nats: emb, topo: broker.DefaultTopology(), log: log}
+	e := &env{dir: dir, sandboxBin: sandboxBin, nats: emb, topo: broker.DefaultTopology(), log: log}
 	// Benchmarks re-publish only a message whose publish failed (publisher), within
 	// publishAckTimeout + publishRetryFor of the first; a day-long window only costs memory.
 	e.topo.DuplicateWindow = 2 * (publishAckTimeout + publishRetryFor)
@@ -191,17 +192,13 @@ type processor struct {
 	done  chan error
 }
 
-// startSandbox runs a sandbox with o on a free loopback port; the caller closes it.
-func startSandbox(o wechatpaytest.Options) (*wechatpaytest.Server, error) {
-	sb, err := wechatpaytest.New(o)
-	if err != nil {
+// startSandbox runs the sandbox child with o (see sandboxArgs), logging to
+// dataDir/sandbox.log; the caller closes it.
+func (e *env) startSandbox(ctx context.Context, o wechatpaytest.Options, dataDir string) (*sandbox, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := sb.Start("127.0.0.1:0"); err != nil {
-		sb.Close()
-		return nil, err
-	}
-	return sb, nil
+	return startSandbox(ctx, e.sandboxBin, o, filepath.Join(dataDir, "sandbox.log"))
 }
 
 // startProcessor runs the processor with cfg and returns once it consumes.

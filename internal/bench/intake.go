@@ -132,21 +132,19 @@ func ledgerCommit(ctx context.Context, dataDir string, n, group int) (Rate, erro
 }
 
 // processorIntake runs the real processor (app.Run: intake, sealer, driver, outcomes) on the
-// ledger at dataDir/ledger.db, against an idle, production-paced sandbox, until the shared
+// ledger at dataDir/ledger.db, against an idle, production-paced sandbox process, until the shared
 // durable consumer has acked every message up to lastSeq. The clock starts when the
 // processor is ready (a prefilled ledger's start-up is reported apart). With profile set, a
 // CPU profile of the measured interval is written there.
 func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSeq uint64, profile string) (Rate, time.Duration, error) {
 	// Production pacing: full batches are sealed and created as they fill, the first query is
-	// a minute away, so the sandbox sees a create per 1000 payouts and nothing else.
-	sb, err := startSandbox(wechatpaytest.DefaultOptions())
+	// a minute away, so the sandbox sees a create per 1000 payouts and nothing else. It runs
+	// as a process of its own: its RSA work is not the processor's intake.
+	sb, err := e.startSandbox(ctx, wechatpaytest.DefaultOptions(), dataDir)
 	if err != nil {
 		return Rate{}, 0, err
 	}
 	defer sb.Close()
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return Rate{}, 0, err
-	}
 	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return Rate{}, 0, err

@@ -50,7 +50,7 @@ type MemoryResult struct {
 }
 
 // memory publishes a backlog of n payouts, then starts a processor child process (this
-// executable with ChildEnv set) on this env's JetStream and a production-paced sandbox,
+// executable with ChildEnv set) on this env's JetStream and a production-paced sandbox process,
 // waits until it has acked every message, and reads its VmHWM from /proc.
 func (e *env) memory(ctx context.Context, dataDir string, n int, seed uint64) (MemoryResult, error) {
 	r := MemoryResult{Backlog: n}
@@ -58,14 +58,11 @@ func (e *env) memory(ctx context.Context, dataDir string, n int, seed uint64) (M
 	if err != nil {
 		return r, err
 	}
-	sb, err := startSandbox(wechatpaytest.DefaultOptions())
+	sb, err := e.startSandbox(ctx, wechatpaytest.DefaultOptions(), dataDir)
 	if err != nil {
 		return r, err
 	}
 	defer sb.Close()
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return r, err
-	}
 	cfgPath := filepath.Join(dataDir, "config.json")
 	b, err := json.Marshal(e.processorConfig(dataDir, sb.URL()))
 	if err != nil {
