@@ -227,3 +227,68 @@ func metricValue(exposition, name string) float64 {
 	}
 	return -1
 }
+
+// TestRun_OperateCancelBill: on transfer bills, an operator cancels a bill its payee has not
+// confirmed from the status page's endpoint (with the token, as a script would): the cancel
+// goes the way an upstream cancel goes, the bill ends CANCELLED at WeChat and in the ledger,
+// and a cancel of an unknown key is refused at the door.
+func TestRun_OperateCancelBill(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(60), func(o *wechatpaytest.Options) {
+		o.Product = "bills"
+		o.BillAcceptDelay = 0
+		o.BillAutoConfirm = time.Hour // nobody confirms during the test
+		o.BillConfirmTimeout = 24 * time.Hour
+	})
+	cfg := billsConfig(t, srv)
+	cfg.HTTP = HTTPConfig{Listen: "127.0.0.1:0", AdminToken: "operate-test-admin-token"}
+	addrs := make(chan Addrs, 1)
+	r := startProcessorWith(t, cfg, io.Discard, func(a Addrs) { addrs <- a })
+	base := "http://" + (<-addrs).HTTP
+	o := synth.DefaultOptions()
+	o.Product = synth.ProductBills
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate = 5, 12, 0, 0, 0, 0, 0
+	sent := publish(t, r.js, o)
+	var key string
+	for k := range sent.valid {
+		key = k
+		break
+	}
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		v, err := lookup(cfg.Ledger, key)
+		return err == nil && v.State == ledger.PayoutWaitUserConfirm, fmt.Sprintf("%+v %v", v.PayoutBrief, err)
+	})
+
+	post := func(path string) int {
+		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader("reason=operator"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+cfg.HTTP.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/admin/payouts/" + key + "/cancel"); code != http.StatusOK {
+		t.Fatalf("cancel %s: HTTP %d", key, code)
+	}
+	if code := post("/admin/payouts/BAD-KEY!/cancel"); code != http.StatusBadRequest {
+		t.Errorf("cancel of an invalid key: HTTP %d, want 400", code)
+	}
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		v, err := lookup(cfg.Ledger, key)
+		return err == nil && v.State == ledger.PayoutCancelled, fmt.Sprintf("%+v %v", v.PayoutBrief, err)
+	})
+	state := "no such bill"
+	for _, b := range srv.Bills() {
+		if b.OutBillNo == key {
+			state = b.State
+		}
+	}
+	if state != wechatpay.BillCancelled {
+		t.Errorf("the sandbox's bill %s: %s, want CANCELLED", key, state)
+	}
+}
