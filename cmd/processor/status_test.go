@@ -180,9 +180,9 @@ func TestCmdStatus_Parked(t *testing.T) {
 	config := "configs/demo-processor.yaml"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var logs testingutil.LockedBuffer
+	logs := testingutil.NewLogWatch(`msg="processor running"`) // written after nats.url
 	go func() {
-		done <- run(ctx, []string{"run", "--config", config}, getenv, strings.NewReader(""), io.Discard, &logs)
+		done <- run(ctx, []string{"run", "--config", config}, getenv, strings.NewReader(""), io.Discard, logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -190,7 +190,18 @@ func TestCmdStatus_Parked(t *testing.T) {
 			t.Errorf("processor run exited %d:\n%s", code, logs.String())
 		}
 	})
-	url := waitForFile(t, filepath.Join(dir, "nats.url"))
+	select {
+	case <-logs.Seen():
+	case <-done:
+		t.Fatalf("processor run stopped before running:\n%s", logs.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("processor not running after a minute:\n%s", logs.String())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nats.url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.TrimSpace(string(b))
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +221,9 @@ func TestCmdStatus_Parked(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(time.Minute)
+	// The batch parks once the sandbox refuses its create; ask until status shows it.
+	deadline, tick := time.After(time.Minute), time.NewTicker(100*time.Millisecond)
+	defer tick.Stop()
 	for {
 		var out, errOut strings.Builder
 		code := run(ctx, []string{"status", "--config", config}, getenv, strings.NewReader(""), &out, &errOut)
@@ -222,26 +235,11 @@ func TestCmdStatus_Parked(t *testing.T) {
 			}
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("no parked batch in processor status after a minute (exit %d):\n%s\n%s", code, out.String(), errOut.String())
+		case <-tick.C:
 		}
-		time.Sleep(100 * time.Millisecond) // a poll, bounded by the deadline
-	}
-}
-
-// waitForFile waits up to a minute for the file at path and returns its first line.
-func waitForFile(t *testing.T, path string) string {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		b, err := os.ReadFile(path)
-		if err == nil && strings.HasSuffix(string(b), "\n") {
-			return strings.TrimSpace(string(b))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not written after a minute: %v", path, err)
-		}
-		time.Sleep(50 * time.Millisecond) // a poll, bounded by the deadline
 	}
 }
 

@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	h.consumer.Store(&jso.requests)
 	m.WatchConsumer(jso.requests.Info)
-	adm.cancel = payout.NewPublisher(js, payout.WithCancelPrefix(strings.TrimSuffix(topo.CancelSubjects, ".>")))
+	adm.cancel.Store(payout.NewPublisher(js, payout.WithCancelPrefix(strings.TrimSuffix(topo.CancelSubjects, ".>"))))
 
 	wcfg, err := cfg.WeChatPay.clientConfig()
 	if err != nil {

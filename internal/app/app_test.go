@@ -19,6 +19,7 @@ import (
 
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -327,31 +328,6 @@ func auditClean(t *testing.T, now time.Time, paths ...string) {
 	}
 }
 
-// logWatch is a log sink that closes seen once a line containing want is written.
-type logWatch struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	want string
-	seen chan struct{}
-}
-
-func newLogWatch(want string) *logWatch { return &logWatch{want: want, seen: make(chan struct{})} }
-
-func (w *logWatch) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if bytes.Contains(p, []byte(w.want)) && !bytes.Contains(w.buf.Bytes(), []byte(w.want)) {
-		close(w.seen)
-	}
-	return w.buf.Write(p)
-}
-
-func (w *logWatch) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
 // TestRun_WeChatOutage: WeChat answers SYSTEM_ERROR to everything for a while. The breaker
 // opens (and says so), sealed batches wait under their numbers, and after recovery every
 // payout is paid exactly once, each batch under the one number it was sealed with.
@@ -359,14 +335,14 @@ func TestRun_WeChatOutage(t *testing.T) {
 	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
 	srv.FailRate(wechatpaytest.AnyEndpoint, wechatpaytest.SystemError, 1)
 	cfg := testConfig(t, srv)
-	logs := newLogWatch("to=open")
+	logs := testingutil.NewLogWatch("to=open")
 	p := startProcessor(t, cfg, logs)
 
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate = 2000, 7, 0
 	sent := publish(t, p.js, o)
 	select {
-	case <-logs.seen:
+	case <-logs.Seen():
 	case <-time.After(time.Minute):
 		t.Fatalf("the breaker did not open; logs:\n%s", logs.String())
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -62,7 +63,7 @@ func (h *health) notReady(ctx context.Context) []string {
 	return why
 }
 
-// runtime is the live part of the status page.
+// runtime is the live part of the status page, readiness aside.
 func (h *health) runtime(ctx context.Context) ops.Runtime {
 	rt := h.static
 	rt.Started = h.started
@@ -86,9 +87,7 @@ func (h *health) runtime(ctx context.Context) ops.Runtime {
 			rt.ConsumerPending, rt.ConsumerAckPending = info.NumPending, uint64(info.NumAckPending)
 		}
 	}
-	rt.NotReady = h.notReady(ctx)
-	rt.Ready = len(rt.NotReady) == 0
-	return rt
+	return rt // Ready and NotReady: ops.Handler fills them from notReady
 }
 
 // admin carries out the page's money-moving actions through the pipeline's own paths: a retry
@@ -96,7 +95,7 @@ func (h *health) runtime(ctx context.Context) ops.Runtime {
 // cancel would be, so it is decided, done and answered exactly as one.
 type admin struct {
 	h      *health
-	cancel *payout.Publisher
+	cancel atomic.Pointer[payout.Publisher] // set once JetStream is up; the listener serves before
 	mchID  string
 	now    func() time.Time
 }
@@ -112,8 +111,15 @@ func (a *admin) RetryBatch(ctx context.Context, outBatchNo string) error {
 }
 
 func (a *admin) CancelPayout(ctx context.Context, outDetailNo, reason string) error {
-	return a.cancel.Cancel(ctx, payout.CancelRequest{OutDetailNo: outDetailNo, MchID: a.mchID, Reason: reason})
+	pub := a.cancel.Load()
+	if pub == nil {
+		return errNotConnected
+	}
+	return pub.Cancel(ctx, payout.CancelRequest{OutDetailNo: outDetailNo, MchID: a.mchID, Reason: reason})
 }
+
+// errNotConnected refuses an action that needs JetStream before the replica reached it.
+var errNotConnected = errors.New("not connected to JetStream yet: try again once /readyz answers 200")
 
 // serveHTTP serves handler on listen (name is for errors and logs); the returned stop shuts
 // it down, waiting up to 5 s for the requests in flight.

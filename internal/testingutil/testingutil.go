@@ -26,3 +26,29 @@ func (l *LockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// LogWatch is a log sink that closes Seen once a line containing its want is written: a test
+// waits on the processor's own word rather than on a clock.
+type LogWatch struct {
+	LockedBuffer
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+// NewLogWatch returns a LogWatch waiting for a line that contains want.
+func NewLogWatch(want string) *LogWatch {
+	return &LogWatch{want: want, seen: make(chan struct{})}
+}
+
+// Write appends p and closes Seen the first time want appears in a write.
+func (w *LogWatch) Write(p []byte) (int, error) {
+	n, err := w.LockedBuffer.Write(p)
+	if bytes.Contains(p, []byte(w.want)) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+// Seen is closed once want was written.
+func (w *LogWatch) Seen() <-chan struct{} { return w.seen }
