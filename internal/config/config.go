@@ -108,3 +108,29 @@ func Load(path string, getenv func(string) string, dst any) error {
 	}
 	return nil
 }
+
+// Within returns err with prefix put before the key path of every *ConfigError in it (also
+// inside errors.Join), so a package validates its own section with keys relative to it and
+// the caller that embeds the section names the full path: Within("pipeline", err) turns
+// "poll.page-limit" into "pipeline.poll.page-limit". Other errors are returned unchanged;
+// nil stays nil.
+func Within(prefix string, err error) error {
+	var ce *ConfigError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce) && ce == err:
+		c := *ce
+		c.Field = prefix + "." + c.Field
+		return &c
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		out := make([]error, len(errs))
+		for i, e := range errs {
+			out[i] = Within(prefix, e)
+		}
+		return errors.Join(out...)
+	}
+	return err
+}

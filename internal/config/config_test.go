@@ -193,3 +193,31 @@ func TestNegativeDuration(t *testing.T) {
 		})
 	}
 }
+
+func TestWithin(t *testing.T) {
+	other := errors.New("other")
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"nil", nil, ""},
+		{"one", Errorf("poll.page-limit", 7, "20..100"), "config: pipeline.poll.page-limit = 7: 20..100"},
+		{"joined", errors.Join(Errorf("a", nil, "x"), other), "config: pipeline.a: x\nother"},
+		{"other", other, "other"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Within("pipeline", tt.err)
+			if tt.want == "" {
+				if got != nil {
+					t.Fatalf("Within(nil) = %v", got)
+				}
+				return
+			}
+			if got.Error() != tt.want {
+				t.Fatalf("Within = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
