@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/paystream/paystream/internal/cli"
@@ -87,55 +86,138 @@ func DefaultConfig() Config {
 	}
 }
 
-// flags binds every Config field to a flag of its YAML name, with the current values as
-// defaults, so flags override the file.
-func (c *Config) flags(fs *flag.FlagSet) {
-	fs.String("config", "", "YAML file of these settings (configs/sandbox.yaml); flags override it")
-	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve on; port 0 picks one (the URL is the first stdout line)")
-	fs.BoolVar(&c.Admin, "admin", c.Admin, "serve the unsigned admin API under /sandbox/ (paid, batches, stats, confirm, faults, …)")
-	fs.StringVar(&c.State, "state", c.State, "JSON file that keeps batches and the paid record across restarts (written atomically)")
-	fs.DurationVar(&c.SaveInterval, "save-interval", c.SaveInterval, "how often a changed state is saved")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (debug logs every request)")
-	fs.StringVar(&c.MchID, "mchid", c.MchID, "merchant id requests must be signed for")
-	fs.StringVar(&c.MerchantSerial, "merchant-serial", c.MerchantSerial, "merchant certificate serial requests must name")
-	fs.StringVar(&c.MerchantPublicKey, "merchant-public-key", c.MerchantPublicKey, "PEM public key that verifies requests (default: the embedded TEST-ONLY key)")
-	fs.StringVar(&c.PlatformKey, "platform-private-key", c.PlatformKey, "PEM private key that signs answers (default: the embedded TEST-ONLY key)")
-	fs.StringVar(&c.PlatformKeyID, "platform-key-id", c.PlatformKeyID, "Wechatpay-Serial of answers: a PUB_KEY_ID_… or a platform certificate serial")
-	fs.StringVar(&c.APIv3Key, "apiv3-key", c.APIv3Key, "32-byte key that encrypts callbacks (use ${VAR} in the config file for real secrets)")
-	fs.StringVar(&c.AppID, "appid", c.AppID, "the only appid accepted (empty: any)")
-	fs.Float64Var(&c.Speed, "speed", c.Speed, "divides every sandbox delay; 1 is realistic, 100 suits tests")
-	fs.DurationVar(&c.AcceptDelay, "accept-delay", c.AcceptDelay, "how long a batch stays ACCEPTED (at speed 1)")
-	fs.DurationVar(&c.BillAcceptDelay, "bill-accept-delay", c.BillAcceptDelay, "how long a transfer bill stays ACCEPTED before WAIT_USER_CONFIRM (at speed 1)")
-	fs.DurationVar(&c.ProcessDelay, "process-delay", c.ProcessDelay, "how long a detail stays PROCESSING (at speed 1)")
-	fs.DurationVar(&c.NotFoundLag, "not-found-lag", c.NotFoundLag, "queries of younger batches answer 404 NOT_FOUND (at speed 1)")
-	fs.Int64Var(&c.NoPasswordLimit, "no-password-limit", c.NoPasswordLimit, "fen; larger details wait in WAIT_PAY for POST /sandbox/confirm (0: no limit)")
-	fs.DurationVar(&c.AutoConfirm, "auto-confirm", c.AutoConfirm, "confirm WAIT_PAY details this long after acceptance (0: never)")
-	fs.DurationVar(&c.WaitPayTimeout, "wait-pay-timeout", c.WaitPayTimeout, "fail unconfirmed WAIT_PAY details after this (0: never)")
-	fs.StringVar(&c.Product, "product", c.Product, "the merchant's product: batches or bills (the other's creates answer 403 NO_AUTH); empty: both")
-	fs.DurationVar(&c.BillAutoConfirm, "bill-auto-confirm", c.BillAutoConfirm, "simulated users act on transfer bills after this: confirm, or by openid decline-…/noconfirm-… (0: only POST /sandbox/bills/{out_bill_no}/confirm or /decline)")
-	fs.DurationVar(&c.BillConfirmTimeout, "bill-confirm-timeout", c.BillConfirmTimeout, "unconfirmed transfer bills close FAIL OVERDUE_CLOSE after this (0: never)")
-	fs.DurationVar(&c.BillCloseLag, "bill-close-lag", c.BillCloseLag, "the close of an unconfirmed bill comes this much after --bill-confirm-timeout")
-	fs.Int64Var(&c.Balance, "balance", c.Balance, "merchant balance in fen; creates beyond it get 403 NOT_ENOUGH (-1: unlimited)")
-	fs.Int64Var(&c.MinAmount, "min-amount", c.MinAmount, "smallest transfer_amount in fen")
-	fs.IntVar(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second per batch endpoint, else 429 FREQUENCY_LIMITED (0: off)")
-	fs.IntVar(&c.BillRateLimit, "bill-rate-limit", c.BillRateLimit, "requests per second per transfer-bill endpoint (0: off)")
-	fs.IntVar(&c.NotifyAttempts, "notify-attempts", c.NotifyAttempts, "deliveries of one callback at most")
-	fs.DurationVar(&c.NotifyBackoff, "notify-backoff", c.NotifyBackoff, "first wait between callback deliveries, doubling (at speed 1)")
-	fs.Float64Var(&c.NotifyLoss, "notify-loss", c.NotifyLoss, "share of callbacks (batches and bills) never delivered, drawn from --seed")
-	fs.DurationVar(&c.NotifyDelay, "notify-delay", c.NotifyDelay, "extra wait before a callback's first delivery (at speed 1)")
-	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the fault rates, for reproducible runs")
-	fs.DurationVar(&c.Latency, "latency", c.Latency, "added to every call")
-	fs.Float64Var(&c.SystemErrorRate, "system-error-rate", c.SystemErrorRate, "share of calls answered 500 SYSTEM_ERROR before doing anything")
-	fs.Float64Var(&c.DropAfterCommitRate, "drop-after-commit-rate", c.DropAfterCommitRate, "share of calls served, then answered by a connection reset")
-	fs.Float64Var(&c.DropBeforeCommitRate, "drop-before-commit-rate", c.DropBeforeCommitRate, "share of calls answered by a reset before doing anything")
-	fs.Float64Var(&c.TruncateRate, "truncate-rate", c.TruncateRate, "share of calls served, then answered with half a body")
-	fs.Float64Var(&c.UnsignedRate, "unsigned-rate", c.UnsignedRate, "share of calls served, then answered without a signature")
-	fs.Float64Var(&c.FrequencyLimitedRate, "frequency-limited-rate", c.FrequencyLimitedRate, "share of calls answered 429 FREQUENCY_LIMITED")
+// flagUsage is the help of the flags: one for each key of Config but bill-scenes, named
+// like it, overriding the config file (config.Flags).
+var flagUsage = map[string]string{
+	"listen":                  "address to serve on; port 0 picks one (the URL is the first stdout line)",
+	"admin":                   "serve the unsigned admin API under /sandbox/ (paid, batches, stats, confirm, faults, …)",
+	"state":                   "JSON file that keeps batches and the paid record across restarts (written atomically)",
+	"save-interval":           "how often a changed state is saved",
+	"log-level":               "debug, info, warn or error (debug logs every request)",
+	"mchid":                   "merchant id requests must be signed for",
+	"merchant-serial":         "merchant certificate serial requests must name",
+	"merchant-public-key":     "PEM public key that verifies requests (default: the embedded TEST-ONLY key)",
+	"platform-private-key":    "PEM private key that signs answers (default: the embedded TEST-ONLY key)",
+	"platform-key-id":         "Wechatpay-Serial of answers: a PUB_KEY_ID_… or a platform certificate serial",
+	"apiv3-key":               "32-byte key that encrypts callbacks (use ${VAR} in the config file for real secrets)",
+	"appid":                   "the only appid accepted (empty: any)",
+	"speed":                   "divides every sandbox delay; 1 is realistic, 100 suits tests",
+	"accept-delay":            "how long a batch stays ACCEPTED (at speed 1)",
+	"bill-accept-delay":       "how long a transfer bill stays ACCEPTED before WAIT_USER_CONFIRM (at speed 1)",
+	"process-delay":           "how long a detail stays PROCESSING (at speed 1)",
+	"not-found-lag":           "queries of younger batches answer 404 NOT_FOUND (at speed 1)",
+	"no-password-limit":       "fen; larger details wait in WAIT_PAY for POST /sandbox/confirm (0: no limit)",
+	"auto-confirm":            "confirm WAIT_PAY details this long after acceptance (0: never)",
+	"wait-pay-timeout":        "fail unconfirmed WAIT_PAY details after this (0: never)",
+	"product":                 "the merchant's product: batches or bills (the other's creates answer 403 NO_AUTH); empty: both",
+	"bill-auto-confirm":       "simulated users act on transfer bills after this: confirm, or by openid decline-…/noconfirm-… (0: only POST /sandbox/bills/{out_bill_no}/confirm or /decline)",
+	"bill-confirm-timeout":    "unconfirmed transfer bills close FAIL OVERDUE_CLOSE after this (0: never)",
+	"bill-close-lag":          "the close of an unconfirmed bill comes this much after --bill-confirm-timeout",
+	"balance":                 "merchant balance in fen; creates beyond it get 403 NOT_ENOUGH (-1: unlimited)",
+	"min-amount":              "smallest transfer_amount in fen",
+	"rate-limit":              "requests per second per batch endpoint, else 429 FREQUENCY_LIMITED (0: off)",
+	"bill-rate-limit":         "requests per second per transfer-bill endpoint (0: off)",
+	"notify-attempts":         "deliveries of one callback at most",
+	"notify-backoff":          "first wait between callback deliveries, doubling (at speed 1)",
+	"notify-loss":             "share of callbacks (batches and bills) never delivered, drawn from --seed",
+	"notify-delay":            "extra wait before a callback's first delivery (at speed 1)",
+	"seed":                    "seed of the fault rates, for reproducible runs",
+	"latency":                 "added to every call",
+	"system-error-rate":       "share of calls answered 500 SYSTEM_ERROR before doing anything",
+	"drop-after-commit-rate":  "share of calls served, then answered by a connection reset",
+	"drop-before-commit-rate": "share of calls answered by a reset before doing anything",
+	"truncate-rate":           "share of calls served, then answered with half a body",
+	"unsigned-rate":           "share of calls served, then answered without a signature",
+	"frequency-limited-rate":  "share of calls answered 429 FREQUENCY_LIMITED",
 }
 
-// options validates c and turns it into wechatpaytest.Options.
-func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
+// Validate returns a *config.ConfigError naming the first bad setting. The key files are
+// read by options.
+func (c Config) Validate() error {
+	var level slog.Level
+	switch {
+	case c.Listen == "":
+		return config.Errorf("listen", nil, "required")
+	case c.SaveInterval <= 0:
+		return config.Errorf("save-interval", c.SaveInterval, "want > 0")
+	case level.UnmarshalText([]byte(c.LogLevel)) != nil:
+		return config.Errorf("log-level", c.LogLevel, "want debug, info, warn or error")
+	case !(c.Speed > 0) || math.IsInf(c.Speed, 0):
+		return config.Errorf("speed", c.Speed, "want > 0: it divides every delay (1 is realistic)")
+	case c.RateLimit < 0:
+		return config.Errorf("rate-limit", c.RateLimit, "want ≥ 0 requests/s (0: no limit)")
+	case c.BillRateLimit < 0:
+		return config.Errorf("bill-rate-limit", c.BillRateLimit, "want ≥ 0 requests/s (0: no limit)")
+	case len(c.APIv3Key) != wechatpay.APIv3KeySize:
+		return config.Errorf("apiv3-key", nil, "%d bytes, want %d", len(c.APIv3Key), wechatpay.APIv3KeySize)
+	case c.Balance < -1:
+		return config.Errorf("balance", c.Balance, "want fen ≥ 0, or -1 for unlimited")
+	case c.Product != wechatpaytest.ProductBoth && c.Product != wechatpaytest.ProductBatches && c.Product != wechatpaytest.ProductBills:
+		return config.Errorf("product", c.Product, "want batches, bills or empty (both)")
+	case !(c.NotifyLoss >= 0 && c.NotifyLoss <= 1):
+		return config.Errorf("notify-loss", c.NotifyLoss, "want a share from 0 to 1")
+	}
+	for _, r := range c.faultRates() {
+		if !(r.rate >= 0 && r.rate <= 1) {
+			return config.Errorf(r.field, r.rate, "want a share from 0 to 1")
+		}
+	}
+	if err := config.NegativeDuration(c); err != nil { // accept-delay, notify-delay, bill-close-lag, …
+		return err
+	}
+	if scenes := c.billScenes(); scenes != nil {
+		if err := wechatpaytest.ValidateBillScenes(scenes); err != nil {
+			return &config.ConfigError{Field: "bill-scenes", Err: err}
+		}
+	}
+	return nil
+}
+
+// logLevel is the level of log-level, which Validate has checked.
+func (c Config) logLevel() slog.Level {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.LogLevel))
+	return level
+}
+
+// faultRate is a share of calls answered with fault, set by field.
+type faultRate struct {
+	field string
+	rate  float64
+	fault wechatpaytest.Fault
+}
+
+// faultRates are c's *-rate settings.
+func (c Config) faultRates() []faultRate {
+	return []faultRate{
+		{"system-error-rate", c.SystemErrorRate, wechatpaytest.SystemError},
+		{"drop-after-commit-rate", c.DropAfterCommitRate, wechatpaytest.DropAfterCommit},
+		{"drop-before-commit-rate", c.DropBeforeCommitRate, wechatpaytest.DropBeforeCommit},
+		{"truncate-rate", c.TruncateRate, wechatpaytest.Truncate},
+		{"unsigned-rate", c.UnsignedRate, wechatpaytest.Unsigned},
+		{"frequency-limited-rate", c.FrequencyLimitedRate, wechatpaytest.FrequencyLimited},
+	}
+}
+
+// billScenes is bill-scenes as wechatpaytest's scene table, nil when not configured (the
+// default table).
+func (c Config) billScenes() map[string]wechatpaytest.BillSceneRule {
+	if c.BillScenes == nil {
+		return nil
+	}
+	out := make(map[string]wechatpaytest.BillSceneRule, len(c.BillScenes))
+	for id, sc := range c.BillScenes {
+		out[id] = wechatpaytest.BillSceneRule{ReportInfos: sc.ReportInfos, Perceptions: sc.Perceptions}
+	}
+	return out
+}
+
+// options validates c, reads its key files and turns it into wechatpaytest.Options.
+func (c Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 	o := wechatpaytest.DefaultOptions()
+	if err := c.Validate(); err != nil {
+		return o, err
+	}
 	o.MchID, o.MerchantSerial, o.PlatformKeyID, o.APIv3Key, o.AppID = c.MchID, c.MerchantSerial, c.PlatformKeyID, c.APIv3Key, c.AppID
 	if c.MerchantPublicKey != "" {
 		k, err := wechatpay.LoadPublicKey(c.MerchantPublicKey)
@@ -151,37 +233,8 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 		}
 		o.PlatformKey = k
 	}
-	switch {
-	case c.Listen == "":
-		return o, config.Errorf("listen", nil, "required")
-	case c.SaveInterval <= 0:
-		return o, config.Errorf("save-interval", c.SaveInterval, "want > 0")
-	case !(c.Speed > 0) || math.IsInf(c.Speed, 0):
-		return o, config.Errorf("speed", c.Speed, "want > 0: it divides every delay (1 is realistic)")
-	case c.RateLimit < 0:
-		return o, config.Errorf("rate-limit", c.RateLimit, "want ≥ 0 requests/s (0: no limit)")
-	case c.BillRateLimit < 0:
-		return o, config.Errorf("bill-rate-limit", c.BillRateLimit, "want ≥ 0 requests/s (0: no limit)")
-	case len(c.APIv3Key) != wechatpay.APIv3KeySize:
-		return o, config.Errorf("apiv3-key", nil, "%d bytes, want %d", len(c.APIv3Key), wechatpay.APIv3KeySize)
-	case c.Balance < -1:
-		return o, config.Errorf("balance", c.Balance, "want fen ≥ 0, or -1 for unlimited")
-	case c.Product != wechatpaytest.ProductBoth && c.Product != wechatpaytest.ProductBatches && c.Product != wechatpaytest.ProductBills:
-		return o, config.Errorf("product", c.Product, "want batches, bills or empty (both)")
-	case !(c.NotifyLoss >= 0 && c.NotifyLoss <= 1):
-		return o, config.Errorf("notify-loss", c.NotifyLoss, "want a share from 0 to 1")
-	}
-	if err := config.NegativeDuration(c); err != nil { // accept-delay, notify-delay, bill-close-lag, …
-		return o, err
-	}
-	if c.BillScenes != nil {
-		o.BillScenes = make(map[string]wechatpaytest.BillSceneRule, len(c.BillScenes))
-		for id, sc := range c.BillScenes {
-			o.BillScenes[id] = wechatpaytest.BillSceneRule{ReportInfos: sc.ReportInfos, Perceptions: sc.Perceptions}
-		}
-		if err := wechatpaytest.ValidateBillScenes(o.BillScenes); err != nil {
-			return o, &config.ConfigError{Field: "bill-scenes", Err: err}
-		}
+	if scenes := c.billScenes(); scenes != nil {
+		o.BillScenes = scenes
 	}
 	o.Speed, o.AcceptDelay, o.BillAcceptDelay, o.ProcessDelay, o.NotFoundLag = c.Speed, c.AcceptDelay, c.BillAcceptDelay, c.ProcessDelay, c.NotFoundLag
 	o.NoPasswordLimit, o.AutoConfirm, o.WaitPayTimeout = wechatpay.Fen(c.NoPasswordLimit), c.AutoConfirm, c.WaitPayTimeout
@@ -196,47 +249,12 @@ func (c *Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 	if c.Latency > 0 {
 		o.Faults = append(o.Faults, wechatpaytest.FaultRule{Endpoint: wechatpaytest.AnyEndpoint, Fault: wechatpaytest.Latency(c.Latency), Rate: 1})
 	}
-	for _, r := range []struct {
-		field string
-		rate  float64
-		fault wechatpaytest.Fault
-	}{
-		{"system-error-rate", c.SystemErrorRate, wechatpaytest.SystemError},
-		{"drop-after-commit-rate", c.DropAfterCommitRate, wechatpaytest.DropAfterCommit},
-		{"drop-before-commit-rate", c.DropBeforeCommitRate, wechatpaytest.DropBeforeCommit},
-		{"truncate-rate", c.TruncateRate, wechatpaytest.Truncate},
-		{"unsigned-rate", c.UnsignedRate, wechatpaytest.Unsigned},
-		{"frequency-limited-rate", c.FrequencyLimitedRate, wechatpaytest.FrequencyLimited},
-	} {
-		if !(r.rate >= 0 && r.rate <= 1) {
-			return o, config.Errorf(r.field, r.rate, "want a share from 0 to 1")
-		}
+	for _, r := range c.faultRates() {
 		if r.rate > 0 {
 			o.Faults = append(o.Faults, wechatpaytest.FaultRule{Endpoint: wechatpaytest.AnyEndpoint, Fault: r.fault, Rate: r.rate})
 		}
 	}
 	return o, nil
-}
-
-// configPath finds --config in args before the flags are defined, so that the file's values
-// become the flags' defaults and explicit flags override them.
-func configPath(args []string) string {
-	for i, a := range args {
-		if a == "--" {
-			break
-		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "config" {
-			continue
-		}
-		if hasValue {
-			return value
-		}
-		if i+1 < len(args) {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 const usage = `usage: sandbox [flags]
@@ -254,17 +272,27 @@ flags:
 // errUsage is a command-line mistake that has already been reported with the usage.
 var errUsage = errors.New("usage error")
 
-// run parses args, serves until ctx is done, then saves the state and prints the counters.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg := DefaultConfig()
-	if path := configPath(args); path != "" {
-		if err := config.Load(path, getenv, &cfg); err != nil {
-			return err
-		}
+// run is the whole command line (cli.Run): exit 0 after serving, 1 on an error, which it
+// prints on stderr, 2 on a usage error.
+func run(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) int {
+	switch err := serve(ctx, args, getenv, stdout, stderr); {
+	case errors.Is(err, errUsage):
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, "sandbox:", err)
+		return 1
 	}
+	return 0
+}
+
+// serve parses args, loads the config (config.Load: defaults, --config, then the flags
+// given), serves until ctx is done, then saves the state and prints the counters.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := DefaultConfig()
 	set := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	cli.SetUsage(set, usage)
-	cfg.flags(set)
+	path := set.String("config", "", "YAML file of these settings (configs/sandbox.yaml); flags override it")
+	config.Flags(set, cfg, flagUsage)
 	version := set.Bool("version", false, "print the version and exit")
 	switch ok, code := cli.Parse(set, args, cli.Env{Stdout: stdout, Stderr: stderr}); {
 	case code == 2:
@@ -278,11 +306,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if set.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", set.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return config.Errorf("log-level", cfg.LogLevel, "want debug, info, warn or error")
+	if err := config.Load(*path, getenv, &cfg, config.Overrides(set)...); err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel()}))
 	opts, err := cfg.options(log)
 	if err != nil {
 		return err

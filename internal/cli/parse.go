@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"reflect"
 	"runtime/debug"
+	"strings"
 )
 
 // Version is the release this binary was built from. The Makefile sets it with
@@ -71,14 +73,67 @@ func Parse(fs *flag.FlagSet, args []string, e Env) (ok bool, code int) {
 	}
 }
 
-// SetUsage makes fs's usage text followed by its flags (flag.PrintDefaults), written to
-// fs.Output(). A text of "" says "usage: NAME [flags]".
+// SetUsage makes fs's usage text followed by its flags (as flag.PrintDefaults, see
+// printDefaults), written to fs.Output(). A text of "" says "usage: NAME [flags]".
 func SetUsage(fs *flag.FlagSet, text string) {
 	if text == "" {
 		text = fmt.Sprintf("usage: %s [flags]\n\nflags:\n", fs.Name())
 	}
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), text)
-		fs.PrintDefaults()
+		printDefaults(fs)
 	}
+}
+
+// printDefaults is flag.PrintDefaults, except that a flag whose Value has a Type() string
+// method (config.Flags') shows that as the name of its argument where the flag package would
+// say "value", and quotes its default when that name is "string".
+func printDefaults(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  -%s", f.Name)
+		name, usage := flag.UnquoteUsage(f)
+		typed, ok := f.Value.(interface{ Type() string })
+		if ok && name == "value" {
+			name = typed.Type()
+		}
+		if name != "" {
+			b.WriteString(" " + name)
+		}
+		if b.Len() <= 4 { // a one-letter boolean flag: usage on the same line
+			b.WriteString("\t")
+		} else {
+			b.WriteString("\n    \t")
+		}
+		b.WriteString(strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if !isZeroValue(f) {
+			if g, ok := f.Value.(flag.Getter); ok && isString(g.Get()) || name == "string" {
+				fmt.Fprintf(&b, " (default %q)", f.DefValue)
+			} else {
+				fmt.Fprintf(&b, " (default %v)", f.DefValue)
+			}
+		}
+		fmt.Fprint(fs.Output(), b.String(), "\n")
+	})
+}
+
+func isString(v any) bool { _, ok := v.(string); return ok }
+
+// isZeroValue reports whether f's default is the zero value of its type, which help does
+// not show (as the flag package decides it: the String of a new Value of the same type). A
+// Value whose zero String panics has a default worth showing.
+func isZeroValue(f *flag.Flag) (zero bool) {
+	defer func() {
+		if recover() != nil {
+			zero = false
+		}
+	}()
+	t := reflect.TypeOf(f.Value)
+	var z reflect.Value
+	if t.Kind() == reflect.Pointer {
+		z = reflect.New(t.Elem())
+	} else {
+		z = reflect.Zero(t)
+	}
+	return f.DefValue == z.Interface().(flag.Value).String()
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 
 	"gopkg.in/yaml.v3"
@@ -94,19 +93,6 @@ func expand(n *yaml.Node, getenv func(string) string, missing *[]string, fromVar
 	for _, c := range n.Content {
 		expand(c, getenv, missing, fromVar)
 	}
-}
-
-// Load is Parse on a file.
-func Load(path string, getenv func(string) string, dst any) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	defer f.Close()
-	if err := Parse(f, getenv, dst); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
 }
 
 // Within returns err with prefix put before the key path of every *ConfigError in it (also
