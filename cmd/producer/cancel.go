@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/internal/cli"
+	"github.com/paystream/paystream/internal/config"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -34,12 +35,13 @@ publish failed.
 func cmdCancel(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
 	cli.SetUsage(fs, cancelUsage+"\nflags:\n")
-	conn := addConnFlags(fs)
+	path := configFlags(fs, map[string]string{
+		"cancel-subject-prefix": "subject prefix",
+		"retry-for":             "re-publish after a passing failure this long",
+	})
 	mchid := fs.String("mchid", "", "merchant id of the payouts (required)")
 	reason := fs.String("reason", "", "why, kept in the ledger (at most 64 characters, no personal data)")
 	file := fs.String("file", "", "file of out_detail_no values, one per line; - for stdin")
-	prefix := fs.String("cancel-subject-prefix", "", "subject prefix (default "+payout.CancelPrefix+")")
-	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure this long (default 1m)")
 	if ok, code := cli.Parse(fs, args, e); !ok {
 		return code
 	}
@@ -47,20 +49,8 @@ func cmdCancel(ctx context.Context, args []string, e cli.Env) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := conn.load(fs, e.Getenv)
+	cfg, err := loadConfig(*path, e.Getenv, config.Overrides(fs)...)
 	if err != nil {
-		fmt.Fprintln(e.Stderr, "producer:", err)
-		return 1
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "cancel-subject-prefix":
-			cfg.CancelSubjectPrefix = *prefix
-		case "retry-for":
-			cfg.RetryFor = *retryFor
-		}
-	})
-	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}

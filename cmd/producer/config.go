@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"time"
 
 	"github.com/paystream/paystream/internal/config"
@@ -13,7 +11,8 @@ import (
 // DefaultConfigPath is read when it exists and --config is not given.
 const DefaultConfigPath = "configs/producer.yaml"
 
-// Config is configs/producer.yaml. Flags given on the command line override it.
+// Config is configs/producer.yaml. Flags of the same names given on the command line
+// override it (loadConfig).
 type Config struct {
 	URL           string `yaml:"url"`            // NATS server URL(s), comma-separated
 	Creds         string `yaml:"creds"`          // NATS credentials file (JWT + nkey seed)
@@ -75,15 +74,6 @@ func DefaultConfig() Config {
 		Source:              "producer",
 		Limits:              LimitsConfig{MinAmount: l.MinAmount, MaxAmount: l.MaxAmount, Scenes: l.Scenes},
 	}
-}
-
-// ParseConfig reads YAML over DefaultConfig, expanding ${VAR} with getenv, and validates it.
-func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
-	c := DefaultConfig()
-	if err := config.Parse(r, getenv, &c); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
 }
 
 // Validate returns a *config.ConfigError for the first bad field.
@@ -153,24 +143,3 @@ func (c Config) limits() payout.Limits {
 // rail returns the rail every request is validated for: payout.RailBills on product bills,
 // else "" (each request's own, payout.Request.Rail).
 func (c Config) rail() string { return productRail(c.Product) }
-
-// loadConfig reads path; when path is empty it reads DefaultConfigPath if that exists and
-// otherwise returns DefaultConfig.
-func loadConfig(path string, getenv func(string) string) (Config, error) {
-	if path == "" {
-		if _, err := os.Stat(DefaultConfigPath); err != nil {
-			return DefaultConfig(), nil
-		}
-		path = DefaultConfigPath
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return Config{}, err
-	}
-	defer f.Close()
-	c, err := ParseConfig(f, getenv)
-	if err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}

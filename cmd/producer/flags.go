@@ -2,46 +2,44 @@ package main
 
 import (
 	"flag"
+	"maps"
+	"os"
 
+	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/pkg/payout"
 )
 
-// connFlags are the flags publish and cancel share: the config file and the NATS
-// connection. Flags given on the command line override the config file.
-type connFlags struct {
-	config, url, creds, tlsCA, tlsCert, tlsKey *string
+// connUsage is the help of the flags publish and cancel share, the NATS connection's keys.
+var connUsage = map[string]string{
+	"url":      "NATS URL",
+	"creds":    "NATS credentials file",
+	"tls-ca":   "CA bundle to verify the NATS server",
+	"tls-cert": "client certificate for mutual TLS",
+	"tls-key":  "client key for mutual TLS",
 }
 
-// addConnFlags registers the shared flags on fs.
-func addConnFlags(fs *flag.FlagSet) *connFlags {
-	return &connFlags{
-		config:  fs.String("config", "", "config file (default "+DefaultConfigPath+" when it exists)"),
-		url:     fs.String("url", "", "NATS URL (default nats://127.0.0.1:4222)"),
-		creds:   fs.String("creds", "", "NATS credentials file"),
-		tlsCA:   fs.String("tls-ca", "", "CA bundle to verify the NATS server"),
-		tlsCert: fs.String("tls-cert", "", "client certificate for mutual TLS"),
-		tlsKey:  fs.String("tls-key", "", "client key for mutual TLS"),
-	}
+// configFlags defines on fs --config and a flag for each key of the connection (connUsage)
+// and of usage, each overriding that key of the config file; loadConfig reads them.
+func configFlags(fs *flag.FlagSet, usage map[string]string) (path *string) {
+	path = fs.String("config", "", "config file (default "+DefaultConfigPath+" when it exists); flags override it")
+	all := maps.Clone(connUsage)
+	maps.Copy(all, usage)
+	config.Flags(fs, DefaultConfig(), all)
+	return path
 }
 
-// load reads the config file and applies the shared flags set on fs's command line. The
-// caller applies its own flags and then validates.
-func (f *connFlags) load(fs *flag.FlagSet, getenv func(string) string) (Config, error) {
-	cfg, err := loadConfig(*f.config, getenv)
-	if err != nil {
-		return cfg, err
-	}
-	override := map[string]func(){
-		"url": func() { cfg.URL = *f.url }, "creds": func() { cfg.Creds = *f.creds },
-		"tls-ca": func() { cfg.TLSCA = *f.tlsCA }, "tls-cert": func() { cfg.TLSCert = *f.tlsCert },
-		"tls-key": func() { cfg.TLSKey = *f.tlsKey },
-	}
-	fs.Visit(func(fl *flag.Flag) {
-		if set, ok := override[fl.Name]; ok {
-			set()
+// loadConfig loads the config the one way (config.Load): DefaultConfig, then the file at
+// path (DefaultConfigPath when path is "" and that exists; no file otherwise), then the
+// overrides (config.Overrides of the command line's flags), then Validate.
+func loadConfig(path string, getenv func(string) string, overrides ...config.Override) (Config, error) {
+	if path == "" {
+		if _, err := os.Stat(DefaultConfigPath); err == nil {
+			path = DefaultConfigPath
 		}
-	})
-	return cfg, nil
+	}
+	c := DefaultConfig()
+	err := config.Load(path, getenv, &c, overrides...)
+	return c, err
 }
 
 // productRail returns the rail requests of product are validated for: payout.RailBills

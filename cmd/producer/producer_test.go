@@ -506,12 +506,7 @@ func TestSampleFile(t *testing.T) {
 }
 
 func TestConfigFile(t *testing.T) {
-	f, err := os.Open("../../configs/producer.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	got, err := ParseConfig(f, func(string) string { return "" })
+	got, err := loadConfig("../../configs/producer.yaml", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +535,7 @@ func TestConfig_Validate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig(strings.NewReader(tt.yaml), func(string) string { return "" })
+			_, err := loadConfig(writeFile(t, "producer.yaml", tt.yaml), func(string) string { return "" })
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -763,7 +758,7 @@ func TestGen_bills(t *testing.T) {
 
 // TestConfig_billScenes: limits.bill-scenes replaces the default scene table.
 func TestConfig_billScenes(t *testing.T) {
-	cfg, err := ParseConfig(strings.NewReader("product: bills\nlimits:\n  bill-scenes:\n    \"2001\":\n"+
+	cfg, err := loadConfig(writeFile(t, "producer.yaml", "product: bills\nlimits:\n  bill-scenes:\n    \"2001\":\n"+
 		"      report-infos: [岗位类型]\n      perceptions: [劳务报酬]\n"), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)

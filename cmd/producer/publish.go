@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/internal/cli"
+	"github.com/paystream/paystream/internal/config"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,13 +44,14 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 	format := fs.String("format", "", "jsonl or csv (default: from the file extension, else jsonl)")
 	strict := fs.Bool("strict", false, "stop at the first invalid record")
 	raw := fs.Bool("raw", false, "publish JSON lines as they are, without validation or sealing (dead-letter tests)")
-	conn := addConnFlags(fs)
-	product := fs.String("product", "", "WeChat Pay product of the merchant: batches or bills (default batches); bills checks every record for transfer bills")
-	prefix := fs.String("subject-prefix", "", "subject prefix (default "+payout.DefaultSubjectPrefix+")")
-	inFlight := fs.Int("max-in-flight", 0, "most unacknowledged publishes (default 256)")
-	retryFor := fs.Duration("retry-for", 0, "re-publish after a passing failure (no answer, id in process) this long (default 1m; 0 with the flag: never)")
-	keyFile := fs.String("wechatpay-public-key-file", "", "WeChat Pay public key (PEM) that seals user_name")
-	keyID := fs.String("wechatpay-public-key-id", "", "its id, PUB_KEY_ID_… (or the platform certificate serial)")
+	path := configFlags(fs, map[string]string{
+		"product":                   "WeChat Pay product of the merchant: batches or bills; bills checks every record for transfer bills",
+		"subject-prefix":            "subject prefix",
+		"max-in-flight":             "most unacknowledged publishes",
+		"retry-for":                 "re-publish after a passing failure (no answer, id in process) this long (0: never)",
+		"wechatpay-public-key-file": "WeChat Pay public key (PEM) that seals user_name",
+		"wechatpay-public-key-id":   "its id, PUB_KEY_ID_… (or the platform certificate serial)",
+	})
 	if ok, code := cli.Parse(fs, args, e); !ok {
 		return code
 	}
@@ -57,23 +59,8 @@ func cmdPublish(ctx context.Context, args []string, e cli.Env) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := conn.load(fs, e.Getenv)
+	cfg, err := loadConfig(*path, e.Getenv, config.Overrides(fs)...)
 	if err != nil {
-		fmt.Fprintln(e.Stderr, "producer:", err)
-		return 1
-	}
-	fs.Visit(func(f *flag.Flag) {
-		override := map[string]func(){
-			"subject-prefix": func() { cfg.SubjectPrefix = *prefix }, "product": func() { cfg.Product = *product },
-			"max-in-flight": func() { cfg.MaxInFlight = *inFlight }, "retry-for": func() { cfg.RetryFor = *retryFor },
-			"wechatpay-public-key-file": func() { cfg.WechatpayPublicKeyFile = *keyFile },
-			"wechatpay-public-key-id":   func() { cfg.WechatpayPublicKeyID = *keyID },
-		}
-		if set, ok := override[f.Name]; ok {
-			set()
-		}
-	})
-	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(e.Stderr, "producer:", err)
 		return 1
 	}
