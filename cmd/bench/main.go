@@ -16,28 +16,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/paystream/paystream/internal/bench"
 	"github.com/paystream/paystream/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// The memory benchmark re-runs this binary as the processor it measures.
-	if path := os.Getenv(bench.ChildEnv); path != "" {
-		if err := bench.RunChild(ctx, path); err != nil {
-			fmt.Fprintln(os.Stderr, "bench processor:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cli.Main(run) }
 
 // errFailed means the run completed and a target failed.
 var errFailed = errors.New("a target failed")
@@ -50,7 +35,16 @@ minutes in full). Exit status: 0 every target passed, 1 a target failed, 2 usage
 flags:
 `
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// run is the whole command line (cli.Run). With bench.ChildEnv set it is the processor
+// that the memory benchmark measures (it re-runs this binary): exit 1 when that fails.
+func run(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) int {
+	if path := getenv(bench.ChildEnv); path != "" {
+		if err := bench.RunChild(ctx, path); err != nil {
+			fmt.Fprintln(stderr, "bench processor:", err)
+			return 1
+		}
+		return 0
+	}
 	o := bench.DefaultOptions()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	cli.SetUsage(fs, usage)
