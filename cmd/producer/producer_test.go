@@ -440,6 +440,39 @@ func TestPublish_usage(t *testing.T) {
 	}
 }
 
+// TestConfigFlags: a flag overrides the key of its name in the config file, and a bad value,
+// in the file or on the command line, is refused before anything is read or published, with
+// the key named (exit 1).
+func TestConfigFlags(t *testing.T) {
+	cfgFile := writeFile(t, "producer.yaml", "max-in-flight: 0\nretry-for: 5s\n")
+	bad := writeFile(t, "bad.yaml", "retry-for: soon\n")
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // on stderr; "" for none: the missing input file is all that fails
+	}{
+		{"a flag overrides a bad file value", []string{"--config", cfgFile, "--max-in-flight", "4"}, ""},
+		{"the file's bad value", []string{"--config", cfgFile}, "max-in-flight = 0: must be at least 1"},
+		{"a bad file value names the key and line", []string{"--config", bad}, `retry-for: cannot use "soon" as a duration`},
+		{"a bad flag value names the key", []string{"--max-in-flight", "many"}, `max-in-flight: cannot use "many" as an integer (command line)`},
+		{"a bad flag duration names the key", []string{"--retry-for", "soon"}, `retry-for: cannot use "soon" as a duration`},
+		{"a zero duration needs no unit", []string{"--retry-for", "0"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"publish", "--file", "/nonexistent.jsonl"}, tt.args...)
+			code, _, stderr := runCmd(t, "", args...)
+			if code != 1 || tt.wantErr == "" && !strings.Contains(stderr, "nonexistent.jsonl") || !strings.Contains(stderr, tt.wantErr) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, tt.wantErr)
+			}
+		})
+	}
+	cfg, err := loadConfig(cfgFile, func(string) string { return "" }, config.Override{Key: "max-in-flight", Value: "4"})
+	if err != nil || cfg.MaxInFlight != 4 || cfg.RetryFor != 5*time.Second {
+		t.Fatalf("loadConfig = %+v, %v; want max-in-flight 4 from the flag, retry-for 5s from the file", cfg, err)
+	}
+}
+
 // TestGen checks determinism, the mix of lines, and that the valid lines publish.
 func TestGen(t *testing.T) {
 	args := []string{"gen", "--count", "3000", "--seed", "42", "--invalid-rate", "0.05", "--fail-rate", "0.05", "--named-rate", "0.05"}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,6 +169,13 @@ func TestRun_Errors(t *testing.T) {
 		{name: "bad balance", args: []string{"--balance", "-2"}, field: "balance", wantErr: true},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, field: "log-level", wantErr: true},
 		{name: "zero speed", args: []string{"--speed", "0"}, field: "speed", wantErr: true},
+		{name: "speed not a number", args: []string{"--speed", "fast"}, field: "speed", wantErr: true},
+		{name: "delay not a duration", args: []string{"--accept-delay", "soon"}, field: "accept-delay", wantErr: true},
+		{name: "a zero delay without a unit", args: []string{"--accept-delay", "0"}},
+		{name: "empty product is both", args: []string{"--product", ""}},
+		{name: "bad value in the file", args: []string{"--config", writeConfig(t, "speed: fast\n")}, field: "speed", wantErr: true},
+		{name: "unknown key in the file", args: []string{"--config", writeConfig(t, "sped: 2\n")}, field: "sped", wantErr: true},
+		{name: "a flag overrides a bad file value", args: []string{"--config", writeConfig(t, "speed: 0\n"), "--speed", "2"}},
 		{name: "negative accept delay", args: []string{"--accept-delay", "-1s"}, field: "accept-delay", wantErr: true},
 		{name: "negative save interval", args: []string{"--save-interval", "-1s"}, field: "save-interval", wantErr: true},
 		{name: "negative rate limit", args: []string{"--rate-limit", "-5"}, field: "rate-limit", wantErr: true},
@@ -194,6 +202,15 @@ func TestRun_Errors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sandbox.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // TestConfigFile parses configs/sandbox.yaml and checks that flags override it.

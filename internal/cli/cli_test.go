@@ -93,3 +93,41 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+// typed is a flag.Value that names its argument, as config.Flags' do.
+type typed struct{ s string }
+
+func (v *typed) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.s
+}
+func (v *typed) Set(s string) error { v.s = s; return nil }
+func (v *typed) Type() string       { return "duration" }
+
+// TestSetUsage_typedFlag: help names the argument of a Value with a Type method and shows
+// its default; the flag package's own flags print as flag.PrintDefaults prints them.
+func TestSetUsage_typedFlag(t *testing.T) {
+	fs := flag.NewFlagSet("tool", flag.ContinueOnError)
+	fs.Var(&typed{}, "wait", "how long")
+	fs.Lookup("wait").DefValue = "1s"
+	fs.Var(&typed{}, "idle", "no default")
+	fs.Int("n", 3, "a number")
+	fs.String("s", "", "a string")
+	var want strings.Builder
+	std := flag.NewFlagSet("tool", flag.ContinueOnError)
+	std.Int("n", 3, "a number")
+	std.String("s", "", "a string")
+	std.SetOutput(&want)
+	std.PrintDefaults()
+	SetUsage(fs, "usage\n")
+	var out strings.Builder
+	fs.SetOutput(&out)
+	fs.Usage()
+	for _, sub := range []string{"usage\n", "  -wait duration\n    \thow long (default 1s)\n", "  -idle duration\n    \tno default\n", want.String()[:strings.Index(want.String(), "  -s")]} {
+		if !strings.Contains(out.String(), sub) {
+			t.Fatalf("usage %q, want it to contain %q", out.String(), sub)
+		}
+	}
+}
