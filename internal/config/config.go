@@ -1,5 +1,7 @@
 // Package config loads paystream's YAML configuration files: kebab-case keys, ${VAR}
 // expansion for secrets, unknown keys refused, and validation errors that name the field.
+// Load is the one path every binary takes: defaults, the file, the command-line flags that
+// override its keys (Flags, Overrides), then Validate.
 package config
 
 import (
