@@ -24,7 +24,8 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// Config tunes every stage. DefaultConfig holds production values.
+// Config tunes every stage. DefaultConfig holds production values; Validate is the one check
+// of every setting (New runs it).
 type Config struct {
 	Intake    IntakeConfig   `yaml:"intake"`
 	Batching  BatchingConfig `yaml:"batching"`
