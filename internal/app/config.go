@@ -15,7 +15,6 @@ import (
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
-	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -118,9 +117,12 @@ func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
 
 var digits = regexp.MustCompile(`^[0-9]{1,32}$`)
 
-// Validate checks every field the processor depends on and names the first bad one.
+// Validate checks every field the processor depends on and names the first bad one by its key
+// path (a *config.ConfigError). The pipeline section is checked by pipeline.Config.Validate,
+// the one check of those settings (pipeline.New runs it too), its keys named under
+// "pipeline."; here only what needs two sections: intake.fetch-batch ≤ max-ack-pending.
 func (c Config) Validate() error {
-	t, p := c.NATS.Topology, c.Pipeline
+	t := c.NATS.Topology
 	checks := []struct {
 		bad   bool
 		field string
@@ -133,7 +135,6 @@ func (c Config) Validate() error {
 		{!strings.HasSuffix(t.Subjects, ".>"), "nats.topology.subjects", t.Subjects, "must end in .>"},
 		{!strings.HasSuffix(t.ResultsSubjects, ".>"), "nats.topology.results-subjects", t.ResultsSubjects, "must end in .>"},
 		{!strings.HasSuffix(t.CancelSubjects, ".>"), "nats.topology.cancel-subjects", t.CancelSubjects, "must end in .>"},
-		{c.WeChatPay.Product != pipeline.ProductBatches && c.WeChatPay.Product != pipeline.ProductBills, "wechatpay.product", c.WeChatPay.Product, "batches (the batch API) or bills (transfer bills)"},
 		{t.AckWait < time.Second, "nats.topology.ack-wait", t.AckWait, "too short"},
 		{t.MaxDeliver != -1, "nats.topology.max-deliver", t.MaxDeliver, "must be -1: JetStream drops a request after max-deliver deliveries and tells no one; paystream dead-letters bad requests itself"},
 		{t.MaxAge < 7*24*time.Hour || t.MaxAge < 2*t.DuplicateWindow, "nats.topology.max-age", t.MaxAge, "≥ 7 days and ≥ twice the duplicate window: a request not taken in by then is lost"},
@@ -149,40 +150,29 @@ func (c Config) Validate() error {
 		{c.WeChatPay.PrivateKeyFile == "", "wechatpay.private-key-file", nil, "required"},
 		{c.WeChatPay.PublicKeyFile == "" && len(c.WeChatPay.PlatformCertificates) == 0, "wechatpay.wechatpay-public-key-file", nil, "a WeChat Pay public key or platform certificates are required"},
 		{len(c.WeChatPay.APIv3Key) != wechatpay.APIv3KeySize, "wechatpay.apiv3-key", nil, "must be 32 characters"},
-		{p.Batching.CapDirect < 1 || p.Batching.CapDirect > wechatpay.MaxDetailsDirect, "pipeline.batching.cap-direct", p.Batching.CapDirect, "1..1000 (docs/wechatpay.md §4)"},
-		{p.Batching.CapPartner < 1 || p.Batching.CapPartner > wechatpay.MaxDetailsPartner, "pipeline.batching.cap-partner", p.Batching.CapPartner, "1..3000 (docs/wechatpay.md §6)"},
-		{p.Intake.FetchBatch < 1 || p.Intake.FetchBatch > t.MaxAckPending, "pipeline.intake.fetch-batch", p.Intake.FetchBatch, "1..max-ack-pending"},
-		{p.Intake.SweepEvery <= 0, "pipeline.intake.sweep-every", p.Intake.SweepEvery, "must be positive"},
-		{p.Intake.RetryDelay < 0, "pipeline.intake.retry-delay", p.Intake.RetryDelay, "must not be negative"},
-		{p.Poll.PageLimit < wechatpay.MinQueryLimit || p.Poll.PageLimit > wechatpay.MaxQueryLimit, "pipeline.poll.page-limit", p.Poll.PageLimit, "20..100 (docs/wechatpay.md §5)"},
-		{p.Amounts.Min < 1 || p.Amounts.Max < p.Amounts.Min, "pipeline.amounts", nil, "need 1 ≤ min ≤ max (fen)"},
-		{p.Submit.Workers < 1, "pipeline.submit.workers", p.Submit.Workers, "≥ 1"},
-		{p.RateLimit.Create <= 0 || p.RateLimit.Query <= 0 || p.RateLimit.Detail <= 0 || p.RateLimit.Cancel <= 0, "pipeline.rate-limit", p.RateLimit, "create, query, detail and cancel must be positive (requests/s: this replica's share of the merchant's per-API limit)"},
-		{p.Submit.RetryMin <= 0 || p.Submit.RetryMax < p.Submit.RetryMin, "pipeline.submit", nil, "need 0 < retry-min ≤ retry-max"},
-		{p.Breaker.Failures < 1 || p.Breaker.OpenTimeout <= 0, "pipeline.breaker", nil, "failures ≥ 1 and open-timeout > 0"},
 		{c.HTTP.Listen != "" && !validHostPort(c.HTTP.Listen), "http.listen", c.HTTP.Listen, "want host:port"},
 		{c.HTTP.AdminToken != "" && len(c.HTTP.AdminToken) < 16, "http.admin-token", nil, "at least 16 characters when set"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
-		// Zero is no cadence for these: a fetch that never waits, a batch queried again at
-		// once, a parked batch re-sent to WeChat in a loop.
-		{p.Intake.FetchMaxWait <= 0, "pipeline.intake.fetch-max-wait", p.Intake.FetchMaxWait, "must be positive"},
-		{p.Poll.Interval <= 0, "pipeline.poll.interval", p.Poll.Interval, "must be positive (≥ 1m against the real API)"},
-		{p.Poll.BillSweep <= 0, "pipeline.poll.bill-sweep", p.Poll.BillSweep, "must be positive"},
-		{p.Poll.BillSweepMax < p.Poll.BillSweep, "pipeline.poll.bill-sweep-max", p.Poll.BillSweepMax, "must be ≥ bill-sweep"},
-		{p.Poll.Horizon <= 0, "pipeline.poll.horizon", p.Poll.Horizon, "must be positive"},
-		{p.Submit.ParkedRetry <= 0, "pipeline.submit.parked-retry", p.Submit.ParkedRetry, "must be positive"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
 			return config.Errorf(ch.field, ch.value, "%s", ch.msg)
 		}
 	}
+	// Pipeline.Product is set from wechatpay.product (ParseConfig): the file's key is named.
+	if err := pipeline.CheckProduct(c.WeChatPay.Product); err != nil {
+		return config.Errorf("wechatpay.product", c.WeChatPay.Product, "%w", err)
+	}
+	if err := config.Within("pipeline", c.Pipeline.Validate()); err != nil {
+		return err
+	}
+	// One fetch asks for no more messages than the consumer lets be unacknowledged at once.
+	if f := c.Pipeline.Intake.FetchBatch; f > t.MaxAckPending {
+		return config.Errorf("pipeline.intake.fetch-batch", f, "must be ≤ nats.topology.max-ack-pending (%d)", t.MaxAckPending)
+	}
 	// Every duration is a wait, a period or an age: none may be negative.
 	if err := config.NegativeDuration(c); err != nil {
 		return err
-	}
-	if err := payout.ValidateBillScenes(pipeline.BillScenes(p.BillScenes)); err != nil {
-		return config.Errorf("pipeline.bill-scenes", nil, "%v", err)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {

@@ -8,7 +8,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -25,7 +24,8 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
-// Config tunes every stage. DefaultConfig holds production values.
+// Config tunes every stage. DefaultConfig holds production values; Validate is the one check
+// of every setting (New runs it).
 type Config struct {
 	Intake    IntakeConfig   `yaml:"intake"`
 	Batching  BatchingConfig `yaml:"batching"`
@@ -169,7 +169,8 @@ func (p *Pipeline) Runtime() Runtime {
 	return r
 }
 
-// New checks cfg and wires the stages.
+// New checks cfg with cfg.Validate (a bad setting is a *config.ConfigError naming its key
+// relative to the section, "poll.page-limit") and d, and wires the stages.
 func New(cfg Config, d Deps) (*Pipeline, error) {
 	if d.Now == nil {
 		d.Now = time.Now
@@ -180,17 +181,8 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New("")
 	}
-	if cfg.Poll.PageLimit < wechatpay.MinQueryLimit || cfg.Poll.PageLimit > wechatpay.MaxQueryLimit {
-		return nil, fmt.Errorf("poll page limit %d outside %d..%d (docs/wechatpay.md §8)", cfg.Poll.PageLimit, wechatpay.MinQueryLimit, wechatpay.MaxQueryLimit)
-	}
-	if cfg.Submit.Workers < 1 || cfg.Intake.FetchBatch < 1 || cfg.Submit.RetryMin <= 0 || cfg.Intake.SweepEvery <= 0 || cfg.Intake.RetryDelay < 0 {
-		return nil, errors.New("submit workers, fetch batch, retry-min and sweep-every must be positive, retry-delay not negative")
-	}
-	if cfg.Product != ProductBatches && cfg.Product != ProductBills {
-		return nil, fmt.Errorf("product %q: want %s or %s", cfg.Product, ProductBatches, ProductBills)
-	}
-	if cfg.Submit.BillWorkers < 1 || cfg.Poll.BillSweep <= 0 || cfg.Poll.BillSweepMax < cfg.Poll.BillSweep {
-		return nil, errors.New("bill workers and bill sweep must be positive, bill-sweep-max at least bill-sweep")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if d.Merchant.MchID == "" {
 		return nil, errors.New("the merchant to pay for is required")
@@ -204,13 +196,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	if d.MaxDeadLetterBody < 1 {
 		d.MaxDeadLetterBody = payout.MaxMessageSize
 	}
-	names := batching.Names{NameTemplate: cfg.Batching.NameTemplate, RemarkTemplate: cfg.Batching.RemarkTemplate}
-	if names.NameTemplate == "" && names.RemarkTemplate == "" {
-		names = batching.DefaultNames
-	}
-	if err := names.Validate(); err != nil {
-		return nil, fmt.Errorf("batch name templates: %w", err)
-	}
+	names := cfg.Batching.names()
 	b, err := batching.New(batching.Config{
 		InstanceID: d.DB.InstanceID(), CapDirect: cfg.Batching.CapDirect, CapPartner: cfg.Batching.CapPartner, CapBills: cfg.Batching.CapBills,
 		MaxWait: cfg.Batching.MaxWait, MaxBatchAmount: cfg.Batching.MaxBatchAmount,

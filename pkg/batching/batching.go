@@ -72,10 +72,11 @@ type Config struct {
 	// 1–12 characters. It must never be reused with a fresh ledger, or out_batch_no repeats.
 	InstanceID string
 	// CapDirect and CapPartner are the most details per batch on each rail: 1–1000 direct
-	// (docs/wechatpay.md §4) and 1–3000 partner (docs/wechatpay.md §6). Zero means the API maximum.
+	// (docs/wechatpay.md §4) and 1–3000 partner (docs/wechatpay.md §6), as CheckCap checks.
+	// Zero means the API maximum.
 	CapDirect, CapPartner int
-	// CapBills is the most members per batch on the bills rail: 1–MaxDetailsBills. Zero
-	// means MaxDetailsBills.
+	// CapBills is the most members per batch on the bills rail: 1–MaxDetailsBills (CheckCap).
+	// Zero means MaxDetailsBills.
 	CapBills int
 	// MaxWait is how long the oldest item of a group may wait before its batch is sealed by
 	// Due. Zero means DefaultMaxWait.
@@ -117,21 +118,61 @@ func New(cfg Config) (*Batcher, error) {
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
-	switch {
-	case len(cfg.InstanceID) > MaxInstanceIDLen || !payout.ValidNo(cfg.InstanceID):
+	if len(cfg.InstanceID) > MaxInstanceIDLen || !payout.ValidNo(cfg.InstanceID) {
 		return nil, fmt.Errorf("%w: instance id must be [0-9A-Za-z]{1,%d}", ErrConfig, MaxInstanceIDLen)
-	case cfg.CapDirect < 1 || cfg.CapDirect > wechatpay.MaxDetailsDirect:
-		return nil, fmt.Errorf("%w: direct cap %d outside 1..%d", ErrConfig, cfg.CapDirect, wechatpay.MaxDetailsDirect)
-	case cfg.CapPartner < 1 || cfg.CapPartner > wechatpay.MaxDetailsPartner:
-		return nil, fmt.Errorf("%w: partner cap %d outside 1..%d", ErrConfig, cfg.CapPartner, wechatpay.MaxDetailsPartner)
-	case cfg.CapBills < 1 || cfg.CapBills > MaxDetailsBills:
-		return nil, fmt.Errorf("%w: bills cap %d outside 1..%d", ErrConfig, cfg.CapBills, MaxDetailsBills)
+	}
+	for _, c := range []struct {
+		rail string
+		n    int
+	}{{payout.RailDirect, cfg.CapDirect}, {payout.RailPartner, cfg.CapPartner}, {payout.RailBills, cfg.CapBills}} {
+		if err := CheckCap(c.rail, c.n); err != nil {
+			return nil, fmt.Errorf("%w: %s cap %d %w", ErrConfig, c.rail, c.n, err)
+		}
+	}
+	switch {
 	case cfg.MaxWait < 0:
 		return nil, fmt.Errorf("%w: negative max wait", ErrConfig)
 	case cfg.MaxBatchAmount < 0:
 		return nil, fmt.Errorf("%w: negative max batch amount", ErrConfig)
 	}
 	return &Batcher{cfg: cfg, open: make(map[string]*group)}, nil
+}
+
+// MaxCap is the largest batch cap rail allows: wechatpay.MaxDetailsDirect on payout.RailDirect
+// (docs/wechatpay.md §4), wechatpay.MaxDetailsPartner on payout.RailPartner (docs/wechatpay.md
+// §6) and MaxDetailsBills on payout.RailBills; 0 for any other rail.
+func MaxCap(rail string) int {
+	switch rail {
+	case payout.RailDirect:
+		return wechatpay.MaxDetailsDirect
+	case payout.RailPartner:
+		return wechatpay.MaxDetailsPartner
+	case payout.RailBills:
+		return MaxDetailsBills
+	}
+	return 0
+}
+
+// CheckCap is the one rule for a batch cap: n must be 1..MaxCap(rail). It returns nil or an
+// error that states the range and its source ("outside 1..1000 (docs/wechatpay.md §4)"), to
+// follow the name and value of the setting: New wraps it in ErrConfig, and the processor's
+// configuration names the key (pipeline.batching.cap-direct). An unknown rail is an error.
+// Zero is out of range here; only New reads it as "the maximum".
+func CheckCap(rail string, n int) error {
+	limit := MaxCap(rail)
+	if limit == 0 {
+		return fmt.Errorf("unknown rail %q", rail)
+	}
+	if n >= 1 && n <= limit {
+		return nil
+	}
+	switch rail {
+	case payout.RailDirect:
+		return fmt.Errorf("outside 1..%d (docs/wechatpay.md §4)", limit)
+	case payout.RailPartner:
+		return fmt.Errorf("outside 1..%d (docs/wechatpay.md §6)", limit)
+	}
+	return fmt.Errorf("outside 1..%d", limit)
 }
 
 // Cap returns the batch cap for rail; an unknown rail gets the smallest cap configured.

@@ -60,6 +60,45 @@ func TestNew(t *testing.T) {
 	}
 }
 
+func TestCheckCap(t *testing.T) {
+	tests := []struct {
+		name    string
+		rail    string
+		n       int
+		wantErr string // "" for none; else a part of the message
+	}{
+		{"direct 1", payout.RailDirect, 1, ""},
+		{"direct 1000", payout.RailDirect, 1000, ""},
+		{"direct 0", payout.RailDirect, 0, "outside 1..1000 (docs/wechatpay.md §4)"},
+		{"direct above 1000", payout.RailDirect, 1001, "outside 1..1000 (docs/wechatpay.md §4)"},
+		{"partner 3000", payout.RailPartner, 3000, ""},
+		{"partner above 3000", payout.RailPartner, 3001, "outside 1..3000 (docs/wechatpay.md §6)"},
+		{"partner negative", payout.RailPartner, -1, "outside 1..3000"},
+		{"bills 1000", payout.RailBills, MaxDetailsBills, ""},
+		{"bills above 1000", payout.RailBills, MaxDetailsBills + 1, "outside 1..1000"},
+		{"unknown rail", "cheques", 1, `unknown rail "cheques"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckCap(tt.rail, tt.n)
+			if got, want := err != nil, tt.wantErr != ""; got != want {
+				t.Fatalf("CheckCap(%q, %d) = %v, want error %v", tt.rail, tt.n, err, want)
+			}
+			if err != nil && !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("CheckCap(%q, %d) = %q, want it to say %q", tt.rail, tt.n, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestNew_capMessage: New states the rule of CheckCap, after ErrConfig and the value.
+func TestNew_capMessage(t *testing.T) {
+	_, err := New(Config{InstanceID: "P1", CapPartner: 3001})
+	if got, want := fmt.Sprint(err), "batching: invalid config: partner cap 3001 outside 1..3000 (docs/wechatpay.md §6)"; got != want {
+		t.Fatalf("New = %q, want %q", got, want)
+	}
+}
+
 func TestBatcher_sealsWhenFull(t *testing.T) {
 	b := mustNew(t, Config{CapDirect: 3, CapPartner: 4})
 	var sealed []Batch
