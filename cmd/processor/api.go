@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/app"
 	"github.com/paystream/paystream/internal/cli"
 
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -64,7 +65,7 @@ func (f *apiFlags) register(fs *flag.FlagSet) {
 // fromConfig fills every setting not given explicitly on the command line from the wechatpay
 // section of the processor config at f.config.
 func (f *apiFlags) fromConfig(fs *flag.FlagSet, getenv func(string) string) error {
-	cfg, err := loadConfig(f.config, getenv)
+	cfg, err := app.LoadConfig(f.config, getenv)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}

@@ -26,44 +26,54 @@ func TestConfigs(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			if _, err := loadConfig(p, func(k string) string { return env[k] }); err != nil {
+			if _, err := app.LoadConfig(p, func(k string) string { return env[k] }); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
-	t.Run("a bad field is named", func(t *testing.T) {
-		valid := "wechatpay:\n  mchid: \"1900000001\"\n  merchant-serial-no: S\n  private-key-file: k.pem\n" +
-			"  wechatpay-public-key-file: p.pem\n  apiv3-key: 0123456789abcdef0123456789abcdef\n"
-		if _, err := app.ParseConfig(strings.NewReader(valid), func(string) string { return "" }); err != nil {
-			t.Fatalf("the base config must be valid: %v", err)
-		}
-		for _, tc := range []struct{ yaml, field string }{
-			{"pipeline:\n  poll:\n    page-limit: 500\n", "pipeline.poll.page-limit"},
-			{"nats:\n  topology:\n    ack-wait: 30s\n    backoff: [1s, 2s]\n", "nats.topology.backoff"},
-			{"nats:\n  topology:\n    max-deliver: 20\n", "nats.topology.max-deliver"},
-			{"nats:\n  topology:\n    max-age: 24h\n", "nats.topology.max-age"},
-			{"  sub-mchids: [\"19x\"]\n", "wechatpay.sub-mchids"}, // continues the wechatpay block
-			{"pipeline:\n  intake:\n    sweep-every: 0s\n", "pipeline.intake.sweep-every"},
-			{"  product: transfers\n", "wechatpay.product"}, // continues the wechatpay block
-			{"pipeline:\n  bill-scenes:\n    \"1000\":\n      report-infos: []\n", "pipeline.bill-scenes"},
-			{"pipeline:\n  rate-limit:\n    cancel: 0\n", "pipeline.rate-limit"},
-			{"nats:\n  topology:\n    replicas: 3\n", "nats.topology.replicas = 3: 1 with the embedded server"},
-			{"pipeline:\n  poll:\n    not-found-grace: -5s\n", "pipeline.poll.not-found-grace = -5s: must not be negative"},
-			{"  timeout: -1s\n", "wechatpay.timeout = -1s: must not be negative"}, // continues the wechatpay block
-			{"nats:\n  topology:\n    duplicate-window: -2m\n", "nats.topology.duplicate-window = -2m0s: must not be negative"},
-			{"pipeline:\n  batching:\n    max-wait: -1s\n", "pipeline.batching.max-wait = -1s: must not be negative"},
-			{"pipeline:\n  poll:\n    interval: 0s\n", "pipeline.poll.interval = 0s: must be positive"},
-			{"pipeline:\n  submit:\n    parked-retry: 0s\n", "pipeline.submit.parked-retry = 0s: must be positive"},
-			{"pipeline:\n  intake:\n    fetch-max-wait: 0s\n", "pipeline.intake.fetch-max-wait = 0s: must be positive"},
-			{"pipeline:\n  poll:\n    interval: 1 minute\n", `pipeline.poll.interval: cannot use "1 minute" as a duration`},
-			{"pipeline:\n  submit:\n    workers: eight\n", `pipeline.submit.workers: cannot use "eight" as an integer`},
-		} {
-			_, err := app.ParseConfig(strings.NewReader(valid+tc.yaml), func(string) string { return "" })
-			if err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Errorf("err = %v, want one naming %s", err, tc.field)
+}
+
+// TestRun_Set: processor run --set KEY=VALUE overrides the config file, a later --set of a key
+// wins, and a bad value or key is refused (exit 2) naming its key path. The config is never
+// valid here, so the pipeline does not start: which error is reported shows which value won.
+func TestRun_Set(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "processor.yaml")
+	yaml := "data-dir: " + dir + "\nwechatpay:\n  mchid: \"1900000001\"\n  merchant-serial-no: S\n  private-key-file: k.pem\n" +
+		"  wechatpay-public-key-file: p.pem\n  apiv3-key: 0123456789abcdef0123456789abcdef\npipeline:\n  poll:\n    page-limit: 500\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		sets    []string
+		wantErr string // in stderr; exit 2
+	}{
+		{"the file's bad value", nil, "pipeline.poll.page-limit = 500"},
+		{"a --set beats the file", []string{"pipeline.poll.page-limit=50", "log.format=xml"}, "log.format = xml"},
+		{"the last --set wins", []string{"pipeline.poll.page-limit=50", "log.format=xml", "log.format=json", "log.level=loud"}, "log.level = loud"},
+		{"a bad --set", []string{"pipeline.poll.page-limit=5000"}, "pipeline.poll.page-limit = 5000"},
+		{"a --set of the wrong type", []string{"pipeline.poll.interval=soon"}, `pipeline.poll.interval: cannot use "soon" as a duration`},
+		{"a --set of no key", []string{"pipeline.poll.nope=1"}, "pipeline.poll.nope: unknown key (command line)"},
+		{"a --set without =", []string{"pipeline.poll.page-limit"}, "want KEY=VALUE"},
+		{"a --set without a key", []string{"=1"}, "want KEY=VALUE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"run", "--config", path}
+			for _, s := range tt.sets {
+				args = append(args, "--set", s)
 			}
-		}
-	})
+			var out, errOut strings.Builder
+			code := run(context.Background(), args, func(string) string { return "" }, strings.NewReader(""), &out, &errOut)
+			if got, want := code, 2; got != want {
+				t.Fatalf("exit %d, want %d; stderr %q", got, want, errOut.String())
+			}
+			if got := errOut.String(); !strings.Contains(got, tt.wantErr) {
+				t.Fatalf("stderr %q, want it to say %q", got, tt.wantErr)
+			}
+		})
+	}
 }
 
 // TestAPI_Config: processor api --config takes keys and ids from the processor config and

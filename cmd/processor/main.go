@@ -1,7 +1,7 @@
 // Command processor consumes payout requests from JetStream, records them in its SQLite
 // ledger, pays them through WeChat Pay batch transfers and follows every batch to its end.
 //
-//	processor run   --config FILE          run the pipeline
+//	processor run   --config FILE [--set KEY=VALUE]...   run the pipeline
 //	processor audit --ledger FILE [...]    check ledger invariants
 //	processor api   METHOD PATH [...]      an ad-hoc signed APIv3 request
 //	processor summary --ledger FILE        batches and payouts by state
@@ -20,7 +20,7 @@ func main() { cli.Main(run) }
 const usage = `usage: processor <command> [flags]
 
 commands:
-  run     run the payout pipeline (processor run --config configs/processor.yaml)
+  run     run the payout pipeline (processor run --config configs/processor.yaml [--set KEY=VALUE]...)
   audit   check ledger invariants (processor audit --ledger FILE [--ledger FILE...] [--json])
   api     send an ad-hoc signed APIv3 request (processor api [--dry-run] METHOD PATH)
   summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])

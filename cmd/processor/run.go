@@ -2,20 +2,32 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"os"
-
-	"github.com/paystream/paystream/internal/cli"
+	"strings"
 
 	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/internal/cli"
+	"github.com/paystream/paystream/internal/config"
 )
 
-// cmdRun runs the pipeline: processor run --config FILE.
+const runUsage = `usage: processor run [--config FILE] [--set KEY=VALUE]...
+
+Runs the payout pipeline until SIGINT or SIGTERM. Each --set overrides one key of the
+config file, named by its path as in the file and typed as there ("5s", "[a, b]"), e.g.
+--set pipeline.submit.workers=8 --set log.level=debug; a later --set of a key wins.
+
+flags:
+`
+
+// cmdRun runs the pipeline: processor run --config FILE [--set KEY=VALUE]....
 func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	cli.SetUsage(fs, "usage: processor run [--config FILE]\n\nRuns the payout pipeline until SIGINT or SIGTERM.\n\nflags:\n")
+	cli.SetUsage(fs, runUsage)
 	path := fs.String("config", "configs/processor.yaml", "processor configuration file")
+	var sets setFlag
+	fs.Var(&sets, "set", "override a key of the config file, as `KEY=VALUE` (repeatable)")
 	if ok, code := cli.Parse(fs, args, e); !ok {
 		return code
 	}
@@ -23,7 +35,7 @@ func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 		fmt.Fprintf(e.Stderr, "processor run: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	cfg, err := loadConfig(*path, e.Getenv)
+	cfg, err := app.LoadConfig(*path, e.Getenv, sets...)
 	if err != nil {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 2
@@ -35,15 +47,30 @@ func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 	return 0
 }
 
-func loadConfig(path string, getenv func(string) string) (app.Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return app.Config{}, err
+// setFlag is the repeatable --set KEY=VALUE: the config overrides in the order given, for
+// app.LoadConfig, which decodes each value as the file's value of KEY.
+type setFlag []config.Override
+
+// errSetSyntax is a --set without "=" or without a key.
+var errSetSyntax = errors.New("want KEY=VALUE, e.g. pipeline.poll.interval=10s")
+
+func (s *setFlag) String() string {
+	if s == nil {
+		return ""
 	}
-	defer f.Close()
-	cfg, err := app.ParseConfig(f, getenv)
-	if err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
+	kv := make([]string, len(*s))
+	for i, o := range *s {
+		kv[i] = o.Key + "=" + o.Value
 	}
-	return cfg, nil
+	return strings.Join(kv, " ")
+}
+
+// Set appends one override; the value is everything after the first "=".
+func (s *setFlag) Set(v string) error {
+	key, value, ok := strings.Cut(v, "=")
+	if !ok || key == "" {
+		return errSetSyntax
+	}
+	*s = append(*s, config.Override{Key: key, Value: value})
+	return nil
 }

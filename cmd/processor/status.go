@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paystream/paystream/internal/app"
 	"github.com/paystream/paystream/internal/cli"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/pkg/ledger"
@@ -47,7 +48,7 @@ func cmdStatus(ctx context.Context, args []string, e cli.Env) int {
 		return 2
 	}
 	if *cfgPath != "" {
-		cfg, err := loadConfig(*cfgPath, e.Getenv)
+		cfg, err := app.LoadConfig(*cfgPath, e.Getenv)
 		if err != nil {
 			fmt.Fprintln(e.Stderr, "processor status:", err)
 			return 2

@@ -99,20 +99,50 @@ func DefaultConfig() Config {
 	}
 }
 
-// ParseConfig reads a config file over the defaults, expanding ${VAR} with getenv.
+// LoadConfig is how the processor reads its configuration, config.Load's one path: the
+// defaults (DefaultConfig), the YAML file at path over them (none when path is ""; ${VAR}
+// expanded with getenv), then each override in order, so a command-line value wins over the
+// file; then the settings derived from others (a Config's derive) and Validate. Every error
+// naming a setting is a *config.ConfigError with its key path ("pipeline.poll.page-limit").
+func LoadConfig(path string, getenv func(string) string, overrides ...config.Override) (Config, error) {
+	cfg := loading(DefaultConfig())
+	err := config.Load(path, getenv, &cfg, overrides...)
+	return Config(cfg), err
+}
+
+// ParseConfig is LoadConfig for a config read from r rather than a file, without overrides;
+// errors do not name a file. The binaries take LoadConfig.
 func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
-	cfg := DefaultConfig()
+	cfg := loading(DefaultConfig())
 	if err := config.Parse(r, getenv, &cfg); err != nil {
-		return cfg, err
+		return Config(cfg), err
 	}
-	if cfg.Ledger == "" {
-		cfg.Ledger = filepath.Join(cfg.DataDir, "ledger.db")
+	err := cfg.Validate()
+	return Config(cfg), err
+}
+
+// loading is a Config being read: the same keys, and a Validate that first derives what the
+// file and the overrides leave to other settings, so the derived values see both.
+type loading Config
+
+// Validate derives, then checks (Config.Validate).
+func (l *loading) Validate() error {
+	c := (*Config)(l)
+	c.derive()
+	return c.Validate()
+}
+
+// derive sets what other settings decide: ledger defaults to <data-dir>/ledger.db; the
+// pipeline's product is wechatpay.product; on product bills an untouched pipeline.rate-limit
+// becomes the transfer bills limits (pipeline.BillsRates).
+func (c *Config) derive() {
+	if c.Ledger == "" {
+		c.Ledger = filepath.Join(c.DataDir, "ledger.db")
 	}
-	cfg.Pipeline.Product = cfg.WeChatPay.Product
-	if cfg.Pipeline.Product == pipeline.ProductBills && cfg.Pipeline.RateLimit == pipeline.DefaultConfig().RateLimit {
-		cfg.Pipeline.RateLimit = pipeline.BillsRates() // rate-limit untouched: the product's own limits
+	c.Pipeline.Product = c.WeChatPay.Product
+	if c.Pipeline.Product == pipeline.ProductBills && c.Pipeline.RateLimit == pipeline.DefaultConfig().RateLimit {
+		c.Pipeline.RateLimit = pipeline.BillsRates()
 	}
-	return cfg, cfg.Validate()
 }
 
 var digits = regexp.MustCompile(`^[0-9]{1,32}$`)
@@ -159,7 +189,7 @@ func (c Config) Validate() error {
 			return config.Errorf(ch.field, ch.value, "%s", ch.msg)
 		}
 	}
-	// Pipeline.Product is set from wechatpay.product (ParseConfig): the file's key is named.
+	// Pipeline.Product is set from wechatpay.product (derive): the file's key is named.
 	if err := pipeline.CheckProduct(c.WeChatPay.Product); err != nil {
 		return config.Errorf("wechatpay.product", c.WeChatPay.Product, "%w", err)
 	}

@@ -93,7 +93,7 @@ type processor struct {
 // listen, its own address, named in the notify_url of every bill it seals (frozen in the body,
 // so the replica that sealed a bill is the one its callbacks reach, across its restarts); bills
 // are swept by queries from 2 s after a look up to every 10 s. listen is empty on the batch API:
-// no callbacks. The result is what app.ParseConfig reads back from writeProcessorConfig's file.
+// no callbacks. The result is what app.LoadConfig reads back from writeProcessorConfig's file.
 func (s *soak) processorConfig(dir, keyPath, listen string) app.Config {
 	cfg := app.DefaultConfig()
 	cfg.DataDir, cfg.Ledger = dir, filepath.Join(dir, "ledger.db")
@@ -105,7 +105,7 @@ func (s *soak) processorConfig(dir, keyPath, listen string) app.Config {
 		PublicKeyID:   wechatpaytest.DefaultPlatformKeyID, APIv3Key: wechatpaytest.DefaultAPIv3Key, Timeout: 5 * time.Second,
 	}
 	p := &cfg.Pipeline
-	p.Product = s.cfg.Product // as app.ParseConfig copies wechatpay.product
+	p.Product = s.cfg.Product // as app.LoadConfig derives it from wechatpay.product
 	p.Intake.FetchBatch, p.Intake.FetchMaxWait, p.Intake.SweepEvery, p.Intake.RetryDelay = 1000, 100*time.Millisecond, 2*time.Second, time.Second
 	p.Batching.MaxWait = time.Second
 	p.Submit.RetryMin, p.Submit.RetryMax, p.Submit.ParkedRetry = 200*time.Millisecond, 2*time.Second, 2*time.Second
@@ -124,7 +124,7 @@ func (s *soak) processorConfig(dir, keyPath, listen string) app.Config {
 
 // writeProcessorConfig checks cfg with its Validate and writes it to path as YAML (mode 0600:
 // it holds the TEST-ONLY APIv3 key). yaml.v3 writes every time.Duration as its String ("2s"),
-// which the processor's loader parses back: app.ParseConfig on the file gives cfg again.
+// which the processor's loader parses back: app.LoadConfig on the file gives cfg again.
 func writeProcessorConfig(path string, cfg app.Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("processor config %s: %w", path, err)

@@ -45,21 +45,16 @@ func TestWriteProcessorConfig(t *testing.T) {
 			if err := writeProcessorConfig(path, want); err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.Open(path)
+			got, err := app.LoadConfig(path, func(string) string { return "" })
 			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			got, err := app.ParseConfig(f, func(string) string { return "" })
-			if err != nil {
-				t.Fatalf("ParseConfig(written file) = %v", err)
+				t.Fatalf("LoadConfig(written file) = %v", err)
 			}
 			// The file says [] or {} for a nil and an empty slice or map alike, and the
 			// processor reads both by their length.
 			nilEmpty(reflect.ValueOf(&got).Elem())
 			nilEmpty(reflect.ValueOf(&want).Elem())
 			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("ParseConfig(written file) =\n%+v\nwant\n%+v", got, want)
+				t.Fatalf("LoadConfig(written file) =\n%+v\nwant\n%+v", got, want)
 			}
 			if got, want := got.Pipeline.NotifyURL != "", tt.listen != ""; got != want {
 				t.Fatalf("notify-url set = %v, want %v", got, want)
