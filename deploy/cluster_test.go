@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"fmt"
 	"net"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
 )
 
@@ -25,15 +25,7 @@ func TestProcessorYAML_SingleNode(t *testing.T) {
 	if got, want := cfg.Pipeline.RateLimit, pipeline.DefaultConfig().RateLimit; got != want {
 		t.Errorf("pipeline.rate-limit = %+v, want one replica's %+v", got, want)
 	}
-	b, err := os.ReadFile("../configs/processor.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bills := strings.Replace(string(b), "product: batches", "product: bills", 1)
-	cfg, err = parseConfig(bills)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg = loadConfig(t, "../configs/processor.yaml", config.Override{Key: "wechatpay.product", Value: "bills"})
 	if got, want := cfg.Pipeline.RateLimit, pipeline.BillsRates(); got != want {
 		t.Errorf("with product: bills, pipeline.rate-limit = %+v, want %+v", got, want)
 	}

@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/paystream/paystream/internal/app"
+	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -27,18 +27,10 @@ func fakeEnv(k string) string {
 	}[k]
 }
 
-func parseConfig(yaml string) (app.Config, error) {
-	return app.ParseConfig(strings.NewReader(yaml), fakeEnv)
-}
-
-func loadConfig(t *testing.T, path string) app.Config {
+// loadConfig reads path as the processor does, with overrides as from `run --set`.
+func loadConfig(t *testing.T, path string, overrides ...config.Override) app.Config {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cfg, err := app.ParseConfig(f, fakeEnv)
+	cfg, err := app.LoadConfig(path, fakeEnv, overrides...)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}

@@ -6,6 +6,6 @@
 // The package has no code; its tests check those files: the rules pass `promtool check rules`
 // and `promtool test rules`, the rules and the dashboard use only the metric names of the
 // contract (docs in deploy/README.md), and every processor config parses with
-// internal/app.ParseConfig. configs/processor.yaml is also started, as shipped, on a
+// internal/app.LoadConfig. configs/processor.yaml is also started, as shipped, on a
 // temporary directory.
 package deploy

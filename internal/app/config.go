@@ -110,17 +110,6 @@ func LoadConfig(path string, getenv func(string) string, overrides ...config.Ove
 	return Config(cfg), err
 }
 
-// ParseConfig is LoadConfig for a config read from r rather than a file, without overrides;
-// errors do not name a file. The binaries take LoadConfig.
-func ParseConfig(r io.Reader, getenv func(string) string) (Config, error) {
-	cfg := loading(DefaultConfig())
-	if err := config.Parse(r, getenv, &cfg); err != nil {
-		return Config(cfg), err
-	}
-	err := cfg.Validate()
-	return Config(cfg), err
-}
-
 // loading is a Config being read: the same keys, and a Validate that first derives what the
 // file and the overrides leave to other settings, so the derived values see both.
 type loading Config
