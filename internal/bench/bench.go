@@ -3,11 +3,12 @@
 // the same machine.
 //
 //   - Intake ratio: payouts/s through the real processor (validate, ledger commit with
-//     synchronous=FULL, claim in KV, ack) ÷ a raw nats.go fetch+ack of the same messages on
-//     the same server. Target ≥ 0.5. A third measurement, raw fetch + KV claim + ack, shows
-//     what cross-replica ownership alone costs; it is printed, not judged.
-//     Beside it, intake's stages per 1000 payouts: fetch, KV claim and ack as that floor's
-//     loop spent them, the ledger commit measured alone, and the rest of the processor's time.
+//     synchronous=FULL, claim in KV, seal, ack) ÷ the ownership floor: a raw nats.go fetch +
+//     KV claim + ack of the same messages on the same server, the least a replica that owns
+//     what it takes in can do. Target ≥ 0.6. Raw fetch+ack (no claim) is printed beside it.
+//     Each is the best of three interleaved rounds. Beside them, intake's stages per 1000
+//     payouts: fetch, KV claim and ack as the floor's loop spent them, the ledger commit
+//     measured alone, and the rest of the processor's time.
 //   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
 //     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
 //   - Drain ratio: wall time from publish to every payout final against the rate-limited
@@ -47,7 +48,7 @@ import (
 
 // Targets: the limits the README's "Performance" section promises, on both rails.
 const (
-	TargetIntake         = 0.5  // processor ÷ raw, at least
+	TargetIntake         = 0.6  // processor ÷ ownership floor (raw fetch + KV claim + ack), at least
 	TargetGrowth         = 0.7  // prefilled ÷ empty, at least
 	TargetDrain          = 1.25 // wall ÷ floor, at most
 	TargetDrainBills     = 1.1  // bills drain wall ÷ floor, at most (#13)
@@ -95,6 +96,23 @@ func newRate(n int, d time.Duration) Rate {
 	return Rate{N: n, Seconds: d.Seconds(), PerSec: float64(n) / d.Seconds()}
 }
 
+// IntakeRound is one round of the intake measurements, taken one after the other on the same
+// server over a fresh set of payouts.
+type IntakeRound struct {
+	Raw      Rate `json:"raw_fetch_ack"`
+	Empty    Rate `json:"intake_empty"`
+	RawClaim Rate `json:"raw_fetch_claim_ack"`
+	Ledger   Rate `json:"ledger_commit"`
+}
+
+// best returns the faster of r and x.
+func best(r *Rate, x Rate) *Rate {
+	if r == nil || x.PerSec > r.PerSec {
+		return &x
+	}
+	return r
+}
+
 // Verdict is one target's outcome.
 type Verdict struct {
 	Name   string  `json:"name"`
@@ -105,24 +123,27 @@ type Verdict struct {
 
 // Report is everything one run measured.
 type Report struct {
-	Started    time.Time        `json:"started"`
-	GoVersion  string           `json:"go_version"`
-	CPUs       int              `json:"cpus"`
-	Raw        *Rate            `json:"raw_fetch_ack,omitempty"`
-	RawClaim   *Rate            `json:"raw_fetch_claim_ack,omitempty"` // raw plus a KV claim per message
-	Ledger     *Rate            `json:"ledger_commit,omitempty"`       // InsertPayouts alone, groups of the fetch batch
-	Empty      *Rate            `json:"intake_empty,omitempty"`
-	Prefilled  *Rate            `json:"intake_prefilled,omitempty"`
-	Prefill    int              `json:"prefill,omitempty"`
-	PrefillS   float64          `json:"prefill_s,omitempty"` // building the prefilled ledger
-	StartupS   float64          `json:"startup_s,omitempty"` // processor start on the prefilled ledger
-	Drain      *DrainResult     `json:"drain,omitempty"`
-	DrainBills *BillDrainResult `json:"drain_bills,omitempty"`
-	Memory     []MemoryResult   `json:"memory,omitempty"`
-	Verdicts   []Verdict        `json:"verdicts"`
-	Profiles   []string         `json:"profiles,omitempty"`
-	Elapsed    float64          `json:"elapsed_s"`
-	resultsDir string
+	Started   time.Time `json:"started"`
+	GoVersion string    `json:"go_version"`
+	CPUs      int       `json:"cpus"`
+	// Raw, RawClaim, Ledger and Empty are each the best of IntakeRounds.
+	Raw      *Rate `json:"raw_fetch_ack,omitempty"`
+	RawClaim *Rate `json:"raw_fetch_claim_ack,omitempty"` // raw plus a KV claim per message
+	Ledger   *Rate `json:"ledger_commit,omitempty"`       // InsertPayouts alone, groups of the fetch batch
+	Empty    *Rate `json:"intake_empty,omitempty"`
+	// IntakeRounds is every round of the intake measurements, in order.
+	IntakeRounds []IntakeRound    `json:"intake_rounds,omitempty"`
+	Prefilled    *Rate            `json:"intake_prefilled,omitempty"`
+	Prefill      int              `json:"prefill,omitempty"`
+	PrefillS     float64          `json:"prefill_s,omitempty"` // building the prefilled ledger
+	StartupS     float64          `json:"startup_s,omitempty"` // processor start on the prefilled ledger
+	Drain        *DrainResult     `json:"drain,omitempty"`
+	DrainBills   *BillDrainResult `json:"drain_bills,omitempty"`
+	Memory       []MemoryResult   `json:"memory,omitempty"`
+	Verdicts     []Verdict        `json:"verdicts"`
+	Profiles     []string         `json:"profiles,omitempty"`
+	Elapsed      float64          `json:"elapsed_s"`
+	resultsDir   string
 }
 
 // Pass reports whether every measured target passed.
@@ -197,46 +218,51 @@ func (r *Report) profile(name string) string {
 	return p
 }
 
-// runIntake measures raw fetch+ack, the processor on an empty ledger and (for the growth
-// ratio) on a prefilled one, back to back on one JetStream server.
+// intakeRounds: the intake ratios take the best of this many interleaved rounds of each
+// measurement (raw, processor, floor, ledger alone; a fresh set of payouts each round), so a
+// burst of other work on a shared machine during one measurement does not decide a ratio.
+const intakeRounds = 3
+
+// runIntake measures, in intakeRounds rounds on one JetStream server, raw fetch+ack, the processor
+// on an empty ledger, the ownership floor and the ledger commit alone; then (for the growth
+// ratio) the processor on a prefilled ledger.
 func runIntake(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
 	e, err := newEnv(ctx, dir, sandboxBin, log)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	log.Info("publishing", "payouts", o.Intake)
-	last, err := e.publish(ctx, payouts(o.Intake, 1))
-	if err != nil {
-		return err
-	}
 	fetch := intakeFetch
-	raw, err := e.rawIntake(ctx, last, fetch, false)
-	if err != nil {
-		return err
+	for round := 1; round <= intakeRounds; round++ {
+		log.Info("publishing", "payouts", o.Intake, "round", round)
+		last, err := e.publish(ctx, payouts(o.Intake, uint64(round)))
+		if err != nil {
+			return err
+		}
+		var ir IntakeRound
+		if ir.Raw, err = e.rawIntake(ctx, last, o.Intake, fetch, false); err != nil {
+			return err
+		}
+		profile := ""
+		if round == 1 {
+			profile = r.profile("intake.cpu.pprof")
+		}
+		if ir.Empty, _, err = e.processorIntake(ctx, filepath.Join(dir, fmt.Sprint("empty", round)), o.Intake, last, profile); err != nil {
+			return err
+		}
+		// After the processor: the claims it leaves behind in the server would skew it otherwise.
+		if ir.RawClaim, err = e.rawIntake(ctx, last, o.Intake, fetch, true); err != nil {
+			return err
+		}
+		if ir.Ledger, err = ledgerCommit(ctx, filepath.Join(dir, fmt.Sprint("commit", round)), o.Intake, fetch); err != nil {
+			return err
+		}
+		log.Info("intake round", "round", round, "raw_per_s", int(ir.Raw.PerSec), "processor_per_s", int(ir.Empty.PerSec),
+			"floor_per_s", int(ir.RawClaim.PerSec), "ledger_per_s", int(ir.Ledger.PerSec))
+		r.IntakeRounds = append(r.IntakeRounds, ir)
+		r.Raw, r.Empty, r.RawClaim, r.Ledger = best(r.Raw, ir.Raw), best(r.Empty, ir.Empty), best(r.RawClaim, ir.RawClaim), best(r.Ledger, ir.Ledger)
 	}
-	r.Raw = &raw
-	log.Info("raw fetch+ack", "per_s", int(raw.PerSec))
-	empty, _, err := e.processorIntake(ctx, filepath.Join(dir, "empty"), o.Intake, last, r.profile("intake.cpu.pprof"))
-	if err != nil {
-		return err
-	}
-	r.Empty = &empty
-	log.Info("processor intake, empty ledger", "per_s", int(empty.PerSec))
-	r.verdict("intake ratio", empty.PerSec/raw.PerSec, TargetIntake, true)
-	// After the processor: the claims it leaves behind in the server would skew it otherwise.
-	rawClaim, err := e.rawIntake(ctx, last, fetch, true)
-	if err != nil {
-		return err
-	}
-	r.RawClaim = &rawClaim
-	log.Info("raw fetch+claim+ack", "per_s", int(rawClaim.PerSec))
-	commit, err := ledgerCommit(ctx, filepath.Join(dir, "commit"), o.Intake, fetch)
-	if err != nil {
-		return err
-	}
-	r.Ledger = &commit
-	log.Info("ledger commit alone", "per_s", int(commit.PerSec))
+	r.verdict("intake ratio to ownership floor", r.Empty.PerSec/r.RawClaim.PerSec, TargetIntake, true)
 	if !o.runs("growth") {
 		return nil
 	}
@@ -248,7 +274,8 @@ func runIntake(ctx context.Context, o Options, dir, sandboxBin string, r *Report
 	}
 	r.Prefill, r.PrefillS = o.Prefill, time.Since(start).Seconds()
 	log.Info("prefilled", "seconds", int(r.PrefillS))
-	if last, err = e.publish(ctx, payouts(o.Intake, 2)); err != nil {
+	last, err := e.publish(ctx, payouts(o.Intake, intakeRounds+1))
+	if err != nil {
 		return err
 	}
 	full, startup, err := e.processorIntake(ctx, pre, o.Intake, last, r.profile("growth.cpu.pprof"))
@@ -257,7 +284,7 @@ func runIntake(ctx context.Context, o Options, dir, sandboxBin string, r *Report
 	}
 	r.Prefilled, r.StartupS = &full, startup.Seconds()
 	log.Info("processor intake, prefilled ledger", "per_s", int(full.PerSec), "startup_s", startup.Seconds())
-	r.verdict("ledger growth ratio", full.PerSec/empty.PerSec, TargetGrowth, true)
+	r.verdict("ledger growth ratio", full.PerSec/r.Empty.PerSec, TargetGrowth, true)
 	return nil
 }
 
@@ -338,6 +365,9 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\n", name, x.N, x.Seconds, x.PerSec)
 		}
 	}
+	if len(r.IntakeRounds) > 0 {
+		fmt.Fprintf(tw, "intake: the best of %d interleaved rounds\t\t\t\n", len(r.IntakeRounds))
+	}
 	row("raw fetch+ack", r.Raw)
 	row("raw fetch+claim+ack (ownership floor)", r.RawClaim)
 	row(fmt.Sprintf("ledger commit alone (groups of %d)", intakeFetch), r.Ledger)
@@ -365,8 +395,8 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	tw.Flush()
 	r.writeStages(w)
-	if r.RawClaim != nil && r.Empty != nil {
-		fmt.Fprintf(w, "info  %-32s %8.3f  (processor ÷ raw fetch+claim+ack; no target)\n", "intake ratio to ownership floor", r.Empty.PerSec/r.RawClaim.PerSec)
+	if r.Raw != nil && r.Empty != nil {
+		fmt.Fprintf(w, "info  %-32s %8.3f  (processor ÷ raw fetch+ack, which claims nothing; no target)\n", "intake ratio to raw fetch+ack", r.Empty.PerSec/r.Raw.PerSec)
 	}
 	for _, v := range r.Verdicts {
 		res := "PASS"

@@ -21,18 +21,18 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// rawIntake fetches and acks every message of the stream up to lastSeq through its own
-// durable consumer (same settings as the processors'), the way a do-nothing consumer would:
+// rawIntake fetches and acks the next n messages of the stream, up to lastSeq, through its
+// own durable consumer (same settings as the processors'), the way a do-nothing consumer would:
 // fetch up to fetchBatch, ack each, repeat. With claim set, it first claims every fetched
 // message's key in a KV bucket of its own (internal/claims, as the processor does), which
 // is the least that cross-replica ownership costs. It returns messages/s, measured until
 // the server has every ack.
-func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, claim bool) (Rate, error) {
+func (e *env) rawIntake(ctx context.Context, lastSeq uint64, count, fetchBatch int, claim bool) (Rate, error) {
 	durable := "raw"
 	var store *claims.Store
 	if claim {
 		durable = "rawclaim"
-		kv, err := e.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench_raw_claims", History: 1, Storage: jetstream.FileStorage})
+		kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench_raw_claims", History: 1, Storage: jetstream.FileStorage})
 		if err != nil {
 			return Rate{}, fmt.Errorf("raw claims bucket: %w", err)
 		}
@@ -51,7 +51,7 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, fetchBatch int, cla
 	var msgs []jetstream.Msg
 	var keys []claims.Item
 	digest := make([]byte, claims.DigestSize) // the processor claims with the content hash; its size is what costs
-	for n < int(lastSeq) {
+	for n < count {
 		t := time.Now()
 		b, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
