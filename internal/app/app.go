@@ -123,15 +123,11 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	m.WatchConsumer(jso.requests.Info)
 	adm.cancel.Store(payout.NewPublisher(js, payout.WithCancelPrefix(strings.TrimSuffix(topo.CancelSubjects, ".>"))))
 
-	wcfg, err := cfg.WeChatPay.clientConfig()
-	if err != nil {
-		return err
-	}
 	copts := []wechatpay.Option{wechatpay.WithLogger(log), wechatpay.WithTimeout(cfg.WeChatPay.Timeout), wechatpay.WithObserver(m.WeChatObserver())}
 	if o.HTTPClient != nil {
 		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
 	}
-	api, err := wechatpay.NewClient(wcfg, copts...)
+	api, err := cfg.WeChatPay.client(copts...)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -225,14 +226,38 @@ func (c Config) Logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// clientConfig loads the key files into a wechatpay.Config.
-func (w WeChatPayConfig) clientConfig() (wechatpay.Config, error) {
+// client loads the key files and builds the WeChat Pay client. The library names what it
+// refuses by its own Go field (wechatpay.ConfigError); those come back as *config.ConfigError
+// naming the YAML key, like every other setting.
+func (w WeChatPayConfig) client(opts ...wechatpay.Option) (*wechatpay.Client, error) {
 	cfg := wechatpay.Config{
 		BaseURL: w.BaseURL, BackupBaseURL: w.BackupBaseURL, MchID: w.MchID, MerchantSerialNo: w.MerchantSerialNo,
 		WechatPayPublicKeyID: w.PublicKeyID, APIv3Key: w.APIv3Key,
 	}
 	if err := cfg.LoadKeyFiles(w.PrivateKeyFile, w.PublicKeyFile, w.PlatformCertificates...); err != nil {
-		return cfg, fmt.Errorf("wechatpay keys: %w", err)
+		return nil, wechatpayKey(fmt.Errorf("wechatpay keys: %w", err))
 	}
-	return cfg, nil
+	c, err := wechatpay.NewClient(cfg, opts...)
+	return c, wechatpayKey(err)
+}
+
+// wechatpayKeys maps wechatpay.Config's fields to the keys of the wechatpay section.
+var wechatpayKeys = map[string]string{
+	"BaseURL": "base-url", "BackupBaseURL": "backup-base-url", "MchID": "mchid", "MerchantSerialNo": "merchant-serial-no",
+	"PrivateKey": "private-key-file", "WechatPayPublicKeyID": "wechatpay-public-key-id",
+	"WechatPayPublicKey": "wechatpay-public-key-file", "PlatformCertificates": "platform-certificates", "APIv3Key": "apiv3-key",
+}
+
+// wechatpayKey turns a *wechatpay.ConfigError in err into a *config.ConfigError naming the
+// YAML key ("wechatpay.private-key-file"); other errors are returned as they are.
+func wechatpayKey(err error) error {
+	var ce *wechatpay.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	key, ok := wechatpayKeys[ce.Field]
+	if !ok {
+		return err
+	}
+	return config.Errorf("wechatpay."+key, nil, "%v", ce.Err)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
 // validConfig is DefaultConfig with the merchant's identity filled in; Validate reads no file.
@@ -201,6 +202,59 @@ func TestLoadConfig(t *testing.T) {
 			}
 			if tt.check != nil {
 				tt.check(t, cfg)
+			}
+		})
+	}
+}
+
+// TestWeChatPayConfig_client: what the WeChat Pay library refuses in the wechatpay section is
+// named by its YAML key, as every other setting is.
+func TestWeChatPayConfig_client(t *testing.T) {
+	dir := t.TempDir()
+	key, err := os.ReadFile(testdata + "merchant_TEST_ONLY_private_key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath, notKey := filepath.Join(dir, "merchant.pem"), filepath.Join(dir, "not-a-key.pem")
+	for path, b := range map[string][]byte{keyPath: key, notKey: []byte("not a key\n")} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := WeChatPayConfig{
+		BaseURL: "https://api.mch.weixin.qq.com", MchID: wechatpaytest.DefaultMchID, MerchantSerialNo: wechatpaytest.DefaultMerchantSerial,
+		PrivateKeyFile: keyPath, PublicKeyFile: testdata + "wechatpay_platform_TEST_ONLY_public_key.pem",
+		PublicKeyID: wechatpaytest.DefaultPlatformKeyID, APIv3Key: "TestOnlyAPIv3Key0123456789abcdef",
+	}
+	tests := []struct {
+		name   string
+		edit   func(*WeChatPayConfig)
+		wantOK bool
+		field  string
+	}{
+		{"valid", func(*WeChatPayConfig) {}, true, ""},
+		{"base url", func(w *WeChatPayConfig) { w.BaseURL = "http://[::1" }, false, "wechatpay.base-url"},
+		{"private key not a key", func(w *WeChatPayConfig) { w.PrivateKeyFile = notKey }, false, "wechatpay.private-key-file"},
+		{"public key id", func(w *WeChatPayConfig) { w.PublicKeyID = "NOT_A_KEY_ID" }, false, "wechatpay.wechatpay-public-key-id"},
+		{"apiv3 key", func(w *WeChatPayConfig) { w.APIv3Key = "short" }, false, "wechatpay.apiv3-key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := good
+			tt.edit(&w)
+			_, err := w.client()
+			if tt.wantOK {
+				if err != nil {
+					t.Fatalf("client() = %v", err)
+				}
+				return
+			}
+			var ce *config.ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("client() = %v, want a *config.ConfigError", err)
+			}
+			if got, want := ce.Field, tt.field; got != want {
+				t.Fatalf("field = %q, want %q (%v)", got, want, err)
 			}
 		})
 	}
