@@ -1,13 +1,13 @@
 package app
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/internal/config/configtest"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
@@ -50,22 +50,7 @@ func TestConfig_Validate_pipeline(t *testing.T) {
 			cfg := validConfig()
 			tt.edit(&cfg)
 			err := cfg.Validate()
-			if tt.wantField == "" {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			var ce *config.ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Validate() = %v, want a *config.ConfigError", err)
-			}
-			if got, want := ce.Field, tt.wantField; got != want {
-				t.Fatalf("field = %q, want %q (%v)", got, want, err)
-			}
-			if got, want := err.Error(), tt.wantMsg; !strings.Contains(got, want) {
-				t.Fatalf("Validate() = %q, want it to say %q", got, want)
-			}
+			configtest.WantField(t, err, tt.wantField, tt.wantMsg)
 		})
 	}
 }
@@ -227,35 +212,22 @@ func TestWeChatPayConfig_client(t *testing.T) {
 		PublicKeyID: wechatpaytest.DefaultPlatformKeyID, APIv3Key: "TestOnlyAPIv3Key0123456789abcdef",
 	}
 	tests := []struct {
-		name   string
-		edit   func(*WeChatPayConfig)
-		wantOK bool
-		field  string
+		name  string
+		edit  func(*WeChatPayConfig)
+		field string // "": valid
 	}{
-		{"valid", func(*WeChatPayConfig) {}, true, ""},
-		{"base url", func(w *WeChatPayConfig) { w.BaseURL = "http://[::1" }, false, "wechatpay.base-url"},
-		{"private key not a key", func(w *WeChatPayConfig) { w.PrivateKeyFile = notKey }, false, "wechatpay.private-key-file"},
-		{"public key id", func(w *WeChatPayConfig) { w.PublicKeyID = "NOT_A_KEY_ID" }, false, "wechatpay.wechatpay-public-key-id"},
-		{"apiv3 key", func(w *WeChatPayConfig) { w.APIv3Key = "short" }, false, "wechatpay.apiv3-key"},
+		{"valid", func(*WeChatPayConfig) {}, ""},
+		{"base url", func(w *WeChatPayConfig) { w.BaseURL = "http://[::1" }, "wechatpay.base-url"},
+		{"private key not a key", func(w *WeChatPayConfig) { w.PrivateKeyFile = notKey }, "wechatpay.private-key-file"},
+		{"public key id", func(w *WeChatPayConfig) { w.PublicKeyID = "NOT_A_KEY_ID" }, "wechatpay.wechatpay-public-key-id"},
+		{"apiv3 key", func(w *WeChatPayConfig) { w.APIv3Key = "short" }, "wechatpay.apiv3-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := good
 			tt.edit(&w)
 			_, err := w.client()
-			if tt.wantOK {
-				if err != nil {
-					t.Fatalf("client() = %v", err)
-				}
-				return
-			}
-			var ce *config.ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("client() = %v, want a *config.ConfigError", err)
-			}
-			if got, want := ce.Field, tt.field; got != want {
-				t.Fatalf("field = %q, want %q (%v)", got, want, err)
-			}
+			configtest.WantField(t, err, tt.field, "")
 		})
 	}
 }

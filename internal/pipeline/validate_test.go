@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/internal/config"
+	"github.com/paystream/paystream/internal/config/configtest"
 	"github.com/paystream/paystream/pkg/batching"
 )
 
@@ -59,22 +60,7 @@ func TestConfig_Validate(t *testing.T) {
 			cfg := DefaultConfig()
 			tt.edit(&cfg)
 			err := cfg.Validate()
-			if tt.wantField == "" {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			var ce *config.ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Validate() = %v, want a *config.ConfigError", err)
-			}
-			if got, want := ce.Field, tt.wantField; got != want {
-				t.Fatalf("field = %q, want %q (%v)", got, want, err)
-			}
-			if got, want := err.Error(), tt.wantMsg; !strings.Contains(got, want) {
-				t.Fatalf("Validate() = %q, want it to say %q", got, want)
-			}
+			configtest.WantField(t, err, tt.wantField, tt.wantMsg)
 		})
 	}
 }
