@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -451,6 +452,35 @@ func TestBeat_ownWriteWithLostReplyIsNotAnotherProcess(t *testing.T) {
 	}
 	if read(t, kv, "self000001").StoppedAt.IsZero() {
 		t.Fatal("no clean-stop mark")
+	}
+}
+
+func TestBeat_lostReplyOverTheWire(t *testing.T) {
+	s := natstest.Run(t)
+	if _, err := Ensure(context.Background(), natstest.Connect(t, s), "instances", 1); err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.Start("127.0.0.1:0", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	js := natstest.ConnectURL(t, p.URL(), nats.ReconnectWait(10*time.Millisecond), nats.MaxReconnects(-1))
+	kv, err := js.KeyValue(context.Background(), "instances")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := start(t, kv, "lost000001", 20*time.Millisecond)
+	// The next beat's update reaches the server; its reply does not, and the connection drops.
+	p.CutAfter([]byte("HPUB $KV.instances.lost000001 "), 1)
+	waitFor(t, "the cut", func() bool { return p.Cuts() == 1 })
+	cut := time.Now()
+	waitFor(t, "a beat after the cut", func() bool { return b.LastBeat().After(cut) })
+	if err := b.Err(); err != nil {
+		t.Fatalf("after a lost reply: %v", err)
+	}
+	if err := b.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop: %v", err)
 	}
 }
 
