@@ -48,6 +48,7 @@ var metricNames = map[string]metricType{
 	"paystream_outbox_pending":                gauge, // {kind}
 	"paystream_ledger_up":                     gauge,
 	"paystream_ready":                         gauge,
+	"paystream_instances_silent":              gauge,
 	"paystream_build_info":                    gauge, // {version}
 }
 

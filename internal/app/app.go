@@ -20,6 +20,7 @@ import (
 
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/pipeline"
@@ -171,15 +172,37 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		}
 		defer stop()
 	}
+	// The heartbeat starts before any work is taken and stops (clean) only after the
+	// pipeline has: a retired instance never works, a stopped one has finished.
+	live, err := startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version}, h, m, log)
+	if err != nil {
+		return err
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go func() {
+		select {
+		case <-live.fenced():
+			if e := live.err(); e != nil {
+				log.Error("heartbeat fenced: another process owns this instance id now; stopping", "err", e)
+				stopRun()
+			}
+		case <-runCtx.Done():
+		}
+	}()
 	h.running.Store(true)
 	if o.Ready != nil {
 		o.Ready(addrs)
 	}
 	log.Info("processor running", "ledger", cfg.Ledger, "consumer", topo.Consumer)
-	err = p.Run(ctx)
+	err = p.Run(runCtx)
 	h.running.Store(false)
 	log.Info("processor stopped", "err", err)
-	return err
+	stopErr := live.stop(ctx)
+	if e := live.err(); e != nil {
+		stopErr = fmt.Errorf("heartbeat: %w", e) // Stop reports the same fence
+	}
+	return errors.Join(err, stopErr)
 }
 
 // jsClusterNotAvailable is JetStream's "temporarily unavailable" (no meta leader yet).
@@ -198,6 +221,9 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Top
 		o.requests, o.claims, err = broker.Ensure(actx, js, topo)
 		if err == nil {
 			o.cancels, err = broker.EnsureCancels(actx, js, topo, instance, mchID)
+		}
+		if err == nil {
+			o.instances, err = instances.Ensure(actx, js, topo.InstancesBucket, topo.Replicas)
 		}
 		cancel()
 		var apiErr *jetstream.APIError
@@ -221,9 +247,10 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Top
 
 // jsObjects are the JetStream objects a processor runs on.
 type jsObjects struct {
-	requests jetstream.Consumer // the shared consumer of payout requests
-	cancels  jetstream.Consumer // this instance's own consumer of cancels
-	claims   jetstream.KeyValue
+	requests  jetstream.Consumer // the shared consumer of payout requests
+	cancels   jetstream.Consumer // this instance's own consumer of cancels
+	claims    jetstream.KeyValue
+	instances jetstream.KeyValue // heartbeats (internal/instances)
 }
 
 // resultsPrefix turns "payouts.results.>" into "payouts.results".

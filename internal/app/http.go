@@ -31,7 +31,8 @@ type health struct {
 	nc       atomic.Pointer[nats.Conn]
 	consumer atomic.Pointer[jetstream.Consumer]
 	pipe     atomic.Pointer[pipeline.Pipeline]
-	running  atomic.Bool // the pipeline's stages run
+	running  atomic.Bool                          // the pipeline's stages run
+	silent   atomic.Pointer[[]ops.SilentInstance] // other instances gone silent (liveness)
 }
 
 // notReady lists why the replica should not get traffic; empty means ready. An open WeChat
@@ -86,6 +87,9 @@ func (h *health) runtime(ctx context.Context) ops.Runtime {
 		} else {
 			rt.ConsumerPending, rt.ConsumerAckPending = info.NumPending, uint64(info.NumAckPending)
 		}
+	}
+	if s := h.silent.Load(); s != nil {
+		rt.Silent = *s
 	}
 	return rt // Ready and NotReady: ops.Handler fills them from notReady
 }

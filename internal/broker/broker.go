@@ -47,6 +47,12 @@ type Topology struct {
 
 	ClaimsBucket string        `yaml:"claims-bucket"`
 	ClaimsTTL    time.Duration `yaml:"claims-ttl"` // longer than any redelivery or replay window
+
+	// InstancesBucket holds every processor instance's heartbeat (internal/instances): who
+	// is alive, who stopped cleanly, who went silent while owning claims.
+	InstancesBucket string        `yaml:"instances-bucket"`
+	HeartbeatEvery  time.Duration `yaml:"heartbeat-every"` // how often an instance beats
+	SilentAfter     time.Duration `yaml:"silent-after"`    // an instance not seen this long without a clean stop is silent
 }
 
 // DefaultTopology returns the production defaults.
@@ -70,6 +76,9 @@ func DefaultTopology() Topology {
 		DeadLetterMaxAge:  90 * 24 * time.Hour,
 		ClaimsBucket:      "payout_claims",
 		ClaimsTTL:         90 * 24 * time.Hour,
+		InstancesBucket:   "paystream_instances",
+		HeartbeatEvery:    10 * time.Second,
+		SilentAfter:       2 * time.Minute,
 	}
 }
 

@@ -103,6 +103,9 @@ type Metrics struct {
 	// BatchesFinished counts batches reaching a final state in this process, by rail and
 	// state.
 	BatchesFinished *prometheus.CounterVec
+	// InstancesSilent is how many other processor instances went silent (no heartbeat for
+	// silent-after, no clean stop) as this one last looked: their claims are stranded.
+	InstancesSilent prometheus.Gauge
 }
 
 // New returns Metrics on a fresh registry holding the Go and process collectors,
@@ -150,6 +153,8 @@ func New(version string) *Metrics {
 		BatchesFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "paystream_batches_finished_total", Help: "Batches reaching a final state in this process, by rail and state."},
 			[]string{"rail", "state"}),
+		InstancesSilent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "paystream_instances_silent", Help: "Other processor instances not seen for silent-after without a clean stop: their claims are stranded."}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "paystream_build_info", Help: "Always 1; the version label is the build.",
 		ConstLabels: prometheus.Labels{"version": version}})
@@ -157,7 +162,7 @@ func New(version string) *Metrics {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build,
 		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeDeadLettered, m.WeChatRequests, m.WeChatDuration,
 		m.WeChatThrottled, m.RateLimiterWait, m.OutcomePublishLag, m.OutcomesPublished, m.LedgerCommit, m.ClaimsDuration,
-		m.ClaimsErrors, m.BatchesFinished)
+		m.ClaimsErrors, m.BatchesFinished, m.InstancesSilent)
 	for _, c := range DeadLetterClasses {
 		m.IntakeDeadLettered.WithLabelValues(c)
 	}

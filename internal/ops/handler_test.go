@@ -397,6 +397,7 @@ func TestWriteText(t *testing.T) {
 	snap, _ := cfg.Ledger.Ops(context.Background(), t0, 50)
 	rt := testRuntime(context.Background())
 	rt.Ready = true
+	rt.Silent = []ops.SilentInstance{{Instance: "ghost0001", Host: "lost-host", SeenAt: t0.Add(-5 * time.Minute), LastSeq: 42, LastEvent: 7}}
 	var b bytes.Buffer
 	if err := ops.WriteText(&b, ops.Status{Runtime: rt, Ledger: snap}); err != nil {
 		t.Fatal(err)
@@ -407,7 +408,8 @@ func TestWriteText(t *testing.T) {
 		t.Errorf("open batches not parked, stuck, working:\n%s", out)
 	}
 	for _, want := range []string{"P1", "ready", "yes", "17 pending, 3 ack pending", "breaker direct/create", "PARKED batch",
-		"1 with NOT_ENOUGH", "资金不足", "STUCK", "12 received, 3 paid (300.03 yuan)", "ACCOUNT_FROZEN", ops.Mask(fullOpenID)} {
+		"1 with NOT_ENOUGH", "资金不足", "STUCK", "12 received, 3 paid (300.03 yuan)", "ACCOUNT_FROZEN", ops.Mask(fullOpenID),
+		"SILENT ghost0001", "on lost-host, last seen 5m", "(ledger seq 42, event 7)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text lacks %q:\n%s", want, out)
 		}

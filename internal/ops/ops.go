@@ -58,6 +58,17 @@ type Runtime struct {
 	ConsumerErr                                string // why the consumer counts are unknown; "" when read
 	Ready                                      bool
 	NotReady                                   []string // the reasons when not Ready
+	// Silent are the other processor instances that stopped beating without a clean stop
+	// (internal/instances), as this one last looked: the payouts they claimed are stranded.
+	Silent []SilentInstance
+}
+
+// SilentInstance is another processor instance not seen for its silent-after: who it was,
+// where, when it was last seen and how far its ledger had come.
+type SilentInstance struct {
+	Instance, Host     string
+	SeenAt             time.Time
+	LastSeq, LastEvent int64
 }
 
 // Breaker is one circuit breaker and its state ("closed", "half-open" or "open").

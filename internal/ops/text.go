@@ -88,6 +88,10 @@ func WriteText(w io.Writer, s Status) error {
 		for _, b := range rt.Breakers {
 			kv("breaker "+b.Name, "%s", b.State)
 		}
+		for _, si := range rt.Silent {
+			kv("SILENT "+si.Instance, "on %s, last seen %s ago (ledger seq %d, event %d): the payouts it claimed are stranded",
+				orDash(si.Host), orDash(age(now, si.SeenAt)), si.LastSeq, si.LastEvent)
+		}
 	}
 	if s.LedgerErr != "" {
 		kv("ledger", "unknown: %s", s.LedgerErr)

@@ -102,6 +102,8 @@ type DB struct {
 	keys      *keyIndex
 	lock      *os.File // holds the writer's flock on the file until Close
 	illegal   atomic.Int64
+	posSeq    atomic.Int64 // the last payout seq committed (Position)
+	posEvent  atomic.Int64 // the last event id committed (Position)
 	closeOne  sync.Once
 }
 
@@ -262,6 +264,12 @@ func (db *DB) init(ctx context.Context, upTo int) error {
 		if err != nil {
 			return err
 		}
+		var seq int64
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM payouts`).Scan(&seq); err != nil {
+			return err
+		}
+		db.posSeq.Store(seq)
+		db.posEvent.Store(db.lastEvent)
 		db.keys, err = loadKeys(ctx, tx)
 		return err
 	})
@@ -475,10 +483,18 @@ func (db *DB) writeLocked(ctx context.Context, fn func(tx *sql.Conn) error) (too
 		return 0, err
 	}
 	took = time.Since(start)
+	db.posEvent.Store(db.lastEvent)
 	for _, f := range db.onCommit {
 		f()
 	}
 	return took, nil
+}
+
+// Position returns the last payout seq and the last event id committed to the file: where
+// this ledger stands, cheaply and safely from any goroutine (a heartbeat reports it, so a
+// restored copy can be compared with what its writer last committed).
+func (db *DB) Position() (lastSeq, lastEvent int64) {
+	return db.posSeq.Load(), db.posEvent.Load()
 }
 
 // stmt returns q prepared on the writer connection, cached for the DB's life. Only for the

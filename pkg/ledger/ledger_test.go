@@ -228,3 +228,40 @@ func TestOpen_WithMerchant(t *testing.T) {
 		})
 	}
 }
+
+// TestPosition: the last payout seq and event id committed, kept as writes commit and read
+// back from the file at Open; a failed write moves neither.
+func TestPosition(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db := mustOpenPath(t, path)
+	if seq, ev := db.Position(); seq != 0 || ev != 0 {
+		t.Fatalf("new ledger Position() = %d, %d, want 0, 0", seq, ev)
+	}
+	seqs := mustInsert(t, db, newPayout("p1", 100), newPayout("p2", 200))
+	seq, ev := db.Position()
+	if seq != seqs[1] || ev < 1 {
+		t.Fatalf("Position() = %d, %d, want seq %d and an event", seq, ev, seqs[1])
+	}
+	if err := db.MarkClaimed(ctx, []int64{seqs[0], 9999}); err == nil {
+		t.Fatal("MarkClaimed of an unknown seq succeeded")
+	}
+	if s2, e2 := db.Position(); s2 != seq || e2 != ev {
+		t.Fatalf("after a failed write Position() = %d, %d, want %d, %d", s2, e2, seq, ev)
+	}
+	if err := db.MarkClaimed(ctx, seqs); err != nil {
+		t.Fatal(err)
+	}
+	_, ev2 := db.Position()
+	if ev2 <= ev {
+		t.Fatalf("after a claim the last event is %d, want past %d", ev2, ev)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpenPath(t, path)
+	defer db.Close()
+	if s3, e3 := db.Position(); s3 != seq || e3 != ev2 {
+		t.Fatalf("reopened Position() = %d, %d, want %d, %d", s3, e3, seq, ev2)
+	}
+}

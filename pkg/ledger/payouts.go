@@ -284,7 +284,11 @@ func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now
 	if err := db.keys.reserve(hashes); err != nil {
 		return err
 	}
-	db.afterCommit(func() { db.keys.add(hashes, seqs) })
+	last := fresh[len(fresh)-1].Seq
+	db.afterCommit(func() {
+		db.keys.add(hashes, seqs)
+		db.posSeq.Store(last)
+	})
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
 		// bill_info is named only when a row has one, so ledgers of the batch rails keep
