@@ -214,6 +214,9 @@ func Start(ctx context.Context, bin, configPath string, log *slog.Logger) (*Proc
 	go func() {
 		err := cmd.Wait()
 		out.flush()
+		if err != nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+			err = nil // exit status 0 after ctx's SIGTERM: Wait reports ctx.Err()
+		}
 		if err != nil {
 			p.err = fmt.Errorf("litestream replicate: %w", err)
 		}
@@ -254,7 +257,9 @@ func (p *Process) Err() error {
 
 // Stop sends SIGTERM (litestream then ships what it has not yet shipped, within its 30 s
 // shutdown-timeout), waits for the process to exit (SIGKILL after StopTimeout) and returns
-// Err. Safe to call more than once and after the process has exited.
+// Err. A SIGTERM that arrives before litestream has installed its signal handler (in its first
+// milliseconds, before it has replicated anything) kills it: Err then reports "signal:
+// terminated". Safe to call more than once and after the process has exited.
 func (p *Process) Stop() error {
 	p.mu.Lock()
 	p.stopped = true

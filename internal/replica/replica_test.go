@@ -229,23 +229,53 @@ func testReplicateRestore(t *testing.T, c replica.Config) {
 	defer p.Stop()
 
 	var keys []string
-	for range 10 { // 5000 payouts in groups of 500, replicated while they are written
-		ps := payouts(500)
+	insert := func(n int) string {
+		ps := payouts(n)
 		mustInsert(t, db, ps)
 		for _, p := range ps {
 			keys = append(keys, p.OutDetailNo)
 		}
+		return ps[n-1].OutDetailNo
 	}
-	var lags []time.Duration
+	// The first group goes with litestream's initial snapshot; the rest as WAL frames.
+	replicatedWithin(t, bin, c, insert(500))
+	for range 9 { // 5000 payouts in all, written while litestream replicates
+		insert(500)
+	}
+	var idle, loaded []time.Duration
 	for range 3 {
-		ps := payouts(100)
-		mustInsert(t, db, ps)
-		lags = append(lags, replicatedWithin(t, bin, c, ps[len(ps)-1].OutDetailNo))
-		for _, p := range ps {
-			keys = append(keys, p.OutDetailNo)
-		}
+		idle = append(idle, replicatedWithin(t, bin, c, insert(100)))
 	}
-	t.Logf("replication lag (commit to replica, %s, sync interval %v): %v", strings.SplitN(c.Replica, ":", 2)[0], c.SyncInterval, lags)
+	// Under load: another 500-payout group committed every 100 ms (5000 payouts/s) while a
+	// marker is measured.
+	stop, written := make(chan struct{}), make(chan []string)
+	go func() {
+		var ks []string
+		defer func() { written <- ks }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond): // the load's pace, not synchronisation
+			}
+			ps := payouts(500)
+			if _, err := db.InsertPayouts(ctx, ps); err != nil {
+				t.Error(err)
+				return
+			}
+			for _, p := range ps {
+				ks = append(ks, p.OutDetailNo)
+			}
+		}
+	}()
+	for range 3 {
+		loaded = append(loaded, replicatedWithin(t, bin, c, insert(100)))
+	}
+	close(stop)
+	keys = append(keys, <-written...)
+	scheme, _, _ := strings.Cut(c.Replica, ":")
+	t.Logf("replication lag, commit to %s replica (sync interval %v, 0 = 1 s): idle %v; with 500-payout commits every 100 ms %v; %d payouts",
+		scheme, c.SyncInterval, idle, loaded, len(keys))
 
 	if err := p.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -398,5 +428,37 @@ func TestStart_Exits(t *testing.T) {
 	}
 	if err := p.Stop(); !errors.Is(err, replica.ErrExited) {
 		t.Fatalf("Stop() after exit = %v, want ErrExited", err)
+	}
+}
+
+// TestStart_Cancel: cancelling Start's ctx stops litestream as Stop does, cleanly.
+func TestStart_Cancel(t *testing.T) {
+	bin := mustBinary(t)
+	c := replica.Config{DB: filepath.Join(t.TempDir(), "ledger.db"), Replica: "file://" + t.TempDir()}
+	db, err := ledger.Open(context.Background(), c.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := filepath.Join(t.TempDir(), "litestream.yml")
+	if err := replica.WriteConfig(cfg, c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := replica.Start(ctx, bin, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := payouts(1)
+	mustInsert(t, db, ps)
+	replicatedWithin(t, bin, c, ps[0].OutDetailNo) // litestream is up, its signal handler too
+	cancel()
+	select {
+	case <-p.Done():
+	case <-time.After(replica.StopTimeout + 5*time.Second):
+		t.Fatal("litestream still running after its ctx was cancelled")
+	}
+	if err := p.Err(); err != nil {
+		t.Fatalf("Err() = %v, want nil", err)
 	}
 }
