@@ -1,7 +1,7 @@
 GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build run run-bills up readme-check test vet bench soak fuzz lint
+.PHONY: build run run-bills up readme-check test vet bench soak fuzz lint litestream
 
 build: ## the binaries, nats-server included; --version says $(VERSION)
 	$(GO) build -ldflags "-X github.com/paystream/paystream/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
@@ -35,6 +35,16 @@ lint: vet $(STATICCHECK) ## gofmt, go vet, staticcheck $(STATICCHECK_VERSION) an
 # staticcheck, pinned: built once from the Go module proxy into bin/ (a new version, a new directory)
 $(STATICCHECK):
 	GOBIN=$(CURDIR)/$(@D) GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+LITESTREAM_VERSION := v0.5.18
+LITESTREAM := bin/litestream-$(LITESTREAM_VERSION)/litestream
+
+litestream: $(LITESTREAM) ## litestream $(LITESTREAM_VERSION), which replicates each ledger off the machine (docs/replication.md)
+
+# litestream, pinned: built once from the Go module proxy into bin/ (a new version, a new directory);
+# internal/replica.Version names the same version and builds it the same way when tests need it
+$(LITESTREAM):
+	GOBIN=$(CURDIR)/$(@D) GOFLAGS= $(GO) install github.com/benbjohnson/litestream/cmd/litestream@$(LITESTREAM_VERSION)
 
 fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
