@@ -21,7 +21,7 @@ readme-check: ## every CLI example of README.md, as written, against make up
 vet:
 	$(GO) vet ./...
 
-test: vet ## vet, then every test with the race detector
+test: vet litestream ## vet, then every test with the race detector (litestream is built first: the replication tests run it)
 	$(GO) test -race -timeout 20m ./...
 
 STATICCHECK_VERSION := v0.8.2

@@ -84,8 +84,13 @@ resolve_config() {
 # processor's pid) and writes $RUN/sandbox.url, $RUN/nats.url (the processor does) and
 # $RUN/processor.yaml (the demo config with its values filled in).
 start_demo() {
-	rm -rf "$RUN"
+	rm -rf "$RUN" "$RUN-replica"
 	mkdir -p "$RUN"
+	# The ledger is replicated by litestream, a child of the processor, into a directory beside
+	# $RUN (docs/replication.md): delete $RUN and start again, and the ledger comes back.
+	"${MAKE:-make}" --no-print-directory litestream >/dev/null
+	LITESTREAM=bin/litestream-v0.5.18/litestream
+	REPLICA_URL="file://$(pwd)/$RUN-replica"
 	# The merchant key must be 0600 (git does not keep modes).
 	install -m 600 testdata/testvectors/merchant_TEST_ONLY_private_key.pem "$RUN/"
 
@@ -114,7 +119,7 @@ start_demo() {
 	resolve_config configs/demo-processor.yaml "$RUN/processor.yaml"
 	echo "== starting the processor (embedded JetStream, ledger $RUN/ledger.db)"
 	DATA_DIR=$DATA_DIR SANDBOX_URL=$SANDBOX_URL PRODUCT=$PRODUCT CALLBACK_LISTEN=$CALLBACK_LISTEN NOTIFY_URL=$NOTIFY_URL \
-		HTTP_LISTEN=$HTTP_LISTEN ADMIN_TOKEN=$ADMIN_TOKEN "$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
+		HTTP_LISTEN=$HTTP_LISTEN ADMIN_TOKEN=$ADMIN_TOKEN REPLICA_URL=$REPLICA_URL LITESTREAM=$LITESTREAM "$BIN/processor" run --config configs/demo-processor.yaml 2>"$RUN/processor.log" &
 	proc=$!
 	pids+=("$proc")
 	if ! wait_for "$RUN/nats.url" 30; then

@@ -18,7 +18,8 @@ func TestConfigs(t *testing.T) {
 		"WECHATPAY_MCHID": "1900000001", "WECHATPAY_SERIAL_NO": "SERIAL", "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_1",
 		"WECHATPAY_APIV3_KEY": "0123456789abcdef0123456789abcdef", "DATA_DIR": t.TempDir(), "SANDBOX_URL": "http://127.0.0.1:1",
 		"PRODUCT": "bills", "CALLBACK_LISTEN": "127.0.0.1:0", "NOTIFY_URL": "http://127.0.0.1:1/wechatpay/notify",
-		"HTTP_LISTEN": "127.0.0.1:0", "ADMIN_TOKEN": "0123456789abcdef",
+		"HTTP_LISTEN": "127.0.0.1:0", "ADMIN_TOKEN": "0123456789abcdef", "REPLICA_URL": "file:///var/backup/paystream",
+		"LITESTREAM": "bin/litestream-v0.5.18/litestream",
 	}
 	paths, err := filepath.Glob("../../configs/*processor*.yaml")
 	if err != nil || len(paths) < 2 {

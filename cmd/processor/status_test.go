@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/paystream/paystream/internal/ops"
+	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -173,8 +174,13 @@ func TestCmdStatus_Parked(t *testing.T) {
 	}
 	listen := ln.Addr().String()
 	ln.Close()
+	lite, err := replica.Binary("../..") // the demo config replicates the ledger
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := map[string]string{"DATA_DIR": dir, "SANDBOX_URL": srv.URL(), "PRODUCT": "batches", "CALLBACK_LISTEN": "127.0.0.1:0",
-		"NOTIFY_URL": "http://127.0.0.1:1/wechatpay/notify", "HTTP_LISTEN": listen, "ADMIN_TOKEN": "0123456789abcdef"}
+		"NOTIFY_URL": "http://127.0.0.1:1/wechatpay/notify", "HTTP_LISTEN": listen, "ADMIN_TOKEN": "0123456789abcdef",
+		"REPLICA_URL": "file://" + filepath.Join(t.TempDir(), "replica"), "LITESTREAM": lite}
 	getenv := func(k string) string { return env[k] }
 	t.Chdir("../..") // the demo config names the sandbox's key by its path in the repository
 	config := "configs/demo-processor.yaml"

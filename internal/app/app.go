@@ -24,6 +24,7 @@ import (
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -59,6 +60,16 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	m := metrics.New(o.Version)
+	// litestream stops after the ledger is closed (deferred below), so it ships the last commits.
+	var lite *replica.Process
+	defer func() {
+		if lite != nil {
+			err = errors.Join(err, lite.Stop())
+		}
+	}()
+	if _, err := restoreLedger(ctx, cfg, log); err != nil {
+		return err
+	}
 	// The ledger records its merchant: a file of another merchant never pays
 	// (docs/money-rules.md#merchant).
 	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID),
@@ -119,6 +130,12 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	jso, err := ensureTopology(ctx, js, topo, db.InstanceID(), cfg.WeChatPay.MchID, log)
 	if err != nil {
 		return fmt.Errorf("jetstream topology: %w", err)
+	}
+	if cfg.Replica.URL != "" {
+		if lite, err = startReplication(ctx, cfg, js, log); err != nil {
+			return err
+		}
+		h.lite.Store(lite)
 	}
 	h.consumer.Store(&jso.requests)
 	m.WatchConsumer(jso.requests.Info)

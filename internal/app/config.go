@@ -16,6 +16,7 @@ import (
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -29,6 +30,20 @@ type Config struct {
 	Callback  CallbackConfig  `yaml:"callback"`
 	HTTP      HTTPConfig      `yaml:"http"`
 	Log       LogConfig       `yaml:"log"`
+	Replica   ReplicaConfig   `yaml:"replica"`
+}
+
+// ReplicaConfig is where the ledger is replicated, continuously, by litestream run as a child
+// process (internal/replica, docs/replication.md), and restored from when the file is lost.
+type ReplicaConfig struct {
+	// URL is the replica of this processor's ledger (one per ledger): file:///backup/p1,
+	// nats://n1:4222/paystream-ledger-p1 (a JetStream object store; the nats section's
+	// credentials and TLS files are used), s3://bucket/path. Empty: no replication.
+	URL string `yaml:"url"`
+	// SyncInterval is how often litestream ships new commits: about what a lost disk loses.
+	SyncInterval time.Duration `yaml:"sync-interval"`
+	// Litestream is the litestream executable (make litestream builds the pinned version).
+	Litestream string `yaml:"litestream"`
 }
 
 // NATSConfig says where JetStream is and what lives in it.
@@ -97,6 +112,7 @@ func DefaultConfig() Config {
 		Pipeline: pipeline.DefaultConfig(),
 		Callback: CallbackConfig{Path: "/wechatpay/notify"},
 		Log:      LogConfig{Level: "info", Format: "text"},
+		Replica:  ReplicaConfig{SyncInterval: time.Second, Litestream: replica.BinaryPath(".")},
 	}
 }
 
@@ -176,6 +192,7 @@ func (c Config) Validate() error {
 		{c.HTTP.Listen != "" && !validHostPort(c.HTTP.Listen), "http.listen", c.HTTP.Listen, "want host:port"},
 		{c.HTTP.AdminToken != "" && len(c.HTTP.AdminToken) < 16, "http.admin-token", nil, "at least 16 characters when set"},
 		{c.Log.Format != "text" && c.Log.Format != "json", "log.format", c.Log.Format, "text or json"},
+		{c.Replica.URL != "" && c.Replica.Litestream == "", "replica.litestream", nil, "required with replica.url (make litestream builds " + replica.BinaryPath(".") + ")"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
@@ -196,6 +213,11 @@ func (c Config) Validate() error {
 	// Every duration is a wait, a period or an age: none may be negative.
 	if err := config.NegativeDuration(c); err != nil {
 		return err
+	}
+	if c.Replica.URL != "" {
+		if err := c.replicaConfig().Validate(); err != nil {
+			return config.Errorf("replica.url", nil, "%v", err)
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
@@ -263,4 +285,14 @@ func wechatpayKey(err error) error {
 		return err
 	}
 	return config.Errorf("wechatpay."+key, nil, "%v", ce.Err)
+}
+
+// replicaConfig is the litestream configuration of the ledger (internal/replica).
+// A nats:// replica authenticates with the nats section's credentials and TLS files.
+func (c Config) replicaConfig() replica.Config {
+	rc := replica.Config{DB: c.Ledger, Replica: c.Replica.URL, SyncInterval: c.Replica.SyncInterval}
+	if strings.HasPrefix(c.Replica.URL, "nats://") {
+		rc.Creds, rc.RootCA, rc.ClientCert, rc.ClientKey = c.NATS.CredsFile, c.NATS.TLSCA, c.NATS.TLSCert, c.NATS.TLSKey
+	}
+	return rc
 }

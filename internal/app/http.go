@@ -16,6 +16,7 @@ import (
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 )
@@ -33,6 +34,7 @@ type health struct {
 	pipe     atomic.Pointer[pipeline.Pipeline]
 	running  atomic.Bool                          // the pipeline's stages run
 	silent   atomic.Pointer[[]ops.SilentInstance] // other instances gone silent (liveness)
+	lite     atomic.Pointer[replica.Process]      // litestream, when replica.url is set
 }
 
 // notReady lists why the replica should not get traffic; empty means ready. An open WeChat
@@ -60,6 +62,13 @@ func (h *health) notReady(ctx context.Context) []string {
 	}
 	if !h.running.Load() {
 		why = append(why, "pipeline: not running")
+	}
+	if p := h.lite.Load(); p != nil {
+		select {
+		case <-p.Done():
+			why = append(why, "replica: litestream exited, the ledger is not replicated (see the log)")
+		default:
+		}
 	}
 	return why
 }

@@ -202,6 +202,7 @@ func Start(ctx context.Context, bin, configPath string, log *slog.Logger) (*Proc
 	}
 	log = log.With("component", "litestream")
 	cmd := exec.CommandContext(ctx, bin, "replicate", "-config", configPath, "-no-expand-env")
+	cmd.SysProcAttr = childAttr()
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = StopTimeout
 	out := newLineLogger(ctx, log, nil)
@@ -336,19 +337,19 @@ func Restore(ctx context.Context, bin string, c Config, log *slog.Logger) (resto
 	stdout.flush()
 	stderr.flush()
 	if err != nil {
-		return false, fmt.Errorf("restore %s from %s: %w: %s", c.DB, redactURL(c.Replica), err, stderr.tail.String())
+		return false, fmt.Errorf("restore %s from %s: %w: %s", c.DB, RedactURL(c.Replica), err, stderr.tail.String())
 	}
 	if stdout.result == nil { // -if-replica-exists: litestream found nothing and printed no result
 		if _, err := os.Stat(c.DB); !errors.Is(err, os.ErrNotExist) {
 			return false, fmt.Errorf("restore %s: litestream printed no result, yet the file is there (%v)", c.DB, err)
 		}
-		log.Info("no replica to restore from", "db", c.DB, "replica", redactURL(c.Replica))
+		log.Info("no replica to restore from", "db", c.DB, "replica", RedactURL(c.Replica))
 		return false, nil
 	}
 	if _, err := os.Stat(c.DB); err != nil {
 		return false, fmt.Errorf("restore %s: litestream reported txid %s but wrote no file: %w", c.DB, stdout.result.TXID, err)
 	}
-	log.Info("ledger restored from its replica", "db", c.DB, "replica", redactURL(c.Replica),
+	log.Info("ledger restored from its replica", "db", c.DB, "replica", RedactURL(c.Replica),
 		"txid", stdout.result.TXID, "took", time.Since(start).Round(time.Millisecond))
 	return true, nil
 }
@@ -393,8 +394,9 @@ func (w *resultWriter) line(s string) {
 	}
 }
 
-// redactURL drops any password from a replica URL for errors and logs.
-func redactURL(s string) string {
+// RedactURL drops any password from a replica URL for errors and logs.
+// RedactURL is a replica URL fit for a log: its password hidden.
+func RedactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return "(unparsable replica URL)"

@@ -1,0 +1,82 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/pkg/ledger"
+)
+
+// restoredChecks are the audit checks a restored ledger must pass on its own before it takes
+// any work: its hash chain, every state its event history produces, and every frozen body.
+// The others judge a file among its peers (owner_missing, cross-file keys) or its age.
+var restoredChecks = []string{"event_chain", "event_replay", "batch_body"}
+
+// restoreLedger restores cfg.Ledger from its replica when the file is missing and a replica
+// is configured, and checks the copy. restored is false when there was nothing to do: the
+// file exists, no replica is configured, or the replica is empty (a new replica). A replica
+// that cannot be read is an error: the processor never starts on an empty ledger in place of
+// one it could not restore.
+func restoreLedger(ctx context.Context, cfg Config, log *slog.Logger) (restored bool, err error) {
+	if cfg.Replica.URL == "" {
+		return false, nil
+	}
+	if _, err := os.Stat(cfg.Ledger); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return false, nil // there, or not ours to judge here: Open says what is wrong
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Ledger), 0o700); err != nil {
+		return false, fmt.Errorf("ledger dir: %w", err)
+	}
+	start := time.Now()
+	restored, err = replica.Restore(ctx, cfg.Replica.Litestream, cfg.replicaConfig(), log)
+	if err != nil {
+		return false, fmt.Errorf("restore the ledger from replica.url: %w", err)
+	}
+	if !restored {
+		log.Info("no ledger file and an empty replica: a new ledger", "replica", replica.RedactURL(cfg.Replica.URL))
+		return false, nil
+	}
+	rep, err := ledger.Audit(ctx, []string{cfg.Ledger}, time.Now())
+	if err != nil {
+		return true, fmt.Errorf("audit the restored ledger: %w", err)
+	}
+	var bad []string
+	for _, v := range rep.Violations {
+		if slices.Contains(restoredChecks, v.Check) {
+			bad = append(bad, fmt.Sprintf("%s %s: %s", v.Check, v.Row, v.Detail))
+		}
+	}
+	if len(bad) > 0 {
+		return true, fmt.Errorf("the restored ledger %s fails its own audit (%s); it was left in place, untouched by work", cfg.Ledger, strings.Join(bad, "; "))
+	}
+	log.Warn("ledger restored from its replica and checked; the commits its disk had not shipped are gone, and their payouts come back as redeliveries",
+		"ledger", cfg.Ledger, "replica", replica.RedactURL(cfg.Replica.URL), "took", time.Since(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// startReplication runs litestream beside the processor (a child process: it must never
+// share the process, docs/replication.md), creating a nats:// replica's object store first.
+// The caller stops it after the ledger is closed, so the last commits are shipped.
+func startReplication(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logger) (*replica.Process, error) {
+	rc := cfg.replicaConfig()
+	if _, ok := rc.Bucket(); ok {
+		if err := replica.EnsureBucket(ctx, js, rc, cfg.NATS.Topology.Replicas); err != nil {
+			return nil, fmt.Errorf("replica bucket: %w", err)
+		}
+	}
+	path := filepath.Join(cfg.DataDir, "litestream.yml")
+	if err := replica.WriteConfig(path, rc); err != nil {
+		return nil, err
+	}
+	return replica.Start(context.WithoutCancel(ctx), cfg.Replica.Litestream, path, log)
+}

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// TestRun_DiskLost: a replica's data dir is lost for good while its batches wait at WeChat
+// (WAIT_PAY). A fresh processor started with the same config restores the ledger from its
+// litestream replica, checks it and resumes as the same instance: every batch keeps its
+// number, and every payout is paid exactly once by the sandbox's own record.
+func TestRun_DiskLost(t *testing.T) {
+	bin, err := replica.Binary("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
+	ns := natstest.Run(t)
+	cfg := testConfig(t, srv)
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.Replica = ReplicaConfig{URL: "file://" + filepath.Join(t.TempDir(), "replica"), SyncInterval: 100 * time.Millisecond, Litestream: bin}
+	// The key file lives off the disk that is lost.
+	key := filepath.Join(t.TempDir(), "merchant.pem")
+	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WeChatPay.PrivateKeyFile = key
+
+	a := startProcessor(t, cfg, io.Discard)
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 300, 5, 0, 0, 0
+	sent := publish(t, a.js, o)
+	var numbers []string
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		numbers = numbers[:0]
+		waiting := 0
+		for _, b := range srv.Batches() {
+			numbers = append(numbers, b.OutBatchNo)
+			waiting += b.WaitPayNum
+		}
+		return waiting == len(sent.valid), "payouts not all waiting at WeChat yet"
+	})
+	a.shutdown(t)
+	instance := instanceOf(t, cfg.Ledger)
+	if err := os.RemoveAll(cfg.DataDir); err != nil { // the disk is gone
+		t.Fatal(err)
+	}
+
+	startProcessor(t, cfg, io.Discard)
+	if got := instanceOf(t, cfg.Ledger); got != instance {
+		t.Fatalf("the replacement runs as instance %s, want the restored %s", got, instance)
+	}
+	for _, no := range numbers {
+		if _, err := srv.Confirm(no, ""); err != nil {
+			t.Fatalf("confirm %s: %v", no, err)
+		}
+	}
+	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	waitFinal(t, db, len(sent.valid), time.Minute)
+
+	paid := srv.Paid()
+	for key := range sent.valid {
+		if paid[key] != 1 {
+			t.Errorf("%s paid %d times, want 1", key, paid[key])
+		}
+	}
+	var after []string
+	for _, b := range srv.Batches() {
+		after = append(after, b.OutBatchNo)
+	}
+	slices.Sort(numbers)
+	slices.Sort(after)
+	if !slices.Equal(after, numbers) {
+		t.Errorf("batches at WeChat after the restore %v, want only the ones sealed before it %v", after, numbers)
+	}
+	auditClean(t, time.Now(), cfg.Ledger)
+}
+
+// instanceOf reads the instance id of the ledger file at path.
+func instanceOf(t *testing.T, path string) string {
+	t.Helper()
+	db, err := ledger.OpenReadOnly(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	return db.InstanceID()
+}
