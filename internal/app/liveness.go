@@ -44,19 +44,42 @@ type liveness struct {
 func startLiveness(ctx context.Context, kv jetstream.KeyValue, topo broker.Topology, db *ledger.DB, self instances.Info,
 	h *health, m *metrics.Metrics, log *slog.Logger) (*liveness, error) {
 	self.Host, _ = os.Hostname()
-	beat, err := instances.Start(ctx, instances.BeatConfig{
+	bc := instances.BeatConfig{
 		KV: kv, Self: self, Every: topo.HeartbeatEvery, Log: log,
 		Status: func() instances.LedgerPos {
 			seq, ev := db.Position()
 			return instances.LedgerPos{Path: db.Path(), LastSeq: seq, LastEvent: ev}
 		},
-	})
-	if errors.Is(err, instances.ErrRetired) {
-		return nil, fmt.Errorf("instance %s was retired by another replica, which took over its ledger's work; "+
-			"this ledger file must not run again (start a new one): %w", self.Instance, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("heartbeat: %w", err)
+	// The first beat is retried while JetStream cannot answer (a node restarting), as the
+	// topology is; a fence is final.
+	var beat *instances.Beat
+	var logged time.Time
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		beat, err = instances.Start(bctx, bc)
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, instances.ErrRetired):
+			return nil, fmt.Errorf("instance %s was retired by another replica, which took over its ledger's work; "+
+				"this ledger file must not run again (start a new one): %w", self.Instance, err)
+		case errors.Is(err, instances.ErrSuperseded) || ctx.Err() != nil:
+			return nil, fmt.Errorf("heartbeat: %w", err)
+		default:
+			if time.Since(logged) > 10*time.Second {
+				log.Warn("first heartbeat not written; retrying", "err", err)
+				logged = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("heartbeat: %w", err)
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		break
 	}
 	l := &liveness{beat: beat, h: h, m: m, log: log}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
