@@ -67,7 +67,8 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 			err = errors.Join(err, lite.Stop())
 		}
 	}()
-	if _, err := restoreLedger(ctx, cfg, log); err != nil {
+	restored, err := restoreLedger(ctx, cfg, log)
+	if err != nil {
 		return err
 	}
 	// The ledger records its merchant: a file of another merchant never pays
@@ -188,6 +189,12 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 			return err
 		}
 		defer stop()
+	}
+	if restored {
+		if err := checkRestored(ctx, jso.instances, db); err != nil {
+			return err
+		}
+		log.Warn("the restored ledger is complete: the instance stopped cleanly at the event the copy ends with; resuming")
 	}
 	// The heartbeat starts before any work is taken and stops (clean) only after the
 	// pipeline has: a retired instance never works, a stopped one has finished.

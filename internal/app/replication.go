@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/ledger"
 )
@@ -59,7 +60,7 @@ func restoreLedger(ctx context.Context, cfg Config, log *slog.Logger) (restored 
 	if len(bad) > 0 {
 		return true, fmt.Errorf("the restored ledger %s fails its own audit (%s); it was left in place, untouched by work", cfg.Ledger, strings.Join(bad, "; "))
 	}
-	log.Warn("ledger restored from its replica and checked; the commits its disk had not shipped are gone, and their payouts come back as redeliveries",
+	log.Warn("ledger restored from its replica; its structure checks out (whether it is complete is judged against the instance's heartbeat)",
 		"ledger", cfg.Ledger, "replica", replica.RedactURL(cfg.Replica.URL), "took", time.Since(start).Round(time.Millisecond))
 	return true, nil
 }
@@ -79,4 +80,33 @@ func startReplication(ctx context.Context, cfg Config, js jetstream.JetStream, l
 		return nil, err
 	}
 	return replica.Start(context.WithoutCancel(ctx), cfg.Replica.Litestream, path, log)
+}
+
+// ErrRestoredIncomplete: a ledger restored from its replica is not proven whole, so the
+// processor takes no work on it. litestream ships commits about a second after they are made;
+// a lost disk takes the newest with it, and a batch sealed and sent in that second, or a
+// request acked in it, would be unknown to the copy: resuming could pay twice. Resuming is
+// safe only when the instance's heartbeat shows a clean stop at the very event the copy ends
+// with (a clean stop closes the ledger before it stops litestream, so everything was shipped).
+var ErrRestoredIncomplete = errors.New("restored ledger not proven complete")
+
+// checkRestored compares a restored ledger with the last heartbeat of its instance (kv is the
+// heartbeat bucket) and returns an error wrapping ErrRestoredIncomplete unless the instance
+// stopped cleanly at the event the copy ends with.
+func checkRestored(ctx context.Context, kv jetstream.KeyValue, db *ledger.DB) error {
+	seq, ev := db.Position()
+	rec, err := instances.Get(ctx, kv, db.InstanceID())
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("%w: instance %s has no heartbeat to compare the copy with (the copy ends at event %d)", ErrRestoredIncomplete, db.InstanceID(), ev)
+	case err != nil:
+		return fmt.Errorf("restored ledger: read the instance's heartbeat: %w", err)
+	case rec.StoppedAt.IsZero():
+		return fmt.Errorf("%w: instance %s did not stop cleanly (last seen %s at event %d, payout seq %d; the copy ends at event %d, seq %d): "+
+			"commits made after the replica's last sync are gone, and a batch sent in that gap would be paid again; the copy is left in place for recovery",
+			ErrRestoredIncomplete, db.InstanceID(), rec.SeenAt.Format(time.RFC3339), rec.Ledger.LastEvent, rec.Ledger.LastSeq, ev, seq)
+	case rec.Ledger.LastEvent != ev:
+		return fmt.Errorf("%w: instance %s stopped cleanly at event %d, the copy ends at event %d", ErrRestoredIncomplete, db.InstanceID(), rec.Ledger.LastEvent, ev)
+	}
+	return nil
 }

@@ -2,13 +2,16 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/internal/synth"
@@ -100,4 +103,54 @@ func instanceOf(t *testing.T, path string) string {
 	}
 	defer db.Close()
 	return db.InstanceID()
+}
+
+// TestRun_DiskLostAfterCrash: when the lost replica did not stop cleanly (its heartbeat was
+// still beating), the restored copy may lack its last second of commits, among them maybe a
+// batch already sent: the replacement restores the file but refuses to take work on it
+// (ErrRestoredIncomplete), leaving it in place for recovery.
+func TestRun_DiskLostAfterCrash(t *testing.T) {
+	bin, err := replica.Binary("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
+	ns := natstest.Run(t)
+	cfg := testConfig(t, srv)
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.Replica = ReplicaConfig{URL: "file://" + filepath.Join(t.TempDir(), "replica"), SyncInterval: 100 * time.Millisecond, Litestream: bin}
+	key := filepath.Join(t.TempDir(), "merchant.pem")
+	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WeChatPay.PrivateKeyFile = key
+
+	a := startProcessor(t, cfg, io.Discard)
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 50, 6, 0, 0, 0
+	publish(t, a.js, o)
+	a.shutdown(t)
+	instance := instanceOf(t, cfg.Ledger)
+	// The instance's last heartbeat is not a clean stop: as if it had been killed while beating.
+	js := natstest.Connect(t, ns)
+	kv, err := js.KeyValue(context.Background(), cfg.NATS.Topology.InstancesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := instances.Start(context.Background(), instances.BeatConfig{KV: kv, Self: instances.Info{Instance: instance}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a replacement that resumed would run until then
+	defer cancel()
+	err = Run(ctx, cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !errors.Is(err, ErrRestoredIncomplete) {
+		t.Fatalf("Run on a copy of a crashed instance = %v, want ErrRestoredIncomplete", err)
+	}
+	if got := instanceOf(t, cfg.Ledger); got != instance {
+		t.Fatalf("the restored copy is instance %s, want %s, left in place", got, instance)
+	}
 }

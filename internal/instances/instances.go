@@ -162,6 +162,11 @@ func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
 }
 
 // get reads and decodes the record of instance; jetstream.ErrKeyNotFound when there is none.
+// Get reads one instance's record; an error wrapping jetstream.ErrKeyNotFound when it has none.
+func Get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, error) {
+	return get(ctx, kv, instance)
+}
+
 func get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, error) {
 	e, err := kv.Get(ctx, instance)
 	if err != nil {
