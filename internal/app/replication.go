@@ -79,7 +79,20 @@ func startReplication(ctx context.Context, cfg Config, js jetstream.JetStream, l
 	if err := replica.WriteConfig(path, rc); err != nil {
 		return nil, err
 	}
-	return replica.Start(context.WithoutCancel(ctx), cfg.Replica.Litestream, path, log)
+	// A processor killed and restarted at once: its litestream, told by the parent's death to
+	// stop, may still be shipping. Two must never replicate one ledger.
+	pid := filepath.Join(cfg.DataDir, "litestream.pid")
+	if err := replica.AwaitPrevious(ctx, pid, replica.StopTimeout, log); err != nil {
+		return nil, err
+	}
+	p, err := replica.Start(context.WithoutCancel(ctx), cfg.Replica.Litestream, path, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := replica.WritePID(pid, p.Pid()); err != nil {
+		return nil, errors.Join(err, p.Stop())
+	}
+	return p, nil
 }
 
 // ErrRestoredIncomplete: a ledger restored from its replica is not proven whole, so the

@@ -462,3 +462,85 @@ func TestStart_Cancel(t *testing.T) {
 		t.Fatalf("Err() = %v, want nil", err)
 	}
 }
+
+// TestAwaitPrevious: a new start waits for the litestream recorded in the pid file until it
+// has exited, and kills one that outlives the grace; a stale file, or a pid that is not
+// litestream, is not waited for (and never killed).
+func TestAwaitPrevious(t *testing.T) {
+	bin := mustBinary(t)
+	c := replica.Config{DB: filepath.Join(t.TempDir(), "ledger.db"), Replica: "file://" + t.TempDir()}
+	db, err := ledger.Open(context.Background(), c.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := filepath.Join(t.TempDir(), "litestream.yml")
+	if err := replica.WriteConfig(cfg, c); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "litestream.pid")
+	ctx := context.Background()
+	start := func() *replica.Process {
+		p, err := replica.Start(ctx, bin, cfg, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := replica.WritePID(pidFile, p.Pid()); err != nil {
+			t.Fatal(err)
+		}
+		ps := payouts(1)
+		mustInsert(t, db, ps)
+		replicatedWithin(t, bin, c, ps[0].OutDetailNo) // up, with its signal handler
+		return p
+	}
+
+	t.Run("waits until it exits", func(t *testing.T) {
+		p := start()
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			time.Sleep(300 * time.Millisecond) // the earlier litestream takes a while to go
+			_ = p.Stop()
+		}()
+		if err := replica.AwaitPrevious(ctx, pidFile, time.Minute, testLogger(t)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.Done():
+		default:
+			t.Fatal("AwaitPrevious returned while the earlier litestream ran")
+		}
+		<-stopped
+	})
+	t.Run("kills it after the grace", func(t *testing.T) {
+		p := start()
+		if err := replica.AwaitPrevious(ctx, pidFile, 200*time.Millisecond, testLogger(t)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the earlier litestream outlived AwaitPrevious")
+		}
+	})
+	t.Run("not litestream, or gone", func(t *testing.T) {
+		for _, pid := range []int{os.Getpid(), 1 << 22} {
+			if err := replica.WritePID(pidFile, pid); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- replica.AwaitPrevious(ctx, pidFile, time.Minute, testLogger(t)) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("AwaitPrevious waited for pid %d", pid)
+			}
+			if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("pid file left behind: %v", err)
+			}
+		}
+	})
+}
