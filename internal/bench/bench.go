@@ -22,8 +22,9 @@
 //   - Queries per bill: bill queries the sandbox received ÷ bills in that drain, with
 //     callbacks on and a share of them lost, so queries are the sweep that catches those.
 //     Target ≤ 1.2.
-//   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes.
-//     Target ≤ 200 MB at the larger, and flat (≤ 1.25× the smaller's).
+//   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes, the
+//     lowest of two interleaved rounds each. Target ≤ 200 MB at the larger, and flat (≤ 1.25×
+//     the smaller's).
 //
 // Every measurement runs the sandbox (cmd/sandbox, built once per run) as a process of its
 // own, so its RSA signing and verification stay out of the measured process's CPU and
@@ -42,6 +43,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -139,7 +141,8 @@ type Report struct {
 	StartupS     float64          `json:"startup_s,omitempty"` // processor start on the prefilled ledger
 	Drain        *DrainResult     `json:"drain,omitempty"`
 	DrainBills   *BillDrainResult `json:"drain_bills,omitempty"`
-	Memory       []MemoryResult   `json:"memory,omitempty"`
+	Memory       []MemoryResult   `json:"memory,omitempty"`        // the lowest peak of each backlog
+	MemoryRounds []MemoryResult   `json:"memory_rounds,omitempty"` // every measurement, in order
 	Verdicts     []Verdict        `json:"verdicts"`
 	Profiles     []string         `json:"profiles,omitempty"`
 	Elapsed      float64          `json:"elapsed_s"`
@@ -323,23 +326,36 @@ func runDrainBills(ctx context.Context, o Options, dir, sandboxBin string, r *Re
 	return nil
 }
 
+// memoryRounds: each backlog is measured this many times, interleaved (smaller, larger,
+// smaller, …), and the lowest peak of each is judged: a peak is the most the process held at
+// once, which a garbage collection landing late can only inflate, so the lowest of a few is the
+// least noisy measure of what it needs.
+const memoryRounds = 2
+
 func runMemory(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
-	for i, n := range o.Backlogs {
-		sub := filepath.Join(dir, fmt.Sprint(n))
-		e, err := newEnv(ctx, sub, sandboxBin, log)
-		if err != nil {
-			return err
+	var best [2]MemoryResult
+	for round := 0; round < memoryRounds; round++ {
+		for i, n := range o.Backlogs {
+			sub := filepath.Join(dir, fmt.Sprintf("%d-%d", n, round))
+			e, err := newEnv(ctx, sub, sandboxBin, log)
+			if err != nil {
+				return err
+			}
+			log.Info("memory", "backlog", n, "round", round+1)
+			m, err := e.memory(ctx, filepath.Join(sub, "processor"), n, uint64(10+i))
+			e.Close()
+			if err != nil {
+				return err
+			}
+			log.Info("memory", "backlog", n, "round", round+1, "peak_mb", m.PeakMB)
+			r.MemoryRounds = append(r.MemoryRounds, m)
+			if round == 0 || m.PeakMB < best[i].PeakMB {
+				best[i] = m
+			}
 		}
-		log.Info("memory", "backlog", n)
-		m, err := e.memory(ctx, filepath.Join(sub, "processor"), n, uint64(10+i))
-		e.Close()
-		if err != nil {
-			return err
-		}
-		log.Info("memory", "backlog", n, "peak_mb", m.PeakMB)
-		r.Memory = append(r.Memory, m)
 	}
-	small, large := r.Memory[0], r.Memory[1]
+	r.Memory = best[:]
+	small, large := best[0], best[1]
 	r.verdict(fmt.Sprintf("peak RSS MB at %d backlog", large.Backlog), large.PeakMB, TargetPeakMB, false)
 	r.verdict(fmt.Sprintf("peak RSS %d ÷ %d backlog", large.Backlog, small.Backlog), large.PeakMB/small.PeakMB, TargetFlat, false)
 	return nil
@@ -391,7 +407,14 @@ func (r *Report) WriteText(w io.Writer) {
 			d.FirstCreate, d.LastCreate, float64(d.Bills)/max(d.LastCreate-d.FirstCreate, 1e-9), d.LastSettled)
 	}
 	for _, m := range r.Memory {
-		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB, m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
+		var rounds []string
+		for _, x := range r.MemoryRounds {
+			if x.Backlog == m.Backlog {
+				rounds = append(rounds, fmt.Sprintf("%.1f", x.PeakMB))
+			}
+		}
+		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB (lowest of %s)\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB,
+			strings.Join(rounds, ", "), m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
 	}
 	tw.Flush()
 	r.writeStages(w)
