@@ -1,7 +1,7 @@
 // Command bench runs the limit benchmarks (make bench; README "Performance"): the intake, ledger growth
 // and drain ratios, the drain ratio and queries per bill on the transfer-bills rail, and the
 // processor's peak memory, printing a table and one PASS/FAIL line per target, and writing
-// JSON, benchstat text and CPU profiles under bench/results/. A full run takes about 25
+// JSON, benchstat text and CPU profiles under bench/results/. A full run takes about 27
 // minutes, 17 of them the bills drain (100k creates at WeChat's 100/s); for a quick look:
 //
 //	go run ./cmd/bench -only drain-bills -drain-bills 5000
@@ -29,7 +29,7 @@ var errFailed = errors.New("a target failed")
 
 const usage = `usage: bench [-only intake,growth,drain,drain-bills,memory] [flags]
 
-Runs the performance benchmarks (README, "Performance") and prints one PASS/FAIL line per target (about 25
+Runs the performance benchmarks (README, "Performance") and prints one PASS/FAIL line per target (about 27
 minutes in full). Exit status: 0 every target passed, 1 a target failed, 2 usage or run error.
 
 flags:
