@@ -2,6 +2,7 @@ package soak
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -83,6 +84,7 @@ func (s *soak) startSandbox(ctx context.Context) error {
 type processor struct {
 	name, bin, dir, conf, ledger, logPath string
 	p                                     *proc
+	runsBefore                            int // runs() when the current process was started
 }
 
 // processorConfig is a fast-paced configs/demo-processor.yaml on the cluster (through the
@@ -168,17 +170,37 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),
 		logPath: filepath.Join(dir, "processor.log"),
 	}
-	return p, writeProcessorConfig(p.conf, s.processorConfig(dir, keyPath, listen))
+	cfg := s.processorConfig(dir, keyPath, listen)
+	if s.cfg.DiskLoss && i == 1 {
+		// The replica lives off the processor's data dir: what loseDisk deletes.
+		cfg.Replica = app.ReplicaConfig{URL: "file://" + filepath.Join(s.cfg.Dir, "replica-"+name), SyncInterval: 200 * time.Millisecond, Litestream: s.litestream}
+	}
+	return p, writeProcessorConfig(p.conf, cfg)
 }
 
 // start runs the processor on its config; its log is appended to across restarts.
 func (p *processor) start() error {
+	p.runsBefore = p.runs()
 	pr, err := start(p.name, p.bin, []string{"run", "--config", p.conf}, p.logPath, nil)
 	if err != nil {
 		return err
 	}
 	p.p = pr
 	return nil
+}
+
+// runningLine is what a processor logs once it consumes.
+const runningLine = `msg="processor running"`
+
+// runs counts the times the processor's log says it was running.
+func (p *processor) runs() int {
+	b, _ := os.ReadFile(p.logPath)
+	return bytes.Count(b, []byte(runningLine))
+}
+
+// running reports whether the processor's current process has come up and consumes.
+func (p *processor) running() bool {
+	return p.p != nil && !p.p.exited() && p.runs() > p.runsBefore
 }
 
 // kill SIGKILLs the processor: no shutdown code runs, as in a power cut.

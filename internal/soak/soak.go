@@ -39,6 +39,8 @@ import (
 
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/faultproxy"
+	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -66,7 +68,11 @@ type Config struct {
 	// more than the quota make the sandbox answer 429 under load, and every replica must back off
 	// without ever changing a number.
 	Quota, Share int
-	Log          io.Writer // progress lines; nil: discarded
+	// DiskLoss replicates the first processor's ledger with litestream and, once mid-run,
+	// stops it cleanly, deletes its ledger for good and starts it again: it must restore the
+	// file from the replica and finish as the same instance.
+	DiskLoss bool
+	Log      io.Writer // progress lines; nil: discarded
 }
 
 // Products (Config.Product), as the processor's wechatpay.product.
@@ -80,7 +86,7 @@ func DefaultConfig() Config {
 	return Config{
 		Product: ProductBatches, Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
 		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
-		Quota: 50, Share: 25,
+		Quota: 50, Share: 25, DiskLoss: true,
 	}
 }
 
@@ -136,10 +142,15 @@ type Report struct {
 	Kills        int    // processor SIGKILLs
 	Crashes      int    // processor exits nobody asked for (restarted too)
 	NATSRestarts int
-	ClaimCuts    int // processor connections cut right after a claim was sent: the claim landed, its reply was lost
-	Sandbox      wechatpaytest.Stats
-	Elapsed      time.Duration
-	Checks       []Check
+	ClaimCuts    int    // processor connections cut right after a claim was sent: the claim landed, its reply was lost
+	DiskLosses   int    // ledgers deleted for good after a clean stop, to be restored from their replica
+	DiskLossErr  string // why the disk loss could not be played out; "" when it was
+	// LostEvents is how many ledger events the restored copies lacked (the lost window of a
+	// clean stop is 0: it closes the ledger before it stops litestream).
+	LostEvents int64
+	Sandbox    wechatpaytest.Stats
+	Elapsed    time.Duration
+	Checks     []Check
 }
 
 // Check is one verdict of the final verification.
@@ -172,8 +183,8 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "payees: %d decline, %d never confirm; upstream cancels: %d mid-run, %d of finished or unknown payouts; callbacks delivered %d, lost %d\n",
 			r.Declining, r.NeverConfirm, r.Cancels, r.LateCancels, r.Sandbox.Notified, r.Sandbox.NotifyLost)
 	}
-	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, claim replies lost %d, wall time %s\n",
-		r.Kills, r.Crashes, r.NATSRestarts, r.ClaimCuts, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, claim replies lost %d, ledgers lost and restored %d (%d events lost), wall time %s\n",
+		r.Kills, r.Crashes, r.NATSRestarts, r.ClaimCuts, r.DiskLosses, r.LostEvents, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(w, "sandbox: faults %v, rate limited (429) %d, requests %v\n", r.Sandbox.Faults, r.Sandbox.RateLimited, r.Sandbox.Requests)
 	for _, c := range r.Checks {
 		verdict := "PASS"
@@ -237,7 +248,10 @@ type soak struct {
 	rng  *rand.Rand
 	bin  string
 	root string // module root: the test keys live under it
-	work *workload
+	// litestream is the replicating binary (DiskLoss); "" without.
+	litestream string
+	diskLost   bool // loseDisk has been tried
+	work       *workload
 
 	nodes        []*natsNode
 	natsURL      string
@@ -291,6 +305,11 @@ func (s *soak) prepare(ctx context.Context) error {
 		s.bin = filepath.Join(s.cfg.Dir, "bin")
 		s.logf("building %v into %s", Binaries, s.bin)
 		if err := Build(ctx, s.bin); err != nil {
+			return err
+		}
+	}
+	if s.cfg.DiskLoss {
+		if s.litestream, err = replica.Binary(s.root); err != nil {
 			return err
 		}
 	}
@@ -439,6 +458,14 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 			}
 			continue
 		}
+		if s.cfg.DiskLoss && !s.diskLost && s.rep.Kills >= 3 {
+			s.diskLost = true // once, whatever comes of it: the check says
+			if err := s.loseDisk(ctx); err != nil {
+				s.rep.DiskLossErr = err.Error()
+				s.logf("disk loss of %s: %v", s.procs[0].name, err)
+			}
+			continue
+		}
 		p := s.procs[s.rng.IntN(len(s.procs))]
 		p.kill()
 		s.rep.Kills++
@@ -447,6 +474,64 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 		}
 		s.logf("killed and restarted %s (kill %d; %d/%d payouts final)", p.name, s.rep.Kills, final, len(s.work.valid))
 	}
+}
+
+// loseDisk stops the first processor cleanly (its ledger closed, then litestream, which ships
+// the last commits), deletes its ledger and litestream's state for good, and starts it again:
+// it must restore the file from its replica, pass its checks and finish as the same instance.
+// The events the copy lacks are counted in the report.
+func (s *soak) loseDisk(ctx context.Context) error {
+	p := s.procs[0]
+	// A clean stop of a processor still starting up is not the case at hand: wait until it runs.
+	if err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		return p.running(), p.name + " not running yet"
+	}); err != nil {
+		return err
+	}
+	if err := p.p.stop(time.Minute); err != nil {
+		return fmt.Errorf("clean stop: %w", err)
+	}
+	instance, before, err := ledgerPosition(ctx, p.ledger)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{p.ledger, p.ledger + "-wal", p.ledger + "-shm", replica.MetaDir(p.ledger)} {
+		if err := os.RemoveAll(f); err != nil {
+			return err
+		}
+	}
+	s.rep.DiskLosses++
+	s.logf("deleted %s's ledger for good (it had reached event %d); restarting it on its replica", p.name, before)
+	if err := p.start(); err != nil {
+		return err
+	}
+	var restored string
+	err = poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		id, after, err := ledgerPosition(ctx, p.ledger)
+		if err != nil {
+			return false, err.Error()
+		}
+		restored = id
+		s.rep.LostEvents = before - min(after, before)
+		s.logf("%s restored its ledger (instance %s) up to event %d of %d", p.name, id, after, before)
+		return true, ""
+	})
+	if err == nil && restored != instance {
+		err = fmt.Errorf("%s came back as instance %s, not %s: a new ledger, not the restored one", p.name, restored, instance)
+	}
+	return err
+}
+
+// ledgerPosition is the instance id and the last event of the ledger file at path
+// (read-only, beside its writer).
+func ledgerPosition(ctx context.Context, path string) (string, int64, error) {
+	db, err := ledger.OpenReadOnly(ctx, path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer db.Close()
+	_, ev := db.Position()
+	return db.InstanceID(), ev, nil
 }
 
 // restartNATSNode SIGKILLs one cluster node, waits a few seconds and starts it again on its

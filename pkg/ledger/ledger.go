@@ -196,6 +196,12 @@ func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*DB, error)
 	if err == nil {
 		err = db.loadMerchant(ctx, db.rdb, false)
 	}
+	if err == nil {
+		var seq, ev int64
+		err = db.rdb.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM payouts), (SELECT coalesce(max(id), 0) FROM events)`).Scan(&seq, &ev)
+		db.posSeq.Store(seq)
+		db.posEvent.Store(ev)
+	}
 	if err != nil {
 		db.rdb.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
@@ -492,7 +498,8 @@ func (db *DB) writeLocked(ctx context.Context, fn func(tx *sql.Conn) error) (too
 
 // Position returns the last payout seq and the last event id committed to the file: where
 // this ledger stands, cheaply and safely from any goroutine (a heartbeat reports it, so a
-// restored copy can be compared with what its writer last committed).
+// restored copy can be compared with what its writer last committed). A DB from OpenReadOnly
+// reports the file as it was when opened.
 func (db *DB) Position() (lastSeq, lastEvent int64) {
 	return db.posSeq.Load(), db.posEvent.Load()
 }

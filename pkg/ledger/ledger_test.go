@@ -259,6 +259,14 @@ func TestPosition(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if s3, e3 := ro.Position(); s3 != seq || e3 != ev2 {
+		t.Fatalf("read-only Position() = %d, %d, want %d, %d", s3, e3, seq, ev2)
+	}
 	db = mustOpenPath(t, path)
 	defer db.Close()
 	if s3, e3 := db.Position(); s3 != seq || e3 != ev2 {
