@@ -145,6 +145,7 @@ type Report struct {
 	ClaimCuts    int    // processor connections cut right after a claim was sent: the claim landed, its reply was lost
 	DiskLosses   int    // ledgers deleted for good after a clean stop, to be restored from their replica
 	DiskLossErr  string // why the disk loss could not be played out; "" when it was
+	DiskLossHeld int64  // events the deleted ledger held
 	// LostEvents is how many ledger events the restored copies lacked (the lost window of a
 	// clean stop is 0: it closes the ledger before it stops litestream).
 	LostEvents int64
@@ -458,7 +459,8 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 			}
 			continue
 		}
-		if s.cfg.DiskLoss && !s.diskLost && s.rep.Kills >= 3 {
+		// Once everything is published, so the lost ledger holds a good part of the run.
+		if s.cfg.DiskLoss && !s.diskLost && s.rep.Kills >= 3 && isPublished {
 			s.diskLost = true // once, whatever comes of it: the check says
 			if err := s.loseDisk(ctx); err != nil {
 				s.rep.DiskLossErr = err.Error()
@@ -501,6 +503,7 @@ func (s *soak) loseDisk(ctx context.Context) error {
 		}
 	}
 	s.rep.DiskLosses++
+	s.rep.DiskLossHeld = before
 	s.logf("deleted %s's ledger for good (it had reached event %d); restarting it on its replica", p.name, before)
 	if err := p.start(); err != nil {
 		return err
