@@ -160,18 +160,7 @@ func TestRun_PoisonDoesNotHarmNeighbours(t *testing.T) {
 	o.Count, o.Seed, o.InvalidRate, o.FailRate = 600, 12, 0, 0
 	sent := publish(t, p.js, o)
 
-	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	waitFinal(t, db, len(sent.valid), time.Minute)
-	paid := srv.Paid()
-	for key := range sent.valid {
-		if paid[key] != 1 {
-			t.Errorf("%s paid %d times, want 1", key, paid[key])
-		}
-	}
+	waitPaidOnce(t, cfg.Ledger, srv, sent.valid)
 	dls := deadLetters(t, p.js, cfg.NATS.Topology.DeadLetterStream, payout.ClassInvalid, 1)
 	if got := dls[0].Headers().Get(payout.HeaderBody); !strings.HasPrefix(got, "truncated") {
 		t.Errorf("dead letter body note %q, want truncated", got)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/replica"
@@ -24,21 +25,8 @@ import (
 // litestream replica, checks it and resumes as the same instance: every batch keeps its
 // number, and every payout is paid exactly once by the sandbox's own record.
 func TestRun_DiskLost(t *testing.T) {
-	bin, err := replica.Binary("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
-	ns := natstest.Run(t)
-	cfg := testConfig(t, srv)
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.Replica = ReplicaConfig{URL: "file://" + filepath.Join(t.TempDir(), "replica"), SyncInterval: 100 * time.Millisecond, Litestream: bin}
-	// The key file lives off the disk that is lost.
-	key := filepath.Join(t.TempDir(), "merchant.pem")
-	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
-		t.Fatal(err)
-	}
-	cfg.WeChatPay.PrivateKeyFile = key
+	cfg, _ := replicatedConfig(t, srv)
 
 	a := startProcessor(t, cfg, io.Discard)
 	o := synth.DefaultOptions()
@@ -69,19 +57,7 @@ func TestRun_DiskLost(t *testing.T) {
 			t.Fatalf("confirm %s: %v", no, err)
 		}
 	}
-	db, err := ledger.OpenReadOnly(context.Background(), cfg.Ledger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	waitFinal(t, db, len(sent.valid), time.Minute)
-
-	paid := srv.Paid()
-	for key := range sent.valid {
-		if paid[key] != 1 {
-			t.Errorf("%s paid %d times, want 1", key, paid[key])
-		}
-	}
+	waitPaidOnce(t, cfg.Ledger, srv, sent.valid)
 	var after []string
 	for _, b := range srv.Batches() {
 		after = append(after, b.OutBatchNo)
@@ -110,20 +86,7 @@ func instanceOf(t *testing.T, path string) string {
 // batch already sent: the replacement restores the file but refuses to take work on it
 // (ErrRestoredIncomplete), leaving it in place for recovery.
 func TestRun_DiskLostAfterCrash(t *testing.T) {
-	bin, err := replica.Binary("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
-	ns := natstest.Run(t)
-	cfg := testConfig(t, srv)
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.Replica = ReplicaConfig{URL: "file://" + filepath.Join(t.TempDir(), "replica"), SyncInterval: 100 * time.Millisecond, Litestream: bin}
-	key := filepath.Join(t.TempDir(), "merchant.pem")
-	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
-		t.Fatal(err)
-	}
-	cfg.WeChatPay.PrivateKeyFile = key
+	cfg, ns := replicatedConfig(t, wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200)))
 
 	a := startProcessor(t, cfg, io.Discard)
 	o := synth.DefaultOptions()
@@ -153,4 +116,25 @@ func TestRun_DiskLostAfterCrash(t *testing.T) {
 	if got := instanceOf(t, cfg.Ledger); got != instance {
 		t.Fatalf("the restored copy is instance %s, want %s, left in place", got, instance)
 	}
+}
+
+// replicatedConfig is testConfig on a NATS server of its own (it outlives the processors) with
+// the ledger replicated by litestream into a directory, and the key file off the data dir
+// (the disk these tests lose).
+func replicatedConfig(t *testing.T, srv *wechatpaytest.Server) (Config, *server.Server) {
+	t.Helper()
+	bin, err := replica.Binary("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := natstest.Run(t)
+	cfg := testConfig(t, srv)
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.Replica = ReplicaConfig{URL: "file://" + filepath.Join(t.TempDir(), "replica"), SyncInterval: 100 * time.Millisecond, Litestream: bin}
+	key := filepath.Join(t.TempDir(), "merchant.pem")
+	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WeChatPay.PrivateKeyFile = key
+	return cfg, ns
 }

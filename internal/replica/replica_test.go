@@ -433,25 +433,9 @@ func TestStart_Exits(t *testing.T) {
 
 // TestStart_Cancel: cancelling Start's ctx stops litestream as Stop does, cleanly.
 func TestStart_Cancel(t *testing.T) {
-	bin := mustBinary(t)
-	c := replica.Config{DB: filepath.Join(t.TempDir(), "ledger.db"), Replica: "file://" + t.TempDir()}
-	db, err := ledger.Open(context.Background(), c.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := filepath.Join(t.TempDir(), "litestream.yml")
-	if err := replica.WriteConfig(cfg, c); err != nil {
-		t.Fatal(err)
-	}
+	l := newLedgerReplica(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := replica.Start(ctx, bin, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := payouts(1)
-	mustInsert(t, db, ps)
-	replicatedWithin(t, bin, c, ps[0].OutDetailNo) // litestream is up, its signal handler too
+	p := l.start(ctx, t)
 	cancel()
 	select {
 	case <-p.Done():
@@ -467,30 +451,14 @@ func TestStart_Cancel(t *testing.T) {
 // has exited, and kills one that outlives the grace; a stale file, or a pid that is not
 // litestream, is not waited for (and never killed).
 func TestAwaitPrevious(t *testing.T) {
-	bin := mustBinary(t)
-	c := replica.Config{DB: filepath.Join(t.TempDir(), "ledger.db"), Replica: "file://" + t.TempDir()}
-	db, err := ledger.Open(context.Background(), c.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := filepath.Join(t.TempDir(), "litestream.yml")
-	if err := replica.WriteConfig(cfg, c); err != nil {
-		t.Fatal(err)
-	}
+	l := newLedgerReplica(t)
 	pidFile := filepath.Join(t.TempDir(), "litestream.pid")
 	ctx := context.Background()
 	start := func() *replica.Process {
-		p, err := replica.Start(ctx, bin, cfg, testLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := l.start(ctx, t)
 		if err := replica.WritePID(pidFile, p.Pid()); err != nil {
 			t.Fatal(err)
 		}
-		ps := payouts(1)
-		mustInsert(t, db, ps)
-		replicatedWithin(t, bin, c, ps[0].OutDetailNo) // up, with its signal handler
 		return p
 	}
 
@@ -543,4 +511,41 @@ func TestAwaitPrevious(t *testing.T) {
 			}
 		}
 	})
+}
+
+// ledgerReplica is a ledger file with a litestream config replicating it into a directory.
+type ledgerReplica struct {
+	bin, cfg string
+	c        replica.Config
+	db       *ledger.DB
+}
+
+func newLedgerReplica(t *testing.T) *ledgerReplica {
+	t.Helper()
+	l := &ledgerReplica{bin: mustBinary(t), cfg: filepath.Join(t.TempDir(), "litestream.yml"),
+		c: replica.Config{DB: filepath.Join(t.TempDir(), "ledger.db"), Replica: "file://" + t.TempDir()}}
+	db, err := ledger.Open(context.Background(), l.c.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	l.db = db
+	if err := replica.WriteConfig(l.cfg, l.c); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// start runs litestream on the ledger and returns once it has shipped a new payout: it is up,
+// its signal handler too.
+func (l *ledgerReplica) start(ctx context.Context, t *testing.T) *replica.Process {
+	t.Helper()
+	p, err := replica.Start(ctx, l.bin, l.cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := payouts(1)
+	mustInsert(t, l.db, ps)
+	replicatedWithin(t, l.bin, l.c, ps[0].OutDetailNo)
+	return p
 }
