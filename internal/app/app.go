@@ -137,6 +137,13 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream topology: %w", err)
 	}
+	// A restored copy is judged before anything, litestream included, touches it.
+	if restored {
+		if err := checkRestored(ctx, jso.instances, db); err != nil {
+			return err
+		}
+		log.Warn("the restored ledger is complete: the instance stopped cleanly at the event the copy ends with; resuming")
+	}
 	if cfg.Replica.URL != "" {
 		if lite, err = startReplication(ctx, cfg, js, log); err != nil {
 			return err
@@ -194,12 +201,6 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 			return err
 		}
 		defer stop()
-	}
-	if restored {
-		if err := checkRestored(ctx, jso.instances, db); err != nil {
-			return err
-		}
-		log.Warn("the restored ledger is complete: the instance stopped cleanly at the event the copy ends with; resuming")
 	}
 	// The heartbeat starts before any work is taken and stops (clean) only after the
 	// pipeline has: a retired instance never works, a stopped one has finished.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 )
 
@@ -464,21 +465,29 @@ func TestAwaitPrevious(t *testing.T) {
 
 	t.Run("waits until it exits", func(t *testing.T) {
 		p := start()
-		stopped := make(chan struct{})
+		waiting := testingutil.NewLogWatch("still running")
+		awaited := make(chan error, 1)
 		go func() {
-			defer close(stopped)
-			time.Sleep(300 * time.Millisecond) // the earlier litestream takes a while to go
-			_ = p.Stop()
+			awaited <- replica.AwaitPrevious(ctx, pidFile, time.Minute, slog.New(slog.NewTextHandler(waiting, nil)))
 		}()
-		if err := replica.AwaitPrevious(ctx, pidFile, time.Minute, testLogger(t)); err != nil {
+		select {
+		case <-waiting.Seen(): // it found the earlier litestream and waits for it
+		case err := <-awaited:
+			t.Fatalf("AwaitPrevious returned (%v) while the earlier litestream ran", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("AwaitPrevious neither waited nor returned")
+		}
+		if err := p.Stop(); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-p.Done():
-		default:
-			t.Fatal("AwaitPrevious returned while the earlier litestream ran")
+		case err := <-awaited:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("AwaitPrevious still waiting after the earlier litestream exited")
 		}
-		<-stopped
 	})
 	t.Run("kills it after the grace", func(t *testing.T) {
 		p := start()
