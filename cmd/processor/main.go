@@ -25,6 +25,7 @@ commands:
   api     send an ad-hoc signed APIv3 request (processor api [--dry-run] METHOD PATH)
   summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])
   status  the status page in a terminal (processor status [--ledger FILE] [--url http://127.0.0.1:8091] [--config FILE] [--json])
+  adopt   take over a lost instance's payouts (processor adopt --instance ID [--plan] [--config FILE])
 `
 
 // commands are the subcommands of processor.
@@ -34,6 +35,7 @@ var commands = map[string]cli.Command{
 	"api":     cmdAPI,
 	"summary": cmdSummary,
 	"status":  cmdStatus,
+	"adopt":   cmdAdopt,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,

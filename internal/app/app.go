@@ -21,6 +21,7 @@ import (
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/instances"
+	"github.com/paystream/paystream/internal/journal"
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/pipeline"
@@ -85,6 +86,9 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 	log = log.With("instance", db.InstanceID())
+	if x, err := db.Adopting(ctx); err != nil || x != "" {
+		return errors.Join(err, fmt.Errorf("%w: of instance %s; run `processor adopt --instance %s` again to finish it", ErrAdoptionUnfinished, x, x))
+	}
 
 	// The operator's listener comes up first: /livez answers, and /readyz says what is
 	// missing, while the replica still waits for JetStream.
@@ -178,6 +182,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer pub.Close()
 
+	var live *liveness // set before the pipeline runs
 	store := claims.New(js, jso.claims, db.InstanceID(), claims.WithLogger(log), claims.WithObserver(m.ClaimsObserver()))
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
 		Consumer: jso.requests, Claims: store, DB: db, API: api, Publisher: pub,
@@ -186,6 +191,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
 		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"), Metrics: m,
+		Journal: jso.journal, Leased: func() bool { return live != nil && live.leased(topo.SilentAfter) },
 	})
 	if err != nil {
 		return err
@@ -204,7 +210,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	// The heartbeat starts before any work is taken and stops (clean) only after the
 	// pipeline has: a retired instance never works, a stopped one has finished.
-	live, err := startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version}, h, m, log)
+	live, err = startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version}, h, m, log)
 	if err != nil {
 		return err
 	}
@@ -255,6 +261,9 @@ func ensureTopology(ctx context.Context, js jetstream.JetStream, topo broker.Top
 		if err == nil {
 			o.instances, err = instances.Ensure(actx, js, topo.InstancesBucket, topo.Replicas)
 		}
+		if err == nil {
+			o.journal, err = journal.Ensure(actx, js, topo.BatchesBucket, topo.Replicas, topo.MaxAge)
+		}
 		cancel()
 		var apiErr *jetstream.APIError
 		switch {
@@ -281,6 +290,7 @@ type jsObjects struct {
 	cancels   jetstream.Consumer // this instance's own consumer of cancels
 	claims    jetstream.KeyValue
 	instances jetstream.KeyValue // heartbeats (internal/instances)
+	journal   *journal.Journal   // sealed batches before their first send
 }
 
 // resultsPrefix turns "payouts.results.>" into "payouts.results".

@@ -177,6 +177,7 @@ func (c Config) Validate() error {
 		{t.DeadLetterMaxAge < 24*time.Hour, "nats.topology.dead-letter-max-age", t.DeadLetterMaxAge, "≥ 24h, long enough for upstream to read its refusals"},
 		{len(t.Backoff) > 0 && t.Backoff[0] < t.AckWait, "nats.topology.backoff", t.Backoff, "JetStream uses the first step as the ack wait: it must be ≥ ack-wait"},
 		{t.InstancesBucket == "", "nats.topology.instances-bucket", nil, "required"},
+		{t.BatchesBucket == "", "nats.topology.batches-bucket", nil, "required"},
 		{t.HeartbeatEvery <= 0, "nats.topology.heartbeat-every", t.HeartbeatEvery, "must be positive"},
 		{t.SilentAfter < 3*t.HeartbeatEvery, "nats.topology.silent-after", t.SilentAfter, "must be at least 3 × heartbeat-every: a beat or two lost is not a silent instance"},
 		{t.ClaimsTTL < 24*time.Hour, "nats.topology.claims-ttl", t.ClaimsTTL, "must outlive every redelivery and replay window (≥ 24h; default 90 days)"},

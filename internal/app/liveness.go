@@ -119,6 +119,14 @@ func (l *liveness) report(silent []instances.Record) {
 	}
 }
 
+// leased reports whether the last heartbeat written is younger than half of silentAfter: an
+// adopter judges an instance lost only once it has been silent for silentAfter, so an
+// instance that acts only while leased never acts after an adopter has begun (given clocks
+// within silentAfter/2 of each other).
+func (l *liveness) leased(silentAfter time.Duration) bool {
+	return time.Since(l.beat.LastBeat()) < silentAfter/2
+}
+
 // fenced is closed when the heartbeat ended on its own: the instance was retired, or another
 // process writes its heartbeat. Err says which.
 func (l *liveness) fenced() <-chan struct{} { return l.beat.Done() }

@@ -53,6 +53,10 @@ type Topology struct {
 	InstancesBucket string        `yaml:"instances-bucket"`
 	HeartbeatEvery  time.Duration `yaml:"heartbeat-every"` // how often an instance beats
 	SilentAfter     time.Duration `yaml:"silent-after"`    // an instance not seen this long without a clean stop is silent
+
+	// BatchesBucket is the object store where every batch is journaled before its first
+	// send (internal/journal), kept max-age: what an adopter resumes when a ledger is lost.
+	BatchesBucket string `yaml:"batches-bucket"`
 }
 
 // DefaultTopology returns the production defaults.
@@ -77,6 +81,7 @@ func DefaultTopology() Topology {
 		ClaimsBucket:      "payout_claims",
 		ClaimsTTL:         90 * 24 * time.Hour,
 		InstancesBucket:   "paystream_instances",
+		BatchesBucket:     "paystream_batches",
 		HeartbeatEvery:    10 * time.Second,
 		SilentAfter:       2 * time.Minute,
 	}

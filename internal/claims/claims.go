@@ -373,14 +373,17 @@ func (s *Store) bucketGone(ctx context.Context, err error) bool {
 
 // value is the claim value for digest d: "<instance>;<hex of d's first DigestSize bytes>",
 // or "<instance>" when d is empty.
-func (s *Store) value(d []byte) []byte {
+func (s *Store) value(d []byte) []byte { return encode(s.instance, d) }
+
+// encode is the claim value of instance for digest d (see Store.value).
+func encode(instance string, d []byte) []byte {
 	d = d[:min(len(d), DigestSize)]
-	n := len(s.instance)
+	n := len(instance)
 	if len(d) == 0 {
-		return []byte(s.instance)
+		return []byte(instance)
 	}
 	v := make([]byte, n+1+hex.EncodedLen(len(d)))
-	copy(v, s.instance)
+	copy(v, instance)
 	v[n] = ';'
 	hex.Encode(v[n+1:], d)
 	return v

@@ -12,6 +12,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/paystream/paystream/internal/backoff"
+	"github.com/paystream/paystream/internal/journal"
 
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -73,6 +74,10 @@ type driver struct {
 	inFlight atomic.Int64    // len(inflight), for readers on other goroutines (Runtime)
 	finishes *finishes       // reports batches that reached their end
 	prog     *progress
+
+	journal   *journal.Journal // nil: no journal
+	journaled sync.Map         // out_batch_no → true once put by this process
+	leased    func() bool      // nil: always
 }
 
 func (d *driver) run(ctx context.Context) error {
@@ -180,11 +185,62 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 		}
 		return
 	}
+	if d.leased != nil && !d.leased() {
+		// An adopter may be judging this instance lost: it must not find a send it could not
+		// see coming (docs/replication.md#adoption).
+		d.hold(ctx, b, codeHeartbeatStale, "batch held: this instance's heartbeat is stale; nothing is sent until it beats again")
+		return
+	}
+	if err := d.journalBatch(ctx, b); err != nil {
+		d.hold(ctx, b, codeJournalUnavailable, "batch held: it cannot be journaled, and is never sent unjournaled", "err", err)
+		return
+	}
 	d.prog.steps.Add(1)
 	if err := r.step(ctx, b); err != nil && ctx.Err() == nil {
 		d.log.Error("batch step failed", "out_batch_no", b.OutBatchNo, "err", err)
 	}
 	d.finishes.check(ctx, b.OutBatchNo)
+}
+
+// Codes of a batch held back by the driver itself (ledger last_error_code).
+const (
+	codeHeartbeatStale     = "HEARTBEAT_STALE"
+	codeJournalUnavailable = "JOURNAL_UNAVAILABLE"
+)
+
+// holdRetry is how soon a held batch is looked at again.
+const holdRetry = 2 * time.Second
+
+// hold puts b off for holdRetry with code, logging why at WARN.
+func (d *driver) hold(ctx context.Context, b ledger.Batch, code, msg string, args ...any) {
+	d.log.Warn(msg, append([]any{"out_batch_no", b.OutBatchNo, "code", code}, args...)...)
+	if err := d.db.Reschedule(context.WithoutCancel(ctx), b.OutBatchNo, d.now().Add(holdRetry), code, false); err != nil {
+		d.log.Error("rescheduling batch", "out_batch_no", b.OutBatchNo, "err", err)
+	}
+}
+
+// journalBatch puts a batch that may still be sent (SEALED: not yet accepted, or on rail
+// bills not yet settled) into the journal, once per process, before its first send.
+func (d *driver) journalBatch(ctx context.Context, b ledger.Batch) error {
+	if d.journal == nil || b.State != ledger.BatchSealed {
+		return nil
+	}
+	if _, ok := d.journaled.Load(b.OutBatchNo); ok {
+		return nil
+	}
+	full, err := d.db.Batch(ctx, b.OutBatchNo)
+	if err != nil {
+		return err
+	}
+	err = d.journal.Put(ctx, journal.Entry{
+		Instance: d.db.InstanceID(), OutBatchNo: full.OutBatchNo, Rail: full.Rail, GroupKey: full.GroupKey, MchID: full.MchID,
+		TotalAmount: full.TotalAmount, TotalNum: full.TotalNum, SealedAt: full.SealedAt, Body: full.Body, Bills: full.Bills,
+	})
+	if err != nil {
+		return err
+	}
+	d.journaled.Store(b.OutBatchNo, true)
+	return nil
 }
 
 // codeRailNotConfigured is the last_error_code of a batch on a rail no processor here drives

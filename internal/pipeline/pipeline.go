@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/journal"
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
@@ -128,8 +129,15 @@ type Deps struct {
 	Cancels      jetstream.Consumer
 	CancelPrefix string // default payout.CancelPrefix
 	HashKey      []byte // keys the content hash of requests
-	Now          func() time.Time
-	Log          *slog.Logger
+	// Journal receives every sealed batch before its first send (internal/journal), so an
+	// adopter can resume it if this ledger's disk is lost; nil: none (tests of one replica).
+	Journal *journal.Journal
+	// Leased reports whether this instance's heartbeat is recent enough that no adopter can
+	// have judged it lost; while it is false the driver sends and queries nothing. nil:
+	// always leased.
+	Leased func() bool
+	Now    func() time.Time
+	Log    *slog.Logger
 	// Metrics receives the pipeline's counters and histograms; nil: a private
 	// metrics.New("") that nobody scrapes. The WeChat Pay client, the claims store and the
 	// ledger are observed through their own options (see metrics.Metrics).
@@ -239,7 +247,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			create: newThrottle(cfg.RateLimit.Create, d.Now), query: newThrottle(cfg.RateLimit.Query, d.Now),
 			detail: newThrottle(cfg.RateLimit.Detail, d.Now), cancel: newThrottle(cfg.RateLimit.Cancel, d.Now),
 			wake: wakeDriver, changed: poke(wakeOutcomes), now: d.Now, log: d.Log, inflight: map[string]bool{},
-			finishes: fin, prog: prog,
+			finishes: fin, prog: prog, journal: d.Journal, leased: d.Leased,
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log,
 			now: d.Now, m: d.Metrics, prog: prog},

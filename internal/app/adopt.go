@@ -1,0 +1,166 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/instances"
+	"github.com/paystream/paystream/internal/pipeline"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/wechatpay"
+)
+
+// ErrAdoptionUnfinished: the ledger is marked by an adoption that has not moved every claim
+// yet (ledger.DB.BeginAdoption); Run refuses it until `processor adopt` is run again.
+var ErrAdoptionUnfinished = errors.New("an adoption is unfinished")
+
+// AdoptOptions says whom to adopt and how.
+type AdoptOptions struct {
+	Instance   string       // the lost instance
+	Plan       bool         // say what would be done; change nothing
+	Log        *slog.Logger // default slog.Default()
+	HTTPClient *http.Client // for the WeChat Pay client's key id only; nil: default
+}
+
+// Adopt makes this config's ledger take over the payouts of the lost instance o.Instance
+// (docs/replication.md#adoption): it retires the instance (fenced: it refuses an instance
+// that is alive, and of two adopters one wins), records its payouts here (pipeline.Adopt),
+// moves their claims to this instance and ends the adoption. The processor of this ledger
+// must not be running (the ledger's lock refuses it); start it afterwards to pay and follow
+// what was adopted. Run again after a failure, Adopt resumes where it stopped.
+func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.NATS.URL == "" {
+		return pipeline.Adoption{}, errors.New("adopt needs the NATS cluster the lost instance used (nats.url); the embedded server holds only its own processor's claims")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return pipeline.Adoption{}, fmt.Errorf("data dir: %w", err)
+	}
+	db, err := openForAdopt(ctx, cfg, o.Plan, log)
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	defer db.Close()
+	self := db.InstanceID()
+	if self == o.Instance {
+		return pipeline.Adoption{}, fmt.Errorf("%s is this ledger's own instance", self)
+	}
+	log = log.With("instance", self, "adopting", o.Instance)
+
+	nc, err := nats.Connect(cfg.NATS.URL, cfg.NATS.Options("paystream-adopt-"+self, log)...)
+	if err != nil {
+		return pipeline.Adoption{}, fmt.Errorf("nats connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	topo := cfg.NATS.Topology
+	jso, err := ensureTopology(ctx, js, topo, self, cfg.WeChatPay.MchID, log)
+	if err != nil {
+		return pipeline.Adoption{}, fmt.Errorf("jetstream topology: %w", err)
+	}
+	if err := retire(ctx, jso.instances, o.Instance, self, topo.SilentAfter, o.Plan); err != nil {
+		return pipeline.Adoption{}, err
+	}
+	held, err := claims.OwnedBy(ctx, jso.claims, o.Instance)
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	entries, err := jso.journal.Batches(ctx, o.Instance)
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	stream, err := js.Stream(ctx, topo.Stream)
+	if err != nil {
+		return pipeline.Adoption{}, fmt.Errorf("request stream: %w", err)
+	}
+	copts := []wechatpay.Option{wechatpay.WithLogger(log)}
+	if o.HTTPClient != nil {
+		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
+	}
+	api, err := cfg.WeChatPay.client(copts...)
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
+		DB: db, API: api, RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"),
+		Merchant: pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
+		HashKey:  contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
+	})
+	if err != nil {
+		return pipeline.Adoption{}, err
+	}
+	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: o.Instance, Held: held, Journal: entries, Requests: stream}, o.Plan)
+	if err != nil || o.Plan {
+		return a, err
+	}
+	for _, h := range a.Transfer {
+		if err := claims.Transfer(ctx, jso.claims, h, self); err != nil {
+			return a, fmt.Errorf("%w (run adopt again)", err)
+		}
+	}
+	if err := db.EndAdoption(ctx); err != nil {
+		return a, err
+	}
+	log.Warn("adopted a lost instance", "held", a.Held, "batches", len(a.Batches), "in_batches", a.InBatches,
+		"to_pay", a.ToPay, "reclaimed", a.Reclaimed, "left", len(a.Left))
+	return a, nil
+}
+
+// openForAdopt opens the adopter's ledger: the writer (its lock refuses a running
+// processor), or read-only for a plan when the file exists.
+func openForAdopt(ctx context.Context, cfg Config, plan bool, log *slog.Logger) (*ledger.DB, error) {
+	if _, err := os.Stat(cfg.Ledger); plan && err == nil {
+		db, err := ledger.OpenReadOnly(ctx, cfg.Ledger)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		return db, nil
+	}
+	db, err := ledger.Open(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID))
+	if err != nil {
+		return nil, fmt.Errorf("ledger (is its processor running? stop it first): %w", err)
+	}
+	return db, nil
+}
+
+// retire fences the lost instance: it is retired by self, unless it already was (an
+// adoption run again). An alive instance is refused. A plan only checks.
+func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, silentAfter time.Duration, plan bool) error {
+	if plan {
+		r, err := instances.Get(ctx, kv, instance)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if st := instances.Classify([]instances.Record{r}, time.Now(), silentAfter)[0]; st.State == instances.Alive {
+			return fmt.Errorf("instance %s seen at %s: %w", instance, r.SeenAt.Format(time.RFC3339), instances.ErrAlive)
+		}
+		return nil
+	}
+	err := instances.Retire(ctx, kv, instance, self, time.Now(), silentAfter)
+	if errors.Is(err, instances.ErrRetired) {
+		r, gerr := instances.Get(ctx, kv, instance)
+		if gerr == nil && r.RetiredBy == self {
+			return nil // this ledger's own unfinished adoption
+		}
+	}
+	return err
+}

@@ -1,0 +1,262 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/instances"
+	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
+)
+
+// TestAdopt_NoReplica: a replica with no ledger replica is lost (killed, its data dir
+// deleted) while it holds 150 payouts in batches waiting at WeChat and 60 claimed but not
+// yet batched; two of its payouts were redelivered to the other replica, which recorded
+// them DUPLICATE of it. The other replica reports it silent; `processor adopt` lists its
+// claims, retires it and takes them over: its batches resume under their own numbers (no
+// new number for anything WeChat may hold), the 60 are paid under new ones, the two
+// duplicates are reclaimed, and by the sandbox's own record every payout is paid once.
+func TestAdopt_NoReplica(t *testing.T) {
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
+	ns := natstest.Run(t)
+	ctx := context.Background()
+	js := natstest.Connect(t, ns)
+	cfgX := lostConfig(t, srv, ns.ClientURL())
+
+	// X pays 150 payouts: every batch reaches WeChat and waits there.
+	x := startProcessor(t, cfgX, io.Discard)
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 150, 21, 0, 0, 0.2
+	sent := publish(t, x.js, o)
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		waiting := 0
+		for _, b := range srv.Batches() {
+			waiting += b.WaitPayNum
+		}
+		return waiting == len(sent.valid), "payouts not all waiting at WeChat yet"
+	})
+	x.shutdown(t)
+	var numbers []string
+	for _, b := range srv.Batches() {
+		numbers = append(numbers, b.OutBatchNo)
+	}
+	slices.Sort(numbers)
+
+	// X runs again, now batching slowly: 60 more are claimed and acked, never sealed.
+	lost := instanceOf(t, cfgX.Ledger)
+	cfgX.Pipeline.Batching.MaxWait = time.Hour
+	x = startProcessor(t, cfgX, io.Discard)
+	o.Count, o.Seed = 60, 22
+	more := publish(t, x.js, o)
+	claimsKV, err := js.KeyValue(ctx, cfgX.NATS.Topology.ClaimsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		held, err := claims.OwnedBy(ctx, claimsKV, lost)
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := x.js.Consumer(ctx, cfgX.NATS.Topology.Stream, cfgX.NATS.Topology.Consumer)
+		if err != nil {
+			return false, err.Error()
+		}
+		ci := info.CachedInfo()
+		return len(held) == 210 && ci.NumAckPending == 0 && ci.NumPending == 0, "not every payout claimed and acked yet"
+	})
+	x.shutdown(t)
+	// It dies: its last heartbeat is an hour old, with no clean stop, and its disk is gone.
+	silence(t, js, cfgX, lost)
+	if err := os.RemoveAll(cfgX.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range more.valid {
+		sent.valid[k], sent.records[k] = v, more.records[k]
+	}
+
+	// Y runs beside it, reports it silent, and receives two of its payouts again.
+	cfgY := lostConfig(t, srv, ns.ClientURL())
+	logs := testingutil.NewLogWatch("silent_instance=" + lost)
+	y := startProcessor(t, cfgY, logs)
+	select {
+	case <-logs.Seen():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the lost instance was not reported silent")
+	}
+	var batched, unbatched string
+	for k := range sent.valid {
+		if _, late := more.valid[k]; late && unbatched == "" {
+			unbatched = k
+		} else if !late && batched == "" {
+			batched = k
+		}
+	}
+	for _, k := range []string{batched, unbatched} {
+		sendRaw(t, y.js, payout.Subject(payout.DefaultSubjectPrefix, o.MchID), sent.records[k].Line)
+	}
+	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+		s, err := summary(cfgY.Ledger)
+		if err != nil {
+			return false, err.Error()
+		}
+		return s.Payouts[ledger.PayoutDuplicate].Count == 2, "the redeliveries are not DUPLICATE yet"
+	})
+	y.shutdown(t)
+
+	// The plan names every stranded key and changes nothing.
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	plan, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Plan: true, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(plan.Transfer), 210; got != want || len(plan.Left) != 0 {
+		t.Fatalf("plan: %d claims to take over and %d left (%v), want %d and 0", got, len(plan.Left), plan.Left, want)
+	}
+	if got, want := len(plan.BatchOf), 150; got != want {
+		t.Errorf("plan: %d keys in batches to resume, want %d", got, want)
+	}
+	if rec := record(t, js, cfgX, lost); rec.RetiredBy != "" {
+		t.Fatalf("a plan retired the instance: %+v", rec)
+	}
+
+	a, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a.Batches, numbers) || a.InBatches != 150 || a.ToPay != 60 || a.Reclaimed != 2 {
+		t.Fatalf("adopted batches %v (%d payouts), %d to pay, %d reclaimed; want %v (150), 60, 2", a.Batches, a.InBatches, a.ToPay, a.Reclaimed, numbers)
+	}
+	adopter := instanceOf(t, cfgY.Ledger)
+	if rec := record(t, js, cfgX, lost); rec.RetiredBy != adopter {
+		t.Fatalf("lost instance record %+v, want retired by %s", rec, adopter)
+	}
+	if held, err := claims.OwnedBy(ctx, claimsKV, lost); err != nil || len(held) != 0 {
+		t.Fatalf("the lost instance still holds %d claims (%v)", len(held), err)
+	}
+	if _, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Log: log}); err != nil {
+		t.Fatalf("adopting again: %v", err) // a finished adoption run again finds nothing left
+	}
+
+	// Y pays: the lost instance's batches under their numbers, the rest under new ones.
+	startProcessor(t, cfgY, io.Discard)
+	stop := confirmAll(srv)
+	waitPaidOnce(t, cfgY.Ledger, srv, sent.valid)
+	stop()
+	var after []string
+	for _, b := range srv.Batches() {
+		after = append(after, b.OutBatchNo)
+	}
+	if got := len(after) - len(numbers); got < 1 {
+		t.Errorf("%d new batches at WeChat, want some for the 60 never sent", got)
+	}
+	for _, no := range numbers {
+		if !slices.Contains(after, no) {
+			t.Errorf("batch %s is gone", no)
+		}
+	}
+	auditClean(t, time.Now(), cfgY.Ledger)
+}
+
+// TestRun_AdoptionUnfinished: a ledger marked by an adoption that has not moved its claims
+// never runs: its sweep would record the adopted payouts DUPLICATE of the lost instance.
+func TestRun_AdoptionUnfinished(t *testing.T) {
+	cfg := testConfig(t, wechatpaytest.NewServer(t))
+	db, err := ledger.Open(context.Background(), cfg.Ledger, ledger.WithMerchant(cfg.WeChatPay.MchID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.BeginAdoption(context.Background(), "lost0001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !errors.Is(err, ErrAdoptionUnfinished) {
+		t.Fatalf("Run = %v, want ErrAdoptionUnfinished", err)
+	}
+}
+
+// lostConfig is testConfig on the shared NATS server at url, with the key file off the data
+// dir (the disk these tests lose).
+func lostConfig(t *testing.T, srv *wechatpaytest.Server, url string) Config {
+	t.Helper()
+	cfg := testConfig(t, srv)
+	cfg.NATS.URL = url
+	key := filepath.Join(t.TempDir(), "merchant.pem")
+	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WeChatPay.PrivateKeyFile = key
+	return cfg
+}
+
+// silence makes instance's heartbeat that of a process killed an hour ago.
+func silence(t *testing.T, js jetstream.JetStream, cfg Config, instance string) {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), cfg.NATS.Topology.InstancesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ago := time.Now().Add(-time.Hour)
+	v, err := json.Marshal(instances.Record{Instance: instance, Host: "lost-host", StartedAt: ago, SeenAt: ago})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), instance, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// record reads instance's heartbeat record.
+func record(t *testing.T, js jetstream.JetStream, cfg Config, instance string) instances.Record {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), cfg.NATS.Topology.InstancesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := instances.Get(context.Background(), kv, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// confirmAll confirms, every 50 ms until stopped, every batch waiting at the sandbox.
+func confirmAll(srv *wechatpaytest.Server) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, b := range srv.Batches() {
+				if b.WaitPayNum > 0 {
+					_, _ = srv.Confirm(b.OutBatchNo, "")
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}

@@ -1,0 +1,68 @@
+package claims
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotHeld is returned by Transfer when the key is no longer held by the instance it was
+// read from (nor already by the new owner).
+var ErrNotHeld = errors.New("claim not held by the instance")
+
+// Held is one stored claim: its key, its owner and the KV revision it was read at.
+type Held struct {
+	Key      string
+	Owner    Owner
+	Revision uint64
+}
+
+// OwnedBy returns every claim of kv held by instance, in key order. It reads the whole
+// bucket (one ordered pass over its last values): a recovery tool's read, not a hot path.
+func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Held, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("claims of %s: %w", instance, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []Held
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("claims of %s: watch closed", instance)
+			}
+			if e == nil { // the initial values are all delivered
+				slices.SortFunc(out, func(a, b Held) int { return strings.Compare(a.Key, b.Key) })
+				return out, nil
+			}
+			if o := parse(e.Value()); o.Instance == instance {
+				out = append(out, Held{Key: e.Key(), Owner: o, Revision: e.Revision()})
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("claims of %s: %w", instance, ctx.Err())
+		}
+	}
+}
+
+// Transfer moves claim h to instance to, keeping its digest, if the key is still as it was
+// read (revision-checked). A key already held by to (an earlier Transfer whose reply was
+// lost) is done; a key changed otherwise returns an error wrapping ErrNotHeld.
+func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) error {
+	_, err := kv.Update(ctx, h.Key, encode(to, h.Owner.Digest), h.Revision)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("transfer claim %s: %w", h.Key, err)
+	}
+	e, gerr := kv.Get(ctx, h.Key)
+	if gerr == nil && parse(e.Value()).Instance == to {
+		return nil
+	}
+	return fmt.Errorf("transfer claim %s from %s: %w", h.Key, h.Owner.Instance, ErrNotHeld)
+}

@@ -1,0 +1,319 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/journal"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+// AdoptSource is what is left of a lost instance outside its ledger: the claims it holds,
+// the batches it journaled before sending them, and the request stream its payouts came from.
+type AdoptSource struct {
+	Instance string          // the lost instance, already retired (instances.Retire)
+	Held     []claims.Held   // claims.OwnedBy the instance
+	Journal  []journal.Entry // journal.Batches of the instance
+	Requests jetstream.Stream
+}
+
+// Adoption is what adopting a lost instance found, and (unless planned only) recorded.
+type Adoption struct {
+	Instance  string
+	Held      int      // claims the instance held
+	Batches   []string // its journaled batches, resumed here under their own numbers and bodies
+	InBatches int      // payouts in those batches
+	ToPay     int      // payouts it held but never sent: recorded here to be paid
+	Reclaimed int      // of those, rows this ledger had recorded DUPLICATE of the lost instance
+	Left      []Left   // claims left with the lost instance: never paid here
+	// BatchOf maps each key in a resumed batch to that batch's out_batch_no.
+	BatchOf map[string]string
+	// Transfer are the claims to move to this instance once the payouts are recorded
+	// (claims.Transfer), in key order.
+	Transfer []claims.Held
+}
+
+// Left is a claim adoption leaves alone, and why: it is reported, never paid.
+type Left struct {
+	Key, Reason string
+}
+
+// adoptMargin: a journaled batch older than the query horizon minus this is not resumed
+// (WeChat may no longer answer for its number).
+const adoptMargin = 24 * time.Hour
+
+// Adopt takes over, into this pipeline's ledger, the payouts a lost instance held
+// (docs/replication.md#adoption). Every journaled batch of it (sealed, maybe sent) is
+// recorded here under its own number with its own bodies, its payouts' rows rebuilt from
+// their requests in the stream, and marked maybe sent: the driver replays the same body, and
+// WeChat answers a number it already holds with that batch, so nothing is paid twice. Every
+// other payout it held was never sent (the driver journals a batch before its first send), so
+// it is recorded RECEIVED (a DUPLICATE of it recorded here is reclaimed) and paid here under
+// a new number. A held key whose request is gone from the stream, or whose journaled batch
+// cannot be rebuilt, is Left, never paid.
+//
+// With plan set nothing is written: the Adoption says what would be done. Otherwise the
+// ledger is marked (ledger.DB.BeginAdoption) before the first write; the caller moves the
+// Transfer claims and then ends the adoption. Adopt can be run again after a failure: what
+// is recorded already is found and kept.
+func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adoption, error) {
+	in := p.intake
+	a := Adoption{Instance: src.Instance, Held: len(src.Held)}
+	held := make(map[string]claims.Held, len(src.Held))
+	for _, h := range src.Held {
+		held[h.Key] = h
+	}
+	rows, refused, err := in.requestsOf(ctx, src.Requests, held)
+	if err != nil {
+		return a, err
+	}
+	left := map[string]string{}
+	a.BatchOf = map[string]string{}
+	var resume []journal.Entry
+	for _, e := range src.Journal {
+		if why := resumable(e, rows, held, a.BatchOf); why != "" {
+			details, _ := ledger.BodyDetails(e.Body)
+			for _, d := range details {
+				left[claims.Key(e.MchID, d.OutDetailNo)] = fmt.Sprintf("in journaled batch %s, which cannot be resumed: %s", e.OutBatchNo, why)
+			}
+			continue
+		}
+		resume = append(resume, e)
+		details, _ := ledger.BodyDetails(e.Body)
+		for _, d := range details {
+			a.BatchOf[claims.Key(e.MchID, d.OutDetailNo)] = e.OutBatchNo
+		}
+	}
+	var take []ledger.Payout // rows to record, in key order
+	for _, h := range src.Held {
+		row, ok := rows[h.Key]
+		switch {
+		case left[h.Key] != "":
+		case !ok && refused[h.Key] != "":
+			left[h.Key] = "its request is refused now: " + refused[h.Key]
+		case !ok:
+			left[h.Key] = "its request is no longer in the stream"
+		default:
+			take = append(take, row)
+			if a.BatchOf[h.Key] == "" {
+				a.ToPay++
+			}
+		}
+	}
+	for _, e := range resume {
+		a.Batches = append(a.Batches, e.OutBatchNo)
+		a.InBatches += e.TotalNum
+	}
+	for _, h := range src.Held {
+		if why := left[h.Key]; why != "" {
+			a.Left = append(a.Left, Left{Key: h.Key, Reason: why})
+		} else {
+			a.Transfer = append(a.Transfer, h)
+		}
+	}
+	if plan {
+		return a, nil
+	}
+	if err := p.record(ctx, &a, take, resume); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
+// resumable says why journaled batch e cannot be resumed here ("" if it can): each of its
+// members must be held by the lost instance, in no other batch, with its request found and
+// matching the body.
+func resumable(e journal.Entry, rows map[string]ledger.Payout, held map[string]claims.Held, batchOf map[string]string) string {
+	if time.Since(e.SealedAt) > ledger.QueryHorizon-adoptMargin {
+		return fmt.Sprintf("sealed at %s, too close to WeChat's 30-day query window", e.SealedAt.Format(time.RFC3339))
+	}
+	details, err := ledger.BodyDetails(e.Body)
+	if err != nil {
+		return err.Error()
+	}
+	if len(details) != e.TotalNum {
+		return fmt.Sprintf("%d details for total_num %d", len(details), e.TotalNum)
+	}
+	for _, d := range details {
+		k := claims.Key(e.MchID, d.OutDetailNo)
+		row, ok := rows[k]
+		switch {
+		case held[k].Key == "":
+			return "member " + d.OutDetailNo + " is not held by the instance"
+		case batchOf[k] != "":
+			return "member " + d.OutDetailNo + " is also in journaled batch " + batchOf[k]
+		case !ok:
+			return "the request of member " + d.OutDetailNo + " is not in the stream"
+		case row.Amount != d.Amount || row.Rail != e.Rail:
+			return fmt.Sprintf("member %s is %d fen on rail %s; its request says %d fen on rail %s", d.OutDetailNo, d.Amount, e.Rail, row.Amount, row.Rail)
+		}
+	}
+	return ""
+}
+
+// requestsOf reads the request stream from its start to its last message and returns, for
+// each held key, its request's ledger row (checked as intake checks it, with the content the
+// claim holds), and for the keys whose only requests are refused now, why.
+func (in *intake) requestsOf(ctx context.Context, stream jetstream.Stream, held map[string]claims.Held) (map[string]ledger.Payout, map[string]string, error) {
+	rows, refused := map[string]ledger.Payout{}, map[string]string{}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("request stream: %w", err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 || len(held) == 0 {
+		return rows, refused, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read request stream: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read request stream: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return nil, nil, fmt.Errorf("read request stream: %w", err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, nil, fmt.Errorf("read request stream: %w", err)
+		}
+		in.adoptRequest(m, md, held, rows, refused)
+		if md.Sequence.Stream >= last {
+			return rows, refused, nil
+		}
+	}
+}
+
+// adoptRequest takes one message of the stream into rows when it is the request of a held
+// key, valid for this processor, with the claim's content.
+func (in *intake) adoptRequest(m jetstream.Msg, md *jetstream.MsgMetadata, held map[string]claims.Held, rows map[string]ledger.Payout, refused map[string]string) {
+	req, err := payout.Decode(m.Data())
+	if err != nil {
+		return // never claimed by anyone: intake dead-letters it
+	}
+	key := claims.Key(req.MchID, req.OutDetailNo)
+	h, ok := held[key]
+	if !ok {
+		return
+	}
+	if _, done := rows[key]; done {
+		return
+	}
+	rail := in.railOf(&req)
+	if err := req.ValidateFor(rail, in.limits); err != nil {
+		refused[key] = err.Error()
+		return
+	}
+	if reason := in.merchant.refuse(in.prefix, m.Subject(), &req); reason != "" {
+		refused[key] = reason
+		return
+	}
+	if req.UserNameCipher != "" && req.WechatpaySerial != in.serial {
+		refused[key] = fmt.Sprintf("user_name_cipher was made with WeChat Pay key %s; this processor sends with %s", req.WechatpaySerial, in.serial)
+		return
+	}
+	row, err := in.row(md, rail, &req)
+	if err != nil {
+		refused[key] = err.Error()
+		return
+	}
+	if h.Owner.Conflicts(row.ContentHash) {
+		return // a re-publish with other content: not what the instance claimed
+	}
+	rows[key] = row
+	delete(refused, key)
+}
+
+// record writes the adoption into the ledger: the mark, the rows (reclaiming DUPLICATE ones
+// of the lost instance), and each resumed batch sealed and marked maybe sent.
+func (p *Pipeline) record(ctx context.Context, a *Adoption, take []ledger.Payout, resume []journal.Entry) error {
+	db := p.intake.db
+	if err := db.BeginAdoption(ctx, a.Instance); err != nil {
+		return err
+	}
+	seqs := make(map[string]int64, len(take)) // by out_detail_no
+	var reclaim []int64
+	for part := range slices.Chunk(take, ledger.MaxGroup) {
+		results, err := db.InsertPayouts(ctx, part)
+		if err != nil {
+			return fmt.Errorf("record adopted payouts: %w", err)
+		}
+		for i, r := range results {
+			switch {
+			case r.Status == ledger.Conflict:
+				return fmt.Errorf("adopted payout %s: this ledger holds it with other content", part[i].OutDetailNo)
+			case r.State == ledger.PayoutDuplicate:
+				reclaim = append(reclaim, r.Seq)
+			}
+			seqs[part[i].OutDetailNo] = r.Seq
+		}
+	}
+	if len(reclaim) > 0 {
+		if err := db.Reclaim(ctx, reclaim, a.Instance); err != nil {
+			return err
+		}
+		a.Reclaimed = len(reclaim)
+	}
+	for _, e := range resume {
+		if err := p.resumeBatch(ctx, e, seqs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// codeAdopted marks a resumed batch's (or bill's) attempt: it may have been sent by the
+// lost instance, so a refusal of its replay proves nothing (createAnswer's first is false).
+const codeAdopted = "ADOPTED"
+
+// resumeBatch seals journaled batch e with its members' rows here and records one attempt of
+// unknown outcome, unless an earlier run did.
+func (p *Pipeline) resumeBatch(ctx context.Context, e journal.Entry, seqs map[string]int64) error {
+	db := p.intake.db
+	details, err := ledger.BodyDetails(e.Body)
+	if err != nil {
+		return fmt.Errorf("resume batch %s: %w", e.OutBatchNo, err)
+	}
+	b := ledger.Batch{OutBatchNo: e.OutBatchNo, Rail: e.Rail, GroupKey: e.GroupKey, MchID: e.MchID,
+		TotalAmount: e.TotalAmount, TotalNum: e.TotalNum, Body: e.Body, Bills: e.Bills, Members: make([]int64, len(details))}
+	for i, d := range details {
+		b.Members[i] = seqs[d.OutDetailNo]
+	}
+	cur, err := db.BatchHead(ctx, e.OutBatchNo)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		if err := db.ClaimAndSeal(ctx, b); err != nil {
+			return fmt.Errorf("resume batch: %w", err)
+		}
+	case err != nil:
+		return err
+	case cur.Attempts > 0 || cur.State != ledger.BatchSealed:
+		return nil // recorded by an earlier run
+	}
+	if e.Rail != payout.RailBills {
+		return db.RecordSubmit(ctx, e.OutBatchNo, ledger.SubmitResult{Outcome: ledger.SubmitRetry, ErrorCode: codeAdopted})
+	}
+	for _, d := range details {
+		if err := db.RecordBillCreate(ctx, d.OutDetailNo, ledger.BillCreate{Outcome: ledger.SubmitRetry, ErrorCode: codeAdopted}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
