@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Adoption: this ledger's instance takes over the payouts of a lost instance (issue 16,
@@ -17,8 +18,12 @@ import (
 // ErrAdopting is returned by BeginAdoption when an adoption of another instance is unfinished.
 var ErrAdopting = errors.New("another adoption is unfinished")
 
-// metaAdopting is the meta key naming the instance being adopted.
-const metaAdopting = "adopting"
+// Meta keys: the instance being adopted, and (prefix) each instance adopted for good, with
+// the time its adoption ended; the audit finds a lost instance's keys through it.
+const (
+	metaAdopting = "adopting"
+	metaAdopted  = "adopted."
+)
 
 // BeginAdoption marks the ledger as adopting instance. Marking it again for the same
 // instance is a no-op (an adoption resumed after a crash); an unfinished adoption of another
@@ -51,10 +56,20 @@ func (db *DB) Adopting(ctx context.Context) (string, error) {
 	return adoptingTx(ctx, db.rdb)
 }
 
-// EndAdoption clears the mark of BeginAdoption.
+// EndAdoption clears the mark of BeginAdoption and records for good that this instance
+// adopted that instance (Audit then looks for the lost instance's keys in this file). With no
+// adoption begun it does nothing.
 func (db *DB) EndAdoption(ctx context.Context) error {
 	err := db.write(ctx, func(tx *sql.Conn) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, metaAdopting)
+		lost, err := adoptingTx(ctx, tx)
+		if err != nil || lost == "" {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`,
+			metaAdopted+lost, db.now().UTC().Format(time.RFC3339Nano)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, metaAdopting)
 		return err
 	})
 	if err != nil {

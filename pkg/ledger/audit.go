@@ -116,7 +116,8 @@ var goChecks = []Check{
 	{Name: "stuck_intake", Description: "no payout RECEIVED or CLAIMED unchanged for over 10 min (nothing is working on it)"},
 	{Name: "cross_file_keys", Description: "no out_detail_no owned by two ledger files (DUPLICATE rows own nothing)"},
 	{Name: "duplicate_unfinished", Description: "every DUPLICATE row's owner (another instance, its file audited) holds the key and is paying or finished it"},
-	{Name: "owner_missing", Description: "every DUPLICATE row names an owner instance whose ledger is among the files audited"},
+	{Name: "owner_missing", Description: "every DUPLICATE row names an owner instance whose ledger (or its adopter's) is among the files audited"},
+	{Name: "adoption_unfinished", Description: "no adoption of a lost instance left half done (processor adopt must be run again)"},
 }
 
 // Audit checks the invariants of every ledger file in paths, read-only, as of now. Each
@@ -140,6 +141,14 @@ func Audit(ctx context.Context, paths []string, now time.Time) (*Report, error) 
 		auditors = append(auditors, a)
 		if _, ok := byInstance[a.instance]; !ok {
 			byInstance[a.instance] = a
+		}
+	}
+	// A lost instance's keys live on in the file of the instance that adopted it.
+	for _, a := range auditors {
+		for _, lost := range a.adopted {
+			if _, ok := byInstance[lost]; !ok {
+				byInstance[lost] = a
+			}
 		}
 	}
 	descs := map[string]string{}
@@ -168,6 +177,9 @@ func Audit(ctx context.Context, paths []string, now time.Time) (*Report, error) 
 		if err != nil {
 			return nil, fmt.Errorf("audit %s: %w", a.path, err)
 		}
+		if a.adopting != "" {
+			a.add("adoption_unfinished", "meta adopting="+a.adopting, "the adoption of instance %s is unfinished: its claims may not all be moved here; the processor refuses to run", a.adopting)
+		}
 	}
 	if err := checkOwners(ctx, auditors, byInstance, now); err != nil {
 		return nil, err
@@ -195,6 +207,8 @@ type auditor struct {
 	violations []Violation
 	counts     map[string]int // violations found per check, listed or not
 	dups       []dupRow       // the file's DUPLICATE rows, for checkOwners
+	adopted    []string       // lost instances this file's instance adopted (meta adopted.<id>)
+	adopting   string         // an unfinished adoption's instance (meta adopting)
 }
 
 // dupRow is a DUPLICATE payout as checkOwners needs it.
@@ -228,6 +242,23 @@ func openAudit(ctx context.Context, path string) (*auditor, error) {
 	if err != nil {
 		a.close()
 		return nil, fmt.Errorf("audit %s: instance id: %w", path, err)
+	}
+	err = eachRow(ctx, a.tx, `SELECT key, value FROM meta WHERE key = ? OR key LIKE ?`, []any{metaAdopting, metaAdopted + "%"},
+		func(s func(...any) error) error {
+			var k, v string
+			if err := s(&k, &v); err != nil {
+				return err
+			}
+			if lost, ok := strings.CutPrefix(k, metaAdopted); ok {
+				a.adopted = append(a.adopted, lost)
+			} else {
+				a.adopting = v
+			}
+			return nil
+		})
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("audit %s: adoptions: %w", path, err)
 	}
 	return a, nil
 }
