@@ -86,9 +86,16 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 	log = log.With("instance", db.InstanceID())
-	if x, err := db.Adopting(ctx); err != nil || x != "" {
-		return errors.Join(err, fmt.Errorf("%w: of instance %s; run `processor adopt --instance %s` again to finish it", ErrAdoptionUnfinished, x, x))
+	// An adoption of another instance left half done must be finished first; one of this
+	// instance itself (a recovery of its restored copy, below) is resumed.
+	adopting, err := db.Adopting(ctx)
+	if err != nil {
+		return err
 	}
+	if adopting != "" && adopting != db.InstanceID() {
+		return fmt.Errorf("%w: of instance %s; run `processor adopt --instance %s` again to finish it", ErrAdoptionUnfinished, adopting, adopting)
+	}
+	recoverCopy := adopting != ""
 
 	// The operator's listener comes up first: /livez answers, and /readyz says what is
 	// missing, while the replica still waits for JetStream.
@@ -143,10 +150,23 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	// A restored copy is judged before anything, litestream included, touches it.
 	if restored {
-		if err := checkRestored(ctx, jso.instances, db); err != nil {
+		err := checkRestored(ctx, jso.instances, db)
+		switch {
+		case errors.Is(err, ErrRestoredIncomplete):
+			log.Warn("the restored ledger may lack its last commits; it is completed from NATS (claims, journaled batches, requests) before any work", "why", err)
+			recoverCopy = true
+		case err != nil:
+			return err
+		default:
+			log.Warn("the restored ledger is complete: the instance stopped cleanly at the event the copy ends with; resuming")
+		}
+	}
+	if recoverCopy {
+		// The process that wrote the copy must be gone for good before the copy acts: it
+		// sends nothing once its heartbeat is older than half silent-after.
+		if err := awaitSilent(ctx, jso.instances, db.InstanceID(), topo.SilentAfter, log); err != nil {
 			return err
 		}
-		log.Warn("the restored ledger is complete: the instance stopped cleanly at the event the copy ends with; resuming")
 	}
 	if cfg.Replica.URL != "" {
 		if lite, err = startReplication(ctx, cfg, js, log); err != nil {
@@ -195,6 +215,11 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	})
 	if err != nil {
 		return err
+	}
+	if recoverCopy {
+		if err := recoverRestored(ctx, p, js, jso, topo, db, log); err != nil {
+			return err
+		}
 	}
 	h.pipe.Store(p)
 	m.WatchBreakers(func() []metrics.BreakerState { return p.Runtime().Breakers })

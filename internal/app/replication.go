@@ -13,7 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/instances"
+	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/ledger"
 )
@@ -95,12 +98,13 @@ func startReplication(ctx context.Context, cfg Config, js jetstream.JetStream, l
 	return p, nil
 }
 
-// ErrRestoredIncomplete: a ledger restored from its replica is not proven whole, so the
-// processor takes no work on it. litestream ships commits about a second after they are made;
-// a lost disk takes the newest with it, and a batch sealed and sent in that second, or a
-// request acked in it, would be unknown to the copy: resuming could pay twice. Resuming is
-// safe only when the instance's heartbeat shows a clean stop at the very event the copy ends
-// with (a clean stop closes the ledger before it stops litestream, so everything was shipped).
+// ErrRestoredIncomplete: a ledger restored from its replica is not proven whole. litestream
+// ships commits about a second after they are made; a lost disk takes the newest with it, and
+// a batch sealed and sent in that second, or a request acked in it, would be unknown to the
+// copy: resuming it as it is could pay twice or strand a payout. The copy is whole only when
+// the instance's heartbeat shows a clean stop at the very event it ends with (a clean stop
+// closes the ledger before it stops litestream, so everything was shipped); otherwise Run
+// completes it from NATS first (recoverRestored), once the old process is silent.
 var ErrRestoredIncomplete = errors.New("restored ledger not proven complete")
 
 // checkRestored compares a restored ledger with the last heartbeat of its instance (kv is the
@@ -121,5 +125,67 @@ func checkRestored(ctx context.Context, kv jetstream.KeyValue, db *ledger.DB) er
 	case rec.Ledger.LastEvent != ev:
 		return fmt.Errorf("%w: instance %s stopped cleanly at event %d, the copy ends at event %d", ErrRestoredIncomplete, db.InstanceID(), rec.Ledger.LastEvent, ev)
 	}
+	return nil
+}
+
+// awaitSilent waits until instance's heartbeat is not Alive (silent, stopped, or none): the
+// process that wrote a restored copy may still run somewhere, cut off, and must have stopped
+// acting before the copy does.
+func awaitSilent(ctx context.Context, kv jetstream.KeyValue, instance string, silentAfter time.Duration, log *slog.Logger) error {
+	var logged time.Time
+	for {
+		rec, err := instances.Get(ctx, kv, instance)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the instance's heartbeat: %w", err)
+		}
+		if st := instances.Classify([]instances.Record{rec}, time.Now(), silentAfter)[0]; st.State != instances.Alive {
+			return nil
+		}
+		if time.Since(logged) > 10*time.Second {
+			log.Warn("waiting for the instance's last heartbeat to be silent-after old before completing the restored copy",
+				"seen_at", rec.SeenAt, "host", rec.Host, "silent_after", silentAfter)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// recoverRestored completes a restored copy that may lack its last commits, as an adoption
+// of its own instance (pipeline.Adopt): every claim the instance holds and every batch it
+// journaled that the copy lacks is recorded, the batches under their own numbers and bodies,
+// marked maybe sent. Its claims are its own already, so none moves.
+func recoverRestored(ctx context.Context, p *pipeline.Pipeline, js jetstream.JetStream, jso jsObjects, topo broker.Topology, db *ledger.DB, log *slog.Logger) error {
+	self := db.InstanceID()
+	held, err := claims.OwnedBy(ctx, jso.claims, self)
+	if err != nil {
+		return err
+	}
+	entries, err := jso.journal.Batches(ctx, self)
+	if err != nil {
+		return err
+	}
+	stream, err := js.Stream(ctx, topo.Stream)
+	if err != nil {
+		return fmt.Errorf("request stream: %w", err)
+	}
+	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: self, Held: held, Journal: entries, Requests: stream}, false)
+	if err != nil {
+		return fmt.Errorf("complete the restored ledger: %w", err)
+	}
+	for _, l := range a.Left {
+		log.Error("a payout this instance held cannot be recovered; it is never paid from here", "key", l.Key, "reason", l.Reason)
+	}
+	if err := db.EndAdoption(ctx); err != nil {
+		return err
+	}
+	log.Warn("restored ledger completed from NATS", "held", a.Held, "batches", len(a.Batches), "in_batches", a.InBatches,
+		"to_pay", a.ToPay, "left", len(a.Left))
 	return nil
 }

@@ -2,20 +2,20 @@ package app
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
@@ -81,41 +81,83 @@ func instanceOf(t *testing.T, path string) string {
 	return db.InstanceID()
 }
 
-// TestRun_DiskLostAfterCrash: when the lost replica did not stop cleanly (its heartbeat was
-// still beating), the restored copy may lack its last second of commits, among them maybe a
-// batch already sent: the replacement restores the file but refuses to take work on it
-// (ErrRestoredIncomplete), leaving it in place for recovery.
+// TestRun_DiskLostAfterCrash: the lost replica did not stop cleanly, and its replica lacks
+// its last commits (here: a copy of the replica taken before 100 more payouts were batched
+// and sent). The replacement restores the old copy, waits until the lost process is silent,
+// and completes the copy from NATS before any work: the batches it lacks come back from the
+// journal under their own numbers, and by the sandbox's record every payout is paid once.
 func TestRun_DiskLostAfterCrash(t *testing.T) {
-	cfg, ns := replicatedConfig(t, wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200)))
+	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
+	cfg, ns := replicatedConfig(t, srv)
+	js := natstest.Connect(t, ns)
+	waiting := func(n int) func() (bool, string) {
+		return func() (bool, string) {
+			w := 0
+			for _, b := range srv.Batches() {
+				w += b.WaitPayNum
+			}
+			return w == n, fmt.Sprintf("%d of %d payouts waiting at WeChat", w, n)
+		}
+	}
 
 	a := startProcessor(t, cfg, io.Discard)
 	o := synth.DefaultOptions()
-	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 50, 6, 0, 0, 0
-	publish(t, a.js, o)
-	a.shutdown(t)
-	instance := instanceOf(t, cfg.Ledger)
-	// The instance's last heartbeat is not a clean stop: as if it had been killed while beating.
-	js := natstest.Connect(t, ns)
-	kv, err := js.KeyValue(context.Background(), cfg.NATS.Topology.InstancesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := instances.Start(context.Background(), instances.BeatConfig{KV: kv, Self: instances.Info{Instance: instance}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(cfg.DataDir); err != nil {
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 100, 6, 0, 0, 0
+	sent := publish(t, a.js, o)
+	checkFor(t, time.Minute, 100*time.Millisecond, waiting(100))
+	a.shutdown(t) // the replica holds all of it
+	replicaDir := strings.TrimPrefix(cfg.Replica.URL, "file://")
+	old := filepath.Join(t.TempDir(), "old-replica")
+	if err := os.CopyFS(old, os.DirFS(replicaDir)); err != nil {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a replacement that resumed would run until then
-	defer cancel()
-	err = Run(ctx, cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if !errors.Is(err, ErrRestoredIncomplete) {
-		t.Fatalf("Run on a copy of a crashed instance = %v, want ErrRestoredIncomplete", err)
+	a = startProcessor(t, cfg, io.Discard)
+	o.Seed = 7
+	for k, v := range publish(t, a.js, o).valid {
+		sent.valid[k] = v
+	}
+	checkFor(t, time.Minute, 100*time.Millisecond, waiting(200))
+	a.shutdown(t)
+	var numbers []string
+	for _, b := range srv.Batches() {
+		numbers = append(numbers, b.OutBatchNo)
+	}
+	instance := instanceOf(t, cfg.Ledger)
+	// It dies uncleanly, its disk with it, and its replica had not shipped the last batches.
+	silence(t, js, cfg, instance)
+	for _, dir := range []string{cfg.DataDir, replicaDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.CopyFS(replicaDir, os.DirFS(old)); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := testingutil.NewLogWatch("restored ledger completed from NATS")
+	startProcessor(t, cfg, logs)
+	select {
+	case <-logs.Seen():
+	case <-time.After(time.Minute):
+		t.Fatal("the restored copy was not completed")
 	}
 	if got := instanceOf(t, cfg.Ledger); got != instance {
-		t.Fatalf("the restored copy is instance %s, want %s, left in place", got, instance)
+		t.Fatalf("the replacement runs as instance %s, want the restored %s", got, instance)
 	}
+	stop := confirmAll(srv)
+	waitPaidOnce(t, cfg.Ledger, srv, sent.valid)
+	stop()
+	var after []string
+	for _, b := range srv.Batches() {
+		after = append(after, b.OutBatchNo)
+	}
+	slices.Sort(numbers)
+	slices.Sort(after)
+	if !slices.Equal(after, numbers) {
+		t.Errorf("batches at WeChat after the recovery %v, want only the ones sent before the loss %v", after, numbers)
+	}
+	auditClean(t, time.Now(), cfg.Ledger)
 }
 
 // replicatedConfig is testConfig on a NATS server of its own (it outlives the processors) with

@@ -65,6 +65,10 @@ func (db *DB) EndAdoption(ctx context.Context) error {
 		if err != nil || lost == "" {
 			return err
 		}
+		if lost == db.instanceID { // a restored copy completed: nothing was adopted
+			_, err = tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, metaAdopting)
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`,
 			metaAdopted+lost, db.now().UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
