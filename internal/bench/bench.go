@@ -462,8 +462,8 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if l := r.Lag; l != nil {
 		fmt.Fprintf(tw, "replication lag: intake with litestream (file replica, sync %g s)\t%d\t%.2f\t%.0f\n", l.SyncInterval, l.Payouts, l.IntakeS, l.PerSec)
-		fmt.Fprintf(tw, "  lag p50 %.2f s, p95 %.2f s, p99 %.2f s, max %.2f s over %d reads of a follow-mode copy; a disk lost under this load loses up to %.0f payouts (max × rate; at most %d seen)\t\t\t\n",
-			l.P50, l.P95, l.P99, l.Max, l.Reads, l.LossAtMax, l.MaxBehind)
+		fmt.Fprintf(tw, "  lag p50 %.2f s, p95 %.2f s, p99 %.2f s, max %.2f s (%d reads of a follow-mode copy)\t\t\t\n", l.P50, l.P95, l.P99, l.Max, l.Reads)
+		fmt.Fprintf(tw, "  a disk lost under this load loses up to %.0f payouts (max lag × rate; %d seen at most)\t\t\t\n", l.LossAtMax, l.MaxBehind)
 	}
 	tw.Flush()
 	r.writeStages(w)
