@@ -1,8 +1,9 @@
 // Command bench runs the limit benchmarks (make bench; README "Performance"): the intake, ledger growth
-// and drain ratios, the drain ratio and queries per bill on the transfer-bills rail, and the
-// processor's peak memory and the ledger's replication lag under load, printing a table and one PASS/FAIL line per target, and writing
-// JSON, benchstat text and CPU profiles under bench/results/. A full run takes about 27
-// minutes, 17 of them the bills drain (100k creates at WeChat's 100/s); for a quick look:
+// and drain ratios, the drain ratio and queries per bill on the transfer-bills rail, the
+// processor's peak memory and the ledger's replication lag under load, printing a table and
+// one PASS/FAIL line per target, and writing JSON, benchstat text and CPU profiles under
+// bench/results/. A full run takes about 28 minutes, 17 of them the bills drain (100k creates
+// at WeChat's 100/s); for a quick look:
 //
 //	go run ./cmd/bench -only drain-bills -drain-bills 5000
 //	go run ./cmd/bench [-only intake,growth,drain,drain-bills,memory,lag] [-intake N] [-prefill N] ...
