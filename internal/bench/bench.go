@@ -25,6 +25,11 @@
 //   - Memory: peak RSS of a processor process taking in a backlog, at two backlog sizes, the
 //     lowest of two interleaved rounds each. Target ≤ 200 MB at the larger, and flat (≤ 1.25×
 //     the smaller's).
+//   - Replication lag (issue 16): a processor replicating its ledger with litestream (1 s
+//     sync interval, a file replica) takes in a backlog while a follow-mode restore keeps a
+//     copy of the replica; every 20 ms the lag of the copy is how long before then the live
+//     ledger already held its last payout: what a disk lost at that moment would lose. Its
+//     p50, p95, p99 and max are reported, the max against TargetLagMax.
 //
 // Every measurement runs the sandbox (cmd/sandbox, built once per run) as a process of its
 // own, so its RSA signing and verification stay out of the measured process's CPU and
@@ -46,6 +51,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/internal/soak"
 )
 
 // Targets: the limits the README's "Performance" section promises, on both rails.
@@ -57,6 +65,7 @@ const (
 	TargetQueriesPerBill = 1.2  // bill queries ÷ bills with callbacks on, at most (#13)
 	TargetPeakMB         = 200  // peak RSS at the larger backlog, at most
 	TargetFlat           = 1.25 // larger backlog's peak ÷ smaller's, at most
+	TargetLagMax         = 5.0  // replication lag under load, seconds, at most (docs/replication.md: about 2 s)
 )
 
 // intakeFetch is the processor's default fetch-batch: what the raw measurements fetch at
@@ -72,9 +81,10 @@ type Options struct {
 	DrainBills int
 	Speed      float64   // sandbox and processor clock factor for the drain
 	Backlogs   [2]int    // backlog sizes of the memory measurement, smaller first
+	Lag        int       // payouts in the backlog the replication lag is measured under
 	Dir        string    // scratch space (ledgers, JetStream); removed by Run
 	Results    string    // where results and profiles go (bench/results)
-	Only       []string  // run only these measurements (intake, growth, drain, drain-bills, memory); empty: all
+	Only       []string  // run only these measurements (intake, growth, drain, drain-bills, memory, lag); empty: all
 	Log        io.Writer // progress lines; nil: discard
 }
 
@@ -82,7 +92,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		Intake: 200_000, Prefill: 5_000_000, Drain: 100_000, DrainBills: 100_000, Speed: 60,
-		Backlogs: [2]int{250_000, 1_000_000}, Results: "bench/results",
+		Backlogs: [2]int{250_000, 1_000_000}, Lag: 400_000, Results: "bench/results",
 	}
 }
 
@@ -143,6 +153,7 @@ type Report struct {
 	DrainBills   *BillDrainResult `json:"drain_bills,omitempty"`
 	Memory       []MemoryResult   `json:"memory,omitempty"`        // the lowest peak of each backlog
 	MemoryRounds []MemoryResult   `json:"memory_rounds,omitempty"` // every measurement, in order
+	Lag          *LagResult       `json:"replication_lag,omitempty"`
 	Verdicts     []Verdict        `json:"verdicts"`
 	Profiles     []string         `json:"profiles,omitempty"`
 	Elapsed      float64          `json:"elapsed_s"`
@@ -198,7 +209,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		name string
 		fn   func(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error
 	}{
-		{"intake", runIntake}, {"drain", runDrain}, {"drain-bills", runDrainBills}, {"memory", runMemory},
+		{"intake", runIntake}, {"drain", runDrain}, {"drain-bills", runDrainBills}, {"memory", runMemory}, {"lag", runLag},
 	}
 	for _, s := range steps {
 		if s.name == "intake" && !o.runs("intake") && !o.runs("growth") {
@@ -361,6 +372,39 @@ func runMemory(ctx context.Context, o Options, dir, sandboxBin string, r *Report
 	return nil
 }
 
+// runLag measures the replication lag under load: it publishes a backlog of o.Lag payouts,
+// then runs a processor replicating its ledger with the pinned litestream (built first when
+// missing, as `make litestream` does) until it has taken them in.
+func runLag(ctx context.Context, o Options, dir, sandboxBin string, r *Report, log *slog.Logger) error {
+	root, err := soak.ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	litestream, err := replica.Binary(root)
+	if err != nil {
+		return err
+	}
+	e, err := newEnv(ctx, dir, sandboxBin, log)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	log.Info("publishing", "payouts", o.Lag)
+	last, err := e.publish(ctx, payouts(o.Lag, 30))
+	if err != nil {
+		return err
+	}
+	log.Info("replication lag", "payouts", o.Lag)
+	l, err := e.replicationLag(ctx, filepath.Join(dir, "processor"), litestream, o.Lag, last)
+	if err != nil {
+		return err
+	}
+	r.Lag = &l
+	log.Info("replication lag", "p50_s", l.P50, "p95_s", l.P95, "max_s", l.Max, "copy_reads", l.Reads, "per_s", int(l.PerSec))
+	r.verdict("replication lag max, s", l.Max, TargetLagMax, false)
+	return nil
+}
+
 // verdict records value against target: at least (atLeast) or at most.
 func (r *Report) verdict(name string, value, target float64, atLeast bool) {
 	v := Verdict{Name: name, Value: value}
@@ -415,6 +459,11 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "memory: %d backlog, peak RSS %.1f MB (lowest of %s)\t%d\t%.2f\t%.0f\n", m.Backlog, m.PeakMB,
 			strings.Join(rounds, ", "), m.Backlog, m.Seconds, float64(m.Backlog)/m.Seconds)
+	}
+	if l := r.Lag; l != nil {
+		fmt.Fprintf(tw, "replication lag: intake with litestream (file replica, sync %g s)\t%d\t%.2f\t%.0f\n", l.SyncInterval, l.Payouts, l.IntakeS, l.PerSec)
+		fmt.Fprintf(tw, "  lag p50 %.2f s, p95 %.2f s, p99 %.2f s, max %.2f s (%d reads of a follow-mode copy)\t\t\t\n", l.P50, l.P95, l.P99, l.Max, l.Reads)
+		fmt.Fprintf(tw, "  a disk lost under this load loses up to %.0f payouts (max lag × rate; %d seen at most)\t\t\t\n", l.LossAtMax, l.MaxBehind)
 	}
 	tw.Flush()
 	r.writeStages(w)
@@ -491,5 +540,8 @@ func (r *Report) writeBenchFormat(w io.Writer) {
 	}
 	for _, m := range r.Memory {
 		fmt.Fprintf(w, "BenchmarkMemory/backlog=%d 1 %.0f ns/op %.1f peak-MB\n", m.Backlog, m.Seconds*1e9, m.PeakMB)
+	}
+	if l := r.Lag; l != nil {
+		fmt.Fprintf(w, "BenchmarkReplicationLag 1 %.0f ns/op %.3f p50-s %.3f p95-s %.3f max-s %d max-behind\n", l.IntakeS*1e9, l.P50, l.P95, l.Max, l.MaxBehind)
 	}
 }

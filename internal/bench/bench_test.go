@@ -31,13 +31,13 @@ func TestMain(m *testing.M) {
 func TestRun(t *testing.T) {
 	o := Options{
 		Intake: 2000, Prefill: 5000, Drain: 1500, DrainBills: 300, Speed: 120, Backlogs: [2]int{1000, 2000},
-		Dir: t.TempDir(), Results: t.TempDir(),
+		Lag: 50_000, Dir: t.TempDir(), Results: t.TempDir(),
 	}
 	r, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(r.Verdicts), 7; got != want {
+	if got, want := len(r.Verdicts), 8; got != want {
 		t.Fatalf("%d verdicts, want %d: %+v", got, want, r.Verdicts)
 	}
 	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "ledger": r.Ledger, "empty": r.Empty, "prefilled": r.Prefilled} {
@@ -49,6 +49,9 @@ func TestRun(t *testing.T) {
 		t.Errorf("drain = %+v, want ≥ 2 batches and a floor above the processing time", d)
 	}
 	checkBillDrain(t, r.DrainBills, o.DrainBills)
+	if l := r.Lag; l == nil || l.Payouts != o.Lag || l.PerSec <= 0 || l.Reads == 0 || l.Samples < l.Reads || l.Max < l.P50 || l.Max > 30 {
+		t.Errorf("replication lag = %+v, want copy reads judged under load and a max lag of seconds", l)
+	}
 	for _, m := range r.Memory {
 		if m.PeakMB < 10 || m.PeakMB > 2000 {
 			t.Errorf("peak RSS %.1f MB at backlog %d: not a process's", m.PeakMB, m.Backlog)
@@ -63,7 +66,8 @@ func TestRun(t *testing.T) {
 		t.Fatalf("report.json = %v, %d verdicts", err, len(back.Verdicts))
 	}
 	txt, err := os.ReadFile(filepath.Join(r.resultsDir, "bench.txt"))
-	if err != nil || !strings.Contains(string(txt), "BenchmarkIntake/raw 1 ") || !strings.Contains(string(txt), "BenchmarkDrainBills 1 ") {
+	if err != nil || !strings.Contains(string(txt), "BenchmarkIntake/raw 1 ") || !strings.Contains(string(txt), "BenchmarkDrainBills 1 ") ||
+		!strings.Contains(string(txt), "BenchmarkReplicationLag 1 ") {
 		t.Fatalf("bench.txt = %q, %v", txt, err)
 	}
 	if s := r.RawClaim.Stages; s == nil || s.Fetch <= 0 || s.Claim <= 0 || s.Ack <= 0 || s.Fetch+s.Claim+s.Ack > r.RawClaim.Seconds {
