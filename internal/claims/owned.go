@@ -51,7 +51,9 @@ func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Hel
 
 // Transfer moves claim h to instance to, keeping its digest, if the key is still as it was
 // read (revision-checked). A key already held by to (an earlier Transfer whose reply was
-// lost) is done; a key changed otherwise returns an error wrapping ErrNotHeld.
+// lost) is done; a key changed otherwise (another owner, or deleted) returns an error
+// wrapping ErrNotHeld. When the key changed but cannot be read back, the read's error is
+// returned (not ErrNotHeld: the change may be an earlier Transfer's).
 func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) error {
 	_, err := kv.Update(ctx, h.Key, encode(to, h.Owner.Digest), h.Revision)
 	if err == nil {
@@ -61,8 +63,12 @@ func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) err
 		return fmt.Errorf("transfer claim %s: %w", h.Key, err)
 	}
 	e, gerr := kv.Get(ctx, h.Key)
-	if gerr == nil && parse(e.Value()).Instance == to {
+	switch {
+	case gerr == nil && parse(e.Value()).Instance == to:
 		return nil
+	case gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound):
+		// Unread, the key may be to's already (a reply lost): not known to be lost.
+		return fmt.Errorf("transfer claim %s: %w", h.Key, gerr)
 	}
 	return fmt.Errorf("transfer claim %s from %s: %w", h.Key, h.Owner.Instance, ErrNotHeld)
 }

@@ -1,0 +1,203 @@
+package claims
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/natstest"
+)
+
+// keysOf returns the keys of hs, in order.
+func keysOf(hs []Held) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Key
+	}
+	return out
+}
+
+func TestOwnedBy(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+
+	if got, err := OwnedBy(ctx, kv, "abc"); err != nil || len(got) != 0 {
+		t.Fatalf("OwnedBy of an empty bucket = %v, %v; want none, nil", keysOf(got), err)
+	}
+
+	// abc claims D00001, D00003 (with digests) and, written before digests, L1; abcd (abc is
+	// its prefix) claims D00000, D00002; D00004 was abc's and was deleted.
+	its := items("D", 5)
+	abc, abcd := New(js, kv, "abc"), New(js, kv, "abcd")
+	if _, err := abc.Claim(ctx, []Item{its[3], its[1], its[4]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := abcd.Claim(ctx, []Item{its[0], its[2]}); err != nil {
+		t.Fatal(err)
+	}
+	legacy := Key("1900000001", "L1")
+	if _, err := kv.Put(ctx, legacy, []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, its[4].Key); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name     string
+		instance string
+		want     []Item // in key order
+	}{
+		{name: "with and without a digest, in key order", instance: "abc",
+			want: []Item{its[1], its[3], {Key: legacy}}},
+		{name: "an instance whose id extends another's", instance: "abcd", want: []Item{its[0], its[2]}},
+		{name: "a prefix of both", instance: "ab"},
+		{name: "nobody's", instance: "zzz"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := OwnedBy(ctx, kv, tt.instance)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("OwnedBy(%s) = %v, want %d keys", tt.instance, keysOf(got), len(tt.want))
+			}
+			for i, h := range got {
+				w := tt.want[i]
+				d := w.Digest[:min(len(w.Digest), DigestSize)] // what a claim stores
+				if h.Key != w.Key || h.Owner.Instance != tt.instance || !bytes.Equal(h.Owner.Digest, d) {
+					t.Fatalf("OwnedBy(%s)[%d] = %s %+v, want %s with digest %x", tt.instance, i, h.Key, h.Owner, w.Key, d)
+				}
+				e, err := kv.Get(ctx, h.Key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h.Revision != e.Revision() {
+					t.Fatalf("%s: revision %d, want the stored %d", h.Key, h.Revision, e.Revision())
+				}
+			}
+		})
+	}
+}
+
+// getFails is the claims bucket whose reads fail with err.
+type getFails struct {
+	jetstream.KeyValue
+	err error
+}
+
+func (g getFails) Get(context.Context, string) (jetstream.KeyValueEntry, error) { return nil, g.err }
+
+func TestTransfer(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	lost, adopter := New(js, kv, "lost1"), New(js, kv, "adopter1")
+
+	its := items("T", 4)
+	if _, err := lost.Claim(ctx, its); err != nil {
+		t.Fatal(err)
+	}
+	legacy := Key("1900000001", "L1")
+	if _, err := kv.Put(ctx, legacy, []byte("lost1")); err != nil {
+		t.Fatal(err)
+	}
+	held, err := OwnedBy(ctx, kv, "lost1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 5 {
+		t.Fatalf("lost1 holds %v, want 5 keys", keysOf(held))
+	}
+	heldBy := map[string]Held{}
+	for _, h := range held {
+		heldBy[h.Key] = h
+	}
+	// wantValue fails unless key's stored value is exactly want (instance, digest and all).
+	wantValue := func(t *testing.T, key, want string) {
+		t.Helper()
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(e.Value()); got != want {
+			t.Fatalf("%s holds %q, want %q", key, got, want)
+		}
+	}
+
+	t.Run("moves the claim keeping its digest", func(t *testing.T) {
+		h := heldBy[its[0].Key]
+		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+			t.Fatal(err)
+		}
+		o, ok, err := adopter.Owner(ctx, h.Key)
+		if err != nil || !ok {
+			t.Fatalf("Owner(%s) = %v, %v", h.Key, ok, err)
+		}
+		if o.Instance != "adopter1" || !bytes.Equal(o.Digest, its[0].Digest[:DigestSize]) {
+			t.Fatalf("Owner(%s) = %+v, want adopter1 with digest %x", h.Key, o, its[0].Digest[:DigestSize])
+		}
+		if o.Conflicts(its[0].Digest) {
+			t.Fatalf("the moved claim conflicts with the payout's own digest")
+		}
+		// Repeated (an earlier reply lost): done, and nothing is written again.
+		before, _ := kv.Get(ctx, h.Key)
+		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+			t.Fatalf("Transfer again = %v, want nil", err)
+		}
+		after, _ := kv.Get(ctx, h.Key)
+		if after.Revision() != before.Revision() {
+			t.Fatalf("Transfer again wrote revision %d over %d", after.Revision(), before.Revision())
+		}
+	})
+
+	t.Run("a claim without a digest stays without one", func(t *testing.T) {
+		if err := Transfer(ctx, kv, heldBy[legacy], "adopter1"); err != nil {
+			t.Fatal(err)
+		}
+		wantValue(t, legacy, "adopter1")
+	})
+
+	t.Run("a key that changed owner in between is not taken", func(t *testing.T) {
+		h := heldBy[its[1].Key]
+		thief := string(encode("thief1", its[1].Digest))
+		if _, err := kv.Update(ctx, h.Key, []byte(thief), h.Revision); err != nil {
+			t.Fatal(err)
+		}
+		if err := Transfer(ctx, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Transfer = %v, want ErrNotHeld", err)
+		}
+		wantValue(t, h.Key, thief)
+	})
+
+	t.Run("a key deleted in between is not recreated", func(t *testing.T) {
+		h := heldBy[its[2].Key]
+		if err := kv.Delete(ctx, h.Key); err != nil {
+			t.Fatal(err)
+		}
+		if err := Transfer(ctx, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Transfer = %v, want ErrNotHeld", err)
+		}
+		if _, err := kv.Get(ctx, h.Key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("Get(%s) = %v, want ErrKeyNotFound", h.Key, err)
+		}
+	})
+
+	t.Run("an unreadable key after a lost race is an error, not ErrNotHeld", func(t *testing.T) {
+		h := heldBy[its[3].Key]
+		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+			t.Fatal(err)
+		}
+		// The move landed but its reply was lost, and the read that would tell so fails.
+		down := fmt.Errorf("read timed out")
+		err := Transfer(ctx, getFails{KeyValue: kv, err: down}, h, "adopter1")
+		if !errors.Is(err, down) || errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Transfer = %v, want the read's error and not ErrNotHeld", err)
+		}
+	})
+}
