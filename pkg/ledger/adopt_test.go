@@ -70,7 +70,11 @@ func TestDB_Adoption(t *testing.T) {
 		t.Fatalf("BeginAdoption of another instance once ended = %v", err)
 	}
 	wantAdopting(t, db, "lost2")
-	mustAuditClean(t, db.now(), path)
+	// The unfinished adoption is a stuck state the audit names.
+	r, err := Audit(ctx, []string{path}, db.now())
+	if err != nil || len(r.Violations) != 1 || r.Violations[0].Check != "adoption_unfinished" {
+		t.Fatalf("audit with an unfinished adoption = %+v (%v), want one adoption_unfinished", r, err)
+	}
 }
 
 // mustDuplicate inserts ps and marks each DUPLICATE of owner (conflict: with other
@@ -285,4 +289,28 @@ func TestBodyDetails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAudit_AdoptedOwner: a DUPLICATE row naming a lost instance is judged against the file
+// of the instance that adopted it (meta adopted.<id>): clean when the adopter holds the key,
+// owner_missing without the adoption, duplicate_unfinished when the adopter lacks the key.
+func TestAudit_AdoptedOwner(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	other := mustOpenPath(t, filepath.Join(dir, "other.db"))
+	mustDuplicate(t, other, "lost0001", false, newPayout("K1", 100))
+	adopter := mustOpenPath(t, filepath.Join(dir, "adopter.db"))
+	paths := []string{other.Path(), adopter.Path()}
+	now := adopter.now()
+
+	mustAuditFinds(t, now, map[string]int{"owner_missing": 1}, paths...)
+	if err := adopter.BeginAdoption(ctx, "lost0001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := adopter.EndAdoption(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditFinds(t, now, map[string]int{"duplicate_unfinished": 1}, paths...)
+	mustInsert(t, adopter, newPayout("K1", 100))
+	mustAuditClean(t, now, paths...)
 }
