@@ -49,7 +49,7 @@ $(LITESTREAM):
 fuzz: ## each fuzz target for FUZZTIME
 	./scripts/fuzz.sh $(or $(FUZZTIME),30s)
 
-bench: ## micro-benchmarks with allocations, then the limit ratios (README "Performance"; about 27 min, 18 of them the 100k transfer-bills drain at 100/s)
+bench: ## micro-benchmarks with allocations, then the limit ratios (README "Performance"; about 28 min, 18 of them the 100k transfer-bills drain at 100/s)
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/claims
 	$(GO) run ./cmd/bench
 

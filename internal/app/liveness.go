@@ -114,7 +114,7 @@ func (l *liveness) report(silent []instances.Record) {
 		return
 	}
 	for _, r := range silent {
-		l.log.Error("instance silent: it stopped beating without a clean stop, and the payouts it claimed are stranded until it runs again on its ledger",
+		l.log.Error("instance silent: it stopped beating without a clean stop, and the payouts it claimed are stranded until it runs again on its ledger or is adopted (processor adopt --instance ID --plan lists them)",
 			"silent_instance", r.Instance, "host", r.Host, "seen_at", r.SeenAt, "ledger_last_seq", r.Ledger.LastSeq, "ledger_last_event", r.Ledger.LastEvent)
 	}
 }
