@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -25,37 +26,57 @@ import (
 )
 
 // TestAdopt_NoReplica: a replica with no ledger replica is lost (killed, its data dir
-// deleted) while it holds 150 payouts in batches waiting at WeChat and 60 claimed but not
-// yet batched; two of its payouts were redelivered to the other replica, which recorded
-// them DUPLICATE of it. The other replica reports it silent; `processor adopt` lists its
-// claims, retires it and takes them over: its batches resume under their own numbers (no
-// new number for anything WeChat may hold), the 60 are paid under new ones, the two
-// duplicates are reclaimed, and by the sandbox's own record every payout is paid once.
+// deleted) while it holds 150 payouts sent to WeChat and waiting there, and 60 claimed but not
+// yet batched; two of its payouts were redelivered to the other replica, which recorded them
+// DUPLICATE of it. The other replica reports it silent; `processor adopt` lists its claims,
+// retires it and takes them over: its batches resume under their own numbers (no new number
+// for anything WeChat may hold), the 60 are paid under new ones, the two duplicates are
+// reclaimed, and by the sandbox's own record every payout is paid once. On both products.
 func TestAdopt_NoReplica(t *testing.T) {
-	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
+	t.Run("batches", func(t *testing.T) {
+		srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), wechatpaytest.WithNoPasswordLimit(1)) // every detail waits for a confirm
+		testAdopt(t, srv, testConfig, synth.ProductBatches, func() int {
+			n := 0
+			for _, b := range srv.Batches() {
+				n += b.WaitPayNum
+			}
+			return n
+		})
+	})
+	t.Run("bills", func(t *testing.T) {
+		srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200), func(o *wechatpaytest.Options) {
+			o.Product, o.BillAcceptDelay, o.BillConfirmTimeout = "bills", 0, 24*time.Hour // payees confirm only when told
+		})
+		testAdopt(t, srv, billsConfig, synth.ProductBills, func() int {
+			n := 0
+			for _, b := range srv.Bills() {
+				if b.State == ledger.PayoutWaitUserConfirm {
+					n++
+				}
+			}
+			return n
+		})
+	})
+}
+
+// testAdopt plays TestAdopt_NoReplica on srv with configs made by config, for product;
+// waiting counts the payouts waiting at WeChat for their payee or merchant.
+func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, *wechatpaytest.Server) Config, product string, waiting func() int) {
 	ns := natstest.Run(t)
 	ctx := context.Background()
 	js := natstest.Connect(t, ns)
-	cfgX := lostConfig(t, srv, ns.ClientURL())
+	cfgX := lostConfig(t, config(t, srv), ns.ClientURL())
 
 	// X pays 150 payouts: every batch reaches WeChat and waits there.
 	x := startProcessor(t, cfgX, io.Discard)
 	o := synth.DefaultOptions()
-	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 150, 21, 0, 0, 0.2
+	o.Product, o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate = product, 150, 21, 0, 0, 0.2, 0, 0
 	sent := publish(t, x.js, o)
 	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
-		waiting := 0
-		for _, b := range srv.Batches() {
-			waiting += b.WaitPayNum
-		}
-		return waiting == len(sent.valid), "payouts not all waiting at WeChat yet"
+		return waiting() == len(sent.valid), "payouts not all waiting at WeChat yet"
 	})
 	x.shutdown(t)
-	var numbers []string
-	for _, b := range srv.Batches() {
-		numbers = append(numbers, b.OutBatchNo)
-	}
-	slices.Sort(numbers)
+	numbers := batchNumbers(t, cfgX.Ledger)
 
 	// X runs again, now batching slowly: 60 more are claimed and acked, never sealed.
 	lost := instanceOf(t, cfgX.Ledger)
@@ -90,7 +111,7 @@ func TestAdopt_NoReplica(t *testing.T) {
 	}
 
 	// Y runs beside it, reports it silent, and receives two of its payouts again.
-	cfgY := lostConfig(t, srv, ns.ClientURL())
+	cfgY := lostConfig(t, config(t, srv), ns.ClientURL())
 	logs := testingutil.NewLogWatch("silent_instance=" + lost)
 	y := startProcessor(t, cfgY, logs)
 	select {
@@ -157,19 +178,46 @@ func TestAdopt_NoReplica(t *testing.T) {
 	stop := confirmAll(srv)
 	waitPaidOnce(t, cfgY.Ledger, srv, sent.valid)
 	stop()
-	var after []string
-	for _, b := range srv.Batches() {
-		after = append(after, b.OutBatchNo)
-	}
+	after := batchNumbers(t, cfgY.Ledger)
 	if got := len(after) - len(numbers); got < 1 {
-		t.Errorf("%d new batches at WeChat, want some for the 60 never sent", got)
+		t.Errorf("%d new batches, want some for the 60 never sent", got)
 	}
 	for _, no := range numbers {
 		if !slices.Contains(after, no) {
 			t.Errorf("batch %s is gone", no)
 		}
 	}
+	if d := srv.DoublePaid(); len(d) != 0 {
+		t.Errorf("paid twice by the sandbox's record: %v", d)
+	}
 	auditClean(t, time.Now(), cfgY.Ledger)
+}
+
+// batchNumbers lists the out_batch_no of every batch in the ledger at path, in order.
+func batchNumbers(t *testing.T, path string) []string {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT out_batch_no FROM batches ORDER BY out_batch_no`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var no string
+		if err := rows.Scan(&no); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, no)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestRun_AdoptionUnfinished: a ledger marked by an adoption that has not moved its claims
@@ -192,11 +240,10 @@ func TestRun_AdoptionUnfinished(t *testing.T) {
 	}
 }
 
-// lostConfig is testConfig on the shared NATS server at url, with the key file off the data
-// dir (the disk these tests lose).
-func lostConfig(t *testing.T, srv *wechatpaytest.Server, url string) Config {
+// lostConfig is cfg on the shared NATS server at url, with the key file off the data dir
+// (the disk these tests lose).
+func lostConfig(t *testing.T, cfg Config, url string) Config {
 	t.Helper()
-	cfg := testConfig(t, srv)
 	cfg.NATS.URL = url
 	key := filepath.Join(t.TempDir(), "merchant.pem")
 	if err := os.Rename(cfg.WeChatPay.PrivateKeyFile, key); err != nil {
@@ -237,7 +284,7 @@ func record(t *testing.T, js jetstream.JetStream, cfg Config, instance string) i
 	return r
 }
 
-// confirmAll confirms, every 50 ms until stopped, every batch waiting at the sandbox.
+// confirmAll confirms, every 50 ms until stopped, every batch and bill waiting at the sandbox.
 func confirmAll(srv *wechatpaytest.Server) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
@@ -249,6 +296,11 @@ func confirmAll(srv *wechatpaytest.Server) (stop func()) {
 			for _, b := range srv.Batches() {
 				if b.WaitPayNum > 0 {
 					_, _ = srv.Confirm(b.OutBatchNo, "")
+				}
+			}
+			for _, b := range srv.Bills() {
+				if b.State == ledger.PayoutWaitUserConfirm {
+					_ = srv.ConfirmBill(b.OutBillNo)
 				}
 			}
 			select {
