@@ -72,7 +72,11 @@ type intake struct {
 	pending *pendingSet
 	m       *metrics.Metrics
 	prog    *progress
+	leased  func() bool // nil: always (Deps.Leased)
 }
+
+// errLeaseStale: the heartbeat lease (Deps.Leased) is not held, so nothing is claimed.
+var errLeaseStale = errors.New("heartbeat lease stale: nothing is claimed until it beats again")
 
 type fetched struct {
 	msgs []jetstream.Msg
@@ -351,6 +355,11 @@ func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedG
 // message (msgs[i], when there is one) is dead-lettered as such (and set to nil) and the row is recorded as a DUPLICATE with other content, never paid. On error every row has
 // left the pending set, still RECEIVED, for the next sweep.
 func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstream.Msg) ([]ledger.Payout, error) {
+	if in.leased != nil && !in.leased() {
+		// An adopter may be reading this instance's claims: take none it would not see.
+		in.pending.drop(seqsOf(rows)...)
+		return nil, errLeaseStale
+	}
 	items := make([]claims.Item, len(rows))
 	for i, r := range rows {
 		items[i] = claims.Item{Key: claims.Key(r.MchID, r.OutDetailNo), Digest: r.ContentHash}

@@ -133,8 +133,8 @@ type Deps struct {
 	// adopter can resume it if this ledger's disk is lost; nil: none (tests of one replica).
 	Journal *journal.Journal
 	// Leased reports whether this instance's heartbeat is recent enough that no adopter can
-	// have judged it lost; while it is false the driver sends and queries nothing. nil:
-	// always leased.
+	// have judged it lost; while it is false the driver sends and queries nothing and intake
+	// claims nothing (its groups are not acked). nil: always leased.
 	Leased func() bool
 	Now    func() time.Time
 	Log    *slog.Logger
@@ -236,7 +236,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
-			m:    d.Metrics, prog: prog,
+			m:    d.Metrics, prog: prog, leased: d.Leased,
 		},
 		sealer: &sealer{
 			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,

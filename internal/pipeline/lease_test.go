@@ -3,14 +3,18 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/journal"
+	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
@@ -65,5 +69,35 @@ func TestDriver_SendsOnlyLeasedAndJournaled(t *testing.T) {
 	}
 	if bs := srv.Batches(); len(bs) != 1 || bs[0].OutBatchNo != b.OutBatchNo {
 		t.Fatalf("batches at WeChat %+v; want %s", bs, b.OutBatchNo)
+	}
+}
+
+// TestSweep_ClaimsOnlyLeased: while the heartbeat lease is stale, intake claims nothing (an
+// adopter reading this instance's claims must see all of them) and leaves its payouts
+// RECEIVED, out of the pending set; once it holds, the sweep claims them.
+func TestSweep_ClaimsOnlyLeased(t *testing.T) {
+	ctx := context.Background()
+	db, js, kv := claimsSetup(t)
+	if _, err := db.InsertPayouts(ctx, testRows("L", 3)); err != nil {
+		t.Fatal(err)
+	}
+	var leased atomic.Bool
+	claimed := make(chan []ledger.Payout, 10)
+	in := &intake{m: metrics.New(""), prog: &progress{}, cfg: IntakeConfig{FetchBatch: 10}, db: db, claims: claims.New(js, kv, db.InstanceID()),
+		pending: newPendingSet(), merchant: Merchant{MchID: "1900000001"}, prefix: payout.DefaultSubjectPrefix, claimed: claimed,
+		log: slog.New(slog.DiscardHandler), leased: leased.Load}
+
+	if err := in.sweep(ctx); !errors.Is(err, errLeaseStale) {
+		t.Fatalf("sweep without the lease = %v, want errLeaseStale", err)
+	}
+	if held, err := claims.OwnedBy(ctx, kv, db.InstanceID()); err != nil || len(held) != 0 || len(in.pending.seqs) != 0 {
+		t.Fatalf("without the lease: %d claims (%v), %d pending; want none", len(held), err, len(in.pending.seqs))
+	}
+	leased.Store(true)
+	if err := in.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := claims.OwnedBy(ctx, kv, db.InstanceID()); err != nil || len(held) != 3 || len(claimed) != 1 {
+		t.Fatalf("with the lease: %d claims (%v), %d groups to the sealer; want 3 and 1", len(held), err, len(claimed))
 	}
 }
