@@ -30,7 +30,7 @@ var errFailed = errors.New("a target failed")
 
 const usage = `usage: bench [-only intake,growth,drain,drain-bills,memory,lag] [flags]
 
-Runs the performance benchmarks (README, "Performance") and prints one PASS/FAIL line per target (about 27
+Runs the performance benchmarks (README, "Performance") and prints one PASS/FAIL line per target (about 28
 minutes in full). Exit status: 0 every target passed, 1 a target failed, 2 usage or run error.
 
 flags:
