@@ -18,6 +18,9 @@ import (
 // pathFundFlowBill is the fund-flow bill application (docs/reconciliation.md §1).
 const pathFundFlowBill = "/v3/bill/fundflowbill"
 
+// logBytes is the log attribute of a downloaded file's size.
+const logBytes = "bytes"
+
 // MaxBillBytes caps a downloaded bill file, compressed and decompressed alike; a larger one is
 // an error. A day of a million payouts is about 250 MB of CSV.
 const MaxBillBytes = 1 << 30
@@ -107,7 +110,7 @@ func (c *Client) DownloadBill(ctx context.Context, d *BillDownload) ([]byte, err
 	c.observed(http.MethodGet, uri, resp.StatusCode, Classify(err), code, elapsed)
 	c.log.LogAttrs(ctx, slog.LevelDebug, "wechatpay: bill download",
 		slog.String(logHost, req.URL.Host), slog.Int(logStatus, resp.StatusCode),
-		slog.Int("bytes", len(body)), slog.Duration(logElapsed, elapsed))
+		slog.Int(logBytes, len(body)), slog.Duration(logElapsed, elapsed))
 	if err != nil {
 		return nil, err
 	}
