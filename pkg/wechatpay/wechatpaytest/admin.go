@@ -36,9 +36,11 @@ func (s *Server) routes() http.Handler {
 		{EndpointCancelBill, bills, s.cancelBill},
 		{EndpointCreateInstr, bills, s.createInstr},
 		{EndpointInstrByOutNo, bills, s.queryInstr},
+		{EndpointFundFlowBill, 0, s.applyFundFlowBill},
 	} {
 		mux.HandleFunc(r.pattern, s.api(r.pattern, r.limit, r.fn))
 	}
+	mux.HandleFunc(EndpointBillDownload, s.downloadBill) // unsigned answer: not through api
 	mux.HandleFunc("/", s.api(endpointUnknown, 0, func(*call) (any, error) { return nil, notFound("no such API") }))
 	if s.opts.Admin {
 		s.adminRoutes(mux)

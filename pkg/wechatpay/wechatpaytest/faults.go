@@ -176,10 +176,11 @@ func (s *Server) FailRate(endpoint string, f Fault, rate float64) {
 	s.faults.rules = append(s.faults.rules, FaultRule{Endpoint: endpoint, Fault: f, Rate: rate})
 }
 
-// ClearFaults removes every queued fault and every rule.
+// ClearFaults removes every queued fault, every rule and every BillFault.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults.queued = map[string][]Fault{}
 	s.faults.rules = nil
+	s.flows.faults = nil
 }

@@ -64,6 +64,7 @@ type Server struct {
 	windows map[string]*window
 	stats   Stats
 	outbox  []*notification // queued by advance, delivered by loop when due
+	flows   fundFlow        // fund-flow bill faults and download files (fundflow.go)
 
 	hs      *http.Server
 	url     string
