@@ -69,7 +69,7 @@ func parseAdoption(out []byte) (Adoption, error) {
 const adoptAttempts = 3
 
 // loseAndAdopt plays the recovery drill on the last processor (the first one replicates for
-// DiskLoss): it reads its instance id, SIGKILLs it, deletes its data dir (its log is kept
+// DiskLoss), while it has work in hand: it reads its instance id, SIGKILLs it, deletes its data dir (its log is kept
 // beside it as evidence), waits until its heartbeat is silent, runs `processor adopt --plan`
 // then `processor adopt` with a replacement config on a fresh data dir, and starts the
 // replacement in its place. Everything it learns goes into the report.

@@ -18,6 +18,11 @@
 // SUCCESS (paid once), FAIL with the sandbox's reason, or CANCELLED, each refused cancel
 // answered once, and each payee's app told about its bill at most once.
 //
+// With Config.Adopt (make soak) it also plays the recovery drill of issue 16: one processor
+// without a ledger replica is SIGKILLed mid-run and its data dir deleted for good; once its
+// heartbeat is silent, `processor adopt` takes over its payouts into a fresh ledger from what
+// NATS holds, a replacement runs on it, and every check above must pass without the lost file.
+//
 // Run is the library entry point; cmd/soak is its command line (make soak) and
 // TestSoakShort runs a small one inside go test.
 package soak
@@ -72,11 +77,12 @@ type Config struct {
 	// stops it cleanly, deletes its ledger for good and starts it again: it must restore the
 	// file from the replica and finish as the same instance.
 	DiskLoss bool
-	// Adopt plays the recovery drill once mid-run, after the disk loss: the last processor
+	// Adopt plays the recovery drill once mid-run, once every request is published (the late
+	// re-publishes of old keys still to come) and a few kills have passed: the last processor
 	// (which does not replicate) is SIGKILLed and its data dir deleted for good; once its
 	// heartbeat is silent (the processors beat every second and are silent after 5 s),
 	// `processor adopt` takes its payouts over into a fresh ledger, and a replacement on that
-	// ledger takes its place in the chaos.
+	// ledger takes its place in the chaos (the next kill hits it).
 	Adopt bool
 	Log   io.Writer // progress lines; nil: discarded
 }
@@ -442,15 +448,15 @@ func (s *soak) ensureTopology(ctx context.Context) error {
 // exercise publishes the workload while the chaos loop kills processors and a NATS node,
 // and returns when both are done.
 func (s *soak) exercise(ctx context.Context) error {
-	published := make(chan struct{})
+	requested, published := make(chan struct{}), make(chan struct{})
 	chaosDone := make(chan struct{})
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	defer stopChaos()
 	go func() {
 		defer close(chaosDone)
-		s.chaos(chaosCtx, published)
+		s.chaos(chaosCtx, requested, published)
 	}()
-	err := s.publishAll(ctx, published)
+	err := s.publishAll(ctx, requested, published)
 	if err != nil {
 		stopChaos() // the workload is incomplete: the run cannot pass
 	}
@@ -462,9 +468,11 @@ func (s *soak) exercise(ctx context.Context) error {
 }
 
 // chaos kills a random processor every KillEvery and restarts it on its data dir, once
-// kills and restarts a NATS node, and stops when the run has been shaken enough:
-// everything published, MinKills reached, the NATS node back, KillUntil of the payouts final.
-func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
+// kills and restarts a NATS node, plays the recovery drill once every request is out and
+// the disk loss once everything is, and stops when the run has been shaken enough:
+// everything published, MinKills reached, the NATS node back, the drills played,
+// KillUntil of the payouts final.
+func (s *soak) chaos(ctx context.Context, requested, published <-chan struct{}) {
 	tick := time.NewTicker(s.cfg.KillEvery)
 	defer tick.Stop()
 	last, lastChange := -1, time.Now()
@@ -503,8 +511,9 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 			}
 			continue
 		}
-		// After the disk loss, the recovery drill on another processor.
-		if s.cfg.Adopt && !s.adoptTried && isPublished && s.rep.Kills >= 4 && (!s.cfg.DiskLoss || s.diskLost) {
+		// Once every request is out (the late re-publishes of old keys are still to come), while
+		// the processors still have work in hand: the recovery drill on one that does not replicate.
+		if s.cfg.Adopt && !s.adoptTried && closed(requested) && s.rep.Kills >= 3 {
 			s.adoptTried = true // once, whatever comes of it: the check says
 			if err := s.loseAndAdopt(ctx); err != nil {
 				s.rep.AdoptErr = err.Error()
