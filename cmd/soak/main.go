@@ -3,8 +3,9 @@
 // (10k payouts: payees who confirm, decline or never confirm, lost callbacks, upstream
 // cancels). Each run is a 3-node JetStream cluster, the WeChat Pay sandbox with faults and
 // 429s, several processors SIGKILLed and restarted every few seconds, one NATS node
-// restart, and the producer publishing a synthetic workload with re-publishes and invalid
-// lines. Each run then checks the sandbox's own record against every ledger and the events
+// restart, one ledger lost and restored from its litestream replica, one processor lost with
+// its disk and adopted into a fresh ledger (processor adopt), and the producer publishing a
+// synthetic workload with re-publishes and invalid lines. Each run then checks the sandbox's own record against every ledger and the events
 // upstream got. It prints each run's checks, then "total: N passed, M failed", and exits 1
 // on any failure (2 when the harness itself could not run).
 //

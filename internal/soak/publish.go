@@ -24,8 +24,9 @@ import (
 // are dead-lettered), and last a slice of the first waves' keys again once the window has
 // passed. On transfer bills upstream's cancels (workload.cancel) follow the last wave, while
 // the first bills are long final (some closed unconfirmed), later ones wait for their payee
-// and the last ones are not even sealed. It closes published when everything is out.
-func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error {
+// and the last ones are not even sealed. It closes requested once every request (and cancel)
+// is out, before the late re-publishes, and published when everything is out.
+func (s *soak) publishAll(ctx context.Context, requested, published chan<- struct{}) error {
 	w := s.work
 	s.logf("publishing %d valid requests in %d waves, and %d invalid ones", len(w.valid), len(w.waves), len(w.invalid))
 	began := time.Now()
@@ -62,6 +63,7 @@ func (s *soak) publishAll(ctx context.Context, published chan<- struct{}) error 
 			return err
 		}
 	}
+	close(requested)
 	s.logf("published; re-publishing %d keys once the %s duplicate window has passed", w.late, s.cfg.DuplicateWindow)
 	if err := sleepUntil(ctx, lateAt); err != nil {
 		return err

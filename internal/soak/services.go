@@ -83,6 +83,7 @@ func (s *soak) startSandbox(ctx context.Context) error {
 // processor is one replica: its data dir, ledger and callback address survive every kill.
 type processor struct {
 	name, bin, dir, conf, ledger, logPath string
+	listen                                string // bills: the callback address ("" on the batch API)
 	p                                     *proc
 	runsBefore                            int // runs() when the current process was started
 }
@@ -142,8 +143,10 @@ func writeProcessorConfig(path string, cfg app.Config) error {
 // group of 1000 being committed plus the next one prefetched, with room to spare.
 const maxAckPending = 4000
 
-func (s *soak) newProcessor(i int) (*processor, error) {
-	name := fmt.Sprintf("p%d", i)
+// newProcessor writes the config of a processor named name on its own data dir (the
+// working directory's name/), listening for callbacks on listen (bills; "" picks a free
+// port), replicating its ledger with litestream if replicated. It does not start it.
+func (s *soak) newProcessor(name, listen string, replicated bool) (*processor, error) {
 	dir := filepath.Join(s.cfg.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -157,8 +160,7 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
 		return nil, err
 	}
-	var listen string
-	if s.cfg.bills() {
+	if s.cfg.bills() && listen == "" {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -168,10 +170,10 @@ func (s *soak) newProcessor(i int) (*processor, error) {
 	p := &processor{
 		name: name, bin: filepath.Join(s.bin, "processor"), dir: dir,
 		conf: filepath.Join(dir, "processor.yaml"), ledger: filepath.Join(dir, "ledger.db"),
-		logPath: filepath.Join(dir, "processor.log"),
+		logPath: filepath.Join(dir, "processor.log"), listen: listen,
 	}
 	cfg := s.processorConfig(dir, keyPath, listen)
-	if s.cfg.DiskLoss && i == 1 {
+	if replicated {
 		// The replica lives off the processor's data dir: what loseDisk deletes.
 		cfg.Replica = app.ReplicaConfig{URL: "file://" + filepath.Join(s.cfg.Dir, "replica-"+name), SyncInterval: 200 * time.Millisecond, Litestream: s.litestream}
 	}

@@ -18,6 +18,11 @@
 // SUCCESS (paid once), FAIL with the sandbox's reason, or CANCELLED, each refused cancel
 // answered once, and each payee's app told about its bill at most once.
 //
+// With Config.Adopt (make soak) it also plays the recovery drill of issue 16: one processor
+// without a ledger replica is SIGKILLed mid-run and its data dir deleted for good; once its
+// heartbeat is silent, `processor adopt` takes over its payouts into a fresh ledger from what
+// NATS holds, a replacement runs on it, and every check above must pass without the lost file.
+//
 // Run is the library entry point; cmd/soak is its command line (make soak) and
 // TestSoakShort runs a small one inside go test.
 package soak
@@ -72,7 +77,14 @@ type Config struct {
 	// stops it cleanly, deletes its ledger for good and starts it again: it must restore the
 	// file from the replica and finish as the same instance.
 	DiskLoss bool
-	Log      io.Writer // progress lines; nil: discarded
+	// Adopt plays the recovery drill once mid-run, once every request is published (the late
+	// re-publishes of old keys still to come) and a few kills have passed: the last processor
+	// (which does not replicate) is SIGKILLed and its data dir deleted for good; once its
+	// heartbeat is silent (the processors beat every second and are silent after 5 s),
+	// `processor adopt` takes its payouts over into a fresh ledger, and a replacement on that
+	// ledger takes its place in the chaos (the next kill hits it).
+	Adopt bool
+	Log   io.Writer // progress lines; nil: discarded
 }
 
 // Products (Config.Product), as the processor's wechatpay.product.
@@ -86,7 +98,7 @@ func DefaultConfig() Config {
 	return Config{
 		Product: ProductBatches, Payouts: 50_000, Processors: 3, KillEvery: 3 * time.Second, MinKills: 5, KillUntil: 0.98,
 		Timeout: 15 * time.Minute, Seed: 1, DuplicateWindow: 20 * time.Second, AckWait: 10 * time.Second,
-		Quota: 50, Share: 25, DiskLoss: true,
+		Quota: 50, Share: 25, DiskLoss: true, Adopt: true,
 	}
 }
 
@@ -120,6 +132,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: quota and share must be at least 1 request/s", ErrConfig)
 	case c.KillEvery <= 0 || c.Timeout <= 0 || c.DuplicateWindow <= 0 || c.AckWait < time.Second:
 		return fmt.Errorf("%w: kill-every, timeout and the duplicate window must be positive, ack-wait at least 1s", ErrConfig)
+	case c.Adopt && c.DiskLoss && c.Processors < 2:
+		return fmt.Errorf("%w: the recovery drill loses a processor that does not replicate: want at least 2 processors with the disk loss", ErrConfig)
 	}
 	return nil
 }
@@ -149,9 +163,20 @@ type Report struct {
 	// LostEvents is how many ledger events the restored copies lacked (the lost window of a
 	// clean stop is 0: it closes the ledger before it stops litestream).
 	LostEvents int64
-	Sandbox    wechatpaytest.Stats
-	Elapsed    time.Duration
-	Checks     []Check
+	// The recovery drill (Config.Adopt): the lost instance, what `processor adopt --plan` and
+	// then `processor adopt` said (after AdoptAttempts runs), how long after the SIGKILL its
+	// heartbeat was silent and the adoption done, and why it could not be played out.
+	Adoptions        int
+	AdoptInstance    string
+	AdoptPlan        Adoption
+	Adopted          Adoption
+	AdoptAttempts    int
+	AdoptSilentAfter time.Duration
+	AdoptTook        time.Duration
+	AdoptErr         string
+	Sandbox          wechatpaytest.Stats
+	Elapsed          time.Duration
+	Checks           []Check
 }
 
 // Check is one verdict of the final verification.
@@ -186,6 +211,11 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "kills %d, unrequested exits %d, NATS node restarts %d, claim replies lost %d, ledgers lost and restored %d (%d events lost), wall time %s\n",
 		r.Kills, r.Crashes, r.NATSRestarts, r.ClaimCuts, r.DiskLosses, r.LostEvents, r.Elapsed.Round(time.Second))
+	if r.Adoptions > 0 || r.AdoptErr != "" {
+		a := r.Adopted
+		fmt.Fprintf(w, "recovery drill: instance %s lost with its disk, adopted %d time(s) in %s from the kill: %d claims, %d batches resumed (%d payouts), %d to pay anew, %d left\n",
+			r.AdoptInstance, r.Adoptions, r.AdoptTook.Round(time.Millisecond), a.Held, a.Batches, a.InBatches, a.ToPay, a.Left)
+	}
 	fmt.Fprintf(w, "sandbox: faults %v, rate limited (429) %d, requests %v\n", r.Sandbox.Faults, r.Sandbox.RateLimited, r.Sandbox.Requests)
 	for _, c := range r.Checks {
 		verdict := "PASS"
@@ -252,7 +282,13 @@ type soak struct {
 	// litestream is the replicating binary (DiskLoss); "" without.
 	litestream string
 	diskLost   bool // loseDisk has been tried
-	work       *workload
+	// The recovery drill: tried, the replacement that adopted the lost processor (nil
+	// until it has), whether a kill has hit it since, and the lost processor's kept log.
+	adoptTried    bool
+	adopter       *processor
+	adopterKilled bool
+	lostLogs      []string
+	work          *workload
 
 	nodes        []*natsNode
 	natsURL      string
@@ -374,7 +410,7 @@ func (s *soak) setUp(ctx context.Context) error {
 	}
 	s.logf("starting %d processors", s.cfg.Processors)
 	for i := range s.cfg.Processors {
-		p, err := s.newProcessor(i + 1)
+		p, err := s.newProcessor(fmt.Sprintf("p%d", i+1), "", s.cfg.DiskLoss && i == 0) // the replica lives off its data dir: what loseDisk deletes
 		if err != nil {
 			return err
 		}
@@ -394,6 +430,11 @@ func (s *soak) ensureTopology(ctx context.Context) error {
 	s.topo = broker.DefaultTopology()
 	s.topo.Replicas, s.topo.DuplicateWindow, s.topo.AckWait = 3, s.cfg.DuplicateWindow, s.cfg.AckWait
 	s.topo.Backoff, s.topo.MaxAckPending = nil, maxAckPending*s.cfg.Processors
+	if s.cfg.Adopt {
+		// The drill waits until the lost instance is silent: a beat a second, silent after 5 s
+		// (config: at least 3 beats), so the driver's lease (silent-after/2) is 2.5 s.
+		s.topo.HeartbeatEvery, s.topo.SilentAfter = time.Second, 5*time.Second
+	}
 	return poll(ctx, time.Minute, 500*time.Millisecond, func() (bool, string) {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -407,15 +448,15 @@ func (s *soak) ensureTopology(ctx context.Context) error {
 // exercise publishes the workload while the chaos loop kills processors and a NATS node,
 // and returns when both are done.
 func (s *soak) exercise(ctx context.Context) error {
-	published := make(chan struct{})
+	requested, published := make(chan struct{}), make(chan struct{})
 	chaosDone := make(chan struct{})
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	defer stopChaos()
 	go func() {
 		defer close(chaosDone)
-		s.chaos(chaosCtx, published)
+		s.chaos(chaosCtx, requested, published)
 	}()
-	err := s.publishAll(ctx, published)
+	err := s.publishAll(ctx, requested, published)
 	if err != nil {
 		stopChaos() // the workload is incomplete: the run cannot pass
 	}
@@ -427,9 +468,11 @@ func (s *soak) exercise(ctx context.Context) error {
 }
 
 // chaos kills a random processor every KillEvery and restarts it on its data dir, once
-// kills and restarts a NATS node, and stops when the run has been shaken enough:
-// everything published, MinKills reached, the NATS node back, KillUntil of the payouts final.
-func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
+// kills and restarts a NATS node, plays the recovery drill once every request is out and
+// the disk loss once everything is, and stops when the run has been shaken enough:
+// everything published, MinKills reached, the NATS node back, the drills played,
+// KillUntil of the payouts final.
+func (s *soak) chaos(ctx context.Context, requested, published <-chan struct{}) {
 	tick := time.NewTicker(s.cfg.KillEvery)
 	defer tick.Stop()
 	last, lastChange := -1, time.Now()
@@ -445,7 +488,7 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 		if final != last {
 			last, lastChange = final, time.Now()
 		}
-		enough := isPublished && s.rep.Kills >= s.cfg.MinKills && s.rep.NATSRestarts > 0
+		enough := isPublished && s.rep.Kills >= s.cfg.MinKills && s.rep.NATSRestarts > 0 && s.drillsDone()
 		if enough && (float64(final) >= s.cfg.KillUntil*float64(len(s.work.valid)) || time.Since(lastChange) > stallAfter) {
 			s.logf("chaos over: %d kills, %d/%d payouts final", s.rep.Kills, final, len(s.work.valid))
 			return
@@ -468,7 +511,21 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 			}
 			continue
 		}
+		// Once every request is out (the late re-publishes of old keys are still to come), while
+		// the processors still have work in hand: the recovery drill on one that does not replicate.
+		if s.cfg.Adopt && !s.adoptTried && closed(requested) && s.rep.Kills >= 3 {
+			s.adoptTried = true // once, whatever comes of it: the check says
+			if err := s.loseAndAdopt(ctx); err != nil {
+				s.rep.AdoptErr = err.Error()
+				s.logf("recovery drill: %v", err)
+			}
+			continue
+		}
 		p := s.procs[s.rng.IntN(len(s.procs))]
+		if s.adopter != nil && !s.adopterKilled && s.adopter.running() {
+			// The first kill after the adoption hits the replacement: it resumes what it adopted.
+			p, s.adopterKilled = s.adopter, true
+		}
 		p.kill()
 		s.rep.Kills++
 		if err := p.start(); err != nil {
@@ -476,6 +533,12 @@ func (s *soak) chaos(ctx context.Context, published <-chan struct{}) {
 		}
 		s.logf("killed and restarted %s (kill %d; %d/%d payouts final)", p.name, s.rep.Kills, final, len(s.work.valid))
 	}
+}
+
+// drillsDone reports whether the disk loss and the recovery drill, each if asked for, have
+// been tried, and a kill has hit the replacement of the drill since.
+func (s *soak) drillsDone() bool {
+	return (!s.cfg.DiskLoss || s.diskLost) && (!s.cfg.Adopt || s.adoptTried && (s.adopter == nil || s.adopterKilled))
 }
 
 // loseDisk stops the first processor cleanly (its ledger closed, then litestream, which ships

@@ -41,6 +41,7 @@ func runShort(t *testing.T, cfg Config, minChecks int) *Report {
 	cfg.Dir = t.TempDir()
 	cfg.KillEvery, cfg.MinKills, cfg.Timeout = 2*time.Second, 5, 4*time.Minute
 	cfg.DiskLoss = false // make soak runs it: a litestream, a clean stop and a restore more than make test needs
+	cfg.Adopt = false    // make soak runs it: a lost processor, its silence and an adoption
 	var progress strings.Builder
 	cfg.Log = &progress
 	rep, err := Run(context.Background(), cfg)
@@ -86,6 +87,8 @@ func TestConfigValidate(t *testing.T) {
 		{"ack-wait under a second", func(c *Config) { c.AckWait = time.Millisecond }, ErrConfig},
 		{"no kill interval", func(c *Config) { c.KillEvery = 0 }, ErrConfig},
 		{"no quota", func(c *Config) { c.Quota = 0 }, ErrConfig},
+		{"recovery drill and disk loss on one processor", func(c *Config) { c.Processors = 1 }, ErrConfig},
+		{"recovery drill alone on one processor", func(c *Config) { c.Processors, c.DiskLoss = 1, false }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,6 +166,9 @@ func (s *soak) verify(ctx context.Context) {
 			"%d ledgers deleted (holding %d events) and restored (litestream), %d events lost (the other checks count the payouts)%s",
 			r.DiskLosses, r.DiskLossHeld, r.LostEvents, orNone(r.DiskLossErr))
 	}
+	if s.cfg.Adopt {
+		s.checkAdoption(ctx)
+	}
 }
 
 // gather reads the sandbox's record (kept in the working directory) and every ledger. It
@@ -424,6 +427,7 @@ func (s *soak) checkFiles(ledgers []string) {
 	for _, p := range s.procs {
 		files = append(files, p.logPath)
 	}
+	files = append(files, s.lostLogs...)
 	for _, path := range files {
 		b, err := os.ReadFile(path)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -434,7 +438,7 @@ func (s *soak) checkFiles(ledgers []string) {
 		}
 	}
 	s.rep.check("no plaintext name in any ledger file or processor log", len(found) == 0, "%d ledgers and %d logs; names found in %v",
-		len(ledgers), len(s.procs), found)
+		len(ledgers), len(s.procs)+len(s.lostLogs), found)
 }
 
 // readStream returns every message stored in stream (on subject only, when it is not
