@@ -89,6 +89,10 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	if err != nil {
 		return pipeline.Adoption{}, fmt.Errorf("request stream: %w", err)
 	}
+	results, err := js.Stream(ctx, topo.ResultsStream)
+	if err != nil {
+		return pipeline.Adoption{}, fmt.Errorf("results stream: %w", err)
+	}
 	copts := []wechatpay.Option{wechatpay.WithLogger(log)}
 	if o.HTTPClient != nil {
 		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
@@ -100,12 +104,12 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
 		DB: db, API: api, RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"),
 		Merchant: pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},
-		HashKey:  contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
+		HashKey:  contentHashKey(cfg.WeChatPay.APIv3Key), Log: log, ResultsPrefix: resultsPrefix(topo.ResultsSubjects),
 	})
 	if err != nil {
 		return pipeline.Adoption{}, err
 	}
-	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: o.Instance, Held: held, Journal: entries, Requests: stream}, o.Plan)
+	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: o.Instance, Held: held, Journal: entries, Requests: stream, Results: results}, o.Plan)
 	if err != nil || o.Plan {
 		return a, err
 	}

@@ -138,6 +138,20 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 		return s.Payouts[ledger.PayoutDuplicate].Count == 2, "the redeliveries are not DUPLICATE yet"
 	})
 	y.shutdown(t)
+	// On bills, the lost instance had told upstream one of its unbatched payouts was
+	// CANCELLED (as a local cancel does): that promise is kept, it is never sent.
+	var told string
+	if product == synth.ProductBills {
+		for k := range more.valid {
+			if k != unbatched {
+				told = k
+				break
+			}
+		}
+		ev := mustJSON(t, payout.OutcomeEvent{OutDetailNo: told, MchID: o.MchID, State: ledger.PayoutCancelled, OutBillNo: told, At: time.Now()})
+		sendRaw(t, js, payout.ResultSubject(resultsPrefix(cfgX.NATS.Topology.ResultsSubjects), ledger.PayoutCancelled), ev)
+		delete(sent.valid, told)
+	}
 
 	// The plan names every stranded key and changes nothing.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -176,8 +190,21 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	// Y pays: the lost instance's batches under their numbers, the rest under new ones.
 	startProcessor(t, cfgY, io.Discard)
 	stop := confirmAll(srv)
-	waitPaidOnce(t, cfgY.Ledger, srv, sent.valid)
+	var unpaid []string
+	if told != "" {
+		unpaid = append(unpaid, told)
+	}
+	waitPaidOnce(t, cfgY.Ledger, srv, sent.valid, unpaid...)
 	stop()
+	if told != "" {
+		p, err := lookup(cfgY.Ledger, told)
+		if err != nil || p.State != ledger.PayoutCancelled || srv.Paid()[told] != 0 {
+			t.Errorf("%s, reported CANCELLED by the lost instance: %s (%v), paid %d times; want CANCELLED, never paid", told, p.State, err, srv.Paid()[told])
+		}
+		if _, err := srv.Bill(told); err == nil {
+			t.Errorf("%s, reported CANCELLED by the lost instance, was sent to WeChat", told)
+		}
+	}
 	after := batchNumbers(t, cfgY.Ledger)
 	if got := len(after) - len(numbers); got < 1 {
 		t.Errorf("%d new batches, want some for the 60 never sent", got)

@@ -229,16 +229,16 @@ func waitFinal(t *testing.T, db *ledger.DB, n int, limit time.Duration) {
 }
 
 // waitPaidOnce waits (a minute at most) until the ledger at path holds every key of valid
-// final, then fails t for each key the sandbox did not pay exactly once (valid: a workload
-// the sandbox fails none of).
-func waitPaidOnce(t *testing.T, path string, srv *wechatpaytest.Server, valid map[string]bool) {
+// final (and as many more as unpaid), then fails t for each key of valid the sandbox did not
+// pay exactly once (valid: a workload the sandbox fails none of).
+func waitPaidOnce(t *testing.T, path string, srv *wechatpaytest.Server, valid map[string]bool, unpaid ...string) {
 	t.Helper()
 	db, err := ledger.OpenReadOnly(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	waitFinal(t, db, len(valid), time.Minute)
+	waitFinal(t, db, len(valid)+len(unpaid), time.Minute)
 	paid := srv.Paid()
 	for key := range valid {
 		if paid[key] != 1 {

@@ -175,7 +175,11 @@ func recoverRestored(ctx context.Context, p *pipeline.Pipeline, js jetstream.Jet
 	if err != nil {
 		return fmt.Errorf("request stream: %w", err)
 	}
-	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: self, Held: held, Journal: entries, Requests: stream}, false)
+	results, err := js.Stream(ctx, topo.ResultsStream)
+	if err != nil {
+		return fmt.Errorf("results stream: %w", err)
+	}
+	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: self, Held: held, Journal: entries, Requests: stream, Results: results}, false)
 	if err != nil {
 		return fmt.Errorf("complete the restored ledger: %w", err)
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,6 +23,9 @@ type AdoptSource struct {
 	Held     []claims.Held   // claims.OwnedBy the instance
 	Journal  []journal.Entry // journal.Batches of the instance
 	Requests jetstream.Stream
+	// Results is the results stream: the outcomes the instance already published are
+	// promises kept here (a bill it reported CANCELLED is never sent); nil: none read.
+	Results jetstream.Stream
 }
 
 // Adoption is what adopting a lost instance found, and (unless planned only) recorded.
@@ -74,11 +78,21 @@ func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adopt
 	if err != nil {
 		return a, err
 	}
+	told, err := p.outcomes.told(ctx, src.Results, held)
+	if err != nil {
+		return a, err
+	}
 	left := map[string]string{}
 	a.BatchOf = map[string]string{}
 	var resume []journal.Entry
 	for _, e := range src.Journal {
-		if why := resumable(e, rows, held, a.BatchOf); why != "" {
+		why := resumable(e, rows, held, a.BatchOf)
+		if _, err := p.intake.db.BatchHead(ctx, e.OutBatchNo); err == nil {
+			why = "" // recorded here by an earlier run, whose claims may be moved already
+		} else if !errors.Is(err, ledger.ErrNotFound) {
+			return a, err
+		}
+		if why != "" {
 			details, _ := ledger.BodyDetails(e.Body)
 			for _, d := range details {
 				left[claims.Key(e.MchID, d.OutDetailNo)] = fmt.Sprintf("in journaled batch %s, which cannot be resumed: %s", e.OutBatchNo, why)
@@ -121,7 +135,7 @@ func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adopt
 	if plan {
 		return a, nil
 	}
-	if err := p.record(ctx, &a, take, resume); err != nil {
+	if err := p.record(ctx, &a, take, resume, told); err != nil {
 		return a, err
 	}
 	return a, nil
@@ -163,42 +177,16 @@ func resumable(e journal.Entry, rows map[string]ledger.Payout, held map[string]c
 // claim holds), and for the keys whose only requests are refused now, why.
 func (in *intake) requestsOf(ctx context.Context, stream jetstream.Stream, held map[string]claims.Held) (map[string]ledger.Payout, map[string]string, error) {
 	rows, refused := map[string]ledger.Payout{}, map[string]string{}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("request stream: %w", err)
-	}
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 || len(held) == 0 {
+	if len(held) == 0 {
 		return rows, refused, nil
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return nil, nil, fmt.Errorf("read request stream: %w", err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read request stream: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return nil, nil, fmt.Errorf("read request stream: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, nil, fmt.Errorf("read request stream: %w", err)
-		}
+	err := readStream(ctx, stream, nil, func(m jetstream.Msg, md *jetstream.MsgMetadata) {
 		in.adoptRequest(m, md, held, rows, refused)
-		if md.Sequence.Stream >= last {
-			return rows, refused, nil
-		}
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read request stream: %w", err)
 	}
+	return rows, refused, nil
 }
 
 // adoptRequest takes one message of the stream into rows when it is the request of a held
@@ -243,7 +231,7 @@ func (in *intake) adoptRequest(m jetstream.Msg, md *jetstream.MsgMetadata, held 
 
 // record writes the adoption into the ledger: the mark, the rows (reclaiming DUPLICATE ones
 // of the lost instance), and each resumed batch sealed and marked maybe sent.
-func (p *Pipeline) record(ctx context.Context, a *Adoption, take []ledger.Payout, resume []journal.Entry) error {
+func (p *Pipeline) record(ctx context.Context, a *Adoption, take []ledger.Payout, resume []journal.Entry, told map[string]string) error {
 	db := p.intake.db
 	if err := db.BeginAdoption(ctx, a.Instance); err != nil {
 		return err
@@ -271,8 +259,18 @@ func (p *Pipeline) record(ctx context.Context, a *Adoption, take []ledger.Payout
 		}
 		a.Reclaimed = len(reclaim)
 	}
+	// A bill the instance reported CANCELLED was cancelled before it was ever sent: its
+	// cancel is recorded before sealing, so its bill is cancelled here without WeChat too.
+	for _, r := range take {
+		if told[claims.Key(r.MchID, r.OutDetailNo)] != ledger.PayoutCancelled {
+			continue
+		}
+		if _, err := db.RequestCancel(ctx, r.OutDetailNo, "cancelled by instance "+a.Instance+" before it was lost"); err != nil && !errors.Is(err, ledger.ErrFinal) {
+			return fmt.Errorf("adopted cancel of %s: %w", r.OutDetailNo, err)
+		}
+	}
 	for _, e := range resume {
-		if err := p.resumeBatch(ctx, e, seqs); err != nil {
+		if err := p.resumeBatch(ctx, e, seqs, told); err != nil {
 			return err
 		}
 	}
@@ -284,8 +282,11 @@ func (p *Pipeline) record(ctx context.Context, a *Adoption, take []ledger.Payout
 const codeAdopted = "ADOPTED"
 
 // resumeBatch seals journaled batch e with its members' rows here and records one attempt of
-// unknown outcome, unless an earlier run did.
-func (p *Pipeline) resumeBatch(ctx context.Context, e journal.Entry, seqs map[string]int64) error {
+// unknown outcome, unless an earlier run did. A create the instance reported REJECTED (its
+// very first attempt was refused: nothing exists under the number) or a bill it reported
+// CANCELLED (never sent) gets no such attempt: its replay is a first attempt again, or the
+// bill is cancelled here without WeChat.
+func (p *Pipeline) resumeBatch(ctx context.Context, e journal.Entry, seqs map[string]int64, told map[string]string) error {
 	db := p.intake.db
 	details, err := ledger.BodyDetails(e.Body)
 	if err != nil {
@@ -307,12 +308,86 @@ func (p *Pipeline) resumeBatch(ctx context.Context, e journal.Entry, seqs map[st
 	case cur.Attempts > 0 || cur.State != ledger.BatchSealed:
 		return nil // recorded by an earlier run
 	}
+	neverSent := func(d ledger.BodyDetail) bool {
+		st := told[claims.Key(e.MchID, d.OutDetailNo)]
+		return st == ledger.PayoutRejected || st == ledger.PayoutCancelled
+	}
 	if e.Rail != payout.RailBills {
+		if slices.ContainsFunc(details, neverSent) {
+			return nil
+		}
 		return db.RecordSubmit(ctx, e.OutBatchNo, ledger.SubmitResult{Outcome: ledger.SubmitRetry, ErrorCode: codeAdopted})
 	}
 	for _, d := range details {
+		if neverSent(d) {
+			continue
+		}
 		if err := db.RecordBillCreate(ctx, d.OutDetailNo, ledger.BillCreate{Outcome: ledger.SubmitRetry, ErrorCode: codeAdopted}); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// told returns the final outcomes already published for the held keys that adoption must
+// honour: CANCELLED and REJECTED (nothing was sent, or nothing exists at WeChat), by key.
+// It reads the results stream from its start to its last message; nil stream: none.
+func (o *outcomes) told(ctx context.Context, results jetstream.Stream, held map[string]claims.Held) (map[string]string, error) {
+	out := map[string]string{}
+	if results == nil || len(held) == 0 {
+		return out, nil
+	}
+	subjects := []string{payout.ResultSubject(o.prefix, ledger.PayoutCancelled), payout.ResultSubject(o.prefix, ledger.PayoutRejected)}
+	err := readStream(ctx, results, subjects, func(m jetstream.Msg, _ *jetstream.MsgMetadata) {
+		var ev payout.OutcomeEvent
+		if json.Unmarshal(m.Data(), &ev) != nil {
+			return
+		}
+		if k := claims.Key(ev.MchID, ev.OutDetailNo); held[k].Key != "" && (ev.State == ledger.PayoutCancelled || ev.State == ledger.PayoutRejected) {
+			out[k] = ev.State
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results stream: %w", err)
+	}
+	return out, nil
+}
+
+// readStream calls fn with every message of stream on subjects (every subject when none)
+// that was stored when it began, in order.
+func readStream(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return err
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for left := ci.NumPending; left > 0; {
+		b, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range b.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			fn(m, md)
+			n++
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return err
+		}
+		left -= uint64(min(n, int(left)))
+		if n == 0 {
+			// Nothing came: the rest may have aged out of the stream meanwhile.
+			if ci, err = cons.Info(ctx); err != nil {
+				return err
+			}
+			left = min(left, ci.NumPending)
 		}
 	}
 	return nil

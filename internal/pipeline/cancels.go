@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -156,8 +155,7 @@ func (c *cancels) answer(ctx context.Context, m jetstream.Msg, req payout.Cancel
 		c.nak(m)
 		return
 	}
-	id := strings.Join([]string{"cancel", req.MchID, req.OutDetailNo, code, metaSeq(m)}, ".")
-	wm := message.NewMessage(id, body)
+	wm := message.NewMessage(payout.NoticeMsgID(req.MchID, req.OutDetailNo, payout.StateCancelRefused, code), body)
 	wm.SetContext(ctx)
 	if err := c.pub.Publish(payout.ResultSubject(c.results, payout.StateCancelRefused), wm); err != nil {
 		c.log.Warn("publishing a cancel refusal; will retry", "out_detail_no", req.OutDetailNo, "err", err)
@@ -181,16 +179,6 @@ func (c *cancels) nak(m jetstream.Msg) {
 	if err := m.NakWithDelay(c.retry); err != nil {
 		c.log.Warn("naking a cancel", "err", err)
 	}
-}
-
-// metaSeq is the message's stream sequence, so that the refusal of each published cancel is
-// one event (two replicas refusing the same cancel publish the same id).
-func metaSeq(m jetstream.Msg) string {
-	md, err := m.Metadata()
-	if err != nil {
-		return "0"
-	}
-	return fmt.Sprint(md.Sequence.Stream)
 }
 
 // sleepCtx waits d or until ctx is done.

@@ -102,15 +102,16 @@ func (o *outcomes) pendingNotices(ctx context.Context) ([]event, error) {
 	}
 	evs := make([]event, len(pending))
 	for i, n := range pending {
-		evs[i] = event{row: n.ID, id: n.MchID + "." + n.OutDetailNo + "." + n.Kind + "." + fmt.Sprint(n.ID), state: n.Kind,
-			kind: kindNotice, created: n.At}
+		evs[i] = event{row: n.ID, state: n.Kind, kind: kindNotice, created: n.At}
 		switch n.Kind {
 		case ledger.NoticeWaitUserConfirm:
+			evs[i].id = payout.NoticeMsgID(n.MchID, n.OutDetailNo, n.Kind, n.TransferBillNo)
 			evs[i].body = payout.WaitUserConfirmEvent{
 				OutDetailNo: n.OutDetailNo, MchID: n.MchID, AppID: n.AppID, OutBillNo: n.OutBillNo,
 				TransferBillNo: n.TransferBillNo, PackageInfo: n.PackageInfo, Amount: n.Amount, ExpireAt: n.ExpireAt, At: n.At,
 			}
 		case ledger.NoticeCancelRefused:
+			evs[i].id = payout.NoticeMsgID(n.MchID, n.OutDetailNo, n.Kind, n.Code)
 			evs[i].body = payout.CancelRefusedEvent{OutDetailNo: n.OutDetailNo, MchID: n.MchID, Code: n.Code, State: n.State, Detail: n.Detail, At: n.At}
 		default:
 			return nil, fmt.Errorf("notice %d: unknown kind %q", n.ID, n.Kind)

@@ -27,6 +27,15 @@ func OutcomeMsgID(mchid, outDetailNo, state string) string {
 	return mchid + "." + outDetailNo + "." + state
 }
 
+// NoticeMsgID is the Nats-Msg-Id of a notice about payout outDetailNo of merchant mchid that
+// is not an outcome: kind StateWaitUserConfirm with the transfer_bill_no as detail (one per
+// bill), or StateCancelRefused with the refusal's code (one per key and code). It names the
+// payout and the fact, not the ledger row, so a notice published again by another ledger (one
+// that adopted a lost replica's payouts) carries the same id and a consumer drops the repeat.
+func NoticeMsgID(mchid, outDetailNo, kind, detail string) string {
+	return mchid + "." + outDetailNo + "." + kind + "." + detail
+}
+
 // CancelSubject returns the subject a cancel for mchid is published to: prefix "." mchid.
 func CancelSubject(prefix, mchid string) string { return prefix + "." + mchid }
 
@@ -47,7 +56,10 @@ const (
 // nothing was paid). Each (out_detail_no, state) is published exactly once: the processor
 // writes it to its ledger's outbox in the transaction that made the payout final, and
 // republishes after a crash with the same JetStream message id, which the results stream
-// deduplicates. A payout is final once: no other final event follows for its key.
+// deduplicates. A payout is final once: no other final event follows for its key, with one
+// exception: a DUPLICATE names the processor that owns the key ("owner <instance>"); if that
+// processor is lost and another adopts its payouts, the adopter publishes the payout's own
+// outcome afterwards (docs/replication.md#adoption).
 //
 // Batch rail payouts carry OutBatchNo, BatchID and DetailID; bills rail payouts carry
 // OutBillNo (= out_detail_no) and TransferBillNo, and OutBatchNo names the processor's own
