@@ -32,11 +32,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,8 +77,9 @@ type Config struct {
 	// without ever changing a number.
 	Quota, Share int
 	// DiskLoss replicates the first processor's ledger with litestream and, once mid-run,
-	// stops it cleanly, deletes its ledger for good and starts it again: it must restore the
-	// file from the replica and finish as the same instance.
+	// kills it with its litestream, deletes its ledger for good and starts it again: it must
+	// restore the file from the replica, complete what the replica lacked from NATS and
+	// finish as the same instance.
 	DiskLoss bool
 	// Adopt plays the recovery drill once mid-run, once every request is published (the late
 	// re-publishes of old keys still to come) and a few kills have passed: the last processor
@@ -157,11 +161,11 @@ type Report struct {
 	Crashes      int    // processor exits nobody asked for (restarted too)
 	NATSRestarts int
 	ClaimCuts    int    // processor connections cut right after a claim was sent: the claim landed, its reply was lost
-	DiskLosses   int    // ledgers deleted for good after a clean stop, to be restored from their replica
+	DiskLosses   int    // ledgers deleted for good after a SIGKILL (litestream's too), to be restored from their replica
 	DiskLossErr  string // why the disk loss could not be played out; "" when it was
 	DiskLossHeld int64  // events the deleted ledger held
-	// LostEvents is how many ledger events the restored copies lacked (the lost window of a
-	// clean stop is 0: it closes the ledger before it stops litestream).
+	// LostEvents is how many ledger events the replica lacked at the kill: the lost window,
+	// which the restarted processor completes from NATS.
 	LostEvents int64
 	// The recovery drill (Config.Adopt): the lost instance, what `processor adopt --plan` and
 	// then `processor adopt` said (after AdoptAttempts runs), how long after the SIGKILL its
@@ -541,21 +545,26 @@ func (s *soak) drillsDone() bool {
 	return (!s.cfg.DiskLoss || s.diskLost) && (!s.cfg.Adopt || s.adoptTried && (s.adopter == nil || s.adopterKilled))
 }
 
-// loseDisk stops the first processor cleanly (its ledger closed, then litestream, which ships
-// the last commits), deletes its ledger and litestream's state for good, and starts it again:
-// it must restore the file from its replica, pass its checks and finish as the same instance.
-// The events the copy lacks are counted in the report.
+// loseDisk kills the first processor as a dying disk would: its litestream first (SIGKILL,
+// so it cannot ship its last frames), then the processor. It deletes the ledger and
+// litestream's state for good and starts the processor again: it must restore the file from
+// its replica, complete what the copy lacks from NATS (claims, journal, requests) once its
+// old heartbeat is silent, and finish as the same instance. The lost window (events the
+// replica lacked at the kill) is measured by restoring the replica aside, as the processor
+// will, before it starts.
 func (s *soak) loseDisk(ctx context.Context) error {
 	p := s.procs[0]
-	// A clean stop of a processor still starting up is not the case at hand: wait until it runs.
 	if err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		return p.running(), p.name + " not running yet"
 	}); err != nil {
 		return err
 	}
-	if err := p.p.stop(time.Minute); err != nil {
-		return fmt.Errorf("clean stop: %w", err)
+	if pid, err := os.ReadFile(filepath.Join(p.dir, "litestream.pid")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(pid))); err == nil {
+			_ = syscall.Kill(n, syscall.SIGKILL)
+		}
 	}
+	p.kill()
 	instance, before, err := ledgerPosition(ctx, p.ledger)
 	if err != nil {
 		return err
@@ -567,19 +576,27 @@ func (s *soak) loseDisk(ctx context.Context) error {
 	}
 	s.rep.DiskLosses++
 	s.rep.DiskLossHeld = before
-	s.logf("deleted %s's ledger for good (it had reached event %d); restarting it on its replica", p.name, before)
+	aside := replica.Config{DB: filepath.Join(s.cfg.Dir, "restored-aside.db"), Replica: "file://" + filepath.Join(s.cfg.Dir, "replica-"+p.name)}
+	if _, err := replica.Restore(ctx, s.litestream, aside, slog.New(slog.DiscardHandler)); err != nil {
+		return fmt.Errorf("restore the replica aside: %w", err)
+	}
+	_, after, err := ledgerPosition(ctx, aside.DB)
+	if err != nil {
+		return err
+	}
+	s.rep.LostEvents = before - min(after, before)
+	s.logf("killed %s with its litestream and deleted its ledger for good (event %d; its replica holds up to %d: %d events not replicated); restarting it on its replica",
+		p.name, before, after, s.rep.LostEvents)
 	if err := p.start(); err != nil {
 		return err
 	}
 	var restored string
-	err = poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, string) {
-		id, after, err := ledgerPosition(ctx, p.ledger)
+	err = poll(ctx, 2*time.Minute, 100*time.Millisecond, func() (bool, string) {
+		id, _, err := ledgerPosition(ctx, p.ledger)
 		if err != nil {
 			return false, err.Error()
 		}
 		restored = id
-		s.rep.LostEvents = before - min(after, before)
-		s.logf("%s restored its ledger (instance %s) up to event %d of %d", p.name, id, after, before)
 		return true, ""
 	})
 	if err == nil && restored != instance {
