@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,36 +62,124 @@ func lines(r *reconcile.Report, result string) []string {
 	return out
 }
 
-// successLedger writes a ledger at path holding one payout SUCCESS now that no sandbox ever
-// paid: a ledger's word the bill must contradict.
-func successLedger(t *testing.T, path, key string, amount int64) {
+// pay is a payout a test ledger holds: paid (SUCCESS) or failed (FAIL) at a time, under
+// WeChat's number voucher.
+type pay struct {
+	key     string
+	amount  int64
+	voucher string
+	state   string
+	at      time.Time
+}
+
+// paidLedger writes a ledger at path holding ps, each in a batch of its own moved to its state
+// at its time: a ledger's word, which no sandbox backs.
+func paidLedger(t *testing.T, path string, ps ...pay) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := ledger.Open(ctx, path)
+	var now time.Time
+	db, err := ledger.Open(ctx, path, ledger.WithNow(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p := ledger.Payout{OutDetailNo: key, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001", OpenID: "o-" + key,
-		Remark: "活动奖励", Rail: "direct", GroupKey: wechatpaytest.DefaultMchID + "/direct", Amount: amount,
-		ContentHash: make([]byte, 32), StreamSeq: 1}
-	res, err := db.InsertPayouts(ctx, []ledger.Payout{p})
-	if err != nil {
-		t.Fatal(err)
+	for i, x := range ps {
+		now = x.at
+		no := fmt.Sprintf("TB%d", i)
+		p := ledger.Payout{OutDetailNo: x.key, MchID: wechatpaytest.DefaultMchID, AppID: "wxa0000000000000001", OpenID: "o-" + x.key,
+			Remark: "活动奖励", Rail: "direct", GroupKey: wechatpaytest.DefaultMchID + "/direct", Amount: x.amount,
+			ContentHash: make([]byte, 32), StreamSeq: uint64(i + 1)}
+		res, err := db.InsertPayouts(ctx, []ledger.Payout{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf(`{"appid":"wxa0000000000000001","batch_name":"b","batch_remark":"b","out_batch_no":"%s","total_amount":%d,"total_num":1,"transfer_detail_list":[{"openid":"o-%s","out_detail_no":"%s","transfer_amount":%d,"transfer_remark":"活动奖励"}]}`,
+			no, x.amount, x.key, x.key, x.amount)
+		b := ledger.Batch{OutBatchNo: no, Rail: "direct", GroupKey: p.GroupKey, MchID: p.MchID, TotalNum: 1, TotalAmount: x.amount,
+			Body: []byte(body), Members: []int64{res[0].Seq}}
+		if err := db.ClaimAndSeal(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.RecordSubmit(ctx, no, ledger.SubmitResult{Outcome: ledger.SubmitAccepted, BatchID: "W" + no, BatchStatus: ledger.BatchProcessing}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ApplyDetailPage(ctx, no, ledger.SourceQuery, 0, []ledger.DetailRow{{OutDetailNo: x.key, DetailID: x.voucher, Status: x.state, FailReason: "ACCOUNT_FROZEN"}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	p.Seq = res[0].Seq
-	body := fmt.Sprintf(`{"appid":"wxa0000000000000001","batch_name":"b","batch_remark":"b","out_batch_no":"GHOST1","total_amount":%d,"total_num":1,"transfer_detail_list":[{"openid":"o-%s","out_detail_no":"%s","transfer_amount":%d,"transfer_remark":"活动奖励"}]}`,
-		amount, key, key, amount)
-	b := ledger.Batch{OutBatchNo: "GHOST1", Rail: "direct", GroupKey: p.GroupKey, MchID: p.MchID, TotalNum: 1, TotalAmount: amount,
-		Body: []byte(body), Members: []int64{p.Seq}}
-	if err := db.ClaimAndSeal(ctx, b); err != nil {
-		t.Fatal(err)
+}
+
+// row is a merchant-transfer row of a bill.
+func row(voucher, remark string, amount int64, income bool) wechatpay.FundFlowRow {
+	dir := wechatpay.FlowExpense
+	if income {
+		dir = wechatpay.FlowIncome
 	}
-	if err := db.RecordSubmit(ctx, "GHOST1", ledger.SubmitResult{Outcome: ledger.SubmitAccepted, BatchID: "WGHOST1", BatchStatus: ledger.BatchProcessing}); err != nil {
-		t.Fatal(err)
+	return wechatpay.FundFlowRow{BusinessName: reconcile.BusinessTransfer, BusinessType: "转账", Direction: dir,
+		Amount: wechatpay.Fen(amount), Remark: remark, VoucherNo: voucher}
+}
+
+// TestReconcile_Midnight: payouts paid around midnight, and failed ones whose funds came back,
+// against hand-made bills of the day and the day before.
+func TestReconcile_Midnight(t *testing.T) {
+	day := time.Date(2026, 3, 2, 0, 0, 0, 0, ledger.ChinaTime)
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	paidLedger(t, path,
+		pay{"A", 100, "VA", ledger.PayoutSuccess, day.Add(30 * time.Second)},              // paid on the 1st at 23:59:59, seen after midnight
+		pay{"B", 200, "VB", ledger.PayoutSuccess, day.Add(24*time.Hour + 10*time.Second)}, // paid on the 2nd, seen on the 3rd
+		pay{"C", 300, "VC", ledger.PayoutFail, day.Add(time.Hour)},                        // debited and returned on the 2nd
+		pay{"D", 400, "VD", ledger.PayoutFail, day.Add(-time.Hour)},                       // debited on the 1st, returned on the 2nd
+		pay{"E", 500, "VE", ledger.PayoutSuccess, day.Add(2 * time.Hour)},                 // paid on the 2nd
+		pay{"F", 600, "VF", ledger.PayoutSuccess, day.Add(-2 * time.Hour)},                // paid on the 1st
+	)
+	prev := []wechatpay.FundFlowRow{row("VA", "A", 100, false), row("VD", "D", 400, false), row("VF", "F", 600, false)}
+	today := []wechatpay.FundFlowRow{row("VB", "B", 200, false), row("VC", "C", 300, false), row("VC", "C", 300, true),
+		row("VD", "D", 400, true), row("VE", "E", 500, false)}
+	tests := []struct {
+		name                      string
+		prev, today               []wechatpay.FundFlowRow
+		noPrev                    bool
+		wantMatched               int
+		wantMissing, wantMismatch []string // keys; "" for a row of no payout of ours
+	}{
+		{name: "all agree", prev: prev, today: today, wantMatched: 5},
+		{name: "without the day before, the payout seen after midnight is missing", today: today, noPrev: true, wantMatched: 4, wantMissing: []string{"A"}},
+		{name: "debited on both days", prev: prev, today: append(today[:len(today):len(today)], row("VA", "A", 100, false)), wantMatched: 4, wantMismatch: []string{"A"}},
+		{name: "a return for a payout paid", prev: prev, today: append(today[:len(today):len(today)], row("VE", "E", 500, true)), wantMatched: 4, wantMismatch: []string{"E"}},
+		{name: "a failed payout debited, never returned", prev: prev, today: slices.Delete(slices.Clone(today), 2, 3), wantMatched: 4, wantMissing: []string{"C"}},
+		{name: "a second debit of a payout paid the day before", prev: prev, today: append(today[:len(today):len(today)], row("VF", "F", 600, false)), wantMatched: 5, wantMismatch: []string{"F"}},
+		{name: "a return for no payout of ours", prev: prev, today: append(today[:len(today):len(today)], row("VX", "", 50, true)), wantMatched: 5, wantMissing: []string{""}},
+		{name: "a debit found by its remark only", prev: prev, today: append(slices.Delete(slices.Clone(today), 4, 5), row("WRONG", "E", 500, false)), wantMatched: 4, wantMissing: []string{"E", ""}},
 	}
-	if _, err := db.ApplyDetailPage(ctx, "GHOST1", ledger.SourceQuery, 0, []ledger.DetailRow{{OutDetailNo: key, DetailID: "GHOSTDETAIL1", Status: ledger.PayoutSuccess}}); err != nil {
-		t.Fatal(err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := reconcile.Input{Date: "2026-03-02", Ledgers: []string{path}, Bill: &wechatpay.FundFlowBill{Rows: tc.today}, BillSHA1: strings.Repeat("a", 40),
+				Now: day.Add(40 * 24 * time.Hour)}
+			if !tc.noPrev {
+				in.Previous = &wechatpay.FundFlowBill{Rows: tc.prev}
+			}
+			r, err := reconcile.Reconcile(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := func(result string) []string {
+				var ks []string
+				for _, l := range r.Lines {
+					if l.Result == result {
+						ks = append(ks, l.Key)
+					}
+				}
+				return ks
+			}
+			if got, want := fmt.Sprintf("%q|%q", keys(reconcile.Missing), keys(reconcile.Mismatched)), fmt.Sprintf("%q|%q", tc.wantMissing, tc.wantMismatch); got != want {
+				var b strings.Builder
+				r.WriteText(&b)
+				t.Fatalf("missing|mismatched keys %q, want %q\n%s", got, want, b.String())
+			}
+			if r.OK() != (tc.wantMissing == nil && tc.wantMismatch == nil) || r.Matched != tc.wantMatched {
+				t.Fatalf("OK %v: %s; want %d matched", r.OK(), r.Summary(), tc.wantMatched)
+			}
+		})
 	}
 }
 
@@ -106,7 +195,7 @@ func TestReconcile_Day(t *testing.T) {
 	victim := day.Paid[len(day.Paid)/2]
 	victimLine := fmt.Sprintf("%s %s %d", victim.OutDetailNo, victim.Voucher, victim.Amount)
 	ghostLedger := filepath.Join(t.TempDir(), "ghost.db")
-	successLedger(t, ghostLedger, "GHOSTKEY1", 777)
+	paidLedger(t, ghostLedger, pay{"GHOSTKEY1", 777, "GHOSTDETAIL1", ledger.PayoutSuccess, time.Now()})
 
 	tests := []struct {
 		name                        string
