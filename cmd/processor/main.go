@@ -6,6 +6,7 @@
 //	processor api   METHOD PATH [...]      an ad-hoc signed APIv3 request
 //	processor summary --ledger FILE        batches and payouts by state
 //	processor status [--ledger FILE]       the status page's picture in a terminal
+//	processor reconcile --date YYYY-MM-DD  a day of the ledgers against WeChat Pay's fund-flow bill
 package main
 
 import (
@@ -26,16 +27,18 @@ commands:
   summary print batches and payouts by state (processor summary --ledger FILE [--wait 3m])
   status  the status page in a terminal (processor status [--ledger FILE] [--url http://127.0.0.1:8091] [--config FILE] [--json])
   adopt   take over a lost instance's payouts (processor adopt --instance ID [--plan] [--config FILE])
+  reconcile  a day of the ledgers against WeChat Pay's fund-flow bill (processor reconcile --date YYYY-MM-DD [--config FILE] [--ledger FILE]... [--json FILE])
 `
 
 // commands are the subcommands of processor.
 var commands = map[string]cli.Command{
-	"run":     cmdRun,
-	"audit":   cmdAudit,
-	"api":     cmdAPI,
-	"summary": cmdSummary,
-	"status":  cmdStatus,
-	"adopt":   cmdAdopt,
+	"run":       cmdRun,
+	"audit":     cmdAudit,
+	"api":       cmdAPI,
+	"summary":   cmdSummary,
+	"status":    cmdStatus,
+	"adopt":     cmdAdopt,
+	"reconcile": cmdReconcile,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
