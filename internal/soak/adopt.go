@@ -68,6 +68,9 @@ func parseAdoption(out []byte) (Adoption, error) {
 // move whose reply a fault proxy cut) is run again, as its error asks.
 const adoptAttempts = 3
 
+// adoptPause is the wait before a failed run of `processor adopt` is run again.
+const adoptPause = 3 * time.Second
+
 // loseAndAdopt plays the recovery drill on the last processor (the first one replicates for
 // DiskLoss), while it has work in hand: it reads its instance id, SIGKILLs it, deletes its data dir (its log is kept
 // beside it as evidence), waits until its heartbeat is silent, runs `processor adopt --plan`
@@ -119,7 +122,16 @@ func (s *soak) loseAndAdopt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := s.runAdopt(ctx, repl, instance, "plan", "--plan")
+	// Either run may meet the chaos (a NATS node restarting, a cut connection): each is run
+	// again, as its error asks, after a pause.
+	var out []byte
+	for try := 1; try <= adoptAttempts; try++ {
+		if out, err = s.runAdopt(ctx, repl, instance, "plan-"+strconv.Itoa(try), "--plan"); err == nil {
+			break
+		}
+		s.logf("processor adopt --plan, attempt %d: %v", try, err)
+		sleepCtx(ctx, adoptPause)
+	}
 	if err != nil {
 		return err
 	}
@@ -134,6 +146,7 @@ func (s *soak) loseAndAdopt(ctx context.Context) error {
 			break
 		}
 		s.logf("processor adopt, attempt %d: %v", s.rep.AdoptAttempts, err)
+		sleepCtx(ctx, adoptPause)
 	}
 	if err != nil {
 		return err
@@ -209,4 +222,14 @@ func (s *soak) checkAdoption(ctx context.Context) {
 		"instance %s silent %s after the kill; plan listed %d keys of %d held; adopted (attempt %d) %d claims: %d batches resumed (%d payouts), %d to pay anew (%d reclaimed), %d left; %d claims still the lost instance's; kill to adoption done %s; replacement killed afterwards %v%s%s",
 		r.AdoptInstance, r.AdoptSilentAfter.Round(time.Millisecond), plan.Listed, plan.Held, r.AdoptAttempts, got.Held, got.Batches, got.InBatches,
 		got.ToPay, got.Reclaimed, got.Left, claimsLeft, r.AdoptTook.Round(time.Millisecond), s.adopterKilled, claimsErr, orNone(r.AdoptErr))
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
