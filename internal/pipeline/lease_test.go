@@ -59,9 +59,12 @@ func TestDriver_SendsOnlyLeasedAndJournaled(t *testing.T) {
 	p.driver.handle(ctx, b)
 	held(codeJournalUnavailable)
 
-	if _, err := journal.Ensure(ctx, js, "batches", 1, time.Hour); err != nil {
+	// A journal that answers again (a new bucket: the server deletes the old one's stream in
+	// the background).
+	if j, err = journal.Ensure(ctx, js, "batches2", 1, time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	p.driver.journal = j
 	p.driver.handle(ctx, b)
 	es, err := j.Batches(ctx, p.driver.db.InstanceID())
 	if err != nil || len(es) != 1 || es[0].OutBatchNo != b.OutBatchNo || !bytes.Equal(es[0].Body, b.Body) {
