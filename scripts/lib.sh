@@ -106,7 +106,9 @@ start_demo() {
 	fi
 
 	echo "== starting the WeChat Pay sandbox ($PRODUCT merchant, TEST-ONLY keys, 60x clock, 3% SYSTEM_ERROR, 3% commit-then-drop)"
-	"$BIN/sandbox" --listen 127.0.0.1:0 --admin --speed 60 --seed 7 \
+	# Its fund-flow bills are served at once (WeChat's come at 10:00 the next day), so the run
+	# can reconcile the day it ran.
+	"$BIN/sandbox" --listen 127.0.0.1:0 --admin --speed 60 --seed 7 --fund-flow-ready 0s \
 		--system-error-rate 0.03 --drop-after-commit-rate 0.03 --not-found-lag 1s \
 		--no-password-limit 500000 --auto-confirm 30s "${product_flags[@]}" \
 		--state "$RUN/sandbox-state.json" >"$RUN/sandbox.out" 2>"$RUN/sandbox.log" &

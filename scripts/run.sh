@@ -42,6 +42,8 @@ echo
 echo "== stopping the processor"
 kill -TERM "$proc"
 wait "$proc"
+echo "== reconciling today (China time) with the sandbox's fund-flow bill (docs/reconciliation.md)"
+"$BIN/processor" reconcile --date "$(TZ=Asia/Shanghai date +%F)" --config "$RUN/processor.yaml" 2>>"$RUN/processor.log"
 echo "== auditing the ledger"
 "$BIN/processor" audit --ledger "$RUN/ledger.db"
 echo

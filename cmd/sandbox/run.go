@@ -55,6 +55,11 @@ type Config struct {
 	NotifyBackoff      time.Duration          `yaml:"notify-backoff"`
 	NotifyLoss         float64                `yaml:"notify-loss"`
 	NotifyDelay        time.Duration          `yaml:"notify-delay"`
+	// FundFlowReady is when a day's fund-flow bill can be had, counted from the start of that
+	// day in China Standard Time (docs/reconciliation.md: WeChat's are ready from about 10:00
+	// the next day, 34h); make run sets 0 to reconcile the day it ran.
+	FundFlowReady   time.Duration `yaml:"fund-flow-ready"`
+	FundFlowReturns bool          `yaml:"fund-flow-returns"` // failed batch details appear as a debit and its return
 
 	Seed                 uint64        `yaml:"seed"`
 	Latency              time.Duration `yaml:"latency"`
@@ -83,6 +88,7 @@ func DefaultConfig() Config {
 		Speed: o.Speed, AcceptDelay: o.AcceptDelay, BillAcceptDelay: o.BillAcceptDelay, ProcessDelay: o.ProcessDelay, Balance: -1,
 		MinAmount: int64(o.MinAmount), RateLimit: o.RateLimit, BillRateLimit: o.BillRateLimit,
 		NotifyAttempts: o.NotifyAttempts, NotifyBackoff: o.NotifyBackoff, BillConfirmTimeout: o.BillConfirmTimeout,
+		FundFlowReady: o.FundFlowDelay + 24*time.Hour, FundFlowReturns: o.FundFlowReturns,
 	}
 }
 
@@ -121,6 +127,8 @@ var flagUsage = map[string]string{
 	"notify-backoff":          "first wait between callback deliveries, doubling (at speed 1)",
 	"notify-loss":             "share of callbacks (batches and bills) never delivered, drawn from --seed",
 	"notify-delay":            "extra wait before a callback's first delivery (at speed 1)",
+	"fund-flow-ready":         "a day's fund-flow bill is served from this long after the day begins, China time (WeChat: 34h, 10:00 the next day; 0: at once)",
+	"fund-flow-returns":       "fund-flow bills show each failed batch detail as a debit and its return",
 	"seed":                    "seed of the fault rates, for reproducible runs",
 	"latency":                 "added to every call",
 	"system-error-rate":       "share of calls answered 500 SYSTEM_ERROR before doing anything",
@@ -241,6 +249,7 @@ func (c Config) options(log *slog.Logger) (wechatpaytest.Options, error) {
 	o.BillAutoConfirm, o.MinAmount = c.BillAutoConfirm, wechatpay.Fen(c.MinAmount)
 	o.Product, o.BillConfirmTimeout, o.BillCloseLag = c.Product, c.BillConfirmTimeout, c.BillCloseLag
 	o.NotifyLoss, o.NotifyDelay = c.NotifyLoss, c.NotifyDelay
+	o.FundFlowDelay, o.FundFlowReturns = c.FundFlowReady-24*time.Hour, c.FundFlowReturns
 	if c.Balance >= 0 {
 		o.Balance = wechatpay.Fen(c.Balance)
 	}

@@ -3,7 +3,9 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/paystream/paystream/internal/backoff"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
@@ -16,7 +18,29 @@ import (
 // pages of one run).
 func ClientQuery(c *wechatpay.Client) Query {
 	q := &clientQuery{c: c, pages: map[string]map[string]wechatpay.DetailBrief{}}
-	return q.ask
+	return q.retried
+}
+
+// queryAttempts bounds the tries of one payout's query while WeChat's answers are ambiguous
+// (a timeout, 5xx, SYSTEM_ERROR, 429: docs/wechatpay.md §9), a jittered backoff apart.
+const queryAttempts = 6
+
+// retried is ask, tried again while the answer is ambiguous: a SYSTEM_ERROR proves nothing
+// about the payout, so it must not make it "missing".
+func (q *clientQuery) retried(ctx context.Context, p ledger.Paid) (Remote, error) {
+	for n := 0; ; n++ {
+		r, err := q.ask(ctx, p)
+		if err == nil || !wechatpay.Ambiguous(err) || n+1 == queryAttempts {
+			return r, err
+		}
+		t := time.NewTimer(backoff.Jittered(200*time.Millisecond, 3*time.Second, n))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Remote{}, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 type clientQuery struct {

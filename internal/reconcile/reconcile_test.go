@@ -201,6 +201,7 @@ func TestReconcile_Day(t *testing.T) {
 		name                        string
 		faults                      []wechatpaytest.BillFault
 		ledgers                     []string // besides the processor's
+		queryErrors                 int      // batch queries answered SYSTEM_ERROR first
 		wantMatched                 int
 		wantMissing, wantMismatched []string // lines' "key voucher ledger_fen bill_fen"
 		wantBillSHA1                bool
@@ -212,6 +213,7 @@ func TestReconcile_Day(t *testing.T) {
 			wantMatched: len(day.Paid) + len(day.Failed), wantMissing: []string{" EXTRA 0 123"}, wantBillSHA1: true},
 		{name: "amount off by one fen", faults: []wechatpaytest.BillFault{wechatpaytest.BillAmountOff(victim.OutDetailNo, 1)},
 			wantMatched: len(day.Paid) - 1 + len(day.Failed), wantMismatched: []string{fmt.Sprintf("%s %d", victimLine, victim.Amount+1)}, wantBillSHA1: true},
+		{name: "WeChat's queries answer SYSTEM_ERROR at first", queryErrors: 3, wantMatched: len(day.Paid) + len(day.Failed), wantBillSHA1: true},
 		{name: "a SUCCESS in a ledger the bill lacks", ledgers: []string{ghostLedger},
 			wantMatched: len(day.Paid) + len(day.Failed), wantMissing: []string{"GHOSTKEY1 GHOSTDETAIL1 777 0"}, wantBillSHA1: true},
 	}
@@ -222,6 +224,9 @@ func TestReconcile_Day(t *testing.T) {
 			bill, sum, err := fetch(t, c, day.Date)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.queryErrors > 0 {
+				day.Srv.FailNext(wechatpaytest.EndpointBatchByOutNo, wechatpaytest.SystemError, tc.queryErrors)
 			}
 			r, err := reconcile.Reconcile(context.Background(), reconcile.Input{Date: day.Date, Ledgers: append([]string{day.Config.Ledger}, tc.ledgers...),
 				Bill: bill, BillSHA1: sum, Query: reconcile.ClientQuery(c)})
