@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 build: ## the binaries, nats-server included; --version says $(VERSION)
 	$(GO) build -ldflags "-X github.com/paystream/paystream/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
 
-run: build ## the whole pipeline on embedded defaults, ending with a summary and an audit
+run: build ## the whole pipeline on embedded defaults, ending with a summary, a reconciliation of the day and an audit
 	./scripts/run.sh
 
 run-bills: build ## the same on the transfer-bills product: confirmations, expiries, cancels
