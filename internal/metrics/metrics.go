@@ -30,7 +30,8 @@ var (
 	Endpoints = []string{
 		wechatpay.EndpointBatchCreate, wechatpay.EndpointBatchQuery, wechatpay.EndpointBatchDetailQuery,
 		wechatpay.EndpointPartnerBatchCreate, wechatpay.EndpointPartnerBatchQuery, wechatpay.EndpointPartnerDetailQuery,
-		wechatpay.EndpointBillCreate, wechatpay.EndpointBillQuery, wechatpay.EndpointBillCancel, wechatpay.EndpointOther,
+		wechatpay.EndpointBillCreate, wechatpay.EndpointBillQuery, wechatpay.EndpointBillCancel,
+		wechatpay.EndpointFundFlowBill, wechatpay.EndpointBillDownload, wechatpay.EndpointOther,
 	}
 	// Classes are the class label values of paystream_wechatpay_requests_total: every
 	// wechatpay.Class but not_sent (nothing was sent, so nothing is counted).

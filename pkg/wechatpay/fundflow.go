@@ -18,6 +18,9 @@ import (
 // pathFundFlowBill is the fund-flow bill application (docs/reconciliation.md §1).
 const pathFundFlowBill = "/v3/bill/fundflowbill"
 
+// pathBillDownload is where WeChat's download_url of a bill points (docs/reconciliation.md §2).
+const pathBillDownload = "/v3/billdownload/file"
+
 // logBytes is the log attribute of a downloaded file's size.
 const logBytes = "bytes"
 

@@ -37,6 +37,8 @@ const (
 	EndpointBillCreate         = "bill_create"          // POST /v3/fund-app/mch-transfer/transfer-bills
 	EndpointBillQuery          = "bill_query"           // GET …/transfer-bills/{out-bill-no|transfer-bill-no}/{no}
 	EndpointBillCancel         = "bill_cancel"          // POST …/transfer-bills/out-bill-no/{no}/cancel
+	EndpointFundFlowBill       = "fundflow_bill"        // GET /v3/bill/fundflowbill
+	EndpointBillDownload       = "bill_download"        // GET /v3/billdownload/file (a bill's download_url)
 	EndpointOther              = "other"                // anything else (abnormal funds, certificates, …)
 )
 
@@ -66,6 +68,12 @@ func EndpointName(method, pathAndQuery string) string {
 			return api.detail
 		}
 		return EndpointOther
+	}
+	switch {
+	case method == http.MethodGet && p == pathFundFlowBill:
+		return EndpointFundFlowBill
+	case method == http.MethodGet && p == pathBillDownload:
+		return EndpointBillDownload
 	}
 	if rest, ok := strings.CutPrefix(p, pathTransferBills); ok {
 		seg := segments(rest)

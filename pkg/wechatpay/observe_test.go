@@ -34,6 +34,9 @@ func TestEndpointName(t *testing.T) {
 		{"a longer prefix", "POST", "/v3/transfer/batchesX", wechatpay.EndpointOther},
 		{"unknown kind", "GET", "/v3/transfer/batches/out-detail-no/D1", wechatpay.EndpointOther},
 		{"certificates", "GET", "/v3/certificates", wechatpay.EndpointOther},
+		{"fund-flow bill", "GET", "/v3/bill/fundflowbill?bill_date=2026-12-04&account_type=OPERATION", wechatpay.EndpointFundFlowBill},
+		{"bill download", "GET", "/v3/billdownload/file?token=T1", wechatpay.EndpointBillDownload},
+		{"a POST to the bill path", "POST", "/v3/bill/fundflowbill", wechatpay.EndpointOther},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
