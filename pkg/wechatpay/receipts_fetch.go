@@ -161,8 +161,12 @@ func receiptAPI(c *Client, ref ReceiptRef) receiptCalls {
 		return signature(r.SignatureStatus, r.ReceiptFile), nil
 	}
 	return receiptCalls{
-		apply: func(ctx context.Context) (receiptStatus, error) { return batch(c.ApplyBatchReceipt(ctx, ref.OutBatchNo)) },
-		query: func(ctx context.Context) (receiptStatus, error) { return batch(c.QueryBatchReceipt(ctx, ref.OutBatchNo)) },
+		apply: func(ctx context.Context) (receiptStatus, error) {
+			return batch(c.ApplyBatchReceipt(ctx, ref.OutBatchNo))
+		},
+		query: func(ctx context.Context) (receiptStatus, error) {
+			return batch(c.QueryBatchReceipt(ctx, ref.OutBatchNo))
+		},
 	}
 }
 
