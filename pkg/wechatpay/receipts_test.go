@@ -113,7 +113,7 @@ func TestFetchReceipt_refused(t *testing.T) {
 	w := newFlowWorld(t)
 	w.payNamed(t, "RF1", "o-ok", "fail-ACCOUNT_FROZEN-x")
 	w.pay(t, "RNONAME", []wechatpay.Fen{100}) // no user_name
-	w.payBillNamed(t, "RWAIT")                 // no auto-confirm: waits for the payee
+	w.payBillNamed(t, "RWAIT")                // no auto-confirm: waits for the payee
 
 	batch := func(b, d string) wechatpay.ReceiptRef {
 		return wechatpay.ReceiptRef{Rail: wechatpay.ReceiptRailBatch, OutBatchNo: b, OutDetailNo: d}

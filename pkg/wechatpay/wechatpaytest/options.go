@@ -187,6 +187,9 @@ type Options struct {
 	// ReceiptWrongHash makes every FINISHED receipt query answer a hash_value that is not the
 	// SHA256 of the file (Stats.Faults[FaultReceiptWrongHash]).
 	ReceiptWrongHash bool
+	// ReceiptWithoutName makes receipts also for payments sent without user_name, which WeChat
+	// Pay refuses (docs/receipts.md §5): for demos and tests whose payouts carry no names.
+	ReceiptWithoutName bool
 
 	// NotifyAttempts bounds deliveries of one notification (non-2xx answers are retried).
 	NotifyAttempts int

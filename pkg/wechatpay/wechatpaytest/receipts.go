@@ -54,6 +54,9 @@ const FaultReceiptWrongHash = "receipt_wrong_hash"
 // WithReceiptDelay sets Options.ReceiptDelay.
 func WithReceiptDelay(d time.Duration) Option { return func(o *Options) { o.ReceiptDelay = d } }
 
+// WithReceiptWithoutName sets Options.ReceiptWithoutName.
+func WithReceiptWithoutName(on bool) Option { return func(o *Options) { o.ReceiptWithoutName = on } }
+
 // WithReceiptWrongHash sets Options.ReceiptWrongHash.
 func WithReceiptWrongHash(on bool) Option { return func(o *Options) { o.ReceiptWrongHash = on } }
 
@@ -196,7 +199,7 @@ func (s *Server) batchPaid(c *call, no string) ([]receiptPaid, error) {
 	}
 	var paid []receiptPaid
 	for i, d := range b.Details {
-		if in := b.Req.Details[i]; d.Status == wechatpay.DetailSuccess && in.UserName != "" {
+		if in := b.Req.Details[i]; d.Status == wechatpay.DetailSuccess && (in.UserName != "" || s.opts.ReceiptWithoutName) {
 			paid = append(paid, receiptPaid{outDetailNo: in.OutDetailNo, id: b.detailID(i), amount: in.Amount, paidAt: d.Settled})
 		}
 	}
@@ -225,7 +228,7 @@ func (s *Server) detailPaid(c *call, batchNo, detailNo string) (receiptPaid, err
 	switch st := b.detailStatus(d, c.now); {
 	case st != wechatpay.DetailSuccess:
 		return receiptPaid{}, paramError("detail %s is %s: only a successful detail has a receipt", detailNo, st)
-	case in.UserName == "":
+	case in.UserName == "" && !s.opts.ReceiptWithoutName:
 		return receiptPaid{}, paramError("detail %s was sent without user_name: no receipt", detailNo)
 	}
 	return receiptPaid{outDetailNo: detailNo, id: b.detailID(i), amount: in.Amount, paidAt: d.Settled},
@@ -246,7 +249,7 @@ func (s *Server) billPaid(c *call, no string) (receiptPaid, error) {
 	switch st := b.state(c.now); {
 	case st != wechatpay.BillSuccess:
 		return receiptPaid{}, invalidRequest("bill %s is %s: only a SUCCESS bill has a receipt", no, st)
-	case b.Req.UserName == "":
+	case b.Req.UserName == "" && !s.opts.ReceiptWithoutName:
 		return receiptPaid{}, invalidRequest("bill %s was sent without user_name: no receipt", no)
 	}
 	return receiptPaid{outDetailNo: no, id: b.No, amount: b.Req.TransferAmount, paidAt: b.Settled},
