@@ -7,6 +7,7 @@
 //	processor summary --ledger FILE        batches and payouts by state
 //	processor status [--ledger FILE]       the status page's picture in a terminal
 //	processor reconcile --date YYYY-MM-DD  a day of the ledgers against WeChat Pay's fund-flow bill
+//	processor receipt OUT_DETAIL_NO        fetch a payout's electronic receipt (PDF)
 package main
 
 import (
@@ -28,6 +29,7 @@ commands:
   status  the status page in a terminal (processor status [--ledger FILE] [--url http://127.0.0.1:8091] [--config FILE] [--json])
   adopt   take over a lost instance's payouts (processor adopt --instance ID [--plan] [--config FILE])
   reconcile  a day of the ledgers against WeChat Pay's fund-flow bill (processor reconcile --date YYYY-MM-DD [--config FILE] [--ledger FILE]... [--json FILE])
+  receipt a payout's electronic receipt, kept as a PDF (processor receipt OUT_DETAIL_NO [--config FILE] [--ledger FILE] [--out FILE])
 `
 
 // commands are the subcommands of processor.
@@ -39,6 +41,7 @@ var commands = map[string]cli.Command{
 	"status":    cmdStatus,
 	"adopt":     cmdAdopt,
 	"reconcile": cmdReconcile,
+	"receipt":   cmdReceipt,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,

@@ -15,6 +15,7 @@ const endpointUnknown = "unknown"
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	old, bills := s.opts.RateLimit, s.opts.BillRateLimit
+	rc := newReceipts(s)
 	for _, r := range []struct {
 		pattern string
 		limit   int
@@ -37,10 +38,18 @@ func (s *Server) routes() http.Handler {
 		{EndpointCreateInstr, bills, s.createInstr},
 		{EndpointInstrByOutNo, bills, s.queryInstr},
 		{EndpointFundFlowBill, 0, s.applyFundFlowBill},
+		{EndpointApplyBatchReceipt, old, rc.applyBatch},
+		{EndpointBatchReceipt, old, rc.queryBatch},
+		{EndpointApplyDetailReceipt, old, rc.applyDetail},
+		{EndpointDetailReceipt, old, rc.queryDetail},
+		{EndpointApplyBillReceipt, bills, rc.applyBill},
+		{EndpointBillReceipt, bills, rc.queryBill},
 	} {
 		mux.HandleFunc(r.pattern, s.api(r.pattern, r.limit, r.fn))
 	}
 	mux.HandleFunc(EndpointBillDownload, s.downloadBill) // unsigned answer: not through api
+	mux.HandleFunc(EndpointReceiptDownload, rc.download(EndpointReceiptDownload))
+	mux.HandleFunc(EndpointElecsignDownload, rc.download(EndpointElecsignDownload))
 	mux.HandleFunc("/", s.api(endpointUnknown, 0, func(*call) (any, error) { return nil, notFound("no such API") }))
 	if s.opts.Admin {
 		s.adminRoutes(mux)

@@ -95,7 +95,7 @@ const Unlimited wechatpay.Fen = math.MaxInt64
 // the zero value of a field means zero (a zero RateLimit is "no limit"), not "default".
 // Speed divides every sandbox duration (AcceptDelay, ProcessDelay, AutoConfirm,
 // WaitPayTimeout, NotFoundLag, NotifyBackoff, NotifyDelay, BillConfirmTimeout,
-// BillAutoConfirm, BillCloseLag), never Latency faults, TimestampWindow or QueryWindow.
+// BillAutoConfirm, BillCloseLag, ReceiptDelay), never Latency faults, TimestampWindow or QueryWindow.
 type Options struct {
 	// MchID is the merchant id every Authorization must carry.
 	MchID string
@@ -181,6 +181,15 @@ type Options struct {
 	// FundFlowReturns writes each failed batch detail into the fund-flow bills as a 支出 when its
 	// batch was accepted and a 收入 (FundFlowTypeReturn) when it failed. Off: only payments.
 	FundFlowReturns bool
+	// ReceiptDelay is how long an electronic receipt is generated after its application before
+	// it is FINISHED (receipts.go, docs/receipts.md).
+	ReceiptDelay time.Duration
+	// ReceiptWrongHash makes every FINISHED receipt query answer a hash_value that is not the
+	// SHA256 of the file (Stats.Faults[FaultReceiptWrongHash]).
+	ReceiptWrongHash bool
+	// ReceiptWithoutName makes receipts also for payments sent without user_name, which WeChat
+	// Pay refuses (docs/receipts.md §5): for demos and tests whose payouts carry no names.
+	ReceiptWithoutName bool
 
 	// NotifyAttempts bounds deliveries of one notification (non-2xx answers are retried).
 	NotifyAttempts int
@@ -232,6 +241,7 @@ func DefaultOptions() Options {
 		BillRateLimit:      DefaultBillRateLimit,
 		BillConfirmTimeout: DefaultBillConfirmTimeout,
 		FundFlowDelay:      DefaultFundFlowDelay,
+		ReceiptDelay:       DefaultReceiptDelay,
 		NotifyAttempts:     DefaultNotifyAttempts,
 		NotifyBackoff:      DefaultNotifyBackoff,
 	}
@@ -290,7 +300,7 @@ func (o *Options) validate() error {
 		{"AutoConfirm", o.AutoConfirm}, {"WaitPayTimeout", o.WaitPayTimeout},
 		{"NotifyBackoff", o.NotifyBackoff}, {"BillConfirmTimeout", o.BillConfirmTimeout},
 		{"BillAutoConfirm", o.BillAutoConfirm}, {"BillCloseLag", o.BillCloseLag},
-		{"NotifyDelay", o.NotifyDelay},
+		{"NotifyDelay", o.NotifyDelay}, {"ReceiptDelay", o.ReceiptDelay},
 	} {
 		if d.d < 0 {
 			return bad(d.name, d.d)
