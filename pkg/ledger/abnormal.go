@@ -390,6 +390,19 @@ func (a *Instructions) Get(ctx context.Context, id int64) (Instruction, error) {
 	return getInstr(ctx, a.r, id)
 }
 
+// Find returns the instruction of receiptID numbered outInstructionNo; an error wraps
+// ErrNotFound when the ledger has none (a callback for an instruction not ours).
+func (a *Instructions) Find(ctx context.Context, receiptID, outInstructionNo string) (Instruction, error) {
+	out, err := a.list(ctx, `WHERE receipt_id = ? AND out_instruction_no = ?`, receiptID, outInstructionNo)
+	switch {
+	case err != nil:
+		return Instruction{}, err
+	case len(out) == 0:
+		return Instruction{}, fmt.Errorf("%w: abnormal-fund instruction %s of receipt %s", ErrNotFound, outInstructionNo, receiptID)
+	}
+	return out[0], nil
+}
+
 func (a *Instructions) list(ctx context.Context, where string, args ...any) ([]Instruction, error) {
 	var out []Instruction
 	err := eachRow(ctx, a.r, `SELECT `+instrCols+` FROM abnormal_instructions `+where, args, func(s func(...any) error) error {
