@@ -7,6 +7,7 @@
 //	processor summary --ledger FILE        batches and payouts by state
 //	processor status [--ledger FILE]       the status page's picture in a terminal
 //	processor reconcile --date YYYY-MM-DD  a day of the ledgers against WeChat Pay's fund-flow bill
+//	processor abnormal-fund list|transfer|resume  in-transit abnormal funds paid back to their payees
 package main
 
 import (
@@ -28,17 +29,19 @@ commands:
   status  the status page in a terminal (processor status [--ledger FILE] [--url http://127.0.0.1:8091] [--config FILE] [--json])
   adopt   take over a lost instance's payouts (processor adopt --instance ID [--plan] [--config FILE])
   reconcile  a day of the ledgers against WeChat Pay's fund-flow bill (processor reconcile --date YYYY-MM-DD [--config FILE] [--ledger FILE]... [--json FILE])
+  abnormal-fund  in-transit abnormal funds (processor abnormal-fund list|transfer|resume [flags]; -h for each)
 `
 
 // commands are the subcommands of processor.
 var commands = map[string]cli.Command{
-	"run":       cmdRun,
-	"audit":     cmdAudit,
-	"api":       cmdAPI,
-	"summary":   cmdSummary,
-	"status":    cmdStatus,
-	"adopt":     cmdAdopt,
-	"reconcile": cmdReconcile,
+	"run":           cmdRun,
+	"audit":         cmdAudit,
+	"api":           cmdAPI,
+	"summary":       cmdSummary,
+	"status":        cmdStatus,
+	"adopt":         cmdAdopt,
+	"reconcile":     cmdReconcile,
+	"abnormal-fund": cmdAbnormal,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
