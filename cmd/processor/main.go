@@ -8,6 +8,8 @@
 //	processor status [--ledger FILE]       the status page's picture in a terminal
 //	processor reconcile --date YYYY-MM-DD  a day of the ledgers against WeChat Pay's fund-flow bill
 //	processor receipt OUT_DETAIL_NO        fetch a payout's electronic receipt (PDF)
+//	processor adopt --instance ID          take over a lost instance's payouts
+//	processor abnormal-fund list|transfer|resume  in-transit abnormal funds paid back to their payees
 package main
 
 import (
@@ -30,18 +32,20 @@ commands:
   adopt   take over a lost instance's payouts (processor adopt --instance ID [--plan] [--config FILE])
   reconcile  a day of the ledgers against WeChat Pay's fund-flow bill (processor reconcile --date YYYY-MM-DD [--config FILE] [--ledger FILE]... [--json FILE])
   receipt a payout's electronic receipt, kept as a PDF (processor receipt OUT_DETAIL_NO [--config FILE] [--ledger FILE] [--out FILE])
+  abnormal-fund  in-transit abnormal funds (processor abnormal-fund list|transfer|resume [flags]; -h for each)
 `
 
 // commands are the subcommands of processor.
 var commands = map[string]cli.Command{
-	"run":       cmdRun,
-	"audit":     cmdAudit,
-	"api":       cmdAPI,
-	"summary":   cmdSummary,
-	"status":    cmdStatus,
-	"adopt":     cmdAdopt,
-	"reconcile": cmdReconcile,
-	"receipt":   cmdReceipt,
+	"run":           cmdRun,
+	"audit":         cmdAudit,
+	"api":           cmdAPI,
+	"summary":       cmdSummary,
+	"status":        cmdStatus,
+	"adopt":         cmdAdopt,
+	"reconcile":     cmdReconcile,
+	"receipt":       cmdReceipt,
+	"abnormal-fund": cmdAbnormal,
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,

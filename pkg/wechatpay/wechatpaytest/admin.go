@@ -37,6 +37,7 @@ func (s *Server) routes() http.Handler {
 		{EndpointCancelBill, bills, s.cancelBill},
 		{EndpointCreateInstr, bills, s.createInstr},
 		{EndpointInstrByOutNo, bills, s.queryInstr},
+		{EndpointReceipt, bills, s.queryReceipt},
 		{EndpointFundFlowBill, 0, s.applyFundFlowBill},
 		{EndpointApplyBatchReceipt, old, rc.applyBatch},
 		{EndpointBatchReceipt, old, rc.queryBatch},
@@ -75,6 +76,7 @@ const (
 	AdminFaults      = "POST /sandbox/faults"                      // FaultRequest → Stats
 	AdminClearFaults = "DELETE /sandbox/faults"                    // → {}
 	AdminAddReceipt  = "POST /sandbox/receipts"                    // {"receipt_id": …, "amount": fen} → {}
+	AdminInstrs      = "GET /sandbox/instructions"                 // []InstructionSummary (see Instructions)
 )
 
 // PaidReport is the answer of GET /sandbox/paid.
@@ -228,6 +230,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 		return s.Stats(), nil
 	})
 	handle(AdminClearFaults, func(*http.Request) (any, error) { s.ClearFaults(); return empty, nil })
+	handle(AdminInstrs, func(*http.Request) (any, error) { return s.Instructions(), nil })
 	handle(AdminAddReceipt, func(r *http.Request) (any, error) {
 		var in struct {
 			ReceiptID string        `json:"receipt_id"`

@@ -65,6 +65,7 @@ type Server struct {
 	stats   Stats
 	outbox  []*notification // queued by advance, delivered by loop when due
 	flows   fundFlow        // fund-flow bill faults and download files (fundflow.go)
+	hold    *instrHold      // the next instruction create to stop (HoldInstr, abnormal.go)
 
 	hs      *http.Server
 	url     string
