@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -82,38 +81,7 @@ func (c *Client) DownloadBill(ctx context.Context, d *BillDownload) ([]byte, err
 	if err != nil || len(want) != sha1.Size {
 		return nil, invalid("download bill: hash_value %q is not a SHA1", d.HashValue)
 	}
-	base, uri, err := c.downloadTarget(d.DownloadURL)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
-	auth, err := c.signer.Authorization(http.MethodGet, uri, c.now().Unix(), c.nonce(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
-	}
-	req, err := c.newRequest(ctx, http.MethodGet, base, uri, nil, auth)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "*/*")
-	hc := *c.hc
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	start := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		c.observed(http.MethodGet, uri, 0, ClassAmbiguous, "", time.Since(start))
-		return nil, fmt.Errorf("download bill: %w", err)
-	}
-	body, code, err := readBill(resp)
-	elapsed := time.Since(start)
-	c.observed(http.MethodGet, uri, resp.StatusCode, Classify(err), code, elapsed)
-	c.log.LogAttrs(ctx, slog.LevelDebug, "wechatpay: bill download",
-		slog.String(logHost, req.URL.Host), slog.Int(logStatus, resp.StatusCode),
-		slog.Int(logBytes, len(body)), slog.Duration(logElapsed, elapsed))
+	body, err := c.signedDownload(ctx, "download bill", d.DownloadURL, MaxBillBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -142,23 +110,6 @@ func (c *Client) downloadTarget(raw string) (base, uri string, err error) {
 		}
 	}
 	return "", "", fmt.Errorf("%w: %w: %w: scheme and host of %q", ErrNotSent, ErrBadInput, ErrForeignDownload, u.Scheme+"://"+u.Host)
-}
-
-// readBill reads a download answer: the file on 2xx, an *APIError otherwise (its code is
-// returned for the observer too).
-func readBill(resp *http.Response) ([]byte, string, error) {
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBillBytes+1))
-	switch {
-	case err != nil:
-		return nil, "", fmt.Errorf("download bill: HTTP %d: read body: %w", resp.StatusCode, err)
-	case len(body) > MaxBillBytes:
-		return nil, "", fmt.Errorf("download bill: HTTP %d: file exceeds %d bytes", resp.StatusCode, MaxBillBytes)
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		ae := newAPIError(resp, body)
-		return nil, ae.Code, fmt.Errorf("download bill: %w", ae)
-	}
-	return body, "", nil
 }
 
 // gzipMagic starts every gzip stream (RFC 1952); no CSV starts with it.

@@ -153,6 +153,7 @@ func config(t *testing.T, srv *wechatpaytest.Server, product string) (app.Config
 		Timeout: 2 * time.Second, Product: product,
 	}
 	p := &cfg.Pipeline
+	p.Product = product // what app.LoadConfig derives from wechatpay.product
 	p.Batching.MaxWait = 100 * time.Millisecond
 	p.Submit = pipeline.SubmitConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, ParkedRetry: 500 * time.Millisecond, Workers: 4, BillWorkers: 8}
 	p.Poll.FirstDelay, p.Poll.Interval, p.Poll.NotFoundGrace = 50*time.Millisecond, 100*time.Millisecond, 5*time.Second

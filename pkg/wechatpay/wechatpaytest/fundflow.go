@@ -371,22 +371,11 @@ func gzipBytes(b []byte) []byte {
 // or expired token answers 400 INVALID_REQUEST, as WeChat Pay's download does. Of the call faults
 // (Fail(EndpointBillDownload, …)) SystemError and the Drop faults apply, Latency does not.
 func (s *Server) downloadBill(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
+	c, ok := s.accept(w, r, EndpointBillDownload)
+	if !ok {
 		return
 	}
-	now := s.now()
-	c := &call{r: r, body: body, now: now, endpoint: EndpointBillDownload}
-	s.mu.Lock()
-	s.stats.Requests[EndpointBillDownload]++
-	s.mu.Unlock()
-	if err := s.verify(r, body, now); err != nil {
-		s.mu.Lock()
-		s.stats.SignErrors++
-		s.mu.Unlock()
-		s.write(w, c, apiError(http.StatusUnauthorized, "SIGN_ERROR", "%v", err), Fault{})
-		return
-	}
+	now := c.now
 	s.mu.Lock()
 	_, fault := s.faults.pick(EndpointBillDownload)
 	f, ok := s.flows.files[r.URL.Query().Get("token")]

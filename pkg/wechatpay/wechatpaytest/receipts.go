@@ -396,23 +396,12 @@ func (r *receipts) queryBill(c *call) (any, error) {
 // INVALID_REQUEST.
 func (r *receipts) download(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		body, err := readBody(req)
-		if err != nil {
-			return
-		}
 		s := r.s
-		now := s.now()
-		c := &call{r: req, body: body, now: now, endpoint: endpoint}
-		s.mu.Lock()
-		s.stats.Requests[endpoint]++
-		s.mu.Unlock()
-		if err := s.verify(req, body, now); err != nil {
-			s.mu.Lock()
-			s.stats.SignErrors++
-			s.mu.Unlock()
-			s.write(w, c, apiError(http.StatusUnauthorized, "SIGN_ERROR", "%v", err), Fault{})
+		c, ok := s.accept(w, req, endpoint)
+		if !ok {
 			return
 		}
+		now := c.now
 		r.mu.Lock()
 		f, ok := r.files[req.URL.Query().Get("token")]
 		r.mu.Unlock()

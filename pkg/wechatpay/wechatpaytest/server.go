@@ -260,22 +260,11 @@ type apiFunc func(c *call) (any, error)
 // api wraps an endpoint with verification, rate limiting, faults and response signing.
 func (s *Server) api(endpoint string, limit int, fn apiFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := readBody(r)
-		if err != nil {
-			return // the connection is gone
-		}
-		now := s.now()
-		c := &call{r: r, body: body, now: now, endpoint: endpoint}
-		s.mu.Lock()
-		s.stats.Requests[endpoint]++
-		s.mu.Unlock()
-		if err := s.verify(r, body, now); err != nil {
-			s.mu.Lock()
-			s.stats.SignErrors++
-			s.mu.Unlock()
-			s.write(w, c, apiError(http.StatusUnauthorized, "SIGN_ERROR", "%v", err), Fault{})
+		c, ok := s.accept(w, r, endpoint)
+		if !ok {
 			return
 		}
+		now, body := c.now, c.body
 		if !s.allow(endpoint, limit, now) {
 			s.write(w, c, apiError(http.StatusTooManyRequests, limitCode(endpoint), "too many requests"), Fault{})
 			return
@@ -539,3 +528,25 @@ func randomString(n int) string {
 }
 
 func (s *Server) requestID() string { return randomString(32) }
+
+// accept reads a request to endpoint, counts it and checks its signature. ok is false when
+// it was answered (401 SIGN_ERROR) or its connection is gone; else c is the call to serve.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, endpoint string) (c *call, ok bool) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, false // the connection is gone
+	}
+	now := s.now()
+	c = &call{r: r, body: body, now: now, endpoint: endpoint}
+	s.mu.Lock()
+	s.stats.Requests[endpoint]++
+	s.mu.Unlock()
+	if err := s.verify(r, body, now); err != nil {
+		s.mu.Lock()
+		s.stats.SignErrors++
+		s.mu.Unlock()
+		s.write(w, c, apiError(http.StatusUnauthorized, "SIGN_ERROR", "%v", err), Fault{})
+		return nil, false
+	}
+	return c, true
+}
