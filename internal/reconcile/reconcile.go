@@ -122,6 +122,9 @@ func Reconcile(ctx context.Context, in Input) (*Report, error) {
 		for _, p := range ps {
 			paid = append(paid, owned{p, path})
 		}
+		if err := r.addAbnormal(ctx, db, path, start, end); err != nil {
+			return nil, err
+		}
 	}
 	r.Payouts = len(paid)
 	var summary *wechatpay.BillSummaryError
@@ -394,4 +397,22 @@ func (m *matcher) ask(ctx context.Context, r *Report, idx []int, paid []owned) {
 		}
 		r.recount(i, l)
 	}
+}
+
+// addAbnormal adds the ledger's in-transit abnormal-fund instructions (docs/abnormal-funds.md)
+// recorded or finished on the day, and every one still open.
+func (r *Report) addAbnormal(ctx context.Context, db *ledger.DB, path string, start, end time.Time) error {
+	ins, err := db.AbnormalInstructions(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile %s: %w", path, err)
+	}
+	within := func(t time.Time) bool { return !t.Before(start) && t.Before(end) }
+	for _, in := range ins {
+		if ledger.InstrFinal(in.State) && !within(in.CreatedAt) && !within(in.FinalAt) {
+			continue
+		}
+		r.Abnormal = append(r.Abnormal, Abnormal{Ledger: path, ReceiptID: in.ReceiptID, OutInstructionNo: in.OutInstructionNo,
+			State: in.State, Amount: in.Amount, RecordedAt: in.CreatedAt, FinalAt: in.FinalAt})
+	}
+	return nil
 }

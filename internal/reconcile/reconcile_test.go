@@ -322,3 +322,36 @@ func TestReconcile_Day(t *testing.T) {
 		}
 	})
 }
+
+// TestReconcile_AbnormalFunds: an abnormal-fund instruction of the ledger still open is
+// reported (JSON and text), without changing the day's verdict.
+func TestReconcile_AbnormalFunds(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	paidLedger(t, path)
+	ins, err := ledger.OpenInstructions(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"out_instruction_no":"I1","appid":["wxa0000000000000001"],"transfer_mode":"TRANSFER_TO_ORIGINAL_RECEIVE_USER"}`)
+	if _, _, err := ins.Record(ctx, ledger.NewInstruction{ReceiptID: "R1", OutInstructionNo: "I1", AppIDs: []string{"wxa0000000000000001"}, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ins.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := reconcile.Reconcile(ctx, reconcile.Input{Date: "2026-03-02", Ledgers: []string{path}, Bill: &wechatpay.FundFlowBill{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Abnormal) != 1 || r.Abnormal[0].ReceiptID != "R1" || r.Abnormal[0].OutInstructionNo != "I1" || !r.OK() {
+		t.Fatalf("abnormal funds %+v, ok %v; want R1/I1 reported and the day clean", r.Abnormal, r.OK())
+	}
+	var text strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "receipt R1 instruction I1") {
+		t.Errorf("the text does not name the open instruction:\n%s", text.String())
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
+
+	"github.com/paystream/paystream/pkg/ledger"
 )
 
 // Report is one day's reconciliation: its lines and their counts. It holds keys, numbers
@@ -26,6 +29,22 @@ type Report struct {
 	Missing    int    `json:"missing"`
 	Mismatched int    `json:"mismatched"`
 	Lines      []Line `json:"lines"`
+	// Abnormal are the ledgers' in-transit abnormal-fund instructions recorded or finished on
+	// the day, and every one still open. They are reported, not matched: the bill's rows for
+	// them are not of the merchant-transfer business (what WeChat writes there is [U],
+	// docs/abnormal-funds.md).
+	Abnormal []Abnormal `json:"abnormal_funds,omitempty"`
+}
+
+// Abnormal is one abnormal-fund instruction of a ledger.
+type Abnormal struct {
+	Ledger           string    `json:"ledger"`
+	ReceiptID        string    `json:"receipt_id"`
+	OutInstructionNo string    `json:"out_instruction_no"`
+	State            string    `json:"state"`
+	Amount           int64     `json:"amount"` // fen, once WeChat told it
+	RecordedAt       time.Time `json:"recorded_at"`
+	FinalAt          time.Time `json:"final_at,omitzero"`
 }
 
 // Line is one judgement: a payout, a bill row nobody owns, or the bill itself (no Key).
@@ -113,6 +132,17 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(r.Abnormal) > 0 {
+		open := 0
+		for _, a := range r.Abnormal {
+			if !ledger.InstrFinal(a.State) {
+				open++
+				fmt.Fprintf(w, "abnormal fund: receipt %s instruction %s is %s (recorded %s): not final\n",
+					a.ReceiptID, a.OutInstructionNo, a.State, a.RecordedAt.In(ledger.ChinaTime).Format(time.DateTime))
+			}
+		}
+		fmt.Fprintf(w, "abnormal funds: %d instructions of the day or open, %d not final (processor abnormal-fund resume)\n", len(r.Abnormal), open)
 	}
 	_, err := fmt.Fprintln(w, r.Summary())
 	return err

@@ -404,8 +404,18 @@ func (a *Instructions) Find(ctx context.Context, receiptID, outInstructionNo str
 }
 
 func (a *Instructions) list(ctx context.Context, where string, args ...any) ([]Instruction, error) {
+	return listInstrs(ctx, a.r, where, args...)
+}
+
+// AbnormalInstructions returns every abnormal-fund instruction recorded in the ledger, oldest
+// first; a read-only DB reads them too (reconcile reports them).
+func (db *DB) AbnormalInstructions(ctx context.Context) ([]Instruction, error) {
+	return listInstrs(ctx, db.rdb, `ORDER BY id`)
+}
+
+func listInstrs(ctx context.Context, q querier, where string, args ...any) ([]Instruction, error) {
 	var out []Instruction
-	err := eachRow(ctx, a.r, `SELECT `+instrCols+` FROM abnormal_instructions `+where, args, func(s func(...any) error) error {
+	err := eachRow(ctx, q, `SELECT `+instrCols+` FROM abnormal_instructions `+where, args, func(s func(...any) error) error {
 		in, err := scanInstr(s)
 		out = append(out, in)
 		return err
