@@ -17,14 +17,17 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// Sandbox faults of the soak (at least 5% SYSTEM_ERROR, 2% commit-then-drop, 429s under load,
-// a NOT_FOUND lag; README "Failure model"). The rates apply to every endpoint, creates included.
+// Sandbox faults of the soak (at least 5% SYSTEM_ERROR, 2% commit-then-drop, 429s under load
+// and 0.5% injected, a NOT_FOUND lag; README "Failure model"). The rates apply to every
+// endpoint, creates included. The quota's 429s depend on how the replicas' calls bunch up; the
+// injected ones make every run meet some.
 var sandboxArgs = []string{
 	"--admin", "--listen", "127.0.0.1:0", "--log-level", "warn",
 	"--speed", "60", // a 1-minute PROCESSING phase lasts a second
 	"--system-error-rate", "0.05",
 	"--drop-after-commit-rate", "0.02",
 	"--truncate-rate", "0.01",
+	"--frequency-limited-rate", "0.005",
 	"--not-found-lag", "90s", // 1.5 s at speed 60: the first query of a new batch is NOT_FOUND
 }
 

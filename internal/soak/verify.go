@@ -147,14 +147,14 @@ func (s *soak) verify(ctx context.Context) {
 		"%d of %d stored after the %s duplicate window", s.lateAccepted, w.late, s.cfg.DuplicateWindow)
 	stats := r.Sandbox
 	f := stats.Faults
-	injected := f["system_error"] > 0 && f["drop_after_commit"] > 0 && stats.RateLimited > 0
+	injected := f["system_error"] > 0 && f["drop_after_commit"] > 0 && stats.RateLimited+f["frequency_limited"] > 0
 	name := "faults injected: SYSTEM_ERROR, commit-then-drop, 429"
 	if ev.bills {
 		injected = injected && stats.NotifyLost > 0
 		name += ", lost callbacks"
 	}
-	r.check(name, injected, "system_error %d, drop_after_commit %d, truncate %d, rate limited %d, callbacks lost %d",
-		f["system_error"], f["drop_after_commit"], f["truncate"], stats.RateLimited, stats.NotifyLost)
+	r.check(name, injected, "system_error %d, drop_after_commit %d, truncate %d, rate limited %d (quota) and %d (injected), callbacks lost %d",
+		f["system_error"], f["drop_after_commit"], f["truncate"], stats.RateLimited, f["frequency_limited"], stats.NotifyLost)
 	for _, px := range s.proxies {
 		r.ClaimCuts += px.Cuts()
 	}
