@@ -107,7 +107,7 @@ for line in "${lines[@]}"; do
 		printf '%s\n' "$out" | tail -20 >&2
 		failed=$((failed + 1))
 	else
-		printf '%s\n' "$out" | head -5 | sed 's/^/   /'
+		printf '%s\n' "$out" | sed -n '1,5s/^/   /p' # sed reads it all: no SIGPIPE under pipefail
 	fi
 	if [[ $line == "bin/producer publish"* ]] && [ "$code" -eq 0 ]; then
 		accepted_batch
