@@ -3,10 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/reconcile/reconciletest"
+	"github.com/paystream/paystream/internal/synth"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
@@ -22,41 +20,8 @@ import (
 // config file and the ledger path.
 func abnormalConfig(t *testing.T, srv *wechatpaytest.Server) (cfgFile, ledgerPath string) {
 	t.Helper()
-	dir := t.TempDir()
-	priv, err := x509.MarshalPKCS8PrivateKey(wechatpaytest.MerchantPrivateKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(wechatpaytest.PlatformPublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile, pubFile := filepath.Join(dir, "merchant.pem"), filepath.Join(dir, "wechatpay_public_key.pem")
-	for path, b := range map[string]*pem.Block{keyFile: {Type: "PRIVATE KEY", Bytes: priv}, pubFile: {Type: "PUBLIC KEY", Bytes: pub}} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ledgerPath = filepath.Join(dir, "ledger.db")
-	cfgFile = filepath.Join(dir, "processor.yaml")
-	yaml := fmt.Sprintf(`data-dir: %q
-ledger: %q
-wechatpay:
-  base-url: %q
-  backup-base-url: ""
-  mchid: %q
-  merchant-serial-no: %q
-  private-key-file: %q
-  wechatpay-public-key-file: %q
-  wechatpay-public-key-id: %q
-  apiv3-key: %q
-  timeout: 2s
-`, dir, ledgerPath, srv.URL(), wechatpaytest.DefaultMchID, wechatpaytest.DefaultMerchantSerial, keyFile, pubFile,
-		wechatpaytest.DefaultPlatformKeyID, srv.ClientConfig().APIv3Key)
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cfgFile, ledgerPath
+	cfg, file := reconciletest.Config(t, srv, synth.ProductBatches)
+	return file, cfg.Ledger
 }
 
 // runAbnormal runs processor abnormal-fund in this process.
@@ -113,9 +78,6 @@ func TestCmdAbnormal(t *testing.T) {
 // SIGKILL of the processor between record and send, and between send and answer, with
 // exactly one instruction at the sandbox, under the ledger's number, final.
 func TestAbnormal_SIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the processor binary")
-	}
 	bin := filepath.Join(t.TempDir(), "processor")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {

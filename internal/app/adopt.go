@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/pipeline"
@@ -77,21 +78,9 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	if err := retire(ctx, jso.instances, o.Instance, self, topo.SilentAfter, o.Plan); err != nil {
 		return pipeline.Adoption{}, err
 	}
-	held, err := claims.OwnedBy(ctx, jso.claims, o.Instance)
+	src, err := adoptSource(ctx, js, jso, topo, o.Instance)
 	if err != nil {
 		return pipeline.Adoption{}, err
-	}
-	entries, err := jso.journal.Batches(ctx, o.Instance)
-	if err != nil {
-		return pipeline.Adoption{}, err
-	}
-	stream, err := js.Stream(ctx, topo.Stream)
-	if err != nil {
-		return pipeline.Adoption{}, fmt.Errorf("request stream: %w", err)
-	}
-	results, err := js.Stream(ctx, topo.ResultsStream)
-	if err != nil {
-		return pipeline.Adoption{}, fmt.Errorf("results stream: %w", err)
 	}
 	copts := []wechatpay.Option{wechatpay.WithLogger(log)}
 	if o.HTTPClient != nil {
@@ -109,7 +98,7 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	if err != nil {
 		return pipeline.Adoption{}, err
 	}
-	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: o.Instance, Held: held, Journal: entries, Requests: stream, Results: results}, o.Plan)
+	a, err := p.Adopt(ctx, src, o.Plan)
 	if err != nil || o.Plan {
 		return a, err
 	}
@@ -167,4 +156,24 @@ func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, s
 		}
 	}
 	return err
+}
+
+// adoptSource gathers what NATS holds of instance: the claims it holds, the batches it
+// journaled, and the request and results streams.
+func adoptSource(ctx context.Context, js jetstream.JetStream, jso jsObjects, topo broker.Topology, instance string) (pipeline.AdoptSource, error) {
+	src := pipeline.AdoptSource{Instance: instance}
+	var err error
+	if src.Held, err = claims.OwnedBy(ctx, jso.claims, instance); err != nil {
+		return src, err
+	}
+	if src.Journal, err = jso.journal.Batches(ctx, instance); err != nil {
+		return src, err
+	}
+	if src.Requests, err = js.Stream(ctx, topo.Stream); err != nil {
+		return src, fmt.Errorf("request stream: %w", err)
+	}
+	if src.Results, err = js.Stream(ctx, topo.ResultsStream); err != nil {
+		return src, fmt.Errorf("results stream: %w", err)
+	}
+	return src, nil
 }

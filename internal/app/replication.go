@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/broker"
-	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/replica"
@@ -162,24 +161,11 @@ func awaitSilent(ctx context.Context, kv jetstream.KeyValue, instance string, si
 // journaled that the copy lacks is recorded, the batches under their own numbers and bodies,
 // marked maybe sent. Its claims are its own already, so none moves.
 func recoverRestored(ctx context.Context, p *pipeline.Pipeline, js jetstream.JetStream, jso jsObjects, topo broker.Topology, db *ledger.DB, log *slog.Logger) error {
-	self := db.InstanceID()
-	held, err := claims.OwnedBy(ctx, jso.claims, self)
+	src, err := adoptSource(ctx, js, jso, topo, db.InstanceID())
 	if err != nil {
 		return err
 	}
-	entries, err := jso.journal.Batches(ctx, self)
-	if err != nil {
-		return err
-	}
-	stream, err := js.Stream(ctx, topo.Stream)
-	if err != nil {
-		return fmt.Errorf("request stream: %w", err)
-	}
-	results, err := js.Stream(ctx, topo.ResultsStream)
-	if err != nil {
-		return fmt.Errorf("results stream: %w", err)
-	}
-	a, err := p.Adopt(ctx, pipeline.AdoptSource{Instance: self, Held: held, Journal: entries, Requests: stream, Results: results}, false)
+	a, err := p.Adopt(ctx, src, false)
 	if err != nil {
 		return fmt.Errorf("complete the restored ledger: %w", err)
 	}

@@ -61,7 +61,8 @@ const adoptMargin = 24 * time.Hour
 // other payout it held was never sent (the driver journals a batch before its first send), so
 // it is recorded RECEIVED (a DUPLICATE of it recorded here is reclaimed) and paid here under
 // a new number. A held key whose request is gone from the stream, or whose journaled batch
-// cannot be rebuilt, is Left, never paid.
+// cannot be rebuilt, is Left, never paid. A journaled batch whose body cannot be read stops the
+// adoption: its members could not be told from payouts never sent.
 //
 // With plan set nothing is written: the Adoption says what would be done. Otherwise the
 // ledger is marked (ledger.DB.BeginAdoption) before the first write; the caller moves the
@@ -86,21 +87,24 @@ func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adopt
 	a.BatchOf = map[string]string{}
 	var resume []journal.Entry
 	for _, e := range src.Journal {
-		why := resumable(e, rows, held, a.BatchOf)
+		details, err := ledger.BodyDetails(e.Body)
+		if err != nil {
+			// Its members are unknown, so none of the held keys can be called never sent.
+			return a, fmt.Errorf("journaled batch %s is unreadable, nothing adopted: %w", e.OutBatchNo, err)
+		}
+		why := resumable(e, details, rows, held, a.BatchOf)
 		if _, err := p.intake.db.BatchHead(ctx, e.OutBatchNo); err == nil {
 			why = "" // recorded here by an earlier run, whose claims may be moved already
 		} else if !errors.Is(err, ledger.ErrNotFound) {
 			return a, err
 		}
 		if why != "" {
-			details, _ := ledger.BodyDetails(e.Body)
 			for _, d := range details {
 				left[claims.Key(e.MchID, d.OutDetailNo)] = fmt.Sprintf("in journaled batch %s, which cannot be resumed: %s", e.OutBatchNo, why)
 			}
 			continue
 		}
 		resume = append(resume, e)
-		details, _ := ledger.BodyDetails(e.Body)
 		for _, d := range details {
 			a.BatchOf[claims.Key(e.MchID, d.OutDetailNo)] = e.OutBatchNo
 		}
@@ -141,16 +145,12 @@ func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adopt
 	return a, nil
 }
 
-// resumable says why journaled batch e cannot be resumed here ("" if it can): each of its
-// members must be held by the lost instance, in no other batch, with its request found and
-// matching the body.
-func resumable(e journal.Entry, rows map[string]ledger.Payout, held map[string]claims.Held, batchOf map[string]string) string {
+// resumable says why journaled batch e, whose body lists details, cannot be resumed here (""
+// if it can): each of its members must be held by the lost instance, in no other batch, with
+// its request found and matching the body.
+func resumable(e journal.Entry, details []ledger.BodyDetail, rows map[string]ledger.Payout, held map[string]claims.Held, batchOf map[string]string) string {
 	if time.Since(e.SealedAt) > ledger.QueryHorizon-adoptMargin {
 		return fmt.Sprintf("sealed at %s, too close to WeChat's 30-day query window", e.SealedAt.Format(time.RFC3339))
-	}
-	details, err := ledger.BodyDetails(e.Body)
-	if err != nil {
-		return err.Error()
 	}
 	if len(details) != e.TotalNum {
 		return fmt.Sprintf("%d details for total_num %d", len(details), e.TotalNum)

@@ -64,7 +64,7 @@ func PaidDay(t *testing.T, o Options, srvOpts ...wechatpaytest.Option) *Day {
 	}
 	srv := wechatpaytest.NewServer(t, append(opts, srvOpts...)...)
 	d := &Day{Srv: srv}
-	d.Config, d.ConfigFile = config(t, srv, o.Product)
+	d.Config, d.ConfigFile = Config(t, srv, o.Product)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -119,9 +119,11 @@ func PaidDay(t *testing.T, o Options, srvOpts ...wechatpaytest.Option) *Day {
 	return d
 }
 
-// config writes the key files and returns a fast processor config against srv and the same as
-// a YAML file.
-func config(t *testing.T, srv *wechatpaytest.Server, product string) (app.Config, string) {
+// Config writes the key files (TEST-ONLY keys) in a new directory and returns a fast
+// processor config against srv for product (synth.ProductBatches or ProductBills), its data
+// dir and ledger in that directory, and the path of the same config as a YAML file, for the
+// processor's subcommands.
+func Config(t *testing.T, srv *wechatpaytest.Server, product string) (app.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	priv, err := x509.MarshalPKCS8PrivateKey(wechatpaytest.MerchantPrivateKey())
