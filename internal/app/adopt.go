@@ -158,11 +158,17 @@ func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, s
 	return err
 }
 
-// adoptSource gathers what NATS holds of instance: the claims it holds, the batches it
-// journaled, and the request and results streams.
+// adoptSource gathers what NATS holds of instance: what its heartbeat promised of its
+// journal, the claims it holds, the batches it journaled, and the request and results streams.
 func adoptSource(ctx context.Context, js jetstream.JetStream, jso jsObjects, topo broker.Topology, instance string) (pipeline.AdoptSource, error) {
 	src := pipeline.AdoptSource{Instance: instance}
-	var err error
+	rec, err := instances.Get(ctx, jso.instances, instance)
+	switch {
+	case err == nil:
+		src.Journaled, src.JournalSince = rec.Journaled, rec.JournalSince
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return src, err
+	}
 	if src.Held, err = claims.OwnedBy(ctx, jso.claims, instance); err != nil {
 		return src, err
 	}

@@ -168,6 +168,17 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	if rec := record(t, js, cfgX, lost); rec.RetiredBy != "" {
 		t.Fatalf("a plan retired the instance: %+v", rec)
 	}
+	// Had the instance never promised a complete journal (an older version), the payouts in
+	// no journaled batch might have been sent: they are left, never paid anew.
+	withRecord(t, js, cfgX, lost, func(r *instances.Record) { r.Journaled = false })
+	old, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Plan: true, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(old.Left), 60; got != want || len(old.BatchOf) != 150 {
+		t.Fatalf("plan for an instance without a journal promise: %d left, %d in batches; want %d and 150", got, len(old.BatchOf), want)
+	}
+	withRecord(t, js, cfgX, lost, func(r *instances.Record) { r.Journaled = true })
 
 	a, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Log: log})
 	if err != nil {
@@ -280,15 +291,29 @@ func lostConfig(t *testing.T, cfg Config, url string) Config {
 	return cfg
 }
 
-// silence makes instance's heartbeat that of a process killed an hour ago.
+// silence makes instance's heartbeat that of a process killed an hour ago (what it promised
+// of its journal kept).
 func silence(t *testing.T, js jetstream.JetStream, cfg Config, instance string) {
+	t.Helper()
+	ago := time.Now().Add(-time.Hour)
+	withRecord(t, js, cfg, instance, func(r *instances.Record) {
+		r.Host, r.StartedAt, r.SeenAt, r.StoppedAt = "lost-host", ago, ago, time.Time{}
+	})
+}
+
+// withRecord rewrites instance's heartbeat record as change says.
+func withRecord(t *testing.T, js jetstream.JetStream, cfg Config, instance string, change func(*instances.Record)) {
 	t.Helper()
 	kv, err := js.KeyValue(context.Background(), cfg.NATS.Topology.InstancesBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ago := time.Now().Add(-time.Hour)
-	v, err := json.Marshal(instances.Record{Instance: instance, Host: "lost-host", StartedAt: ago, SeenAt: ago})
+	r, err := instances.Get(context.Background(), kv, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	change(&r)
+	v, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,12 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	// The heartbeat starts before any work is taken and stops (clean) only after the
 	// pipeline has: a retired instance never works, a stopped one has finished.
-	live, err = startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version}, h, m, log)
+	journalSince, err := db.JournalSince(ctx)
+	if err != nil {
+		return err
+	}
+	live, err = startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version,
+		Journaled: true, JournalSince: journalSince}, h, m, log)
 	if err != nil {
 		return err
 	}

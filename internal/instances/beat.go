@@ -155,6 +155,7 @@ func (b *Beat) write(ctx context.Context, first bool, stopped time.Time) error {
 	now := b.cfg.Now()
 	rec := encode(Record{
 		Instance: id, MchID: b.cfg.Self.MchID, Host: b.cfg.Self.Host, Version: b.cfg.Self.Version,
+		Journaled: b.cfg.Self.Journaled, JournalSince: b.cfg.Self.JournalSince,
 		Boot: b.boot, StartedAt: b.started, SeenAt: now, StoppedAt: stopped, Ledger: b.cfg.Status(),
 	})
 	for {

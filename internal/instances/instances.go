@@ -74,21 +74,29 @@ type Info struct {
 	MchID    string
 	Host     string // os.Hostname of the process
 	Version  string
+	// Journaled says every batch holding a payout received from JournalSince on was journaled
+	// before its first send (internal/journal); a record without it (an older version) promises
+	// nothing of the kind.
+	Journaled    bool
+	JournalSince time.Time
 }
 
 // Record is one instance's stored heartbeat.
 type Record struct {
-	Instance  string    `json:"instance"`
-	MchID     string    `json:"mchid,omitempty"`
-	Host      string    `json:"host,omitempty"`
-	Version   string    `json:"version,omitempty"`
-	Boot      string    `json:"boot,omitempty"` // random per process run: tells one run's writes from another's
-	StartedAt time.Time `json:"started_at,omitzero"`
-	SeenAt    time.Time `json:"seen_at,omitzero"`    // the writer's clock at the last beat
-	StoppedAt time.Time `json:"stopped_at,omitzero"` // set by the final beat of a clean stop
-	Ledger    LedgerPos `json:"ledger"`
-	RetiredBy string    `json:"retired_by,omitempty"` // the adopter that retired it
-	RetiredAt time.Time `json:"retired_at,omitzero"`
+	Instance string `json:"instance"`
+	MchID    string `json:"mchid,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Version  string `json:"version,omitempty"`
+	// Journaled and JournalSince are Info's.
+	Journaled    bool      `json:"journaled,omitempty"`
+	JournalSince time.Time `json:"journal_since,omitzero"`
+	Boot         string    `json:"boot,omitempty"` // random per process run: tells one run's writes from another's
+	StartedAt    time.Time `json:"started_at,omitzero"`
+	SeenAt       time.Time `json:"seen_at,omitzero"`    // the writer's clock at the last beat
+	StoppedAt    time.Time `json:"stopped_at,omitzero"` // set by the final beat of a clean stop
+	Ledger       LedgerPos `json:"ledger"`
+	RetiredBy    string    `json:"retired_by,omitempty"` // the adopter that retired it
+	RetiredAt    time.Time `json:"retired_at,omitzero"`
 
 	Revision uint64 `json:"-"` // the KV revision it was read at
 }

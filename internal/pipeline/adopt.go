@@ -23,6 +23,11 @@ type AdoptSource struct {
 	Held     []claims.Held   // claims.OwnedBy the instance
 	Journal  []journal.Entry // journal.Batches of the instance
 	Requests jetstream.Stream
+	// Journaled and JournalSince are what the instance's heartbeat promised (instances.Info):
+	// a payout received before JournalSince, or from an instance that never promised, that is
+	// in no journaled batch may still have been sent.
+	Journaled    bool
+	JournalSince time.Time
 	// Results is the results stream: the outcomes the instance already published are
 	// promises kept here (a bill it reported CANCELLED is never sent); nil: none read.
 	Results jetstream.Stream
@@ -118,6 +123,8 @@ func (p *Pipeline) Adopt(ctx context.Context, src AdoptSource, plan bool) (Adopt
 			left[h.Key] = "its request is refused now: " + refused[h.Key]
 		case !ok:
 			left[h.Key] = "its request is no longer in the stream"
+		case a.BatchOf[h.Key] == "" && (!src.Journaled || row.ReceivedAt.Before(src.JournalSince)) && !p.holds(ctx, row.OutDetailNo):
+			left[h.Key] = "received before the instance journaled its batches: it may have been sent; check it at WeChat and settle it by hand"
 		default:
 			take = append(take, row)
 			if a.BatchOf[h.Key] == "" {
@@ -391,4 +398,11 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		}
 	}
 	return nil
+}
+
+// holds reports whether this pipeline's ledger already owns key (a restored copy completed
+// from NATS knows it): a row that is not a DUPLICATE (a redelivery recorded as another's).
+func (p *Pipeline) holds(ctx context.Context, key string) bool {
+	r, err := p.intake.db.Payout(ctx, key)
+	return err == nil && r.State != ledger.PayoutDuplicate
 }

@@ -165,3 +165,39 @@ func BodyDetails(body []byte) ([]BodyDetail, error) {
 	}
 	return out, nil
 }
+
+// metaJournalSince is the meta key of JournalSince.
+const metaJournalSince = "journal_since"
+
+// JournalSince returns the time from which every batch of this ledger holding a payout
+// received from then on is journaled before its first send (internal/journal), recording it
+// the first time it is asked: the zero time when the ledger holds no batch yet (everything is
+// journaled), else now (batches sealed before may have been sent by an earlier version that
+// journaled nothing). An adopter never calls a payout received earlier "never sent".
+func (db *DB) JournalSince(ctx context.Context) (time.Time, error) {
+	var since time.Time
+	err := db.write(ctx, func(tx *sql.Conn) error {
+		var v string
+		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaJournalSince).Scan(&v)
+		switch {
+		case err == nil:
+			since, err = time.Parse(time.RFC3339Nano, v)
+			return err
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		var batches int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM batches LIMIT 1)`).Scan(&batches); err != nil {
+			return err
+		}
+		if batches > 0 {
+			since = db.now().UTC()
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)`, metaJournalSince, since.Format(time.RFC3339Nano))
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("journal since: %w", err)
+	}
+	return since, nil
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestDB_Adoption(t *testing.T) {
@@ -313,4 +314,31 @@ func TestAudit_AdoptedOwner(t *testing.T) {
 	mustAuditFinds(t, now, map[string]int{"duplicate_unfinished": 1}, paths...)
 	mustInsert(t, adopter, newPayout("K1", 100))
 	mustAuditClean(t, now, paths...)
+}
+
+// TestDB_JournalSince: a ledger with no batch yet is journaled from the start (the zero time);
+// one that already holds a batch is journaled from the first time it is asked; the answer
+// never changes afterwards.
+func TestDB_JournalSince(t *testing.T) {
+	ctx := context.Background()
+	fresh := mustOpenLedger(t)
+	if got, err := fresh.JournalSince(ctx); err != nil || !got.IsZero() {
+		t.Fatalf("fresh ledger: JournalSince = %v, %v; want the zero time", got, err)
+	}
+	mustSeal(t, fresh, "B1", "F", 2)
+	if got, err := fresh.JournalSince(ctx); err != nil || !got.IsZero() {
+		t.Fatalf("fresh ledger asked again: JournalSince = %v, %v; want the zero time", got, err)
+	}
+
+	clk := newClock()
+	old := mustOpenLedger(t, WithNow(clk.now))
+	mustSeal(t, old, "B1", "O", 2)
+	want := clk.now()
+	if got, err := old.JournalSince(ctx); err != nil || !got.Equal(want) {
+		t.Fatalf("ledger with a batch: JournalSince = %v, %v; want %v", got, err, want)
+	}
+	clk.add(time.Hour)
+	if got, err := old.JournalSince(ctx); err != nil || !got.Equal(want) {
+		t.Fatalf("asked again: JournalSince = %v, %v; want %v", got, err, want)
+	}
 }
