@@ -100,7 +100,7 @@ func cmdAbnormal(ctx context.Context, args []string, e cli.Env) int {
 		return fail("%v", err)
 	}
 	defer db.Close()
-	c, err := reconcileClient(cfg.WeChatPay, log)
+	c, err := cfg.WeChatPay.Client(log)
 	if err != nil {
 		return fail("%v", err)
 	}

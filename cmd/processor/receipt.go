@@ -88,7 +88,7 @@ func cmdReceipt(ctx context.Context, args []string, e cli.Env) int {
 	if err != nil {
 		return failed("%v", err)
 	}
-	c, err := reconcileClient(cfg.WeChatPay, cfg.Logger(e.Stderr))
+	c, err := cfg.WeChatPay.Client(cfg.Logger(e.Stderr))
 	if err != nil {
 		return usage("%v", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -81,7 +80,7 @@ func cmdReconcile(ctx context.Context, args []string, e cli.Env) int {
 		}
 		db.Close()
 	}
-	c, err := reconcileClient(cfg.WeChatPay, cfg.Logger(e.Stderr))
+	c, err := cfg.WeChatPay.Client(cfg.Logger(e.Stderr))
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -126,19 +125,6 @@ func cmdReconcile(ctx context.Context, args []string, e cli.Env) int {
 		return 1
 	}
 	return 0
-}
-
-// reconcileClient builds the WeChat Pay client of the config's wechatpay section, as the
-// processor's own (internal/app) does.
-func reconcileClient(w app.WeChatPayConfig, log *slog.Logger) (*wechatpay.Client, error) {
-	cfg := wechatpay.Config{
-		BaseURL: w.BaseURL, BackupBaseURL: w.BackupBaseURL, MchID: w.MchID, MerchantSerialNo: w.MerchantSerialNo,
-		WechatPayPublicKeyID: w.PublicKeyID, APIv3Key: w.APIv3Key,
-	}
-	if err := cfg.LoadKeyFiles(w.PrivateKeyFile, w.PublicKeyFile, w.PlatformCertificates...); err != nil {
-		return nil, fmt.Errorf("wechatpay keys: %w", err)
-	}
-	return wechatpay.NewClient(cfg, wechatpay.WithLogger(log), wechatpay.WithTimeout(w.Timeout))
 }
 
 // fetchBill applies for the OPERATION fund-flow bill of date, downloads it (gzip, its SHA1

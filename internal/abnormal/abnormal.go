@@ -6,13 +6,14 @@
 // restart continues every instruction not final by its number (Resume).
 //
 // Instruct records and sends one instruction and Follow queries it to its final state;
-// ApplyNotification takes the ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS callback. The
-// functions are safe for concurrent use on different receipts.
+// ApplyCallback takes the ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS callback (the processor's
+// callback listener routes it here). The functions are safe for concurrent use on different receipts.
 package abnormal
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -372,14 +373,14 @@ func Resume(ctx context.Context, db *ledger.Instructions, c Client, opts ...Opti
 	return open, errors.Join(errs...)
 }
 
-// ApplyNotification applies an ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS callback (already
-// verified: wechatpay.Client.ParseNotification) to the ledger's instruction it names and
-// returns it. The error wraps ledger.ErrNotFound for an instruction not in this ledger, or
-// is the decryption's or the ledger's. A callback is one more answer: states still only move
-// forward.
-func ApplyNotification(ctx context.Context, db *ledger.Instructions, n *wechatpay.Notification, apiv3Key string) (ledger.Instruction, error) {
-	res, err := n.InstructionResource(apiv3Key)
-	if err != nil {
+// ApplyCallback applies the resource of an ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS callback,
+// verified and decrypted by wechatpay.Client.NotificationHandler, to the ledger's instruction
+// it names, and returns that instruction. The error wraps ledger.ErrNotFound for an
+// instruction not in this ledger, or is the decoding's or the ledger's. A callback is one
+// more answer: states still only move forward, and a stale one changes nothing.
+func ApplyCallback(ctx context.Context, db *ledger.Instructions, resource []byte) (ledger.Instruction, error) {
+	var res wechatpay.TransferInstructionResponse
+	if err := json.Unmarshal(resource, &res); err != nil {
 		return ledger.Instruction{}, fmt.Errorf("abnormal-fund callback: %w", err)
 	}
 	if res.Instruction == nil {
@@ -389,7 +390,7 @@ func ApplyNotification(ctx context.Context, db *ledger.Instructions, n *wechatpa
 	if err != nil {
 		return in, fmt.Errorf("abnormal-fund callback: %w", err)
 	}
-	return db.Apply(ctx, in.ID, answer(res))
+	return db.Apply(ctx, in.ID, answer(&res))
 }
 
 // answer is what the ledger keeps of a WeChat answer.

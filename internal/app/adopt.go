@@ -82,11 +82,11 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	if err != nil {
 		return pipeline.Adoption{}, err
 	}
-	copts := []wechatpay.Option{wechatpay.WithLogger(log)}
+	var copts []wechatpay.Option
 	if o.HTTPClient != nil {
 		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
 	}
-	api, err := cfg.WeChatPay.client(copts...)
+	api, err := cfg.WeChatPay.Client(log, copts...)
 	if err != nil {
 		return pipeline.Adoption{}, err
 	}

@@ -86,6 +86,13 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	defer func() { err = errors.Join(err, db.Close()) }()
 	log = log.With("instance", db.InstanceID())
+	// Abnormal-fund instructions (processor abnormal-fund) live in the same file; their
+	// callbacks reach this processor's listener.
+	instrs, err := ledger.OpenInstructions(ctx, cfg.Ledger, ledger.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	defer func() { err = errors.Join(err, instrs.Close()) }()
 	// An adoption of another instance left half done must be finished first; one of this
 	// instance itself (a recovery of its restored copy, below) is resumed.
 	adopting, err := db.Adopting(ctx)
@@ -178,11 +185,11 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	m.WatchConsumer(jso.requests.Info)
 	adm.cancel.Store(payout.NewPublisher(js, payout.WithCancelPrefix(strings.TrimSuffix(topo.CancelSubjects, ".>"))))
 
-	copts := []wechatpay.Option{wechatpay.WithLogger(log), wechatpay.WithTimeout(cfg.WeChatPay.Timeout), wechatpay.WithObserver(m.WeChatObserver())}
+	copts := []wechatpay.Option{wechatpay.WithObserver(m.WeChatObserver())}
 	if o.HTTPClient != nil {
 		copts = append(copts, wechatpay.WithHTTPClient(o.HTTPClient))
 	}
-	api, err := cfg.WeChatPay.client(copts...)
+	api, err := cfg.WeChatPay.Client(log, copts...)
 	if err != nil {
 		return err
 	}
@@ -205,7 +212,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	var live *liveness // set before the pipeline runs
 	store := claims.New(js, jso.claims, db.InstanceID(), claims.WithLogger(log), claims.WithObserver(m.ClaimsObserver()))
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
-		Consumer: jso.requests, Claims: store, DB: db, API: api, Publisher: pub,
+		Consumer: jso.requests, Claims: store, DB: db, Instructions: instrs, API: api, Publisher: pub,
 		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
 		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},

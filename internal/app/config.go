@@ -252,10 +252,11 @@ func (c Config) Logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// client loads the key files and builds the WeChat Pay client. The library names what it
-// refuses by its own Go field (wechatpay.ConfigError); those come back as *config.ConfigError
-// naming the YAML key, like every other setting.
-func (w WeChatPayConfig) client(opts ...wechatpay.Option) (*wechatpay.Client, error) {
+// Client loads the key files and builds the WeChat Pay client, logging to log with the
+// configured timeout; opts come after those. The library names what it refuses by its own Go
+// field (wechatpay.ConfigError); those come back as *config.ConfigError naming the YAML key,
+// like every other setting.
+func (w WeChatPayConfig) Client(log *slog.Logger, opts ...wechatpay.Option) (*wechatpay.Client, error) {
 	cfg := wechatpay.Config{
 		BaseURL: w.BaseURL, BackupBaseURL: w.BackupBaseURL, MchID: w.MchID, MerchantSerialNo: w.MerchantSerialNo,
 		WechatPayPublicKeyID: w.PublicKeyID, APIv3Key: w.APIv3Key,
@@ -263,7 +264,7 @@ func (w WeChatPayConfig) client(opts ...wechatpay.Option) (*wechatpay.Client, er
 	if err := cfg.LoadKeyFiles(w.PrivateKeyFile, w.PublicKeyFile, w.PlatformCertificates...); err != nil {
 		return nil, wechatpayKey(fmt.Errorf("wechatpay keys: %w", err))
 	}
-	c, err := wechatpay.NewClient(cfg, opts...)
+	c, err := wechatpay.NewClient(cfg, append([]wechatpay.Option{wechatpay.WithLogger(log), wechatpay.WithTimeout(w.Timeout)}, opts...)...)
 	return c, wechatpayKey(err)
 }
 

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,7 +227,7 @@ func TestWeChatPayConfig_client(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := good
 			tt.edit(&w)
-			_, err := w.client()
+			_, err := w.Client(slog.New(slog.DiscardHandler))
 			configtest.WantField(t, err, tt.field, "")
 		})
 	}

@@ -3,9 +3,11 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/paystream/paystream/internal/abnormal"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
@@ -17,12 +19,21 @@ import (
 // (docs/wechatpay.md §11); a bill's final state is applied as it comes, its amount and
 // merchant checked against the ledger first. No network I/O happens inside the 5 s WeChat allows.
 // applied is called with the out_batch_no of each applied notification (a batch it settled is
-// reported there).
-func callbackHandler(api *wechatpay.Client, db *ledger.DB, wake func(), applied func(ctx context.Context, outBatchNo string)) http.Handler {
+// reported there). An abnormal-fund instruction's result goes to instrs, the ledger's
+// instruction table (internal/abnormal); one this ledger does not hold is answered 5xx, so
+// WeChat tries again (another replica's ledger may hold it; the instruction's own follow
+// queries it to the end anyway).
+func callbackHandler(api *wechatpay.Client, db *ledger.DB, instrs *ledger.Instructions, wake func(), applied func(ctx context.Context, outBatchNo string)) http.Handler {
 	return api.NotificationHandler(func(ctx context.Context, n *wechatpay.Notification, plaintext []byte) error {
 		var err error
 		var outBatchNo string
 		switch n.EventType {
+		case wechatpay.EventAbnormalFundSuccess:
+			if instrs == nil {
+				return errors.New("abnormal-fund callback: this processor keeps no instruction table")
+			}
+			_, err = abnormal.ApplyCallback(ctx, instrs, plaintext)
+			return err
 		case wechatpay.EventBatchFinished, wechatpay.EventBatchClosed:
 			outBatchNo, err = batchCallback(ctx, db, n, plaintext)
 		case wechatpay.EventBillFinished:

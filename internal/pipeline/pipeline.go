@@ -114,9 +114,13 @@ func BillScenes(cfg map[string]SceneConfig) map[string]payout.BillScene {
 
 // Deps are the things the pipeline runs on; the caller owns and closes them.
 type Deps struct {
-	Consumer          jetstream.Consumer // the shared durable pull consumer
-	Claims            *claims.Store
-	DB                *ledger.DB
+	Consumer jetstream.Consumer // the shared durable pull consumer
+	Claims   *claims.Store
+	DB       *ledger.DB
+	// Instructions is DB's abnormal-fund instruction table (ledger.OpenInstructions): the
+	// callback listener applies instruction results to it. Nil: such callbacks are answered
+	// 5xx (WeChat retries; the instruction's follow queries it anyway).
+	Instructions      *ledger.Instructions
 	API               *wechatpay.Client
 	Publisher         message.Publisher // watermill, JetStream with message-id tracking
 	RequestPrefix     string            // requests arrive on <prefix>.<mchid>; default payout.DefaultSubjectPrefix
@@ -251,7 +255,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		},
 		outcomes: &outcomes{db: d.DB, pub: d.Publisher, prefix: d.ResultsPrefix, wake: wakeOutcomes, every: time.Second, log: d.Log,
 			now: d.Now, m: d.Metrics, prog: prog},
-		cb: callbackHandler(d.API, d.DB, poke(wakeDriver), fin.check),
+		cb: callbackHandler(d.API, d.DB, d.Instructions, poke(wakeDriver), fin.check),
 	}
 	prog.inFlight = func() int { return int(p.driver.inFlight.Load()) }
 	for api, t := range map[string]*throttle{"create": p.driver.create, "query": p.driver.query, "detail": p.driver.detail, "cancel": p.driver.cancel} {
