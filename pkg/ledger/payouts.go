@@ -268,59 +268,102 @@ func (db *DB) addTotals(ctx context.Context, tx *sql.Conn, ds ...totalDelta) err
 	return nil
 }
 
-// insertFresh writes new rows (seqs assigned, ascending and contiguous) with multi-row
-// INSERTs, counts them in payout_totals and appends one insert event for the group.
+// insertFresh writes new rows (seqs assigned, ascending and contiguous) in state RECEIVED,
+// counts them in payout_totals and appends one insert event for the group.
 func (db *DB) insertFresh(ctx context.Context, tx *sql.Conn, fresh []Payout, now int64) error {
 	if len(fresh) == 0 {
 		return nil
 	}
+	if err := db.storeRows(ctx, tx, fresh, nil, now); err != nil {
+		return err
+	}
+	if err := db.addTotals(ctx, tx, totalDelta{PayoutReceived, len(fresh), sumAmounts(fresh)}); err != nil {
+		return err
+	}
+	return db.appendInsert(ctx, tx, fresh, now)
+}
+
+// sumAmounts is the sum of ps' amounts (fen).
+func sumAmounts(ps []Payout) int64 {
+	var sum int64
+	for _, p := range ps {
+		sum += p.Amount
+	}
+	return sum
+}
+
+// rowState is the state a new row is stored in (storeRows): with its batch and body
+// position when SEALED, its fail_reason when DUPLICATE.
+type rowState struct {
+	state, batch, failReason string
+	pos                      int
+}
+
+// storeRows writes new rows (seqs assigned, ascending and contiguous, keys not stored) with
+// multi-row INSERTs, in states[i] (states nil: every row RECEIVED). It reserves their keys in
+// the key index, which takes them, and Position their last seq, once the transaction commits.
+// It neither counts them in payout_totals nor appends events.
+func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, states []rowState, now int64) error {
 	hashes, seqs := make([]int64, len(fresh)), make([]int64, len(fresh))
 	for i := range fresh {
 		hashes[i], seqs[i] = keyHash(fresh[i].OutDetailNo), fresh[i].Seq
 	}
-	if last := fresh[len(fresh)-1].Seq; last > maxSeq {
+	last := fresh[len(fresh)-1].Seq
+	if last > maxSeq {
 		return fmt.Errorf("seq %d is past the key index's %d: start a new ledger file", last, int64(maxSeq))
 	}
 	if err := db.keys.reserve(hashes); err != nil {
 		return err
 	}
-	last := fresh[len(fresh)-1].Seq
 	db.afterCommit(func() {
 		db.keys.add(hashes, seqs)
 		db.posSeq.Store(last)
 	})
+	// InsertPayouts' rows name their state in the statement; the others bind it with the
+	// batch columns and fail_reason.
+	cols, row := `state`, `?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'`
+	if states != nil {
+		cols, row = `state, out_batch_no, batch_pos, fail_reason`, `?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?`
+	}
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
 		// bill_info is named only when a row has one, so ledgers of the batch rails keep
 		// their statement (and tests can still write under schemas before 0004).
 		bills := slices.ContainsFunc(chunk, func(p Payout) bool { return len(p.BillInfo) > 0 })
-		args := make([]any, 0, len(chunk)*18)
+		args := make([]any, 0, len(chunk)*22)
 		for i, p := range chunk {
 			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
 				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), now, now)
+			if states != nil {
+				st := states[lo+i]
+				var batch, pos any // NULL outside a batch
+				if st.batch != "" {
+					batch, pos = st.batch, st.pos
+				}
+				args = append(args, st.state, batch, pos, st.failReason)
+			}
 			if bills {
 				args = append(args, string(p.BillInfo))
 			}
 		}
-		cols, row := ``, `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED'),`
+		c, r := cols, `(`+row
 		if bills {
-			cols, row = `, bill_info`, `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'RECEIVED',?),`
+			c, r = c+`, bill_info`, r+`,?`
 		}
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
-			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, state` + cols + `) VALUES ` +
-			strings.TrimSuffix(strings.Repeat(row, len(chunk)), ",")
+			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, ` + c + `) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(r+`),`, len(chunk)), ",")
 		// Odd-sized tails are not worth caching.
 		if _, err := db.exec(ctx, tx, len(chunk) == insertChunk, q, args...); err != nil {
 			return err
 		}
 	}
-	var sum int64
-	for _, p := range fresh {
-		sum += p.Amount
-	}
-	if err := db.addTotals(ctx, tx, totalDelta{PayoutReceived, len(fresh), sum}); err != nil {
-		return err
-	}
+	return nil
+}
+
+// appendInsert appends the insert event of rows just stored (storeRows): their seq range,
+// each row's content digest, and RECEIVED, the state every row starts its history in.
+func (db *DB) appendInsert(ctx context.Context, tx *sql.Conn, fresh []Payout, now int64) error {
 	return db.appendEvent(ctx, tx, event{
 		At: now, Source: srcIntake, Kind: kindInsert, To: PayoutReceived,
 		Seqs:   encodeSeqs([]int64{fresh[0].Seq, fresh[len(fresh)-1].Seq}),
@@ -383,14 +426,11 @@ const (
 // Repeating it on a DUPLICATE row is a no-op, whatever the arguments. An owner that is not
 // an instance id (1-32 of [0-9A-Za-z]) is ErrInvalid.
 func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string, conflict bool) error {
-	if !validKey(owner) {
-		return fmt.Errorf("mark duplicate: %w: owner %q is not an instance id", ErrInvalid, owner)
+	reason, err := duplicateReason(owner, conflict)
+	if err != nil {
+		return fmt.Errorf("mark duplicate: %w", err)
 	}
-	reason := ownerPrefix + owner
-	if conflict {
-		reason += conflictSuffix
-	}
-	err := db.write(ctx, func(tx *sql.Conn) error {
+	err = db.write(ctx, func(tx *sql.Conn) error {
 		states, err := payoutStates(ctx, tx, []int64{seq})
 		if err != nil {
 			return err
@@ -404,18 +444,55 @@ func (db *DB) MarkDuplicate(ctx context.Context, seq int64, owner string, confli
 			return db.illegalf(ctx, "payout seq=%d %s → %s", seq, st, PayoutDuplicate)
 		}
 		if conflict {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at)
-				SELECT seq, out_detail_no, content_hash, stream_seq, ? FROM payouts WHERE seq = ?`, ms(db.now()), seq); err != nil {
-				return fmt.Errorf("record conflict seq=%d: %w", seq, err)
+			if err := db.recordOwnerConflicts(ctx, tx, ms(db.now()), []ownerConflict{{seq, owner}}); err != nil {
+				return err
 			}
-			db.log.WarnContext(ctx, "ledger: owner has the out_detail_no with other content; recorded as a conflict",
-				slog.Int64("seq", seq), slog.String("owner", owner))
 		}
 		return db.movePayouts(ctx, tx, payoutMove{src: srcIntake, seqs: []int64{seq}, from: PayoutReceived,
 			to: PayoutDuplicate, failReason: reason})
 	})
 	if err != nil {
 		return fmt.Errorf("mark duplicate: %w", err)
+	}
+	return nil
+}
+
+// duplicateReason is the fail_reason of a payout DUPLICATE because instance owner has its key
+// (with other content if conflict); ErrInvalid if owner is not an instance id.
+func duplicateReason(owner string, conflict bool) (string, error) {
+	if !validKey(owner) {
+		return "", fmt.Errorf("%w: owner %q is not an instance id", ErrInvalid, owner)
+	}
+	if conflict {
+		return ownerPrefix + owner + conflictSuffix, nil
+	}
+	return ownerPrefix + owner, nil
+}
+
+// ownerConflict is a DUPLICATE payout whose owner has its key with other content.
+type ownerConflict struct {
+	seq   int64
+	owner string
+}
+
+// recordOwnerConflicts records each of cs, stored payouts, in the conflicts table (at at).
+func (db *DB) recordOwnerConflicts(ctx context.Context, tx *sql.Conn, at int64, cs []ownerConflict) error {
+	seqs := make([]int64, len(cs))
+	for i, c := range cs {
+		seqs[i] = c.seq
+	}
+	err := eachSeqChunk(seqs, func(part []int64) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO conflicts (seq, out_detail_no, content_hash, stream_seq, at)
+			SELECT seq, out_detail_no, content_hash, stream_seq, ? FROM payouts WHERE seq IN (`+placeholders(len(part))+`)`,
+			append([]any{at}, int64Args(part)...)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record conflicts: %w", err)
+	}
+	for _, c := range cs {
+		db.log.WarnContext(ctx, "ledger: owner has the out_detail_no with other content; recorded as a conflict",
+			slog.Int64("seq", c.seq), slog.String("owner", c.owner))
 	}
 	return nil
 }
@@ -492,11 +569,7 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state", m.from, m.to, n, len(part))
 		}
 		if PayoutFinal(m.to) {
-			_, err := db.exec(ctx, tx, one, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
-				placeholders(len(part))+`)`, append([]any{m.at}, int64Args(part)...)...)
-			if err != nil {
-				return fmt.Errorf("write outcomes: %w", err)
-			}
+			return db.writeOutcomes(ctx, tx, one, m.at, part)
 		}
 		return nil
 	})
@@ -508,6 +581,17 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 	}
 	return db.appendEvent(ctx, tx, event{At: m.at, Source: m.src, Kind: kindPayoutState, OutBatchNo: m.batch,
 		Seqs: encodeSeqs(m.seqs), From: m.from, To: m.to, Data: m.data})
+}
+
+// writeOutcomes writes the outbox row of each of seqs (at most seqChunk payouts, just moved to
+// a final state), at at; cached as for exec.
+func (db *DB) writeOutcomes(ctx context.Context, tx *sql.Conn, cached bool, at int64, seqs []int64) error {
+	_, err := db.exec(ctx, tx, cached, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
+		placeholders(len(seqs))+`)`, append([]any{at}, int64Args(seqs)...)...)
+	if err != nil {
+		return fmt.Errorf("write outcomes: %w", err)
+	}
+	return nil
 }
 
 const payoutCols = `seq, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail, group_key, amount,

@@ -88,20 +88,45 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 	return nil
 }
 
-// bodyDetails returns the details of b's body, checked against the batch alone: its header
-// (parseBody) and that the details sum to total_amount. That each detail is its member's
-// row is checked by moveMembers, in the statement that seals them.
+// checkBatch checks b's number, rail, cap and counts (ErrInvalid), before anything is read.
+func checkBatch(b Batch) error {
+	switch {
+	case !validKey(b.OutBatchNo):
+		return invalidf("out_batch_no: want 1-32 of [0-9A-Za-z]")
+	case railCap(b.Rail) == 0:
+		return invalidf("rail %q: want direct, partner or bills", b.Rail)
+	case b.Rail == RailBills && len(b.Bills) != len(b.Members):
+		return invalidf("%d bill bodies for %d members", len(b.Bills), len(b.Members))
+	case b.Rail != RailBills && b.Bills != nil:
+		return invalidf("bill bodies on rail %s", b.Rail)
+	case b.TotalNum < 1 || b.TotalNum > railCap(b.Rail):
+		return invalidf("total_num %d: want 1..%d on the %s rail", b.TotalNum, railCap(b.Rail), b.Rail)
+	case len(b.Members) != b.TotalNum:
+		return invalidf("total_num %d but %d members", b.TotalNum, len(b.Members))
+	}
+	return nil
+}
+
+// bodyDetails returns the details of b's body, checked against the batch alone (ErrInvalid):
+// its header (parseBody), that the details sum to total_amount, and on rail bills that each
+// bill body names its detail's out_detail_no and amount. That each detail is its member's
+// row is checked by moveMembers, in the statement that seals them (or by checkMembers).
 func bodyDetails(b Batch) ([]bodyDetail, error) {
 	details, err := parseBody(b.OutBatchNo, b.TotalAmount, b.TotalNum, len(b.Members), b.Body)
 	if err != nil {
-		return nil, err
+		return nil, invalidf("%v", err)
 	}
 	var sum int64
 	for _, d := range details {
 		sum += d.Amount
 	}
 	if sum != b.TotalAmount {
-		return nil, fmt.Errorf("body details sum to %d fen; total_amount is %d", sum, b.TotalAmount)
+		return nil, invalidf("body details sum to %d fen; total_amount is %d", sum, b.TotalAmount)
+	}
+	for i, body := range b.Bills {
+		if err := checkBill(body, member{seq: b.Members[i], key: details[i].OutDetailNo, amount: details[i].Amount}); err != nil {
+			return nil, invalidf("%v", err)
+		}
 	}
 	return details, nil
 }
@@ -141,19 +166,8 @@ func (db *DB) sealBatch(ctx context.Context, b Batch, claimed bool) error {
 const sealChunk = 500
 
 func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) error {
-	switch {
-	case !validKey(b.OutBatchNo):
-		return invalidf("out_batch_no: want 1-32 of [0-9A-Za-z]")
-	case railCap(b.Rail) == 0:
-		return invalidf("rail %q: want direct, partner or bills", b.Rail)
-	case b.Rail == RailBills && len(b.Bills) != len(b.Members):
-		return invalidf("%d bill bodies for %d members", len(b.Bills), len(b.Members))
-	case b.Rail != RailBills && b.Bills != nil:
-		return invalidf("bill bodies on rail %s", b.Rail)
-	case b.TotalNum < 1 || b.TotalNum > railCap(b.Rail):
-		return invalidf("total_num %d: want 1..%d on the %s rail", b.TotalNum, railCap(b.Rail), b.Rail)
-	case len(b.Members) != b.TotalNum:
-		return invalidf("total_num %d but %d members", b.TotalNum, len(b.Members))
+	if err := checkBatch(b); err != nil {
+		return err
 	}
 	if old, err := db.batchTx(ctx, tx, b.OutBatchNo, true); err == nil {
 		if bytes.Equal(old.Body, b.Body) && slices.Equal(old.Members, b.Members) && slices.EqualFunc(old.Bills, b.Bills, bytes.Equal) {
@@ -165,12 +179,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 	}
 	details, err := bodyDetails(b)
 	if err != nil {
-		return invalidf("%v", err)
-	}
-	for i, body := range b.Bills {
-		if err := checkBill(body, member{seq: b.Members[i], key: details[i].OutDetailNo, amount: details[i].Amount}); err != nil {
-			return invalidf("%v", err)
-		}
+		return err
 	}
 	// The members are checked by the statements that move them (moveMembers); when one does
 	// not fit, everything since this savepoint is undone and diagnose names it.
@@ -178,9 +187,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 		return err
 	}
 	now := ms(db.now())
-	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num, body,
-		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
-		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now); err != nil {
+	if err := db.insertBatch(ctx, tx, b, now); err != nil {
 		return err
 	}
 	unmarked, err := db.moveMembers(ctx, tx, b, details, claimed, now)
@@ -217,12 +224,31 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 		totalDelta{PayoutSealed, b.TotalNum, b.TotalAmount}); err != nil {
 		return err
 	}
-	bodySum := sha256.Sum256(b.Body)
-	digest := bodySum[:]
 	if b.Rail == RailBills {
 		if err := db.insertBills(ctx, tx, b, details, now); err != nil {
 			return err
 		}
+	}
+	return db.appendSeal(ctx, tx, b, now)
+}
+
+// insertBatch writes the row of batch b, sealed at now (state SEALED, due now).
+func (db *DB) insertBatch(ctx context.Context, tx *sql.Conn, b Batch, now int64) error {
+	_, err := db.exec(ctx, tx, true, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num, body,
+		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
+		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now)
+	if err != nil {
+		return fmt.Errorf("insert batch %s: %w", b.OutBatchNo, err)
+	}
+	return nil
+}
+
+// appendSeal appends b's seal event: its members CLAIMED → SEALED in body order, and the
+// digest of its body (followed, on rail bills, by billsDigest of its bill bodies).
+func (db *DB) appendSeal(ctx context.Context, tx *sql.Conn, b Batch, now int64) error {
+	bodySum := sha256.Sum256(b.Body)
+	digest := bodySum[:]
+	if b.Rail == RailBills {
 		digest = append(digest, billsDigest(b.Bills)...)
 	}
 	return db.appendEvent(ctx, tx, event{At: now, Source: srcPipeline, Kind: kindSeal, OutBatchNo: b.OutBatchNo,
@@ -342,33 +368,46 @@ func diagnose(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) error {
 		return err
 	}
 	bySeq := make(map[int64]member, len(ms0))
-	var sum int64
 	for _, m := range ms0 {
-		bySeq[m.seq] = m
-		sum += m.amount
-	}
-	ordered := make([]member, len(b.Members))
-	for i, s := range b.Members {
-		m, ok := bySeq[s]
-		if ok && claimed && m.state == PayoutReceived {
+		if claimed && m.state == PayoutReceived {
 			m.state = PayoutClaimed
 		}
+		bySeq[m.seq] = m
+	}
+	if err := checkMembers(b, bySeq); err != nil {
+		return err
+	}
+	return invalidf("members changed while sealing")
+}
+
+// checkMembers reports (ErrInvalid) the first reason b cannot seal its members, given the
+// payouts they may be (by seq): each must be there, CLAIMED, in no batch, of b's rail and
+// merchant; TotalAmount must be their sum (checkBatch has checked TotalNum), and the body must
+// list them in order (checkBody). Each member that passes is marked in bySeq as in b, so a member
+// listed twice, or in an earlier batch checked against the same map, fails.
+func checkMembers(b Batch, bySeq map[int64]member) error {
+	ordered := make([]member, len(b.Members))
+	var sum int64
+	for i, s := range b.Members {
+		m, ok := bySeq[s]
 		switch {
 		case !ok:
-			return invalidf("member seq=%d: not stored (or listed twice)", s)
+			return invalidf("member seq=%d: no such payout", s)
 		case m.state != PayoutClaimed || m.outBatchNo != "":
 			return invalidf("member seq=%d out_detail_no=%s is %s in batch %q, want CLAIMED in none", s, m.key, m.state, m.outBatchNo)
 		case m.rail != b.Rail || m.mchID != b.MchID:
 			return invalidf("member seq=%d out_detail_no=%s is %s/%s, batch is %s/%s", s, m.key, m.rail, m.mchID, b.Rail, b.MchID)
 		}
-		delete(bySeq, s)
+		m.outBatchNo = b.OutBatchNo
+		bySeq[s] = m
 		ordered[i] = m
+		sum += m.amount
 	}
-	if sum != b.TotalAmount || len(ms0) != b.TotalNum {
-		return invalidf("total_amount=%d total_num=%d but members sum to %d in %d", b.TotalAmount, b.TotalNum, sum, len(ms0))
+	if sum != b.TotalAmount {
+		return invalidf("total_amount=%d but the members sum to %d", b.TotalAmount, sum)
 	}
 	if err := checkBody(b.OutBatchNo, b.TotalAmount, b.TotalNum, b.Body, ordered); err != nil {
 		return invalidf("%v", err)
 	}
-	return invalidf("members changed while sealing")
+	return nil
 }
