@@ -97,7 +97,7 @@ type DB struct {
 	head      []byte               // hash of the last event; guarded by sem
 	lastEvent int64                // id of the last event; guarded by sem
 	onCommit  []func()             // run after the current write commits; guarded by sem
-	closed    bool                 // guarded by sem
+	closed    atomic.Bool          // set by Close, under sem, before the key index is released
 	stmts     map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
 	keys      *keyIndex
 	lock      *os.File // holds the writer's flock on the file until Close
@@ -426,7 +426,7 @@ func (db *DB) Close() error {
 	db.closeOne.Do(func() {
 		db.sem <- struct{}{} // wait for a running write
 		defer func() { <-db.sem }()
-		db.closed = true
+		db.closed.Store(true)
 		if db.wconn == nil { // read-only
 			err = db.rdb.Close()
 			return
@@ -476,7 +476,7 @@ func (db *DB) writeLocked(ctx context.Context, fn func(tx *sql.Conn) error) (too
 	}
 	defer func() { <-db.sem }()
 	switch {
-	case db.closed:
+	case db.closed.Load():
 		return 0, ErrClosed
 	case db.wconn == nil:
 		return 0, ErrReadOnly
