@@ -126,6 +126,59 @@ func BenchmarkClaimAndSeal(b *testing.B) {
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "members/s")
 }
 
+// BenchmarkCommitIntake commits 1000-row groups as intake does with CommitIntake: every row
+// owned by this instance and sealed, in the same transaction, into one direct batch of 1000.
+// The payload is BenchmarkClaimAndSeal's (a user_name ciphertext of an RSA-2048 key's size),
+// with random keys as in BenchmarkInsertPayouts. On the same payload, claimed=1000 commits the
+// rows CLAIMED (no batch), insert=1000 times InsertPayouts alone, and old=insert+seal the path
+// CommitIntake replaces: InsertPayouts, then ClaimAndSeal.
+func BenchmarkCommitIntake(b *testing.B) {
+	ctx := context.Background()
+	cipher := strings.Repeat("c", 344) // base64 of 256 bytes
+	// groups returns n groups of 1000 rows with seqs from next, each with its batch.
+	groups := func(n int, next int64) ([][]Payout, []Batch) {
+		rows, batches := make([][]Payout, n), make([]Batch, n)
+		for i := range rows {
+			rows[i] = make([]Payout, MaxDetailsDirect)
+			for j := range rows[i] {
+				rows[i][j] = newPayout(randomKey(), 100)
+				rows[i][j].UserNameCipher = cipher
+				rows[i][j].Seq = next + int64(i*MaxDetailsDirect+j)
+			}
+			batches[i] = batchFor(fmt.Sprintf("S%d", i), rows[i])
+		}
+		return rows, batches
+	}
+	run := func(name string, commit func(db *DB, rows []Payout, bt Batch) error) {
+		b.Run(name, func(b *testing.B) {
+			db := mustOpenLedger(b)
+			rows, batches := groups(b.N, db.NextSeq())
+			b.ResetTimer()
+			for i := range rows {
+				if err := commit(db, rows[i], batches[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*MaxDetailsDirect)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+	owners := make([]RowOwner, MaxDetailsDirect) // all this instance's
+	run("sealed=1000", func(db *DB, rows []Payout, bt Batch) error {
+		return db.CommitIntake(ctx, rows, owners, []Batch{bt})
+	})
+	run("claimed=1000", func(db *DB, rows []Payout, _ Batch) error { return db.CommitIntake(ctx, rows, owners, nil) })
+	run("insert=1000", func(db *DB, rows []Payout, _ Batch) error {
+		_, err := db.InsertPayouts(ctx, rows)
+		return err
+	})
+	run("old=insert+seal", func(db *DB, rows []Payout, bt Batch) error {
+		if _, err := db.InsertPayouts(ctx, rows); err != nil {
+			return err
+		}
+		return db.ClaimAndSeal(ctx, bt)
+	})
+}
+
 // BenchmarkAudit audits a ledger of PAYSTREAM_BENCH_AUDIT (default 200,000) payouts, a fifth
 // of them sealed into 1000-detail batches.
 func BenchmarkAudit(b *testing.B) {

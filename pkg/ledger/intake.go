@@ -144,7 +144,7 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 		numbers[b.OutBatchNo] = true
 		details, err := bodyDetails(b)
 		if err == nil {
-			err = checkMembers(b, bySeq)
+			err = checkMembers(b, details, bySeq)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("batch %s: %w", b.OutBatchNo, err)

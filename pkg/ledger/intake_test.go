@@ -538,6 +538,11 @@ func TestDB_CommitIntake_RollbackKeepsMemory(t *testing.T) {
 	if s, e := db.Position(); db.NextSeq() != 2 || s != lastSeq || e != lastEvent || !slices.Equal(known, []bool{true, false, false, false, false, false}) {
 		t.Fatalf("after the rollback NextSeq = %d, Position = %d/%d (was %d/%d), Known = %v", db.NextSeq(), s, e, lastSeq, lastEvent, known)
 	}
+	for _, p := range g.rows {
+		if c := db.keys.candidates(nil, keyHash(p.OutDetailNo)); len(c) > 0 {
+			t.Fatalf("after the rollback the key index names seqs %v for %s", c, p.OutDetailNo)
+		}
+	}
 	if err := db.write(ctx, func(tx *sql.Conn) error {
 		_, err := tx.ExecContext(ctx, `DROP TRIGGER temp.fail_seal`)
 		return err

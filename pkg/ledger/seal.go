@@ -80,6 +80,12 @@ func checkBody(outBatchNo string, totalAmount int64, totalNum int, body []byte, 
 	if err != nil {
 		return err
 	}
+	return checkDetails(details, members)
+}
+
+// checkDetails reports the first of a body's details that is not its member (the same
+// out_detail_no and amount, in order).
+func checkDetails(details []bodyDetail, members []member) error {
 	for i, d := range details {
 		if m := members[i]; d.OutDetailNo != m.key || d.Amount != m.amount {
 			return fmt.Errorf("body detail %d is %s/%d fen; member seq=%d is %s/%d fen", i, d.OutDetailNo, d.Amount, m.seq, m.key, m.amount)
@@ -195,7 +201,7 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 		if _, err := tx.ExecContext(ctx, `ROLLBACK TO seal`); err != nil {
 			return err
 		}
-		return diagnose(ctx, tx, b, claimed)
+		return diagnose(ctx, tx, b, details, claimed)
 	}
 	if err != nil {
 		return err
@@ -362,7 +368,7 @@ func membersJSON(seqs []int64, details []bodyDetail) string {
 
 // diagnose names the first reason b's members cannot be sealed, from the stored rows (the
 // slow path, after moveMembers found a member that does not fit and its moves were undone).
-func diagnose(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) error {
+func diagnose(ctx context.Context, tx *sql.Conn, b Batch, details []bodyDetail, claimed bool) error {
 	ms0, err := members(ctx, tx, `seq IN (`+placeholders(len(b.Members))+`)`, int64Args(b.Members)...)
 	if err != nil {
 		return err
@@ -374,18 +380,18 @@ func diagnose(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) error {
 		}
 		bySeq[m.seq] = m
 	}
-	if err := checkMembers(b, bySeq); err != nil {
+	if err := checkMembers(b, details, bySeq); err != nil {
 		return err
 	}
 	return invalidf("members changed while sealing")
 }
 
-// checkMembers reports (ErrInvalid) the first reason b cannot seal its members, given the
-// payouts they may be (by seq): each must be there, CLAIMED, in no batch, of b's rail and
-// merchant; TotalAmount must be their sum (checkBatch has checked TotalNum), and the body must
-// list them in order (checkBody). Each member that passes is marked in bySeq as in b, so a member
+// checkMembers reports (ErrInvalid) the first reason b cannot seal its members, given its
+// body's details (bodyDetails) and the payouts they may be (by seq): each must be there,
+// CLAIMED, in no batch, of b's rail and merchant; TotalAmount must be their sum (checkBatch
+// has checked TotalNum), and the details must be them in order (checkDetails). Each member that passes is marked in bySeq as in b, so a member
 // listed twice, or in an earlier batch checked against the same map, fails.
-func checkMembers(b Batch, bySeq map[int64]member) error {
+func checkMembers(b Batch, details []bodyDetail, bySeq map[int64]member) error {
 	ordered := make([]member, len(b.Members))
 	var sum int64
 	for i, s := range b.Members {
@@ -406,7 +412,7 @@ func checkMembers(b Batch, bySeq map[int64]member) error {
 	if sum != b.TotalAmount {
 		return invalidf("total_amount=%d but the members sum to %d", b.TotalAmount, sum)
 	}
-	if err := checkBody(b.OutBatchNo, b.TotalAmount, b.TotalNum, b.Body, ordered); err != nil {
+	if err := checkDetails(details, ordered); err != nil {
 		return invalidf("%v", err)
 	}
 	return nil
