@@ -23,6 +23,7 @@ var metricNames = map[string]metricType{
 	"paystream_intake_received_total":              counter,
 	"paystream_intake_committed_total":             counter,
 	"paystream_intake_duplicates_total":            counter,
+	"paystream_intake_handed_back_total":           counter,
 	"paystream_intake_dead_lettered_total":         counter,   // {class}
 	"paystream_wechatpay_requests_total":           counter,   // {endpoint,class}
 	"paystream_wechatpay_throttled_total":          counter,   // {endpoint}

@@ -219,6 +219,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
 		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"), Metrics: m,
 		Journal: jso.journal, Leased: func() bool { return live != nil && live.leased(topo.SilentAfter) },
+		MayClaim: func() bool { return live != nil && live.mayClaim(topo.SilentAfter) },
 	})
 	if err != nil {
 		return err
@@ -247,7 +248,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return err
 	}
 	live, err = startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version,
-		Journaled: true, JournalSince: journalSince}, h, m, log)
+		Journaled: true, JournalSince: journalSince, ClaimsFirst: true}, h, m, log)
 	if err != nil {
 		return err
 	}

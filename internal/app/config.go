@@ -3,6 +3,7 @@
 package app
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/paystream/paystream/internal/config"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/replica"
+	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -210,6 +212,11 @@ func (c Config) Validate() error {
 	// One fetch asks for no more messages than the consumer lets be unacknowledged at once.
 	if f := c.Pipeline.Intake.FetchBatch; f > t.MaxAckPending {
 		return config.Errorf("pipeline.intake.fetch-batch", f, "must be ≤ nats.topology.max-ack-pending (%d)", t.MaxAckPending)
+	}
+	// Intake holds a claimed payout's message unacked until its batch fills or max-wait passes
+	// (internal/pipeline): it must be acked well before JetStream delivers it again.
+	if w := cmp.Or(c.Pipeline.Batching.MaxWait, batching.DefaultMaxWait); w > t.AckWait/2 {
+		return config.Errorf("pipeline.batching.max-wait", w, "must be ≤ half of nats.topology.ack-wait (%s): intake holds messages that long", t.AckWait)
 	}
 	// Every duration is a wait, a period or an age: none may be negative.
 	if err := config.NegativeDuration(c); err != nil {

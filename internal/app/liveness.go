@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,11 @@ type liveness struct {
 
 	last     []string // the silent instance ids last logged
 	loggedAt time.Time
+
+	// older is set while an instance of this merchant running the commit-first claim
+	// protocol (an older version) is alive, and until the first listing: see mayClaim.
+	older     atomic.Bool
+	olderLast []string // the older instance ids last logged
 }
 
 // startLiveness writes this instance's first heartbeat and starts watching the others. It
@@ -82,9 +88,11 @@ func startLiveness(ctx context.Context, kv jetstream.KeyValue, topo broker.Topol
 		break
 	}
 	l := &liveness{beat: beat, h: h, m: m, log: log}
+	l.older.Store(true) // until the first listing says otherwise
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
-	w := &instances.Watcher{KV: kv, Self: self.Instance, DeadAfter: topo.SilentAfter, Every: topo.HeartbeatEvery, Report: l.report, Log: log}
+	w := &instances.Watcher{KV: kv, Self: self.Instance, DeadAfter: topo.SilentAfter, Every: topo.HeartbeatEvery, Report: l.report, Log: log,
+		Alive: func(alive []instances.Record) { l.alive(self.MchID, alive) }}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -117,6 +125,37 @@ func (l *liveness) report(silent []instances.Record) {
 		l.log.Error("instance silent: it stopped beating without a clean stop, and the payouts it claimed are stranded until it runs again on its ledger or is adopted (processor adopt --instance ID --plan lists them)",
 			"silent_instance", r.Instance, "host", r.Host, "seen_at", r.SeenAt, "ledger_last_seq", r.Ledger.LastSeq, "ledger_last_event", r.Ledger.LastEvent)
 	}
+}
+
+// alive takes the watcher's alive instances: any of mchID's that does not claim first (an
+// older version, which commits before it claims and records a claim it cannot read as a
+// duplicate) pauses this instance's claims: were this one to claim a message and stop before
+// committing it, such an instance receiving the message again would record it as this one's
+// duplicate and ack it, and nobody would pay it. Logged when the set changes.
+func (l *liveness) alive(mchID string, alive []instances.Record) {
+	var ids []string
+	for _, r := range alive {
+		if !r.ClaimsFirst && r.MchID == mchID {
+			ids = append(ids, r.Instance)
+		}
+	}
+	l.older.Store(len(ids) > 0)
+	if slices.Equal(ids, l.olderLast) {
+		return
+	}
+	l.olderLast = ids
+	if len(ids) == 0 {
+		l.log.Info("no instance of an older claim protocol is alive: intake claims again")
+		return
+	}
+	l.log.Error("an instance of an older version is alive: this one claims nothing (intake paused) until it stops; upgrade replicas by stopping the older ones first",
+		"older_instances", ids)
+}
+
+// mayClaim reports whether intake may claim: leased, and no alive instance of the merchant
+// runs the older claim protocol (see alive).
+func (l *liveness) mayClaim(silentAfter time.Duration) bool {
+	return l.leased(silentAfter) && !l.older.Load()
 }
 
 // leased reports whether the last heartbeat written is younger than half of silentAfter: an

@@ -9,10 +9,15 @@
 // restarted owner finds its own claims because the value holds its instance id, which is tied
 // to its ledger file.
 //
-// The value is "<instance>;<hex digest>": the instance id and the first DigestSize bytes of
-// the payout's content digest (the ledger's content hash), so a loser can tell a harmless
-// duplicate (same digest) from a conflicting request sent to another replica. Claims written
-// before digests existed hold just "<instance>"; they read as an Owner with no digest.
+// The value is "<instance>;<hex digest>;<stream seq>": the instance id, the first DigestSize
+// bytes of the payout's content digest (the ledger's content hash), so a loser can tell a
+// harmless duplicate (same digest) from a conflicting request sent to another replica, and
+// the JetStream stream sequence of the request message the claim was made for. Intake claims
+// before it commits (each row is then written once): a claim for the very message a loser
+// holds (same stream sequence) may not be committed by its owner yet, so the loser hands the
+// message back instead of recording a duplicate (internal/pipeline). Claims written before
+// stream sequences hold "<instance>;<hex digest>" and before digests just "<instance>"; they
+// read as an Owner with no stream sequence (its owner committed before claiming).
 //
 // A create whose outcome is unknown (its reply lost with the connection, timed out, or never
 // sent) is "maybe mine": Claim keeps resolving it, by reading the key and creating it again if
@@ -29,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,14 +71,17 @@ var errAckTimeout = errors.New("no ack within the ack timeout")
 
 // Item is one payout to claim.
 type Item struct {
-	Key    string // from Key
-	Digest []byte // the ledger content hash of the payout; the first DigestSize bytes are stored
+	Key       string // from Key
+	Digest    []byte // the ledger content hash of the payout; the first DigestSize bytes are stored
+	StreamSeq uint64 // the request message's stream sequence; 0 for none (not stored)
 }
 
-// Owner is the instance that owns a key, and the digest it claimed the key with.
+// Owner is the instance that owns a key, the digest it claimed the key with, and the stream
+// sequence of the message it claimed it for.
 type Owner struct {
-	Instance string
-	Digest   []byte // nil when the stored claim carries none (written before digests)
+	Instance  string
+	Digest    []byte // nil when the stored claim carries none (written before digests)
+	StreamSeq uint64 // 0 when the stored claim carries none (written before stream sequences)
 }
 
 // Conflicts reports whether the owner claimed different content than digest d: true only
@@ -195,7 +204,7 @@ func (s *Store) Claim(ctx context.Context, items []Item) (_ []Owner, err error) 
 	var cause error   // the first reason a create's outcome is unknown
 	for i, it := range items {
 		m := nats.NewMsg(s.subject + it.Key)
-		m.Data = s.value(it.Digest)
+		m.Data = s.value(it)
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 		f, err := s.js.PublishMsgAsync(m)
 		if err != nil { // e.g. too many pending or connection closed: maybe never sent
@@ -237,7 +246,7 @@ func (s *Store) Claim(ctx context.Context, items []Item) (_ []Owner, err error) 
 		}
 		switch {
 		case acked:
-			owners[i] = Owner{Instance: s.instance, Digest: digests.copy(items[i].Digest)}
+			owners[i] = Owner{Instance: s.instance, Digest: digests.copy(items[i].Digest), StreamSeq: items[i].StreamSeq}
 		case err == nil: // no ack within the bound: the future may never resolve
 			unknown = append(unknown, i)
 			cause = firstErr(cause, errAckTimeout)
@@ -342,8 +351,8 @@ func (s *Store) resolve(ctx context.Context, it Item) (Owner, error) {
 		}
 		// KeyValue.Create also replaces a delete marker, which an expected last sequence of
 		// 0 would not.
-		if _, err = s.kv.Create(ctx, it.Key, s.value(it.Digest)); err == nil {
-			return Owner{Instance: s.instance, Digest: new(arena).copy(it.Digest)}, nil
+		if _, err = s.kv.Create(ctx, it.Key, s.value(it)); err == nil {
+			return Owner{Instance: s.instance, Digest: new(arena).copy(it.Digest), StreamSeq: it.StreamSeq}, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return Owner{}, fmt.Errorf("create %s: %w", it.Key, err)
@@ -371,36 +380,50 @@ func (s *Store) bucketGone(ctx context.Context, err error) bool {
 	return errors.Is(err, jetstream.ErrBucketNotFound)
 }
 
-// value is the claim value for digest d: "<instance>;<hex of d's first DigestSize bytes>",
-// or "<instance>" when d is empty.
-func (s *Store) value(d []byte) []byte { return encode(s.instance, d) }
+// value is this instance's claim value for it (see encode).
+func (s *Store) value(it Item) []byte {
+	return encode(Owner{Instance: s.instance, Digest: it.Digest, StreamSeq: it.StreamSeq})
+}
 
-// encode is the claim value of instance for digest d (see Store.value).
-func encode(instance string, d []byte) []byte {
-	d = d[:min(len(d), DigestSize)]
-	n := len(instance)
-	if len(d) == 0 {
-		return []byte(instance)
+// encode is the claim value of o: "<instance>;<hex of the digest's first DigestSize
+// bytes>;<stream seq>", without the stream sequence when it is 0, and just "<instance>" when
+// there is neither.
+func encode(o Owner) []byte {
+	d := o.Digest[:min(len(o.Digest), DigestSize)]
+	if len(d) == 0 && o.StreamSeq == 0 {
+		return []byte(o.Instance)
 	}
-	v := make([]byte, n+1+hex.EncodedLen(len(d)))
-	copy(v, instance)
-	v[n] = ';'
-	hex.Encode(v[n+1:], d)
+	v := make([]byte, 0, len(o.Instance)+2+hex.EncodedLen(len(d))+20)
+	v = append(v, o.Instance...)
+	v = append(v, ';')
+	v = hex.AppendEncode(v, d)
+	if o.StreamSeq > 0 {
+		v = append(v, ';')
+		v = strconv.AppendUint(v, o.StreamSeq, 10)
+	}
 	return v
 }
 
-// parse reads a claim value: "<instance>;<hex digest>", or the legacy "<instance>". A digest
-// that is not hex is treated as absent.
+// parse reads a claim value (see encode), or the legacy "<instance>;<hex digest>" and
+// "<instance>". A digest that is not hex is treated as absent, and so is a stream sequence
+// that is not a positive decimal number.
 func parse(v []byte) Owner {
 	i := bytes.IndexByte(v, ';')
 	if i < 0 {
 		return Owner{Instance: string(v)}
 	}
-	d, err := hex.DecodeString(string(v[i+1:]))
-	if err != nil || len(d) == 0 {
-		d = nil
+	o := Owner{Instance: string(v[:i])}
+	rest := v[i+1:]
+	if j := bytes.IndexByte(rest, ';'); j >= 0 {
+		if seq, err := strconv.ParseUint(string(rest[j+1:]), 10, 64); err == nil {
+			o.StreamSeq = seq
+		}
+		rest = rest[:j]
 	}
-	return Owner{Instance: string(v[:i]), Digest: d}
+	if d, err := hex.DecodeString(string(rest)); err == nil && len(d) > 0 {
+		o.Digest = d
+	}
+	return o
 }
 
 // arena copies the stored part of digests into shared blocks: one allocation per 64 keys

@@ -1,8 +1,10 @@
 package claims
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -477,5 +479,81 @@ func TestStore_Observer(t *testing.T) {
 		if calls[i].op != w.op || !errors.Is(calls[i].err, w.err) || (w.err == nil) != (calls[i].err == nil) {
 			t.Fatalf("call %d observed as %v, want %v", i, calls[i], w)
 		}
+	}
+}
+
+// TestStore_ClaimStreamSeq: a claim carries the stream sequence of the message it was made
+// for, so a loser can tell "the owner claimed this very message" (it may not have committed
+// it yet) from "the owner claimed the key for another message" (a re-publish). Claims of
+// earlier versions read as carrying none, and a transfer keeps it.
+func TestStore_ClaimStreamSeq(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	a, b := New(js, kv, "instanceA"), New(js, kv, "instanceB")
+	k, legacy := Key("1900000001", "SEQ"), Key("1900000001", "OLDSEQ")
+	mine, err := a.Claim(ctx, []Item{{Key: k, Digest: digestOf(k), StreamSeq: 42}})
+	if err != nil || mine[0].Instance != "instanceA" || mine[0].StreamSeq != 42 {
+		t.Fatalf("own claim = %+v, %v; want instanceA at stream seq 42", mine, err)
+	}
+	if _, err := kv.Create(ctx, legacy, encode(Owner{Instance: "instanceOld", Digest: digestOf(legacy)})); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		item    Item
+		wantSeq uint64
+	}{
+		{"the owner's message", Item{Key: k, Digest: digestOf(k), StreamSeq: 42}, 42},
+		{"a re-publish", Item{Key: k, Digest: digestOf(k), StreamSeq: 43}, 42},
+		{"a claim of an earlier version", Item{Key: legacy, Digest: digestOf(legacy), StreamSeq: 7}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			owners, err := b.Claim(ctx, []Item{tt.item})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o := owners[0]; o.Instance == "instanceB" || o.StreamSeq != tt.wantSeq || o.Conflicts(tt.item.Digest) {
+				t.Fatalf("owner = %+v, want another instance's claim at stream seq %d with the same digest", o, tt.wantSeq)
+			}
+		})
+	}
+	held, err := OwnedBy(ctx, kv, "instanceA")
+	if err != nil || len(held) != 1 {
+		t.Fatalf("OwnedBy = %v, %v", held, err)
+	}
+	if err := Transfer(ctx, kv, held[0], "instanceC"); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok, err := b.Owner(ctx, k); err != nil || !ok || o.Instance != "instanceC" || o.StreamSeq != 42 || o.Conflicts(digestOf(k)) {
+		t.Fatalf("after Transfer: %+v, %v, %v; want instanceC at stream seq 42 with the digest", o, ok, err)
+	}
+}
+
+func TestParse(t *testing.T) {
+	d := digestOf("x")[:DigestSize]
+	tests := []struct {
+		name  string
+		value string
+		want  Owner
+	}{
+		{"bare instance", "inst1", Owner{Instance: "inst1"}},
+		{"digest", "inst1;" + hex.EncodeToString(d), Owner{Instance: "inst1", Digest: d}},
+		{"digest and seq", "inst1;" + hex.EncodeToString(d) + ";99", Owner{Instance: "inst1", Digest: d, StreamSeq: 99}},
+		{"seq without digest", "inst1;;5", Owner{Instance: "inst1", StreamSeq: 5}},
+		{"bad digest", "inst1;zz;5", Owner{Instance: "inst1", StreamSeq: 5}},
+		{"bad seq", "inst1;" + hex.EncodeToString(d) + ";x", Owner{Instance: "inst1", Digest: d}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parse([]byte(tt.value))
+			if got.Instance != tt.want.Instance || !bytes.Equal(got.Digest, tt.want.Digest) || got.StreamSeq != tt.want.StreamSeq {
+				t.Fatalf("parse(%q) = %+v, want %+v", tt.value, got, tt.want)
+			}
+			if back := parse(encode(got)); back.Instance != got.Instance || !bytes.Equal(back.Digest, got.Digest) || back.StreamSeq != got.StreamSeq {
+				t.Fatalf("encode/parse round trip of %+v = %+v", got, back)
+			}
+		})
 	}
 }

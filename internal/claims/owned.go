@@ -49,13 +49,13 @@ func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Hel
 	}
 }
 
-// Transfer moves claim h to instance to, keeping its digest, if the key is still as it was
+// Transfer moves claim h to instance to, keeping its digest and stream sequence, if the key is still as it was
 // read (revision-checked). A key already held by to (an earlier Transfer whose reply was
 // lost) is done; a key changed otherwise (another owner, or deleted) returns an error
 // wrapping ErrNotHeld. When the key changed but cannot be read back, the read's error is
 // returned (not ErrNotHeld: the change may be an earlier Transfer's).
 func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) error {
-	_, err := kv.Update(ctx, h.Key, encode(to, h.Owner.Digest), h.Revision)
+	_, err := kv.Update(ctx, h.Key, encode(Owner{Instance: to, Digest: h.Owner.Digest, StreamSeq: h.Owner.StreamSeq}), h.Revision)
 	if err == nil {
 		return nil
 	}

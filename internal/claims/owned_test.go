@@ -165,7 +165,7 @@ func TestTransfer(t *testing.T) {
 
 	t.Run("a key that changed owner in between is not taken", func(t *testing.T) {
 		h := heldBy[its[1].Key]
-		thief := string(encode("thief1", its[1].Digest))
+		thief := string(encode(Owner{Instance: "thief1", Digest: its[1].Digest}))
 		if _, err := kv.Update(ctx, h.Key, []byte(thief), h.Revision); err != nil {
 			t.Fatal(err)
 		}

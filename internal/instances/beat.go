@@ -155,7 +155,7 @@ func (b *Beat) write(ctx context.Context, first bool, stopped time.Time) error {
 	now := b.cfg.Now()
 	rec := encode(Record{
 		Instance: id, MchID: b.cfg.Self.MchID, Host: b.cfg.Self.Host, Version: b.cfg.Self.Version,
-		Journaled: b.cfg.Self.Journaled, JournalSince: b.cfg.Self.JournalSince,
+		Journaled: b.cfg.Self.Journaled, JournalSince: b.cfg.Self.JournalSince, ClaimsFirst: b.cfg.Self.ClaimsFirst,
 		Boot: b.boot, StartedAt: b.started, SeenAt: now, StoppedAt: stopped, Ledger: b.cfg.Status(),
 	})
 	for {
@@ -223,8 +223,10 @@ type Watcher struct {
 	// Report is called from Run after each successful listing with the silent instances
 	// (empty when none), in instance order, so a caller can both raise and clear.
 	Report func(silent []Record)
-	Log    *slog.Logger     // default slog.Default()
-	Now    func() time.Time // default time.Now
+	// Alive, if set, is called after Report with the other instances that are Alive.
+	Alive func(alive []Record)
+	Log   *slog.Logger     // default slog.Default()
+	Now   func() time.Time // default time.Now
 }
 
 // Run lists the records at once and then every Every until ctx is done, when it returns
@@ -260,13 +262,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 				failing = false
 				log.Info("instances listed again")
 			}
-			silent := []Record{}
+			silent, alive := []Record{}, []Record{}
 			for _, s := range Classify(recs, now(), w.DeadAfter) {
-				if s.State == Silent && s.Instance != w.Self {
+				switch {
+				case s.Instance == w.Self:
+				case s.State == Silent:
 					silent = append(silent, s.Record)
+				case s.State == Alive:
+					alive = append(alive, s.Record)
 				}
 			}
 			w.Report(silent)
+			if w.Alive != nil {
+				w.Alive(alive)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -79,6 +79,11 @@ type Info struct {
 	// nothing of the kind.
 	Journaled    bool
 	JournalSince time.Time
+	// ClaimsFirst says intake claims a key before it commits the row, the claim naming the
+	// request's stream sequence (internal/claims). An instance without it (an older version)
+	// records a claim it cannot read as a duplicate, so a claims-first instance claims
+	// nothing while such an instance of its merchant is alive.
+	ClaimsFirst bool
 }
 
 // Record is one instance's stored heartbeat.
@@ -90,7 +95,8 @@ type Record struct {
 	// Journaled and JournalSince are Info's.
 	Journaled    bool      `json:"journaled,omitempty"`
 	JournalSince time.Time `json:"journal_since,omitzero"`
-	Boot         string    `json:"boot,omitempty"` // random per process run: tells one run's writes from another's
+	ClaimsFirst  bool      `json:"claims_first,omitempty"` // Info's
+	Boot         string    `json:"boot,omitempty"`         // random per process run: tells one run's writes from another's
 	StartedAt    time.Time `json:"started_at,omitzero"`
 	SeenAt       time.Time `json:"seen_at,omitzero"`    // the writer's clock at the last beat
 	StoppedAt    time.Time `json:"stopped_at,omitzero"` // set by the final beat of a clean stop

@@ -79,6 +79,9 @@ type Metrics struct {
 	// IntakeDuplicates counts requests that were redeliveries or are owned by another
 	// processor (DUPLICATE).
 	IntakeDuplicates prometheus.Counter
+	// IntakeHandedBack counts request messages handed back (naked) because another
+	// processor claimed their key for the very same message and may not have committed it.
+	IntakeHandedBack prometheus.Counter
 	// IntakeDeadLettered counts dead-lettered requests by class (DeadLetterClasses).
 	IntakeDeadLettered *prometheus.CounterVec
 	// WeChatRequests counts HTTP exchanges with WeChat Pay by endpoint and class; fed by
@@ -126,6 +129,8 @@ func New(version string) *Metrics {
 			Name: "paystream_intake_committed_total", Help: "Requests newly committed to the ledger."}),
 		IntakeDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "paystream_intake_duplicates_total", Help: "Requests that were redeliveries or owned by another processor (DUPLICATE)."}),
+		IntakeHandedBack: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "paystream_intake_handed_back_total", Help: "Request messages handed back: another processor claimed their key for the same message."}),
 		IntakeDeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "paystream_intake_dead_lettered_total", Help: "Requests dead-lettered, by class."}, []string{"class"}),
 		WeChatRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -161,7 +166,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build,
-		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeDeadLettered, m.WeChatRequests, m.WeChatDuration,
+		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeHandedBack, m.IntakeDeadLettered, m.WeChatRequests, m.WeChatDuration,
 		m.WeChatThrottled, m.RateLimiterWait, m.OutcomePublishLag, m.OutcomesPublished, m.LedgerCommit, m.ClaimsDuration,
 		m.ClaimsErrors, m.BatchesFinished, m.InstancesSilent)
 	for _, c := range DeadLetterClasses {

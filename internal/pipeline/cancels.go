@@ -101,7 +101,8 @@ func (c *cancels) handle(ctx context.Context, m jetstream.Msg) {
 }
 
 // unknown answers a cancel for a payout this ledger does not hold: silence if another
-// replica owns it, a refusal if nobody does.
+// replica owns it, a refusal if nobody does, and later if this instance claimed it (it is
+// being taken in).
 func (c *cancels) unknown(ctx context.Context, m jetstream.Msg, req payout.CancelRequest) {
 	o, owned, err := c.claims.Owner(ctx, claims.Key(req.MchID, req.OutDetailNo))
 	switch {
@@ -111,8 +112,11 @@ func (c *cancels) unknown(ctx context.Context, m jetstream.Msg, req payout.Cance
 	case owned && o.Instance != c.claims.Instance():
 		c.ack(m)
 	case owned:
-		c.log.Error("cancel for a payout this instance claimed but its ledger does not hold", "out_detail_no", req.OutDetailNo)
-		c.answer(ctx, m, req, payout.CancelUnknown, "", "claimed by this processor but not in its ledger; an operator must look")
+		// Intake claims before it commits: the payout is on its way into this ledger (held for
+		// its batch, or its message coming back after a crash). Look again soon.
+		if err := m.NakWithDelay(catchUpDelay); err != nil {
+			c.log.Warn("naking a cancel", "err", err)
+		}
 	default:
 		// The request may be published before the cancel and not yet taken in: until every
 		// request ahead of the cancel in the stream is acked (committed and claimed), no

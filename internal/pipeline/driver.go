@@ -228,11 +228,14 @@ func (d *driver) journalBatch(ctx context.Context, b ledger.Batch) error {
 	if _, ok := d.journaled.Load(b.OutBatchNo); ok {
 		return nil
 	}
-	full, err := d.db.Batch(ctx, b.OutBatchNo)
-	if err != nil {
-		return err
+	full := b // a due batch has its body; only the bills rail journals more (every bill's body)
+	if b.Rail == ledger.RailBills || b.Body == nil {
+		var err error
+		if full, err = d.db.Batch(ctx, b.OutBatchNo); err != nil {
+			return err
+		}
 	}
-	err = d.journal.Put(ctx, journal.Entry{
+	err := d.journal.Put(ctx, journal.Entry{
 		Instance: d.db.InstanceID(), OutBatchNo: full.OutBatchNo, Rail: full.Rail, GroupKey: full.GroupKey, MchID: full.MchID,
 		TotalAmount: full.TotalAmount, TotalNum: full.TotalNum, SealedAt: full.SealedAt, Body: full.Body, Bills: full.Bills,
 	})

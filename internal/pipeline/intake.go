@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,22 +37,35 @@ type IntakeConfig struct {
 // ERROR with its stream sequence: something keeps failing on it.
 const redeliveryAlarm = 10
 
-// intake moves payout requests from the shared durable consumer into the ledger: for each
-// fetched group it validates every message, commits the valid ones in ONE ledger
-// transaction, claims their ownership, and only then acks. Invalid messages, and requests
-// for a merchant this processor does not pay for, are dead-lettered with their reason and
-// terminated. Owned payouts go to the sealer still RECEIVED in the ledger: the sealer
-// records the claim and the seal in one transaction (ClaimAndSeal).
+// intake moves payout requests from the shared durable consumer into the ledger, writing
+// each payout row once (issue 17): for each fetched group it validates every message, claims
+// the ownership of the new keys across replicas (claims.Store, each claim naming the message's
+// stream sequence), then commits the group in ONE ledger transaction with every row already
+// in its state (ledger.CommitIntake): a key another instance owns is recorded DUPLICATE; owned
+// payouts that fill a batch within the group are sealed into it in the same transaction (its
+// number, members and frozen bodies: docs/money-rules.md#commit-first); the rest are recorded
+// CLAIMED for the sealer. Only then are the messages acked. Invalid messages, and requests for
+// a merchant this processor does not pay for, are dead-lettered with their reason and
+// terminated.
+//
+// A claim is made before the row exists, so a message whose key another instance claimed for
+// this very message (the same stream sequence) may not be committed by that instance yet: it
+// is handed back (naked) for the owner to take in, never recorded as a duplicate here. A
+// claim naming another message (a re-publish) means the key is the owner's: DUPLICATE. A crash
+// between claim and commit leaves only the claim: the message, never acked, comes back, and
+// its owner (this instance, restarted) commits it; if the owner is lost for good, `processor
+// adopt` takes its claims (docs/operations.md).
 //
 // Three stages overlap, each on its own goroutine, connected by one-slot channels: fetching
-// group N+2, committing group N+1, and claiming and acking group N. A group is acked only
-// after its own commit and claims (docs/money-rules.md#commit-first and #ambiguous hold per group); the overlap hides the
-// fetch, fsync and KV round trips behind each other's work.
+// group N+2, claiming group N+1, and committing and acking group N. A group is acked only
+// after its own claims and commit (docs/money-rules.md#commit-first and #ambiguous hold per
+// group); the overlap hides the fetch, KV and fsync round trips behind each other's work.
 //
 // One message never harms its neighbours: a message that cannot be dead-lettered is naked
 // alone (it comes back after RetryDelay) and the rest of its group goes on. A group whose
-// claims fail is not acked; its payouts stay RECEIVED and the sweep claims them (every
-// SweepEvery, and at start), so nothing depends on a redelivery reaching this replica.
+// claims or commit fail is not acked: JetStream redelivers it. RECEIVED payouts (a ledger of
+// an earlier version, which committed before claiming, or a key repeated after its first
+// message was handed back) are claimed by the sweep (every SweepEvery, and at start).
 type intake struct {
 	cfg      IntakeConfig
 	cons     jetstream.Consumer
@@ -66,6 +81,13 @@ type intake struct {
 	claimed  chan<- []ledger.Payout // to the sealer
 	log      *slog.Logger
 
+	// batching is the sealer's batching config: a group's own full batches are sealed at
+	// commit with the same caps, amount limit and numbering; rails build their bodies.
+	batching batching.Config
+	rails    map[string]rail
+	sealed   func() // wakes the driver
+	hold     *holding
+
 	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
 	buf []byte    // canonical content, reused by the commit stage
 
@@ -75,17 +97,25 @@ type intake struct {
 	leased  func() bool // nil: always (Deps.Leased)
 }
 
-// errLeaseStale: the heartbeat lease (Deps.Leased) is not held, so nothing is claimed.
-var errLeaseStale = errors.New("heartbeat lease stale: nothing is claimed until it beats again")
+// errLeaseStale: intake may not claim (Deps.Leased or Deps.MayClaim is false: the heartbeat
+// lease is stale, or an instance of an older claim protocol is alive), so nothing is claimed.
+var errLeaseStale = errors.New("claims paused: the heartbeat lease is stale or an older version is alive")
 
+// fetched is one fetch's messages, validated (the fetch stage validates, so that the claim
+// stage only claims): n messages came, g holds the valid ones.
 type fetched struct {
-	msgs []jetstream.Msg
-	err  error
+	g   claimedGroup
+	n   int
+	err error
 }
 
-// shutdownGrace bounds how long the group in hand may wait for its claims after shutdown
-// has begun; what is not claimed by then stays RECEIVED and is claimed at the next start.
+// shutdownGrace bounds how long the groups in hand may take to be claimed and committed after
+// shutdown has begun; a group not committed by then is not acked and comes back.
 const shutdownGrace = 10 * time.Second
+
+// handBackDelay is how long a message handed back to its key's owner (see intake) waits
+// before JetStream delivers it again, to this replica or another.
+const handBackDelay = time.Second
 
 func (in *intake) run(ctx context.Context) error {
 	// The groups in hand are finished even when shutdown has begun, within a grace.
@@ -105,19 +135,23 @@ func (in *intake) run(ctx context.Context) error {
 	}
 	groups := make(chan fetched, 1)
 	go in.fetch(ctx, groups)
-	committed := make(chan committedGroup, 1)
+	claimed := make(chan claimedGroup, 1)
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		for g := range committed {
-			if err := in.finish(work, ctx.Done(), g); err != nil {
-				// Nothing of this group was acked: JetStream redelivers it, and the sweep
-				// claims its payouts (they are committed) even if it never comes back here.
-				in.log.Error("intake claims failed; payouts stay RECEIVED for the sweep", "messages", len(g.ok), "err", err)
+		for g := range claimed {
+			if err := in.commit(work, ctx.Done(), g); err != nil {
+				// Nothing of this group was acked: JetStream redelivers it, and its keys'
+				// claims are this instance's, so it takes them in then.
+				in.log.Error("intake commit failed; the group will be redelivered", "messages", len(g.ok), "err", err)
 			}
 		}
+		// Stopping: what is held is committed CLAIMED (the sealer resumes it at the next start).
+		if err := in.commit(work, ctx.Done(), claimedGroup{short: true}); err != nil {
+			in.log.Error("intake could not commit the payouts it held; they will be redelivered", "err", err)
+		}
 	}()
-	defer func() { close(committed); <-finished }()
+	defer func() { close(claimed); <-finished }()
 	sweeps := time.NewTicker(in.cfg.SweepEvery)
 	defer sweeps.Stop()
 	var lastErr time.Time
@@ -142,18 +176,25 @@ func (in *intake) run(ctx context.Context) error {
 			}
 			continue
 		}
-		in.m.IntakeReceived.Add(float64(len(g.msgs)))
-		in.prog.received.Add(int64(len(g.msgs)))
-		c, err := in.commit(work, g.msgs)
-		if err != nil {
-			// Nothing of this group was acked: JetStream redelivers it after AckWait.
-			in.log.Error("intake group failed; will be redelivered", "messages", len(g.msgs), "err", err)
+		c, err := in.claim(work, g.g)
+		c.short = g.n < in.cfg.FetchBatch
+		switch {
+		case errors.Is(err, errLeaseStale):
+			// Handed back: logged once in a while, as long as the pause lasts.
+			if time.Since(lastErr) > 10*time.Second {
+				in.log.Warn("intake handed a group back", "messages", g.n, "err", err)
+				lastErr = time.Now()
+			}
+			continue
+		case err != nil:
+			// Nothing of this group was acked or committed: JetStream redelivers it.
+			in.log.Error("intake claims failed; the group will be redelivered", "messages", g.n, "err", err)
 			if ctx.Err() != nil {
 				return nil
 			}
 			continue
 		}
-		committed <- c
+		claimed <- c
 	}
 }
 
@@ -184,7 +225,9 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 			send(fetched{err: err})
 			continue
 		}
-		if len(msgs) > 0 && !send(fetched{msgs: msgs}) {
+		in.m.IntakeReceived.Add(float64(len(msgs)))
+		in.prog.received.Add(int64(len(msgs)))
+		if !send(fetched{g: in.validate(ctx, msgs), n: len(msgs)}) { // an empty one too: held payouts wait for no backlog
 			return
 		}
 	}
@@ -195,20 +238,99 @@ type accepted struct {
 	req payout.Request
 }
 
-// committedGroup is a group whose valid requests are in the ledger, waiting for claims and
-// acks. ok[i] is the message of rows[i]; a nil msg was already terminated or naked.
-type committedGroup struct {
-	ok      []accepted
-	rows    []ledger.Payout
-	toClaim []int // indexes of rows this instance must claim
+// claimedGroup is a fetched group, validated and claimed, waiting for its commit and acks.
+// ok[i] is the message of rows[i]; a nil msg was already terminated or handed back.
+type claimedGroup struct {
+	ok     []accepted
+	rows   []ledger.Payout
+	fresh  []int          // indexes of rows new to the ledger, claimed, to commit now
+	owners []claims.Owner // owners[j] owns rows[fresh[j]]
+	known  []int          // indexes of rows whose key the ledger holds (or that repeat a key of the group)
+	short  bool           // the fetch brought fewer messages than it asked for: no backlog
 }
 
-// commit validates msgs, dead-letters the refused ones and inserts the valid ones in one
-// ledger transaction. Only a failed ledger transaction fails the group.
-func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGroup, error) {
-	var c committedGroup
-	c.ok = make([]accepted, 0, len(msgs))
-	c.rows = make([]ledger.Payout, 0, len(msgs))
+// claim claims the keys of g's valid requests (validate made g) and sorts them into those new
+// to the ledger and those it holds. A message whose key another instance claimed for this
+// very message is handed back. An error (the ledger unreadable, the lease not held, a claim
+// not settled) fails the group: nothing of it is committed or acked.
+func (in *intake) claim(ctx context.Context, g claimedGroup) (claimedGroup, error) {
+	if len(g.rows) == 0 {
+		return g, nil
+	}
+	keys := make([]string, len(g.rows))
+	for i, r := range g.rows {
+		keys[i] = r.OutDetailNo
+	}
+	known, err := in.db.Known(ctx, keys)
+	if err != nil {
+		return g, fmt.Errorf("ledger lookup: %w", err)
+	}
+	seen := make(map[string]bool, len(g.rows))
+	for i, k := range keys {
+		if known[i] || seen[k] {
+			g.known = append(g.known, i)
+			continue
+		}
+		seen[k] = true
+		g.fresh = append(g.fresh, i)
+	}
+	if in.leased != nil && !in.leased() {
+		// An adopter may be reading this instance's claims, or an older version would misread
+		// them: take none. The group goes back at once, for a replica that may claim.
+		for _, a := range g.ok {
+			if a.msg != nil {
+				if err := a.msg.NakWithDelay(handBackDelay); err != nil {
+					in.log.Warn("nak failed", "err", err) // it comes back after ack-wait instead
+				}
+			}
+		}
+		return g, errLeaseStale
+	}
+	// Known keys are claimed too (for them a read: the key exists): a key this ledger holds
+	// as another instance's DUPLICATE (recorded from a re-publish) may have been claimed for
+	// this very message, which that instance has then perhaps not committed; acking it here
+	// would lose it.
+	all := append(slices.Clone(g.fresh), g.known...)
+	items := make([]claims.Item, len(all))
+	for j, i := range all {
+		r := &g.rows[i]
+		items[j] = claims.Item{Key: claims.Key(r.MchID, r.OutDetailNo), Digest: r.ContentHash, StreamSeq: r.StreamSeq}
+	}
+	owners, err := in.claims.Claim(ctx, items)
+	if err != nil {
+		return g, fmt.Errorf("claim: %w", err)
+	}
+	fresh, stored := g.fresh[:0], g.known[:0]
+	for j, i := range all {
+		o := owners[j]
+		if o.Instance != in.claims.Instance() && o.StreamSeq != 0 && o.StreamSeq == g.rows[i].StreamSeq {
+			// The owner claimed this very message and may not have committed it yet: only
+			// it may take it in.
+			in.log.Warn("payout claimed by another processor for this message; handed back", "out_detail_no", g.rows[i].OutDetailNo,
+				"owner", o.Instance, "stream_seq", o.StreamSeq)
+			in.m.IntakeHandedBack.Inc()
+			if err := g.ok[i].msg.NakWithDelay(handBackDelay); err != nil {
+				in.log.Warn("nak failed", "err", err) // it comes back after ack-wait instead
+			}
+			g.ok[i].msg = nil
+			continue
+		}
+		if j < len(g.fresh) {
+			fresh = append(fresh, i)
+			g.owners = append(g.owners, o)
+		} else {
+			stored = append(stored, i)
+		}
+	}
+	g.fresh, g.known = fresh, stored
+	return g, nil
+}
+
+// validate decodes and checks msgs; the refused ones are dead-lettered (or naked).
+func (in *intake) validate(ctx context.Context, msgs []jetstream.Msg) claimedGroup {
+	var g claimedGroup
+	g.ok = make([]accepted, 0, len(msgs))
+	g.rows = make([]ledger.Payout, 0, len(msgs))
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -236,29 +358,15 @@ func (in *intake) commit(ctx context.Context, msgs []jetstream.Msg) (committedGr
 			in.refuse(ctx, m, payout.ClassInvalid, fmt.Sprintf("user_name_cipher was made with WeChat Pay key %s; this processor sends with %s", req.WechatpaySerial, in.serial))
 			continue
 		}
-		c.ok = append(c.ok, accepted{msg: m, req: req})
 		row, err := in.row(md, rail, &req)
 		if err != nil {
 			in.refuse(ctx, m, payout.ClassInvalid, err.Error())
 			continue
 		}
-		c.rows = append(c.rows, row)
+		g.ok = append(g.ok, accepted{msg: m, req: req})
+		g.rows = append(g.rows, row)
 	}
-	if len(c.rows) == 0 {
-		return c, nil
-	}
-	results, err := in.insert(ctx, &c)
-	if err != nil {
-		return c, fmt.Errorf("ledger insert: %w", err)
-	}
-	for i, r := range results {
-		if r.Status == ledger.Conflict {
-			// Recorded in the ledger's conflicts table; nothing was overwritten.
-			in.refuse(ctx, c.ok[i].msg, payout.ClassConflict, "out_detail_no was already received with different content")
-			c.ok[i].msg = nil
-		}
-	}
-	return c, nil
+	return g
 }
 
 // refuse dead-letters m (which terminates it). If the dead letter cannot be published, m
@@ -279,82 +387,287 @@ func (in *intake) nak(m jetstream.Msg) {
 	}
 }
 
-// insert commits c's rows and picks, into c.toClaim, every payout this instance has
-// committed but not claimed: a key seen twice in one group, or already pending (see
-// pendingSet), maps to one claim.
-func (in *intake) insert(ctx context.Context, c *committedGroup) ([]ledger.InsertResult, error) {
-	in.pending.mu.Lock()
-	defer in.pending.mu.Unlock()
-	results, err := in.db.InsertPayouts(ctx, c.rows)
+// holding is what intake's commit stage holds back: owned payouts, claimed and not yet
+// committed, their messages unacked, until their batch fills (then each row is written once,
+// sealed) or the stream runs short, when they are committed CLAIMED for the sealer. Its
+// batcher keys items by the message's stream sequence; the ledger's seqs (and so the batch
+// numbers) are given at commit. Only the commit stage uses it.
+type holding struct {
+	b    *batching.Batcher
+	rows map[int64]*heldRow // by stream sequence
+	keys map[string]int64   // out_detail_no → stream sequence of its held row
+}
+
+// heldRow is one held payout and every delivery of its message in hand.
+type heldRow struct {
+	row  ledger.Payout
+	msgs []jetstream.Msg
+}
+
+func newHolding(cfg batching.Config) (*holding, error) {
+	b, err := batching.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var inserted, existing int
-	for _, r := range results {
-		switch r.Status {
-		case ledger.Inserted:
-			inserted++
-		case ledger.Existing:
-			existing++
-		}
-	}
-	in.m.IntakeCommitted.Add(float64(inserted))
-	in.m.IntakeDuplicates.Add(float64(existing))
-	in.prog.committed.Add(int64(inserted))
-	for i, r := range results {
-		if r.Status != ledger.Conflict && r.State == ledger.PayoutReceived && !in.pending.seqs[r.Seq] {
-			in.pending.seqs[r.Seq] = true
-			c.rows[i].Seq = r.Seq
-			c.rows[i].State = r.State
-			c.toClaim = append(c.toClaim, i)
-		}
-	}
-	return results, nil
+	return &holding{b: b, rows: map[int64]*heldRow{}, keys: map[string]int64{}}, nil
 }
 
-// finish claims a committed group, hands the owned payouts to the sealer and acks every
-// message. After stop, owned payouts are not handed over: they stay RECEIVED in the ledger
-// and are claimed again (found owned) by the next sweep.
-func (in *intake) finish(ctx context.Context, stop <-chan struct{}, c committedGroup) error {
-	if len(c.toClaim) > 0 {
-		rows := make([]ledger.Payout, len(c.toClaim))
-		msgs := make([]jetstream.Msg, len(c.toClaim))
-		for j, i := range c.toClaim {
-			rows[j], msgs[j] = c.rows[i], c.ok[i].msg
+// add holds r and returns the batches it fills.
+func (h *holding) add(r ledger.Payout, m jetstream.Msg, now time.Time) []batching.Batch {
+	id := int64(r.StreamSeq)
+	h.rows[id] = &heldRow{row: r, msgs: []jetstream.Msg{m}}
+	h.keys[r.OutDetailNo] = id
+	return h.b.Add(batching.Item{Seq: id, OutDetailNo: r.OutDetailNo, Amount: r.Amount, Group: r.GroupKey, Rail: r.Rail, At: now})
+}
+
+// take removes the rows of bs from the holding and returns them, batch by batch.
+func (h *holding) take(bs []batching.Batch) [][]*heldRow {
+	out := make([][]*heldRow, len(bs))
+	for k, b := range bs {
+		for _, it := range b.Items {
+			hr := h.rows[it.Seq]
+			delete(h.rows, it.Seq)
+			delete(h.keys, hr.row.OutDetailNo)
+			out[k] = append(out[k], hr)
 		}
-		owned, err := in.claim(ctx, rows, msgs)
-		for j, i := range c.toClaim {
-			c.ok[i].msg = msgs[j] // nil when claim dead-lettered it as a conflict
+	}
+	return out
+}
+
+// commit records a claimed group in the ledger and acks what it committed. Rows another
+// instance owns are recorded DUPLICATE at once; owned new rows are held until a batch of
+// them fills or is due, which is sealed with them in the same transaction (each row written
+// once); when the group is short (the stream has no backlog), or after stop, every held row is
+// committed CLAIMED and handed to the sealer. Messages of held rows are acked when their rows
+// commit. Rows whose key the ledger holds go through InsertPayouts last (a key held here, or
+// recorded in this very commit, included).
+func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGroup) error {
+	me, now := in.claims.Instance(), time.Now()
+	var dups []ledger.Payout
+	var dupOwners []ledger.RowOwner
+	var acks []jetstream.Msg
+	var conflicts []conflict
+	var full []batching.Batch
+	for j, i := range g.fresh {
+		r, o, m := g.rows[i], g.owners[j], g.ok[i].msg
+		switch {
+		case o.Instance != me:
+			r.State = ledger.PayoutDuplicate
+			c := o.Conflicts(r.ContentHash)
+			dups, dupOwners = append(dups, r), append(dupOwners, ledger.RowOwner{Instance: o.Instance, Conflict: c})
+			if c {
+				in.log.Error("conflicting payout: another processor owns this key with other content", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
+				conflicts = append(conflicts, conflict{m, "out_detail_no was already received, by processor " + o.Instance + ", with different content"})
+			} else {
+				in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
+				acks = append(acks, m)
+			}
+		case !in.hold.attach(r, m, &conflicts):
+			full = append(full, in.hold.add(r, m, now)...)
 		}
-		if err != nil {
+	}
+	known := g.known[:0:0]
+	for _, i := range g.known {
+		if !in.hold.attach(g.rows[i], g.ok[i].msg, &conflicts) {
+			known = append(known, i)
+		}
+	}
+	full = append(full, in.hold.b.Due(now)...)
+	batched := in.hold.take(full)
+	var rest []*heldRow
+	if g.short || isDone(stop) {
+		for _, rs := range in.hold.take(in.hold.b.Flush()) {
+			rest = append(rest, rs...)
+		}
+	}
+	claimed, err := in.commitRows(ctx, dups, dupOwners, full, batched, rest)
+	if err != nil {
+		return err
+	}
+	for _, rs := range append(batched, rest) {
+		for _, hr := range rs {
+			acks = append(acks, hr.msgs...)
+		}
+	}
+	if len(known) > 0 {
+		g.known = known
+		if err := in.commitKnown(ctx, &g); err != nil {
 			return err
 		}
-		if len(owned) > 0 {
-			select {
-			case in.claimed <- owned:
-			case <-stop:
-				in.pending.drop(seqsOf(owned)...)
+		for _, i := range known {
+			acks = append(acks, g.ok[i].msg) // nil when dead-lettered
+		}
+	}
+	for _, c := range conflicts {
+		in.refuse(ctx, c.msg, payout.ClassConflict, c.reason)
+	}
+	if len(claimed) > 0 {
+		select {
+		case in.claimed <- claimed:
+		case <-stop: // CLAIMED in the ledger: the sealer resumes them at the next start
+		}
+	}
+	in.ack(acks)
+	return nil
+}
+
+// conflict is a message to dead-letter as a conflict once its group is committed.
+type conflict struct {
+	msg    jetstream.Msg
+	reason string
+}
+
+// attach adds m to the held row of r's key, if one is held: the same content is one more
+// delivery of it, other content a conflict. It reports whether the key was held.
+func (h *holding) attach(r ledger.Payout, m jetstream.Msg, conflicts *[]conflict) bool {
+	id, ok := h.keys[r.OutDetailNo]
+	switch {
+	case !ok:
+		return false
+	case bytes.Equal(h.rows[id].row.ContentHash, r.ContentHash):
+		h.rows[id].msgs = append(h.rows[id].msgs, m)
+	default:
+		*conflicts = append(*conflicts, conflict{m, "out_detail_no was already received with different content"})
+	}
+	return true
+}
+
+// commitRows commits, in one transaction, the duplicates, the batches of held rows (each row
+// written once, sealed) and the rest of the held rows CLAIMED, which it returns for the
+// sealer. The ledger's seqs are given in that order; a batch's number comes from its first
+// member's. On failure the held rows' messages are handed back.
+func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwners []ledger.RowOwner,
+	full []batching.Batch, batched [][]*heldRow, rest []*heldRow) ([]ledger.Payout, error) {
+	n := len(dups) + len(rest)
+	for _, rs := range batched {
+		n += len(rs)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	next := in.db.NextSeq()
+	rows := make([]ledger.Payout, 0, n)
+	owners := make([]ledger.RowOwner, 0, n)
+	place := func(r ledger.Payout, o ledger.RowOwner) ledger.Payout {
+		r.Seq = next + int64(len(rows))
+		rows, owners = append(rows, r), append(owners, o)
+		return r
+	}
+	for k := range dups {
+		place(dups[k], dupOwners[k])
+	}
+	batches := make([]ledger.Batch, len(full))
+	for k, b := range full {
+		members := make([]ledger.Payout, len(batched[k]))
+		for x, hr := range batched[k] {
+			hr.row.State = ledger.PayoutSealed
+			members[x] = place(hr.row, ledger.RowOwner{})
+			b.Items[x].Seq = members[x].Seq
+		}
+		b.OutBatchNo = batching.OutBatchNo(in.batching.InstanceID, members[0].Seq)
+		var err error
+		if batches[k], err = sealable(in.rails, b, members); err != nil {
+			return nil, in.giveBack(err, batched, rest)
+		}
+	}
+	claimed := make([]ledger.Payout, len(rest))
+	for x, hr := range rest {
+		hr.row.State = ledger.PayoutClaimed
+		claimed[x] = place(hr.row, ledger.RowOwner{})
+	}
+	if err := in.db.CommitIntake(ctx, rows, owners, batches); err != nil {
+		return nil, in.giveBack(fmt.Errorf("ledger commit: %w", err), batched, rest)
+	}
+	committed := len(rows) - len(dups)
+	in.m.IntakeCommitted.Add(float64(committed))
+	in.prog.committed.Add(int64(committed))
+	for _, o := range dupOwners {
+		if !o.Conflict {
+			in.m.IntakeDuplicates.Inc() // a conflict is dead-lettered, not a duplicate
+		}
+	}
+	for _, lb := range batches {
+		in.log.Info("batch sealed", "out_batch_no", lb.OutBatchNo, "details", lb.TotalNum, "amount", lb.TotalAmount)
+	}
+	if len(batches) > 0 {
+		in.sealed()
+	}
+	return claimed, nil
+}
+
+// isDone reports whether stop is closed.
+func isDone(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// giveBack hands the messages of held rows whose commit failed back to JetStream (they come
+// back, and their claims are this instance's) and returns err.
+func (in *intake) giveBack(err error, batched [][]*heldRow, rest []*heldRow) error {
+	for _, rs := range append(batched, rest) {
+		for _, hr := range rs {
+			for _, m := range hr.msgs {
+				if nerr := m.NakWithDelay(handBackDelay); nerr != nil {
+					in.log.Warn("nak failed", "err", nerr) // it comes back after ack-wait instead
+				}
 			}
 		}
 	}
-	for _, a := range c.ok {
-		if a.msg != nil {
-			if err := a.msg.Ack(); err != nil {
-				// A lost ack means a redelivery, which the ledger and the claims absorb.
-				in.log.Warn("ack failed", "err", err)
-			}
+	return err
+}
+
+// ack acks msgs, skipping nil ones (a lost ack means a redelivery, which the ledger absorbs).
+func (in *intake) ack(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if err := m.Ack(); err != nil {
+			in.log.Warn("ack failed", "err", err)
+		}
+	}
+}
+
+// commitKnown records the group's rows whose key the ledger holds (a redelivery, a
+// re-publish, a key twice in the group) as InsertPayouts does: the same content is a no-op, other
+// content a conflict, dead-lettered. A row it does insert (its key's first message was handed
+// back) is RECEIVED, for the sweep.
+func (in *intake) commitKnown(ctx context.Context, g *claimedGroup) error {
+	rows := make([]ledger.Payout, len(g.known))
+	for j, i := range g.known {
+		rows[j] = g.rows[i]
+	}
+	results, err := in.db.InsertPayouts(ctx, rows)
+	if err != nil {
+		return fmt.Errorf("ledger insert: %w", err)
+	}
+	for j, r := range results {
+		i := g.known[j]
+		switch r.Status {
+		case ledger.Conflict:
+			// Recorded in the ledger's conflicts table; nothing was overwritten.
+			in.refuse(ctx, g.ok[i].msg, payout.ClassConflict, "out_detail_no was already received with different content")
+			g.ok[i].msg = nil
+		case ledger.Existing:
+			in.m.IntakeDuplicates.Inc()
+		case ledger.Inserted:
+			in.m.IntakeCommitted.Inc()
+			in.prog.committed.Add(1)
 		}
 	}
 	return nil
 }
 
-// claim takes ownership of rows (all in the pending set) across replicas and returns the
-// ones this instance owns, still RECEIVED in the ledger. A payout another instance owns is
-// recorded as DUPLICATE and leaves the set; one it owns with OTHER content (the same key
-// sent again with another amount, say, and delivered to another replica) is a conflict: its
-// message (msgs[i], when there is one) is dead-lettered as such (and set to nil) and the row is recorded as a DUPLICATE with other content, never paid. On error every row has
-// left the pending set, still RECEIVED, for the next sweep.
-func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstream.Msg) ([]ledger.Payout, error) {
+// claimReceived takes ownership of RECEIVED rows (all in the pending set) across replicas
+// and returns the ones this instance owns, still RECEIVED in the ledger. A payout another
+// instance owns is recorded as DUPLICATE and leaves the set; one it owns with OTHER content
+// is recorded as a DUPLICATE with other content, never paid. On error every row has left
+// the pending set, still RECEIVED, for the next sweep.
+func (in *intake) claimReceived(ctx context.Context, rows []ledger.Payout) ([]ledger.Payout, error) {
 	if in.leased != nil && !in.leased() {
 		// An adopter may be reading this instance's claims: take none it would not see.
 		in.pending.drop(seqsOf(rows)...)
@@ -362,7 +675,7 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 	}
 	items := make([]claims.Item, len(rows))
 	for i, r := range rows {
-		items[i] = claims.Item{Key: claims.Key(r.MchID, r.OutDetailNo), Digest: r.ContentHash}
+		items[i] = claims.Item{Key: claims.Key(r.MchID, r.OutDetailNo), Digest: r.ContentHash, StreamSeq: r.StreamSeq}
 	}
 	owners, err := in.claims.Claim(ctx, items)
 	if err != nil {
@@ -379,10 +692,6 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 		conflict := o.Conflicts(r.ContentHash)
 		if conflict {
 			in.log.Error("conflicting payout: another processor owns this key with other content", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
-			if msgs != nil && msgs[i] != nil {
-				in.refuse(ctx, msgs[i], payout.ClassConflict, "out_detail_no was already received, by processor "+o.Instance+", with different content")
-				msgs[i] = nil
-			}
 		} else {
 			in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
 		}
@@ -392,7 +701,7 @@ func (in *intake) claim(ctx context.Context, rows []ledger.Payout, msgs []jetstr
 			return nil, fmt.Errorf("mark duplicate: %w", err)
 		}
 		if !conflict {
-			in.m.IntakeDuplicates.Inc() // a conflict is dead-lettered (when its message is at hand), not a duplicate
+			in.m.IntakeDuplicates.Inc()
 		}
 		in.pending.drop(r.Seq)
 	}
@@ -434,7 +743,7 @@ func (in *intake) sweep(ctx context.Context) error {
 		if len(free) == 0 {
 			continue
 		}
-		owned, err := in.claim(ctx, free, nil)
+		owned, err := in.claimReceived(ctx, free)
 		if err != nil {
 			return err
 		}

@@ -140,8 +140,11 @@ type Deps struct {
 	// have judged it lost; while it is false the driver sends and queries nothing and intake
 	// claims nothing (its groups are not acked). nil: always leased.
 	Leased func() bool
-	Now    func() time.Time
-	Log    *slog.Logger
+	// MayClaim, if set, gates intake's claims instead of Leased: it adds conditions of its own
+	// (internal/app: no instance of an older claim protocol alive).
+	MayClaim func() bool
+	Now      func() time.Time
+	Log      *slog.Logger
 	// Metrics receives the pipeline's counters and histograms; nil: a private
 	// metrics.New("") that nobody scrapes. The WeChat Pay client, the claims store and the
 	// ledger are observed through their own options (see metrics.Metrics).
@@ -209,10 +212,15 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 		d.MaxDeadLetterBody = payout.MaxMessageSize
 	}
 	names := cfg.Batching.names()
-	b, err := batching.New(batching.Config{
+	bcfg := batching.Config{
 		InstanceID: d.DB.InstanceID(), CapDirect: cfg.Batching.CapDirect, CapPartner: cfg.Batching.CapPartner, CapBills: cfg.Batching.CapBills,
 		MaxWait: cfg.Batching.MaxWait, MaxBatchAmount: cfg.Batching.MaxBatchAmount,
-	})
+	}
+	b, err := batching.New(bcfg)
+	if err != nil {
+		return nil, err
+	}
+	hold, err := newHolding(bcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +248,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
-			m:    d.Metrics, prog: prog, leased: d.Leased,
+			m:    d.Metrics, prog: prog, leased: d.Leased, batching: bcfg, sealed: poke(wakeDriver), hold: hold,
 		},
 		sealer: &sealer{
 			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
@@ -257,6 +265,9 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			now: d.Now, m: d.Metrics, prog: prog},
 		cb: callbackHandler(d.API, d.DB, d.Instructions, poke(wakeDriver), fin.check),
 	}
+	if d.MayClaim != nil {
+		p.intake.leased = d.MayClaim
+	}
 	prog.inFlight = func() int { return int(p.driver.inFlight.Load()) }
 	for api, t := range map[string]*throttle{"create": p.driver.create, "query": p.driver.query, "detail": p.driver.detail, "cancel": p.driver.cancel} {
 		t.waited = d.Metrics.RateLimiterWait.WithLabelValues(api)
@@ -266,7 +277,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	batches := newBatchRail(p.driver, names, cfg.NotifyURL, cfg.Breaker)
 	rails := map[string]rail{payout.RailDirect: batches, payout.RailPartner: batches,
 		payout.RailBills: newBillRail(p.driver, cfg.NotifyURL, cfg.Breaker)}
-	p.sealer.rails, p.driver.rails = rails, rails
+	p.intake.rails, p.sealer.rails, p.driver.rails = rails, rails, rails
 	bills := rails[payout.RailBills].(*billRail)
 	p.breakers = []breaker{batches.cbCreate, batches.cbQuery, batches.cbDetail, bills.cbCreate, bills.cbQuery, bills.cbCancel}
 	if d.Cancels != nil {

@@ -114,10 +114,10 @@ func TestSweep(t *testing.T) {
 	}
 }
 
-// TestClaim_ConflictAcrossReplicas: the key is owned by another replica with other content
+// TestClaimReceived_ConflictAcrossReplicas: the key of a RECEIVED payout (the sweep's) is owned by another replica with other content
 // (the same out_detail_no sent again with another amount, delivered here): the payout is
 // recorded as a DUPLICATE with other content, never handed to the sealer.
-func TestClaim_ConflictAcrossReplicas(t *testing.T) {
+func TestClaimReceived_ConflictAcrossReplicas(t *testing.T) {
 	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
 	rows := testRows("K", 2)
@@ -136,7 +136,7 @@ func TestClaim_ConflictAcrossReplicas(t *testing.T) {
 		rows[i].Seq = res[i].Seq
 		in.pending.seqs[res[i].Seq] = true
 	}
-	owned, err := in.claim(ctx, rows, nil)
+	owned, err := in.claimReceived(ctx, rows)
 	if err != nil || len(owned) != 0 {
 		t.Fatalf("owned %d, %v; want none", len(owned), err)
 	}
@@ -154,70 +154,10 @@ func TestClaim_ConflictAcrossReplicas(t *testing.T) {
 	}
 }
 
-// TestRedeliveryClaimsOnce covers a key redelivered to the replica that holds it: while its
-// payout is being claimed or waits in the sealer it is not claimed again, once sealed it
-// never is, and after a failed claim (dropped from the pending set) it is claimed again.
-func TestRedeliveryClaimsOnce(t *testing.T) {
-	ctx := context.Background()
-	db, js, kv := claimsSetup(t)
-	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), pending: newPendingSet(), log: slog.New(slog.DiscardHandler)}
-	rows := testRows("D", 3)
-	deliver := func() committedGroup {
-		t.Helper()
-		c := committedGroup{rows: append([]ledger.Payout(nil), rows...)}
-		if _, err := in.insert(ctx, &c); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	pick := func(c committedGroup) []ledger.Payout {
-		var out []ledger.Payout
-		for _, i := range c.toClaim {
-			out = append(out, c.rows[i])
-		}
-		return out
-	}
-	keys := func(c committedGroup) []string {
-		var out []string
-		for _, i := range c.toClaim {
-			out = append(out, c.rows[i].OutDetailNo)
-		}
-		return out
-	}
-
-	first := deliver()
-	owned, err := in.claim(ctx, pick(first), nil)
-	if err != nil || len(owned) != 3 {
-		t.Fatalf("first delivery: owned %d, %v; want all 3", len(owned), err)
-	}
-	if got := keys(deliver()); len(got) != 0 {
-		t.Fatalf("redelivered while pending: claims %v again", got)
-	}
-
-	// The sealer seals D0 and D1, then drops them from the pending set.
-	body := `{"out_batch_no":"B1","total_amount":200,"total_num":2,"transfer_detail_list":[` +
-		`{"out_detail_no":"D0","transfer_amount":100},{"out_detail_no":"D1","transfer_amount":100}]}`
-	err = db.ClaimAndSeal(ctx, ledger.Batch{OutBatchNo: "B1", Rail: payout.RailDirect, GroupKey: "g", MchID: "1900000001",
-		Members: []int64{owned[0].Seq, owned[1].Seq}, TotalAmount: 200, TotalNum: 2, Body: []byte(body)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.pending.drop(owned[0].Seq, owned[1].Seq)
-	if got := keys(deliver()); len(got) != 0 {
-		t.Fatalf("redelivered after the seal (D2 still pending): claims %v", got)
-	}
-
-	// D2's claim failed: finish drops it, and the next delivery claims it again.
-	in.pending.drop(owned[2].Seq)
-	if got := keys(deliver()); len(got) != 1 || got[0] != "D2" {
-		t.Fatalf("redelivered after a failed claim: claims %v, want [D2]", got)
-	}
-}
-
-// TestClaim_FailureLeavesNothingPending: when recording a duplicate fails midway, the rows
+// TestClaimReceived_FailureLeavesNothingPending: when recording a duplicate fails midway, the rows
 // this instance already owns do not reach the sealer, so they must leave the pending set
 // with the rest, or the sweep would never claim them again (stranded until a restart).
-func TestClaim_FailureLeavesNothingPending(t *testing.T) {
+func TestClaimReceived_FailureLeavesNothingPending(t *testing.T) {
 	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
 	rows := testRows("F", 2)
@@ -234,7 +174,7 @@ func TestClaim_FailureLeavesNothingPending(t *testing.T) {
 		rows[i].Seq = res[i].Seq
 		in.pending.seqs[res[i].Seq] = true
 	}
-	if _, err := in.claim(ctx, rows, nil); err == nil {
+	if _, err := in.claimReceived(ctx, rows); err == nil {
 		t.Fatal("claim succeeded although F1's duplicate could not be recorded")
 	}
 	if len(in.pending.seqs) != 0 {

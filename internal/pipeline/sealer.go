@@ -26,8 +26,8 @@ type sealer struct {
 	open map[int64]ledger.Payout // claimed payouts waiting in the batcher, by ledger seq
 }
 
-// resume feeds the batcher with every payout left CLAIMED by an earlier version (which marked
-// claims in their own transaction; today the seal records them), oldest first. It runs
+// resume feeds the batcher with every payout left CLAIMED (committed by intake and not yet in a
+// batch when the processor stopped), oldest first. It runs
 // before intake starts, so no payout also arrives on s.in.
 func (s *sealer) resume(ctx context.Context) error {
 	for {
@@ -57,7 +57,7 @@ func (s *sealer) run(ctx context.Context) error {
 		timer.Reset(s.untilDue())
 		select {
 		case <-ctx.Done():
-			return nil // open groups stay RECEIVED in the ledger; the next start's sweep claims them again
+			return nil // open groups stay CLAIMED (or RECEIVED, from the sweep) in the ledger; the next start resumes (sweeps) them
 		case ps := <-s.in:
 			if err := s.add(context.WithoutCancel(ctx), ps); err != nil {
 				return err
@@ -98,19 +98,11 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 			members[i] = s.open[it.Seq]
 			seqs[i] = it.Seq
 		}
-		r, ok := s.rails[b.Rail]
-		if !ok {
-			return fmt.Errorf("build batch %s: no rail %q", b.OutBatchNo, b.Rail)
-		}
-		body, each, err := r.bodies(b, members)
+		lb, err := sealable(s.rails, b, members)
 		if err != nil {
-			return fmt.Errorf("build batch %s: %w", b.OutBatchNo, err)
+			return err
 		}
-		err = s.db.ClaimAndSeal(ctx, ledger.Batch{
-			OutBatchNo: b.OutBatchNo, Rail: b.Rail, GroupKey: b.Group, MchID: members[0].MchID,
-			Members: seqs, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Body: body, Bills: each,
-		})
-		if err != nil {
+		if err := s.db.ClaimAndSeal(ctx, lb); err != nil {
 			return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)
 		}
 		for _, seq := range seqs {
@@ -121,4 +113,25 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		s.sealed()
 	}
 	return nil
+}
+
+// sealable is the ledger batch of b, whose members are its items' rows in order: its number,
+// totals computed from the items, and the frozen bodies its rail builds.
+func sealable(rails map[string]rail, b batching.Batch, members []ledger.Payout) (ledger.Batch, error) {
+	r, ok := rails[b.Rail]
+	if !ok {
+		return ledger.Batch{}, fmt.Errorf("build batch %s: no rail %q", b.OutBatchNo, b.Rail)
+	}
+	body, each, err := r.bodies(b, members)
+	if err != nil {
+		return ledger.Batch{}, fmt.Errorf("build batch %s: %w", b.OutBatchNo, err)
+	}
+	seqs := make([]int64, len(b.Items))
+	for i, it := range b.Items {
+		seqs[i] = it.Seq
+	}
+	return ledger.Batch{
+		OutBatchNo: b.OutBatchNo, Rail: b.Rail, GroupKey: b.Group, MchID: members[0].MchID,
+		Members: seqs, TotalAmount: b.TotalAmount(), TotalNum: b.TotalNum(), Body: body, Bills: each,
+	}, nil
 }

@@ -1,0 +1,123 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/pkg/batching"
+	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
+)
+
+// TestCommit_WritesEachRowOnce: intake's commit stage writes each row once, in its state. A
+// key another instance owns is recorded DUPLICATE at once; owned payouts are held (not in the
+// ledger, their messages unacked) until a batch of them fills, which is sealed with them in
+// one transaction (cap 4: six owned rows → one batch of four, two held); when a fetch comes
+// back short (no backlog), the held rows are committed CLAIMED and handed to the sealer, which
+// seals them as before.
+func TestCommit_WritesEachRowOnce(t *testing.T) {
+	ctx := context.Background()
+	db, js, kv := claimsSetup(t)
+	key := batching.GroupKeyFor(payout.RailDirect, &payout.Request{MchID: "1900000001", AppID: "wxa"})
+	rows := testRows("W", 7)
+	for i := range rows {
+		rows[i].GroupKey = key
+	}
+	if _, err := db.InsertPayouts(ctx, testRows("OLD", 3)); err != nil { // seqs 1-3 are taken
+		t.Fatal(err)
+	}
+	d := &driver{log: slog.New(slog.DiscardHandler), now: time.Now}
+	br := newBatchRail(d, batching.DefaultNames, "", BreakerConfig{Failures: 5, OpenTimeout: time.Second})
+	bcfg := batching.Config{InstanceID: db.InstanceID(), CapDirect: 4}
+	hold, err := newHolding(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := 0
+	toSealer := make(chan []ledger.Payout, 1)
+	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), log: slog.New(slog.DiscardHandler),
+		batching: bcfg, rails: map[string]rail{payout.RailDirect: br}, hold: hold, claimed: toSealer, sealed: func() { sealed++ }}
+	g := claimedGroup{ok: make([]accepted, len(rows)), rows: rows}
+	for i := range rows {
+		g.fresh = append(g.fresh, i)
+		g.owners = append(g.owners, claims.Owner{Instance: db.InstanceID()})
+	}
+	g.owners[6] = claims.Owner{Instance: "otherInstance", Digest: rows[6].ContentHash[:claims.DigestSize]}
+
+	state := func(k string) string {
+		t.Helper()
+		p, err := db.Payout(ctx, k)
+		if err != nil {
+			return err.Error()
+		}
+		return p.State
+	}
+	if err := in.commit(ctx, nil, g); err != nil {
+		t.Fatal(err)
+	}
+	batch := batching.OutBatchNo(db.InstanceID(), 5) // W6, the duplicate, took seq 4
+	for k, want := range map[string]string{"W0": ledger.PayoutSealed, "W3": ledger.PayoutSealed, "W6": ledger.PayoutDuplicate,
+		"W4": ledger.ErrNotFound.Error(), "W5": ledger.ErrNotFound.Error()} {
+		if got := state(k); !strings.Contains(got, want) {
+			t.Errorf("after a full group: %s is %q, want %q", k, got, want)
+		}
+	}
+	b, err := db.Batch(ctx, batch)
+	if err != nil || b.State != ledger.BatchSealed || b.TotalNum != 4 || b.TotalAmount != 400 || sealed != 1 {
+		t.Fatalf("batch %s: %+v, %v (driver woken %d times); want SEALED, 4 details, 400 fen, woken once", batch, b, err, sealed)
+	}
+	if len(hold.rows) != 2 {
+		t.Fatalf("held %d payouts, want W4 and W5", len(hold.rows))
+	}
+
+	if err := in.commit(ctx, nil, claimedGroup{short: true}); err != nil {
+		t.Fatal(err)
+	}
+	rest := <-toSealer
+	var restKeys []string
+	for _, p := range rest {
+		restKeys = append(restKeys, p.OutDetailNo)
+		if state(p.OutDetailNo) != ledger.PayoutClaimed || p.Seq == 0 {
+			t.Errorf("%s handed to the sealer as %s seq %d, want CLAIMED with its seq", p.OutDetailNo, state(p.OutDetailNo), p.Seq)
+		}
+	}
+	if want := []string{"W4", "W5"}; !slices.Equal(restKeys, want) || len(hold.rows) != 0 {
+		t.Fatalf("handed to the sealer %v (still held %d), want %v", restKeys, len(hold.rows), want)
+	}
+	if got, want := db.NextSeq(), int64(11); got != want {
+		t.Errorf("NextSeq = %d, want %d", got, want)
+	}
+
+	// The rest seals through the sealer, as CLAIMED members.
+	s := &sealer{db: db, rails: in.rails, pending: newPendingSet(), sealed: func() {}, now: time.Now, log: in.log, open: map[int64]ledger.Payout{}}
+	if s.b, err = batching.New(bcfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.add(ctx, rest); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.seal(ctx, s.b.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"W4", "W5"} {
+		if got := state(k); got != ledger.PayoutSealed {
+			t.Errorf("%s after the sealer: %s, want SEALED", k, got)
+		}
+	}
+	rep, err := ledger.Audit(ctx, []string{db.Path()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// otherInstance's own file is not audited here: its ownership of W6 is all it reports.
+	if len(rep.Violations) != 1 || rep.Violations[0].Check != "owner_missing" || !strings.Contains(rep.Violations[0].Row, "W6") {
+		var b strings.Builder
+		_ = rep.WriteText(&b)
+		t.Fatalf("audit:\n%s", b.String())
+	}
+}
