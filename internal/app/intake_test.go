@@ -31,21 +31,19 @@ func waitLog(t *testing.T, w *testingutil.LogWatch, what string) {
 	}
 }
 
-// TestRun_HandsBackAnotherInstancesMessage: intake claims before it commits, so a key
-// another instance claimed for this very message (same stream sequence) may not be in that
-// instance's ledger yet. It is never recorded here as that instance's duplicate (and acked:
-// nobody would pay it): the message is handed back while its neighbours are paid. Once the
-// claim is this instance's (an adoption moves it), the payout is taken in and paid once.
-func TestRun_HandsBackAnotherInstancesMessage(t *testing.T) {
+// ghostClaimsFirst starts a processor on a fresh sandbox and, before o's payouts are
+// published, claims the first of them for instance ghost0001 and the stream sequence its
+// message will get (it is published first): an instance that claimed it and stopped before
+// committing it. It returns the processor, its config, its log watch (for "handed back"), the
+// key and that sequence.
+func ghostClaimsFirst(t *testing.T, o synth.Options) (*running, Config, *testingutil.LogWatch, *wechatpaytest.Server, string, uint64) {
+	t.Helper()
 	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
 	cfg := testConfig(t, srv)
 	logs := testingutil.NewLogWatch("handed back")
 	r := startProcessor(t, cfg, logs)
 	ctx := context.Background()
-
-	o := synth.DefaultOptions()
-	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 20, 7, 0, 0, 0
-	var first string // the first record is published first: the stream's next sequence
+	var first string
 	stop := errors.New("stop")
 	if err := synth.Each(ctx, o, func(rec synth.Record) error { first = rec.Req.OutDetailNo; return stop }); !errors.Is(err, stop) {
 		t.Fatal(err)
@@ -54,14 +52,25 @@ func TestRun_HandsBackAnotherInstancesMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := r.js.KeyValue(ctx, cfg.NATS.Topology.ClaimsBucket)
-	if err != nil {
+	seq := st.CachedInfo().State.LastSeq + 1
+	kv := mustKV(t, r.js, cfg.NATS.Topology.ClaimsBucket)
+	if _, err := claims.New(r.js, kv, "ghost0001").Claim(ctx, []claims.Item{{Key: claims.Key(o.MchID, first), StreamSeq: seq}}); err != nil {
 		t.Fatal(err)
 	}
-	// Another instance claimed it for that message and stopped before committing it.
-	if _, err := claims.New(r.js, kv, "ghost0001").Claim(ctx, []claims.Item{{Key: claims.Key(o.MchID, first), StreamSeq: st.CachedInfo().State.LastSeq + 1}}); err != nil {
-		t.Fatal(err)
-	}
+	return r, cfg, logs, srv, first, seq
+}
+
+// TestRun_HandsBackAnotherInstancesMessage: intake claims before it commits, so a key
+// another instance claimed for this very message (same stream sequence) may not be in that
+// instance's ledger yet. It is never recorded here as that instance's duplicate (and acked:
+// nobody would pay it): the message is handed back while its neighbours are paid. Once the
+// claim is this instance's (an adoption moves it), the payout is taken in and paid once.
+func TestRun_HandsBackAnotherInstancesMessage(t *testing.T) {
+	o := synth.DefaultOptions()
+	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 20, 7, 0, 0, 0
+	r, cfg, logs, srv, first, _ := ghostClaimsFirst(t, o)
+	ctx := context.Background()
+	kv := mustKV(t, r.js, cfg.NATS.Topology.ClaimsBucket)
 	sent := publish(t, r.js, o)
 	waitLog(t, logs, "hand-back")
 
@@ -157,28 +166,10 @@ func mustKV(t *testing.T, js jetstream.JetStream, bucket string) jetstream.KeyVa
 // the message must still go back to its owner: acked here, nobody would ever pay it (the soak
 // found exactly that).
 func TestRun_DuplicateDoesNotAckTheOwnersMessage(t *testing.T) {
-	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(200))
-	cfg := testConfig(t, srv)
-	logs := testingutil.NewLogWatch("handed back")
-	r := startProcessor(t, cfg, logs)
-	ctx := context.Background()
-
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 5, 9, 0, 0, 0
-	var first string
-	stop := errors.New("stop")
-	if err := synth.Each(ctx, o, func(rec synth.Record) error { first = rec.Req.OutDetailNo; return stop }); !errors.Is(err, stop) {
-		t.Fatal(err)
-	}
-	st, err := r.js.Stream(ctx, cfg.NATS.Topology.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seq := st.CachedInfo().State.LastSeq + 1
-	kv := mustKV(t, r.js, cfg.NATS.Topology.ClaimsBucket)
-	if _, err := claims.New(r.js, kv, "ghost0001").Claim(ctx, []claims.Item{{Key: claims.Key(o.MchID, first), StreamSeq: seq}}); err != nil {
-		t.Fatal(err)
-	}
+	r, cfg, logs, srv, first, seq := ghostClaimsFirst(t, o)
+	ctx := context.Background()
 	sent := publish(t, r.js, o)
 	waitLog(t, logs, "hand-back")
 

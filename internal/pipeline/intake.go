@@ -174,6 +174,7 @@ func (in *intake) run(ctx context.Context) error {
 				in.log.Warn("fetch failed", "err", g.err)
 				lastErr = time.Now()
 			}
+			claimed <- claimedGroup{short: true} // no backlog in sight: what is held is committed
 			continue
 		}
 		c, err := in.claim(work, g.g)
