@@ -78,10 +78,64 @@ cluster {
 			return nil, err
 		}
 		if err := n.start(); err != nil {
+			stopNodes(nodes)
 			return nil, err
 		}
 	}
+	// A port freePort picked may be taken before the node binds it (other tests run beside
+	// the soak): the node then exits and the cluster never places a replicated stream.
+	if err := waitNodes(ctx, nodes, time.Minute); err != nil {
+		stopNodes(nodes)
+		return nil, err
+	}
 	return nodes, waitJetStream(ctx, clusterURL(nodes), time.Minute)
+}
+
+// startClusterRetrying is startCluster, tried again on fresh ports (in a fresh directory)
+// when a node does not come up.
+func startClusterRetrying(ctx context.Context, bin, dir string, size int, logf func(string, ...any)) ([]*natsNode, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var nodes []*natsNode
+		if nodes, err = startCluster(ctx, bin, filepath.Join(dir, fmt.Sprintf("try%d", attempt)), size); err == nil {
+			return nodes, nil
+		}
+		logf("the JetStream cluster did not come up (attempt %d): %v", attempt, err)
+	}
+	return nil, err
+}
+
+// stopNodes kills the nodes started so far.
+func stopNodes(nodes []*natsNode) {
+	for _, n := range nodes {
+		if n != nil && n.proc != nil {
+			n.proc.kill()
+		}
+	}
+}
+
+// waitNodes waits until every node accepts clients on its own port; a node that exited is
+// reported at once.
+func waitNodes(ctx context.Context, nodes []*natsNode, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, n := range nodes {
+		for {
+			nc, err := nats.Connect(n.url(), nats.Timeout(time.Second))
+			if err == nil {
+				nc.Close()
+				break
+			}
+			if n.proc.exited() || time.Now().After(deadline) {
+				return fmt.Errorf("nats node %s not serving %s (its log: %s): %w", n.name, n.url(), filepath.Join(n.dir, "server.log"), err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 func clusterURL(nodes []*natsNode) string {

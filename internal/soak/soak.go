@@ -386,7 +386,7 @@ func (s *soak) setUp(ctx context.Context) error {
 	}
 
 	s.logf("starting a 3-node JetStream cluster")
-	if s.nodes, err = startCluster(ctx, filepath.Join(s.bin, "nats-server"), filepath.Join(s.cfg.Dir, "nats"), 3); err != nil {
+	if s.nodes, err = startClusterRetrying(ctx, filepath.Join(s.bin, "nats-server"), filepath.Join(s.cfg.Dir, "nats"), 3, s.logf); err != nil {
 		return err
 	}
 	s.natsURL = clusterURL(s.nodes)
