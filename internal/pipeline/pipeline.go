@@ -1,8 +1,9 @@
-// Package pipeline is the processor: intake from the shared JetStream consumer into the
-// ledger, cross-replica claims, sealing batches, submitting and following them at WeChat Pay,
-// and publishing outcome events. Every stage reads its work from the ledger, so any stage
-// can stop at any point (a crash, SIGKILL, SIGTERM) and the next start resumes it with the
-// same out_batch_no and the same frozen body.
+// Package pipeline is the processor: intake from the shared JetStream consumer (cross-replica
+// claims, then each row written once into the ledger, full batches sealed with their rows),
+// sealing the rest into batches, submitting and following them at WeChat Pay, and publishing
+// outcome events. Intake acks a request only once its row is committed, and every later stage
+// reads its work from the ledger, so any stage can stop at any point (a crash, SIGKILL,
+// SIGTERM) and the next start resumes it with the same out_batch_no and the same frozen body.
 package pipeline
 
 import (
