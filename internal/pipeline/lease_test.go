@@ -60,9 +60,17 @@ func TestDriver_SendsOnlyLeasedAndJournaled(t *testing.T) {
 	held(codeJournalUnavailable)
 
 	// A journal that answers again (a new bucket: the server deletes the old one's stream in
-	// the background).
-	if j, err = journal.Ensure(ctx, js, "batches2", 1, time.Hour); err != nil {
-		t.Fatal(err)
+	// the background, and may refuse a new store until it has: asked again for a while).
+	deadline := time.Now().Add(30 * time.Second)
+	for j, err = journal.Ensure(ctx, js, "batches2", 1, time.Hour); err != nil; j, err = journal.Ensure(ctx, js, "batches2", 1, time.Hour) {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	p.driver.journal = j
 	p.driver.handle(ctx, b)
