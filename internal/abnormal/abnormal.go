@@ -5,14 +5,13 @@
 // 400 ALREADY_EXISTS is settled by querying the receipt; states only move forward; and a
 // restart continues every instruction not final by its number (Resume).
 //
-// Instruct records and sends one instruction and Follow queries it to its final state;
+// Instruct records and sends one instruction and follows it (by query) to its final state;
 // ApplyCallback takes the ABNORMAL_FUND_PROCESSING.TRANSFER.SUCCESS callback (the processor's
 // callback listener routes it here). The functions are safe for concurrent use on different receipts.
 package abnormal
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,7 +54,7 @@ const (
 	DefaultAttempts   = 5                // sends per Send before ErrUnacknowledged
 	DefaultMinBackoff = time.Second      // first wait after an ambiguous send
 	DefaultMaxBackoff = 30 * time.Second // cap of that wait
-	DefaultPoll       = 5 * time.Second  // Follow's query interval
+	DefaultPoll       = 5 * time.Second  // the follow's query interval
 )
 
 // Option configures the functions of the package.
@@ -77,7 +76,7 @@ func WithBackoff(minWait, maxWait time.Duration) Option {
 	return func(o *options) { o.minWait, o.maxWait = minWait, maxWait }
 }
 
-// WithPoll sets Follow's query interval (default DefaultPoll).
+// WithPoll sets the follow's query interval (default DefaultPoll).
 func WithPoll(d time.Duration) Option { return func(o *options) { o.poll = d } }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -101,25 +100,14 @@ const (
 	logError   = "error"
 )
 
-const noAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
 // NewInstructionNo returns a fresh out_instruction_no: "AF" and 24 random [0-9A-Za-z]
-// (crypto/rand), unique within a receipt beyond doubt (docs/abnormal-funds.md: string(64)).
-func NewInstructionNo() string {
-	b := make([]byte, 26)
-	b[0], b[1] = 'A', 'F'
-	r := make([]byte, 24)
-	_, _ = rand.Read(r) // crypto/rand.Read never fails (Go ≥1.24)
-	for i, v := range r {
-		b[2+i] = noAlphabet[int(v)%len(noAlphabet)] // 256 % 62 bias is harmless for uniqueness
-	}
-	return string(b)
-}
+// (wechatpay.NewNonce), unique within a receipt beyond doubt (docs/abnormal-funds.md: string(64)).
+func NewInstructionNo() string { return "AF" + wechatpay.NewNonce()[:24] }
 
 // Instruct pays the abnormal-fund receipt receiptID back to its original payee, collectable
 // in appids (1 to 5; docs/abnormal-funds.md), with the callback to notifyURL ("" for none):
 // it records the instruction (a new number and its body, committed before the first send),
-// then Send and Follow. If the receipt already has a live instruction in the ledger with the
+// then sends and follows it. If the receipt already has a live instruction in the ledger with the
 // same request, that one is continued under its number; with another request the error wraps
 // ledger.ErrInstructionLive. It returns the instruction as the ledger last recorded it, final
 // unless the error says otherwise (ctx ended while following: still open, Resume continues).
@@ -298,15 +286,11 @@ func Query(ctx context.Context, c Client, receiptID string) (*wechatpay.Transfer
 	return &res, nil
 }
 
-// Follow queries in's receipt every poll interval until the instruction is final, applying
+// follow queries in's receipt every poll interval until the instruction is final, applying
 // each answer to the ledger, and returns it. A query that fails, or that does not show the
 // instruction yet, is recorded as the last error and asked again. Errors: ErrConflict (the
 // receipt shows another number), ctx's (the instruction stays open), or the ledger's. A
 // RECORDED instruction is not followed: Send it first.
-func Follow(ctx context.Context, db *ledger.Instructions, c Client, in ledger.Instruction, opts ...Option) (ledger.Instruction, error) {
-	return follow(ctx, db, c, in, newOptions(opts))
-}
-
 func follow(ctx context.Context, db *ledger.Instructions, c Client, in ledger.Instruction, o *options) (ledger.Instruction, error) {
 	if in.State == ledger.InstrRecorded {
 		return in, fmt.Errorf("follow instruction %s: not acknowledged by WeChat: %w", in.OutInstructionNo, ErrUnacknowledged)

@@ -108,15 +108,7 @@ func TestRun_PausesBesideAnOlderVersion(t *testing.T) {
 	cfg.NATS.URL = ns.ClientURL()
 	cfg.NATS.Topology.HeartbeatEvery, cfg.NATS.Topology.SilentAfter = 50*time.Millisecond, 2*time.Second
 	ctx := context.Background()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Connect(t, ns)
 	kv, err := instances.Ensure(ctx, js, cfg.NATS.Topology.InstancesBucket, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -81,12 +81,9 @@ type intake struct {
 	claimed  chan<- []ledger.Payout // to the sealer
 	log      *slog.Logger
 
-	// batching is the sealer's batching config: a group's own full batches are sealed at
-	// commit with the same caps, amount limit and numbering; rails build their bodies.
-	batching batching.Config
-	rails    map[string]rail
-	sealed   func() // wakes the driver
-	hold     *holding
+	rails  map[string]rail // build the bodies of the batches sealed at commit
+	sealed func()          // wakes the driver
+	hold   *holding
 
 	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
 	buf []byte    // canonical content, reused by the commit stage
@@ -143,7 +140,7 @@ func (in *intake) run(ctx context.Context) error {
 			if err := in.commit(work, ctx.Done(), g); err != nil {
 				// Nothing of this group was acked: JetStream redelivers it, and its keys'
 				// claims are this instance's, so it takes them in then.
-				in.log.Error("intake commit failed; the group will be redelivered", "messages", len(g.ok), "err", err)
+				in.log.Error("intake commit failed; the group will be redelivered", "messages", len(g.msgs), "err", err)
 			}
 		}
 		// Stopping: what is held is committed CLAIMED (the sealer resumes it at the next start).
@@ -234,15 +231,10 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 	}
 }
 
-type accepted struct {
-	msg jetstream.Msg
-	req payout.Request
-}
-
 // claimedGroup is a fetched group, validated and claimed, waiting for its commit and acks.
-// ok[i] is the message of rows[i]; a nil msg was already terminated or handed back.
+// msgs[i] is the message of rows[i]; a nil one was already terminated or handed back.
 type claimedGroup struct {
-	ok     []accepted
+	msgs   []jetstream.Msg
 	rows   []ledger.Payout
 	fresh  []int          // indexes of rows new to the ledger, claimed, to commit now
 	owners []claims.Owner // owners[j] owns rows[fresh[j]]
@@ -278,9 +270,9 @@ func (in *intake) claim(ctx context.Context, g claimedGroup) (claimedGroup, erro
 	if in.leased != nil && !in.leased() {
 		// An adopter may be reading this instance's claims, or an older version would misread
 		// them: take none. The group goes back at once, for a replica that may claim.
-		for _, a := range g.ok {
-			if a.msg != nil {
-				if err := a.msg.NakWithDelay(handBackDelay); err != nil {
+		for _, m := range g.msgs {
+			if m != nil {
+				if err := m.NakWithDelay(handBackDelay); err != nil {
 					in.log.Warn("nak failed", "err", err) // it comes back after ack-wait instead
 				}
 			}
@@ -310,10 +302,10 @@ func (in *intake) claim(ctx context.Context, g claimedGroup) (claimedGroup, erro
 			in.log.Warn("payout claimed by another processor for this message; handed back", "out_detail_no", g.rows[i].OutDetailNo,
 				"owner", o.Instance, "stream_seq", o.StreamSeq)
 			in.m.IntakeHandedBack.Inc()
-			if err := g.ok[i].msg.NakWithDelay(handBackDelay); err != nil {
+			if err := g.msgs[i].NakWithDelay(handBackDelay); err != nil {
 				in.log.Warn("nak failed", "err", err) // it comes back after ack-wait instead
 			}
-			g.ok[i].msg = nil
+			g.msgs[i] = nil
 			continue
 		}
 		if j < len(g.fresh) {
@@ -330,7 +322,7 @@ func (in *intake) claim(ctx context.Context, g claimedGroup) (claimedGroup, erro
 // validate decodes and checks msgs; the refused ones are dead-lettered (or naked).
 func (in *intake) validate(ctx context.Context, msgs []jetstream.Msg) claimedGroup {
 	var g claimedGroup
-	g.ok = make([]accepted, 0, len(msgs))
+	g.msgs = make([]jetstream.Msg, 0, len(msgs))
 	g.rows = make([]ledger.Payout, 0, len(msgs))
 	for _, m := range msgs {
 		md, err := m.Metadata()
@@ -364,7 +356,7 @@ func (in *intake) validate(ctx context.Context, msgs []jetstream.Msg) claimedGro
 			in.refuse(ctx, m, payout.ClassInvalid, err.Error())
 			continue
 		}
-		g.ok = append(g.ok, accepted{msg: m, req: req})
+		g.msgs = append(g.msgs, m)
 		g.rows = append(g.rows, row)
 	}
 	return g
@@ -450,7 +442,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 	var conflicts []conflict
 	var full []batching.Batch
 	for j, i := range g.fresh {
-		r, o, m := g.rows[i], g.owners[j], g.ok[i].msg
+		r, o, m := g.rows[i], g.owners[j], g.msgs[i]
 		switch {
 		case o.Instance != me:
 			r.State = ledger.PayoutDuplicate
@@ -469,7 +461,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 	}
 	known := g.known[:0:0]
 	for _, i := range g.known {
-		if !in.hold.attach(g.rows[i], g.ok[i].msg, &conflicts) {
+		if !in.hold.attach(g.rows[i], g.msgs[i], &conflicts) {
 			known = append(known, i)
 		}
 	}
@@ -496,7 +488,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 			return err
 		}
 		for _, i := range known {
-			acks = append(acks, g.ok[i].msg) // nil when dead-lettered
+			acks = append(acks, g.msgs[i]) // nil when dead-lettered
 		}
 	}
 	for _, c := range conflicts {
@@ -565,7 +557,7 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 			members[x] = place(hr.row, ledger.RowOwner{})
 			b.Items[x].Seq = members[x].Seq
 		}
-		b.OutBatchNo = batching.OutBatchNo(in.batching.InstanceID, members[0].Seq)
+		b.OutBatchNo = batching.OutBatchNo(in.db.InstanceID(), members[0].Seq)
 		var err error
 		if batches[k], err = sealable(in.rails, b, members); err != nil {
 			return nil, in.giveBack(err, batched, rest)
@@ -651,8 +643,8 @@ func (in *intake) commitKnown(ctx context.Context, g *claimedGroup) error {
 		switch r.Status {
 		case ledger.Conflict:
 			// Recorded in the ledger's conflicts table; nothing was overwritten.
-			in.refuse(ctx, g.ok[i].msg, payout.ClassConflict, "out_detail_no was already received with different content")
-			g.ok[i].msg = nil
+			in.refuse(ctx, g.msgs[i], payout.ClassConflict, "out_detail_no was already received with different content")
+			g.msgs[i] = nil
 		case ledger.Existing:
 			in.m.IntakeDuplicates.Inc()
 		case ledger.Inserted:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/pkg/batching"
@@ -42,8 +43,8 @@ func TestCommit_WritesEachRowOnce(t *testing.T) {
 	sealed := 0
 	toSealer := make(chan []ledger.Payout, 1)
 	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), log: slog.New(slog.DiscardHandler),
-		batching: bcfg, rails: map[string]rail{payout.RailDirect: br}, hold: hold, claimed: toSealer, sealed: func() { sealed++ }}
-	g := claimedGroup{ok: make([]accepted, len(rows)), rows: rows}
+		rails: map[string]rail{payout.RailDirect: br}, hold: hold, claimed: toSealer, sealed: func() { sealed++ }}
+	g := claimedGroup{msgs: make([]jetstream.Msg, len(rows)), rows: rows}
 	for i := range rows {
 		g.fresh = append(g.fresh, i)
 		g.owners = append(g.owners, claims.Owner{Instance: db.InstanceID()})
