@@ -95,7 +95,7 @@ func cmdAbnormal(ctx context.Context, args []string, e cli.Env) int {
 		*ledgerPath = cfg.Ledger
 	}
 	log := cfg.Logger(e.Stderr)
-	db, err := ledger.OpenInstructions(ctx, *ledgerPath, ledger.WithLogger(log))
+	db, err := ledger.OpenInstructions(ctx, *ledgerPath, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID))
 	if err != nil {
 		return fail("%v", err)
 	}

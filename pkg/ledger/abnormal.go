@@ -96,14 +96,15 @@ type Instructions struct {
 
 // OpenInstructions opens the instruction table of the ledger at path. With no processor
 // holding the file it is opened (created if absent) and migrated first, as Open does; with
-// one, the file must already be fully migrated. Options WithNow and WithLogger apply; the
-// others are ignored.
+// one, the file must already be fully migrated. Options WithNow, WithLogger and WithMerchant
+// apply (a file bound to another merchant is refused: ErrWrongMerchant); the others are
+// ignored.
 func OpenInstructions(ctx context.Context, path string, opts ...Option) (*Instructions, error) {
 	cfg := &DB{now: time.Now, log: slog.Default()}
 	for _, o := range opts {
 		o(cfg)
 	}
-	switch db, err := Open(ctx, path, WithNow(cfg.now), WithLogger(cfg.log)); {
+	switch db, err := Open(ctx, path, WithNow(cfg.now), WithLogger(cfg.log), WithMerchant(cfg.want)); {
 	case err == nil:
 		if err := db.Close(); err != nil {
 			return nil, fmt.Errorf("open instructions: %w", err)
@@ -113,6 +114,11 @@ func OpenInstructions(ctx context.Context, path string, opts ...Option) (*Instru
 	}
 	r, err := openReader(ctx, path) // exists, is a ledger, fully migrated
 	if err != nil {
+		return nil, fmt.Errorf("open instructions: %w", err)
+	}
+	// A file bound to another merchant never pays for this one (docs/money-rules.md#merchant).
+	if err := cfg.loadMerchant(ctx, r, false); err != nil {
+		r.Close()
 		return nil, fmt.Errorf("open instructions: %w", err)
 	}
 	w, err := sql.Open(driverName, dsn(path, false))

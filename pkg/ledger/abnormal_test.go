@@ -186,3 +186,30 @@ func TestInstructions_Audit(t *testing.T) {
 	}
 	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 1, "abnormal_history": 1}, path)
 }
+
+// TestInstructions_WrongMerchant: the instruction table of a ledger bound to another merchant
+// is refused, with or without a processor holding the file (an instruction sent from it would
+// pay with this merchant's keys what that ledger records).
+func TestInstructions_WrongMerchant(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db, err := Open(ctx, path, WithMerchant("1900000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, held := range []bool{true, false} {
+		if !held {
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := OpenInstructions(ctx, path, WithMerchant("1900000002")); !errors.Is(err, ErrWrongMerchant) {
+			t.Fatalf("processor holding the file %v: OpenInstructions for another merchant = %v, want ErrWrongMerchant", held, err)
+		}
+		a, err := OpenInstructions(ctx, path, WithMerchant("1900000001"))
+		if err != nil {
+			t.Fatalf("processor holding the file %v: its own merchant: %v", held, err)
+		}
+		a.Close()
+	}
+}
