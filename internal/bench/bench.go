@@ -52,6 +52,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/internal/soak"
 )
@@ -70,7 +71,7 @@ const (
 
 // intakeFetch is the processor's default fetch-batch: what the raw measurements fetch at
 // once and the ledger commit measurement commits in one transaction.
-const intakeFetch = 1000
+var intakeFetch = pipeline.DefaultConfig().Intake.FetchBatch
 
 // Options sizes a run. DefaultOptions is the README's.
 type Options struct {

@@ -191,6 +191,15 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 		d.hold(ctx, b, codeHeartbeatStale, "batch held: this instance's heartbeat is stale; nothing is sent until it beats again")
 		return
 	}
+	if b.State == ledger.BatchSealed && b.Rail != ledger.RailBills && b.Body == nil {
+		// To send: its frozen body, read once per attempt (DueBatches reads heads).
+		body, err := d.db.BatchBody(ctx, b.OutBatchNo)
+		if err != nil {
+			d.hold(ctx, b, codeLedgerUnreadable, "batch held: its body cannot be read from the ledger", "err", err)
+			return
+		}
+		b.Body = body
+	}
 	if err := d.journalBatch(ctx, b); err != nil {
 		d.hold(ctx, b, codeJournalUnavailable, "batch held: it cannot be journaled, and is never sent unjournaled", "err", err)
 		return
@@ -206,6 +215,7 @@ func (d *driver) handle(ctx context.Context, b ledger.Batch) {
 const (
 	codeHeartbeatStale     = "HEARTBEAT_STALE"
 	codeJournalUnavailable = "JOURNAL_UNAVAILABLE"
+	codeLedgerUnreadable   = "LEDGER_UNREADABLE"
 )
 
 // holdRetry is how soon a held batch is looked at again.
@@ -228,8 +238,8 @@ func (d *driver) journalBatch(ctx context.Context, b ledger.Batch) error {
 	if _, ok := d.journaled.Load(b.OutBatchNo); ok {
 		return nil
 	}
-	full := b // a due batch has its body; only the bills rail journals more (every bill's body)
-	if b.Rail == ledger.RailBills || b.Body == nil {
+	full := b // handle read the body; the bills rail journals more (every bill's body)
+	if b.Rail == ledger.RailBills {
 		var err error
 		if full, err = d.db.Batch(ctx, b.OutBatchNo); err != nil {
 			return err

@@ -107,6 +107,10 @@ func sealedOn(t *testing.T, srv *wechatpaytest.Server, cfg Config, deps Deps, ra
 	if err != nil || len(due) != 1 {
 		t.Fatalf("due batches: %v, %v", due, err)
 	}
+	// As the driver hands it to its rail: with the frozen body.
+	if due[0].Body, err = db.BatchBody(ctx, due[0].OutBatchNo); err != nil {
+		t.Fatal(err)
+	}
 	return p, due[0]
 }
 

@@ -74,8 +74,12 @@ func TestDriver_SendsOnlyLeasedAndJournaled(t *testing.T) {
 	}
 	p.driver.journal = j
 	p.driver.handle(ctx, b)
+	body, err := p.driver.db.BatchBody(ctx, b.OutBatchNo)
+	if err != nil || len(body) == 0 {
+		t.Fatalf("the batch's frozen body: %q, %v", body, err)
+	}
 	es, err := j.Batches(ctx, p.driver.db.InstanceID())
-	if err != nil || len(es) != 1 || es[0].OutBatchNo != b.OutBatchNo || !bytes.Equal(es[0].Body, b.Body) {
+	if err != nil || len(es) != 1 || es[0].OutBatchNo != b.OutBatchNo || !bytes.Equal(es[0].Body, body) {
 		t.Fatalf("journal %+v (%v); want the batch %s with its body", es, err, b.OutBatchNo)
 	}
 	if bs := srv.Batches(); len(bs) != 1 || bs[0].OutBatchNo != b.OutBatchNo {

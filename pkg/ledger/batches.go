@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -70,9 +71,16 @@ func members(ctx context.Context, q querier, where string, args ...any) ([]membe
 	return out, err
 }
 
-const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
+// batchCols are the columns queryBatches scans; headCols are the same without the body (read
+// as NULL): a body is a thousand details or more, and most reads never look at it.
+const (
+	batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
 	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
 	sealed_at, accepted_at, state_at, updated_at, settled`
+	headCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, NULL, state, batch_id, attempts,
+	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
+	sealed_at, accepted_at, state_at, updated_at, settled`
+)
 
 // queryBatches scans batches; with withMembers it also loads each one's member seqs.
 func queryBatches(ctx context.Context, q querier, withMembers bool, query string, args ...any) ([]Batch, error) {
@@ -128,9 +136,14 @@ func billBodies(ctx context.Context, q querier, outBatchNo string) ([][]byte, er
 	return out, err
 }
 
-// batchTx reads one batch; withMembers also loads its member seqs (a thousand rows or more).
-func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string, withMembers bool) (Batch, error) {
-	bs, err := queryBatches(ctx, q, withMembers, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
+// batchTx reads one batch; whole also loads its body and member seqs (a thousand rows or
+// more), which a head (whole false) leaves nil.
+func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string, whole bool) (Batch, error) {
+	cols := headCols
+	if whole {
+		cols = batchCols
+	}
+	bs, err := queryBatches(ctx, q, whole, `SELECT `+cols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
 	switch {
 	case err != nil:
 		return Batch{}, err
@@ -145,14 +158,14 @@ func (db *DB) Batch(ctx context.Context, outBatchNo string) (Batch, error) {
 	return db.readBatch(ctx, outBatchNo, true)
 }
 
-// BatchHead is Batch without the members (Members and Bills nil): cheap enough to read after
-// every step of a batch.
+// BatchHead is Batch without the body and the members (Body, Members and Bills nil): cheap
+// enough to read after every step of a batch.
 func (db *DB) BatchHead(ctx context.Context, outBatchNo string) (Batch, error) {
 	return db.readBatch(ctx, outBatchNo, false)
 }
 
-func (db *DB) readBatch(ctx context.Context, outBatchNo string, withMembers bool) (Batch, error) {
-	b, err := db.batchTx(ctx, db.rdb, outBatchNo, withMembers)
+func (db *DB) readBatch(ctx context.Context, outBatchNo string, whole bool) (Batch, error) {
+	b, err := db.batchTx(ctx, db.rdb, outBatchNo, whole)
 	if err != nil {
 		return Batch{}, fmt.Errorf("batch %s: %w", outBatchNo, err)
 	}
@@ -160,17 +173,29 @@ func (db *DB) readBatch(ctx context.Context, outBatchNo string, withMembers bool
 }
 
 // DueBatches returns up to limit unsettled batches with NextAt ≤ now, earliest first: on the
-// batch rails those in state SEALED are to be submitted (with their frozen Body), the others
-// to be polled; on rail bills (NextAt = the earliest of its unsettled bills) DueBills names
-// the bills to step.
-// Members is left nil (the driver needs none); Batch loads a batch with its members.
+// batch rails those in state SEALED are to be submitted (BatchBody reads the frozen body to
+// send), the others to be polled; on rail bills (NextAt = the earliest of its unsettled bills)
+// DueBills names the bills to step. They are heads (BatchHead): Batch loads a whole batch.
 func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch, error) {
-	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?
+	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+headCols+` FROM batches WHERE settled = 0 AND next_at <= ?
 		ORDER BY next_at LIMIT ?`, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due batches: %w", err)
 	}
 	return bs, nil
+}
+
+// BatchBody returns the frozen body of a batch (Batch.Body), or an error wrapping ErrNotFound.
+func (db *DB) BatchBody(ctx context.Context, outBatchNo string) ([]byte, error) {
+	var body []byte
+	err := db.rdb.QueryRowContext(ctx, `SELECT body FROM batches WHERE out_batch_no = ?`, outBatchNo).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batch %s body: %w", outBatchNo, err)
+	}
+	return body, nil
 }
 
 // NextDue returns the earliest NextAt of the unsettled batches; ok is false when there are none.

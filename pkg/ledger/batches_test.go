@@ -129,6 +129,36 @@ func TestBatch_LogValueHidesBody(t *testing.T) {
 	}
 }
 
+// TestDB_BatchHeadsLeaveTheBody: the reads made after every step (DueBatches, BatchHead)
+// carry no body, which is a thousand details or more; BatchBody and Batch return the frozen
+// body byte for byte, and an unknown number is ErrNotFound.
+func TestDB_BatchHeadsLeaveTheBody(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	db := mustOpenLedger(t, WithNow(clk.now))
+	ps := mustSeal(t, db, "B1", "k", 3)
+	want := bodyFor("B1", ps)
+
+	due, err := db.DueBatches(ctx, clk.now(), 10)
+	if err != nil || len(due) != 1 || due[0].OutBatchNo != "B1" || due[0].Body != nil || due[0].TotalNum != 3 {
+		t.Fatalf("DueBatches = %+v, %v; want the head of B1, without its body", due, err)
+	}
+	head, err := db.BatchHead(ctx, "B1")
+	if err != nil || head.Body != nil || head.Members != nil || head.TotalAmount != due[0].TotalAmount {
+		t.Fatalf("BatchHead = %+v, %v; want B1 without body or members", head, err)
+	}
+	body, err := db.BatchBody(ctx, "B1")
+	if err != nil || !bytes.Equal(body, want) {
+		t.Fatalf("BatchBody = %q, %v; want %q", body, err, want)
+	}
+	if b, err := db.Batch(ctx, "B1"); err != nil || !bytes.Equal(b.Body, want) || len(b.Members) != 3 {
+		t.Fatalf("Batch = %+v, %v; want B1 with its body and members", b, err)
+	}
+	if _, err := db.BatchBody(ctx, "B9"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("BatchBody of an unknown batch = %v, want ErrNotFound", err)
+	}
+}
+
 func TestDB_BatchLifecycle(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
