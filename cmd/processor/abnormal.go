@@ -87,6 +87,9 @@ func cmdAbnormal(ctx context.Context, args []string, e cli.Env) int {
 	if sub == "transfer" && (*receipt == "" || len(appids) == 0) {
 		return fail("--receipt and at least one --appid are required (see -h)")
 	}
+	if sub != "list" && (*poll <= 0 || *wait <= 0) {
+		return fail("--poll and --wait must be positive")
+	}
 	cfg, err := app.LoadConfig(*path, e.Getenv, sets...)
 	if err != nil {
 		return fail("%v", err)

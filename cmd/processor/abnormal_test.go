@@ -55,6 +55,8 @@ func TestCmdAbnormal(t *testing.T) {
 		{name: "resume with nothing open", args: []string{"resume", "--config", cfg}, wantCode: 0, wantOut: []string{"abnormal-fund: 0 instructions"}},
 		{name: "transfer without appid", args: []string{"transfer", "--config", cfg, "--receipt", "R1"}, wantCode: 2},
 		{name: "unknown subcommand", args: []string{"cancel"}, wantCode: 2},
+		{name: "no poll interval", args: []string{"resume", "--config", cfg, "--poll", "0s"}, wantCode: 2},
+		{name: "no time to follow", args: []string{"transfer", "--config", cfg, "--receipt", "R2", "--appid", wechatpaytest.DefaultAppID, "--wait", "0s"}, wantCode: 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -333,9 +333,11 @@ func follow(ctx context.Context, db *ledger.Instructions, c Client, in ledger.In
 }
 
 // Resume continues every instruction the ledger holds open, oldest first, by its number:
-// RECORDED ones are sent again (their recorded bytes), then each is followed to its final
-// state. It returns the instructions as last recorded; the error joins each one's failure
-// (an instruction that failed stays open for the next Resume).
+// first every RECORDED one is sent again (its recorded bytes), then each is followed to its
+// final state. Sending first keeps an instruction whose payee has not collected yet (followed
+// for as long as ctx lasts) from holding back a later one that was never sent. It returns the
+// instructions as last recorded; the error joins each one's failure (an instruction that
+// failed stays open for the next Resume).
 func Resume(ctx context.Context, db *ledger.Instructions, c Client, opts ...Option) ([]ledger.Instruction, error) {
 	o := newOptions(opts)
 	open, err := db.Open(ctx)
@@ -343,17 +345,28 @@ func Resume(ctx context.Context, db *ledger.Instructions, c Client, opts ...Opti
 		return nil, err
 	}
 	var errs []error
-	for i, in := range open {
-		if ctx.Err() != nil {
-			errs = append(errs, fmt.Errorf("instruction %s: %w", in.OutInstructionNo, ctx.Err()))
-			continue
-		}
-		out, err := continueOne(ctx, db, c, in, o)
-		open[i] = out
-		if err != nil {
-			errs = append(errs, err)
+	failed := make([]bool, len(open))
+	pass := func(sends bool) {
+		for i, in := range open {
+			if failed[i] || (sends && in.State != ledger.InstrRecorded) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				failed[i], errs = true, append(errs, fmt.Errorf("instruction %s: %w", in.OutInstructionNo, err))
+				continue
+			}
+			step := follow
+			if sends {
+				step = send
+			}
+			var err error
+			if open[i], err = step(ctx, db, c, in, o); err != nil {
+				failed[i], errs = true, append(errs, err)
+			}
 		}
 	}
+	pass(true)
+	pass(false)
 	return open, errors.Join(errs...)
 }
 

@@ -24,9 +24,9 @@ type world struct {
 	db  *ledger.Instructions
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts ...wechatpaytest.Option) *world {
 	t.Helper()
-	srv := wechatpaytest.NewServer(t, wechatpaytest.WithSpeed(1000), wechatpaytest.WithRateLimit(0))
+	srv := wechatpaytest.NewServer(t, append([]wechatpaytest.Option{wechatpaytest.WithSpeed(1000), wechatpaytest.WithRateLimit(0)}, opts...)...)
 	c, err := wechatpay.NewClient(srv.ClientConfig(), wechatpay.WithLogger(slog.New(slog.DiscardHandler)), wechatpay.WithRetries(0),
 		wechatpay.WithTimeout(5*time.Second))
 	if err != nil {
@@ -167,6 +167,41 @@ func TestInstruct_OtherNumber(t *testing.T) {
 func ledgerRecord(w *world, receipt, appid string) (ledger.Instruction, error) {
 	o := newOptions(fastOpts)
 	return record(context.Background(), w.db, o, receipt, []string{appid}, "")
+}
+
+// TestResume_SendsBeforeFollowing: an instruction the payee has not collected (PENDING at
+// WeChat for as long as the run lasts: the sandbox's clock stands still) does not keep a later
+// recorded one from being sent: Resume sends every recorded instruction before it follows any.
+func TestResume_SendsBeforeFollowing(t *testing.T) {
+	at := time.Now()
+	w := newWorld(t, wechatpaytest.WithClock(func() time.Time { return at }))
+	ctx := context.Background()
+	w.srv.AddReceipt("R2", 200)
+	pending, err := ledgerRecord(w, "R1", wechatpaytest.DefaultAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending, err = Send(ctx, w.db, w.c, pending, fastOpts...); err != nil || pending.State != ledger.InstrPending {
+		t.Fatalf("Send: %v %s", err, pending.State)
+	}
+	later, err := ledgerRecord(w, "R2", wechatpaytest.DefaultAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	run, cancel := context.WithTimeout(ctx, 2*time.Second) // the run's --wait: the PENDING one uses it up
+	defer cancel()
+	got, err := Resume(run, w.db, w.c, fastOpts...)
+	if !errors.Is(err, context.DeadlineExceeded) || len(got) != 2 {
+		t.Fatalf("Resume: %d, %v; want both, and the deadline of the one still PENDING", len(got), err)
+	}
+	sent := false
+	for _, s := range w.srv.Instructions() {
+		sent = sent || (s.ReceiptID == "R2" && s.OutInstructionNo == later.OutInstructionNo)
+	}
+	if in, err := w.db.Get(ctx, later.ID); err != nil || in.State == ledger.InstrRecorded || !sent {
+		t.Fatalf("the later instruction is %s at home (%v), at WeChat %v; want it sent", in.State, err, sent)
+	}
 }
 
 // TestResume: instructions left open by a dead process are continued by their numbers:

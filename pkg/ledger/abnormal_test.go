@@ -174,17 +174,40 @@ func TestInstructions_Audit(t *testing.T) {
 	if _, _, err := old.Record(ctx, newInstr("R1", "I1", "wx")); err != nil { // recorded, never sent
 		t.Fatal(err)
 	}
+	week := func() time.Time { return time.Now().Add(-8 * 24 * time.Hour) }
+	older := mustOpenInstructions(t, path, week)
+	pending, _, err := older.Record(ctx, newInstr("R3", "I3", "wx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := older.Attempt(ctx, pending.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := older.Apply(ctx, pending.ID, InstructionAnswer{ReceiptState: InstrPending}); err != nil { // acknowledged, never collected
+		t.Fatal(err)
+	}
 	a := mustOpenInstructions(t, path, time.Now)
 	in, _, _ := a.Record(ctx, newInstr("R2", "I2", "wx"))
 	if _, err := a.Attempt(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 1}, path)
+	// Still retried and polled now: how long each has been in its state is what counts.
+	stale, _ := a.Get(ctx, 1)
+	if _, err := a.Attempt(ctx, stale.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Fail(ctx, stale.ID, "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(ctx, pending.ID, InstructionAnswer{ReceiptState: InstrPending}); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 2}, path)
 	// An attempt the log does not know of.
 	if _, err := a.w.ExecContext(ctx, `UPDATE abnormal_instructions SET attempts = 2 WHERE id = ?`, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 1, "abnormal_history": 1}, path)
+	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 2, "abnormal_history": 1}, path)
 }
 
 // TestInstructions_WrongMerchant: the instruction table of a ledger bound to another merchant
