@@ -176,6 +176,11 @@ func getInstr(ctx context.Context, tx querier, id int64) (Instruction, error) {
 	return out[0], nil
 }
 
+// contradicted starts the detail of the log row written when WeChat answers with a state for
+// an instruction the ledger holds REJECTED (migration 0008's audit_abnormal_contradicted
+// matches it).
+const contradicted = "contradicted: WeChat answers "
+
 // logRow appends one row to abnormal_log.
 func logRow(ctx context.Context, tx *sql.Conn, id, at int64, kind, from, to, detail string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO abnormal_log (instruction, at, kind, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -294,6 +299,11 @@ func (a *Instructions) Apply(ctx context.Context, id int64, ans InstructionAnswe
 			illegal = fmt.Errorf("%w: instruction %s: unknown receipt_state %q", ErrIllegalTransition, cur.OutInstructionNo, ans.ReceiptState)
 		case cur.State == InstrRejected:
 			illegal = fmt.Errorf("%w: instruction %s is REJECTED, WeChat answers %s", ErrIllegalTransition, cur.OutInstructionNo, ans.ReceiptState)
+			// The ledger took WeChat to hold no instruction of this number; WeChat says it does.
+			// Nothing changes, but the audit must see it (audit_abnormal_contradicted).
+			if err := logRow(ctx, tx, id, ms(a.now()), "error", "", "", contradicted+ans.ReceiptState); err != nil {
+				return err
+			}
 		case ans.Amount < 0 || (cur.Amount != 0 && ans.Amount != 0 && ans.Amount != cur.Amount):
 			illegal = fmt.Errorf("%w: instruction %s: amount %d fen, WeChat now says %d", ErrIllegalTransition, cur.OutInstructionNo, cur.Amount, ans.Amount)
 		}

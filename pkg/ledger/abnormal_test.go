@@ -210,6 +210,29 @@ func TestInstructions_Audit(t *testing.T) {
 	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 2, "abnormal_history": 1}, path)
 }
 
+// TestInstructions_Contradicted: WeChat answering for an instruction the ledger holds REJECTED
+// changes nothing, and the audit reports it (an answer for a RECORDED one is no contradiction).
+func TestInstructions_Contradicted(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	a := mustOpenInstructions(t, path, time.Now)
+	in, _, err := a.Record(ctx, newInstr("R1", "I1", "wx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Reject(ctx, in.ID, "NOT_FOUND"); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditClean(t, time.Now(), path)
+	for range 2 { // a callback WeChat delivers again
+		got, err := a.Apply(ctx, in.ID, InstructionAnswer{ReceiptState: InstrCompleted, Amount: 5})
+		if !errors.Is(err, ErrIllegalTransition) || got.State != InstrRejected {
+			t.Fatalf("Apply to a REJECTED instruction: %s, %v; want it left REJECTED and ErrIllegalTransition", got.State, err)
+		}
+	}
+	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_contradicted": 1}, path)
+}
+
 // TestInstructions_WrongMerchant: the instruction table of a ledger bound to another merchant
 // is refused, with or without a processor holding the file (an instruction sent from it would
 // pay with this merchant's keys what that ledger records).
