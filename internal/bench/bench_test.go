@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,6 +73,13 @@ func TestRun(t *testing.T) {
 	}
 	if s := r.RawClaim.Stages; s == nil || s.Fetch <= 0 || s.Claim <= 0 || s.Ack <= 0 || s.Fetch+s.Claim+s.Ack > r.RawClaim.Seconds {
 		t.Errorf("floor stages = %+v, want each positive and their sum within %.3f s", s, r.RawClaim.Seconds)
+	}
+	// CPU time is counted over each intake measurement: more than nothing, and no more than
+	// every core could give over its wall time.
+	for name, x := range map[string]*Rate{"floor": r.RawClaim, "processor": r.Empty} {
+		if x.CPU <= 0 || x.CPU > x.Seconds*float64(runtime.NumCPU()) {
+			t.Errorf("%s CPU %.3f s over %.3f s of wall time on %d CPUs", name, x.CPU, x.Seconds, runtime.NumCPU())
+		}
 	}
 	var out strings.Builder
 	r.WriteText(&out)
@@ -160,6 +168,12 @@ func TestReport_writeStages(t *testing.T) {
 	r.writeStages(&out)
 	if got, want := out.String(), "intake stages, ms per 1000 payouts: fetch 10.0 + KV claim 25.0 + ack 5.0 + ledger commit 20.0 + the rest 90.0 = processor 150.0\n"; got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	r.RawClaim.CPU, r.Empty.CPU = 0.04, 0.1
+	out.Reset()
+	r.writeStages(&out)
+	if want := "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor 20.0, processor 50.0 (floor ÷ processor 0.400)\n"; !strings.HasSuffix(out.String(), want) {
+		t.Fatalf("got  %q\nwant it to end with %q", out.String(), want)
 	}
 	r.Ledger = nil
 	out.Reset()

@@ -45,7 +45,7 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, count, fetchBatch i
 	if err != nil {
 		return Rate{}, fmt.Errorf("raw consumer: %w", err)
 	}
-	start := time.Now()
+	start, cpu := time.Now(), processCPU()
 	n := 0
 	var fetching, claiming, acking time.Duration
 	var msgs []jetstream.Msg
@@ -93,6 +93,7 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, count, fetchBatch i
 	acking += end.Sub(t)
 	r := newRate(n, end.Sub(start))
 	r.Stages = &Stages{Fetch: fetching.Seconds(), Claim: claiming.Seconds(), Ack: acking.Seconds()}
+	r.CPU = (processCPU() - cpu).Seconds()
 	return r, nil
 }
 
@@ -171,12 +172,16 @@ func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSe
 	if err != nil {
 		return Rate{}, 0, err
 	}
+	cpu := processCPU() // startProcessor returns once it is ready
 	end, err := e.waitAcked(ctx, cfg.NATS.Topology.Consumer, lastSeq, 5*time.Minute)
+	cpu = processCPU() - cpu
 	err = errors.Join(err, p.Stop())
 	if err != nil {
 		return Rate{}, 0, err
 	}
-	return newRate(n, end.Sub(p.ready)), p.ready.Sub(launched), nil
+	r := newRate(n, end.Sub(p.ready))
+	r.CPU = cpu.Seconds()
+	return r, p.ready.Sub(launched), nil
 }
 
 // prefill creates the ledger dataDir/ledger.db holding n payouts with random 24-character

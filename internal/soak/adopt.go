@@ -65,8 +65,9 @@ func parseAdoption(out []byte) (Adoption, error) {
 }
 
 // adoptAttempts bounds the runs of `processor adopt` for real: a run that fails (a claim
-// move whose reply a fault proxy cut) is run again, as its error asks.
-const adoptAttempts = 3
+// move whose reply a fault proxy cut, JetStream answering "no responders" for a while after
+// a node restart on a loaded box) is run again, as its error asks, as an operator would.
+const adoptAttempts = 10
 
 // adoptPause is the wait before a failed run of `processor adopt` is run again.
 const adoptPause = 3 * time.Second
