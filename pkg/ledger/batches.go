@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -71,16 +72,14 @@ func members(ctx context.Context, q querier, where string, args ...any) ([]membe
 	return out, err
 }
 
-// batchCols are the columns queryBatches scans; headCols are the same without the body (read
-// as NULL): a body is a thousand details or more, and most reads never look at it.
-const (
-	batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
+// batchCols are the columns queryBatches scans.
+const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
 	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
 	sealed_at, accepted_at, state_at, updated_at, settled`
-	headCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, NULL, state, batch_id, attempts,
-	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
-	sealed_at, accepted_at, state_at, updated_at, settled`
-)
+
+// headCols are batchCols with the body read as NULL: a body is a thousand details or more,
+// and most reads never look at it.
+var headCols = strings.Replace(batchCols, " body,", " NULL,", 1)
 
 // queryBatches scans batches; with withMembers it also loads each one's member seqs.
 func queryBatches(ctx context.Context, q querier, withMembers bool, query string, args ...any) ([]Batch, error) {
