@@ -31,8 +31,8 @@ const MaxReceiptBytes = 16 << 20
 // INVALID_REQUEST (FetchReceipt turns that into a *ReceiptRefusal). The answer is usually
 // SignatureAccepted: query until SignatureFinished.
 func (c *Client) ApplyBatchReceipt(ctx context.Context, outBatchNo string) (*BatchReceipt, error) {
-	if !receiptNo(outBatchNo) {
-		return nil, invalid("batch receipt: out_batch_no %q: want 1 to 32 characters", outBatchNo)
+	if !outNo.MatchString(outBatchNo) {
+		return nil, invalid("batch receipt: out_batch_no %q: want 1 to 32 characters of [0-9A-Za-z]", outBatchNo)
 	}
 	body, err := MarshalBody(struct {
 		OutBatchNo string `json:"out_batch_no"`
@@ -79,8 +79,8 @@ func (c *Client) QueryDetailReceipt(ctx context.Context, outBatchNo, outDetailNo
 // only for a SUCCESS bill sent with the payee's real name, within six months; accepting the
 // application does not promise the receipt: query until FINISHED or FAILED.
 func (c *Client) ApplyBillReceipt(ctx context.Context, outBillNo string) (*BillReceipt, error) {
-	if !receiptNo(outBillNo) {
-		return nil, invalid("bill receipt: out_bill_no %q: want 1 to 32 characters", outBillNo)
+	if !outNo.MatchString(outBillNo) {
+		return nil, invalid("bill receipt: out_bill_no %q: want 1 to 32 characters of [0-9A-Za-z]", outBillNo)
 	}
 	body, err := MarshalBody(struct {
 		OutBillNo string `json:"out_bill_no"`

@@ -71,10 +71,10 @@ func (r *DetailReceiptRequest) Validate() error {
 	switch {
 	case r.AcceptType != AcceptTypeBatchTransfer:
 		return invalid("detail receipt: accept_type %q: want %s", r.AcceptType, AcceptTypeBatchTransfer)
-	case !receiptNo(r.OutBatchNo):
-		return invalid("detail receipt: out_batch_no %q: want 1 to 32 characters", r.OutBatchNo)
-	case !receiptNo(r.OutDetailNo):
-		return invalid("detail receipt: out_detail_no %q: want 1 to 32 characters", r.OutDetailNo)
+	case !outNo.MatchString(r.OutBatchNo):
+		return invalid("detail receipt: out_batch_no %q: want 1 to 32 characters of [0-9A-Za-z]", r.OutBatchNo)
+	case !outNo.MatchString(r.OutDetailNo):
+		return invalid("detail receipt: out_detail_no %q: want 1 to 32 characters of [0-9A-Za-z]", r.OutDetailNo)
 	}
 	return nil
 }
@@ -137,11 +137,11 @@ func (r ReceiptRef) String() string {
 func (r ReceiptRef) validate() error {
 	switch r.Rail {
 	case ReceiptRailBatch:
-		if !receiptNo(r.OutBatchNo) || (r.OutDetailNo != "" && !receiptNo(r.OutDetailNo)) || r.OutBillNo != "" {
+		if !outNo.MatchString(r.OutBatchNo) || (r.OutDetailNo != "" && !outNo.MatchString(r.OutDetailNo)) || r.OutBillNo != "" {
 			return invalid("receipt: batch rail wants out_batch_no, an optional out_detail_no and no out_bill_no")
 		}
 	case ReceiptRailBill:
-		if !receiptNo(r.OutBillNo) || r.OutBatchNo != "" || r.OutDetailNo != "" {
+		if !outNo.MatchString(r.OutBillNo) || r.OutBatchNo != "" || r.OutDetailNo != "" {
 			return invalid("receipt: bill rail wants out_bill_no only")
 		}
 	default:
@@ -149,9 +149,6 @@ func (r ReceiptRef) validate() error {
 	}
 	return nil
 }
-
-// receiptNo reports whether a merchant number fits the receipt APIs: 1 to 32 characters.
-func receiptNo(s string) bool { return s != "" && len(s) <= 32 }
 
 // ErrReceiptRefused marks an application WeChat Pay refused because no receipt can exist for the
 // transfer (docs/receipts.md §5): it did not succeed, it was sent without the payee's real name,

@@ -242,6 +242,7 @@ func TestDetailReceiptRequest_Validate(t *testing.T) {
 		{"other accept_type", wechatpay.DetailReceiptRequest{AcceptType: "TRANSFER_TO_POCKET", OutBatchNo: "B", OutDetailNo: "D"}, wechatpay.ErrBadInput},
 		{"no batch", wechatpay.DetailReceiptRequest{AcceptType: wechatpay.AcceptTypeBatchTransfer, OutDetailNo: "D"}, wechatpay.ErrBadInput},
 		{"detail too long", wechatpay.DetailReceiptRequest{AcceptType: wechatpay.AcceptTypeBatchTransfer, OutBatchNo: "B", OutDetailNo: strings.Repeat("D", 33)}, wechatpay.ErrBadInput},
+		{"batch not [0-9A-Za-z]", wechatpay.DetailReceiptRequest{AcceptType: wechatpay.AcceptTypeBatchTransfer, OutBatchNo: "B-1", OutDetailNo: "D"}, wechatpay.ErrBadInput},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -252,6 +253,7 @@ func TestDetailReceiptRequest_Validate(t *testing.T) {
 	}
 	for _, ref := range []wechatpay.ReceiptRef{
 		{Rail: "partner", OutBatchNo: "B"}, {Rail: wechatpay.ReceiptRailBill, OutBatchNo: "B"}, {Rail: wechatpay.ReceiptRailBatch, OutBillNo: "X"},
+		{Rail: wechatpay.ReceiptRailBill, OutBillNo: "X/../Y"}, {Rail: wechatpay.ReceiptRailBatch, OutBatchNo: "B", OutDetailNo: "D 1"},
 	} {
 		if _, err := wechatpay.FetchReceipt(context.Background(), nil, ref, nil); !errors.Is(err, wechatpay.ErrBadInput) {
 			t.Errorf("%+v: err = %v, want ErrBadInput", ref, err)
