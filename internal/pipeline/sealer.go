@@ -93,10 +93,8 @@ func (s *sealer) add(ctx context.Context, ps []ledger.Payout) error {
 func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 	for _, b := range batches {
 		members := make([]ledger.Payout, len(b.Items))
-		seqs := make([]int64, len(b.Items))
 		for i, it := range b.Items {
 			members[i] = s.open[it.Seq]
-			seqs[i] = it.Seq
 		}
 		lb, err := sealable(s.rails, b, members)
 		if err != nil {
@@ -105,10 +103,10 @@ func (s *sealer) seal(ctx context.Context, batches []batching.Batch) error {
 		if err := s.db.ClaimAndSeal(ctx, lb); err != nil {
 			return fmt.Errorf("seal batch %s: %w", b.OutBatchNo, err)
 		}
-		for _, seq := range seqs {
+		for _, seq := range lb.Members {
 			delete(s.open, seq)
 		}
-		s.pending.drop(seqs...)
+		s.pending.drop(lb.Members...)
 		s.log.Info("batch sealed", "out_batch_no", b.OutBatchNo, "details", b.TotalNum(), "amount", b.TotalAmount())
 		s.sealed()
 	}
