@@ -80,7 +80,7 @@ func cmdReconcile(ctx context.Context, args []string, e cli.Env) int {
 		}
 		db.Close()
 	}
-	c, err := cfg.WeChatPay.Client(cfg.Logger(e.Stderr))
+	c, err := cfg.WeChatPay.Client(cfg.Logger(e.Stderr), wechatpay.WithRetries(reconcile.QueryRetries))
 	if err != nil {
 		return fail("%v", err)
 	}

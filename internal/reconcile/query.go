@@ -3,9 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/paystream/paystream/internal/backoff"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
@@ -16,32 +14,18 @@ import (
 // do not list (a batch not FINISHED lists none); on the bills rail it queries the bill by
 // out_bill_no, whose answer carries the amount. Not safe for concurrent use (it caches the
 // pages of one run).
+//
+// Build c with wechatpay.WithRetries(QueryRetries): an ambiguous answer (a timeout, 5xx,
+// SYSTEM_ERROR, 429: docs/wechatpay.md §9) proves nothing about the payout, so it is asked
+// again before the payout is reported with no answer.
 func ClientQuery(c *wechatpay.Client) Query {
 	q := &clientQuery{c: c, pages: map[string]map[string]wechatpay.DetailBrief{}}
-	return q.retried
+	return q.ask
 }
 
-// queryAttempts bounds the tries of one payout's query while WeChat's answers are ambiguous
-// (a timeout, 5xx, SYSTEM_ERROR, 429: docs/wechatpay.md §9), a jittered backoff apart.
-const queryAttempts = 6
-
-// retried is ask, tried again while the answer is ambiguous: a SYSTEM_ERROR proves nothing
-// about the payout, so it must not make it "missing".
-func (q *clientQuery) retried(ctx context.Context, p ledger.Paid) (Remote, error) {
-	for n := 0; ; n++ {
-		r, err := q.ask(ctx, p)
-		if err == nil || !wechatpay.Ambiguous(err) || n+1 == queryAttempts {
-			return r, err
-		}
-		t := time.NewTimer(backoff.Jittered(200*time.Millisecond, 3*time.Second, n))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return Remote{}, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
+// QueryRetries is how many more times a reconciliation's client asks again after an
+// ambiguous answer (wechatpay.WithRetries).
+const QueryRetries = 5
 
 type clientQuery struct {
 	c     *wechatpay.Client

@@ -188,7 +188,7 @@ func TestReconcile_Day(t *testing.T) {
 	if len(day.Paid) == 0 || len(day.Failed) == 0 {
 		t.Fatalf("the day has %d paid and %d failed payouts; want both", len(day.Paid), len(day.Failed))
 	}
-	c, err := wechatpay.NewClient(day.Srv.ClientConfig())
+	c, err := wechatpay.NewClient(day.Srv.ClientConfig(), wechatpay.WithRetries(reconcile.QueryRetries), wechatpay.WithBackoff(time.Millisecond, 10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
