@@ -284,7 +284,8 @@ func (a *Instructions) Fail(ctx context.Context, id int64, msg string) error {
 // move forward only: an answer behind the recorded state (a stale query) changes nothing and
 // is not an error; a rejected instruction, an unknown receipt_state or a changed amount
 // wraps ErrIllegalTransition and changes nothing. WeChat's fields are kept as last answered
-// (empty ones do not erase). last_error is cleared.
+// (empty ones do not erase). last_error is cleared. An answer that changes nothing (a poll of
+// an instruction still waiting) writes nothing: updated_at stays when it was last changed.
 func (a *Instructions) Apply(ctx context.Context, id int64, ans InstructionAnswer) (Instruction, error) {
 	var out Instruction
 	var illegal error
@@ -332,6 +333,12 @@ func (a *Instructions) Apply(ctx context.Context, id int64, ans InstructionAnswe
 			if final == 0 {
 				final = now
 			}
+		}
+		if to == cur.State && amount == cur.Amount && cur.LastError == "" && final == ms(cur.FinalAt) &&
+			keep(cur.ProductName, ans.ProductName) == cur.ProductName && keep(cur.CreateTime, ans.CreateTime) == cur.CreateTime &&
+			keep(cur.LastUpdateTime, ans.LastUpdateTime) == cur.LastUpdateTime && keep(cur.SuccessTime, ans.SuccessTime) == cur.SuccessTime {
+			out = cur // a poll that learns nothing writes nothing
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE abnormal_instructions SET state = ?, amount = ?, product_name = ?, create_time = ?,
 			last_update_time = ?, success_time = ?, last_error = '', updated_at = max(updated_at, ?), final_at = ? WHERE id = ?`,

@@ -145,6 +145,43 @@ func TestInstructions_Apply(t *testing.T) {
 	}
 }
 
+// TestInstructions_ApplyUnchanged: an answer that teaches nothing (a poll while the payee has
+// not collected) writes nothing; one that does, writes.
+func TestInstructions_ApplyUnchanged(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	a := mustOpenInstructions(t, filepath.Join(t.TempDir(), "ledger.db"), func() time.Time { return now })
+	in, _, err := a.Record(ctx, newInstr("poll", "Ipoll", "wx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attempt(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	pending := InstructionAnswer{ReceiptState: InstrPending, Amount: 100, CreateTime: "2026-03-01T16:00:00+08:00"}
+	first, err := a.Apply(ctx, in.ID, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	again, err := a.Apply(ctx, in.ID, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.UpdatedAt.Equal(first.UpdatedAt) {
+		t.Errorf("a repeated answer moved updated_at %v → %v", first.UpdatedAt, again.UpdatedAt)
+	}
+	pending.LastUpdateTime = "2026-03-01T17:00:00+08:00"
+	now = now.Add(time.Hour)
+	changed, err := a.Apply(ctx, in.ID, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !changed.UpdatedAt.Equal(now) || changed.LastUpdateTime != pending.LastUpdateTime {
+		t.Errorf("a new last_update_time: updated_at %v, last_update_time %q; want %v, %q", changed.UpdatedAt, changed.LastUpdateTime, now, pending.LastUpdateTime)
+	}
+}
+
 // TestInstructions_BesideProcessor: the table is written while a processor holds the file.
 func TestInstructions_BesideProcessor(t *testing.T) {
 	ctx := context.Background()
