@@ -88,11 +88,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	log = log.With("instance", db.InstanceID())
 	// Abnormal-fund instructions (processor abnormal-fund) live in the same file; their
 	// callbacks reach this processor's listener.
-	instrs, err := ledger.OpenInstructions(ctx, cfg.Ledger, ledger.WithLogger(log), ledger.WithMerchant(cfg.WeChatPay.MchID))
-	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
-	}
-	defer func() { err = errors.Join(err, instrs.Close()) }()
+	instrs := db.Instructions()
 	// An adoption of another instance left half done must be finished first; one of this
 	// instance itself (a recovery of its restored copy, below) is resumed.
 	adopting, err := db.Adopting(ctx)

@@ -81,17 +81,27 @@ type InstructionAnswer struct {
 
 // Instructions is the abnormal-fund instruction table of one ledger file.
 //
-// It works beside a live processor, which holds the file's writer lock: it writes through a
-// connection of its own, one BEGIN IMMEDIATE transaction per method, which SQLite serializes
-// with the processor's writes (each waits up to the busy timeout for the other). That is safe
-// because only Instructions writes its tables (abnormal_instructions, abnormal_log) and they
-// touch no state the processor keeps in memory. For the same reason their history is an
-// append-only log checked by audit views (audit_abnormal_*), not the hash-chained events,
-// whose head the processor keeps in memory. Safe for concurrent use; Close it when done.
+// Each method is one BEGIN IMMEDIATE transaction. Opened by OpenInstructions (the operator's
+// command), it works beside a live processor, which holds the file's writer lock: it writes
+// through a connection of its own, which SQLite serializes with the processor's writes (each
+// waits up to the busy timeout for the other). That is safe because only Instructions writes
+// its tables (abnormal_instructions, abnormal_log) and they touch no state the processor
+// keeps in memory. For the same reason their history is an append-only log checked by audit
+// views (audit_abnormal_*), not the hash-chained events, whose head the processor keeps in
+// memory. The processor itself uses DB.Instructions, through its one writer. Safe for
+// concurrent use; Close it when done.
 type Instructions struct {
-	w, r *sql.DB
-	now  func() time.Time
-	log  *slog.Logger
+	write func(ctx context.Context, fn func(tx *sql.Conn) error) error // one BEGIN IMMEDIATE transaction
+	r     *sql.DB
+	close func() error
+	now   func() time.Time
+	log   *slog.Logger
+}
+
+// Instructions returns the instruction table of db's own file, written through db's single
+// writer and read through its readers. Closing it does nothing; closing db closes it.
+func (db *DB) Instructions() *Instructions {
+	return &Instructions{write: db.write, r: db.rdb, close: func() error { return nil }, now: db.now, log: db.log}
 }
 
 // OpenInstructions opens the instruction table of the ledger at path. With no processor
@@ -127,21 +137,20 @@ func OpenInstructions(ctx context.Context, path string, opts ...Option) (*Instru
 		return nil, fmt.Errorf("open instructions %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	return &Instructions{w: w, r: r, now: cfg.now, log: cfg.log}, nil
-}
-
-// Close closes the table's connections.
-func (a *Instructions) Close() error { return errors.Join(a.w.Close(), a.r.Close()) }
-
-// write runs fn in one BEGIN IMMEDIATE transaction on the writer connection.
-func (a *Instructions) write(ctx context.Context, fn func(tx *sql.Conn) error) error {
-	conn, err := a.w.Conn(ctx)
-	if err != nil {
-		return err
+	write := func(ctx context.Context, fn func(tx *sql.Conn) error) error {
+		conn, err := w.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return inTx(ctx, conn, fn)
 	}
-	defer conn.Close()
-	return inTx(ctx, conn, fn)
+	return &Instructions{write: write, r: r, close: func() error { return errors.Join(w.Close(), r.Close()) },
+		now: cfg.now, log: cfg.log}, nil
 }
+
+// Close closes the table's connections (none of a DB's Instructions).
+func (a *Instructions) Close() error { return a.close() }
 
 // instrCols selects an Instruction (scanInstr).
 const instrCols = `id, receipt_id, out_instruction_no, appids, notify_url, body, state, amount, product_name,

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -63,8 +64,10 @@ func TestInstructions_Record(t *testing.T) {
 	// The request is frozen.
 	tamperErr := func(q string) error {
 		t.Helper()
-		_, err := a.w.ExecContext(ctx, q)
-		return err
+		return a.write(ctx, func(tx *sql.Conn) error {
+			_, err := tx.ExecContext(ctx, q)
+			return err
+		})
 	}
 	if err := tamperErr(`UPDATE abnormal_instructions SET body = x'7b7d' WHERE id = 1`); err == nil {
 		t.Error("a body was changed")
@@ -203,6 +206,39 @@ func TestInstructions_BesideProcessor(t *testing.T) {
 	mustAuditClean(t, time.Now(), path)
 }
 
+// TestDB_Instructions: a processor's own table goes through its DB's one writer (each write
+// is one of the DB's commits), and closing it leaves the DB open.
+func TestDB_Instructions(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	commits := 0
+	db, err := Open(ctx, path, WithCommitObserver(func(time.Duration) { commits++ }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	a := db.Instructions()
+	commits = 0 // Open's own
+	in, _, err := a.Record(ctx, newInstr("R1", "I1", "wx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attempt(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if commits != 2 {
+		t.Errorf("%d commits of the DB's writer for a record and an attempt, want 2", commits)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustInsert(t, db, newPayout("k1", 100))
+	if got, err := a.Get(ctx, in.ID); err != nil || got.Attempts != 1 {
+		t.Fatalf("Get after Close: %+v, %v", got, err)
+	}
+	mustAuditClean(t, time.Now(), path)
+}
+
 func TestInstructions_Audit(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "ledger.db")
@@ -241,7 +277,10 @@ func TestInstructions_Audit(t *testing.T) {
 	}
 	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 2}, path)
 	// An attempt the log does not know of.
-	if _, err := a.w.ExecContext(ctx, `UPDATE abnormal_instructions SET attempts = 2 WHERE id = ?`, in.ID); err != nil {
+	if err := a.write(ctx, func(tx *sql.Conn) error {
+		_, err := tx.ExecContext(ctx, `UPDATE abnormal_instructions SET attempts = 2 WHERE id = ?`, in.ID)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	mustAuditFinds(t, time.Now(), map[string]int{"abnormal_stuck": 2, "abnormal_history": 1}, path)
