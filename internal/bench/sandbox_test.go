@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -43,11 +46,27 @@ func TestSandbox(t *testing.T) {
 	if _, err := c.QueryBatchByOutBatchNo(ctx, "BENCHNOSUCHBATCH", wechatpay.BatchQuery{}); !errors.Is(err, wechatpay.ErrNotFound) {
 		t.Fatalf("query of an unknown batch: %v, want NOT_FOUND", err)
 	}
+	// yield lowers every thread of the process, not only its first.
+	if err := sb.yield(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.QueryBatchByOutBatchNo(ctx, "BENCHNOSUCHBATCH", wechatpay.BatchQuery{}); !errors.Is(err, wechatpay.ErrNotFound) {
+		t.Fatalf("query of an unknown batch after yield: %v, want NOT_FOUND", err)
+	}
+	tids, err := threads(sb.cmd.Process.Pid)
+	if err != nil || len(tids) < 2 {
+		t.Fatalf("threads of the sandbox: %v, %v; want a Go process's several", tids, err)
+	}
+	for _, tid := range tids {
+		if n := threadNice(t, sb.cmd.Process.Pid, tid); n != 19 {
+			t.Errorf("thread %d of %d runs at nice %d, want 19", tid, len(tids), n)
+		}
+	}
 	st, err := sb.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := st.Requests[wechatpaytest.EndpointBatchByOutNo], 1; got != want {
+	if got, want := st.Requests[wechatpaytest.EndpointBatchByOutNo], 2; got != want {
 		t.Fatalf("sandbox counted %d batch queries, want %d: %+v", got, want, st)
 	}
 	if bs, err := sb.Batches(ctx); err != nil || len(bs) != 0 {
@@ -79,4 +98,20 @@ func TestStartSandbox_Fails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), logPath) {
 		t.Fatalf("sandbox with --product neither: %v, want an error naming %s", err, logPath)
 	}
+}
+
+// threadNice reads thread tid's nice value from /proc (field 19 of its stat line; the fields
+// counted after the command name, which is in parentheses and may hold spaces).
+func threadNice(t *testing.T, pid, tid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	n, err := strconv.Atoi(f[16]) // field 19; f[0] is field 3
+	if err != nil {
+		t.Fatalf("stat of thread %d: %q", tid, b)
+	}
+	return n
 }
