@@ -353,8 +353,7 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
 			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, ` + c + `) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(r+`),`, len(chunk)), ",")
-		// Odd-sized tails are not worth caching.
-		if _, err := db.exec(ctx, tx, len(chunk) == insertChunk, q, args...); err != nil {
+		if err := db.insertRows(ctx, tx, len(chunk) == insertChunk, q, args); err != nil { // odd-sized tails are not worth caching
 			return err
 		}
 	}

@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -257,5 +259,44 @@ func TestDB_PayoutsAfter(t *testing.T) {
 		if got, want := strings.Join(plan, "; "), "SEARCH payouts USING INDEX payouts_open (state=? AND seq>?)"; got != want {
 			t.Fatalf("%s plan = %q, want %q", st, got, want)
 		}
+	}
+}
+
+// TestDB_InsertRefused: an INSERT that SQLite refuses (here a trigger) fails the whole group,
+// in a full cached chunk and in the tail, and leaves nothing behind: not a row, not a key.
+func TestDB_InsertRefused(t *testing.T) {
+	ctx := context.Background()
+	for _, at := range []int{100, insertChunk + 100} { // in the first (cached) chunk, in the tail
+		t.Run(fmt.Sprint("row ", at), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ledger.db")
+			db := mustOpenPath(t, path)
+			group := make([]Payout, insertChunk+200)
+			for i := range group {
+				group[i] = newPayout(fmt.Sprintf("refuse%04d", i), 100)
+			}
+			raw, err := sql.Open("sqlite3", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			if _, err := raw.ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON payouts WHEN NEW.out_detail_no = '`+
+				group[at].OutDetailNo+`' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
+				t.Fatal(err)
+			}
+			next := db.NextSeq()
+			if _, err := db.InsertPayouts(ctx, group); err == nil || !strings.Contains(err.Error(), "refused by the test") {
+				t.Fatalf("InsertPayouts: %v, want the trigger's refusal", err)
+			}
+			var rows int
+			if err := raw.QueryRowContext(ctx, `SELECT count(*) FROM payouts`).Scan(&rows); err != nil || rows != 0 || db.NextSeq() != next {
+				t.Fatalf("after the refusal: %d rows (%v), next seq %d; want 0 rows, %d", rows, err, db.NextSeq(), next)
+			}
+			if _, err := raw.ExecContext(ctx, `DROP TRIGGER refuse`); err != nil {
+				t.Fatal(err)
+			}
+			if seqs := mustInsert(t, db, group...); seqs[0] != next {
+				t.Fatalf("the group again starts at seq %d, want %d", seqs[0], next)
+			}
+		})
 	}
 }
