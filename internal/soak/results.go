@@ -165,7 +165,9 @@ func (s *soak) checkWaits(res *results, ev *evidence) {
 }
 
 // checkCancels: a payout cancelled mid-run ends CANCELLED and is not refused, or ends as its
-// payee did (too late: WeChat refused, or it was final first) and is refused once; a
+// payee did (too late: WeChat refused, or it was final first) and is refused once (twice only
+// for a bill of the instance lost with its disk: WeChat refused, then its adopter finds it
+// final); a
 // cancel of a settled payout is refused ALREADY_FINAL, one of an unknown payout
 // UNKNOWN_PAYOUT; nothing else is refused.
 func (s *soak) checkCancels(res *results, ev *evidence) {
@@ -191,6 +193,12 @@ func (s *soak) checkCancels(res *results, ev *evidence) {
 			}
 		case f.state != ledger.PayoutCancelled && len(codes) == 1 && (codes[0] == payout.CancelTooLate || codes[0] == payout.CancelFinal):
 			refused[f.state+" "+codes[0]]++
+		case f.state != ledger.PayoutCancelled && len(codes) == 2 && codes[0] == payout.CancelTooLate && codes[1] == payout.CancelFinal &&
+			s.adoptedBatch(f.batch):
+			// The lost instance answered (WeChat refused) and its disk took the record of it
+			// with it; its adopter, asked again by the same cancel, answers what its ledger
+			// knows: the bill ended first (README, failure modes: a disk lost without a replica).
+			refused[f.state+" "+codes[0]+" then "+codes[1]+" by the adopter"]++
 		default:
 			wrong = append(wrong, fmt.Sprintf("%s (%s) refused %v", k, f.state, codes))
 		}
@@ -221,6 +229,12 @@ func refusalCodes(evs []payout.CancelRefusedEvent) []string {
 		codes[i] = e.Code
 	}
 	return codes
+}
+
+// adoptedBatch reports whether batch was sealed by the instance the recovery drill lost with
+// its disk: batching.OutBatchNo starts with "B" and the instance id.
+func (s *soak) adoptedBatch(batch string) bool {
+	return s.rep.AdoptInstance != "" && strings.HasPrefix(batch, "B"+s.rep.AdoptInstance)
 }
 
 // settledCancelsEach is how many settled payouts each ledger contributes to the cancels of

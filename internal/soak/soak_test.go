@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
@@ -277,6 +278,14 @@ func TestChecks_Bills(t *testing.T) {
 		}, "cancels:"},
 		{"a cancel too late never answered", func(_ *soak, _ *evidence, res *results) { delete(res.refusals, "E") }, "cancels:"},
 		{"a cancel refused twice", func(_ *soak, _ *evidence, res *results) {
+			res.refusals["E"] = append(res.refusals["E"], payout.CancelRefusedEvent{OutDetailNo: "E", Code: payout.CancelFinal})
+		}, "cancels:"},
+		{"a cancel answered by a lost instance, then by its adopter", func(s *soak, ev *evidence, res *results) {
+			s.rep.AdoptInstance, ev.rows["E"][0].batch = "LOST1", batching.OutBatchNo("LOST1", 5)
+			res.refusals["E"] = append(res.refusals["E"], payout.CancelRefusedEvent{OutDetailNo: "E", Code: payout.CancelFinal})
+		}, ""},
+		{"a cancel refused twice in a batch of a live instance", func(s *soak, ev *evidence, res *results) {
+			s.rep.AdoptInstance, ev.rows["E"][0].batch = "LOST1", batching.OutBatchNo("LIVE1", 5)
 			res.refusals["E"] = append(res.refusals["E"], payout.CancelRefusedEvent{OutDetailNo: "E", Code: payout.CancelFinal})
 		}, "cancels:"},
 		{"an unknown payout refused as final", func(_ *soak, _ *evidence, res *results) {
