@@ -560,7 +560,8 @@ func (a *auditor) replay(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 		a.add("event_replay", fmt.Sprintf("payouts seq=%d", seq), "inserted by the events but the row is gone")
 	}
 	var billBatches []string
-	err = eachRow(ctx, tx, `SELECT out_batch_no, rail, state, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
+	err = eachRow(ctx, tx, `SELECT b.out_batch_no, b.rail, b.state, coalesce(bb.body, x'') FROM batches b
+		LEFT JOIN batch_bodies bb ON bb.out_batch_no = b.out_batch_no ORDER BY b.out_batch_no`, nil, func(s func(...any) error) error {
 		var no, rail, state string
 		var body []byte
 		if err := s(&no, &rail, &state, &body); err != nil {
@@ -642,7 +643,8 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 		body   []byte
 	}
 	var bs []hdr
-	if err := eachRow(ctx, tx, `SELECT out_batch_no, total_amount, total_num, body FROM batches ORDER BY out_batch_no`, nil, func(s func(...any) error) error {
+	if err := eachRow(ctx, tx, `SELECT b.out_batch_no, b.total_amount, b.total_num, coalesce(bb.body, x'')
+		FROM batches b LEFT JOIN batch_bodies bb ON bb.out_batch_no = b.out_batch_no ORDER BY b.out_batch_no`, nil, func(s func(...any) error) error {
 		var h hdr
 		bs = append(bs, h)
 		return s(&bs[len(bs)-1].no, &bs[len(bs)-1].amount, &bs[len(bs)-1].num, &bs[len(bs)-1].body)

@@ -80,7 +80,10 @@ func TestAudit_Tampering(t *testing.T) {
 			wantRow: "batches out_batch_no=B1", check: "settled_sums"},
 		{name: "batch total edited", sql: `UPDATE batches SET total_amount = total_amount + 1 WHERE out_batch_no = 'B2'`,
 			wantRow: "batches out_batch_no=B2", check: "batch_totals"},
-		{name: "body edited", sql: `UPDATE batches SET body = CAST(replace(CAST(body AS TEXT), 'b1', 'zz') AS BLOB) WHERE out_batch_no = 'B2'`,
+		{name: "body edited", sql: `DROP TRIGGER batch_bodies_frozen;
+			UPDATE batch_bodies SET body = CAST(replace(CAST(body AS TEXT), 'b1', 'zz') AS BLOB) WHERE out_batch_no = 'B2'`,
+			wantRow: "batches out_batch_no=B2", check: "batch_body"},
+		{name: "body deleted", sql: `DROP TRIGGER batch_bodies_keep; DELETE FROM batch_bodies WHERE out_batch_no = 'B2'`,
 			wantRow: "batches out_batch_no=B2", check: "batch_body"},
 		{name: "duplicate key planted", sql: `INSERT INTO payouts SELECT 100, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark,
 			scene_id, rail, group_key, amount, user_name_cipher, content_hash, stream_seq, 'RECEIVED', NULL, NULL, '', '', received_at, updated_at, ''

@@ -3,10 +3,8 @@ package ledger
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -72,17 +70,14 @@ func members(ctx context.Context, q querier, where string, args ...any) ([]membe
 	return out, err
 }
 
-// batchCols are the columns queryBatches scans.
-const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, body, state, batch_id, attempts,
+// batchCols are the columns queryBatches scans: every column of batches (the body lives in
+// batch_bodies, read only when sending or auditing).
+const batchCols = `out_batch_no, rail, group_key, mchid, total_amount, total_num, state, batch_id, attempts,
 	last_error_code, close_reason, success_amount, fail_amount, success_num, fail_num, next_at, not_found_since,
 	sealed_at, accepted_at, state_at, updated_at, settled`
 
-// headCols are batchCols with the body read as NULL: a body is a thousand details or more,
-// and most reads never look at it.
-var headCols = strings.Replace(batchCols, " body,", " NULL,", 1)
-
-// queryBatches scans batches; with withMembers it also loads each one's member seqs.
-func queryBatches(ctx context.Context, q querier, withMembers bool, query string, args ...any) ([]Batch, error) {
+// queryBatches scans batches; with whole it also loads each one's body and member seqs.
+func queryBatches(ctx context.Context, q querier, whole bool, query string, args ...any) ([]Batch, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -91,7 +86,7 @@ func queryBatches(ctx context.Context, q querier, withMembers bool, query string
 	for rows.Next() {
 		var b Batch
 		var next, nf, sealed, acc, stateAt, upd int64
-		if err := rows.Scan(&b.OutBatchNo, &b.Rail, &b.GroupKey, &b.MchID, &b.TotalAmount, &b.TotalNum, &b.Body, &b.State,
+		if err := rows.Scan(&b.OutBatchNo, &b.Rail, &b.GroupKey, &b.MchID, &b.TotalAmount, &b.TotalNum, &b.State,
 			&b.BatchID, &b.Attempts, &b.LastErrorCode, &b.CloseReason, &b.SuccessAmount, &b.FailAmount, &b.SuccessNum,
 			&b.FailNum, &next, &nf, &sealed, &acc, &stateAt, &upd, &b.Settled); err != nil {
 			rows.Close()
@@ -101,10 +96,13 @@ func queryBatches(ctx context.Context, q querier, withMembers bool, query string
 		b.StateAt, b.UpdatedAt = fromMS(stateAt), fromMS(upd)
 		out = append(out, b)
 	}
-	if err := rows.Close(); err != nil || !withMembers {
+	if err := rows.Close(); err != nil || !whole {
 		return out, err
 	}
 	for i := range out {
+		if out[i].Body, err = batchBody(ctx, q, out[i].OutBatchNo); err != nil {
+			return nil, err
+		}
 		ms, err := members(ctx, q, `out_batch_no = ? ORDER BY batch_pos`, out[i].OutBatchNo)
 		if err != nil {
 			return nil, err
@@ -138,11 +136,7 @@ func billBodies(ctx context.Context, q querier, outBatchNo string) ([][]byte, er
 // batchTx reads one batch; whole also loads its body and member seqs (a thousand rows or
 // more), which a head (whole false) leaves nil.
 func (db *DB) batchTx(ctx context.Context, q querier, outBatchNo string, whole bool) (Batch, error) {
-	cols := headCols
-	if whole {
-		cols = batchCols
-	}
-	bs, err := queryBatches(ctx, q, whole, `SELECT `+cols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
+	bs, err := queryBatches(ctx, q, whole, `SELECT `+batchCols+` FROM batches WHERE out_batch_no = ?`, outBatchNo)
 	switch {
 	case err != nil:
 		return Batch{}, err
@@ -176,7 +170,7 @@ func (db *DB) readBatch(ctx context.Context, outBatchNo string, whole bool) (Bat
 // send), the others to be polled; on rail bills (NextAt = the earliest of its unsettled bills)
 // DueBills names the bills to step. They are heads (BatchHead): Batch loads a whole batch.
 func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch, error) {
-	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+headCols+` FROM batches WHERE settled = 0 AND next_at <= ?
+	bs, err := queryBatches(ctx, db.rdb, false, `SELECT `+batchCols+` FROM batches WHERE settled = 0 AND next_at <= ?
 		ORDER BY next_at LIMIT ?`, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due batches: %w", err)
@@ -186,9 +180,18 @@ func (db *DB) DueBatches(ctx context.Context, now time.Time, limit int) ([]Batch
 
 // BatchBody returns the frozen body of a batch (Batch.Body), or an error wrapping ErrNotFound.
 func (db *DB) BatchBody(ctx context.Context, outBatchNo string) ([]byte, error) {
+	return batchBody(ctx, db.rdb, outBatchNo)
+}
+
+// batchBody reads the frozen body of a batch, or an error wrapping ErrNotFound.
+func batchBody(ctx context.Context, q querier, outBatchNo string) ([]byte, error) {
 	var body []byte
-	err := db.rdb.QueryRowContext(ctx, `SELECT body FROM batches WHERE out_batch_no = ?`, outBatchNo).Scan(&body)
-	if errors.Is(err, sql.ErrNoRows) {
+	found := false
+	err := eachRow(ctx, q, `SELECT body FROM batch_bodies WHERE out_batch_no = ?`, []any{outBatchNo}, func(scan func(...any) error) error {
+		found = true
+		return scan(&body)
+	})
+	if err == nil && !found {
 		err = ErrNotFound
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -156,6 +157,34 @@ func TestDB_BatchHeadsLeaveTheBody(t *testing.T) {
 	}
 	if _, err := db.BatchBody(ctx, "B9"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("BatchBody of an unknown batch = %v, want ErrNotFound", err)
+	}
+}
+
+// TestDB_BodyFrozen: a sealed body can be neither changed nor removed, by the ledger or by
+// hand, and every step of its batch leaves it as sealed.
+func TestDB_BodyFrozen(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	db := mustOpenLedger(t, WithNow(clk.now))
+	ps := mustSeal(t, db, "B1", "k", 3)
+	want := bodyFor("B1", ps)
+	if err := db.RecordSubmit(ctx, "B1", SubmitResult{Outcome: SubmitAccepted, BatchID: "wx1", NextAt: clk.now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`UPDATE batch_bodies SET body = x'7b7d' WHERE out_batch_no = 'B1'`,
+		`DELETE FROM batch_bodies WHERE out_batch_no = 'B1'`,
+	} {
+		err := db.write(ctx, func(tx *sql.Conn) error {
+			_, err := tx.ExecContext(ctx, q)
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "batch body") {
+			t.Fatalf("%s: %v, want the trigger's refusal", q, err)
+		}
+	}
+	if body, err := db.BatchBody(ctx, "B1"); err != nil || !bytes.Equal(body, want) {
+		t.Fatalf("BatchBody = %q, %v; want the body sealed", body, err)
 	}
 }
 

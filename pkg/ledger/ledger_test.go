@@ -1,9 +1,12 @@
 package ledger
 
 import (
+	"compress/gzip"
 	"context"
 	"database/sql"
 	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,12 +116,17 @@ func TestMigrate_FromEachVersion(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger.db")
 			var id string
 			if from > 0 {
+				// Data written under the old schema: by the code of its day where today's
+				// cannot write it (testdata/migrate), else by today's.
+				fixture := loadFixture(t, migrations()[from-1].version, path)
 				old, err := Open(ctx, path, func(d *DB) { d.upTo = from })
 				if err != nil {
 					t.Fatal(err)
 				}
 				id = old.InstanceID()
-				mustSeal(t, old, "B1", "m", 3) // data written under the old schema
+				if !fixture {
+					mustSeal(t, old, "B1", "m", 3)
+				}
 				if err := old.Close(); err != nil {
 					t.Fatal(err)
 				}
@@ -136,7 +144,7 @@ func TestMigrate_FromEachVersion(t *testing.T) {
 					t.Fatalf("InstanceID changed across migration")
 				}
 				b, err := db.Batch(ctx, "B1")
-				if err != nil || len(b.Members) != 3 {
+				if err != nil || len(b.Members) != 3 || checkBatch(b) != nil {
 					t.Fatalf("Batch after migration = %+v, %v", b, err)
 				}
 			}
@@ -272,4 +280,31 @@ func TestPosition(t *testing.T) {
 	if s3, e3 := db.Position(); s3 != seq || e3 != ev2 {
 		t.Fatalf("reopened Position() = %d, %d, want %d, %d", s3, e3, seq, ev2)
 	}
+}
+
+// loadFixture writes testdata/migrate/<name>.db.gz, a ledger written by the code of that
+// schema's day (one batch B1 of three members m0..m2 sealed), to path, and reports whether
+// there is one: a migration that today's code cannot write the old schema for adds one.
+func loadFixture(t *testing.T, name, path string) bool {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "migrate", name+".db.gz"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }

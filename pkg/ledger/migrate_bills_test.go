@@ -12,51 +12,43 @@ import (
 
 // TestMigrate_0004KeepsRows: a ledger written under 0003 (settled and open batches, a
 // published outcome, a conflict, a duplicate, loose rows) keeps every row, its event chain
-// and its audit through 0004, and then takes bills.
+// and its audit through 0004 (and 0009, which moves the batch bodies out), and then takes
+// bills.
 func TestMigrate_0004KeepsRows(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
 	path := filepath.Join(t.TempDir(), "ledger.db")
+	// Written under 0003 by the code of its day (today's cannot write 0003's batches): B1
+	// (a0..a2) FINISHED with a0, a1 SUCCESS and a2 FAIL ACCOUNT_FROZEN, its outcome 1
+	// published; B2 (b0, b1) SEALED; loose (700) RECEIVED and a conflict on it (701); dup (800)
+	// DUPLICATE of owner1 with other content.
+	if !loadFixture(t, "0003_rows", path) {
+		t.Fatal("testdata/migrate/0003_rows.db.gz is missing")
+	}
 	old, err := Open(ctx, path, WithNow(clk.now), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		func(d *DB) { d.upTo = 3 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := mustSeal(t, old, "B1", "a", 3)
-	mustSeal(t, old, "B2", "b", 2)
-	seqs := mustInsert(t, old, newPayout("loose", 700), newPayout("dup", 800))
-	if err := old.MarkDuplicate(ctx, seqs[1], "owner1", true); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.InsertPayouts(ctx, []Payout{newPayout("loose", 701)}); err != nil { // a conflict
-		t.Fatal(err)
-	}
-	// (RecordSubmit writes last_error_message, which 0005 adds: B1 goes straight to its status.)
-	if err := old.ApplyBatchStatus(ctx, "B1", SourceQuery, BatchStatus{BatchID: "wx1", Status: BatchFinished,
-		SuccessAmount: ps[0].Amount + ps[1].Amount, SuccessNum: 2, FailAmount: ps[2].Amount, FailNum: 1}, clk.now()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.ApplyDetailPage(ctx, "B1", SourceQuery, 0, []DetailRow{
-		{OutDetailNo: "a0", DetailID: "d0", Status: PayoutSuccess}, {OutDetailNo: "a1", DetailID: "d1", Status: PayoutSuccess},
-		{OutDetailNo: "a2", DetailID: "d2", Status: PayoutFail, FailReason: "ACCOUNT_FROZEN"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.MarkPublished(ctx, []int64{1}); err != nil { // PendingOutcomes reads bills (0004)
-		t.Fatal(err)
-	}
+	ps := []Payout{newPayout("a0", 100), newPayout("a1", 101), newPayout("a2", 102)}
 	tables := []string{"batches", "payouts", "outcomes", "conflicts", "events", "notifications", "meta"}
-	dump := func(db *DB) string {
+	// batches as one row with its body, before and after 0009 moved the body out.
+	withBodies := map[bool]string{false: "batches", true: "(SELECT b.*, bb.body FROM batches b JOIN batch_bodies bb USING (out_batch_no))"}
+	dump := func(db *DB, moved bool) string {
 		t.Helper()
 		var out string
 		for _, tb := range tables {
 			var n int
 			var sum string
+			from := tb
+			if tb == "batches" {
+				from = withBodies[moved]
+			}
 			q := fmt.Sprintf(`SELECT count(*), coalesce(group_concat(r, '|'), '') FROM (SELECT quote(%s) AS r FROM %s ORDER BY 1)`,
 				map[string]string{"batches": "out_batch_no || state || body || settled || success_amount || next_at",
 					"payouts":  "seq || out_detail_no || state || amount || coalesce(out_batch_no, '') || fail_reason || content_hash",
 					"outcomes": "id || seq || state || published_at", "conflicts": "id || seq", "events": "id || hex(hash)",
-					"notifications": "id", "meta": "key || value"}[tb], tb)
+					"notifications": "id", "meta": "key || value"}[tb], from)
 			if err := db.rdb.QueryRowContext(ctx, q).Scan(&n, &sum); err != nil {
 				t.Fatalf("%s: %v", tb, err)
 			}
@@ -64,13 +56,13 @@ func TestMigrate_0004KeepsRows(t *testing.T) {
 		}
 		return out
 	}
-	before := dump(old)
+	before := dump(old, false)
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	db := mustOpenPath(t, path, WithNow(clk.now))
-	if after := dump(db); after != before {
+	if after := dump(db, true); after != before {
 		t.Fatalf("rows changed by the migration:\nbefore\n%s\nafter\n%s", before, after)
 	}
 	sumAfter, err := db.Summary(ctx)

@@ -240,9 +240,12 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 
 // insertBatch writes the row of batch b, sealed at now (state SEALED, due now).
 func (db *DB) insertBatch(ctx context.Context, tx *sql.Conn, b Batch, now int64) error {
-	_, err := db.exec(ctx, tx, true, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num, body,
-		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
-		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, b.Body, now, now, now, now)
+	_, err := db.exec(ctx, tx, true, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num,
+		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
+		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, now, now, now, now)
+	if err == nil {
+		_, err = db.exec(ctx, tx, true, `INSERT INTO batch_bodies (out_batch_no, body) VALUES (?, ?)`, b.OutBatchNo, b.Body)
+	}
 	if err != nil {
 		return fmt.Errorf("insert batch %s: %w", b.OutBatchNo, err)
 	}
