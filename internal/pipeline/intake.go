@@ -539,35 +539,35 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 		return nil, nil
 	}
 	next := in.db.NextSeq()
+	// rows never grows past n, so a batch's members and the CLAIMED rest are views of it.
 	rows := make([]ledger.Payout, 0, n)
 	owners := make([]ledger.RowOwner, 0, n)
-	place := func(r ledger.Payout, o ledger.RowOwner) ledger.Payout {
-		r.Seq = next + int64(len(rows))
+	place := func(r ledger.Payout, state string, o ledger.RowOwner) int64 {
+		r.Seq, r.State = next+int64(len(rows)), state
 		rows, owners = append(rows, r), append(owners, o)
-		return r
+		return r.Seq
 	}
 	for k := range dups {
-		place(dups[k], dupOwners[k])
+		place(dups[k], dups[k].State, dupOwners[k])
 	}
 	batches := make([]ledger.Batch, len(full))
 	for k, b := range full {
-		members := make([]ledger.Payout, len(batched[k]))
+		start := len(rows)
 		for x, hr := range batched[k] {
-			hr.row.State = ledger.PayoutSealed
-			members[x] = place(hr.row, ledger.RowOwner{})
-			b.Items[x].Seq = members[x].Seq
+			b.Items[x].Seq = place(hr.row, ledger.PayoutSealed, ledger.RowOwner{})
 		}
+		members := rows[start:len(rows):len(rows)]
 		b.OutBatchNo = batching.OutBatchNo(in.db.InstanceID(), members[0].Seq)
 		var err error
 		if batches[k], err = sealable(in.rails, b, members); err != nil {
 			return nil, in.giveBack(err, batched, rest)
 		}
 	}
-	claimed := make([]ledger.Payout, len(rest))
-	for x, hr := range rest {
-		hr.row.State = ledger.PayoutClaimed
-		claimed[x] = place(hr.row, ledger.RowOwner{})
+	start := len(rows)
+	for _, hr := range rest {
+		place(hr.row, ledger.PayoutClaimed, ledger.RowOwner{})
 	}
+	claimed := rows[start:len(rows):len(rows)]
 	if err := in.db.CommitIntake(ctx, rows, owners, batches); err != nil {
 		return nil, in.giveBack(fmt.Errorf("ledger commit: %w", err), batched, rest)
 	}
