@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -92,13 +93,15 @@ type DB struct {
 	wconn *sql.Conn // the single writer; transactions are BEGIN IMMEDIATE … COMMIT on it
 	rdb   *sql.DB   // read-only pool
 
-	upTo      int                  // migrations to apply; 0 = all (tests open older schema versions)
-	sem       chan struct{}        // weight-1 write semaphore, honours ctx
-	head      []byte               // hash of the last event; guarded by sem
-	lastEvent int64                // id of the last event; guarded by sem
-	onCommit  []func()             // run after the current write commits; guarded by sem
-	closed    atomic.Bool          // set by Close, under sem, before the key index is released
-	stmts     map[string]*sql.Stmt // hot statements prepared on wconn; guarded by sem
+	upTo      int                    // migrations to apply; 0 = all (tests open older schema versions)
+	sem       chan struct{}          // weight-1 write semaphore, honours ctx
+	head      []byte                 // hash of the last event; guarded by sem
+	lastEvent int64                  // id of the last event; guarded by sem
+	onCommit  []func()               // run after the current write commits; guarded by sem
+	closed    atomic.Bool            // set by Close, under sem, before the key index is released
+	stmts     map[string]*sql.Stmt   // hot statements prepared on wconn; guarded by sem
+	rawStmts  map[string]driver.Stmt // insertRows' statements, prepared on wconn's driver conn; guarded by sem
+	named     []driver.NamedValue    // insertRows' argument buffer; guarded by sem
 	keys      *keyIndex
 	lock      *os.File // holds the writer's flock on the file until Close
 	illegal   atomic.Int64
@@ -434,6 +437,12 @@ func (db *DB) Close() error {
 		for _, st := range db.stmts {
 			st.Close()
 		}
+		_ = db.wconn.Raw(func(any) error { // the driver's statements close on their connection
+			for _, st := range db.rawStmts {
+				st.Close()
+			}
+			return nil
+		})
 		// The lock's descriptor closes last: closing any descriptor of the file earlier
 		// would drop SQLite's POSIX locks.
 		err = errors.Join(db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
@@ -533,27 +542,46 @@ func (db *DB) exec(ctx context.Context, tx *sql.Conn, cached bool, q string, arg
 	return st.ExecContext(ctx, args...)
 }
 
-// insertRows runs q, an INSERT of many rows, inside the current write through the driver's
-// query path, cached as for exec. mattn/go-sqlite3 binds all of a query's arguments in one
-// cgo call but an exec's in one call each (17 to 21 a payout row): the query path takes a
-// seventh off the CPU of an intake commit (BenchmarkInsertPayouts). The INSERT runs at the
-// query's first step, whose error the query returns; it returns no rows.
+// insertRows runs q, an INSERT of many rows, inside the current write, straight on the
+// driver: mattn/go-sqlite3 binds all of a query's arguments in one cgo call where its exec
+// path makes one call each (17 to 21 a payout row: a seventh of an intake commit's CPU,
+// BenchmarkInsertPayouts), and handing it the arguments as they are skips database/sql's copy
+// and check of each (21 000 a group of 1000). args hold only nil, int64, string and []byte.
+// The INSERT runs at the query's first step, whose error the query returns; it returns no
+// rows. cached keeps the prepared statement for the life of the ledger.
 func (db *DB) insertRows(ctx context.Context, tx *sql.Conn, cached bool, q string, args []any) error {
-	run := tx.QueryContext
-	if cached {
-		st, err := db.stmt(ctx, q)
+	named := db.named[:0]
+	for i, a := range args {
+		switch a.(type) {
+		case nil, int64, string, []byte:
+		default:
+			return fmt.Errorf("%w: insert argument %d is a %T", ErrInvalid, i+1, a)
+		}
+		named = append(named, driver.NamedValue{Ordinal: i + 1, Value: a})
+	}
+	defer func() { clear(named); db.named = named[:0] }() // the buffer keeps no rows alive
+	return tx.Raw(func(dc any) error {
+		st, ok := db.rawStmts[q]
+		if !ok {
+			var err error
+			if st, err = dc.(driver.ConnPrepareContext).PrepareContext(ctx, q); err != nil {
+				return err
+			}
+			if !cached {
+				defer st.Close()
+			} else {
+				if db.rawStmts == nil {
+					db.rawStmts = map[string]driver.Stmt{}
+				}
+				db.rawStmts[q] = st
+			}
+		}
+		rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, named)
 		if err != nil {
 			return err
 		}
-		run = func(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
-			return st.QueryContext(ctx, args...)
-		}
-	}
-	rows, err := run(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	return rows.Close()
+		return rows.Close()
+	})
 }
 
 // query runs q (a statement returning rows) inside the current write and calls fn for every

@@ -338,7 +338,7 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 				st := states[lo+i]
 				var batch, pos any // NULL outside a batch
 				if st.batch != "" {
-					batch, pos = st.batch, st.pos
+					batch, pos = st.batch, int64(st.pos)
 				}
 				args = append(args, st.state, batch, pos, st.failReason)
 			}

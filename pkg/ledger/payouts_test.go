@@ -300,3 +300,28 @@ func TestDB_InsertRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestDB_InsertRowsArgumentTypes: insertRows hands arguments to the driver unconverted, so it
+// takes only the types the driver binds as they are and refuses the rest before SQLite runs.
+func TestDB_InsertRowsArgumentTypes(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpenLedger(t)
+	if err := db.write(ctx, func(tx *sql.Conn) error {
+		_, err := tx.ExecContext(ctx, `CREATE TEMP TABLE args (k TEXT PRIMARY KEY, v ANY)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	q := `INSERT INTO args (k, v) VALUES (?, ?)`
+	for _, tt := range []struct {
+		value any
+		ok    bool
+	}{{"text", true}, {int64(7), true}, {[]byte("blob"), true}, {nil, true}, {7, false}, {uint64(7), false}, {true, false}} {
+		err := db.write(ctx, func(tx *sql.Conn) error {
+			return db.insertRows(ctx, tx, false, q, []any{fmt.Sprintf("k%T", tt.value), tt.value})
+		})
+		if (err == nil) != tt.ok || (!tt.ok && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("insertRows with a %T: %v, want ok=%v", tt.value, err, tt.ok)
+		}
+	}
+}
