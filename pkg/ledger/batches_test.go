@@ -163,12 +163,14 @@ func TestDB_BatchHeadsLeaveTheBody(t *testing.T) {
 // TestDB_BodyFrozen: a sealed body can be neither changed nor removed, by the ledger or by
 // hand, and every step of its batch leaves it as sealed.
 func TestDB_BodyFrozen(t *testing.T) {
+	db := mustOpenLedger(t)
+	mustSeal(t, db, "B1", "k", 3)
 	ctx := context.Background()
-	clk := newClock()
-	db := mustOpenLedger(t, WithNow(clk.now))
-	ps := mustSeal(t, db, "B1", "k", 3)
-	want := bodyFor("B1", ps)
-	if err := db.RecordSubmit(ctx, "B1", SubmitResult{Outcome: SubmitAccepted, BatchID: "wx1", NextAt: clk.now()}); err != nil {
+	want, err := db.BatchBody(ctx, "B1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordSubmit(ctx, "B1", SubmitResult{Outcome: SubmitAccepted, BatchID: "wx1"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
