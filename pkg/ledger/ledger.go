@@ -437,15 +437,16 @@ func (db *DB) Close() error {
 		for _, st := range db.stmts {
 			st.Close()
 		}
-		_ = db.wconn.Raw(func(any) error { // the driver's statements close on their connection
+		raw := db.wconn.Raw(func(any) error { // the driver's statements close on their connection
+			var errs []error
 			for _, st := range db.rawStmts {
-				st.Close()
+				errs = append(errs, st.Close())
 			}
-			return nil
+			return errors.Join(errs...)
 		})
 		// The lock's descriptor closes last: closing any descriptor of the file earlier
 		// would drop SQLite's POSIX locks.
-		err = errors.Join(db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
+		err = errors.Join(raw, db.rdb.Close(), db.wconn.Close(), db.wdb.Close(), db.lock.Close())
 		db.keys.release()
 	})
 	return err
