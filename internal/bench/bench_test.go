@@ -46,6 +46,14 @@ func TestRun(t *testing.T) {
 			t.Errorf("%s rate = %+v, want %d payouts at a positive rate", name, rate, o.Intake)
 		}
 	}
+	if len(r.IntakeRounds) != intakeRounds || len(r.GrowthRounds) != growthRounds {
+		t.Errorf("%d intake and %d growth rounds, want %d and %d", len(r.IntakeRounds), len(r.GrowthRounds), intakeRounds, growthRounds)
+	}
+	for i, g := range r.GrowthRounds {
+		if g.N != o.Intake || g.StartupS <= 0 || g.PerSec > r.Prefilled.PerSec {
+			t.Errorf("growth round %d = %+v, want %d payouts, a start-up time and a rate no better than the best (%.0f/s)", i+1, g, o.Intake, r.Prefilled.PerSec)
+		}
+	}
 	if d := r.Drain; d == nil || d.Batches < 2 || d.Floor <= d.Processing || d.Wall <= 0 {
 		t.Errorf("drain = %+v, want ≥ 2 batches and a floor above the processing time", d)
 	}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -136,52 +137,52 @@ func ledgerCommit(ctx context.Context, dataDir string, n, group int) (Rate, erro
 // ledger at dataDir/ledger.db, against an idle, production-paced sandbox process, until the shared
 // durable consumer has acked every message up to lastSeq; the sandbox runs at the lowest CPU
 // priority (sandbox.yield), as WeChat's servers share no CPU with us. The clock starts when the
-// processor is ready (a prefilled ledger's start-up is reported apart). With profile set, a
-// CPU profile of the measured interval is written there.
-func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSeq uint64, profile string) (Rate, time.Duration, error) {
+// processor is ready (its start-up is reported apart, as StartupS). With profile set, a CPU
+// profile of the measured interval is written there.
+func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSeq uint64, profile string) (Rate, error) {
 	// Production pacing: full batches are sealed and created as they fill, the first query is
 	// a minute away, so the sandbox sees a create per 1000 payouts and nothing else. It runs
 	// as a process of its own: its RSA work is not the processor's intake.
 	sb, err := e.startSandbox(ctx, wechatpaytest.DefaultOptions(), dataDir)
 	if err != nil {
-		return Rate{}, 0, err
+		return Rate{}, err
 	}
 	defer sb.Close()
 	if err := sb.yield(); err != nil {
-		return Rate{}, 0, err
+		return Rate{}, err
 	}
 	logs, err := os.OpenFile(filepath.Join(dataDir, "processor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return Rate{}, 0, err
+		return Rate{}, err
 	}
 	defer logs.Close()
 	cfg := e.processorConfig(dataDir, sb.URL())
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
-			return Rate{}, 0, err
+			return Rate{}, err
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return Rate{}, 0, err
+			return Rate{}, err
 		}
 		defer pprof.StopCPUProfile()
 	}
 	launched := time.Now()
 	p, err := startProcessor(ctx, cfg, logs)
 	if err != nil {
-		return Rate{}, 0, err
+		return Rate{}, err
 	}
 	cpu := processCPU() // startProcessor returns once it is ready
 	end, err := e.waitAcked(ctx, cfg.NATS.Topology.Consumer, lastSeq, 5*time.Minute)
 	cpu = processCPU() - cpu
 	err = errors.Join(err, p.Stop())
 	if err != nil {
-		return Rate{}, 0, err
+		return Rate{}, err
 	}
 	r := newRate(n, end.Sub(p.ready))
-	r.CPU = cpu.Seconds()
-	return r, p.ready.Sub(launched), nil
+	r.CPU, r.StartupS = cpu.Seconds(), p.ready.Sub(launched).Seconds()
+	return r, nil
 }
 
 // prefill creates the ledger dataDir/ledger.db holding n payouts with random 24-character
@@ -259,4 +260,27 @@ func randomKey(rng *rand.Rand) string {
 		b[i] = keyChars[rng.IntN(len(keyChars))]
 	}
 	return string(b)
+}
+
+// copyLedger copies the ledger file of the directory from (closed, its WAL checkpointed by
+// finalize) into the new directory to, and syncs the copy: each growth round starts from the
+// same prefilled ledger, none of its pages dirty, as an empty round starts from nothing.
+func copyLedger(from, to string) error {
+	if st, err := os.Stat(filepath.Join(from, "ledger.db-wal")); err == nil && st.Size() > 0 {
+		return fmt.Errorf("copy ledger: %s has a WAL of %d bytes: not checkpointed", from, st.Size())
+	}
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return err
+	}
+	src, err := os.Open(filepath.Join(from, "ledger.db"))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(filepath.Join(to, "ledger.db"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(dst, src)
+	return errors.Join(err, dst.Sync(), dst.Close())
 }
