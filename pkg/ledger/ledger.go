@@ -102,6 +102,7 @@ type DB struct {
 	stmts     map[string]*sql.Stmt   // hot statements prepared on wconn; guarded by sem
 	rawStmts  map[string]driver.Stmt // insertRows' statements, prepared on wconn's driver conn; guarded by sem
 	named     []driver.NamedValue    // insertRows' argument buffer; guarded by sem
+	rowArgs   []any                  // storeRows' argument buffer; guarded by sem
 	keys      *keyIndex
 	lock      *os.File // holds the writer's flock on the file until Close
 	illegal   atomic.Int64

@@ -325,15 +325,16 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 	if states != nil {
 		cols, row = `state, out_batch_no, batch_pos, fail_reason`, `?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?`
 	}
+	stamp := any(now) // boxed once, not twice a row
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
 		// bill_info is named only when a row has one, so ledgers of the batch rails keep
 		// their statement (and tests can still write under schemas before 0004).
 		bills := slices.ContainsFunc(chunk, func(p Payout) bool { return len(p.BillInfo) > 0 })
-		args := make([]any, 0, len(chunk)*22)
+		args := db.rowArgs[:0]
 		for i, p := range chunk {
 			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
-				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), now, now)
+				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), stamp, stamp)
 			if states != nil {
 				st := states[lo+i]
 				var batch, pos any // NULL outside a batch
@@ -353,7 +354,10 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 		q := `INSERT INTO payouts (seq, key_hash, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
 			group_key, amount, user_name_cipher, content_hash, stream_seq, received_at, updated_at, ` + c + `) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(r+`),`, len(chunk)), ",")
-		if err := db.insertRows(ctx, tx, len(chunk) == insertChunk, q, args); err != nil { // odd-sized tails are not worth caching
+		err := db.insertRows(ctx, tx, len(chunk) == insertChunk, q, args) // odd-sized tails are not worth caching
+		clear(args)
+		db.rowArgs = args[:0] // reused by the next chunk and write; it keeps no rows alive
+		if err != nil {
 			return err
 		}
 	}
