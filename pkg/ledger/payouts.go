@@ -118,30 +118,34 @@ func validKey(s string) bool {
 const rowDigestLen = 8
 
 // rowDigests returns, for each of ps in order, the first rowDigestLen bytes of SHA-256 over
-// the canonical encoding of its immutable request fields. The insert event stores them (so
-// the chain covers every row's content); Audit recomputes them and names any edited row.
+// the canonical encoding of its immutable request fields (each field as a uvarint length and
+// its bytes: seq, out_detail_no, mchid, appid, sub_mchid, openid, remark, scene_id, rail,
+// group_key, amount, user_name_cipher, content_hash, stream_seq, then bill_info if any; the
+// integers in decimal). The insert event stores them (so the chain covers every row's
+// content); Audit recomputes them and names any edited row. One buffer holds each row's
+// encoding in turn, hashed in one call.
 func rowDigests(ps []Payout) []byte {
 	out := make([]byte, 0, len(ps)*rowDigestLen)
-	var lb [binary.MaxVarintLen64]byte
+	var buf []byte
+	put := func(b []byte) { buf = append(binary.AppendUvarint(buf, uint64(len(b))), b...) }
+	putString := func(s string) { buf = append(binary.AppendUvarint(buf, uint64(len(s))), s...) }
+	var num [20]byte
 	for i := range ps {
 		p := &ps[i]
-		h := sha256.New()
-		put := func(b []byte) {
-			h.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
-			h.Write(b)
+		buf = buf[:0]
+		put(strconv.AppendInt(num[:0], p.Seq, 10))
+		for _, s := range [...]string{p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID, p.Remark, p.SceneID, p.Rail, p.GroupKey} {
+			putString(s)
 		}
-		put([]byte(strconv.FormatInt(p.Seq, 10)))
-		for _, s := range []string{p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID, p.Remark, p.SceneID, p.Rail, p.GroupKey} {
-			put([]byte(s))
-		}
-		put([]byte(strconv.FormatInt(p.Amount, 10)))
-		put([]byte(p.UserNameCipher))
+		put(strconv.AppendInt(num[:0], p.Amount, 10))
+		putString(p.UserNameCipher)
 		put(p.ContentHash)
-		put([]byte(strconv.FormatUint(p.StreamSeq, 10)))
+		put(strconv.AppendUint(num[:0], p.StreamSeq, 10))
 		if len(p.BillInfo) > 0 { // absent before 0004: digests of older rows are unchanged
 			put(p.BillInfo)
 		}
-		out = h.Sum(out)[:len(out)+rowDigestLen]
+		sum := sha256.Sum256(buf)
+		out = append(out, sum[:rowDigestLen]...)
 	}
 	return out
 }

@@ -3,8 +3,10 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -323,5 +325,22 @@ func TestDB_InsertRowsArgumentTypes(t *testing.T) {
 		if (err == nil) != tt.ok || (!tt.ok && !errors.Is(err, ErrInvalid)) {
 			t.Errorf("insertRows with a %T: %v, want ok=%v", tt.value, err, tt.ok)
 		}
+	}
+}
+
+// TestRowDigests_Golden: a row's digest is part of the hash chain of every ledger ever
+// written, so its encoding never changes. The expected value was computed by the original
+// implementation (a sha256.Hash written field by field); a changed field order, length
+// prefix or number format fails here.
+func TestRowDigests_Golden(t *testing.T) {
+	ps := []Payout{
+		{Seq: 1, OutDetailNo: "D1", MchID: "1900000109", AppID: "wxa1", OpenID: "o1", Remark: "活动奖励", SceneID: "1001",
+			Rail: "direct", GroupKey: "g", Amount: 100, ContentHash: []byte{1, 2, 3}, StreamSeq: 7},
+		{Seq: 1234567890123, OutDetailNo: "D2", MchID: "1900000109", AppID: "wxa1", SubMchID: "1900000110", OpenID: "o2",
+			SceneID: "1001", Rail: "partner", GroupKey: "g2", Amount: math.MaxInt64, UserNameCipher: "c1pher",
+			ContentHash: make([]byte, 32), StreamSeq: math.MaxUint64, BillInfo: []byte(`{"a":1}`)},
+	}
+	if got, want := hex.EncodeToString(rowDigests(ps)), "e057a0bb99735cb05d41837f2f2d44f8"; got != want {
+		t.Errorf("rowDigests = %s, want %s", got, want)
 	}
 }
