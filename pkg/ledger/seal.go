@@ -63,9 +63,11 @@ type bodyDetail struct {
 // parseBody decodes a create-request body and checks it against its batch: out_batch_no,
 // total_amount and total_num are the batch's, and it lists n details.
 func parseBody(outBatchNo string, totalAmount int64, totalNum, n int, body []byte) ([]bodyDetail, error) {
-	var cb createBody
-	if err := json.Unmarshal(body, &cb); err != nil {
-		return nil, fmt.Errorf("body is not a create request: %w", err)
+	cb, ok := scanBody(body)
+	if !ok {
+		if err := json.Unmarshal(body, &cb); err != nil {
+			return nil, fmt.Errorf("body is not a create request: %w", err)
+		}
 	}
 	if cb.OutBatchNo != outBatchNo || cb.TotalAmount != totalAmount || cb.TotalNum != totalNum || len(cb.Details) != n {
 		return nil, fmt.Errorf("body has out_batch_no=%s total_amount=%d total_num=%d and %d details; the batch has %s total_amount=%d total_num=%d and %d members",
