@@ -41,7 +41,7 @@ func TestRun(t *testing.T) {
 	if got, want := len(r.Verdicts), 8; got != want {
 		t.Fatalf("%d verdicts, want %d: %+v", got, want, r.Verdicts)
 	}
-	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "ledger": r.Ledger, "empty": r.Empty, "prefilled": r.Prefilled} {
+	for name, rate := range map[string]*Rate{"raw": r.Raw, "raw-claim": r.RawClaim, "ledger": r.Ledger, "empty": r.Empty, "growth-empty": r.GrowthEmpty, "prefilled": r.Prefilled} {
 		if rate == nil || rate.N != o.Intake || rate.PerSec <= 0 {
 			t.Errorf("%s rate = %+v, want %d payouts at a positive rate", name, rate, o.Intake)
 		}
@@ -50,8 +50,13 @@ func TestRun(t *testing.T) {
 		t.Errorf("%d intake and %d growth rounds, want %d and %d", len(r.IntakeRounds), len(r.GrowthRounds), intakeRounds, growthRounds)
 	}
 	for i, g := range r.GrowthRounds {
-		if g.N != o.Intake || g.StartupS <= 0 || g.PerSec > r.Prefilled.PerSec {
-			t.Errorf("growth round %d = %+v, want %d payouts, a start-up time and a rate no better than the best (%.0f/s)", i+1, g, o.Intake, r.Prefilled.PerSec)
+		for name, x := range map[string]Rate{"empty": g.Empty, "prefilled": g.Prefilled} {
+			if x.N != o.Intake || x.StartupS <= 0 {
+				t.Errorf("growth round %d %s = %+v, want %d payouts and a start-up time", i+1, name, x, o.Intake)
+			}
+		}
+		if g.Empty.PerSec > r.GrowthEmpty.PerSec || g.Prefilled.PerSec > r.Prefilled.PerSec {
+			t.Errorf("growth round %d = %+v: better than the best (%.0f/s, %.0f/s)", i+1, g, r.GrowthEmpty.PerSec, r.Prefilled.PerSec)
 		}
 	}
 	if d := r.Drain; d == nil || d.Batches < 2 || d.Floor <= d.Processing || d.Wall <= 0 {
