@@ -85,8 +85,10 @@ type intake struct {
 	sealed func()          // wakes the driver
 	hold   *holding
 
-	mac hash.Hash // HMAC-SHA256 under hashKey; used only by the commit stage
-	buf []byte    // canonical content, reused by the commit stage
+	// Used only by row, which runs on the fetch stage (or in adoption, with no intake running):
+	mac       hash.Hash               // HMAC-SHA256 under hashKey
+	buf       []byte                  // canonical content, reused
+	groupKeys map[batching.Key]string // Key.String of the keys seen, up to maxGroupKeys
 
 	pending *pendingSet
 	m       *metrics.Metrics
@@ -391,9 +393,11 @@ type holding struct {
 	keys map[string]int64   // out_detail_no → stream sequence of its held row
 }
 
-// heldRow is one held payout and every delivery of its message in hand.
+// heldRow is one held payout and every delivery of its message in hand. row points into its
+// group's rows (claimedGroup.rows), which nothing changes once claimed: holding it costs no
+// copy of the row.
 type heldRow struct {
-	row  ledger.Payout
+	row  *ledger.Payout
 	msgs []jetstream.Msg
 }
 
@@ -406,7 +410,7 @@ func newHolding(cfg batching.Config) (*holding, error) {
 }
 
 // add holds r and returns the batches it fills.
-func (h *holding) add(r ledger.Payout, m jetstream.Msg, now time.Time) []batching.Batch {
+func (h *holding) add(r *ledger.Payout, m jetstream.Msg, now time.Time) []batching.Batch {
 	id := int64(r.StreamSeq)
 	h.rows[id] = &heldRow{row: r, msgs: []jetstream.Msg{m}}
 	h.keys[r.OutDetailNo] = id
@@ -417,6 +421,7 @@ func (h *holding) add(r ledger.Payout, m jetstream.Msg, now time.Time) []batchin
 func (h *holding) take(bs []batching.Batch) [][]*heldRow {
 	out := make([][]*heldRow, len(bs))
 	for k, b := range bs {
+		out[k] = make([]*heldRow, 0, len(b.Items))
 		for _, it := range b.Items {
 			hr := h.rows[it.Seq]
 			delete(h.rows, it.Seq)
@@ -455,13 +460,13 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 				in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
 				acks = append(acks, m)
 			}
-		case !in.hold.attach(r, m, &conflicts):
-			full = append(full, in.hold.add(r, m, now)...)
+		case !in.hold.attach(&r, m, &conflicts):
+			full = append(full, in.hold.add(&g.rows[i], m, now)...)
 		}
 	}
 	known := g.known[:0:0]
 	for _, i := range g.known {
-		if !in.hold.attach(g.rows[i], g.msgs[i], &conflicts) {
+		if !in.hold.attach(&g.rows[i], g.msgs[i], &conflicts) {
 			known = append(known, i)
 		}
 	}
@@ -512,7 +517,7 @@ type conflict struct {
 
 // attach adds m to the held row of r's key, if one is held: the same content is one more
 // delivery of it, other content a conflict. It reports whether the key was held.
-func (h *holding) attach(r ledger.Payout, m jetstream.Msg, conflicts *[]conflict) bool {
+func (h *holding) attach(r *ledger.Payout, m jetstream.Msg, conflicts *[]conflict) bool {
 	id, ok := h.keys[r.OutDetailNo]
 	switch {
 	case !ok:
@@ -554,7 +559,7 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 	for k, b := range full {
 		start := len(rows)
 		for x, hr := range batched[k] {
-			b.Items[x].Seq = place(hr.row, ledger.PayoutSealed, ledger.RowOwner{})
+			b.Items[x].Seq = place(*hr.row, ledger.PayoutSealed, ledger.RowOwner{})
 		}
 		members := rows[start:len(rows):len(rows)]
 		b.OutBatchNo = batching.OutBatchNo(in.db.InstanceID(), members[0].Seq)
@@ -565,7 +570,7 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 	}
 	start := len(rows)
 	for _, hr := range rest {
-		place(hr.row, ledger.PayoutClaimed, ledger.RowOwner{})
+		place(*hr.row, ledger.PayoutClaimed, ledger.RowOwner{})
 	}
 	claimed := rows[start:len(rows):len(rows)]
 	if err := in.db.CommitIntake(ctx, rows, owners, batches); err != nil {
@@ -783,7 +788,7 @@ func (in *intake) row(md *jetstream.MsgMetadata, rail string, r *payout.Request)
 		Remark:         r.Remark,
 		SceneID:        r.SceneID,
 		Rail:           rail,
-		GroupKey:       batching.GroupKeyFor(rail, r),
+		GroupKey:       in.groupKey(rail, r),
 		Amount:         r.Amount,
 		UserNameCipher: r.UserNameCipher,
 		ContentHash:    in.contentHash(r),
@@ -798,6 +803,25 @@ func (in *intake) row(md *jetstream.MsgMetadata, rail string, r *payout.Request)
 		p.BillInfo = bi
 	}
 	return p, nil
+}
+
+// maxGroupKeys bounds intake's memory of group key strings: a stream holds a few keys (a
+// merchant's appids, scenes and rails), but batch name hints could make each request's its own.
+const maxGroupKeys = 1024
+
+// groupKey is batching.GroupKeyFor(rail, r), remembered: building the string ran for every
+// payout, and the payouts of a stream share a few keys.
+func (in *intake) groupKey(rail string, r *payout.Request) string {
+	k := batching.KeyFor(rail, r)
+	if s, ok := in.groupKeys[k]; ok {
+		return s
+	}
+	if in.groupKeys == nil || len(in.groupKeys) >= maxGroupKeys {
+		in.groupKeys = make(map[batching.Key]string)
+	}
+	s := k.String()
+	in.groupKeys[k] = s
+	return s
 }
 
 // contentHash is an HMAC over payout.Request.AppendContent: every field that decides what is

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -120,5 +121,45 @@ func TestCommit_WritesEachRowOnce(t *testing.T) {
 		var b strings.Builder
 		_ = rep.WriteText(&b)
 		t.Fatalf("audit:\n%s", b.String())
+	}
+}
+
+// TestGroupKey_Remembered: intake's remembered group keys are batching.GroupKeyFor's strings
+// for every rail and field that makes a key, one string per key, and the memory is bounded.
+func TestGroupKey_Remembered(t *testing.T) {
+	in := &intake{}
+	base := payout.Request{MchID: "1900000001", AppID: "wxa", SceneID: "1001"}
+	reqs := []struct {
+		rail string
+		req  payout.Request
+	}{
+		{payout.RailDirect, base},
+		{payout.RailBills, base},
+		{payout.RailDirect, func() payout.Request { r := base; r.UserNameCipher = "c"; return r }()},
+		{payout.RailDirect, func() payout.Request { r := base; r.BatchName = "a&b=c"; return r }()},
+		{payout.RailPartner, func() payout.Request { r := base; r.SubMchID, r.TransferPurpose = "1900000109", "GOODS"; return r }()},
+	}
+	seen := map[string]bool{}
+	for round := 0; round < 2; round++ { // the second round is answered from memory
+		for i, c := range reqs {
+			want := batching.GroupKeyFor(c.rail, &c.req)
+			if got := in.groupKey(c.rail, &c.req); got != want {
+				t.Fatalf("round %d, request %d: group key %q, want %q", round, i, got, want)
+			}
+			seen[want] = true
+		}
+	}
+	if len(seen) != len(reqs) || len(in.groupKeys) != len(reqs) {
+		t.Fatalf("%d distinct keys, %d remembered, want %d", len(seen), len(in.groupKeys), len(reqs))
+	}
+	for i := range maxGroupKeys + 10 {
+		r := base
+		r.BatchRemark = fmt.Sprint("hint", i)
+		if got, want := in.groupKey(payout.RailDirect, &r), batching.GroupKeyFor(payout.RailDirect, &r); got != want {
+			t.Fatalf("hint %d: group key %q, want %q", i, got, want)
+		}
+	}
+	if len(in.groupKeys) > maxGroupKeys {
+		t.Fatalf("%d group keys remembered, bound %d", len(in.groupKeys), maxGroupKeys)
 	}
 }
