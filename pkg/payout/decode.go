@@ -65,11 +65,11 @@ const (
 	kindInfos // transfer_scene_report_infos: an array of SceneReportInfo objects
 )
 
-// field is a known wire name of Request (exact case): its decoder and destination.
+// field is a known wire name of Request (exact case) and how it is decoded; stringDests
+// says where a kindString field goes.
 type field struct {
 	name string
 	kind fieldKind
-	str  func(*Request) *string
 }
 
 // infoFields are the wire names of SceneReportInfo, in field order.
@@ -77,29 +77,60 @@ var infoFields = [...]string{"info_type", "info_content"}
 
 // fieldList holds every wire name of Request; fields indexes it by name.
 var fieldList = [...]field{
-	{"schema", kindString, func(r *Request) *string { return &r.Schema }},
-	{"out_detail_no", kindString, func(r *Request) *string { return &r.OutDetailNo }},
-	{"mchid", kindString, func(r *Request) *string { return &r.MchID }},
-	{"appid", kindString, func(r *Request) *string { return &r.AppID }},
-	{"openid", kindString, func(r *Request) *string { return &r.OpenID }},
-	{"amount", kindInt64, nil},
-	{"remark", kindString, func(r *Request) *string { return &r.Remark }},
-	{"user_name", kindString, func(r *Request) *string { return &r.UserName }},
-	{"user_name_cipher", kindString, func(r *Request) *string { return &r.UserNameCipher }},
-	{"wechatpay_serial", kindString, func(r *Request) *string { return &r.WechatpaySerial }},
-	{"transfer_scene_id", kindString, func(r *Request) *string { return &r.SceneID }},
-	{"user_recv_perception", kindString, func(r *Request) *string { return &r.UserRecvPerception }},
-	{"transfer_scene_report_infos", kindInfos, nil},
-	{"batch_name", kindString, func(r *Request) *string { return &r.BatchName }},
-	{"batch_remark", kindString, func(r *Request) *string { return &r.BatchRemark }},
-	{"sub_mchid", kindString, func(r *Request) *string { return &r.SubMchID }},
-	{"sub_appid", kindString, func(r *Request) *string { return &r.SubAppID }},
-	{"sp_appid", kindString, func(r *Request) *string { return &r.SpAppID }},
-	{"authorization_type", kindString, func(r *Request) *string { return &r.AuthorizationType }},
-	{"transfer_purpose", kindString, func(r *Request) *string { return &r.TransferPurpose }},
-	{"transfer_scene", kindString, func(r *Request) *string { return &r.TransferScene }},
-	{"source", kindString, func(r *Request) *string { return &r.Source }},
-	{"created_at", kindTime, nil},
+	{"schema", kindString},
+	{"out_detail_no", kindString},
+	{"mchid", kindString},
+	{"appid", kindString},
+	{"openid", kindString},
+	{"amount", kindInt64},
+	{"remark", kindString},
+	{"user_name", kindString},
+	{"user_name_cipher", kindString},
+	{"wechatpay_serial", kindString},
+	{"transfer_scene_id", kindString},
+	{"user_recv_perception", kindString},
+	{"transfer_scene_report_infos", kindInfos},
+	{"batch_name", kindString},
+	{"batch_remark", kindString},
+	{"sub_mchid", kindString},
+	{"sub_appid", kindString},
+	{"sp_appid", kindString},
+	{"authorization_type", kindString},
+	{"transfer_purpose", kindString},
+	{"transfer_scene", kindString},
+	{"source", kindString},
+	{"created_at", kindTime},
+}
+
+// stringDests returns where in r each kindString field of fieldList is decoded to, by index
+// (nil for the other kinds). A table of pointers rather than of functions: a Request passed
+// to a function value escapes to the heap, which cost intake an allocation per message.
+func stringDests(r *Request) [len(fieldList)]*string {
+	return [len(fieldList)]*string{
+		&r.Schema,
+		&r.OutDetailNo,
+		&r.MchID,
+		&r.AppID,
+		&r.OpenID,
+		nil, // amount
+		&r.Remark,
+		&r.UserName,
+		&r.UserNameCipher,
+		&r.WechatpaySerial,
+		&r.SceneID,
+		&r.UserRecvPerception,
+		nil, // transfer_scene_report_infos
+		&r.BatchName,
+		&r.BatchRemark,
+		&r.SubMchID,
+		&r.SubAppID,
+		&r.SpAppID,
+		&r.AuthorizationType,
+		&r.TransferPurpose,
+		&r.TransferScene,
+		&r.Source,
+		nil, // created_at
+	}
 }
 
 // fields maps each wire name to its index in fieldList.
@@ -134,11 +165,12 @@ func Decode(data []byte) (Request, error) {
 	}
 	s := scanner{src: string(data)}
 	var seen [len(fieldList)]bool
+	dst := stringDests(&r)
 	err := s.object("", func(key string) (int, bool) {
 		i, ok := fields[key]
 		return i, ok
 	}, seen[:], func(i int) error {
-		return s.value(&r, &fieldList[i])
+		return s.value(&r, &fieldList[i], dst[i])
 	})
 	if err != nil {
 		return r, err
@@ -315,8 +347,8 @@ func (s *scanner) expect(c byte) error {
 	return nil
 }
 
-// value decodes the value of field f into r.
-func (s *scanner) value(r *Request, f *field) error {
+// value decodes the value of field f into r; a kindString field into dst (stringDests).
+func (s *scanner) value(r *Request, f *field, dst *string) error {
 	s.skipSpace()
 	c := s.peek()
 	switch f.kind {
@@ -356,7 +388,7 @@ func (s *scanner) value(r *Request, f *field) error {
 		}
 		r.CreatedAt = t
 	default:
-		return s.stringInto(f.str(r))
+		return s.stringInto(dst)
 	}
 	return nil
 }

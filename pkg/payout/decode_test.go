@@ -195,3 +195,50 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestStringDests: each kindString field of fieldList decodes into the Request field whose
+// JSON name it is (encoding/json, reading the struct tags, is the judge), and only those have
+// a destination.
+func TestStringDests(t *testing.T) {
+	for i, f := range fieldList {
+		var r Request
+		dst := stringDests(&r)[i]
+		if (dst != nil) != (f.kind == kindString) {
+			t.Fatalf("field %s (kind %d): destination %v", f.name, f.kind, dst)
+		}
+		if dst == nil {
+			continue
+		}
+		*dst = "marker"
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range m {
+			if (v == "marker") != (k == f.name) {
+				t.Fatalf("field %s decodes into the Request field named %q (%v)", f.name, k, v)
+			}
+		}
+		if m[f.name] != "marker" {
+			t.Fatalf("field %s: not decoded into its own field: %s", f.name, b)
+		}
+	}
+}
+
+// TestDecode_NoRequestOnTheHeap: Decode of a valid request allocates once, the copy of the
+// message its strings share: the Request stays on the stack (it went to the heap, 376 bytes a
+// message, while fields were set through functions).
+func TestDecode_NoRequestOnTheHeap(t *testing.T) {
+	data := []byte(validJSON)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := Decode(data); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 1 {
+		t.Fatalf("%v allocations per Decode of a valid request, want 1 (the message's copy)", n)
+	}
+}
