@@ -140,8 +140,11 @@ type Store struct {
 	unresolved limiter // "claims unresolved; retrying" lines
 }
 
-// New returns a Store for instance over kv. js must be the JetStream context kv came from.
-// instance must not contain ';' (instance ids are [0-9A-Za-z]).
+// New returns a Store for instance over kv. js is the JetStream context the Store's creates
+// are published through, on kv's connection, and should serve nothing else: a Claim whose
+// acks do not all come within the ack timeout cleans up its pending async publishes (see
+// Claim). It needs no publish timeout (jetstream.WithPublishAsyncTimeout), which costs a
+// timer per create. instance must not contain ';' (instance ids are [0-9A-Za-z]).
 func New(js jetstream.JetStream, kv jetstream.KeyValue, instance string, opts ...Option) *Store {
 	s := &Store{
 		js: js, kv: kv, subject: "$KV." + kv.Bucket() + ".", instance: instance,
@@ -256,6 +259,14 @@ func (s *Store) Claim(ctx context.Context, items []Item) (_ []Owner, err error) 
 			unknown = append(unknown, i)
 			cause = firstErr(cause, err)
 		}
+	}
+	if expired {
+		// The creates not answered within the bound would keep their places among js's
+		// pending async publishes until a reconnect (their replies may never come), until
+		// lost replies added up to the limit that stalls every publish: drop them. Any other
+		// pending create of js fails with ErrJetStreamPublisherClosed, which its Claim
+		// resolves like every create of unknown outcome.
+		s.js.CleanupPublisher()
 	}
 	if len(exists) == 0 && len(unknown) == 0 {
 		return owners, nil

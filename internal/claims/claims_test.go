@@ -414,6 +414,36 @@ func TestStore_ClaimBucketGone(t *testing.T) {
 	}
 }
 
+// TestStore_ClaimDropsUnansweredCreates: creates whose replies never come (here a plain
+// subscriber takes them where the bucket was) do not stay among the context's pending async
+// publishes once Claim has given up waiting for them: lost replies must not add up to the
+// limit that stalls every publish.
+func TestStore_ClaimDropsUnansweredCreates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	if err := js.DeleteKeyValue(ctx, "claims"); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := js.Conn().SubscribeSync("$KV.claims.>") // takes the creates, answers none
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	its := items("U", 20)
+	_, err = New(js, kv, "instanceA", WithLogger(slog.New(slog.DiscardHandler)), WithAckTimeout(100*time.Millisecond)).Claim(ctx, its)
+	if !errors.Is(err, ErrBucketNotFound) {
+		t.Fatalf("Claim error = %v, want ErrBucketNotFound", err)
+	}
+	if n, _, _ := sub.Pending(); n < len(its) {
+		t.Fatalf("the subscriber took %d creates, want %d: the replies were not lost the way this test means", n, len(its))
+	}
+	if n := js.PublishAsyncPending(); n != 0 {
+		t.Fatalf("%d creates still pending after Claim returned, want 0", n)
+	}
+}
+
 // TestStore_ClaimConnectionClosed: a connection closed for good will never answer, so Claim
 // gives up at once instead of retrying until its context ends.
 func TestStore_ClaimConnectionClosed(t *testing.T) {
