@@ -303,6 +303,35 @@ type rowState struct {
 	pos                      int
 }
 
+// repeats boxes the columns whose value repeats row after row (a group's merchant, appid,
+// remark, scene, rail, group key, state and batch) once per run of equal values: boxing a
+// string into an argument allocates, and storeRows boxes 17 values a row.
+type repeats struct {
+	last  [repColumns]string
+	boxed [repColumns]any
+}
+
+// The columns repeats boxes.
+const (
+	repMchID = iota
+	repAppID
+	repRemark
+	repSceneID
+	repRail
+	repGroupKey
+	repState
+	repBatch
+	repColumns
+)
+
+// box returns s boxed, the box of column col's previous value when s equals it.
+func (r *repeats) box(col int, s string) any {
+	if r.boxed[col] == nil || r.last[col] != s {
+		r.last[col], r.boxed[col] = s, s
+	}
+	return r.boxed[col]
+}
+
 // storeRows writes new rows (seqs assigned, ascending and contiguous, keys not stored) with
 // multi-row INSERTs, in states[i] (states nil: every row RECEIVED). It reserves their keys in
 // the key index, which takes them, and Position their last seq, once the transaction commits.
@@ -330,6 +359,7 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 		cols, row = `state, out_batch_no, batch_pos, fail_reason`, `?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?`
 	}
 	stamp := any(now) // boxed once, not twice a row
+	var rep repeats
 	for lo := 0; lo < len(fresh); lo += insertChunk {
 		chunk := fresh[lo:min(lo+insertChunk, len(fresh))]
 		// bill_info is named only when a row has one, so ledgers of the batch rails keep
@@ -337,15 +367,16 @@ func (db *DB) storeRows(ctx context.Context, tx *sql.Conn, fresh []Payout, state
 		bills := slices.ContainsFunc(chunk, func(p Payout) bool { return len(p.BillInfo) > 0 })
 		args := db.rowArgs[:0]
 		for i, p := range chunk {
-			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, p.MchID, p.AppID, p.SubMchID, p.OpenID,
-				p.Remark, p.SceneID, p.Rail, p.GroupKey, p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), stamp, stamp)
+			args = append(args, p.Seq, hashes[lo+i], p.OutDetailNo, rep.box(repMchID, p.MchID), rep.box(repAppID, p.AppID),
+				p.SubMchID, p.OpenID, rep.box(repRemark, p.Remark), rep.box(repSceneID, p.SceneID), rep.box(repRail, p.Rail),
+				rep.box(repGroupKey, p.GroupKey), p.Amount, p.UserNameCipher, p.ContentHash, int64(p.StreamSeq), stamp, stamp)
 			if states != nil {
 				st := states[lo+i]
 				var batch, pos any // NULL outside a batch
 				if st.batch != "" {
-					batch, pos = st.batch, int64(st.pos)
+					batch, pos = rep.box(repBatch, st.batch), int64(st.pos)
 				}
-				args = append(args, st.state, batch, pos, st.failReason)
+				args = append(args, rep.box(repState, st.state), batch, pos, st.failReason)
 			}
 			if bills {
 				args = append(args, string(p.BillInfo))
