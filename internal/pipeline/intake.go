@@ -296,6 +296,7 @@ func (in *intake) claim(ctx context.Context, g claimedGroup) (claimedGroup, erro
 		return g, fmt.Errorf("claim: %w", err)
 	}
 	fresh, stored := g.fresh[:0], g.known[:0]
+	g.owners = make([]claims.Owner, 0, len(g.fresh))
 	for j, i := range all {
 		o := owners[j]
 		if o.Instance != in.claims.Instance() && o.StreamSeq != 0 && o.StreamSeq == g.rows[i].StreamSeq {
