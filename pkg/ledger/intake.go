@@ -103,7 +103,7 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 		return nil, invalidf("%d rows in one group, max %d", len(rows), MaxGroup)
 	}
 	p := &intakePlan{states: make([]rowState, len(rows)), details: make([][]bodyDetail, len(batches))}
-	bySeq := make(map[int64]member, len(rows))
+	bySeq := make([]member, len(rows)) // rows[i] is bySeq[i]: the seqs are contiguous (checked below)
 	keys := make(map[string]bool, len(rows))
 	for i := range rows {
 		r, o := &rows[i], owners[i]
@@ -131,7 +131,7 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 			p.states[i].failReason = reason
 		}
 		p.states[i].state = m.state
-		bySeq[r.Seq] = m
+		bySeq[i] = m
 	}
 	numbers := make(map[string]bool, len(batches))
 	for j, b := range batches {
@@ -144,7 +144,15 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 		numbers[b.OutBatchNo] = true
 		details, err := bodyDetails(b)
 		if err == nil {
-			err = checkMembers(b, details, bySeq)
+			err = checkMembers(b, details, func(seq int64) *member {
+				if len(rows) == 0 {
+					return nil
+				}
+				if i := seq - rows[0].Seq; i >= 0 && i < int64(len(bySeq)) {
+					return &bySeq[i]
+				}
+				return nil
+			})
 		}
 		if err != nil {
 			return nil, fmt.Errorf("batch %s: %w", b.OutBatchNo, err)

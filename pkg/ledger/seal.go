@@ -378,31 +378,33 @@ func diagnose(ctx context.Context, tx *sql.Conn, b Batch, details []bodyDetail, 
 	if err != nil {
 		return err
 	}
-	bySeq := make(map[int64]member, len(ms0))
-	for _, m := range ms0 {
+	bySeq := make(map[int64]*member, len(ms0))
+	for i := range ms0 {
+		m := &ms0[i]
 		if claimed && m.state == PayoutReceived {
 			m.state = PayoutClaimed
 		}
 		bySeq[m.seq] = m
 	}
-	if err := checkMembers(b, details, bySeq); err != nil {
+	if err := checkMembers(b, details, func(seq int64) *member { return bySeq[seq] }); err != nil {
 		return err
 	}
 	return invalidf("members changed while sealing")
 }
 
 // checkMembers reports (ErrInvalid) the first reason b cannot seal its members, given its
-// body's details (bodyDetails) and the payouts they may be (by seq): each must be there,
-// CLAIMED, in no batch, of b's rail and merchant; TotalAmount must be their sum (checkBatch
-// has checked TotalNum), and the details must be them in order (checkDetails). Each member that passes is marked in bySeq as in b, so a member
-// listed twice, or in an earlier batch checked against the same map, fails.
-func checkMembers(b Batch, details []bodyDetail, bySeq map[int64]member) error {
+// body's details (bodyDetails) and find, which returns the payout a seq may be (nil: none):
+// each must be there, CLAIMED, in no batch, of b's rail and merchant; TotalAmount must be
+// their sum (checkBatch has checked TotalNum), and the details must be them in order
+// (checkDetails). Each member that passes is marked (through find's pointer) as in b, so a
+// member listed twice, or in an earlier batch checked against the same payouts, fails.
+func checkMembers(b Batch, details []bodyDetail, find func(seq int64) *member) error {
 	ordered := make([]member, len(b.Members))
 	var sum int64
 	for i, s := range b.Members {
-		m, ok := bySeq[s]
+		m := find(s)
 		switch {
-		case !ok:
+		case m == nil:
 			return invalidf("member seq=%d: no such payout", s)
 		case m.state != PayoutClaimed || m.outBatchNo != "":
 			return invalidf("member seq=%d out_detail_no=%s is %s in batch %q, want CLAIMED in none", s, m.key, m.state, m.outBatchNo)
@@ -410,8 +412,7 @@ func checkMembers(b Batch, details []bodyDetail, bySeq map[int64]member) error {
 			return invalidf("member seq=%d out_detail_no=%s is %s/%s, batch is %s/%s", s, m.key, m.rail, m.mchID, b.Rail, b.MchID)
 		}
 		m.outBatchNo = b.OutBatchNo
-		bySeq[s] = m
-		ordered[i] = m
+		ordered[i] = *m
 		sum += m.amount
 	}
 	if sum != b.TotalAmount {
