@@ -394,11 +394,12 @@ type holding struct {
 	keys map[string]int64   // out_detail_no → stream sequence of its held row
 }
 
-// heldRow is one held payout and every delivery of its message in hand. row points into its
-// group's rows (claimedGroup.rows), which nothing changes once claimed: holding it costs no
-// copy of the row.
+// heldRow is one held payout and every delivery of its message in hand. It holds a copy of
+// the row: a pointer into its fetched group's rows would keep all of them alive while one
+// waits for its batch (a payout of a rare group key waits up to batching's max-wait), and did:
+// a processor taking in a backlog of 1M peaked at 895 MB instead of 160.
 type heldRow struct {
-	row  *ledger.Payout
+	row  ledger.Payout
 	msgs []jetstream.Msg
 }
 
@@ -413,7 +414,7 @@ func newHolding(cfg batching.Config) (*holding, error) {
 // add holds r and returns the batches it fills.
 func (h *holding) add(r *ledger.Payout, m jetstream.Msg, now time.Time) []batching.Batch {
 	id := int64(r.StreamSeq)
-	h.rows[id] = &heldRow{row: r, msgs: []jetstream.Msg{m}}
+	h.rows[id] = &heldRow{row: *r, msgs: []jetstream.Msg{m}}
 	h.keys[r.OutDetailNo] = id
 	return h.b.Add(batching.Item{Seq: id, OutDetailNo: r.OutDetailNo, Amount: r.Amount, Group: r.GroupKey, Rail: r.Rail, At: now})
 }
@@ -560,7 +561,7 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 	for k, b := range full {
 		start := len(rows)
 		for x, hr := range batched[k] {
-			b.Items[x].Seq = place(*hr.row, ledger.PayoutSealed, ledger.RowOwner{})
+			b.Items[x].Seq = place(hr.row, ledger.PayoutSealed, ledger.RowOwner{})
 		}
 		members := rows[start:len(rows):len(rows)]
 		b.OutBatchNo = batching.OutBatchNo(in.db.InstanceID(), members[0].Seq)
@@ -571,7 +572,7 @@ func (in *intake) commitRows(ctx context.Context, dups []ledger.Payout, dupOwner
 	}
 	start := len(rows)
 	for _, hr := range rest {
-		place(*hr.row, ledger.PayoutClaimed, ledger.RowOwner{})
+		place(hr.row, ledger.PayoutClaimed, ledger.RowOwner{})
 	}
 	claimed := rows[start:len(rows):len(rows)]
 	if err := in.db.CommitIntake(ctx, rows, owners, batches); err != nil {

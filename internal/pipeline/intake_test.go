@@ -163,3 +163,23 @@ func TestGroupKey_Remembered(t *testing.T) {
 		t.Fatalf("%d group keys remembered, bound %d", len(in.groupKeys), maxGroupKeys)
 	}
 }
+
+// TestHolding_CopiesRows: a held row is a copy, not a pointer into its fetched group's rows,
+// which would keep the whole group alive while one row of a rare key waits for its batch.
+func TestHolding_CopiesRows(t *testing.T) {
+	hold, err := newHolding(batching.Config{InstanceID: "i", CapDirect: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := testRows("H", 1)
+	hold.add(&rows[0], nil, time.Now())
+	rows[0].OutDetailNo = "changed"
+	if len(hold.rows) != 1 {
+		t.Fatalf("%d rows held, want 1", len(hold.rows))
+	}
+	for _, hr := range hold.rows {
+		if hr.row.OutDetailNo != "H0" {
+			t.Fatalf("held row %q: it shares its group's memory", hr.row.OutDetailNo)
+		}
+	}
+}
