@@ -399,15 +399,22 @@ func TestStore_ClaimServerUnreachable(t *testing.T) {
 	}
 }
 
+// goneBucket returns a connection and a handle of the claims bucket, which no longer exists.
+func goneBucket(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	if err := js.DeleteKeyValue(context.Background(), "claims"); err != nil {
+		t.Fatal(err)
+	}
+	return js, kv
+}
+
 // TestStore_ClaimBucketGone: a deleted bucket is a permanent error, not an endless retry.
 func TestStore_ClaimBucketGone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := natstest.Connect(t, natstest.Run(t))
-	kv := claimsBucket(t, js)
-	if err := js.DeleteKeyValue(ctx, "claims"); err != nil {
-		t.Fatal(err)
-	}
+	js, kv := goneBucket(t)
 	_, err := New(js, kv, "instanceA", WithLogger(slog.New(slog.DiscardHandler))).Claim(ctx, items("G", 3))
 	if !errors.Is(err, ErrBucketNotFound) {
 		t.Fatalf("Claim error = %v, want ErrBucketNotFound", err)
@@ -421,11 +428,7 @@ func TestStore_ClaimBucketGone(t *testing.T) {
 func TestStore_ClaimDropsUnansweredCreates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := natstest.Connect(t, natstest.Run(t))
-	kv := claimsBucket(t, js)
-	if err := js.DeleteKeyValue(ctx, "claims"); err != nil {
-		t.Fatal(err)
-	}
+	js, kv := goneBucket(t)
 	sub, err := js.Conn().SubscribeSync("$KV.claims.>") // takes the creates, answers none
 	if err != nil {
 		t.Fatal(err)
