@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		return err
 	}
 	// Claims publish through a context of their own, with no publish timeout (a timer per
-	// create cost intake 3% of its CPU): Claim drops its own unanswered creates (claims.New).
+	// create, about 2% of intake's CPU): Claim drops its own unanswered creates (claims.New).
 	claimsJS, err := jetstream.New(nc)
 	if err != nil {
 		return err

@@ -6,9 +6,9 @@
 //     synchronous=FULL, claim in KV, seal, ack) ÷ the ownership floor: a raw nats.go fetch +
 //     KV claim + ack of the same messages on the same server, the least a replica that owns
 //     what it takes in can do. Target ≥ 0.6. Raw fetch+ack (no claim) is printed beside it.
-//     Each is the best of five interleaved rounds, each round on a server of its own. Beside them, intake's stages per 1000
-//     payouts: fetch, KV claim and ack as the floor's loop spent them, the ledger commit
-//     measured alone, and the rest of the processor's time.
+//     Each is the best of five interleaved rounds, each round on a server of its own. Beside
+//     them, intake's stages per 1000 payouts: fetch, KV claim and ack as the floor's loop
+//     spent them, the ledger commit measured alone, and the rest of the processor's time.
 //   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
 //     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
 //   - Drain ratio: wall time from publish to every payout final against the rate-limited
