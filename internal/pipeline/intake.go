@@ -463,7 +463,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 				acks = append(acks, m)
 			}
 		case !in.hold.attach(&r, m, &conflicts):
-			full = append(full, in.hold.add(&g.rows[i], m, now)...)
+			full = append(full, in.hold.add(&r, m, now)...)
 		}
 	}
 	known := g.known[:0:0]

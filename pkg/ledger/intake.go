@@ -133,6 +133,12 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 		p.states[i].state = m.state
 		bySeq[i] = m
 	}
+	memberOf := func(seq int64) *member {
+		if len(bySeq) == 0 || seq < bySeq[0].seq || seq-bySeq[0].seq >= int64(len(bySeq)) {
+			return nil
+		}
+		return &bySeq[seq-bySeq[0].seq]
+	}
 	numbers := make(map[string]bool, len(batches))
 	for j, b := range batches {
 		if err := checkBatch(b); err != nil {
@@ -144,15 +150,7 @@ func (db *DB) planIntake(rows []Payout, owners []RowOwner, batches []Batch) (*in
 		numbers[b.OutBatchNo] = true
 		details, err := bodyDetails(b)
 		if err == nil {
-			err = checkMembers(b, details, func(seq int64) *member {
-				if len(rows) == 0 {
-					return nil
-				}
-				if i := seq - rows[0].Seq; i >= 0 && i < int64(len(bySeq)) {
-					return &bySeq[i]
-				}
-				return nil
-			})
+			err = checkMembers(b, details, memberOf)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("batch %s: %w", b.OutBatchNo, err)
