@@ -25,6 +25,7 @@ var metricNames = map[string]metricType{
 	"paystream_intake_duplicates_total":            counter,
 	"paystream_intake_handed_back_total":           counter,
 	"paystream_intake_dead_lettered_total":         counter,   // {class}
+	"paystream_intake_stage_seconds_total":         counter,   // {stage}
 	"paystream_wechatpay_requests_total":           counter,   // {endpoint,class}
 	"paystream_wechatpay_throttled_total":          counter,   // {endpoint}
 	"paystream_outcomes_published_total":           counter,   // {kind}

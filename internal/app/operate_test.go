@@ -30,6 +30,7 @@ func TestRun_Operate(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.HTTP = HTTPConfig{Listen: "127.0.0.1:0", AdminToken: "operate-test-admin-token"}
 	cfg.Pipeline.Submit.ParkedRetry = time.Hour // only the operator's retry sends it again
+	cfg.Pipeline.Intake.FetchBatch = 10         // full fetches, which the fetch stage's clock counts
 	addrs := make(chan Addrs, 1)
 	r := startProcessorWith(t, cfg, io.Discard, func(a Addrs) { addrs <- a })
 	base := "http://" + (<-addrs).HTTP
@@ -74,6 +75,11 @@ func TestRun_Operate(t *testing.T) {
 	}
 	if committed := metricValue(metrics, "paystream_intake_committed_total"); committed < 1 {
 		t.Errorf("paystream_intake_committed_total = %v after a publish", committed)
+	}
+	for _, stage := range []string{"fetch", "validate", "claim", "commit"} {
+		if busy := metricValue(metrics, `paystream_intake_stage_seconds_total{stage="`+stage+`"}`); busy <= 0 {
+			t.Errorf("intake's %s stage counted %v s for 40 payouts in groups of 10", stage, busy)
+		}
 	}
 
 	first := parked[0]

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/paystream/paystream/internal/metrics"
 )
 
 // TestMain lets the memory measurement re-run this test binary as its processor child.
@@ -87,6 +91,12 @@ func TestRun(t *testing.T) {
 	if s := r.RawClaim.Stages; s == nil || s.Fetch <= 0 || s.Claim <= 0 || s.Ack <= 0 || s.Fetch+s.Claim+s.Ack > r.RawClaim.Seconds {
 		t.Errorf("floor stages = %+v, want each positive and their sum within %.3f s", s, r.RawClaim.Seconds)
 	}
+	// The processor's own stage clocks (from its /metrics): every stage worked, none longer
+	// than the processor was up.
+	if b, e := r.Empty.Busy, r.Empty; b == nil || b.Fetch <= 0 || b.Validate <= 0 || b.Claim <= 0 || b.Commit <= 0 ||
+		max(b.Fetch, b.Validate, b.Claim, b.Commit) > e.StartupS+e.Seconds {
+		t.Errorf("processor stages = %+v, want each positive and within the %.3f s it ran", b, e.StartupS+e.Seconds)
+	}
 	// CPU time is counted over each intake measurement: more than nothing, and no more than
 	// every core could give over its wall time.
 	for name, x := range map[string]*Rate{"floor": r.RawClaim, "processor": r.Empty} {
@@ -96,7 +106,7 @@ func TestRun(t *testing.T) {
 	}
 	var out strings.Builder
 	r.WriteText(&out)
-	if !strings.Contains(out.String(), "intake stages, ms per 1000 payouts: fetch ") {
+	if !strings.Contains(out.String(), "intake stages, ms per 1000 payouts: fetch ") || !strings.Contains(out.String(), "processor's own intake stages") {
 		t.Errorf("text report lacks the intake stages:\n%s", out.String())
 	}
 	for _, v := range r.Verdicts {
@@ -182,6 +192,12 @@ func TestReport_writeStages(t *testing.T) {
 	if got, want := out.String(), "intake stages, ms per 1000 payouts: fetch 10.0 + KV claim 25.0 + ack 5.0 + ledger commit 20.0 + the rest 90.0 = processor 150.0\n"; got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
+	r.Empty.Busy = &Busy{Fetch: 0.2, Validate: 0.01, Claim: 0.25, Commit: 0.15}
+	out.Reset()
+	r.writeStages(&out)
+	if want := "processor's own intake stages, busy ms per 1000 payouts (they overlap): fetch 100.0, validate 5.0, claim 125.0, commit 75.0; wall 150.0\n"; !strings.HasSuffix(out.String(), want) {
+		t.Fatalf("got  %q\nwant it to end with %q", out.String(), want)
+	}
 	r.RawClaim.CPU, r.Empty.CPU = 0.04, 0.1
 	out.Reset()
 	r.writeStages(&out)
@@ -206,5 +222,24 @@ func TestPeakRSS(t *testing.T) {
 	}
 	if _, err := peakRSS(-1); err == nil {
 		t.Fatal("peakRSS(-1) succeeded")
+	}
+}
+
+// TestScrapeBusy reads the stage counters from a processor's metrics handler, and refuses an
+// exposition without them (an older processor, or the wrong address).
+func TestScrapeBusy(t *testing.T) {
+	m := metrics.New("")
+	m.IntakeStageSeconds.WithLabelValues("claim").Add(1.25)
+	m.IntakeStageSeconds.WithLabelValues("commit").Add(0.5)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	b, err := scrapeBusy(context.Background(), srv.URL)
+	if err != nil || *b != (Busy{Claim: 1.25, Commit: 0.5}) {
+		t.Fatalf("scrapeBusy = %+v, %v; want claim 1.25 s, commit 0.5 s", b, err)
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "go_goroutines 7") }))
+	defer other.Close()
+	if b, err := scrapeBusy(context.Background(), other.URL); err == nil {
+		t.Fatalf("scrapeBusy of an exposition without the stages = %+v, want an error", b)
 	}
 }

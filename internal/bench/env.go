@@ -203,6 +203,7 @@ const (
 // processor is app.Run in a goroutine.
 type processor struct {
 	ready time.Time
+	addrs app.Addrs
 	stop  context.CancelFunc
 	done  chan error
 }
@@ -220,15 +221,16 @@ func (e *env) startSandbox(ctx context.Context, o wechatpaytest.Options, dataDir
 func startProcessor(ctx context.Context, cfg app.Config, logs io.Writer) (*processor, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &processor{stop: cancel, done: make(chan error, 1)}
-	ready := make(chan time.Time, 1)
+	ready := make(chan app.Addrs, 1)
 	go func() {
 		p.done <- app.Run(ctx, cfg, app.Options{
 			Log:   cfg.Logger(logs),
-			Ready: func(app.Addrs) { ready <- time.Now() },
+			Ready: func(a app.Addrs) { ready <- a },
 		})
 	}()
 	select {
-	case p.ready = <-ready:
+	case p.addrs = <-ready:
+		p.ready = time.Now()
 		return p, nil
 	case err := <-p.done:
 		cancel()

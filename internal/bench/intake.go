@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the ledger's driver, for finalize
@@ -157,6 +160,7 @@ func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSe
 	}
 	defer logs.Close()
 	cfg := e.processorConfig(dataDir, sb.URL())
+	cfg.HTTP.Listen = "127.0.0.1:0" // for the intake stages' counters, read once the clock stops
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
@@ -176,13 +180,58 @@ func (e *env) processorIntake(ctx context.Context, dataDir string, n int, lastSe
 	cpu := processCPU() // startProcessor returns once it is ready
 	end, err := e.waitAcked(ctx, cfg.NATS.Topology.Consumer, lastSeq, 5*time.Minute)
 	cpu = processCPU() - cpu
+	var busy *Busy
+	if err == nil {
+		busy, err = scrapeBusy(ctx, "http://"+p.addrs.HTTP+"/metrics")
+	}
 	err = errors.Join(err, p.Stop())
 	if err != nil {
 		return Rate{}, err
 	}
 	r := newRate(n, end.Sub(p.ready))
-	r.CPU, r.StartupS = cpu.Seconds(), p.ready.Sub(launched).Seconds()
+	r.CPU, r.StartupS, r.Busy = cpu.Seconds(), p.ready.Sub(launched).Seconds(), busy
 	return r, nil
+}
+
+// Busy is how long each of the processor's intake stages worked over a measurement, in
+// seconds (paystream_intake_stage_seconds_total, from the processor's /metrics). The stages
+// overlap, each on a goroutine of its own, so each over Rate.Seconds is the share of the time
+// that stage was busy.
+type Busy struct {
+	Fetch    float64 `json:"fetch_s"` // waiting for the server to deliver full groups
+	Validate float64 `json:"validate_s"`
+	Claim    float64 `json:"claim_s"`  // the ledger lookup and the KV claims
+	Commit   float64 `json:"commit_s"` // the ledger transaction and the acks
+}
+
+// scrapeBusy reads the intake stages' counters from a processor's metrics at url.
+func scrapeBusy(ctx context.Context, url string) (*Busy, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("processor metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("processor metrics: %w", err)
+	}
+	b := &Busy{}
+	for stage, dst := range map[string]*float64{"fetch": &b.Fetch, "validate": &b.Validate, "claim": &b.Claim, "commit": &b.Commit} {
+		series := `paystream_intake_stage_seconds_total{stage="` + stage + `"} `
+		i := bytes.Index(text, []byte("\n"+series))
+		if i < 0 {
+			return nil, fmt.Errorf("processor metrics: no %s", series)
+		}
+		v, _, _ := bytes.Cut(text[i+1+len(series):], []byte("\n"))
+		if *dst, err = strconv.ParseFloat(string(v), 64); err != nil {
+			return nil, fmt.Errorf("processor metrics: %s%s: %w", series, v, err)
+		}
+	}
+	return b, nil
 }
 
 // prefill creates the ledger dataDir/ledger.db holding n payouts with random 24-character

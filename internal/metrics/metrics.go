@@ -46,6 +46,9 @@ var (
 	OutboxKinds = []string{"outcome", "notice"}
 	// ClaimsOps are the op label values of the claims metrics.
 	ClaimsOps = []string{"claim", "owner"}
+	// IntakeStages are the stage label values of paystream_intake_stage_seconds_total, in
+	// the order a group goes through them.
+	IntakeStages = []string{"fetch", "validate", "claim", "commit"}
 )
 
 // Histogram buckets, in seconds.
@@ -84,6 +87,13 @@ type Metrics struct {
 	IntakeHandedBack prometheus.Counter
 	// IntakeDeadLettered counts dead-lettered requests by class (DeadLetterClasses).
 	IntakeDeadLettered *prometheus.CounterVec
+	// IntakeStageSeconds adds up the wall time each intake stage spends on its groups, by
+	// stage (IntakeStages): fetch waits for the server to deliver a full group (a short
+	// fetch, which means there is no backlog, is not counted), validate decodes and checks
+	// it, claim learns its keys' owners, commit writes the ledger and acks. The stages
+	// overlap, each on a goroutine of its own, so each rate is the share of the time that
+	// stage was busy: the one near 1 under a backlog is what bounds intake.
+	IntakeStageSeconds *prometheus.CounterVec
 	// WeChatRequests counts HTTP exchanges with WeChat Pay by endpoint and class; fed by
 	// WeChatObserver.
 	WeChatRequests *prometheus.CounterVec
@@ -133,6 +143,10 @@ func New(version string) *Metrics {
 			Name: "paystream_intake_handed_back_total", Help: "Request messages handed back: another processor claimed their key for the same message."}),
 		IntakeDeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "paystream_intake_dead_lettered_total", Help: "Requests dead-lettered, by class."}, []string{"class"}),
+		IntakeStageSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_intake_stage_seconds_total",
+			Help: "Wall time intake's stages spent on groups, by stage; the stages overlap, so each rate is that stage's busy share."},
+			[]string{"stage"}),
 		WeChatRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "paystream_wechatpay_requests_total", Help: "HTTP exchanges with WeChat Pay, by endpoint and outcome class."},
 			[]string{"endpoint", "class"}),
@@ -166,11 +180,14 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build,
-		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeHandedBack, m.IntakeDeadLettered, m.WeChatRequests, m.WeChatDuration,
+		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeHandedBack, m.IntakeDeadLettered, m.IntakeStageSeconds, m.WeChatRequests, m.WeChatDuration,
 		m.WeChatThrottled, m.RateLimiterWait, m.OutcomePublishLag, m.OutcomesPublished, m.LedgerCommit, m.ClaimsDuration,
 		m.ClaimsErrors, m.BatchesFinished, m.InstancesSilent)
 	for _, c := range DeadLetterClasses {
 		m.IntakeDeadLettered.WithLabelValues(c)
+	}
+	for _, st := range IntakeStages {
+		m.IntakeStageSeconds.WithLabelValues(st)
 	}
 	for _, e := range Endpoints {
 		m.WeChatThrottled.WithLabelValues(e)

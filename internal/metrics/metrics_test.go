@@ -49,6 +49,7 @@ func TestNew_ContractNames(t *testing.T) {
 		"paystream_intake_received_total", "paystream_intake_committed_total", "paystream_intake_duplicates_total",
 		`paystream_intake_dead_lettered_total{class="invalid"}`, `paystream_intake_dead_lettered_total{class="conflict"}`,
 		`paystream_intake_dead_lettered_total{class="misrouted"}`,
+		`paystream_intake_stage_seconds_total{stage="fetch"} 0`, `paystream_intake_stage_seconds_total{stage="commit"} 0`,
 		`paystream_wechatpay_requests_total{class="ok",endpoint="batch_create"} 1`,
 		`paystream_wechatpay_requests_total{class="blocked",endpoint="bill_create"} 0`,
 		`paystream_wechatpay_request_duration_seconds_bucket{endpoint="batch_create",le="0.005"} 1`,

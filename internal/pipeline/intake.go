@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/metrics"
@@ -92,8 +93,28 @@ type intake struct {
 
 	pending *pendingSet
 	m       *metrics.Metrics
+	stage   stageClocks // set by run
 	prog    *progress
 	leased  func() bool // nil: always (Deps.Leased)
+}
+
+// stageClocks are intake's stage counters of paystream_intake_stage_seconds_total, each
+// added to by its stage's goroutine only.
+type stageClocks struct{ fetch, validate, claim, commit stageClock }
+
+func newStageClocks(m *metrics.Metrics) stageClocks {
+	c := func(stage string) stageClock { return stageClock{m.IntakeStageSeconds.WithLabelValues(stage)} }
+	return stageClocks{fetch: c("fetch"), validate: c("validate"), claim: c("claim"), commit: c("commit")}
+}
+
+// stageClock is one stage's counter.
+type stageClock struct{ c prometheus.Counter }
+
+// since adds the time since start and returns now.
+func (s stageClock) since(start time.Time) time.Time {
+	now := time.Now()
+	s.c.Add(now.Sub(start).Seconds())
+	return now
 }
 
 // errLeaseStale: intake may not claim (Deps.Leased or Deps.MayClaim is false: the heartbeat
@@ -129,6 +150,7 @@ func (in *intake) run(ctx context.Context) error {
 		}
 	}()
 
+	in.stage = newStageClocks(in.m)
 	if err := in.sweep(ctx); err != nil && ctx.Err() == nil {
 		in.log.Error("sweeping unclaimed payouts", "err", err)
 	}
@@ -139,7 +161,10 @@ func (in *intake) run(ctx context.Context) error {
 	go func() {
 		defer close(finished)
 		for g := range claimed {
-			if err := in.commit(work, ctx.Done(), g); err != nil {
+			start := time.Now()
+			err := in.commit(work, ctx.Done(), g)
+			in.stage.commit.since(start)
+			if err != nil {
 				// Nothing of this group was acked: JetStream redelivers it, and its keys'
 				// claims are this instance's, so it takes them in then.
 				in.log.Error("intake commit failed; the group will be redelivered", "messages", len(g.msgs), "err", err)
@@ -176,7 +201,9 @@ func (in *intake) run(ctx context.Context) error {
 			claimed <- claimedGroup{short: true} // no backlog in sight: what is held is committed
 			continue
 		}
+		start := time.Now()
 		c, err := in.claim(work, g.g)
+		in.stage.claim.since(start)
 		c.short = g.n < in.cfg.FetchBatch
 		switch {
 		case errors.Is(err, errLeaseStale):
@@ -210,6 +237,7 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 		}
 	}
 	for ctx.Err() == nil {
+		start := time.Now()
 		b, err := in.cons.Fetch(in.cfg.FetchBatch, jetstream.FetchMaxWait(in.cfg.FetchMaxWait))
 		if err != nil {
 			if ctx.Err() == nil {
@@ -227,7 +255,14 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 		}
 		in.m.IntakeReceived.Add(float64(len(msgs)))
 		in.prog.received.Add(int64(len(msgs)))
-		if !send(fetched{g: in.validate(ctx, msgs), n: len(msgs)}) { // an empty one too: held payouts wait for no backlog
+		if len(msgs) == in.cfg.FetchBatch { // a short fetch waited for work, not for the server
+			start = in.stage.fetch.since(start)
+		} else {
+			start = time.Now()
+		}
+		g := in.validate(ctx, msgs)
+		in.stage.validate.since(start)
+		if !send(fetched{g: g, n: len(msgs)}) { // an empty one too: held payouts wait for no backlog
 			return
 		}
 	}
