@@ -162,10 +162,10 @@ func (e *env) publish(ctx context.Context, o synth.Options) (uint64, error) {
 
 // waitAcked polls the consumer until every message up to lastSeq is acked and returns when
 // that was first seen. It polls every farPoll while more than nearAcks messages are
-// unacked, then every nearPoll: the polls (a JetStream API request and its JSON answer
-// each) cost the measured process CPU, and a processor measured from its start would
-// otherwise pay for over a thousand of them per round that the raw loops, which wait only
-// at their end, do not.
+// unacked and some are undelivered, then every nearPoll: the polls (a JetStream API request
+// and its JSON answer each) cost the measured process CPU, and a processor measured from its
+// start would otherwise pay for over a thousand of them per round that the raw loops, which
+// wait only at their end, do not.
 func (e *env) waitAcked(ctx context.Context, consumer string, lastSeq uint64, limit time.Duration) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -177,7 +177,7 @@ func (e *env) waitAcked(ctx context.Context, consumer string, lastSeq uint64, li
 			if info.AckFloor.Stream >= lastSeq && info.NumAckPending == 0 {
 				return time.Now(), nil
 			}
-			if info.AckFloor.Stream+nearAcks >= lastSeq {
+			if info.NumPending == 0 || info.AckFloor.Stream+nearAcks >= lastSeq {
 				every = nearPoll
 			}
 		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -192,8 +192,10 @@ func (e *env) waitAcked(ctx context.Context, consumer string, lastSeq uint64, li
 }
 
 // waitAcked's polling: every farPoll while more than nearAcks messages are unacked (a third
-// of a second of intake; no intake acks them within one farPoll), then every nearPoll, which
-// bounds the error of the end time.
+// of a second of intake; no intake acks them within one farPoll) and some are undelivered,
+// then every nearPoll, which bounds the error of the end time. Once every message is
+// delivered the end is near even when the ack floor lags far behind: the processor acks the
+// payouts it holds for a batch only when they are committed, which may be the last commit.
 const (
 	farPoll  = 50 * time.Millisecond
 	nearPoll = 2 * time.Millisecond

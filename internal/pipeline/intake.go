@@ -204,7 +204,6 @@ func (in *intake) run(ctx context.Context) error {
 		start := time.Now()
 		c, err := in.claim(work, g.g)
 		in.stage.claim.since(start)
-		c.short = g.n < in.cfg.FetchBatch
 		switch {
 		case errors.Is(err, errLeaseStale):
 			// Handed back: logged once in a while, as long as the pause lasts.
@@ -262,10 +261,24 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 		}
 		g := in.validate(ctx, msgs)
 		in.stage.validate.since(start)
+		g.short = endsBacklog(msgs, in.cfg.FetchBatch)
 		if !send(fetched{g: g, n: len(msgs)}) { // an empty one too: held payouts wait for no backlog
 			return
 		}
 	}
+}
+
+// endsBacklog reports whether a fetch of up to batch messages that brought msgs found the
+// end of the backlog: it came back short (it waited for work, not for the server), or the
+// server had nothing more for the consumer when it delivered the last message. Either way
+// the payouts intake holds for a batch to fill are committed now, rather than after the next
+// fetch has waited fetch-max-wait for nothing.
+func endsBacklog(msgs []jetstream.Msg, batch int) bool {
+	if len(msgs) < batch {
+		return true
+	}
+	md, err := msgs[len(msgs)-1].Metadata()
+	return err == nil && md.NumPending == 0
 }
 
 // claimedGroup is a fetched group, validated and claimed, waiting for its commit and acks.
@@ -276,7 +289,7 @@ type claimedGroup struct {
 	fresh  []int          // indexes of rows new to the ledger, claimed, to commit now
 	owners []claims.Owner // owners[j] owns rows[fresh[j]]
 	known  []int          // indexes of rows whose key the ledger holds (or that repeat a key of the group)
-	short  bool           // the fetch brought fewer messages than it asked for: no backlog
+	short  bool           // the fetch found the end of the backlog (endsBacklog)
 }
 
 // claim claims the keys of g's valid requests (validate made g) and sorts them into those new

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -181,5 +182,58 @@ func TestHolding_CopiesRows(t *testing.T) {
 		if hr.row.OutDetailNo != "H0" {
 			t.Fatalf("held row %q: it shares its group's memory", hr.row.OutDetailNo)
 		}
+	}
+}
+
+// TestEndsBacklog: a group ends the backlog when its fetch came back short or when the
+// server had nothing more for the consumer as it delivered the group's last message; a full
+// group with more behind it does not, so intake keeps holding payouts for fuller batches.
+func TestEndsBacklog(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := js.Publish(ctx, "s.x", []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fetch := func(batch int) []jetstream.Msg {
+		t.Helper()
+		b, err := cons.Fetch(batch, jetstream.FetchMaxWait(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		return msgs
+	}
+	publish(5)
+	for _, c := range []struct {
+		batch, got int
+		ends       bool
+	}{
+		{3, 3, false}, // two more behind
+		{3, 2, true},  // short
+		{3, 0, true},  // nothing at all
+	} {
+		msgs := fetch(c.batch)
+		if len(msgs) != c.got || endsBacklog(msgs, c.batch) != c.ends {
+			t.Fatalf("fetch %d of a backlog: %d messages, endsBacklog %v; want %d, %v", c.batch, len(msgs), endsBacklog(msgs, c.batch), c.got, c.ends)
+		}
+	}
+	publish(3)
+	if msgs := fetch(3); len(msgs) != 3 || !endsBacklog(msgs, 3) {
+		t.Fatalf("a full group that drained the backlog: %d messages, endsBacklog %v; want 3, true", len(msgs), endsBacklog(msgs, 3))
 	}
 }
