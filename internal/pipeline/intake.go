@@ -95,7 +95,7 @@ type intake struct {
 
 	pending *pendingSet
 	m       *metrics.Metrics
-	stage   stageClocks // set by run
+	stage   stageClocks
 	prog    *progress
 	leased  func() bool // nil: always (Deps.Leased)
 }
@@ -158,7 +158,6 @@ func (in *intake) run(ctx context.Context) error {
 		}
 	}()
 
-	in.stage = newStageClocks(in.m)
 	if err := in.sweep(ctx); err != nil && ctx.Err() == nil {
 		in.log.Error("sweeping unclaimed payouts", "err", err)
 	}

@@ -249,7 +249,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
-			m:    d.Metrics, prog: prog, leased: d.Leased, sealed: poke(wakeDriver), hold: hold,
+			m:    d.Metrics, stage: newStageClocks(d.Metrics), prog: prog, leased: d.Leased, sealed: poke(wakeDriver), hold: hold,
 		},
 		sealer: &sealer{
 			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
