@@ -21,13 +21,14 @@ import (
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
 )
 
-// waitLog waits (a minute at most) for the line w is watching for.
+// waitLog waits (a minute at most) for the line w is watching for; failing, it prints the
+// processor's log.
 func waitLog(t *testing.T, w *testingutil.LogWatch, what string) {
 	t.Helper()
 	select {
 	case <-w.Seen():
 	case <-time.After(time.Minute):
-		t.Fatalf("no %s in the processor's log after a minute", what)
+		t.Fatalf("no %s in the processor's log after a minute; the log:\n%s", what, w.String())
 	}
 }
 

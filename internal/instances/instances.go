@@ -154,28 +154,38 @@ func Ensure(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 	return kv, nil
 }
 
-// List returns every record in the bucket, in instance order.
+// List returns every record in the bucket, in instance order. It returns a list only once
+// the bucket's last values were all read (one ordered pass): a listing cut short by ctx is an
+// error, never a shorter list, since a caller reads a missing record as an instance gone
+// (jetstream's ListKeys closes its channel quietly when its context ends).
 func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
-	keys, err := kv.ListKeys(ctx)
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
+	defer func() { _ = w.Stop() }()
 	var out []Record
-	for k := range keys.Keys() {
-		r, err := get(ctx, kv, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // deleted since it was listed
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("list instances: watch closed")
+			}
+			if e == nil { // the last values are all delivered
+				slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
+				return out, nil
+			}
+			r, err := decode(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list instances: %w", ctx.Err())
 		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
-	return out, nil
 }
 
-// get reads and decodes the record of instance; jetstream.ErrKeyNotFound when there is none.
 // Get reads one instance's record; an error wrapping jetstream.ErrKeyNotFound when it has none.
 func Get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, error) {
 	return get(ctx, kv, instance)
@@ -186,11 +196,16 @@ func get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, e
 	if err != nil {
 		return Record{}, fmt.Errorf("get instance %s: %w", instance, err)
 	}
+	return decode(e)
+}
+
+// decode reads the record of entry e (its key is the instance).
+func decode(e jetstream.KeyValueEntry) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, fmt.Errorf("decode instance %s: %w", instance, err)
+		return Record{}, fmt.Errorf("decode instance %s: %w", e.Key(), err)
 	}
-	r.Instance, r.Revision = instance, e.Revision()
+	r.Instance, r.Revision = e.Key(), e.Revision()
 	return r, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -510,4 +511,39 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestList_wholeOrError: a listing whose context ends before every record was read is an
+// error, never a shorter list: a watcher reads a missing record as an instance gone, and a
+// missing older version as "claims may go on" (jetstream's ListKeys, used before, returned no
+// records and no error when its deadline passed first). Deadlines sweep the whole listing,
+// from before the watch is made to after the last record.
+func TestList_wholeOrError(t *testing.T) {
+	_, kv := newBucket(t)
+	const n = 300
+	for i := range n {
+		put(t, kv, Record{Instance: fmt.Sprintf("inst%06d", i), MchID: "1900000001", SeenAt: time.Now()})
+	}
+	whole, err := List(context.Background(), kv)
+	if err != nil || len(whole) != n {
+		t.Fatalf("listing without a deadline: %d records, %v; want %d", len(whole), err, n)
+	}
+	if !slices.IsSortedFunc(whole, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) }) {
+		t.Fatal("records not in instance order")
+	}
+	cut, complete := 0, 0
+	for d := time.Duration(0); d <= 20*time.Millisecond; d += 100 * time.Microsecond {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		recs, err := List(ctx, kv)
+		cancel()
+		switch {
+		case err != nil:
+			cut++
+		case len(recs) != n:
+			t.Fatalf("deadline %v: %d of %d records and no error", d, len(recs), n)
+		default:
+			complete++
+		}
+	}
+	t.Logf("%d listings cut short (errors), %d complete", cut, complete)
 }
