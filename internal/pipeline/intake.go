@@ -185,7 +185,8 @@ func (in *intake) run(ctx context.Context) error {
 	defer func() { close(claimed); <-finished }()
 	sweeps := time.NewTicker(in.cfg.SweepEvery)
 	defer sweeps.Stop()
-	var lastErr time.Time
+	// Each warning has its own clock: a fetch failure must not hide a pause, nor the reverse.
+	var fetchWarned, pauseWarned time.Time
 	for {
 		var g fetched
 		var ok bool
@@ -201,9 +202,9 @@ func (in *intake) run(ctx context.Context) error {
 			continue
 		}
 		if g.err != nil {
-			if time.Since(lastErr) > 10*time.Second {
+			if time.Since(fetchWarned) > 10*time.Second {
 				in.log.Warn("fetch failed", "err", g.err)
-				lastErr = time.Now()
+				fetchWarned = time.Now()
 			}
 			claimed <- claimedGroup{short: true} // no backlog in sight: what is held is committed
 			continue
@@ -214,9 +215,9 @@ func (in *intake) run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errLeaseStale):
 			// Handed back: logged once in a while, as long as the pause lasts.
-			if time.Since(lastErr) > 10*time.Second {
+			if time.Since(pauseWarned) > 10*time.Second {
 				in.log.Warn("intake handed a group back", "messages", g.n, "err", err)
-				lastErr = time.Now()
+				pauseWarned = time.Now()
 			}
 			continue
 		case err != nil:
