@@ -520,6 +520,11 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 // from before the watch is made to after the last record.
 func TestList_wholeOrError(t *testing.T) {
 	_, kv := newBucket(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if none, err := List(ctx, kv); err != nil || len(none) != 0 {
+		t.Fatalf("empty bucket: %d records, %v", len(none), err)
+	}
 	const n = 300
 	for i := range n {
 		put(t, kv, Record{Instance: fmt.Sprintf("inst%06d", i), MchID: "1900000001", SeenAt: time.Now()})
