@@ -154,34 +154,70 @@ func Ensure(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 	return kv, nil
 }
 
-// List returns every record in the bucket, in instance order. It returns a list only once
-// the bucket's last values were all read (one ordered pass): a listing cut short by ctx is an
-// error, never a shorter list, since a caller reads a missing record as an instance gone
-// (jetstream's ListKeys closes its channel quietly when its context ends).
+// List returns every record in the bucket, in instance order, or an error: never a shorter
+// list, since a caller reads a missing record as an instance gone (and a missing older
+// version as "claims may go on"). A KV watch's end-of-values mark is not enough: it counts
+// deliveries, so a key that beat twice while the watch ran can stand in for one never
+// delivered, and jetstream's ListKeys also ends quietly when its context does. So a listing
+// counts only if it holds at least as many keys as the bucket's stream had subjects before it
+// began (records are never removed, so that count only grows); one that holds fewer is
+// tried again until ctx is done.
 func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	for {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list instances: %w", err)
+		}
+		info, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo })
+		if !ok || info.StreamInfo() == nil {
+			return nil, fmt.Errorf("list instances: bucket %s has no stream state", kv.Bucket())
+		}
+		want := info.StreamInfo().State.NumSubjects
+		recs, keys, err := listOnce(ctx, kv)
+		if err != nil {
+			return nil, err
+		}
+		if uint64(keys) >= want {
+			return recs, nil
+		}
+	}
+}
+
+// listOnce reads the bucket's last values through one watch and returns the records and how
+// many distinct keys it saw (a removed key's marker counts, as its subject does).
+func listOnce(ctx context.Context, kv jetstream.KeyValue) ([]Record, int, error) {
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
+		return nil, 0, fmt.Errorf("list instances: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	var out []Record
+	last := map[string]jetstream.KeyValueEntry{}
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("list instances: watch closed")
+				return nil, 0, errors.New("list instances: watch closed")
 			}
-			if e == nil { // the last values are all delivered
-				slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
-				return out, nil
+			if e != nil {
+				last[e.Key()] = e
+				continue
 			}
-			r, err := decode(e)
-			if err != nil {
-				return nil, err
+			// The watch's end-of-values mark.
+			var out []Record
+			for _, e := range last {
+				if e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				r, err := decode(e)
+				if err != nil {
+					return nil, 0, err
+				}
+				out = append(out, r)
 			}
-			out = append(out, r)
+			slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
+			return out, len(last), nil
 		case <-ctx.Done():
-			return nil, fmt.Errorf("list instances: %w", ctx.Err())
+			return nil, 0, fmt.Errorf("list instances: %w", ctx.Err())
 		}
 	}
 }

@@ -552,3 +552,44 @@ func TestList_wholeOrError(t *testing.T) {
 	}
 	t.Logf("%d listings cut short (errors), %d complete", cut, complete)
 }
+
+// TestList_whileEveryKeyBeats: every instance beats while the listings run (a bucket keeps one
+// value per key, so each beat removes the value a listing may be about to read), and every
+// listing still holds every instance: a watch alone ends early when a key delivered twice
+// stands in for one not yet delivered.
+func TestList_whileEveryKeyBeats(t *testing.T) {
+	_, kv := newBucket(t)
+	const n = 20
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("beat%06d", i)
+		put(t, kv, Record{Instance: ids[i], SeenAt: time.Now()})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, _ = kv.Put(ctx, id, encode(Record{Instance: id, SeenAt: time.Now()}))
+			}
+		}()
+	}
+	for i := range 200 {
+		lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+		recs, err := List(lctx, kv)
+		lcancel()
+		if err != nil {
+			t.Fatalf("listing %d: %v", i, err)
+		}
+		got := make([]string, len(recs))
+		for j, r := range recs {
+			got[j] = r.Instance
+		}
+		if !slices.Equal(got, ids) {
+			t.Fatalf("listing %d: %d of %d instances while they beat: %v", i, len(got), n, got)
+		}
+	}
+}
