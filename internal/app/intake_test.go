@@ -107,7 +107,10 @@ func TestRun_PausesBesideAnOlderVersion(t *testing.T) {
 	cfg := testConfig(t, srv)
 	ns := natstest.Run(t)
 	cfg.NATS.URL = ns.ClientURL()
-	cfg.NATS.Topology.HeartbeatEvery, cfg.NATS.Topology.SilentAfter = 50*time.Millisecond, 2*time.Second
+	// The older instance's clean stop ends the pause at the next listing, so nothing here
+	// waits for silent-after; a long one keeps a loaded machine's late beats from reading as
+	// the older instance gone (which would rightly lift the pause).
+	cfg.NATS.Topology.HeartbeatEvery, cfg.NATS.Topology.SilentAfter = 200*time.Millisecond, time.Minute
 	ctx := context.Background()
 	js := natstest.Connect(t, ns)
 	kv, err := instances.Ensure(ctx, js, cfg.NATS.Topology.InstancesBucket, 1)
@@ -115,7 +118,7 @@ func TestRun_PausesBesideAnOlderVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	older, err := instances.Start(ctx, instances.BeatConfig{KV: kv, Self: instances.Info{Instance: "older0001", MchID: cfg.WeChatPay.MchID},
-		Every: 50 * time.Millisecond, Status: func() instances.LedgerPos { return instances.LedgerPos{} }})
+		Every: cfg.NATS.Topology.HeartbeatEvery, Status: func() instances.LedgerPos { return instances.LedgerPos{} }})
 	if err != nil {
 		t.Fatal(err)
 	}
