@@ -249,7 +249,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	live, err = startLiveness(ctx, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version,
+	live, err = startLiveness(ctx, js, jso.instances, topo, db, instances.Info{Instance: db.InstanceID(), MchID: cfg.WeChatPay.MchID, Version: o.Version,
 		Journaled: true, JournalSince: journalSince, ClaimsFirst: true}, h, m, log)
 	if err != nil {
 		return err

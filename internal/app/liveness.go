@@ -47,7 +47,7 @@ type liveness struct {
 // startLiveness writes this instance's first heartbeat and starts watching the others. It
 // refuses (an error wrapping instances.ErrRetired) an instance another replica has retired:
 // its ledger's work was adopted, so it must never work again.
-func startLiveness(ctx context.Context, kv jetstream.KeyValue, topo broker.Topology, db *ledger.DB, self instances.Info,
+func startLiveness(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, topo broker.Topology, db *ledger.DB, self instances.Info,
 	h *health, m *metrics.Metrics, log *slog.Logger) (*liveness, error) {
 	self.Host, _ = os.Hostname()
 	bc := instances.BeatConfig{
@@ -91,7 +91,7 @@ func startLiveness(ctx context.Context, kv jetstream.KeyValue, topo broker.Topol
 	l.older.Store(true) // until the first listing says otherwise
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
-	w := &instances.Watcher{KV: kv, Self: self.Instance, DeadAfter: topo.SilentAfter, Every: topo.HeartbeatEvery, Report: l.report, Log: log,
+	w := &instances.Watcher{JS: js, KV: kv, Self: self.Instance, DeadAfter: topo.SilentAfter, Every: topo.HeartbeatEvery, Report: l.report, Log: log,
 		Alive: func(alive []instances.Record) { l.alive(self.MchID, alive) }}
 	l.wg.Add(1)
 	go func() {

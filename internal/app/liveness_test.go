@@ -101,7 +101,7 @@ func TestRun_SilentInstance(t *testing.T) {
 
 	// This replica's own clean shutdown leaves its record Stopped.
 	r.shutdown(t)
-	recs, err := instances.List(ctx, kv2)
+	recs, err := instances.List(ctx, js2, kv2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,9 +213,10 @@ func (b *Beat) judge(cur Record, first bool) error {
 	return nil
 }
 
-// Watcher reports, every Every, the instances other than Self that are Silent. KV and
+// Watcher reports, every Every, the instances other than Self that are Silent. JS, KV and
 // Report are required.
 type Watcher struct {
+	JS        jetstream.JetStream // the bucket's JetStream, for List
 	KV        jetstream.KeyValue
 	Self      string        // this instance, never reported
 	DeadAfter time.Duration // DefaultDeadAfter if ≤ 0
@@ -233,8 +234,8 @@ type Watcher struct {
 // nil. A failed listing is logged at WARN once per episode (and its end at INFO) and
 // reports nothing.
 func (w *Watcher) Run(ctx context.Context) error {
-	if w.KV == nil || w.Report == nil {
-		return errors.New("instances: Watcher needs KV and Report")
+	if w.JS == nil || w.KV == nil || w.Report == nil {
+		return errors.New("instances: Watcher needs JS, KV and Report")
 	}
 	every, log, now := w.Every, w.Log, w.Now
 	if every <= 0 {
@@ -251,7 +252,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	failing := false
 	for {
 		lctx, cancel := context.WithTimeout(ctx, every)
-		recs, err := List(lctx, w.KV)
+		recs, err := List(lctx, w.JS, w.KV)
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:

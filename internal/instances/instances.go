@@ -154,72 +154,36 @@ func Ensure(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 	return kv, nil
 }
 
-// List returns every record in the bucket, in instance order, or an error: never a shorter
-// list, since a caller reads a missing record as an instance gone (and a missing older
-// version as "claims may go on"). A KV watch's end-of-values mark is not enough: it counts
-// deliveries, so a key that beat twice while the watch ran can stand in for one never
-// delivered, and jetstream's ListKeys also ends quietly when its context does. So a listing
-// counts only if it holds at least as many keys as the bucket's stream had subjects before it
-// began (records are never removed, so that count only grows); one that holds fewer is
-// tried again until ctx is done.
-func List(ctx context.Context, kv jetstream.KeyValue) ([]Record, error) {
-	for {
-		st, err := kv.Status(ctx)
+// List returns every record in the bucket kv (on js), in instance order, or an error: never
+// a shorter list, since a caller reads a missing record as an instance gone (and a missing
+// older version as "claims may go on"). So it does not list through a KV watch, whose
+// end-of-values mark counts deliveries (a key that beat or was created while it ran can stand
+// in for one not yet delivered) and which jetstream's ListKeys ends quietly with its context.
+// It takes the keys from the subjects the bucket's stream holds (one answer of the server's),
+// then reads each key's last value; a key removed since is skipped.
+func List(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([]Record, error) {
+	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	prefix := "$KV." + kv.Bucket() + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	out := make([]Record, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		r, err := get(ctx, kv, strings.TrimPrefix(subject, prefix))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // removed: its subject keeps the marker
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list instances: %w", err)
 		}
-		info, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo })
-		if !ok || info.StreamInfo() == nil {
-			return nil, fmt.Errorf("list instances: bucket %s has no stream state", kv.Bucket())
-		}
-		want := info.StreamInfo().State.NumSubjects
-		recs, keys, err := listOnce(ctx, kv)
-		if err != nil {
-			return nil, err
-		}
-		if uint64(keys) >= want {
-			return recs, nil
-		}
+		out = append(out, r)
 	}
-}
-
-// listOnce reads the bucket's last values through one watch and returns the records and how
-// many distinct keys it saw (a removed key's marker counts, as its subject does).
-func listOnce(ctx context.Context, kv jetstream.KeyValue) ([]Record, int, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list instances: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	last := map[string]jetstream.KeyValueEntry{}
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, 0, errors.New("list instances: watch closed")
-			}
-			if e != nil {
-				last[e.Key()] = e
-				continue
-			}
-			// The watch's end-of-values mark.
-			var out []Record
-			for _, e := range last {
-				if e.Operation() != jetstream.KeyValuePut {
-					continue
-				}
-				r, err := decode(e)
-				if err != nil {
-					return nil, 0, err
-				}
-				out = append(out, r)
-			}
-			slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
-			return out, len(last), nil
-		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("list instances: %w", ctx.Err())
-		}
-	}
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Instance, b.Instance) })
+	return out, nil
 }
 
 // Get reads one instance's record; an error wrapping jetstream.ErrKeyNotFound when it has none.
@@ -232,16 +196,11 @@ func get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, e
 	if err != nil {
 		return Record{}, fmt.Errorf("get instance %s: %w", instance, err)
 	}
-	return decode(e)
-}
-
-// decode reads the record of entry e (its key is the instance).
-func decode(e jetstream.KeyValueEntry) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, fmt.Errorf("decode instance %s: %w", e.Key(), err)
+		return Record{}, fmt.Errorf("decode instance %s: %w", instance, err)
 	}
-	r.Instance, r.Revision = e.Key(), e.Revision()
+	r.Instance, r.Revision = instance, e.Revision()
 	return r, nil
 }
 

@@ -23,14 +23,15 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newBucket starts a JetStream server and ensures the heartbeat bucket on it.
-func newBucket(t *testing.T) (string, jetstream.KeyValue) {
+func newBucket(t *testing.T) (string, jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
 	s := natstest.Run(t)
-	kv, err := Ensure(context.Background(), natstest.Connect(t, s), "instances", 1)
+	js := natstest.Connect(t, s)
+	kv, err := Ensure(context.Background(), js, "instances", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.ClientURL(), kv
+	return s.ClientURL(), js, kv
 }
 
 // openBucket opens the bucket over its own connection, returned so a test can cut it.
@@ -172,7 +173,7 @@ func TestEnsure(t *testing.T) {
 }
 
 func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
-	_, kv := newBucket(t)
+	_, js, kv := newBucket(t)
 	var calls atomic.Int64
 	b, err := Start(context.Background(), BeatConfig{
 		KV: kv, Self: Info{Instance: "inst000001", MchID: "1900000001", Host: "host-a", Version: "v-test"},
@@ -194,7 +195,7 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 	}
 	waitFor(t, "three beats", func() bool { return read(t, kv, "inst000001").Ledger.LastSeq >= 3 })
 
-	recs, err := List(context.Background(), kv)
+	recs, err := List(context.Background(), js, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 }
 
 func TestBeat_crashIsSilentAfterDeadAfter(t *testing.T) {
-	url, kv := newBucket(t)
+	url, _, kv := newBucket(t)
 	nc, own := openBucket(t, url)
 	b := start(t, own, "crash00001", 10*time.Millisecond)
 	nc.Close() // the process dies: nothing more reaches NATS, not even the stop mark
@@ -245,7 +246,7 @@ func TestBeat_crashIsSilentAfterDeadAfter(t *testing.T) {
 }
 
 func TestWatcher_reportsSilentOthers(t *testing.T) {
-	url, kv := newBucket(t)
+	url, js, kv := newBucket(t)
 	t0 := time.Now()
 	var clock atomic.Int64 // the watcher's and the live beat's clock
 	clock.Store(t0.UnixNano())
@@ -270,7 +271,7 @@ func TestWatcher_reportsSilentOthers(t *testing.T) {
 	reports := make(chan []string)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
-		KV: kv, Self: "self000001", DeadAfter: time.Minute, Every: 10 * time.Millisecond, Log: quiet,
+		JS: js, KV: kv, Self: "self000001", DeadAfter: time.Minute, Every: 10 * time.Millisecond, Log: quiet,
 		Now: now,
 		Report: func(silent []Record) {
 			var ids []string
@@ -323,7 +324,7 @@ func TestRetire(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, kv := newBucket(t)
+			_, _, kv := newBucket(t)
 			if tt.rec != nil {
 				r := *tt.rec
 				r.Instance = "gone000001"
@@ -355,7 +356,7 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 		{name: "instance that never beat"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			url, kv := newBucket(t)
+			url, _, kv := newBucket(t)
 			if tt.beat {
 				nc, own := openBucket(t, url)
 				start(t, own, "gone000001", time.Hour)
@@ -399,7 +400,7 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 }
 
 func TestBeat_retiredStopsAtNextBeat(t *testing.T) {
-	_, kv := newBucket(t)
+	_, _, kv := newBucket(t)
 	b := start(t, kv, "back000001", 10*time.Millisecond)
 	// An adopter whose clock is an hour on judges it silent (it was cut off, say).
 	if err := Retire(context.Background(), kv, "back000001", "adopt00001", time.Now().Add(time.Hour), time.Minute); err != nil {
@@ -427,7 +428,7 @@ func TestBeat_retiredStopsAtNextBeat(t *testing.T) {
 }
 
 func TestBeat_secondProcessSupersedes(t *testing.T) {
-	_, kv := newBucket(t)
+	_, _, kv := newBucket(t)
 	a := start(t, kv, "twin000001", 10*time.Millisecond)
 	b := start(t, kv, "twin000001", 10*time.Millisecond) // the same ledger file, run twice
 	waitDone(t, a)
@@ -445,7 +446,7 @@ func TestBeat_secondProcessSupersedes(t *testing.T) {
 }
 
 func TestBeat_ownWriteWithLostReplyIsNotAnotherProcess(t *testing.T) {
-	_, kv := newBucket(t)
+	_, _, kv := newBucket(t)
 	b := start(t, kv, "self000001", time.Hour)
 	// A beat of ours reached the server but its reply was lost: the revision moved on.
 	r := read(t, kv, "self000001")
@@ -498,7 +499,7 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, kv := newBucket(t)
+			_, _, kv := newBucket(t)
 			tt.rec.Instance = "again00001"
 			put(t, kv, tt.rec)
 			b := start(t, kv, "again00001", time.Hour)
@@ -519,17 +520,19 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 // records and no error when its deadline passed first). Deadlines sweep the whole listing,
 // from before the watch is made to after the last record.
 func TestList_wholeOrError(t *testing.T) {
-	_, kv := newBucket(t)
+	_, js, kv := newBucket(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if none, err := List(ctx, kv); err != nil || len(none) != 0 {
+	if none, err := List(ctx, js, kv); err != nil || len(none) != 0 {
 		t.Fatalf("empty bucket: %d records, %v", len(none), err)
 	}
-	const n = 300
+	const n = 50
 	for i := range n {
 		put(t, kv, Record{Instance: fmt.Sprintf("inst%06d", i), MchID: "1900000001", SeenAt: time.Now()})
 	}
-	whole, err := List(context.Background(), kv)
+	began := time.Now()
+	whole, err := List(context.Background(), js, kv)
+	took := time.Since(began)
 	if err != nil || len(whole) != n {
 		t.Fatalf("listing without a deadline: %d records, %v; want %d", len(whole), err, n)
 	}
@@ -537,9 +540,9 @@ func TestList_wholeOrError(t *testing.T) {
 		t.Fatal("records not in instance order")
 	}
 	cut, complete := 0, 0
-	for d := time.Duration(0); d <= 20*time.Millisecond; d += 100 * time.Microsecond {
+	for d := time.Duration(0); d <= 2*took; d += took / 100 {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
-		recs, err := List(ctx, kv)
+		recs, err := List(ctx, js, kv)
 		cancel()
 		switch {
 		case err != nil:
@@ -554,11 +557,12 @@ func TestList_wholeOrError(t *testing.T) {
 }
 
 // TestList_whileEveryKeyBeats: every instance beats while the listings run (a bucket keeps one
-// value per key, so each beat removes the value a listing may be about to read), and every
-// listing still holds every instance: a watch alone ends early when a key delivered twice
-// stands in for one not yet delivered.
+// value per key, so each beat removes the value a listing may be about to read) and new ones
+// start, and every listing still holds every instance there was before it began: a watch
+// alone ends early when a key delivered twice, or a new one, stands in for one not yet
+// delivered.
 func TestList_whileEveryKeyBeats(t *testing.T) {
-	_, kv := newBucket(t)
+	_, js, kv := newBucket(t)
 	const n = 20
 	ids := make([]string, n)
 	for i := range ids {
@@ -577,19 +581,29 @@ func TestList_whileEveryKeyBeats(t *testing.T) {
 			}
 		}()
 	}
-	for i := range 200 {
+	wg.Add(1)
+	go func() { // instances starting
+		defer wg.Done()
+		for i := 0; i < 50 && ctx.Err() == nil; i++ {
+			id := fmt.Sprintf("new%07d", i)
+			_, _ = kv.Create(ctx, id, encode(Record{Instance: id, SeenAt: time.Now()}))
+		}
+	}()
+	for i := range 50 {
 		lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-		recs, err := List(lctx, kv)
+		recs, err := List(lctx, js, kv)
 		lcancel()
 		if err != nil {
 			t.Fatalf("listing %d: %v", i, err)
 		}
-		got := make([]string, len(recs))
-		for j, r := range recs {
-			got[j] = r.Instance
+		got := map[string]bool{}
+		for _, r := range recs {
+			got[r.Instance] = true
 		}
-		if !slices.Equal(got, ids) {
-			t.Fatalf("listing %d: %d of %d instances while they beat: %v", i, len(got), n, got)
+		for _, id := range ids {
+			if !got[id] {
+				t.Fatalf("listing %d: %s missing (%d records) while the instances beat", i, id, len(recs))
+			}
 		}
 	}
 }
