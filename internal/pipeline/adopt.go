@@ -361,8 +361,22 @@ func (o *outcomes) told(ctx context.Context, results jetstream.Stream, held map[
 }
 
 // readStream calls fn with every message of stream on subjects (every subject when none)
-// that was stored when it began, in order.
+// that was stored when it began, in order. The end is decided against the stream, never by an
+// empty fetch or a consumer's count: an ordered consumer counts a batch the server sent as
+// delivered even when the connection lost it on the way, so its NumPending would end the read
+// short with no error. A message says nothing is pending behind it, or it is past the stream's
+// last sequence at the start; after a fetch that brought nothing, the stream is asked whether
+// a message on subjects is left between the last one read and that sequence (the next fetch
+// resumes after the last one read, so a lost batch comes again).
 func readStream(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return err
@@ -371,33 +385,66 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 	if err != nil {
 		return err
 	}
-	for left := ci.NumPending; left > 0; {
-		b, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(2*time.Second))
+	// pending sizes the fetches only (a fetch asking for more than the server has waits out
+	// its max wait); it is what the server last said was pending, whatever became of it.
+	pending := ci.NumPending
+	if pending == 0 {
+		return nil // a consumer that has delivered nothing counts right: none on subjects
+	}
+	var read uint64 // the stream sequence of the last message read
+	for {
+		b, err := cons.Fetch(int(min(max(pending, 1), 1000)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return err
 		}
-		n := 0
+		n, done := 0, false
 		for m := range b.Messages() {
 			md, err := m.Metadata()
 			if err != nil {
 				return err
 			}
+			if done || md.Sequence.Stream > last {
+				done = true // stored after the read began; the batch is drained, not read
+				continue
+			}
 			fn(m, md)
-			n++
+			read, n, pending = md.Sequence.Stream, n+1, md.NumPending
+			done = pending == 0 || read == last
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return err
 		}
-		left -= uint64(min(n, int(left)))
+		if done {
+			return nil
+		}
 		if n == 0 {
-			// Nothing came: the rest may have aged out of the stream meanwhile.
-			if ci, err = cons.Info(ctx); err != nil {
+			left, err := storedOn(ctx, stream, subjects, read+1, last)
+			if err != nil || !left {
 				return err
 			}
-			left = min(left, ci.NumPending)
 		}
 	}
-	return nil
+}
+
+// storedOn reports whether stream holds a message on subjects (any subject when none) with
+// a sequence from from to last.
+func storedOn(ctx context.Context, stream jetstream.Stream, subjects []string, from, last uint64) (bool, error) {
+	if len(subjects) == 0 {
+		subjects = []string{">"}
+	}
+	for _, subject := range subjects {
+		m, err := stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("look for messages left on %s: %w", subject, err)
+		}
+		if m.Sequence <= last {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // holds reports whether this pipeline's ledger already owns key (a restored copy completed

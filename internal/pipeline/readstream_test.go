@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/faultproxy"
+	"github.com/paystream/paystream/internal/natstest"
+)
+
+// readAll reads stream through readStream and returns the stream sequences it was given.
+func readAll(t *testing.T, st jetstream.Stream, subjects []string, each func(n int)) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	err := readStream(context.Background(), st, subjects, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
+		seqs = append(seqs, md.Sequence.Stream)
+		if each != nil {
+			each(len(seqs))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seqs
+}
+
+// TestReadStream_lostPullIsReadAgain: the answer to a pull is lost with its connection. The
+// server counted that batch as delivered to the ordered consumer, so the consumer's count of
+// what is pending leaves it out; a read that trusted it ended 1000 messages short with no
+// error, and an adoption then missed a CANCELLED outcome (and paid it) or a request (and left
+// it). Every message stored when the read began is read, once, in order.
+func TestReadStream_lostPullIsReadAgain(t *testing.T) {
+	s := natstest.Run(t)
+	direct := natstest.Connect(t, s)
+	ctx := context.Background()
+	if _, err := direct.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	const total = 2500
+	for i := range total {
+		if _, err := direct.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := faultproxy.Start("127.0.0.1:0", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	js := natstest.ConnectURL(t, p.URL(), nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
+	st, err := js.Stream(ctx, "R")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := readAll(t, st, nil, func(n int) {
+		if n == 10 { // within the first batch: the answer to the next pull is lost
+			p.CutAfter([]byte("CONSUMER.MSG.NEXT"), 1)
+		}
+	})
+	if p.Cuts() != 1 {
+		t.Fatalf("%d cuts, want 1", p.Cuts())
+	}
+	if len(seqs) != total {
+		t.Fatalf("read %d of %d messages", len(seqs), total)
+	}
+	for i, q := range seqs {
+		if q != uint64(i+1) {
+			t.Fatalf("message %d has stream sequence %d", i, q)
+		}
+	}
+}
+
+// TestReadStream_subjectsAndStart: only the messages on the subjects are read, up to the last
+// one stored when the read began (here far before the stream's end), and none stored after.
+func TestReadStream_subjectsAndStart(t *testing.T) {
+	s := natstest.Run(t)
+	js := natstest.Connect(t, s)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []uint64
+	for i := range 3000 {
+		subject := "r.other"
+		if i%7 == 0 && i < 1500 {
+			subject = "r.wanted"
+		}
+		a, err := js.Publish(ctx, subject, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subject == "r.wanted" {
+			want = append(want, a.Sequence)
+		}
+	}
+	got := readAll(t, st, []string{"r.wanted"}, func(n int) {
+		if n == 1 { // stored after the read began: not read
+			if _, err := js.Publish(ctx, "r.wanted", []byte("late")); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("read %d messages %v…, want %d %v…", len(got), got[:min(5, len(got))], len(want), want[:5])
+	}
+	if none := readAll(t, st, []string{"r.none"}, nil); len(none) != 0 {
+		t.Fatalf("read %d messages on a subject that has none", len(none))
+	}
+}
