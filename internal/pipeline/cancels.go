@@ -102,8 +102,21 @@ func (c *cancels) handle(ctx context.Context, m jetstream.Msg) {
 
 // unknown answers a cancel for a payout this ledger does not hold: silence if another
 // replica owns it, a refusal if nobody does, and later if this instance claimed it (it is
-// being taken in).
+// being taken in) or requests ahead of the cancel are still on their way in.
 func (c *cancels) unknown(ctx context.Context, m jetstream.Msg, req payout.CancelRequest) {
+	// The request may be published before the cancel and not yet taken in: until every
+	// request ahead of the cancel in the stream is acked (claimed, then committed), no owner
+	// is not proof of none. That is read before the owner: read after it, a request another
+	// replica claimed and acked in between was missed by both reads.
+	if behind, err := c.requestsBehind(ctx, m); err != nil || behind {
+		if err != nil {
+			c.log.Warn("reading the requests consumer; will retry the cancel", "out_detail_no", req.OutDetailNo, "err", err)
+		}
+		if err := m.NakWithDelay(catchUpDelay); err != nil {
+			c.log.Warn("naking a cancel", "err", err)
+		}
+		return
+	}
 	o, owned, err := c.claims.Owner(ctx, claims.Key(req.MchID, req.OutDetailNo))
 	switch {
 	case err != nil:
@@ -118,18 +131,6 @@ func (c *cancels) unknown(ctx context.Context, m jetstream.Msg, req payout.Cance
 			c.log.Warn("naking a cancel", "err", err)
 		}
 	default:
-		// The request may be published before the cancel and not yet taken in: until every
-		// request ahead of the cancel in the stream is acked (committed and claimed), no
-		// owner is not proof of none.
-		if behind, err := c.requestsBehind(ctx, m); err != nil || behind {
-			if err != nil {
-				c.log.Warn("reading the requests consumer; will retry the cancel", "out_detail_no", req.OutDetailNo, "err", err)
-			}
-			if err := m.NakWithDelay(catchUpDelay); err != nil {
-				c.log.Warn("naking a cancel", "err", err)
-			}
-			return
-		}
 		c.answer(ctx, m, req, payout.CancelUnknown, "", "no processor has received a payout with this out_detail_no")
 	}
 }
