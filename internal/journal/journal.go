@@ -85,12 +85,9 @@ func (j *Journal) Put(ctx context.Context, e Entry) error {
 
 // Batches returns every entry of instance, in out_batch_no order.
 func (j *Journal) Batches(ctx context.Context, instance string) ([]Entry, error) {
-	infos, err := j.obs.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, nil
-	}
+	infos, err := j.list(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("journal list: %w", err)
+		return nil, err
 	}
 	slices.SortFunc(infos, func(a, b *jetstream.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
 	var out []Entry
@@ -112,4 +109,32 @@ func (j *Journal) Batches(ctx context.Context, instance string) ([]Entry, error)
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// list returns the info of every entry, or an error: never a shorter list, since an adopter
+// reads a batch missing from it as never sent and pays its members under a new number. The
+// object store's own List takes a watch that closed before its last entry (its ordered
+// consumer failed to resume) for the end; here only the watch's end mark is the end, and it
+// comes when the server has nothing more pending.
+func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
+	w, err := j.obs.Watch(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("journal list: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var infos []*jetstream.ObjectInfo
+	for {
+		select {
+		case info, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, errors.New("journal list: the watch closed before its last entry")
+			case info == nil:
+				return infos, nil
+			}
+			infos = append(infos, info)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("journal list: %w", ctx.Err())
+		}
+	}
 }

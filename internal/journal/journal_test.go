@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -123,5 +125,48 @@ func TestJournal_PutRefuses(t *testing.T) {
 	}
 	if got, err := j.Batches(ctx, "abc"); err != nil || len(got) != 0 {
 		t.Fatalf("Batches after refused puts = %d entries, %v; want none", len(got), err)
+	}
+}
+
+// cutStore is an object store whose watches close after their first entry, as the library
+// closes one whose ordered consumer could not resume.
+type cutStore struct{ jetstream.ObjectStore }
+
+func (s cutStore) Watch(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.ObjectWatcher, error) {
+	w, err := s.ObjectStore.Watch(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	cut := make(chan *jetstream.ObjectInfo, 1)
+	cut <- <-w.Updates()
+	close(cut)
+	return cutWatcher{w, cut}, nil
+}
+
+type cutWatcher struct {
+	jetstream.ObjectWatcher
+	updates chan *jetstream.ObjectInfo
+}
+
+func (w cutWatcher) Updates() <-chan *jetstream.ObjectInfo { return w.updates }
+
+// TestJournal_BatchesCutShortIsAnError: a listing whose watch closes before its end mark is
+// an error, never the entries read so far: an adopter pays the members of a batch missing
+// from it under a new number, and WeChat may hold that batch (the object store's own List
+// returned the entries so far, with no error).
+func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
+	ctx := context.Background()
+	j := mustEnsure(t)
+	for _, no := range []string{"B1", "B2", "B3"} {
+		if err := j.Put(ctx, entry("abc", no, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := &Journal{obs: cutStore{j.obs}}
+	if got, err := cut.Batches(ctx, "abc"); err == nil {
+		t.Fatalf("Batches through a watch cut after one entry = %d entries and no error", len(got))
+	}
+	if got, err := j.Batches(ctx, "abc"); err != nil || len(got) != 3 {
+		t.Fatalf("Batches = %d entries, %v; want 3", len(got), err)
 	}
 }
