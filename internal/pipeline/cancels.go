@@ -104,34 +104,42 @@ func (c *cancels) handle(ctx context.Context, m jetstream.Msg) {
 // replica owns it, a refusal if nobody does, and later if this instance claimed it (it is
 // being taken in) or requests ahead of the cancel are still on their way in.
 func (c *cancels) unknown(ctx context.Context, m jetstream.Msg, req payout.CancelRequest) {
-	// The request may be published before the cancel and not yet taken in: until every
-	// request ahead of the cancel in the stream is acked (claimed, then committed), no owner
-	// is not proof of none. That is read before the owner: read after it, a request another
-	// replica claimed and acked in between was missed by both reads.
-	if behind, err := c.requestsBehind(ctx, m); err != nil || behind {
-		if err != nil {
-			c.log.Warn("reading the requests consumer; will retry the cancel", "out_detail_no", req.OutDetailNo, "err", err)
+	key := claims.Key(req.MchID, req.OutDetailNo)
+	for caughtUp := false; ; caughtUp = true {
+		o, owned, err := c.claims.Owner(ctx, key)
+		switch {
+		case err != nil:
+			c.log.Warn("reading the owner of a cancelled payout; will retry", "out_detail_no", req.OutDetailNo, "err", err)
+			c.nak(m)
+			return
+		case owned && o.Instance != c.claims.Instance():
+			c.ack(m)
+			return
+		case owned:
+			// Intake claims before it commits: the payout is on its way into this ledger (held
+			// for its batch, or its message coming back after a crash). Look again soon.
+			if err := m.NakWithDelay(catchUpDelay); err != nil {
+				c.log.Warn("naking a cancel", "err", err)
+			}
+			return
+		case caughtUp:
+			c.answer(ctx, m, req, payout.CancelUnknown, "", "no processor has received a payout with this out_detail_no")
+			return
 		}
-		if err := m.NakWithDelay(catchUpDelay); err != nil {
-			c.log.Warn("naking a cancel", "err", err)
+		// No owner. The request may be published before the cancel and not yet taken in:
+		// until every request ahead of the cancel in the stream is acked (claimed, then
+		// committed), no owner is not proof of none. Once they are, the owner is read again,
+		// and only that read is believed: a request another replica claimed and acked since
+		// the first read has its claim by then.
+		if behind, err := c.requestsBehind(ctx, m); err != nil || behind {
+			if err != nil {
+				c.log.Warn("reading the requests consumer; will retry the cancel", "out_detail_no", req.OutDetailNo, "err", err)
+			}
+			if err := m.NakWithDelay(catchUpDelay); err != nil {
+				c.log.Warn("naking a cancel", "err", err)
+			}
+			return
 		}
-		return
-	}
-	o, owned, err := c.claims.Owner(ctx, claims.Key(req.MchID, req.OutDetailNo))
-	switch {
-	case err != nil:
-		c.log.Warn("reading the owner of a cancelled payout; will retry", "out_detail_no", req.OutDetailNo, "err", err)
-		c.nak(m)
-	case owned && o.Instance != c.claims.Instance():
-		c.ack(m)
-	case owned:
-		// Intake claims before it commits: the payout is on its way into this ledger (held for
-		// its batch, or its message coming back after a crash). Look again soon.
-		if err := m.NakWithDelay(catchUpDelay); err != nil {
-			c.log.Warn("naking a cancel", "err", err)
-		}
-	default:
-		c.answer(ctx, m, req, payout.CancelUnknown, "", "no processor has received a payout with this out_detail_no")
 	}
 }
 

@@ -102,9 +102,9 @@ func (p *recordingPublisher) Close() error { return nil }
 // TestCancels_UnknownWhileAnotherReplicaTakesItIn: between the cancel's two reads, another
 // replica claims the request and acks it. Read owner first, the cancel saw no owner and then
 // a consumer with nothing left, and answered UNKNOWN_PAYOUT for a payout that replica was
-// about to pay (upstream, trusting it, may issue the payout again under a new number). The
-// consumer is read first now: the request is still ahead of the cancel then, the cancel is
-// looked at again, and then the owner is there.
+// about to pay (upstream, trusting it, may issue the payout again under a new number). Now
+// the owner is read again once nothing is left ahead of the cancel, and only that read is
+// believed: it finds replica B.
 func TestCancels_UnknownWhileAnotherReplicaTakesItIn(t *testing.T) {
 	s := natstest.Run(t)
 	js := natstest.Connect(t, s)
