@@ -518,7 +518,7 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 // error, never a shorter list: a watcher reads a missing record as an instance gone, and a
 // missing older version as "claims may go on" (jetstream's ListKeys, used before, returned no
 // records and no error when its deadline passed first). Deadlines sweep the whole listing,
-// from before the watch is made to after the last record.
+// from before its first request to after its last record.
 func TestList_wholeOrError(t *testing.T) {
 	_, js, kv := newBucket(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -540,7 +540,8 @@ func TestList_wholeOrError(t *testing.T) {
 		t.Fatal("records not in instance order")
 	}
 	cut, complete := 0, 0
-	for d := time.Duration(0); d <= 2*took; d += took / 100 {
+	step := max(took/100, time.Microsecond)
+	for d := time.Duration(0); d <= 2*took; d += step {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		recs, err := List(ctx, js, kv)
 		cancel()
