@@ -75,7 +75,7 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	if err != nil {
 		return pipeline.Adoption{}, fmt.Errorf("jetstream topology: %w", err)
 	}
-	if err := retire(ctx, jso.instances, o.Instance, self, topo.SilentAfter, o.Plan); err != nil {
+	if err := retire(ctx, js, jso.instances, o.Instance, self, topo.SilentAfter, o.Plan); err != nil {
 		return pipeline.Adoption{}, err
 	}
 	src, err := adoptSource(ctx, js, jso, topo, o.Instance)
@@ -103,7 +103,7 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 		return a, err
 	}
 	for _, h := range a.Transfer {
-		if err := claims.Transfer(ctx, jso.claims, h, self); err != nil {
+		if err := claims.Transfer(ctx, js, jso.claims, h, self); err != nil {
 			return a, fmt.Errorf("%w (run adopt again)", err)
 		}
 	}
@@ -134,9 +134,9 @@ func openForAdopt(ctx context.Context, cfg Config, plan bool, log *slog.Logger) 
 
 // retire fences the lost instance: it is retired by self, unless it already was (an
 // adoption run again). An alive instance is refused. A plan only checks.
-func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, silentAfter time.Duration, plan bool) error {
+func retire(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance, self string, silentAfter time.Duration, plan bool) error {
 	if plan {
-		r, err := instances.Get(ctx, kv, instance)
+		r, err := instances.Get(ctx, js, kv, instance)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
 		}
@@ -148,9 +148,9 @@ func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, s
 		}
 		return nil
 	}
-	err := instances.Retire(ctx, kv, instance, self, time.Now(), silentAfter)
+	err := instances.Retire(ctx, js, kv, instance, self, time.Now(), silentAfter)
 	if errors.Is(err, instances.ErrRetired) {
-		r, gerr := instances.Get(ctx, kv, instance)
+		r, gerr := instances.Get(ctx, js, kv, instance)
 		if gerr == nil && r.RetiredBy == self {
 			return nil // this ledger's own unfinished adoption
 		}
@@ -162,7 +162,7 @@ func retire(ctx context.Context, kv jetstream.KeyValue, instance, self string, s
 // journal, the claims it holds, the batches it journaled, and the request and results streams.
 func adoptSource(ctx context.Context, js jetstream.JetStream, jso jsObjects, topo broker.Topology, instance string) (pipeline.AdoptSource, error) {
 	src := pipeline.AdoptSource{Instance: instance}
-	rec, err := instances.Get(ctx, jso.instances, instance)
+	rec, err := instances.Get(ctx, js, jso.instances, instance)
 	switch {
 	case err == nil:
 		src.Journaled, src.JournalSince = rec.Journaled, rec.JournalSince

@@ -308,7 +308,7 @@ func withRecord(t *testing.T, js jetstream.JetStream, cfg Config, instance strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := instances.Get(context.Background(), kv, instance)
+	r, err := instances.Get(context.Background(), js, kv, instance)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func record(t *testing.T, js jetstream.JetStream, cfg Config, instance string) i
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := instances.Get(context.Background(), kv, instance)
+	r, err := instances.Get(context.Background(), js, kv, instance)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	}
 	// A restored copy is judged before anything, litestream included, touches it.
 	if restored {
-		err := checkRestored(ctx, jso.instances, db)
+		err := checkRestored(ctx, js, jso.instances, db)
 		switch {
 		case errors.Is(err, ErrRestoredIncomplete):
 			log.Warn("the restored ledger may lack its last commits; it is completed from NATS (claims, journaled batches, requests) before any work", "why", err)
@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	if recoverCopy {
 		// The process that wrote the copy must be gone for good before the copy acts: it
 		// sends nothing once its heartbeat is older than half silent-after.
-		if err := awaitSilent(ctx, jso.instances, db.InstanceID(), topo.SilentAfter, log); err != nil {
+		if err := awaitSilent(ctx, js, jso.instances, db.InstanceID(), topo.SilentAfter, log); err != nil {
 			return err
 		}
 	}

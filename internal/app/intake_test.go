@@ -92,7 +92,7 @@ func TestRun_HandsBackAnotherInstancesMessage(t *testing.T) {
 	if err != nil || len(held) != 1 {
 		t.Fatalf("ghost's claims %v, %v", held, err)
 	}
-	if err := claims.Transfer(ctx, kv, held[0], db.InstanceID()); err != nil {
+	if err := claims.Transfer(ctx, r.js, kv, held[0], db.InstanceID()); err != nil {
 		t.Fatal(err)
 	}
 	waitPaidOnce(t, cfg.Ledger, srv, sent.valid)
@@ -117,7 +117,7 @@ func TestRun_PausesBesideAnOlderVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	older, err := instances.Start(ctx, instances.BeatConfig{KV: kv, Self: instances.Info{Instance: "older0001", MchID: cfg.WeChatPay.MchID},
+	older, err := instances.Start(ctx, instances.BeatConfig{JS: js, KV: kv, Self: instances.Info{Instance: "older0001", MchID: cfg.WeChatPay.MchID},
 		Every: cfg.NATS.Topology.HeartbeatEvery, Status: func() instances.LedgerPos { return instances.LedgerPos{} }})
 	if err != nil {
 		t.Fatal(err)

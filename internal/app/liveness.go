@@ -51,7 +51,7 @@ func startLiveness(ctx context.Context, js jetstream.JetStream, kv jetstream.Key
 	h *health, m *metrics.Metrics, log *slog.Logger) (*liveness, error) {
 	self.Host, _ = os.Hostname()
 	bc := instances.BeatConfig{
-		KV: kv, Self: self, Every: topo.HeartbeatEvery, Log: log,
+		JS: js, KV: kv, Self: self, Every: topo.HeartbeatEvery, Log: log,
 		Status: func() instances.LedgerPos {
 			seq, ev := db.Position()
 			return instances.LedgerPos{Path: db.Path(), LastSeq: seq, LastEvent: ev}

@@ -48,7 +48,7 @@ func TestRun_SilentInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ghost, err := instances.Start(ctx, instances.BeatConfig{KV: kv, Self: instances.Info{Instance: "ghost0001", Host: "lost-host"},
+	ghost, err := instances.Start(ctx, instances.BeatConfig{JS: js, KV: kv, Self: instances.Info{Instance: "ghost0001", Host: "lost-host"},
 		Every: 50 * time.Millisecond, Status: func() instances.LedgerPos { return instances.LedgerPos{LastSeq: 42, LastEvent: 7} }})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestRun_SilentInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := instances.Start(ctx, instances.BeatConfig{KV: kv2, Self: instances.Info{Instance: "ghost0001"}, Every: 50 * time.Millisecond})
+	back, err := instances.Start(ctx, instances.BeatConfig{JS: js2, KV: kv2, Self: instances.Info{Instance: "ghost0001"}, Every: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

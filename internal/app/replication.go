@@ -109,9 +109,9 @@ var ErrRestoredIncomplete = errors.New("restored ledger not proven complete")
 // checkRestored compares a restored ledger with the last heartbeat of its instance (kv is the
 // heartbeat bucket) and returns an error wrapping ErrRestoredIncomplete unless the instance
 // stopped cleanly at the event the copy ends with.
-func checkRestored(ctx context.Context, kv jetstream.KeyValue, db *ledger.DB) error {
+func checkRestored(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, db *ledger.DB) error {
 	seq, ev := db.Position()
-	rec, err := instances.Get(ctx, kv, db.InstanceID())
+	rec, err := instances.Get(ctx, js, kv, db.InstanceID())
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("%w: instance %s has no heartbeat to compare the copy with (the copy ends at event %d)", ErrRestoredIncomplete, db.InstanceID(), ev)
@@ -130,10 +130,10 @@ func checkRestored(ctx context.Context, kv jetstream.KeyValue, db *ledger.DB) er
 // awaitSilent waits until instance's heartbeat is not Alive (silent, stopped, or none): the
 // process that wrote a restored copy may still run somewhere, cut off, and must have stopped
 // acting before the copy does.
-func awaitSilent(ctx context.Context, kv jetstream.KeyValue, instance string, silentAfter time.Duration, log *slog.Logger) error {
+func awaitSilent(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string, silentAfter time.Duration, log *slog.Logger) error {
 	var logged time.Time
 	for {
-		rec, err := instances.Get(ctx, kv, instance)
+		rec, err := instances.Get(ctx, js, kv, instance)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
 		}

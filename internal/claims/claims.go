@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/backoff"
+	"github.com/paystream/paystream/internal/broker"
 )
 
 // DigestSize is how many leading bytes of an Item's digest a claim stores.
@@ -167,17 +168,19 @@ func (s *Store) Instance() string { return s.instance }
 // and whose owner Claim then learned by resolving them.
 func (s *Store) Resolved() int64 { return s.resolved.Load() }
 
-// Owner reads who owns key, without claiming it: ok is false when nobody does.
+// Owner reads who owns key, without claiming it: ok is false when nobody does. It reads from
+// the leader of the bucket's stream (broker.LeaderGet), so a claim made anywhere before the
+// call is never missed.
 func (s *Store) Owner(ctx context.Context, key string) (o Owner, ok bool, err error) {
 	defer s.observed("owner", time.Now(), &err)
-	e, err := s.kv.Get(ctx, key)
+	e, err := broker.LeaderGet(ctx, s.js, s.kv, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return Owner{}, false, nil
 	case err != nil:
 		return Owner{}, false, fmt.Errorf("claim owner of %s: %w", key, err)
 	}
-	return parse(e.Value()), true, nil
+	return parse(e.Value), true, nil
 }
 
 // Claim tries to claim every item for this instance and returns, for each item in order, its
@@ -345,17 +348,17 @@ func (s *Store) settle(ctx context.Context, items []Item, owners []Owner, exists
 	return nil
 }
 
-// resolve learns the owner of one key: read it; absent, create it (a create that finds it
-// present reads it again).
+// resolve learns the owner of one key: read it (from the leader, as Owner); absent, create it
+// (a create that finds it present reads it again).
 func (s *Store) resolve(ctx context.Context, it Item) (Owner, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
 	defer cancel()
 	var err error
 	for range 2 {
-		var e jetstream.KeyValueEntry
-		e, err = s.kv.Get(ctx, it.Key)
+		var e broker.Entry
+		e, err = broker.LeaderGet(ctx, s.js, s.kv, it.Key)
 		if err == nil {
-			return parse(e.Value()), nil
+			return parse(e.Value), nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
 			return Owner{}, fmt.Errorf("read %s: %w", it.Key, err)
@@ -379,10 +382,11 @@ func closed(err error) bool {
 	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed)
 }
 
-// bucketGone reports whether err is what a missing bucket answers (no responders) and the
-// server confirms, by its stream-not-found code, that the bucket does not exist.
+// bucketGone reports whether err is what a missing bucket answers (no responders to a create,
+// stream not found to a read) and the server confirms, by its stream-not-found code, that the
+// bucket does not exist.
 func (s *Store) bucketGone(ctx context.Context, err error) bool {
-	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.ackTimeout)

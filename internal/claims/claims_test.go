@@ -556,7 +556,7 @@ func TestStore_ClaimStreamSeq(t *testing.T) {
 	if err != nil || len(held) != 1 {
 		t.Fatalf("OwnedBy = %v, %v", held, err)
 	}
-	if err := Transfer(ctx, kv, held[0], "instanceC"); err != nil {
+	if err := Transfer(ctx, js, kv, held[0], "instanceC"); err != nil {
 		t.Fatal(err)
 	}
 	if o, ok, err := b.Owner(ctx, k); err != nil || !ok || o.Instance != "instanceC" || o.StreamSeq != 42 || o.Conflicts(digestOf(k)) {

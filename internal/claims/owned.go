@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/broker"
 )
 
 // ErrNotHeld is returned by Transfer when the key is no longer held by the instance it was
@@ -53,8 +55,10 @@ func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Hel
 // read (revision-checked). A key already held by to (an earlier Transfer whose reply was
 // lost) is done; a key changed otherwise (another owner, or deleted) returns an error
 // wrapping ErrNotHeld. When the key changed but cannot be read back, the read's error is
-// returned (not ErrNotHeld: the change may be an earlier Transfer's).
-func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) error {
+// returned (not ErrNotHeld: the change may be an earlier Transfer's). It reads the key back from
+// the leader (broker.LeaderGet): a lagging copy's older value would say ErrNotHeld for a key
+// an earlier Transfer moved.
+func Transfer(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, h Held, to string) error {
 	_, err := kv.Update(ctx, h.Key, encode(Owner{Instance: to, Digest: h.Owner.Digest, StreamSeq: h.Owner.StreamSeq}), h.Revision)
 	if err == nil {
 		return nil
@@ -62,9 +66,9 @@ func Transfer(ctx context.Context, kv jetstream.KeyValue, h Held, to string) err
 	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("transfer claim %s: %w", h.Key, err)
 	}
-	e, gerr := kv.Get(ctx, h.Key)
+	e, gerr := broker.LeaderGet(ctx, js, kv, h.Key)
 	switch {
-	case gerr == nil && parse(e.Value()).Instance == to:
+	case gerr == nil && parse(e.Value).Instance == to:
 		return nil
 	case gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound):
 		// Unread, the key may be to's already (a reply lost): not known to be lost.

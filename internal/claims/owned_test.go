@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/natstest"
@@ -85,17 +85,10 @@ func TestOwnedBy(t *testing.T) {
 	}
 }
 
-// getFails is the claims bucket whose reads fail with err.
-type getFails struct {
-	jetstream.KeyValue
-	err error
-}
-
-func (g getFails) Get(context.Context, string) (jetstream.KeyValueEntry, error) { return nil, g.err }
-
 func TestTransfer(t *testing.T) {
 	ctx := context.Background()
-	js := natstest.Connect(t, natstest.Run(t))
+	s := natstest.Run(t)
+	js := natstest.Connect(t, s)
 	kv := claimsBucket(t, js)
 	lost, adopter := New(js, kv, "lost1"), New(js, kv, "adopter1")
 
@@ -132,7 +125,7 @@ func TestTransfer(t *testing.T) {
 
 	t.Run("moves the claim keeping its digest", func(t *testing.T) {
 		h := heldBy[its[0].Key]
-		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+		if err := Transfer(ctx, js, kv, h, "adopter1"); err != nil {
 			t.Fatal(err)
 		}
 		o, ok, err := adopter.Owner(ctx, h.Key)
@@ -147,7 +140,7 @@ func TestTransfer(t *testing.T) {
 		}
 		// Repeated (an earlier reply lost): done, and nothing is written again.
 		before, _ := kv.Get(ctx, h.Key)
-		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+		if err := Transfer(ctx, js, kv, h, "adopter1"); err != nil {
 			t.Fatalf("Transfer again = %v, want nil", err)
 		}
 		after, _ := kv.Get(ctx, h.Key)
@@ -157,7 +150,7 @@ func TestTransfer(t *testing.T) {
 	})
 
 	t.Run("a claim without a digest stays without one", func(t *testing.T) {
-		if err := Transfer(ctx, kv, heldBy[legacy], "adopter1"); err != nil {
+		if err := Transfer(ctx, js, kv, heldBy[legacy], "adopter1"); err != nil {
 			t.Fatal(err)
 		}
 		wantValue(t, legacy, "adopter1")
@@ -169,7 +162,7 @@ func TestTransfer(t *testing.T) {
 		if _, err := kv.Update(ctx, h.Key, []byte(thief), h.Revision); err != nil {
 			t.Fatal(err)
 		}
-		if err := Transfer(ctx, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
+		if err := Transfer(ctx, js, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
 			t.Fatalf("Transfer = %v, want ErrNotHeld", err)
 		}
 		wantValue(t, h.Key, thief)
@@ -180,7 +173,7 @@ func TestTransfer(t *testing.T) {
 		if err := kv.Delete(ctx, h.Key); err != nil {
 			t.Fatal(err)
 		}
-		if err := Transfer(ctx, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
+		if err := Transfer(ctx, js, kv, h, "adopter1"); !errors.Is(err, ErrNotHeld) {
 			t.Fatalf("Transfer = %v, want ErrNotHeld", err)
 		}
 		if _, err := kv.Get(ctx, h.Key); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -190,14 +183,30 @@ func TestTransfer(t *testing.T) {
 
 	t.Run("an unreadable key after a lost race is an error, not ErrNotHeld", func(t *testing.T) {
 		h := heldBy[its[3].Key]
-		if err := Transfer(ctx, kv, h, "adopter1"); err != nil {
+		if err := Transfer(ctx, js, kv, h, "adopter1"); err != nil {
 			t.Fatal(err)
 		}
-		// The move landed but its reply was lost, and the read that would tell so fails.
-		down := fmt.Errorf("read timed out")
-		err := Transfer(ctx, getFails{KeyValue: kv, err: down}, h, "adopter1")
-		if !errors.Is(err, down) || errors.Is(err, ErrNotHeld) {
+		// The move landed but its reply was lost, and the read that would tell so fails: it
+		// goes through a connection that is closed.
+		down := natstest.Connect(t, s)
+		down.Conn().Close()
+		err := Transfer(ctx, down, kv, h, "adopter1")
+		if !errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrNotHeld) {
 			t.Fatalf("Transfer = %v, want the read's error and not ErrNotHeld", err)
+		}
+	})
+
+	t.Run("a copy that lags is not read", func(t *testing.T) {
+		// Every key has moved. A replica that lacks the keys would answer the read back of a
+		// Transfer repeated (its reply lost) with "not found", which says ErrNotHeld.
+		natstest.LaggingCopy(t, js, kv)
+		for i := range 20 {
+			if err := Transfer(ctx, js, kv, heldBy[its[0].Key], "adopter1"); err != nil {
+				t.Fatalf("Transfer again, %d: %v", i, err)
+			}
+			if o, ok, err := adopter.Owner(ctx, its[0].Key); err != nil || !ok || o.Instance != "adopter1" {
+				t.Fatalf("Owner(%s), %d: %+v, %v, %v; want adopter1", its[0].Key, i, o, ok, err)
+			}
 		}
 	})
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// BeatConfig is what Start needs. KV and Self.Instance are required.
+// BeatConfig is what Start needs. JS, KV and Self.Instance are required.
 type BeatConfig struct {
-	KV    jetstream.KeyValue // the bucket from Ensure
+	JS    jetstream.JetStream // the bucket's JetStream, to read the record back
+	KV    jetstream.KeyValue  // the bucket from Ensure
 	Self  Info
 	Every time.Duration // between beats; DefaultEvery if ≤ 0
 	// Status returns the ledger's position for each beat; nil writes none. It is called
@@ -53,8 +54,8 @@ type Beat struct {
 // retired (ErrRetired) or its record written by another process (ErrSuperseded), the
 // goroutine ends: Done is closed, Err says why, and the process must stop working.
 func Start(ctx context.Context, cfg BeatConfig) (*Beat, error) {
-	if cfg.KV == nil || cfg.Self.Instance == "" {
-		return nil, errors.New("instances: BeatConfig needs KV and Self.Instance")
+	if cfg.JS == nil || cfg.KV == nil || cfg.Self.Instance == "" {
+		return nil, errors.New("instances: BeatConfig needs JS, KV and Self.Instance")
 	}
 	if cfg.Every <= 0 {
 		cfg.Every = DefaultEvery
@@ -160,7 +161,7 @@ func (b *Beat) write(ctx context.Context, first bool, stopped time.Time) error {
 	})
 	for {
 		if b.rev == 0 {
-			cur, err := get(ctx, kv, id)
+			cur, err := get(ctx, b.cfg.JS, kv, id)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				rev, err := kv.Create(ctx, id, rec)

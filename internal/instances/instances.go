@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/broker"
 )
 
 // Defaults for a zero Every or deadAfter.
@@ -173,7 +175,7 @@ func List(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([
 	}
 	out := make([]Record, 0, len(info.State.Subjects))
 	for subject := range info.State.Subjects {
-		r, err := get(ctx, kv, strings.TrimPrefix(subject, prefix))
+		r, err := get(ctx, js, kv, strings.TrimPrefix(subject, prefix))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // removed: its subject keeps the marker
 		}
@@ -186,25 +188,28 @@ func List(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([
 	return out, nil
 }
 
-// Get reads one instance's record; an error wrapping jetstream.ErrKeyNotFound when it has none.
-func Get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, error) {
-	return get(ctx, kv, instance)
+// Get reads one instance's record in kv (on js); an error wrapping jetstream.ErrKeyNotFound
+// when it has none.
+func Get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string) (Record, error) {
+	return get(ctx, js, kv, instance)
 }
 
-func get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, error) {
-	e, err := kv.Get(ctx, instance)
+// get reads from the leader of the bucket's stream (broker.LeaderGet): a lagging copy could
+// answer an older beat, or none at all for an instance that just started.
+func get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string) (Record, error) {
+	e, err := broker.LeaderGet(ctx, js, kv, instance)
 	if err != nil {
 		return Record{}, fmt.Errorf("get instance %s: %w", instance, err)
 	}
 	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(e.Value, &r); err != nil {
 		return Record{}, fmt.Errorf("decode instance %s: %w", instance, err)
 	}
-	r.Instance, r.Revision = instance, e.Revision()
+	r.Instance, r.Revision = instance, e.Revision
 	return r, nil
 }
 
-// Retire marks instance retired by adopter by, if its record read at now is not Alive
+// Retire marks instance retired (in kv, on js) by adopter by, if its record read at now is not Alive
 // (judged with deadAfter as in Classify). The update is revision-checked against that
 // read: if the instance beat in between, Retire reads again and judges again, so of any
 // number of concurrent Retire calls exactly one returns nil, and none succeeds over a beat
@@ -216,9 +221,9 @@ func get(ctx context.Context, kv jetstream.KeyValue, instance string) (Record, e
 //
 // The retired instance learns it at its next beat, within its Every once it reaches NATS;
 // until then it may still finish what it had in hand.
-func Retire(ctx context.Context, kv jetstream.KeyValue, instance, by string, now time.Time, deadAfter time.Duration) error {
+func Retire(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance, by string, now time.Time, deadAfter time.Duration) error {
 	for {
-		r, err := get(ctx, kv, instance)
+		r, err := get(ctx, js, kv, instance)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			r = Record{Instance: instance, RetiredBy: by, RetiredAt: now}

@@ -35,7 +35,7 @@ func newBucket(t *testing.T) (string, jetstream.JetStream, jetstream.KeyValue) {
 }
 
 // openBucket opens the bucket over its own connection, returned so a test can cut it.
-func openBucket(t *testing.T, url string) (*nats.Conn, jetstream.KeyValue) {
+func openBucket(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -50,14 +50,14 @@ func openBucket(t *testing.T, url string) (*nats.Conn, jetstream.KeyValue) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, kv
+	return nc, js, kv
 }
 
 // start starts a beat of instance id every every; t.Cleanup stops it.
-func start(t *testing.T, kv jetstream.KeyValue, id string, every time.Duration) *Beat {
+func start(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue, id string, every time.Duration) *Beat {
 	t.Helper()
 	b, err := Start(context.Background(), BeatConfig{
-		KV: kv, Self: Info{Instance: id, MchID: "1900000001", Host: "host-a", Version: "v-test"}, Every: every, Log: quiet,
+		JS: js, KV: kv, Self: Info{Instance: id, MchID: "1900000001", Host: "host-a", Version: "v-test"}, Every: every, Log: quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -74,9 +74,9 @@ func put(t *testing.T, kv jetstream.KeyValue, r Record) {
 	}
 }
 
-func read(t *testing.T, kv jetstream.KeyValue, id string) Record {
+func read(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue, id string) Record {
 	t.Helper()
-	r, err := get(context.Background(), kv, id)
+	r, err := get(context.Background(), js, kv, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 	_, js, kv := newBucket(t)
 	var calls atomic.Int64
 	b, err := Start(context.Background(), BeatConfig{
-		KV: kv, Self: Info{Instance: "inst000001", MchID: "1900000001", Host: "host-a", Version: "v-test"},
+		JS: js, KV: kv, Self: Info{Instance: "inst000001", MchID: "1900000001", Host: "host-a", Version: "v-test"},
 		Every: 10 * time.Millisecond, Log: quiet,
 		Status: func() LedgerPos {
 			n := calls.Add(1)
@@ -186,14 +186,14 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := read(t, kv, "inst000001") // the first beat is written by Start
+	r := read(t, js, kv, "inst000001") // the first beat is written by Start
 	if got, want := r.Ledger, (LedgerPos{Path: "/data/ledger.db", LastSeq: 1, LastEvent: 10}); got != want {
 		t.Fatalf("first beat ledger %+v, want %+v", got, want)
 	}
 	if got, want := r.MchID+" "+r.Host+" "+r.Version, "1900000001 host-a v-test"; got != want {
 		t.Fatalf("record says %q, want %q", got, want)
 	}
-	waitFor(t, "three beats", func() bool { return read(t, kv, "inst000001").Ledger.LastSeq >= 3 })
+	waitFor(t, "three beats", func() bool { return read(t, js, kv, "inst000001").Ledger.LastSeq >= 3 })
 
 	recs, err := List(context.Background(), js, kv)
 	if err != nil {
@@ -209,7 +209,7 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 	if err := b.Err(); err != nil {
 		t.Fatalf("Err after Stop: %v", err)
 	}
-	r = read(t, kv, "inst000001")
+	r = read(t, js, kv, "inst000001")
 	if r.StoppedAt.IsZero() {
 		t.Fatal("no clean-stop mark")
 	}
@@ -222,9 +222,9 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 }
 
 func TestBeat_crashIsSilentAfterDeadAfter(t *testing.T) {
-	url, _, kv := newBucket(t)
-	nc, own := openBucket(t, url)
-	b := start(t, own, "crash00001", 10*time.Millisecond)
+	url, js, kv := newBucket(t)
+	nc, ownJS, own := openBucket(t, url)
+	b := start(t, ownJS, own, "crash00001", 10*time.Millisecond)
 	nc.Close() // the process dies: nothing more reaches NATS, not even the stop mark
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -232,7 +232,7 @@ func TestBeat_crashIsSilentAfterDeadAfter(t *testing.T) {
 		t.Fatal("Stop wrote its mark over a closed connection")
 	}
 
-	r := read(t, kv, "crash00001")
+	r := read(t, js, kv, "crash00001")
 	if !r.StoppedAt.IsZero() {
 		t.Fatal("a crash left a clean-stop mark")
 	}
@@ -252,18 +252,18 @@ func TestWatcher_reportsSilentOthers(t *testing.T) {
 	clock.Store(t0.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	// Beating: stays alive.
-	alive, err := Start(context.Background(), BeatConfig{KV: kv, Self: Info{Instance: "alive00001"}, Every: 10 * time.Millisecond, Log: quiet, Now: now})
+	alive, err := Start(context.Background(), BeatConfig{JS: js, KV: kv, Self: Info{Instance: "alive00001"}, Every: 10 * time.Millisecond, Log: quiet, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { alive.Stop(context.Background()) })
 	// Stopped cleanly: never reported.
-	if err := start(t, kv, "stop000001", time.Hour).Stop(context.Background()); err != nil {
+	if err := start(t, js, kv, "stop000001", time.Hour).Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Crashed: its last beat was at about t0.
-	nc, own := openBucket(t, url)
-	start(t, own, "crash00001", time.Hour)
+	nc, ownJS, own := openBucket(t, url)
+	start(t, ownJS, own, "crash00001", time.Hour)
 	nc.Close()
 	// This instance, silent too, but never reported to itself.
 	put(t, kv, Record{Instance: "self000001", SeenAt: t0.Add(-time.Hour)})
@@ -324,17 +324,17 @@ func TestRetire(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, kv := newBucket(t)
+			_, js, kv := newBucket(t)
 			if tt.rec != nil {
 				r := *tt.rec
 				r.Instance = "gone000001"
 				put(t, kv, r)
 			}
-			err := Retire(context.Background(), kv, "gone000001", "adopt00001", now, time.Minute)
+			err := Retire(context.Background(), js, kv, "gone000001", "adopt00001", now, time.Minute)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Retire: %v, want %v", err, tt.wantErr)
 			}
-			r := read(t, kv, "gone000001")
+			r := read(t, js, kv, "gone000001")
 			wantBy := "adopt00001"
 			if tt.rec != nil && tt.wantErr != nil {
 				wantBy = tt.rec.RetiredBy
@@ -356,16 +356,16 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 		{name: "instance that never beat"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			url, _, kv := newBucket(t)
+			url, js, kv := newBucket(t)
 			if tt.beat {
-				nc, own := openBucket(t, url)
-				start(t, own, "gone000001", time.Hour)
+				nc, ownJS, own := openBucket(t, url)
+				start(t, ownJS, own, "gone000001", time.Hour)
 				nc.Close()
 			}
 			const n = 8
-			adopters := make([]jetstream.KeyValue, n)
+			adopters, adopterJS := make([]jetstream.KeyValue, n), make([]jetstream.JetStream, n)
 			for i := range adopters {
-				_, adopters[i] = openBucket(t, url)
+				_, adopterJS[i], adopters[i] = openBucket(t, url)
 			}
 			errs := make([]error, n)
 			var wg sync.WaitGroup
@@ -373,7 +373,7 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 			for i := range n {
 				wg.Go(func() {
 					<-gate
-					errs[i] = Retire(context.Background(), adopters[i], "gone000001", fmt.Sprintf("adopt%05d", i), time.Now().Add(tt.clock), time.Minute)
+					errs[i] = Retire(context.Background(), adopterJS[i], adopters[i], "gone000001", fmt.Sprintf("adopt%05d", i), time.Now().Add(tt.clock), time.Minute)
 				})
 			}
 			close(gate)
@@ -392,7 +392,7 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 			if winner < 0 {
 				t.Fatal("no adopter won")
 			}
-			if got, want := read(t, kv, "gone000001").RetiredBy, fmt.Sprintf("adopt%05d", winner); got != want {
+			if got, want := read(t, js, kv, "gone000001").RetiredBy, fmt.Sprintf("adopt%05d", winner); got != want {
 				t.Fatalf("retired by %q, want the winner %q", got, want)
 			}
 		})
@@ -400,10 +400,10 @@ func TestRetire_concurrentAdoptersOneWins(t *testing.T) {
 }
 
 func TestBeat_retiredStopsAtNextBeat(t *testing.T) {
-	_, _, kv := newBucket(t)
-	b := start(t, kv, "back000001", 10*time.Millisecond)
+	_, js, kv := newBucket(t)
+	b := start(t, js, kv, "back000001", 10*time.Millisecond)
 	// An adopter whose clock is an hour on judges it silent (it was cut off, say).
-	if err := Retire(context.Background(), kv, "back000001", "adopt00001", time.Now().Add(time.Hour), time.Minute); err != nil {
+	if err := Retire(context.Background(), js, kv, "back000001", "adopt00001", time.Now().Add(time.Hour), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	waitDone(t, b)
@@ -413,7 +413,7 @@ func TestBeat_retiredStopsAtNextBeat(t *testing.T) {
 	if err := b.Stop(context.Background()); !errors.Is(err, ErrRetired) {
 		t.Fatalf("Stop: %v, want ErrRetired", err)
 	}
-	r := read(t, kv, "back000001")
+	r := read(t, js, kv, "back000001")
 	if got, want := r.RetiredBy, "adopt00001"; got != want {
 		t.Fatalf("retired by %q, want %q: the beat wrote over the retirement", got, want)
 	}
@@ -421,16 +421,16 @@ func TestBeat_retiredStopsAtNextBeat(t *testing.T) {
 		t.Fatal("a fenced beat wrote its stop mark")
 	}
 	// It never starts again either.
-	_, err := Start(context.Background(), BeatConfig{KV: kv, Self: Info{Instance: "back000001"}, Log: quiet})
+	_, err := Start(context.Background(), BeatConfig{JS: js, KV: kv, Self: Info{Instance: "back000001"}, Log: quiet})
 	if !errors.Is(err, ErrRetired) {
 		t.Fatalf("Start of a retired instance: %v, want ErrRetired", err)
 	}
 }
 
 func TestBeat_secondProcessSupersedes(t *testing.T) {
-	_, _, kv := newBucket(t)
-	a := start(t, kv, "twin000001", 10*time.Millisecond)
-	b := start(t, kv, "twin000001", 10*time.Millisecond) // the same ledger file, run twice
+	_, js, kv := newBucket(t)
+	a := start(t, js, kv, "twin000001", 10*time.Millisecond)
+	b := start(t, js, kv, "twin000001", 10*time.Millisecond) // the same ledger file, run twice
 	waitDone(t, a)
 	if err := a.Err(); !errors.Is(err, ErrSuperseded) {
 		t.Fatalf("first process: %v, want ErrSuperseded", err)
@@ -440,22 +440,22 @@ func TestBeat_secondProcessSupersedes(t *testing.T) {
 	if err := b.Err(); err != nil {
 		t.Fatalf("second process: %v", err)
 	}
-	if got, want := read(t, kv, "twin000001").Boot, b.boot; got != want {
+	if got, want := read(t, js, kv, "twin000001").Boot, b.boot; got != want {
 		t.Fatalf("record boot %q, want the second process's %q", got, want)
 	}
 }
 
 func TestBeat_ownWriteWithLostReplyIsNotAnotherProcess(t *testing.T) {
-	_, _, kv := newBucket(t)
-	b := start(t, kv, "self000001", time.Hour)
+	_, js, kv := newBucket(t)
+	b := start(t, js, kv, "self000001", time.Hour)
 	// A beat of ours reached the server but its reply was lost: the revision moved on.
-	r := read(t, kv, "self000001")
+	r := read(t, js, kv, "self000001")
 	r.SeenAt = r.SeenAt.Add(time.Millisecond)
 	put(t, kv, r)
 	if err := b.Stop(context.Background()); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if read(t, kv, "self000001").StoppedAt.IsZero() {
+	if read(t, js, kv, "self000001").StoppedAt.IsZero() {
 		t.Fatal("no clean-stop mark")
 	}
 }
@@ -475,7 +475,7 @@ func TestBeat_lostReplyOverTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := start(t, kv, "lost000001", 20*time.Millisecond)
+	b := start(t, js, kv, "lost000001", 20*time.Millisecond)
 	// The next beat's update reaches the server; its reply does not, and the connection drops.
 	p.CutAfter([]byte("HPUB $KV.instances.lost000001 "), 1)
 	waitFor(t, "the cut", func() bool { return p.Cuts() == 1 })
@@ -499,11 +499,11 @@ func TestStart_takesOverEarlierRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, kv := newBucket(t)
+			_, js, kv := newBucket(t)
 			tt.rec.Instance = "again00001"
 			put(t, kv, tt.rec)
-			b := start(t, kv, "again00001", time.Hour)
-			r := read(t, kv, "again00001")
+			b := start(t, js, kv, "again00001", time.Hour)
+			r := read(t, js, kv, "again00001")
 			if got, want := r.Boot, b.boot; got != want {
 				t.Fatalf("boot %q, want %q", got, want)
 			}
@@ -605,6 +605,32 @@ func TestList_whileEveryKeyBeats(t *testing.T) {
 			if !got[id] {
 				t.Fatalf("listing %d: %s missing (%d records) while the instances beat", i, id, len(recs))
 			}
+		}
+	}
+}
+
+// TestList_aLaggingCopyIsNotRead: a replica of the bucket behind its leader (here a mirror
+// that serves direct gets and holds none of the records) must not shorten a listing or hide
+// a record: an older version's instance read as absent lifts intake's pause.
+func TestList_aLaggingCopyIsNotRead(t *testing.T) {
+	ctx := context.Background()
+	_, js, kv := newBucket(t)
+	const n = 10
+	for i := range n {
+		put(t, kv, Record{Instance: fmt.Sprintf("inst%06d", i), SeenAt: time.Now()})
+	}
+	natstest.LaggingCopy(t, js, kv)
+	for round := range 20 {
+		recs, err := List(ctx, js, kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != n {
+			t.Fatalf("listing %d holds %d records, want %d", round, len(recs), n)
+		}
+		id := fmt.Sprintf("inst%06d", round%n)
+		if _, err := Get(ctx, js, kv, id); err != nil {
+			t.Fatalf("Get(%s), round %d: %v", id, round, err)
 		}
 	}
 }

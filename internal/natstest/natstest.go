@@ -2,10 +2,12 @@
 package natstest
 
 import (
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	natsserver "github.com/nats-io/nats-server/v2/test"
@@ -66,4 +68,41 @@ func StoreBytes(t testing.TB, s *server.Server) []byte {
 		t.Fatal(err)
 	}
 	return all
+}
+
+// LaggingCopy adds to kv's stream a mirror that serves direct gets (MirrorDirect) and holds
+// none of kv's keys, as a replica that has not caught up would: from then on a KeyValue.Get
+// is answered by either copy, about half the time "not found". A read from the stream's
+// leader is not. It writes a probe key that the mirror copies (a mirror serves reads once it
+// has copied something), then purges it.
+func LaggingCopy(t testing.TB, js jetstream.JetStream, kv jetstream.KeyValue) {
+	t.Helper()
+	ctx := context.Background()
+	probe := "lagging-copy-probe"
+	mirror, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         "KV_" + kv.Bucket() + "_lagging",
+		Mirror:       &jetstream.StreamSource{Name: "KV_" + kv.Bucket(), FilterSubject: "$KV." + kv.Bucket() + "." + probe},
+		MirrorDirect: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, probe, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err := mirror.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lagging copy copied nothing in 10 s")
+		}
+	}
+	if err := kv.Purge(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -108,7 +108,7 @@ func (s *soak) loseAndAdopt(ctx context.Context) error {
 		return fmt.Errorf("instances bucket: %w", err)
 	}
 	if err := poll(ctx, s.topo.SilentAfter+time.Minute, 250*time.Millisecond, func() (bool, string) {
-		r, err := instances.Get(ctx, kv, instance)
+		r, err := instances.Get(ctx, s.js, kv, instance)
 		if err != nil {
 			return false, err.Error()
 		}

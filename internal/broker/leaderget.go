@@ -1,0 +1,89 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Entry is a key's latest value in a KV bucket, as LeaderGet read it.
+type Entry struct {
+	Value    []byte
+	Revision uint64 // the stream sequence of the value, as KeyValueEntry.Revision
+}
+
+// LeaderGet reads key's latest value in kv (on js) from the leader of the bucket's stream. A
+// KeyValue.Get is a direct get, which any replica of the stream, or a mirror with direct
+// gets, may answer, and one that lags the leader answers "not found" for a key created a
+// moment ago (docs/replication.md#reading-the-kv-buckets). A decision that reads an absent
+// key as "nobody has it" reads through LeaderGet, which sends the stream's message get (only
+// the leader answers it). A key with no value, or whose latest is a delete or purge marker,
+// is an error wrapping jetstream.ErrKeyNotFound, as with Get; a bucket whose stream is gone,
+// jetstream.ErrBucketNotFound.
+func LeaderGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string) (Entry, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	subject := "$KV." + kv.Bucket() + "." + key
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return Entry{}, err
+	}
+	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js.Options())+"STREAM.MSG.GET.KV_"+kv.Bucket(), req)
+	if err != nil {
+		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, err)
+	}
+	var resp struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return Entry{}, fmt.Errorf("get %s: %w", subject, jetstream.ErrKeyNotFound)
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeStreamNotFound:
+		return Entry{}, fmt.Errorf("get %s: %w: %w", subject, jetstream.ErrBucketNotFound, resp.Error)
+	case resp.Error != nil:
+		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, resp.Error)
+	case resp.Message == nil || resp.Message.Subject != subject:
+		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, jetstream.ErrInvalidJetStreamResponse)
+	}
+	m := resp.Message
+	if len(m.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Header)
+		if err != nil {
+			return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, err)
+		}
+		// A delete or purge marker, written by a client or by the server (a TTL's end).
+		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != "" {
+			return Entry{}, fmt.Errorf("get %s: %w", subject, jetstream.ErrKeyNotFound)
+		}
+	}
+	return Entry{Value: m.Data, Revision: m.Seq}, nil
+}
+
+// apiPrefix is the subject prefix of the JetStream API that o addresses.
+func apiPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
+}
