@@ -169,7 +169,7 @@ func adoptSource(ctx context.Context, js jetstream.JetStream, jso jsObjects, top
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return src, err
 	}
-	if src.Held, err = claims.OwnedBy(ctx, jso.claims, instance); err != nil {
+	if src.Held, err = claims.OwnedBy(ctx, js, jso.claims, instance); err != nil {
 		return src, err
 	}
 	if src.Journal, err = jso.journal.Batches(ctx, instance); err != nil {

@@ -89,7 +89,7 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 		t.Fatal(err)
 	}
 	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
-		held, err := claims.OwnedBy(ctx, claimsKV, lost)
+		held, err := claims.OwnedBy(ctx, js, claimsKV, lost)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -191,7 +191,7 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	if rec := record(t, js, cfgX, lost); rec.RetiredBy != adopter {
 		t.Fatalf("lost instance record %+v, want retired by %s", rec, adopter)
 	}
-	if held, err := claims.OwnedBy(ctx, claimsKV, lost); err != nil || len(held) != 0 {
+	if held, err := claims.OwnedBy(ctx, js, claimsKV, lost); err != nil || len(held) != 0 {
 		t.Fatalf("the lost instance still holds %d claims (%v)", len(held), err)
 	}
 	if _, err := Adopt(ctx, cfgY, AdoptOptions{Instance: lost, Log: log}); err != nil {

@@ -88,7 +88,7 @@ func TestRun_HandsBackAnotherInstancesMessage(t *testing.T) {
 		t.Fatalf("%s paid %d times before its claim moved here", first, n)
 	}
 
-	held, err := claims.OwnedBy(ctx, kv, "ghost0001")
+	held, err := claims.OwnedBy(ctx, r.js, kv, "ghost0001")
 	if err != nil || len(held) != 1 {
 		t.Fatalf("ghost's claims %v, %v", held, err)
 	}
@@ -137,7 +137,7 @@ func TestRun_PausesBesideAnOlderVersion(t *testing.T) {
 	if s, err := db.Summary(ctx); err != nil || len(s.Payouts) != 0 {
 		t.Fatalf("payouts recorded beside an older version: %+v, %v", s.Payouts, err)
 	}
-	if held, err := claims.OwnedBy(ctx, mustKV(t, r.js, cfg.NATS.Topology.ClaimsBucket), db.InstanceID()); err != nil || len(held) != 0 {
+	if held, err := claims.OwnedBy(ctx, r.js, mustKV(t, r.js, cfg.NATS.Topology.ClaimsBucket), db.InstanceID()); err != nil || len(held) != 0 {
 		t.Fatalf("%d claims made beside an older version (%v)", len(held), err)
 	}
 

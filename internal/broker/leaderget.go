@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -25,45 +26,18 @@ type Entry struct {
 // is an error wrapping jetstream.ErrKeyNotFound, as with Get; a bucket whose stream is gone,
 // jetstream.ErrBucketNotFound.
 func LeaderGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string) (Entry, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
-		defer cancel()
-	}
 	subject := "$KV." + kv.Bucket() + "." + key
-	req, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{subject})
-	if err != nil {
-		return Entry{}, err
-	}
-	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js.Options())+"STREAM.MSG.GET.KV_"+kv.Bucket(), req)
-	if err != nil {
-		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, err)
-	}
-	var resp struct {
-		Message *struct {
-			Subject string `json:"subject"`
-			Seq     uint64 `json:"seq"`
-			Header  []byte `json:"hdrs"`
-			Data    []byte `json:"data"`
-		} `json:"message"`
-		Error *jetstream.APIError `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, err)
-	}
+	m, err := lastOnLeader(ctx, js, "KV_"+kv.Bucket(), subject)
 	switch {
-	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return Entry{}, fmt.Errorf("get %s: %w", subject, jetstream.ErrKeyNotFound)
-	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeStreamNotFound:
-		return Entry{}, fmt.Errorf("get %s: %w: %w", subject, jetstream.ErrBucketNotFound, resp.Error)
-	case resp.Error != nil:
-		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, resp.Error)
-	case resp.Message == nil || resp.Message.Subject != subject:
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return Entry{}, fmt.Errorf("get %s: %w: %w", subject, jetstream.ErrBucketNotFound, err)
+	case err != nil:
+		return Entry{}, err
+	case m.Subject != subject:
 		return Entry{}, fmt.Errorf("get %s from the leader: %w", subject, jetstream.ErrInvalidJetStreamResponse)
 	}
-	m := resp.Message
 	if len(m.Header) > 0 {
 		h, err := nats.DecodeHeadersMsg(m.Header)
 		if err != nil {
@@ -75,6 +49,67 @@ func LeaderGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValu
 		}
 	}
 	return Entry{Value: m.Data, Revision: m.Seq}, nil
+}
+
+// LastSeqOnLeader returns the sequence of the last message stored on subject (wildcards
+// allowed) in stream, as the stream's leader holds it, or 0 when there is none. A watch whose
+// consumer may run on a replica behind the leader is complete only once it reaches it.
+func LastSeqOnLeader(ctx context.Context, js jetstream.JetStream, stream, subject string) (uint64, error) {
+	m, err := lastOnLeader(ctx, js, stream, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return m.Seq, nil
+}
+
+// storedMsg is a message as the stream's message get returns it.
+type storedMsg struct {
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Header  []byte `json:"hdrs"`
+	Data    []byte `json:"data"`
+}
+
+// lastOnLeader reads the last message on subject in stream with the stream's message get,
+// which only the leader answers. No message is an error wrapping jetstream.ErrMsgNotFound,
+// no stream jetstream.ErrStreamNotFound.
+func lastOnLeader(ctx context.Context, js jetstream.JetStream, stream, subject string) (*storedMsg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js.Options())+"STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s from the leader: %w", subject, err)
+	}
+	var resp struct {
+		Message *storedMsg          `json:"message"`
+		Error   *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("get %s from the leader: %w", subject, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, fmt.Errorf("get %s: %w", subject, jetstream.ErrMsgNotFound)
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeStreamNotFound:
+		return nil, fmt.Errorf("get %s: %w: %w", subject, jetstream.ErrStreamNotFound, resp.Error)
+	case resp.Error != nil:
+		return nil, fmt.Errorf("get %s from the leader: %w", subject, resp.Error)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("get %s from the leader: %w", subject, jetstream.ErrInvalidJetStreamResponse)
+	}
+	return resp.Message, nil
 }
 
 // apiPrefix is the subject prefix of the JetStream API that o addresses.

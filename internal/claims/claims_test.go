@@ -552,7 +552,7 @@ func TestStore_ClaimStreamSeq(t *testing.T) {
 			}
 		})
 	}
-	held, err := OwnedBy(ctx, kv, "instanceA")
+	held, err := OwnedBy(ctx, js, kv, "instanceA")
 	if err != nil || len(held) != 1 {
 		t.Fatalf("OwnedBy = %v, %v", held, err)
 	}

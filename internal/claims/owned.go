@@ -23,15 +23,28 @@ type Held struct {
 	Revision uint64
 }
 
-// OwnedBy returns every claim of kv held by instance, in key order. It reads the whole
+// OwnedBy returns every claim of kv (on js) held by instance, in key order, or an error: never
+// a shorter list, since an adopter leaves a claim missing from it unpaid. It reads the whole
 // bucket (one ordered pass over its last values): a recovery tool's read, not a hot path.
-func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Held, error) {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+//
+// The watch's end mark comes when its consumer has nothing more pending in its copy of the
+// stream, and on a cluster that consumer may run on a replica behind the leader. So the watch
+// must reach the last message the stream's leader held before the watch began (it is the last
+// value of its key, or was replaced by a later one); a watch that ends before is an error
+// (docs/replication.md#reading-the-kv-buckets). An instance's claims do not change once it is
+// retired, so a key updated during the watch (delivered after the mark) is never one of them.
+func OwnedBy(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string) ([]Held, error) {
+	last, err := broker.LastSeqOnLeader(ctx, js, "KV_"+kv.Bucket(), "$KV."+kv.Bucket()+".>")
+	if err != nil {
+		return nil, fmt.Errorf("claims of %s: %w", instance, err)
+	}
+	w, err := kv.WatchAll(ctx) // deletes too: the last message may be one
 	if err != nil {
 		return nil, fmt.Errorf("claims of %s: %w", instance, err)
 	}
 	defer func() { _ = w.Stop() }()
 	var out []Held
+	var reached uint64
 	for {
 		select {
 		case e, ok := <-w.Updates():
@@ -39,8 +52,15 @@ func OwnedBy(ctx context.Context, kv jetstream.KeyValue, instance string) ([]Hel
 				return nil, fmt.Errorf("claims of %s: watch closed", instance)
 			}
 			if e == nil { // the initial values are all delivered
+				if reached < last {
+					return nil, fmt.Errorf("claims of %s: the watch ended at revision %d, and the stream's leader held %d: it read a replica behind the leader (run again)", instance, reached, last)
+				}
 				slices.SortFunc(out, func(a, b Held) int { return strings.Compare(a.Key, b.Key) })
 				return out, nil
+			}
+			reached = max(reached, e.Revision())
+			if e.Operation() != jetstream.KeyValuePut {
+				continue
 			}
 			if o := parse(e.Value()); o.Instance == instance {
 				out = append(out, Held{Key: e.Key(), Owner: o, Revision: e.Revision()})

@@ -26,7 +26,7 @@ func TestOwnedBy(t *testing.T) {
 	js := natstest.Connect(t, natstest.Run(t))
 	kv := claimsBucket(t, js)
 
-	if got, err := OwnedBy(ctx, kv, "abc"); err != nil || len(got) != 0 {
+	if got, err := OwnedBy(ctx, js, kv, "abc"); err != nil || len(got) != 0 {
 		t.Fatalf("OwnedBy of an empty bucket = %v, %v; want none, nil", keysOf(got), err)
 	}
 
@@ -60,7 +60,7 @@ func TestOwnedBy(t *testing.T) {
 		{name: "nobody's", instance: "zzz"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OwnedBy(ctx, kv, tt.instance)
+			got, err := OwnedBy(ctx, js, kv, tt.instance)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestTransfer(t *testing.T) {
 	if _, err := kv.Put(ctx, legacy, []byte("lost1")); err != nil {
 		t.Fatal(err)
 	}
-	held, err := OwnedBy(ctx, kv, "lost1")
+	held, err := OwnedBy(ctx, js, kv, "lost1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,4 +209,44 @@ func TestTransfer(t *testing.T) {
 			}
 		}
 	})
+}
+
+// shortWatch is a claims bucket whose watches end, with the end mark, after their first
+// value: as a watch whose consumer runs on a replica behind the stream's leader.
+type shortWatch struct{ jetstream.KeyValue }
+
+func (s shortWatch) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := s.KeyValue.WatchAll(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	short := make(chan jetstream.KeyValueEntry, 2)
+	short <- <-w.Updates()
+	short <- nil
+	return shortWatcher{w, short}, nil
+}
+
+type shortWatcher struct {
+	jetstream.KeyWatcher
+	updates chan jetstream.KeyValueEntry
+}
+
+func (w shortWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+// TestOwnedBy_aShortWatchIsAnError: a watch that ends before the last message the stream's
+// leader holds is an error, never the claims read so far: an adopter leaves a claim missing
+// from the list unpaid.
+func TestOwnedBy_aShortWatchIsAnError(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	kv := claimsBucket(t, js)
+	if _, err := New(js, kv, "lost1").Claim(ctx, items("S", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := OwnedBy(ctx, js, shortWatch{kv}, "lost1"); err == nil {
+		t.Fatalf("OwnedBy through a watch that ended after one value = %v and no error", keysOf(got))
+	}
+	if got, err := OwnedBy(ctx, js, kv, "lost1"); err != nil || len(got) != 5 {
+		t.Fatalf("OwnedBy = %v, %v; want 5 keys", keysOf(got), err)
+	}
 }

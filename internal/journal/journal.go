@@ -19,6 +19,7 @@ package journal
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +49,9 @@ type Entry struct {
 
 // Journal is one object store bucket of entries. It is safe for concurrent use.
 type Journal struct {
-	obs jetstream.ObjectStore
+	obs    jetstream.ObjectStore
+	js     jetstream.JetStream // for the bucket stream's info, which its leader answers
+	bucket string
 }
 
 // Ensure creates or updates the bucket (file storage, replicas, entries kept maxAge) and
@@ -62,7 +65,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 	if err != nil {
 		return nil, fmt.Errorf("journal bucket %s: %w", bucket, err)
 	}
-	return &Journal{obs: obs}, nil
+	return &Journal{obs: obs, js: js, bucket: bucket}, nil
 }
 
 // Put stores e under its out_batch_no, replacing an earlier copy (the same batch put again
@@ -112,17 +115,31 @@ func (j *Journal) Batches(ctx context.Context, instance string) ([]Entry, error)
 }
 
 // list returns the info of every entry, or an error: never a shorter list, since an adopter
-// reads a batch missing from it as never sent and pays its members under a new number. The
-// object store's own List takes a watch that closed before its last entry (its ordered
-// consumer failed to resume) for the end; here only the watch's end mark is the end, and it
-// comes when the server has nothing more pending.
+// reads a batch missing from it as never sent and pays its members under a new number. Two
+// ways a watch ends short are caught:
+//   - The object store's own List takes a watch that closed before its last entry (its ordered
+//     consumer failed to resume) for the end; here only the watch's end mark is the end.
+//   - The end mark comes when the watch's consumer has nothing more pending in its copy of the
+//     stream, and on a cluster that consumer may run on a replica behind the leader. So the
+//     entries the leader held when the listing began (its stream info: one subject per entry)
+//     must all be in the watch (docs/replication.md#reading-the-kv-buckets).
 func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
-	w, err := j.obs.Watch(ctx, jetstream.IgnoreDeletes())
+	st, err := j.js.Stream(ctx, "OBJ_"+j.bucket)
+	if err != nil {
+		return nil, fmt.Errorf("journal list: %w", err)
+	}
+	prefix := "$O." + j.bucket + ".M."
+	held, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("journal list: %w", err)
+	}
+	w, err := j.obs.Watch(ctx) // deletes too: the leader's subjects name deleted entries as well
 	if err != nil {
 		return nil, fmt.Errorf("journal list: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
 	var infos []*jetstream.ObjectInfo
+	seen := map[string]bool{}
 	for {
 		select {
 		case info, ok := <-w.Updates():
@@ -130,9 +147,17 @@ func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
 			case !ok:
 				return nil, errors.New("journal list: the watch closed before its last entry")
 			case info == nil:
+				for subject := range held.State.Subjects {
+					if name := strings.TrimPrefix(subject, prefix); !seen[name] {
+						return nil, fmt.Errorf("journal list: the watch ended without %s, which the stream's leader holds: it read a replica behind the leader (run again)", subject)
+					}
+				}
 				return infos, nil
 			}
-			infos = append(infos, info)
+			seen[base64.URLEncoding.EncodeToString([]byte(info.Name))] = true
+			if !info.Deleted {
+				infos = append(infos, info)
+			}
 		case <-ctx.Done():
 			return nil, fmt.Errorf("journal list: %w", ctx.Err())
 		}

@@ -128,18 +128,26 @@ func TestJournal_PutRefuses(t *testing.T) {
 	}
 }
 
-// cutStore is an object store whose watches close after their first entry, as the library
-// closes one whose ordered consumer could not resume.
-type cutStore struct{ jetstream.ObjectStore }
+// cutStore is an object store whose watches end after their first entry: closed, as the
+// library closes one whose ordered consumer could not resume, or with the end mark, as a
+// watch whose consumer runs on a replica behind the stream's leader.
+type cutStore struct {
+	jetstream.ObjectStore
+	mark bool // end with the end mark, not a close
+}
 
 func (s cutStore) Watch(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.ObjectWatcher, error) {
 	w, err := s.ObjectStore.Watch(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	cut := make(chan *jetstream.ObjectInfo, 1)
+	cut := make(chan *jetstream.ObjectInfo, 2)
 	cut <- <-w.Updates()
-	close(cut)
+	if s.mark {
+		cut <- nil
+	} else {
+		close(cut)
+	}
 	return cutWatcher{w, cut}, nil
 }
 
@@ -150,10 +158,11 @@ type cutWatcher struct {
 
 func (w cutWatcher) Updates() <-chan *jetstream.ObjectInfo { return w.updates }
 
-// TestJournal_BatchesCutShortIsAnError: a listing whose watch closes before its end mark is
-// an error, never the entries read so far: an adopter pays the members of a batch missing
-// from it under a new number, and WeChat may hold that batch (the object store's own List
-// returned the entries so far, with no error).
+// TestJournal_BatchesCutShortIsAnError: a listing whose watch closes before its end mark, or
+// whose end mark comes before every entry the stream's leader holds, is an error, never the
+// entries read so far: an adopter pays the members of a batch missing from it under a new
+// number, and WeChat may hold that batch (the object store's own List returned the entries so
+// far, with no error).
 func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
 	ctx := context.Background()
 	j := mustEnsure(t)
@@ -162,11 +171,32 @@ func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cut := &Journal{obs: cutStore{j.obs}}
-	if got, err := cut.Batches(ctx, "abc"); err == nil {
-		t.Fatalf("Batches through a watch cut after one entry = %d entries and no error", len(got))
+	for _, mark := range []bool{false, true} {
+		cut := &Journal{obs: cutStore{j.obs, mark}, js: j.js, bucket: j.bucket}
+		if got, err := cut.Batches(ctx, "abc"); err == nil {
+			t.Fatalf("Batches through a watch cut after one entry (end mark %t) = %d entries and no error", mark, len(got))
+		}
 	}
 	if got, err := j.Batches(ctx, "abc"); err != nil || len(got) != 3 {
 		t.Fatalf("Batches = %d entries, %v; want 3", len(got), err)
+	}
+}
+
+// TestJournal_BatchesSkipsDeleted: an entry deleted by hand is not listed, and does not make
+// the listing look short (the leader's stream still names it, as a delete).
+func TestJournal_BatchesSkipsDeleted(t *testing.T) {
+	ctx := context.Background()
+	j := mustEnsure(t)
+	for _, no := range []string{"B1", "B2", "B3"} {
+		if err := j.Put(ctx, entry("abc", no, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.obs.Delete(ctx, "B2"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := j.Batches(ctx, "abc")
+	if err != nil || len(got) != 2 || got[0].OutBatchNo != "B1" || got[1].OutBatchNo != "B3" {
+		t.Fatalf("Batches = %+v, %v; want B1 and B3", got, err)
 	}
 }

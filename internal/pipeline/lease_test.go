@@ -105,14 +105,14 @@ func TestSweep_ClaimsOnlyLeased(t *testing.T) {
 	if err := in.sweep(ctx); !errors.Is(err, errLeaseStale) {
 		t.Fatalf("sweep without the lease = %v, want errLeaseStale", err)
 	}
-	if held, err := claims.OwnedBy(ctx, kv, db.InstanceID()); err != nil || len(held) != 0 || len(in.pending.seqs) != 0 {
+	if held, err := claims.OwnedBy(ctx, js, kv, db.InstanceID()); err != nil || len(held) != 0 || len(in.pending.seqs) != 0 {
 		t.Fatalf("without the lease: %d claims (%v), %d pending; want none", len(held), err, len(in.pending.seqs))
 	}
 	leased.Store(true)
 	if err := in.sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if held, err := claims.OwnedBy(ctx, kv, db.InstanceID()); err != nil || len(held) != 3 || len(claimed) != 1 {
+	if held, err := claims.OwnedBy(ctx, js, kv, db.InstanceID()); err != nil || len(held) != 3 || len(claimed) != 1 {
 		t.Fatalf("with the lease: %d claims (%v), %d groups to the sealer; want 3 and 1", len(held), err, len(claimed))
 	}
 }

@@ -193,7 +193,7 @@ func (s *soak) claimsLeftWith(ctx context.Context, instance string) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	held, err := claims.OwnedBy(ctx, kv, instance)
+	held, err := claims.OwnedBy(ctx, s.js, kv, instance)
 	return len(held), err
 }
 
