@@ -361,13 +361,18 @@ func (o *outcomes) told(ctx context.Context, results jetstream.Stream, held map[
 }
 
 // readStream calls fn with every message of stream on subjects (every subject when none)
-// that was stored when it began, in order. The end is decided against the stream, never by an
-// empty fetch or a consumer's count: an ordered consumer counts a batch the server sent as
-// delivered even when the connection lost it on the way, so its NumPending would end the read
-// short with no error. A message says nothing is pending behind it, or it is past the stream's
-// last sequence at the start; after a fetch that brought nothing, the stream is asked whether
-// a message on subjects is left between the last one read and that sequence (the next fetch
-// resumes after the last one read, so a lost batch comes again).
+// that was stored when it began, in order. The end is decided against the stream's leader,
+// never by an empty fetch or a consumer's count, which can end the read short with no error:
+//   - an ordered consumer counts a batch the server sent as delivered even when the connection
+//     lost it on the way;
+//   - on a cluster the consumer may run on a replica behind the leader, and counts what its
+//     copy holds (docs/replication.md#reading-the-kv-buckets).
+//
+// The read ends at the stream's last sequence at the start (the leader's stream info). When
+// a fetch brings nothing, or the consumer says nothing is pending behind a message, the stream
+// is asked (a message get, which its leader answers) whether a message on subjects is left
+// between the last one read and that sequence; the next fetch resumes after the last one
+// read, so a lost batch comes again.
 func readStream(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -386,10 +391,13 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		return err
 	}
 	// pending sizes the fetches only (a fetch asking for more than the server has waits out
-	// its max wait); it is what the server last said was pending, whatever became of it.
+	// its max wait); it is what the consumer last said was pending, whatever became of it.
 	pending := ci.NumPending
 	if pending == 0 {
-		return nil // a consumer that has delivered nothing counts right: none on subjects
+		// None on subjects in the consumer's copy of the stream.
+		if left, err := storedOn(ctx, stream, subjects, 1, last); err != nil || !left {
+			return err
+		}
 	}
 	var read uint64 // the stream sequence of the last message read
 	for {
@@ -409,7 +417,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 			}
 			fn(m, md)
 			read, n, pending = md.Sequence.Stream, n+1, md.NumPending
-			done = pending == 0 || read == last
+			done = read == last
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return err
@@ -417,7 +425,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		if done {
 			return nil
 		}
-		if n == 0 {
+		if n == 0 || pending == 0 {
 			left, err := storedOn(ctx, stream, subjects, read+1, last)
 			if err != nil || !left {
 				return err
@@ -427,7 +435,8 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 }
 
 // storedOn reports whether stream holds a message on subjects (any subject when none) with
-// a sequence from from to last.
+// a sequence from from to last. The streams are made without direct gets (broker.Ensure), so
+// the message get is answered by the stream's leader.
 func storedOn(ctx context.Context, stream jetstream.Stream, subjects []string, from, last uint64) (bool, error) {
 	if len(subjects) == 0 {
 		subjects = []string{">"}

@@ -113,3 +113,97 @@ func TestReadStream_subjectsAndStart(t *testing.T) {
 		t.Fatalf("read %d messages on a subject that has none", len(none))
 	}
 }
+
+// laggingStream is a stream whose ordered consumers run on a copy that holds only its first
+// upTo messages for their first fetches: they say nothing is pending behind message upTo,
+// bring nothing on the fetch after it, and only then catch up (a replica behind the leader).
+type laggingStream struct {
+	jetstream.Stream
+	upTo uint64
+}
+
+func (s laggingStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.Stream.OrderedConsumer(ctx, cfg)
+	return &laggingConsumer{Consumer: c, upTo: s.upTo}, err
+}
+
+type laggingConsumer struct {
+	jetstream.Consumer
+	upTo, read uint64
+	caughtUp   bool
+}
+
+func (c *laggingConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	switch {
+	case c.caughtUp:
+		return c.Consumer.Fetch(n, opts...)
+	case c.read == c.upTo: // the copy has nothing more yet
+		c.caughtUp = true
+		return emptyBatch{}, nil
+	}
+	b, err := c.Consumer.Fetch(int(min(uint64(n), c.upTo-c.read)), opts...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan jetstream.Msg, n)
+	for m := range b.Messages() {
+		c.read++
+		out <- laggingMsg{m, c.upTo - c.read}
+	}
+	close(out)
+	return batchOf{out, b.Error()}, nil
+}
+
+type laggingMsg struct {
+	jetstream.Msg
+	pending uint64
+}
+
+func (m laggingMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	md, err := m.Msg.Metadata()
+	if err == nil {
+		md.NumPending = m.pending
+	}
+	return md, err
+}
+
+type batchOf struct {
+	msgs chan jetstream.Msg
+	err  error
+}
+
+func (b batchOf) Messages() <-chan jetstream.Msg { return b.msgs }
+func (b batchOf) Error() error                   { return b.err }
+
+type emptyBatch struct{}
+
+func (emptyBatch) Messages() <-chan jetstream.Msg {
+	c := make(chan jetstream.Msg)
+	close(c)
+	return c
+}
+func (emptyBatch) Error() error { return nil }
+
+// TestReadStream_aLaggingCopyIsReadToTheEnd: the consumer's copy of the stream holds 300 of
+// 1000 messages at first, says nothing is pending behind the 300th and brings nothing on the
+// next fetch. The read still ends only at the leader's last message.
+func TestReadStream_aLaggingCopyIsReadToTheEnd(t *testing.T) {
+	js := natstest.Connect(t, natstest.Run(t))
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 1000
+	for i := range total {
+		if _, err := js.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subjects := range [][]string{nil, {"r.>"}} {
+		seqs := readAll(t, laggingStream{st, 300}, subjects, nil)
+		if len(seqs) != total || seqs[0] != 1 || seqs[total-1] != total {
+			t.Fatalf("subjects %v: read %d messages (%v … %v), want all %d", subjects, len(seqs), seqs[:min(3, len(seqs))], seqs[max(0, len(seqs)-3):], total)
+		}
+	}
+}
