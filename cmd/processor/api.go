@@ -23,7 +23,10 @@ import (
 const apiUsage = `usage: processor api [flags] METHOD PATH [--data JSON|@FILE|@-]
 
 Sends one signed WeChat Pay APIv3 request, verifies the response signature and prints the
-JSON body. PATH is the path plus ?query exactly as it must be signed, or a full URL.
+JSON body. PATH is the path plus ?query exactly as it must be signed, or a full URL. An
+ambiguous answer (5xx, 429, SYSTEM_ERROR, an unknown code, a transport error) is sent again
+with the same body, up to --retries more times, each logged on stderr: WeChat answers a repeat
+of a request that carries its number with that request's result (docs/money-rules.md#ambiguous).
 With --dry-run nothing is sent: the signing message and the Authorization header are printed
 (--timestamp and --nonce fix them, to reproduce a signature).
 
@@ -43,6 +46,7 @@ type apiFlags struct {
 	publicKey, publicKeyID string
 	baseURL, backupURL     string
 	timeout                time.Duration
+	retries                int
 	config                 string
 }
 
@@ -59,6 +63,7 @@ func (f *apiFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.baseURL, "base-url", wechatpay.DefaultBaseURL, "API base URL")
 	fs.StringVar(&f.backupURL, "backup-base-url", "", "backup base URL tried after a connection error")
 	fs.DurationVar(&f.timeout, "timeout", wechatpay.DefaultTimeout, "timeout of the request")
+	fs.IntVar(&f.retries, "retries", 2, "send an ambiguous answer's request again, with the same body, up to this many times (0: once)")
 	fs.StringVar(&f.config, "config", "", "processor config file: keys and ids come from its wechatpay section (flags given explicitly win)")
 }
 
@@ -177,7 +182,7 @@ func runAPI(ctx context.Context, f apiFlags, pos []string, e cli.Env) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log := slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := wechatpay.NewClient(cfg, wechatpay.WithLogger(log), wechatpay.WithTimeout(f.timeout))
+	c, err := wechatpay.NewClient(cfg, wechatpay.WithLogger(log), wechatpay.WithTimeout(f.timeout), wechatpay.WithRetries(f.retries))
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}

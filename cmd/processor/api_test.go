@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,8 +129,15 @@ func TestAPI_Send(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		calls.Add(1)
+		if strings.Contains(r.URL.Path, "flaky") && calls.Load()%2 == 1 { // every other call fails, the first included
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{"code":"SYSTEM_ERROR","message":"系统错误"}`)
+			return
+		}
 		if strings.Contains(r.URL.Path, "missing") {
 			w.WriteHeader(http.StatusNotFound)
 			io.WriteString(w, `{"code":"NOT_FOUND","message":"记录不存在"}`)
@@ -158,6 +166,21 @@ func TestAPI_Send(t *testing.T) {
 	code, _, errOut = runAPICmd(t, append(common, "GET", srv.URL+"/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/missing")...)
 	if code != 1 || !strings.Contains(errOut, "not_found") {
 		t.Fatalf("exit %d, stderr %q; want 1 and class not_found", code, errOut)
+	}
+	// An ambiguous answer is asked again (logged), unless --retries 0; a definite one is not.
+	calls.Store(0)
+	code, out, errOut = runAPICmd(t, append(common, "--retries", "1", "GET", "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/flaky")...)
+	if code != 0 || !strings.Contains(out, `"state": "SUCCESS"`) || !strings.Contains(errOut, "SYSTEM_ERROR") || calls.Load() != 2 {
+		t.Fatalf("exit %d after %d calls, stdout %q, stderr %q; want the retry's answer and the first logged", code, calls.Load(), out, errOut)
+	}
+	calls.Store(0)
+	code, _, errOut = runAPICmd(t, append(common, "--retries", "0", "GET", "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/flaky")...)
+	if code != 1 || !strings.Contains(errOut, "SYSTEM_ERROR") || calls.Load() != 1 {
+		t.Fatalf("--retries 0: exit %d after %d calls, stderr %q; want 1 after one call", code, calls.Load(), errOut)
+	}
+	calls.Store(0)
+	if code, _, _ = runAPICmd(t, append(common, "GET", "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/missing")...); code != 1 || calls.Load() != 1 {
+		t.Fatalf("NOT_FOUND: exit %d after %d calls, want 1 after one call", code, calls.Load())
 	}
 }
 
