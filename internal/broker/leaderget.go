@@ -65,6 +65,20 @@ func LastSeqOnLeader(ctx context.Context, js jetstream.JetStream, stream, subjec
 	return m.Seq, nil
 }
 
+// SubjectsOnLeader returns the subjects of stream matching filter that hold messages, with
+// their counts, as the stream's leader holds them (its stream info, paged).
+func SubjectsOnLeader(ctx context.Context, js jetstream.JetStream, stream, filter string) (map[string]uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	return info.State.Subjects, nil
+}
+
 // storedMsg is a message as the stream's message get returns it.
 type storedMsg struct {
 	Subject string `json:"subject"`

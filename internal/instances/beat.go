@@ -161,7 +161,7 @@ func (b *Beat) write(ctx context.Context, first bool, stopped time.Time) error {
 	})
 	for {
 		if b.rev == 0 {
-			cur, err := get(ctx, b.cfg.JS, kv, id)
+			cur, err := Get(ctx, b.cfg.JS, kv, id)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				rev, err := kv.Create(ctx, id, rec)

@@ -164,18 +164,14 @@ func Ensure(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 // It takes the keys from the subjects the bucket's stream holds (one answer of the server's),
 // then reads each key's last value; a key removed since is skipped.
 func List(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([]Record, error) {
-	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
-	if err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
-	}
 	prefix := "$KV." + kv.Bucket() + "."
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	subjects, err := broker.SubjectsOnLeader(ctx, js, "KV_"+kv.Bucket(), prefix+">")
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
-	out := make([]Record, 0, len(info.State.Subjects))
-	for subject := range info.State.Subjects {
-		r, err := get(ctx, js, kv, strings.TrimPrefix(subject, prefix))
+	out := make([]Record, 0, len(subjects))
+	for subject := range subjects {
+		r, err := Get(ctx, js, kv, strings.TrimPrefix(subject, prefix))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // removed: its subject keeps the marker
 		}
@@ -189,14 +185,9 @@ func List(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([
 }
 
 // Get reads one instance's record in kv (on js); an error wrapping jetstream.ErrKeyNotFound
-// when it has none.
+// when it has none. It reads from the leader of the bucket's stream (broker.LeaderGet): a
+// lagging copy could answer an older beat, or none at all for an instance that just started.
 func Get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string) (Record, error) {
-	return get(ctx, js, kv, instance)
-}
-
-// get reads from the leader of the bucket's stream (broker.LeaderGet): a lagging copy could
-// answer an older beat, or none at all for an instance that just started.
-func get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance string) (Record, error) {
 	e, err := broker.LeaderGet(ctx, js, kv, instance)
 	if err != nil {
 		return Record{}, fmt.Errorf("get instance %s: %w", instance, err)
@@ -223,7 +214,7 @@ func get(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, ins
 // until then it may still finish what it had in hand.
 func Retire(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, instance, by string, now time.Time, deadAfter time.Duration) error {
 	for {
-		r, err := get(ctx, js, kv, instance)
+		r, err := Get(ctx, js, kv, instance)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			r = Record{Instance: instance, RetiredBy: by, RetiredAt: now}

@@ -76,7 +76,7 @@ func put(t *testing.T, kv jetstream.KeyValue, r Record) {
 
 func read(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue, id string) Record {
 	t.Helper()
-	r, err := get(context.Background(), js, kv, id)
+	r, err := Get(context.Background(), js, kv, id)
 	if err != nil {
 		t.Fatal(err)
 	}

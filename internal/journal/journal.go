@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/broker"
 )
 
 // metaInstance is the object metadata key holding the instance id.
@@ -124,12 +126,8 @@ func (j *Journal) Batches(ctx context.Context, instance string) ([]Entry, error)
 //     entries the leader held when the listing began (its stream info: one subject per entry)
 //     must all be in the watch (docs/replication.md#reading-the-kv-buckets).
 func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
-	st, err := j.js.Stream(ctx, "OBJ_"+j.bucket)
-	if err != nil {
-		return nil, fmt.Errorf("journal list: %w", err)
-	}
 	prefix := "$O." + j.bucket + ".M."
-	held, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	held, err := broker.SubjectsOnLeader(ctx, j.js, "OBJ_"+j.bucket, prefix+">")
 	if err != nil {
 		return nil, fmt.Errorf("journal list: %w", err)
 	}
@@ -147,7 +145,7 @@ func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
 			case !ok:
 				return nil, errors.New("journal list: the watch closed before its last entry")
 			case info == nil:
-				for subject := range held.State.Subjects {
+				for subject := range held {
 					if name := strings.TrimPrefix(subject, prefix); !seen[name] {
 						return nil, fmt.Errorf("journal list: the watch ended without %s, which the stream's leader holds: it read a replica behind the leader (run again)", subject)
 					}

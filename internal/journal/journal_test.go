@@ -166,11 +166,7 @@ func (w cutWatcher) Updates() <-chan *jetstream.ObjectInfo { return w.updates }
 func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
 	ctx := context.Background()
 	j := mustEnsure(t)
-	for _, no := range []string{"B1", "B2", "B3"} {
-		if err := j.Put(ctx, entry("abc", no, 10)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putAll(t, j, "abc", "B1", "B2", "B3")
 	for _, mark := range []bool{false, true} {
 		cut := &Journal{obs: cutStore{j.obs, mark}, js: j.js, bucket: j.bucket}
 		if got, err := cut.Batches(ctx, "abc"); err == nil {
@@ -187,16 +183,22 @@ func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
 func TestJournal_BatchesSkipsDeleted(t *testing.T) {
 	ctx := context.Background()
 	j := mustEnsure(t)
-	for _, no := range []string{"B1", "B2", "B3"} {
-		if err := j.Put(ctx, entry("abc", no, 10)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putAll(t, j, "abc", "B1", "B2", "B3")
 	if err := j.obs.Delete(ctx, "B2"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := j.Batches(ctx, "abc")
 	if err != nil || len(got) != 2 || got[0].OutBatchNo != "B1" || got[1].OutBatchNo != "B3" {
 		t.Fatalf("Batches = %+v, %v; want B1 and B3", got, err)
+	}
+}
+
+// putAll puts an entry of instance for each of numbers, 10 bytes of body each.
+func putAll(t *testing.T, j *Journal, instance string, numbers ...string) {
+	t.Helper()
+	for _, no := range numbers {
+		if err := j.Put(context.Background(), entry(instance, no, 10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

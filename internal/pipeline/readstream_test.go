@@ -139,7 +139,9 @@ func (c *laggingConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.Me
 		return c.Consumer.Fetch(n, opts...)
 	case c.read == c.upTo: // the copy has nothing more yet
 		c.caughtUp = true
-		return emptyBatch{}, nil
+		none := make(chan jetstream.Msg)
+		close(none)
+		return batchOf{msgs: none}, nil
 	}
 	b, err := c.Consumer.Fetch(int(min(uint64(n), c.upTo-c.read)), opts...)
 	if err != nil {
@@ -174,15 +176,6 @@ type batchOf struct {
 
 func (b batchOf) Messages() <-chan jetstream.Msg { return b.msgs }
 func (b batchOf) Error() error                   { return b.err }
-
-type emptyBatch struct{}
-
-func (emptyBatch) Messages() <-chan jetstream.Msg {
-	c := make(chan jetstream.Msg)
-	close(c)
-	return c
-}
-func (emptyBatch) Error() error { return nil }
 
 // TestReadStream_aLaggingCopyIsReadToTheEnd: the consumer's copy of the stream holds 300 of
 // 1000 messages at first, says nothing is pending behind the 300th and brings nothing on the
