@@ -109,8 +109,8 @@ func outcomesOf(t testing.TB, db *DB, seq int64) []string {
 	return out
 }
 
-// mustTotals fails unless Summary's payouts by state and payout_totals (read by Ops) are
-// both want.
+// mustTotals fails unless Summary's payouts by state and payout_totals (read by Ops and by
+// Totals) are all want.
 func mustTotals(t testing.TB, db *DB, want string) {
 	t.Helper()
 	s, err := db.Summary(context.Background())
@@ -126,6 +126,13 @@ func mustTotals(t testing.TB, db *DB, want string) {
 	}
 	if got := fmt.Sprint(ops.Payouts); got != want {
 		t.Fatalf("payout_totals = %s, want %s", got, want)
+	}
+	totals, err := db.Totals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(totals); got != want {
+		t.Fatalf("Totals = %s, want %s", got, want)
 	}
 }
 

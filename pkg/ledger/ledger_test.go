@@ -76,6 +76,9 @@ func TestOpenReadOnly(t *testing.T) {
 	if err != nil || sum.Payouts[PayoutReceived].Count != 2 {
 		t.Fatalf("Summary = %+v, %v; want 2 RECEIVED", sum, err)
 	}
+	if ts, err := r.Totals(ctx); err != nil || ts[PayoutReceived] != (StateTotal{Count: 2, Amount: 300}) || len(ts) != 1 {
+		t.Fatalf("Totals = %v, %v; want 2 RECEIVED of 300 fen", ts, err)
+	}
 	mustState(t, r, "k2", PayoutReceived)
 	if _, err := r.InsertPayouts(ctx, []Payout{newPayout("k3", 1)}); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("InsertPayouts on a reader = %v, want ErrReadOnly", err)

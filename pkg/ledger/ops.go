@@ -139,13 +139,7 @@ func (db *DB) Ops(ctx context.Context, now time.Time, limit int) (OpsSnapshot, e
 
 // opsPayouts reads the payouts by state from payout_totals (kept by the writer, see 0005).
 func opsPayouts(ctx context.Context, tx *sql.Tx, s *OpsSnapshot, _ int) error {
-	return eachRow(ctx, tx, `SELECT state, count, amount FROM payout_totals WHERE count > 0`, nil, func(scan func(...any) error) error {
-		var st string
-		var t StateTotal
-		err := scan(&st, &t.Count, &t.Amount)
-		s.Payouts[st] = t
-		return err
-	})
+	return readTotals(ctx, tx, s.Payouts)
 }
 
 // openRow is what decides a non-settled batch's place in the list, read from batches_ops.

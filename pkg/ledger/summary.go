@@ -22,6 +22,28 @@ type Summary struct {
 	Conflicts   int
 }
 
+// Totals reads the payouts' count and amount by state as the writer keeps them
+// (payout_totals): it reads one row a state, never the payouts, so it may be called often
+// beside a busy writer. States without payouts are absent; the map is never nil.
+func (db *DB) Totals(ctx context.Context) (map[string]StateTotal, error) {
+	ts := map[string]StateTotal{}
+	if err := readTotals(ctx, db.rdb, ts); err != nil {
+		return nil, fmt.Errorf("totals: %w", err)
+	}
+	return ts, nil
+}
+
+// readTotals adds payout_totals' non-empty states to ts.
+func readTotals(ctx context.Context, q querier, ts map[string]StateTotal) error {
+	return eachRow(ctx, q, `SELECT state, count, amount FROM payout_totals WHERE count > 0`, nil, func(scan func(...any) error) error {
+		var st string
+		var t StateTotal
+		err := scan(&st, &t.Count, &t.Amount)
+		ts[st] = t
+		return err
+	})
+}
+
 // Summary scans the ledger (O(payouts); meant for a final print or a slow metrics tick).
 func (db *DB) Summary(ctx context.Context) (Summary, error) {
 	s := Summary{Batches: map[string]int{}, Payouts: map[string]StateTotal{}, FailReasons: map[string]StateTotal{},
