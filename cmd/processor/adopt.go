@@ -21,6 +21,9 @@ every payout it held but never sent is paid here, nothing that may have been pai
 again. The instance must be silent or stopped (it is retired first, so it can never work
 again); this config's processor must not be running. Then start it: processor run.
 --plan lists the instance's claims and what adoption would do with each, changing nothing.
+A run that fails on NATS in a way that passes (no responders while a node restarts, a lost
+reply, a listing read short of its stream's leader) is run again after --pause, up to --runs
+runs; any other failure ends it at once. Run it again later: it resumes where it stopped.
 
 flags:
 `
@@ -32,6 +35,8 @@ func cmdAdopt(ctx context.Context, args []string, e cli.Env) int {
 	path := fs.String("config", "configs/processor.yaml", "processor configuration file (the adopter's)")
 	instance := fs.String("instance", "", "the lost instance's id (processor status lists the silent ones)")
 	plan := fs.Bool("plan", false, "list what adoption would do; change nothing")
+	runs := fs.Int("runs", 6, "runs at most, when a run fails on NATS in a way that passes (a node restarting); each resumes where the last stopped")
+	pause := fs.Duration("pause", app.DefaultAdoptPause, "wait between runs")
 	var sets setFlag
 	fs.Var(&sets, "set", "override a key of the config file, as `KEY=VALUE` (repeatable)")
 	if ok, code := cli.Parse(fs, args, e); !ok {
@@ -46,7 +51,7 @@ func cmdAdopt(ctx context.Context, args []string, e cli.Env) int {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 2
 	}
-	a, err := app.Adopt(ctx, cfg, app.AdoptOptions{Instance: *instance, Plan: *plan, Log: cfg.Logger(e.Stderr)})
+	a, err := app.Adopt(ctx, cfg, app.AdoptOptions{Instance: *instance, Plan: *plan, Log: cfg.Logger(e.Stderr), Runs: *runs, Pause: *pause})
 	if err != nil {
 		fmt.Fprintln(e.Stderr, "processor adopt:", err)
 		if errors.Is(err, instances.ErrAlive) {

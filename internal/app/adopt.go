@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,19 +32,61 @@ type AdoptOptions struct {
 	Plan       bool         // say what would be done; change nothing
 	Log        *slog.Logger // default slog.Default()
 	HTTPClient *http.Client // for the WeChat Pay client's key id only; nil: default
+	// Runs bounds how many times the adoption runs when a run fails on NATS in a way that
+	// passes (transientNATS: nobody answered while a node restarted or a stream elected its
+	// leader, a request timed out, a listing read short of the leader). Each run resumes
+	// where the last one stopped, as when an operator runs it again; any other failure ends
+	// it at once. ≤ 1: one run.
+	Runs int
+	// Pause is the wait between runs; 0: DefaultAdoptPause.
+	Pause time.Duration
 }
+
+// DefaultAdoptPause is AdoptOptions.Pause's default: about how long a NATS node takes to
+// restart and its streams to elect their leaders.
+const DefaultAdoptPause = 5 * time.Second
 
 // Adopt makes this config's ledger take over the payouts of the lost instance o.Instance
 // (docs/replication.md#adoption): it retires the instance (fenced: it refuses an instance
 // that is alive, and of two adopters one wins), records its payouts here (pipeline.Adopt),
 // moves their claims to this instance and ends the adoption. The processor of this ledger
 // must not be running (the ledger's lock refuses it); start it afterwards to pay and follow
-// what was adopted. Run again after a failure, Adopt resumes where it stopped.
+// what was adopted. Run again after a failure, Adopt resumes where it stopped; it does so
+// itself, up to o.Runs times, after a failure on NATS that passes.
 func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, error) {
-	log := o.Log
-	if log == nil {
-		log = slog.Default()
+	log := cmp.Or(o.Log, slog.Default())
+	pause := cmp.Or(o.Pause, DefaultAdoptPause)
+	for run := 1; ; run++ {
+		a, err := adoptOnce(ctx, cfg, o, log)
+		if err == nil || run >= o.Runs || !transientNATS(err) || ctx.Err() != nil {
+			return a, err
+		}
+		log.Warn("adoption failed on NATS; it runs again and resumes where it stopped", "run", run, "runs", o.Runs, "pause", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return a, err
+		case <-time.After(pause):
+		}
 	}
+}
+
+// transientNATS reports whether err is a NATS failure that passes on its own: nobody
+// answered (a node restarting, a stream without its leader yet), a request timed out or its
+// reply was lost, the connection dropped, JetStream answered 503, or a listing read short of
+// what the stream's leader held (broker.ErrShortRead).
+func transientNATS(err error) bool {
+	for _, target := range []error{nats.ErrNoResponders, nats.ErrTimeout, context.DeadlineExceeded, nats.ErrConnectionClosed,
+		nats.ErrDisconnected, nats.ErrConnectionReconnecting, jetstream.ErrNoHeartbeat, broker.ErrShortRead} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.Code == http.StatusServiceUnavailable
+}
+
+// adoptOnce is one run of Adopt.
+func adoptOnce(ctx context.Context, cfg Config, o AdoptOptions, log *slog.Logger) (pipeline.Adoption, error) {
 	if cfg.NATS.URL == "" {
 		return pipeline.Adoption{}, errors.New("adopt needs the NATS cluster the lost instance used (nats.url); the embedded server holds only its own processor's claims")
 	}

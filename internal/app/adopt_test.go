@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
+	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/synth"
@@ -260,6 +263,72 @@ func batchNumbers(t *testing.T, path string) []string {
 
 // TestRun_AdoptionUnfinished: a ledger marked by an adoption that has not moved its claims
 // never runs: its sweep would record the adopted payouts DUPLICATE of the lost instance.
+// TestAdopt_runsAgainAfterALostReply: the reply to adoption's read of the claims stream's
+// leader is lost (the proxy cuts the connection once the request is through). A single run
+// fails on it, as a timeout; allowed more runs, the adoption runs again on a new connection
+// and lists every claim of the lost instance. A failure that does not pass (an alive
+// instance) is never run again.
+func TestAdopt_runsAgainAfterALostReply(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.Run(t)
+	proxy, err := faultproxy.Start("127.0.0.1:0", ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	cfg := lostConfig(t, testConfig(t, wechatpaytest.NewServer(t)), proxy.URL())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	plan := AdoptOptions{Instance: "lost0001", Plan: true, Log: quiet, Pause: 10 * time.Millisecond}
+	if _, err := Adopt(ctx, cfg, plan); err != nil { // makes the buckets
+		t.Fatal(err)
+	}
+	js := natstest.Connect(t, ns)
+	kv, err := js.KeyValue(ctx, cfg.NATS.Topology.ClaimsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []claims.Item
+	for _, no := range []string{"A1", "A2", "A3"} {
+		items = append(items, claims.Item{Key: claims.Key(cfg.WeChatPay.MchID, no)})
+	}
+	if _, err := claims.New(js, kv, "lost0001").Claim(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	leaderRead := []byte("STREAM.MSG.GET.KV_" + cfg.NATS.Topology.ClaimsBucket)
+
+	proxy.CutAfter(leaderRead, 1)
+	if _, err := Adopt(ctx, cfg, plan); !errors.Is(err, context.DeadlineExceeded) || proxy.Cuts() != 1 {
+		t.Fatalf("one run with its reply lost = %v after %d cuts; want a timeout after 1", err, proxy.Cuts())
+	}
+	proxy.CutAfter(leaderRead, 1)
+	var logs bytes.Buffer
+	plan.Runs, plan.Log = 3, slog.New(slog.NewTextHandler(&logs, nil))
+	a, err := Adopt(ctx, cfg, plan)
+	if err != nil || a.Held != 3 || proxy.Cuts() != 2 || strings.Count(logs.String(), "runs again") != 1 {
+		t.Fatalf("three runs allowed, the first reply lost = %d held, %v after %d cuts, logging %q; want 3 held after 2 cuts and 1 run again",
+			a.Held, err, proxy.Cuts(), logs.String())
+	}
+
+	// An instance that is alive is refused at once, however many runs are allowed.
+	logs.Reset()
+	ikv, err := js.KeyValue(ctx, cfg.NATS.Topology.InstancesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rec, err := json.Marshal(instances.Record{Instance: "alive0001", Host: "h", StartedAt: now, SeenAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ikv.Put(ctx, "alive0001", rec); err != nil {
+		t.Fatal(err)
+	}
+	alive := AdoptOptions{Instance: "alive0001", Plan: true, Log: slog.New(slog.NewTextHandler(&logs, nil)), Runs: 5, Pause: time.Millisecond}
+	if _, err := Adopt(ctx, cfg, alive); !errors.Is(err, instances.ErrAlive) || strings.Contains(logs.String(), "runs again") {
+		t.Fatalf("adopting an alive instance = %v, logging %q; want instances.ErrAlive in one run", err, logs.String())
+	}
+}
+
 func TestRun_AdoptionUnfinished(t *testing.T) {
 	cfg := testConfig(t, wechatpaytest.NewServer(t))
 	db, err := ledger.Open(context.Background(), cfg.Ledger, ledger.WithMerchant(cfg.WeChatPay.MchID))

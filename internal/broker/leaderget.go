@@ -11,6 +11,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ErrShortRead: a listing through a watch or consumer ended before what the stream's leader
+// held when it began (its consumer ran on a copy behind the leader, or closed early). The
+// listing is incomplete and must be read again; nothing may be decided from it.
+var ErrShortRead = errors.New("the listing ended short of what the stream's leader holds (read it again)")
+
 // Entry is a key's latest value in a KV bucket, as LeaderGet read it.
 type Entry struct {
 	Value    []byte

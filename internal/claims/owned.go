@@ -49,11 +49,11 @@ func OwnedBy(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue,
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, fmt.Errorf("claims of %s: watch closed", instance)
+				return nil, fmt.Errorf("claims of %s: the watch closed: %w", instance, broker.ErrShortRead)
 			}
 			if e == nil { // the initial values are all delivered
 				if reached < last {
-					return nil, fmt.Errorf("claims of %s: the watch ended at revision %d, and the stream's leader held %d: it read a replica behind the leader (run again)", instance, reached, last)
+					return nil, fmt.Errorf("claims of %s: the watch ended at revision %d, and the stream's leader held %d (a replica behind the leader): %w", instance, reached, last, broker.ErrShortRead)
 				}
 				slices.SortFunc(out, func(a, b Held) int { return strings.Compare(a.Key, b.Key) })
 				return out, nil

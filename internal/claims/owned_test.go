@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -243,8 +244,8 @@ func TestOwnedBy_aShortWatchIsAnError(t *testing.T) {
 	if _, err := New(js, kv, "lost1").Claim(ctx, items("S", 5)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := OwnedBy(ctx, js, shortWatch{kv}, "lost1"); err == nil {
-		t.Fatalf("OwnedBy through a watch that ended after one value = %v and no error", keysOf(got))
+	if got, err := OwnedBy(ctx, js, shortWatch{kv}, "lost1"); !errors.Is(err, broker.ErrShortRead) {
+		t.Fatalf("OwnedBy through a watch that ended after one value = %v, %v; want broker.ErrShortRead", keysOf(got), err)
 	}
 	if got, err := OwnedBy(ctx, js, kv, "lost1"); err != nil || len(got) != 5 {
 		t.Fatalf("OwnedBy = %v, %v; want 5 keys", keysOf(got), err)

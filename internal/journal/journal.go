@@ -143,11 +143,11 @@ func (j *Journal) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
 		case info, ok := <-w.Updates():
 			switch {
 			case !ok:
-				return nil, errors.New("journal list: the watch closed before its last entry")
+				return nil, fmt.Errorf("journal list: the watch closed before its last entry: %w", broker.ErrShortRead)
 			case info == nil:
 				for subject := range held {
 					if name := strings.TrimPrefix(subject, prefix); !seen[name] {
-						return nil, fmt.Errorf("journal list: the watch ended without %s, which the stream's leader holds: it read a replica behind the leader (run again)", subject)
+						return nil, fmt.Errorf("journal list: the watch ended without %s, which the stream's leader holds (a replica behind the leader): %w", subject, broker.ErrShortRead)
 					}
 				}
 				return infos, nil

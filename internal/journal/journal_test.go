@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -169,8 +171,8 @@ func TestJournal_BatchesCutShortIsAnError(t *testing.T) {
 	putAll(t, j, "abc", "B1", "B2", "B3")
 	for _, mark := range []bool{false, true} {
 		cut := &Journal{obs: cutStore{j.obs, mark}, js: j.js, bucket: j.bucket}
-		if got, err := cut.Batches(ctx, "abc"); err == nil {
-			t.Fatalf("Batches through a watch cut after one entry (end mark %t) = %d entries and no error", mark, len(got))
+		if got, err := cut.Batches(ctx, "abc"); !errors.Is(err, broker.ErrShortRead) {
+			t.Fatalf("Batches through a watch cut after one entry (end mark %t) = %d entries, %v; want broker.ErrShortRead", mark, len(got), err)
 		}
 	}
 	if got, err := j.Batches(ctx, "abc"); err != nil || len(got) != 3 {
