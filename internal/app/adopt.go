@@ -19,6 +19,7 @@ import (
 	"github.com/paystream/paystream/internal/instances"
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/pkg/ledger"
+	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -70,13 +71,17 @@ func Adopt(ctx context.Context, cfg Config, o AdoptOptions) (pipeline.Adoption, 
 	}
 }
 
-// transientNATS reports whether err is a NATS failure that passes on its own: nobody
-// answered (a node restarting, a stream without its leader yet), a request timed out or its
-// reply was lost, the connection dropped, JetStream answered 503, or a listing read short of
-// what the stream's leader held (broker.ErrShortRead).
+// transientNATS reports whether err is a NATS failure that passes on its own: whatever
+// payout.Transient calls so (nobody answered while a node restarted or a stream had no
+// leader yet, a request timed out or its reply was lost; a claim move is a publish, so its
+// no-stream-response counts), the connection dropped, JetStream answered 503, or a listing
+// read short of what the stream's leader held (broker.ErrShortRead).
 func transientNATS(err error) bool {
-	for _, target := range []error{nats.ErrNoResponders, nats.ErrTimeout, context.DeadlineExceeded, nats.ErrConnectionClosed,
-		nats.ErrDisconnected, nats.ErrConnectionReconnecting, jetstream.ErrNoHeartbeat, broker.ErrShortRead} {
+	if payout.Transient(err) {
+		return true
+	}
+	for _, target := range []error{nats.ErrConnectionClosed, nats.ErrDisconnected, nats.ErrConnectionReconnecting,
+		jetstream.ErrNoHeartbeat, broker.ErrShortRead} {
 		if errors.Is(err, target) {
 			return true
 		}

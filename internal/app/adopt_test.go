@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -15,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/instances"
@@ -326,6 +329,29 @@ func TestAdopt_runsAgainAfterALostReply(t *testing.T) {
 	alive := AdoptOptions{Instance: "alive0001", Plan: true, Log: slog.New(slog.NewTextHandler(&logs, nil)), Runs: 5, Pause: time.Millisecond}
 	if _, err := Adopt(ctx, cfg, alive); !errors.Is(err, instances.ErrAlive) || strings.Contains(logs.String(), "runs again") {
 		t.Fatalf("adopting an alive instance = %v, logging %q; want instances.ErrAlive in one run", err, logs.String())
+	}
+}
+
+// TestTransientNATS: adoption runs again on the NATS failures that pass, a claim move's
+// publish finding no stream among them, and on nothing else.
+func TestTransientNATS(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("read request stream: %w", nats.ErrNoResponders), true},
+		{fmt.Errorf("transfer claim k: %w", jetstream.ErrNoStreamResponse), true},
+		{fmt.Errorf("get x from the leader: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("claims of i: %w", broker.ErrShortRead), true},
+		{&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, true},
+		{fmt.Errorf("instance i: %w", instances.ErrAlive), false},
+		{fmt.Errorf("retire: %w", instances.ErrRetired), false},
+		{&jetstream.APIError{Code: 404, ErrorCode: jetstream.JSErrCodeStreamNotFound}, false},
+		{errors.New("adopted payout k: this ledger holds it with other content"), false},
+	} {
+		if got := transientNATS(c.err); got != c.want {
+			t.Errorf("transientNATS(%v) = %t, want %t", c.err, got, c.want)
+		}
 	}
 }
 

@@ -24,7 +24,8 @@ type Summary struct {
 
 // Totals reads the payouts' count and amount by state as the writer keeps them
 // (payout_totals): it reads one row a state, never the payouts, so it may be called often
-// beside a busy writer. States without payouts are absent; the map is never nil.
+// beside a busy writer. States without payouts are absent; without an error the map is never
+// nil.
 func (db *DB) Totals(ctx context.Context) (map[string]StateTotal, error) {
 	ts := map[string]StateTotal{}
 	if err := readTotals(ctx, db.rdb, ts); err != nil {
