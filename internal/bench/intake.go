@@ -36,15 +36,18 @@ func (e *env) rawIntake(ctx context.Context, lastSeq uint64, count, fetchBatch i
 	var store *claims.Store
 	if claim {
 		durable = "rawclaim"
-		kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench_raw_claims", History: 1, Storage: jetstream.FileStorage})
+		// The processor's claims bucket as broker.Ensure makes it, under another name.
+		kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: "bench_raw_claims", TTL: e.topo.ClaimsTTL, Storage: jetstream.FileStorage, Replicas: e.topo.Replicas, History: 1,
+		})
 		if err != nil {
 			return Rate{}, fmt.Errorf("raw claims bucket: %w", err)
 		}
 		store = claims.New(e.js, kv, "raw")
 	}
 	cons, err := e.js.CreateOrUpdateConsumer(ctx, e.topo.Stream, jetstream.ConsumerConfig{
-		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.topo.AckWait,
-		MaxDeliver: e.topo.MaxDeliver, MaxAckPending: e.topo.MaxAckPending, FilterSubject: e.topo.Subjects,
+		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.topo.AckWait, MaxDeliver: e.topo.MaxDeliver,
+		BackOff: e.topo.Backoff, MaxAckPending: e.topo.MaxAckPending, FilterSubject: e.topo.Subjects, Replicas: e.topo.Replicas,
 	})
 	if err != nil {
 		return Rate{}, fmt.Errorf("raw consumer: %w", err)
