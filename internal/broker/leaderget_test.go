@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/natstest"
@@ -113,4 +115,114 @@ func TestLeaderGet_errorsAreNotAbsence(t *testing.T) {
 	if _, err := LeaderGet(ctx, js, kv, "k"); !errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("with the bucket gone: %v, want ErrBucketNotFound", err)
 	}
+}
+
+// TestLeaderGet_anIsolatedFollowerIsNotRead runs the lagging copy for real: a three-server
+// cluster whose bucket has three replicas, one follower cut off from the other two servers
+// (natstest.Cluster.Isolate), and a new owner written by the two that still form a quorum.
+// Through the cut-off server, KeyValue.Get reads the old owner (the follower keeps serving
+// direct gets from what it holds); LeaderGet never does: through that server it fails, as
+// no leader answers there, and through a server that reaches the leader it reads the new
+// owner.
+func TestLeaderGet_anIsolatedFollowerIsNotRead(t *testing.T) {
+	ctx := context.Background()
+	c := natstest.RunCluster(t, 3)
+	js := natstest.ConnectURL(t, c.Servers[0].ClientURL())
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "claims", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(ctx, "m.k1", []byte("old owner"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "KV_claims")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every replica must hold the key before the cut, or the follower has nothing old to read.
+	var leader, follower int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := info.Cluster
+		if cl != nil && cl.Leader != "" && len(cl.Replicas) == 2 && cl.Replicas[0].Current && cl.Replicas[1].Current &&
+			cl.Replicas[0].Lag == 0 && cl.Replicas[1].Lag == 0 {
+			leader, follower = c.Index(t, cl.Leader), c.Index(t, cl.Replicas[0].Name)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bucket's replicas did not catch up in 10 s: %+v", cl)
+		}
+	}
+	// A follower joins the direct gets' queue group a few seconds after it caught up (its
+	// server checks every 2 s): wait until the follower's server holds that subscription.
+	for deadline := time.Now().Add(15 * time.Second); !servesDirectGets(t, c.Servers[follower], "KV_claims"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower did not join the direct gets' queue group in 15 s")
+		}
+	}
+	// Handles on both sides, made while every server is reachable (making one asks the API).
+	jsCut := natstest.ConnectURL(t, c.Servers[follower].ClientURL())
+	kvCut, err := jsCut.KeyValue(ctx, "claims")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsLeader := natstest.ConnectURL(t, c.Servers[leader].ClientURL())
+	kvLeader, err := jsLeader.KeyValue(ctx, "claims")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c.Isolate(follower)
+	newRev, err := kvLeader.Update(ctx, "m.k1", []byte("new owner"), rev)
+	if err != nil {
+		t.Fatalf("the two connected servers did not take the new owner: %v", err)
+	}
+
+	const reads = 5
+	stale := 0
+	for range reads {
+		e, err := kvCut.Get(ctx, "m.k1")
+		if err == nil && string(e.Value()) == "old owner" {
+			stale++
+		}
+	}
+	if stale == 0 {
+		t.Fatalf("KeyValue.Get through the cut-off follower never read the old owner in %d reads: it shows no lag, so this test shows nothing", reads)
+	}
+	for i := range reads {
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		e, err := LeaderGet(rctx, jsCut, kvCut, "m.k1")
+		cancel()
+		if err == nil {
+			t.Fatalf("read %d through the cut-off follower: %q at revision %d; want an error, no leader answers there", i, e.Value, e.Revision)
+		}
+	}
+	e, err := LeaderGet(ctx, jsLeader, kvLeader, "m.k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(e.Value) != "new owner" || e.Revision != newRev {
+		t.Fatalf("through the leader's server: %q at revision %d, want %q at %d", e.Value, e.Revision, "new owner", newRev)
+	}
+	t.Logf("KeyValue.Get through the cut-off follower read the old owner %d times of %d; LeaderGet failed there every time", stale, reads)
+}
+
+// servesDirectGets reports whether s itself (not a route to another server) subscribes to
+// the direct gets of stream.
+func servesDirectGets(t *testing.T, s *server.Server, stream string) bool {
+	t.Helper()
+	sz, err := s.Subsz(&server.SubszOptions{Subscriptions: true, Test: "$JS.API.DIRECT.GET." + stream + ".x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range sz.Subs {
+		if d.Queue != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package faultproxy
+package faultproxy_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -85,9 +86,9 @@ func (e *echoServer) waitFor(t *testing.T, want string) {
 	}
 }
 
-func startProxy(t *testing.T, target string) *Proxy {
+func startProxy(t *testing.T, target string) *faultproxy.Proxy {
 	t.Helper()
-	p, err := Start("127.0.0.1:0", target)
+	p, err := faultproxy.Start("127.0.0.1:0", target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func startProxy(t *testing.T, target string) *Proxy {
 	return p
 }
 
-func dial(t *testing.T, p *Proxy) net.Conn {
+func dial(t *testing.T, p *faultproxy.Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {

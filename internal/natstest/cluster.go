@@ -1,0 +1,114 @@
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsserver "github.com/nats-io/nats-server/v2/test"
+
+	"github.com/paystream/paystream/internal/faultproxy"
+)
+
+// Cluster is a JetStream cluster of in-process servers whose routes run through fault
+// proxies, one per ordered pair of servers, so that a test can cut one server off from the
+// others while its own clients still reach it.
+type Cluster struct {
+	Servers []*server.Server
+	routes  [][]*faultproxy.Proxy // routes[i][j]: the proxy server i dials to reach server j
+}
+
+// RunCluster starts n (≥ 3) servers named n0, n1, … on free loopback ports, storing under
+// t.TempDir(), and returns once JetStream has a meta leader; t.Cleanup shuts them down.
+// The servers do not advertise their cluster addresses, so they only ever meet through the
+// proxies.
+func RunCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n < 3 {
+		t.Fatalf("a cluster of %d servers: JetStream needs a quorum of at least 3", n)
+	}
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	c := &Cluster{routes: make([][]*faultproxy.Proxy, n)}
+	for i := range n {
+		c.routes[i] = make([]*faultproxy.Proxy, n)
+		for j := range n {
+			if i == j {
+				continue
+			}
+			p, err := faultproxy.Start("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", ports[j]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
+			c.routes[i][j] = p
+		}
+	}
+	for i := range n {
+		opts := natsserver.DefaultTestOptions
+		opts.ServerName = fmt.Sprintf("n%d", i)
+		opts.Port, opts.JetStream, opts.StoreDir = server.RANDOM_PORT, true, t.TempDir()
+		opts.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i], NoAdvertise: true}
+		for j, p := range c.routes[i] {
+			if j != i {
+				opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: p.Addr()})
+			}
+		}
+		s := natsserver.RunServer(&opts)
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		c.Servers = append(c.Servers, s)
+	}
+	js := ConnectURL(t, c.Servers[0].ClientURL())
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster has no JetStream meta leader after 30 s: %v", err)
+		}
+	}
+}
+
+// Index returns the index in Servers of the server named name; it fails the test if none is.
+func (c *Cluster) Index(t testing.TB, name string) int {
+	t.Helper()
+	for i, s := range c.Servers {
+		if s.Name() == name {
+			return i
+		}
+	}
+	t.Fatalf("no server named %q in the cluster", name)
+	return -1
+}
+
+// Isolate cuts server i off from every other server, both ways, for good: the proxies its
+// routes run through close, and with them every route connection. Its clients still reach
+// it.
+func (c *Cluster) Isolate(i int) {
+	for j := range c.Servers {
+		if j != i {
+			c.routes[i][j].Close()
+			c.routes[j][i].Close()
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
