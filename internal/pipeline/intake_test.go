@@ -198,11 +198,25 @@ func TestEndsBacklog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// publish stores n messages and waits until the consumer counts them pending: the count
+	// a delivered message carries is the consumer's, which under load can trail the stream.
 	publish := func(n int) {
 		t.Helper()
 		for range n {
 			if _, err := js.Publish(ctx, "s.x", []byte("{}")); err != nil {
 				t.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.NumPending == uint64(n) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the consumer counts %d messages pending 10 s after %d were stored", info.NumPending, n)
 			}
 		}
 	}
