@@ -264,8 +264,6 @@ func batchNumbers(t *testing.T, path string) []string {
 	return out
 }
 
-// TestRun_AdoptionUnfinished: a ledger marked by an adoption that has not moved its claims
-// never runs: its sweep would record the adopted payouts DUPLICATE of the lost instance.
 // TestAdopt_runsAgainAfterALostReply: the reply to adoption's read of the claims stream's
 // leader is lost (the proxy cuts the connection once the request is through). A single run
 // fails on it, as a timeout; allowed more runs, the adoption runs again on a new connection
@@ -355,6 +353,8 @@ func TestTransientNATS(t *testing.T) {
 	}
 }
 
+// TestRun_AdoptionUnfinished: a ledger marked by an adoption that has not moved its claims
+// never runs: its sweep would record the adopted payouts DUPLICATE of the lost instance.
 func TestRun_AdoptionUnfinished(t *testing.T) {
 	cfg := testConfig(t, wechatpaytest.NewServer(t))
 	db, err := ledger.Open(context.Background(), cfg.Ledger, ledger.WithMerchant(cfg.WeChatPay.MchID))

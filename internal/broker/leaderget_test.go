@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testingutil"
 )
 
 // TestLeaderGet_notAnsweredByALaggingCopy: a mirror of the bucket's stream that serves direct
@@ -142,7 +144,7 @@ func TestLeaderGet_anIsolatedFollowerIsNotRead(t *testing.T) {
 	}
 	// Every replica must hold the key before the cut, or the follower has nothing old to read.
 	var leader, follower int
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testingutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		info, err := stream.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -151,19 +153,15 @@ func TestLeaderGet_anIsolatedFollowerIsNotRead(t *testing.T) {
 		if cl != nil && cl.Leader != "" && len(cl.Replicas) == 2 && cl.Replicas[0].Current && cl.Replicas[1].Current &&
 			cl.Replicas[0].Lag == 0 && cl.Replicas[1].Lag == 0 {
 			leader, follower = c.Index(t, cl.Leader), c.Index(t, cl.Replicas[0].Name)
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the bucket's replicas did not catch up in 10 s: %+v", cl)
-		}
-	}
+		return false, fmt.Sprintf("the bucket's replicas have not caught up: %+v", cl)
+	})
 	// A follower joins the direct gets' queue group a few seconds after it caught up (its
 	// server checks every 2 s): wait until the follower's server holds that subscription.
-	for deadline := time.Now().Add(15 * time.Second); !servesDirectGets(t, c.Servers[follower], "KV_claims"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the follower did not join the direct gets' queue group in 15 s")
-		}
-	}
+	testingutil.WaitFor(t, 15*time.Second, func() (bool, string) {
+		return servesDirectGets(t, c.Servers[follower], "KV_claims"), "the follower has not joined the direct gets' queue group"
+	})
 	// Handles on both sides, made while every server is reachable (making one asks the API).
 	jsCut := natstest.ConnectURL(t, c.Servers[follower].ClientURL())
 	kvCut, err := jsCut.KeyValue(ctx, "claims")

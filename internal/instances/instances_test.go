@@ -18,6 +18,7 @@ import (
 
 	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testingutil"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -86,16 +87,7 @@ func read(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue, id string
 // waitFor polls cond every few milliseconds for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	testingutil.WaitFor(t, 10*time.Second, func() (bool, string) { return cond(), "waiting for " + what })
 }
 
 // waitDone waits for b's beats to end.

@@ -12,6 +12,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 
 	"github.com/paystream/paystream/internal/faultproxy"
+	"github.com/paystream/paystream/internal/testingutil"
 )
 
 // Cluster is a JetStream cluster of in-process servers whose routes run through fault
@@ -65,17 +66,13 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		c.Servers = append(c.Servers, s)
 	}
 	js := ConnectURL(t, c.Servers[0].ClientURL())
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testingutil.WaitFor(t, 30*time.Second, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cluster has no JetStream meta leader after 30 s: %v", err)
-		}
-	}
+		return err == nil, fmt.Sprintf("the cluster has no JetStream meta leader: %v", err)
+	})
+	return c
 }
 
 // Index returns the index in Servers of the server named name; it fails the test if none is.

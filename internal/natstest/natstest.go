@@ -13,6 +13,8 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/testingutil"
 )
 
 // Run starts a JetStream server on a free loopback port, storing under t.TempDir(), and shuts
@@ -90,18 +92,13 @@ func LaggingCopy(t testing.TB, js jetstream.JetStream, kv jetstream.KeyValue) {
 	if _, err := kv.Put(ctx, probe, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testingutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		info, err := mirror.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the lagging copy copied nothing in 10 s")
-		}
-	}
+		return info.State.Msgs > 0, "the lagging copy copied nothing"
+	})
 	if err := kv.Purge(ctx, probe); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -207,18 +208,13 @@ func TestEndsBacklog(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		testingutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 			info, err := cons.Info(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if info.NumPending == uint64(n) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the consumer counts %d messages pending 10 s after %d were stored", info.NumPending, n)
-			}
-		}
+			return info.NumPending == uint64(n), fmt.Sprintf("the consumer counts %d messages pending, %d were stored", info.NumPending, n)
+		})
 	}
 	fetch := func(batch int) []jetstream.Msg {
 		t.Helper()

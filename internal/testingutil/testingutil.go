@@ -4,6 +4,8 @@ package testingutil
 import (
 	"bytes"
 	"sync"
+	"testing"
+	"time"
 )
 
 // LockedBuffer is a bytes.Buffer that a writer on another goroutine (a log handler, a
@@ -52,3 +54,23 @@ func (w *LogWatch) Write(p []byte) (int, error) {
 
 // Seen is closed once want was written.
 func (w *LogWatch) Seen() <-chan struct{} { return w.seen }
+
+// WaitFor calls cond every 5 ms until it reports done, and fails t when it has not after
+// limit, with the state cond last described: a test waits on a condition, not on a clock.
+func WaitFor(t testing.TB, limit time.Duration, cond func() (done bool, state string)) {
+	t.Helper()
+	deadline := time.After(limit)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		done, state := cond()
+		if done {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("after %s: %s", limit, state)
+		case <-tick.C:
+		}
+	}
+}
