@@ -44,10 +44,10 @@ func sealedBatchOf(t *testing.T, srv *wechatpaytest.Server, cfg Config, log *slo
 // Merchant filled in), and seals one batch on rail: one 100-fen payout per openid, keyed
 // D0, D1, …, with the batch-level fields of req (and, on rail bills, scene 1000's report
 // rows). It returns the pipeline and the batch as the driver sees it.
-func sealedOn(t *testing.T, srv *wechatpaytest.Server, cfg Config, deps Deps, rail string, req payout.Request, openIDs []string) (*Pipeline, ledger.Batch) {
+func sealedOn(t *testing.T, srv *wechatpaytest.Server, cfg Config, deps Deps, rail string, req payout.Request, openIDs []string,
+	lopts ...ledger.Option) (*Pipeline, ledger.Batch) {
 	t.Helper()
 	ctx := context.Background()
-	var lopts []ledger.Option
 	var copts []wechatpay.Option
 	if deps.Now != nil { // one clock for the ledger, the client's signatures and the pipeline
 		lopts, copts = append(lopts, ledger.WithNow(deps.Now)), append(copts, wechatpay.WithClock(deps.Now))

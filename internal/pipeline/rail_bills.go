@@ -108,9 +108,13 @@ func (d *billRail) step(ctx context.Context, b ledger.Batch) error {
 	if err != nil {
 		return err
 	}
+	marked, err := d.markSending(ctx, due)
+	if err != nil {
+		return err
+	}
 	sem := make(chan struct{}, d.workers)
 	var wg sync.WaitGroup
-	for _, bl := range due {
+	for i, bl := range due {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -120,7 +124,7 @@ func (d *billRail) step(ctx context.Context, b ledger.Batch) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := d.stepBill(ctx, bl); err != nil && ctx.Err() == nil {
+			if err := d.stepBill(ctx, bl, marked[i]); err != nil && ctx.Err() == nil {
 				d.log.Error("bill step failed", "out_bill_no", bl.OutBillNo, "err", err)
 			}
 		}()
@@ -129,9 +133,39 @@ func (d *billRail) step(ctx context.Context, b ledger.Batch) error {
 	return nil
 }
 
+// markSending records, in one transaction, the first send of every bill of due that this
+// step will create (sealed, never sent, no cancel open, the create breaker closed), and
+// reports which it marked: one commit a step where each bill's own mark took one commit a
+// bill, a third of a bill's writes (its mark, its create's answer, its callback). A bill marked
+// and then not sent (the breaker opened meanwhile, or ctx ended) is what a crash between a
+// mark and its send leaves: a bill that may exist at WeChat, so its cancel goes to WeChat.
+func (d *billRail) markSending(ctx context.Context, due []ledger.Bill) ([]bool, error) {
+	marked := make([]bool, len(due))
+	if d.cbCreate.State() != gobreaker.StateClosed {
+		return marked, nil // each create marks its own bill if it goes ahead
+	}
+	var rs []ledger.BillCreateRecord
+	next := d.now().Add(d.backoff(0))
+	for i, bl := range due {
+		if bl.State == ledger.PayoutSealed && bl.Attempts == 0 && (bl.CancelRequestedAt.IsZero() || bl.CancelClosed) {
+			marked[i] = true
+			rs = append(rs, ledger.BillCreateRecord{OutBillNo: bl.OutBillNo,
+				BillCreate: ledger.BillCreate{Outcome: ledger.SubmitRetry, ErrorCode: sendingCode, NextAt: next}})
+		}
+	}
+	if len(rs) == 0 {
+		return marked, nil
+	}
+	if err := d.db.RecordBillCreates(context.WithoutCancel(ctx), rs); err != nil {
+		return nil, err
+	}
+	return marked, nil
+}
+
 // stepBill does the one thing a bill needs now: a pending cancel first, then a create (or
-// its replay, which also brings package_info), else a query.
-func (d *billRail) stepBill(ctx context.Context, bl ledger.Bill) error {
+// its replay, which also brings package_info), else a query. marked is whether markSending
+// recorded the bill's first send.
+func (d *billRail) stepBill(ctx context.Context, bl ledger.Bill, marked bool) error {
 	if !bl.CancelRequestedAt.IsZero() && !bl.CancelClosed {
 		if done, err := d.cancel(ctx, bl); done || err != nil {
 			return err
@@ -141,7 +175,7 @@ func (d *billRail) stepBill(ctx context.Context, bl ledger.Bill) error {
 	case ledger.PayoutFinal(bl.State):
 		return nil // settled by the ledger once its cancel is closed
 	case bl.State == ledger.PayoutSealed, needsCreate(bl):
-		return d.create(ctx, bl)
+		return d.create(ctx, bl, marked)
 	}
 	return d.query(ctx, bl)
 }
@@ -164,21 +198,25 @@ func needsCreate(bl ledger.Bill) bool {
 const sendingCode = "SENDING"
 
 // create sends the bill's frozen body, the same out_bill_no every attempt. Before the first
-// send the ledger records the attempt (attempts 0 → 1, code SENDING): a bill with no
-// attempt recorded has certainly never been sent, by this process or one that crashed
-// between a send and its record, which is what lets a cancel end it here without WeChat.
-func (d *billRail) create(ctx context.Context, bl ledger.Bill) error {
+// send the ledger records the attempt (attempts 0 → 1, code SENDING), here or, with marked,
+// in the step's markSending: a bill with no attempt recorded has certainly never been sent,
+// by this process or one that crashed between a send and its record, which is what lets a
+// cancel end it here without WeChat.
+func (d *billRail) create(ctx context.Context, bl ledger.Bill, marked bool) error {
 	first := bl.Attempts == 0
 	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateTransferBillResponse, error) {
-		if err := d.driver.create.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
-		if first {
+		if first && !marked {
 			err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
 				Outcome: ledger.SubmitRetry, ErrorCode: sendingCode, NextAt: d.now().Add(d.backoff(0))})
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
 			}
+		}
+		// The throttle's turn is taken after the record: a ledger write's wait (a commit
+		// behind others, an fsync on a busy disk) between the turn and the send would bunch
+		// requests into WeChat's one-second windows and overflow them.
+		if err := d.driver.create.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
 		}
 		return d.api.CreateTransferBillBody(ctx, bl.Body)
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,10 +30,11 @@ func (c *manualClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu
 // D1, …), against a bills-only sandbox on the same manual clock at speed 1 (a confirmed bill
 // settles ProcessDelay later).
 type billsWorld struct {
-	p   *Pipeline
-	srv *wechatpaytest.Server
-	clk *manualClock
-	b   ledger.Batch
+	p       *Pipeline
+	srv     *wechatpaytest.Server
+	clk     *manualClock
+	b       ledger.Batch
+	commits *atomic.Int64 // ledger transactions committed
 }
 
 func newBillsWorld(t *testing.T, openIDs []string, opts ...wechatpaytest.Option) *billsWorld {
@@ -45,8 +47,10 @@ func newBillsWorld(t *testing.T, openIDs []string, opts ...wechatpaytest.Option)
 	cfg := DefaultConfig()
 	cfg.Product = ProductBills
 	req := payout.Request{MchID: wechatpaytest.DefaultMchID, AppID: wechatpaytest.DefaultAppID, SceneID: "1000"}
-	p, b := sealedOn(t, srv, cfg, Deps{Now: clk.now, Log: slog.New(slog.DiscardHandler)}, payout.RailBills, req, openIDs)
-	return &billsWorld{p: p, srv: srv, clk: clk, b: b}
+	commits := new(atomic.Int64)
+	p, b := sealedOn(t, srv, cfg, Deps{Now: clk.now, Log: slog.New(slog.DiscardHandler)}, payout.RailBills, req, openIDs,
+		ledger.WithCommitObserver(func(time.Duration) { commits.Add(1) }))
+	return &billsWorld{p: p, srv: srv, clk: clk, b: b, commits: commits}
 }
 
 // step runs one driver step of the batch after moving the clock by d.
@@ -104,6 +108,27 @@ func TestBills_CreateConfirmPay(t *testing.T) {
 	}
 	if got := w.srv.Stats().Requests[wechatpaytest.EndpointCreateBill]; got != 2 {
 		t.Fatalf("%d creates, want 2", got)
+	}
+}
+
+// TestBills_StepMarksFirstSendsTogether: a step records the first send of all its bills in
+// one transaction before sending any, then one per answer: n+1 commits for n bills, not 2n.
+func TestBills_StepMarksFirstSendsTogether(t *testing.T) {
+	w := newBillsWorld(t, []string{"oA", "oB", "oC", "oD", "oE"})
+	before := w.commits.Load()
+	w.step(t, 0)
+	if got := w.commits.Load() - before; got != 6 {
+		t.Fatalf("%d commits for a step creating 5 bills, want 6 (one mark for all, one answer each)", got)
+	}
+	for _, key := range []string{"D0", "D1", "D2", "D3", "D4"} {
+		w.wantPayout(t, key, ledger.PayoutWaitUserConfirm, "")
+		bl, err := w.p.driver.db.Bill(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bl.Attempts != 2 {
+			t.Fatalf("bill %s: %d create records, want 2 (its mark and its answer)", key, bl.Attempts)
+		}
 	}
 }
 

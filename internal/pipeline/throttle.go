@@ -14,11 +14,17 @@ import (
 // replicas). Its burst is 1, so no one-second window sees more than the rate plus one request.
 //
 // WeChat counts requests per one-second window; a 429 says the current window is full. So a
-// 429 pauses sending until the next whole second (every request sent before then would be
-// refused too) and takes a twentieth off the rate (to a floor, at most once a second); every
-// quiet recoverEvery the rate climbs back by a tenth of the configured rate. A replica near
-// the limit thus loses little more than the rest of an overflowing second. Every replica sees
-// the same 429s, so all of them slow down together.
+// 429 pauses sending until the next whole second: every request sent before then would be
+// refused too. A window that filled within its first lateShare was filled by more than this
+// rate (other replicas or systems share the quota), so such a 429 also takes a twentieth off
+// the rate (to a floor, at most once a second), and every quiet recoverEvery the rate climbs
+// back by a tenth of the configured rate. Every replica sees the same 429s, so all of them
+// slow down together.
+//
+// A 429 late in its window is jitter: requests leave evenly spaced but reach WeChat a little
+// bunched (a busy host delays some more than others), so a rate just under the limit
+// overflows a window now and then by a request or two. The pause costs the rest of that
+// second; slowing down as well, for seconds each time, cost more than the 429s it spared.
 type throttle struct {
 	mu          sync.Mutex
 	lim         *rate.Limiter
@@ -30,7 +36,10 @@ type throttle struct {
 	waited      prometheus.Observer // each Wait's duration in seconds; nil: none
 }
 
-const recoverEvery = 5 * time.Second
+const (
+	recoverEvery = 5 * time.Second
+	lateShare    = 750 * time.Millisecond
+)
 
 func newThrottle(qps float64, now func() time.Time) *throttle {
 	if qps <= 0 {
@@ -66,8 +75,8 @@ func (t *throttle) wait(ctx context.Context) error {
 	return t.lim.Wait(ctx)
 }
 
-// Slow reacts to a 429: a pause until the next whole second and a twentieth less, at most
-// once a second.
+// Slow reacts to a 429: a pause until the next whole second and, when the window filled
+// early (within lateShare), a twentieth less, at most once a second.
 func (t *throttle) Slow() {
 	if t.max == rate.Inf {
 		return
@@ -75,10 +84,11 @@ func (t *throttle) Slow() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	if next := now.Truncate(time.Second).Add(time.Second); next.After(t.pausedUntil) {
+	window := now.Truncate(time.Second)
+	if next := window.Add(time.Second); next.After(t.pausedUntil) {
 		t.pausedUntil = next
 	}
-	if now.Sub(t.lastSlow) < time.Second {
+	if now.Sub(window) >= lateShare || now.Sub(t.lastSlow) < time.Second {
 		return
 	}
 	t.lastSlow = now

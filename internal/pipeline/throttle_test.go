@@ -15,7 +15,17 @@ func TestThrottle(t *testing.T) {
 	if got := th.Limit(); got != 40 {
 		t.Fatalf("limit %v, want 40", got)
 	}
-	t.Run("a 429 takes a twentieth off, at most once a second", func(t *testing.T) {
+	t.Run("a 429 late in its second pauses but does not slow down", func(t *testing.T) {
+		late := newThrottle(40, func() time.Time { return time.Unix(1000, 0).Add(lateShare) })
+		late.Slow()
+		if got := late.Limit(); got != 40 {
+			t.Fatalf("limit %v after a 429 late in its second, want 40", got)
+		}
+		if got, want := late.pausedUntil, time.Unix(1001, 0); !got.Equal(want) {
+			t.Fatalf("paused until %v, want %v (the second after the 429)", got, want)
+		}
+	})
+	t.Run("a 429 early in its second takes a twentieth off, at most once a second", func(t *testing.T) {
 		th.Slow()
 		th.Slow()
 		if got := th.Limit(); got != 38 {

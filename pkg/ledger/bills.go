@@ -183,48 +183,73 @@ func (db *DB) DueBills(ctx context.Context, outBatchNo string, now time.Time, li
 // written; otherwise ErrIllegalTransition. SubmitRetry changes nothing else. ErrNotFound for
 // an unknown bill.
 func (db *DB) RecordBillCreate(ctx context.Context, outBillNo string, r BillCreate) error {
+	return db.RecordBillCreates(ctx, []BillCreateRecord{{OutBillNo: outBillNo, BillCreate: r}})
+}
+
+// BillCreateRecord is one bill's create call, for RecordBillCreates.
+type BillCreateRecord struct {
+	OutBillNo string
+	BillCreate
+}
+
+// RecordBillCreates records the create calls rs, each as RecordBillCreate does, in one
+// transaction: one commit for many, as the bills rail marks the first sends of a step. An
+// error records none of them.
+func (db *DB) RecordBillCreates(ctx context.Context, rs []BillCreateRecord) error {
+	var failed string
 	err := db.write(ctx, func(tx *sql.Conn) error {
-		b, err := billTx(ctx, tx, outBillNo)
-		if err != nil {
-			return err
-		}
-		now := db.now()
-		next := r.NextAt
-		if next.IsZero() {
-			next = now
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE bills SET attempts = attempts + 1, last_error_code = ?, last_error_message = ?,
-			next_at = ?, updated_at = ? WHERE out_bill_no = ?`, r.ErrorCode, capMessage(r.ErrorMessage), ms(next), ms(now), outBillNo); err != nil {
-			return err
-		}
-		b.Attempts++
-		b.NextAt = next
-		if err := db.appendEvent(ctx, tx, event{Source: string(SourceSubmit), Kind: kindBillCreate, OutBatchNo: b.OutBatchNo,
-			Seqs: encodeSeqs([]int64{b.Seq}), From: b.State, To: b.State, Data: jsonString(map[string]any{
-				"attempt": b.Attempts, "outcome": r.Outcome.String(), "code": r.ErrorCode, "transfer_bill_no": r.State.TransferBillNo,
-				"state": r.State.State})}); err != nil {
-			return err
-		}
-		switch r.Outcome {
-		case SubmitAccepted:
-			return db.applyBill(ctx, tx, b, SourceSubmit, r.State, next)
-		case SubmitRejected:
-			if b.State != PayoutSealed {
-				return db.illegalf(ctx, "bill %s %s → %s", outBillNo, b.State, PayoutRejected)
-			}
-			if err := db.moveBill(ctx, tx, &b, SourceSubmit, PayoutRejected, r.ErrorCode); err != nil {
+		for _, r := range rs {
+			if err := db.recordBillCreate(ctx, tx, r.OutBillNo, r.BillCreate); err != nil {
+				failed = r.OutBillNo
 				return err
 			}
-			return db.settleBill(ctx, tx, b, SourceSubmit)
-		case SubmitRetry:
-			return db.refreshBatch(ctx, tx, b.OutBatchNo, SourceSubmit)
 		}
-		return fmt.Errorf("%w: create outcome %d", ErrInvalid, r.Outcome)
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record bill create %s: %w", outBillNo, err)
+		return fmt.Errorf("record bill create %s: %w", failed, err)
 	}
 	return nil
+}
+
+// recordBillCreate is RecordBillCreate inside a write.
+func (db *DB) recordBillCreate(ctx context.Context, tx *sql.Conn, outBillNo string, r BillCreate) error {
+	b, err := billTx(ctx, tx, outBillNo)
+	if err != nil {
+		return err
+	}
+	now := db.now()
+	next := r.NextAt
+	if next.IsZero() {
+		next = now
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE bills SET attempts = attempts + 1, last_error_code = ?, last_error_message = ?,
+		next_at = ?, updated_at = ? WHERE out_bill_no = ?`, r.ErrorCode, capMessage(r.ErrorMessage), ms(next), ms(now), outBillNo); err != nil {
+		return err
+	}
+	b.Attempts++
+	b.NextAt = next
+	if err := db.appendEvent(ctx, tx, event{Source: string(SourceSubmit), Kind: kindBillCreate, OutBatchNo: b.OutBatchNo,
+		Seqs: encodeSeqs([]int64{b.Seq}), From: b.State, To: b.State, Data: jsonString(map[string]any{
+			"attempt": b.Attempts, "outcome": r.Outcome.String(), "code": r.ErrorCode, "transfer_bill_no": r.State.TransferBillNo,
+			"state": r.State.State})}); err != nil {
+		return err
+	}
+	switch r.Outcome {
+	case SubmitAccepted:
+		return db.applyBill(ctx, tx, b, SourceSubmit, r.State, next)
+	case SubmitRejected:
+		if b.State != PayoutSealed {
+			return db.illegalf(ctx, "bill %s %s → %s", outBillNo, b.State, PayoutRejected)
+		}
+		if err := db.moveBill(ctx, tx, &b, SourceSubmit, PayoutRejected, r.ErrorCode); err != nil {
+			return err
+		}
+		return db.settleBill(ctx, tx, b, SourceSubmit)
+	case SubmitRetry:
+		return db.refreshBatch(ctx, tx, b.OutBatchNo, SourceSubmit)
+	}
+	return fmt.Errorf("%w: create outcome %d", ErrInvalid, r.Outcome)
 }
 
 // ApplyBillState applies a verified bill state to bill outBillNo in one transaction, moving

@@ -207,6 +207,46 @@ func TestRecordBillCreate(t *testing.T) {
 	}
 }
 
+func TestRecordBillCreates(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	db := mustOpenLedger(t, WithNow(clk.now))
+	ps := mustSealBills(t, db, "BB1", "m", 3)
+	sending := func(no string) BillCreateRecord {
+		return BillCreateRecord{OutBillNo: no, BillCreate: BillCreate{Outcome: SubmitRetry, ErrorCode: "SENDING", NextAt: clk.now().Add(time.Minute)}}
+	}
+	t.Run("one error records none", func(t *testing.T) {
+		err := db.RecordBillCreates(ctx, []BillCreateRecord{sending("m0"), sending("nope"), sending("m1")})
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "nope") {
+			t.Fatalf("RecordBillCreates = %v, want ErrNotFound naming nope", err)
+		}
+		for _, p := range ps {
+			if b := mustBill(t, db, p.OutDetailNo); b.Attempts != 0 || b.LastErrorCode != "" {
+				t.Fatalf("bill %s: %d attempts, code %q after a failed RecordBillCreates; want none", p.OutDetailNo, b.Attempts, b.LastErrorCode)
+			}
+		}
+	})
+	t.Run("each as RecordBillCreate", func(t *testing.T) {
+		if err := db.RecordBillCreates(ctx, []BillCreateRecord{sending("m0"), sending("m2")}); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []struct {
+			no       string
+			attempts int
+			code     string
+		}{{"m0", 1, "SENDING"}, {"m1", 0, ""}, {"m2", 1, "SENDING"}} {
+			b := mustBill(t, db, want.no)
+			if b.Attempts != want.attempts || b.LastErrorCode != want.code || b.State != PayoutSealed {
+				t.Fatalf("bill %s: %s, %d attempts, code %q; want SEALED, %d, %q", want.no, b.State, b.Attempts, b.LastErrorCode, want.attempts, want.code)
+			}
+		}
+		if bt, _ := db.Batch(ctx, "BB1"); !bt.NextAt.Equal(clk.now()) {
+			t.Fatalf("batch next_at = %v, want m1's %v", bt.NextAt, clk.now())
+		}
+		mustAuditClean(t, clk.now(), db.Path())
+	})
+}
+
 func TestApplyBillState(t *testing.T) {
 	ctx := context.Background()
 	type step struct {
