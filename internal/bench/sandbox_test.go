@@ -62,6 +62,14 @@ func TestSandbox(t *testing.T) {
 			t.Errorf("thread %d of %d runs at nice %d, want 19", tid, len(tids), n)
 		}
 	}
+	// Its own session (so its CPU is not the bench's share), lowered as a whole where the
+	// kernel shares CPU by session.
+	if sid := threadStat(t, sb.cmd.Process.Pid, sb.cmd.Process.Pid, 6); sid != sb.cmd.Process.Pid {
+		t.Errorf("sandbox in session %d; want its own (%d)", sid, sb.cmd.Process.Pid)
+	}
+	if ag, err := os.ReadFile(fmt.Sprintf("/proc/%d/autogroup", sb.cmd.Process.Pid)); err == nil && !strings.HasSuffix(strings.TrimSpace(string(ag)), "nice 19") {
+		t.Errorf("sandbox autogroup %q; want nice 19", ag)
+	}
 	st, err := sb.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -100,18 +108,21 @@ func TestStartSandbox_Fails(t *testing.T) {
 	}
 }
 
-// threadNice reads thread tid's nice value from /proc (field 19 of its stat line; the fields
-// counted after the command name, which is in parentheses and may hold spaces).
-func threadNice(t *testing.T, pid, tid int) int {
+// threadNice reads thread tid's nice value from /proc (field 19 of its stat line).
+func threadNice(t *testing.T, pid, tid int) int { return threadStat(t, pid, tid, 19) }
+
+// threadStat reads field n (1-based) of thread tid's stat line in /proc, counted after the
+// command name, which is in parentheses and may hold spaces.
+func threadStat(t *testing.T, pid, tid, n int) int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	n, err := strconv.Atoi(f[16]) // field 19; f[0] is field 3
+	v, err := strconv.Atoi(f[n-3]) // f[0] is field 3
 	if err != nil {
 		t.Fatalf("stat of thread %d: %q", tid, b)
 	}
-	return n
+	return v
 }
