@@ -141,7 +141,7 @@ func (d *billRail) step(ctx context.Context, b ledger.Batch) error {
 // mark and its send leaves: a bill that may exist at WeChat, so its cancel goes to WeChat.
 func (d *billRail) markSending(ctx context.Context, due []ledger.Bill) ([]bool, error) {
 	marked := make([]bool, len(due))
-	if d.cbCreate.State() != gobreaker.StateClosed {
+	if ctx.Err() != nil || d.cbCreate.State() != gobreaker.StateClosed {
 		return marked, nil // each create marks its own bill if it goes ahead
 	}
 	var rs []ledger.BillCreateRecord

@@ -196,18 +196,21 @@ type BillCreateRecord struct {
 // transaction: one commit for many, as the bills rail marks the first sends of a step. An
 // error records none of them.
 func (db *DB) RecordBillCreates(ctx context.Context, rs []BillCreateRecord) error {
-	var failed string
+	what := fmt.Sprintf("of %d bills", len(rs)) // the failing bill's number, once known
+	if len(rs) == 1 {
+		what = rs[0].OutBillNo
+	}
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		for _, r := range rs {
 			if err := db.recordBillCreate(ctx, tx, r.OutBillNo, r.BillCreate); err != nil {
-				failed = r.OutBillNo
+				what = r.OutBillNo
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record bill create %s: %w", failed, err)
+		return fmt.Errorf("record bill create %s: %w", what, err)
 	}
 	return nil
 }
