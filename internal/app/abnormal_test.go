@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/internal/abnormal"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -60,7 +61,7 @@ func TestRun_AbnormalFundCallback(t *testing.T) {
 			abnormal.WithPoll(time.Hour))
 		done <- result{in, err}
 	}()
-	checkFor(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
 		all, err := instrs.All(ctx)
 		if err != nil || len(all) != 1 {
 			return false, "no instruction yet"
@@ -71,7 +72,7 @@ func TestRun_AbnormalFundCallback(t *testing.T) {
 	if r := <-done; !errors.Is(r.err, context.Canceled) {
 		t.Errorf("Instruct: %v; want it still following (cancelled) when the callback completed it", r.err)
 	}
-	checkFor(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
 		st := srv.Stats()
 		return st.NotifyFails > 0, "the other ledger's callback not refused yet"
 	})

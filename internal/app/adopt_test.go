@@ -78,7 +78,7 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	o := synth.DefaultOptions()
 	o.Product, o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate, o.NoConfirmRate, o.DeclineRate = product, 150, 21, 0, 0, 0.2, 0, 0
 	sent := publish(t, x.js, o)
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		return waiting() == len(sent.valid), "payouts not all waiting at WeChat yet"
 	})
 	x.shutdown(t)
@@ -94,7 +94,7 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		held, err := claims.OwnedBy(ctx, js, claimsKV, lost)
 		if err != nil {
 			return false, err.Error()
@@ -136,7 +136,7 @@ func testAdopt(t *testing.T, srv *wechatpaytest.Server, config func(*testing.T, 
 	for _, k := range []string{batched, unbatched} {
 		sendRaw(t, y.js, payout.Subject(payout.DefaultSubjectPrefix, o.MchID), sent.records[k].Line)
 	}
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		s, err := summary(cfgY.Ledger)
 		if err != nil {
 			return false, err.Error()

@@ -123,25 +123,6 @@ func startProcessorWith(t *testing.T, cfg Config, logs io.Writer, onReady func(A
 	return r
 }
 
-// checkFor polls cond until it holds or the limit passes; it reports the last state.
-func checkFor(t *testing.T, limit, every time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.After(limit)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("not reached after %s: %s", limit, state)
-		case <-tick.C:
-		}
-	}
-}
-
 // published is what a test sent: valid keys, which of them the sandbox fails, and invalid lines.
 type published struct {
 	valid   map[string]bool         // out_detail_no → the sandbox fails it
@@ -215,7 +196,7 @@ func nastyLines() [][]byte {
 // waitFinal waits until n payouts in db are in a final state.
 func waitFinal(t *testing.T, db *ledger.DB, n int, limit time.Duration) {
 	t.Helper()
-	checkFor(t, limit, 200*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, limit, 200*time.Millisecond, func() (bool, string) {
 		s, err := db.Summary(context.Background())
 		if err != nil {
 			return false, err.Error()
@@ -318,7 +299,7 @@ func TestRun_EndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("one outcome event per final payout", func(t *testing.T) {
-		checkFor(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		testingutil.PollEvery(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 			info, err := p.js.Stream(context.Background(), cfg.NATS.Topology.ResultsStream)
 			if err != nil {
 				return false, err.Error()
@@ -371,7 +352,7 @@ func TestRun_WeChatOutage(t *testing.T) {
 	}
 	defer db.Close()
 	// The outage goes on until every payout is sealed, so batches wait through it.
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		s, err := db.Summary(context.Background())
 		if err != nil {
 			return false, err.Error()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/paystream/paystream/internal/pipeline"
 	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -215,7 +216,7 @@ func TestRun_EndToEndBills(t *testing.T) {
 		}
 	})
 	t.Run("refused cancels are answered, accepted ones end CANCELLED", func(t *testing.T) {
-		checkFor(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		testingutil.PollEvery(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 			got := map[string]string{}
 			for _, m := range drain(t, p.js, cfg.NATS.Topology.ResultsStream, 4*len(sent.valid)) {
 				if !strings.HasSuffix(m.Subject(), ".cancel_refused") {

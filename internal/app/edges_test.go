@@ -18,6 +18,7 @@ import (
 	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -62,7 +63,7 @@ func mustJSON(t *testing.T, v any) []byte {
 func deadLetters(t *testing.T, js jetstream.JetStream, stream, class string, want int) []jetstream.Msg {
 	t.Helper()
 	var got []jetstream.Msg
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		got = got[:0]
 		for _, m := range drain(t, js, stream, want+10) {
 			if class == "" || m.Headers().Get(payout.HeaderReasonClass) == class {
@@ -202,7 +203,7 @@ func TestRun_LostClaimReplies(t *testing.T) {
 	sent := publish(t, b.js, o)
 
 	ledgers := []string{cfgA.Ledger, cfgB.Ledger}
-	checkFor(t, 2*time.Minute, 250*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, 2*time.Minute, 250*time.Millisecond, func() (bool, string) {
 		final, open := 0, 0
 		for _, path := range ledgers {
 			s, err := summary(path)

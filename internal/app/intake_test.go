@@ -181,13 +181,13 @@ func TestRun_DuplicateDoesNotAckTheOwnersMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	checkFor(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
 		p, err := db.Payout(ctx, first)
 		return err == nil && p.State == ledger.PayoutDuplicate, fmt.Sprintf("%s: %+v, %v", first, p.State, err)
 	})
 	// The first message comes back here at least once more, and is handed back again.
 	handed := strings.Count(logs.String(), "handed back")
-	checkFor(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 20*time.Millisecond, func() (bool, string) {
 		n := strings.Count(logs.String(), "handed back")
 		return n > handed, fmt.Sprintf("%d hand-backs", n)
 	})

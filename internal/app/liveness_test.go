@@ -55,7 +55,7 @@ func TestRun_SilentInstance(t *testing.T) {
 	}
 	nc.Close() // no clean stop can be written
 
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
 		var s ops.Status
 		if err := getJSON(base+"/status.json", &s); err != nil {
 			return false, err.Error()
@@ -94,7 +94,7 @@ func TestRun_SilentInstance(t *testing.T) {
 	if err := back.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
 		_, m := get(t, base+"/metrics")
 		return strings.Contains(m, "paystream_instances_silent 0"), "paystream_instances_silent still set"
 	})

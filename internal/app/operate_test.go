@@ -16,6 +16,7 @@ import (
 	"github.com/paystream/paystream/internal/browsertest"
 	"github.com/paystream/paystream/internal/ops"
 	"github.com/paystream/paystream/internal/synth"
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/wechatpay"
 	"github.com/paystream/paystream/pkg/wechatpay/wechatpaytest"
@@ -40,7 +41,7 @@ func TestRun_Operate(t *testing.T) {
 
 	// Every payout is sealed, and every batch parked (the requests fall in a few groups).
 	var parked []ledger.OpenBatch
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		var s ops.Status
 		if err := getJSON(base+"/status.json", &s); err != nil {
 			return false, err.Error()
@@ -259,7 +260,7 @@ func TestRun_OperateCancelBill(t *testing.T) {
 		key = k
 		break
 	}
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		v, err := lookup(cfg.Ledger, key)
 		return err == nil && v.State == ledger.PayoutWaitUserConfirm, fmt.Sprintf("%+v %v", v.PayoutBrief, err)
 	})
@@ -284,7 +285,7 @@ func TestRun_OperateCancelBill(t *testing.T) {
 	if code := post("/admin/payouts/BAD-KEY!/cancel"); code != http.StatusBadRequest {
 		t.Errorf("cancel of an invalid key: HTTP %d, want 400", code)
 	}
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		v, err := lookup(cfg.Ledger, key)
 		return err == nil && v.State == ledger.PayoutCancelled, fmt.Sprintf("%+v %v", v.PayoutBrief, err)
 	})

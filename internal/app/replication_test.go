@@ -33,7 +33,7 @@ func TestRun_DiskLost(t *testing.T) {
 	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 300, 5, 0, 0, 0
 	sent := publish(t, a.js, o)
 	var numbers []string
-	checkFor(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, func() (bool, string) {
 		numbers = numbers[:0]
 		waiting := 0
 		for _, b := range srv.Batches() {
@@ -110,7 +110,7 @@ func TestRun_DiskLostAfterCrash(t *testing.T) {
 	o := synth.DefaultOptions()
 	o.Count, o.Seed, o.InvalidRate, o.FailRate, o.NamedRate = 100, 6, 0, 0, 0
 	sent := publish(t, a.js, o)
-	checkFor(t, time.Minute, 100*time.Millisecond, waiting(100))
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, waiting(100))
 	a.shutdown(t) // the replica holds all of it
 	replicaDir := strings.TrimPrefix(cfg.Replica.URL, "file://")
 	old := filepath.Join(t.TempDir(), "old-replica")
@@ -123,7 +123,7 @@ func TestRun_DiskLostAfterCrash(t *testing.T) {
 	for k, v := range publish(t, a.js, o).valid {
 		sent.valid[k] = v
 	}
-	checkFor(t, time.Minute, 100*time.Millisecond, waiting(200))
+	testingutil.PollEvery(t, time.Minute, 100*time.Millisecond, waiting(200))
 	a.shutdown(t)
 	var numbers []string
 	for _, b := range srv.Batches() {

@@ -59,8 +59,15 @@ func (w *LogWatch) Seen() <-chan struct{} { return w.seen }
 // limit, with the state cond last described: a test waits on a condition, not on a clock.
 func WaitFor(t testing.TB, limit time.Duration, cond func() (done bool, state string)) {
 	t.Helper()
+	PollEvery(t, limit, 5*time.Millisecond, cond)
+}
+
+// PollEvery is WaitFor calling cond every every: for a cond that costs something (a ledger
+// read, an HTTP call, a metrics scrape).
+func PollEvery(t testing.TB, limit, every time.Duration, cond func() (done bool, state string)) {
+	t.Helper()
 	deadline := time.After(limit)
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		done, state := cond()

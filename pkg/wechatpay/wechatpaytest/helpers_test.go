@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/testingutil"
 	"github.com/paystream/paystream/pkg/wechatpay"
 )
 
@@ -163,18 +164,8 @@ func queryBatch(t testing.TB, srv *Server, outBatchNo, query string) (reply, wec
 // checkFor polls f until it returns nil or the timeout passes.
 func checkFor(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testingutil.WaitFor(t, timeout, func() (bool, string) {
 		err := f()
-		if err == nil {
-			return
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("after %v: %v", timeout, err)
-		case <-tick.C:
-		}
-	}
+		return err == nil, fmt.Sprint(err)
+	})
 }
