@@ -26,6 +26,12 @@ const (
 	// StuckAccepted: a batch in WAIT_PAY or ACCEPTED longer than this needs a human
 	// (low balance, or staff must confirm).
 	StuckAccepted = 30 * time.Minute
+	// StuckUnaccepted: a batch still SEALED this long after sealing, or a bill WeChat has
+	// never answered for this long after its batch was sealed, is one nothing got WeChat to
+	// take: parked on a code an operator must fix, its processor stopped and not adopted, or
+	// WeChat unreachable. A running processor creates within seconds of the seal (a backlog
+	// of transfer bills at WeChat's 100 creates/s takes an hour per 360 000 bills).
+	StuckUnaccepted = time.Hour
 	// HorizonMargin: an unsettled batch this close to the QueryHorizon is flagged while it
 	// can still be queried.
 	HorizonMargin = 3 * 24 * time.Hour
@@ -110,7 +116,7 @@ var goChecks = []Check{
 	{Name: "event_chain", Description: "every event's prev_hash and hash recompute; ids have no gaps"},
 	{Name: "event_replay", Description: "every payout and batch state, batch membership and request content is what the event history produces"},
 	{Name: "batch_body", Description: "every frozen body lists exactly its members, amounts and totals"},
-	{Name: "stuck", Description: "no batch WAIT_PAY/ACCEPTED over 30 min, none unsettled near the 30-day query horizon"},
+	{Name: "stuck", Description: "no batch WAIT_PAY/ACCEPTED over 30 min, no batch or bill WeChat never accepted 1 h after sealing, none unsettled near the 30-day query horizon"},
 	{Name: "bill_overdue", Description: "no bill still open 24 h past its expiry (WeChat closes unconfirmed bills after 24 h)"},
 	{Name: "cancel_stuck", Description: "no cancel requested over 1 h ago still open on a bill that is not final"},
 	{Name: "stuck_intake", Description: "no payout RECEIVED or CLAIMED unchanged for over 10 min (nothing is working on it)"},
@@ -663,21 +669,28 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 	return nil
 }
 
-// bills flags bills open well past their expiry and cancels that do not end. Final bills
-// are settled, so only unsettled rows are read.
+// bills flags bills open well past their expiry, cancels that do not end, and bills WeChat
+// never accepted (still SEALED) long after their batch was sealed, when that batch itself
+// left SEALED (else stuck flags the batch, which stands for all of them). Final bills are
+// settled, so only unsettled rows are read.
 func (a *auditor) bills(ctx context.Context, tx *sql.Tx, now time.Time) error {
-	return eachRow(ctx, tx, `SELECT b.out_bill_no, p.state, b.expire_at, b.cancel_requested_at, b.cancel_closed
-		FROM bills b JOIN payouts p ON p.seq = b.seq WHERE b.settled = 0 ORDER BY b.out_bill_no`, nil,
+	return eachRow(ctx, tx, `SELECT b.out_bill_no, p.state, b.expire_at, b.cancel_requested_at, b.cancel_closed, b.last_error_code,
+			t.state, t.sealed_at
+		FROM bills b JOIN payouts p ON p.seq = b.seq JOIN batches t ON t.out_batch_no = b.out_batch_no
+		WHERE b.settled = 0 ORDER BY b.out_bill_no`, nil,
 		func(s func(...any) error) error {
-			var no, state, closed string
-			var expire, cancelAt int64
-			if err := s(&no, &state, &expire, &cancelAt, &closed); err != nil {
+			var no, state, closed, code, batchState string
+			var expire, cancelAt, sealedAt int64
+			if err := s(&no, &state, &expire, &cancelAt, &closed, &code, &batchState, &sealedAt); err != nil {
 				return err
 			}
 			if PayoutFinal(state) {
 				return nil
 			}
 			row := "bills out_bill_no=" + no
+			if state == PayoutSealed && batchState != BatchSealed {
+				a.unaccepted(row, now, sealedAt, code)
+			}
 			if expire != 0 && now.Sub(fromMS(expire)) > BillOverdueMargin {
 				a.add("bill_overdue", row, "%s %s past its expiry (over %s)", state, now.Sub(fromMS(expire)).Round(time.Minute), BillOverdueMargin)
 			}
@@ -689,16 +702,37 @@ func (a *auditor) bills(ctx context.Context, tx *sql.Tx, now time.Time) error {
 		})
 }
 
-// stuck flags batches that need a human or are running out of query window.
+// unaccepted flags row (a batch or bill still SEALED: WeChat never accepted it) as stuck
+// when its batch was sealed over StuckUnaccepted before now; code is its last answer's.
+func (a *auditor) unaccepted(row string, now time.Time, sealedAt int64, code string) {
+	age := now.Sub(fromMS(sealedAt))
+	if age <= StuckUnaccepted {
+		return
+	}
+	last := "no answer recorded"
+	if code != "" {
+		last = "last answer " + code
+		if ParkedCode(code) {
+			last += ", parked: an operator must act"
+		}
+	}
+	a.add("stuck", row, "SEALED %s after sealing and never accepted by WeChat (over %s; %s)", age.Round(time.Minute), StuckUnaccepted, last)
+}
+
+// stuck flags batches that need a human, that WeChat never accepted long after sealing, or
+// that are running out of query window.
 func (a *auditor) stuck(ctx context.Context, tx *sql.Tx, now time.Time) error {
-	return eachRow(ctx, tx, `SELECT out_batch_no, state, state_at, sealed_at FROM batches WHERE settled = 0 ORDER BY out_batch_no`, nil,
+	return eachRow(ctx, tx, `SELECT out_batch_no, state, state_at, sealed_at, last_error_code FROM batches WHERE settled = 0 ORDER BY out_batch_no`, nil,
 		func(s func(...any) error) error {
-			var no, state string
+			var no, state, code string
 			var stateAt, sealedAt int64
-			if err := s(&no, &state, &stateAt, &sealedAt); err != nil {
+			if err := s(&no, &state, &stateAt, &sealedAt, &code); err != nil {
 				return err
 			}
 			row := "batches out_batch_no=" + no
+			if state == BatchSealed {
+				a.unaccepted(row, now, sealedAt, code)
+			}
 			if (state == BatchWaitPay || state == BatchAccepted) && now.Sub(fromMS(stateAt)) > StuckAccepted {
 				a.add("stuck", row, "%s for %s (over %s)", state, now.Sub(fromMS(stateAt)).Round(time.Minute), StuckAccepted)
 			}

@@ -163,8 +163,8 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("violations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	// WAIT_PAY too long, and W1 and B1 near the horizon.
-	mustAuditFinds(t, clk.now().Add(28*24*time.Hour), map[string]int{"stuck": 3, "owner_missing": 1}, b)
+	// WAIT_PAY too long, B1 never accepted, and W1 and B1 near the horizon.
+	mustAuditFinds(t, clk.now().Add(28*24*time.Hour), map[string]int{"stuck": 4, "owner_missing": 1}, b)
 }
 
 func TestAudit_StuckIntake(t *testing.T) {

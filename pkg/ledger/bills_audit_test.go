@@ -3,12 +3,14 @@ package ledger
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
 // healthyBillsLedger builds a closed ledger with a rail-bills batch BB1 (h0 waiting for its
-// payee, h1 paid, h2 accepted, h3 cancelled before it was sent) and a direct batch B2.
+// payee, h1 paid, h2 accepted, h3 cancelled before it was sent) and a direct batch B2 that
+// WeChat is processing.
 func healthyBillsLedger(t *testing.T, clk *clock) string {
 	t.Helper()
 	ctx := context.Background()
@@ -16,6 +18,9 @@ func healthyBillsLedger(t *testing.T, clk *clock) string {
 	db := mustOpenPath(t, path, WithNow(clk.now))
 	mustSealBills(t, db, "BB1", "h", 4)
 	mustSeal(t, db, "B2", "d", 1)
+	if err := db.RecordSubmit(ctx, "B2", SubmitResult{Outcome: SubmitAccepted, BatchID: "x2", BatchStatus: BatchProcessing}); err != nil {
+		t.Fatal(err)
+	}
 	steps := []struct {
 		key string
 		st  BillState
@@ -110,5 +115,58 @@ func TestAudit_BillsOverTime(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			mustAuditFinds(t, clk.now().Add(tt.after), tt.want, path)
 		})
+	}
+}
+
+// TestAudit_Unaccepted: a batch still SEALED, or a bill never answered in a batch that left
+// SEALED, is stuck once its batch was sealed over StuckUnaccepted ago, with its last code (and
+// whether it is parked); a rail-bills batch nobody answered for stands for its bills.
+func TestAudit_Unaccepted(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db := mustOpenPath(t, path, WithNow(clk.now))
+	mustSeal(t, db, "S1", "s", 1) // never sent
+	mustSeal(t, db, "P1", "p", 1) // parked
+	if err := db.RecordSubmit(ctx, "P1", SubmitResult{Outcome: SubmitRetry, ErrorCode: "NOT_ENOUGH", NextAt: clk.now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	mustSeal(t, db, "A1", "a", 1) // WeChat has it
+	if err := db.RecordSubmit(ctx, "A1", SubmitResult{Outcome: SubmitAccepted, BatchID: "xa", BatchStatus: BatchProcessing}); err != nil {
+		t.Fatal(err)
+	}
+	mustSealBills(t, db, "BS", "n", 2) // no bill answered: the batch is flagged, not its bills
+	mustSealBills(t, db, "BP", "m", 3) // m0 accepted, m1 parked, m2 never answered (a timeout)
+	creates := map[string]BillCreate{
+		"m0": {Outcome: SubmitAccepted, State: BillState{State: PayoutAccepted, TransferBillNo: "Tm0", CreateTime: clk.now()}},
+		"m1": {Outcome: SubmitRetry, ErrorCode: "NO_AUTH"},
+		"m2": {Outcome: SubmitRetry, ErrorCode: "TIMEOUT"},
+	}
+	for key, c := range creates {
+		c.NextAt = clk.now().Add(time.Minute)
+		if err := db.RecordBillCreate(ctx, key, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditClean(t, clk.now().Add(StuckUnaccepted), path)
+	r := mustAuditFinds(t, clk.now().Add(StuckUnaccepted+time.Minute), map[string]int{"stuck": 5}, path)
+	got := map[string]string{}
+	for _, v := range r.Violations {
+		got[v.Row] = v.Detail
+	}
+	want := map[string]string{
+		"batches out_batch_no=S1": "no answer recorded",
+		"batches out_batch_no=P1": "last answer NOT_ENOUGH, parked: an operator must act",
+		"batches out_batch_no=BS": "no answer recorded",
+		"bills out_bill_no=m1":    "last answer NO_AUTH, parked: an operator must act",
+		"bills out_bill_no=m2":    "last answer TIMEOUT)",
+	}
+	for row, part := range want {
+		if !strings.Contains(got[row], "SEALED 1h1m0s after sealing and never accepted by WeChat") || !strings.Contains(got[row], part) {
+			t.Errorf("%s: %q, want it to say it was never accepted and %q", row, got[row], part)
+		}
 	}
 }

@@ -593,8 +593,11 @@ func TestCancel(t *testing.T) {
 			if ns, _ := e.db.PendingNotices(ctx, 10); len(ns) != 0 {
 				t.Fatalf("notices after MarkNoticesPublished: %+v", ns)
 			}
-			// Past the hour: a closed cancel is not stuck.
-			mustAuditClean(t, e.clk.now().Add(2*time.Hour), e.db.Path())
+			// Past the hour: a closed cancel is not stuck; c1, never sent, is.
+			r := mustAuditFinds(t, e.clk.now().Add(2*time.Hour), map[string]int{"stuck": 1}, e.db.Path())
+			if v := r.Violations[0]; v.Row != "bills out_bill_no=c1" {
+				t.Fatalf("stuck: %+v, want only c1, never sent", v)
+			}
 		}},
 		{name: "accepted ends CANCELLED", run: func(t *testing.T, e env) {
 			if err := e.db.RecordBillCreate(ctx, "c0", BillCreate{Outcome: SubmitAccepted, State: BillState{State: PayoutWaitUserConfirm, TransferBillNo: "T", PackageInfo: "p"}}); err != nil {

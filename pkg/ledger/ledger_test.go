@@ -142,6 +142,7 @@ func TestMigrate_FromEachVersion(t *testing.T) {
 			if n != all {
 				t.Fatalf("schema_migrations has %d rows, want %d", n, all)
 			}
+			at := db.now()
 			if from > 0 {
 				if db.InstanceID() != id {
 					t.Fatalf("InstanceID changed across migration")
@@ -150,8 +151,9 @@ func TestMigrate_FromEachVersion(t *testing.T) {
 				if err != nil || len(b.Members) != 3 || checkBatch(b) != nil {
 					t.Fatalf("Batch after migration = %+v, %v", b, err)
 				}
+				at = b.SealedAt // a fixture's batch, never sent, is stuck an hour after it
 			}
-			mustAuditClean(t, db.now(), path)
+			mustAuditClean(t, at, path)
 		})
 	}
 }

@@ -131,6 +131,9 @@ func TestRecordReconcile(t *testing.T) {
 	}
 	// The writer's own work goes on: the side connection took no lock it keeps.
 	mustSeal(t, db, "B2", "e", 1)
+	if err := db.RecordSubmit(ctx, "B2", SubmitResult{Outcome: SubmitAccepted, BatchID: "x2", BatchStatus: BatchProcessing}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.wconn.ExecContext(ctx, `UPDATE reconcile_runs SET matched = 0`); err == nil || !strings.Contains(err.Error(), "append-only") {
 		t.Fatalf("UPDATE reconcile_runs = %v, want refused as append-only", err)
 	}
