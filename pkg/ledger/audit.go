@@ -39,6 +39,10 @@ const (
 	// longer than this is one nothing is working on, e.g. a stranded claim. A running
 	// processor claims within a fetch and seals within a batch's wait, both seconds.
 	StuckIntake = 10 * time.Minute
+	// StuckOutbox: an outcome or notice event still unpublished this long after it was
+	// written has not reached upstream (NATS unreachable, or no processor running on this
+	// ledger); a running processor publishes within a second.
+	StuckOutbox = 10 * time.Minute
 )
 
 // MaxExamples is the most violations Audit lists per file and check in Report.Violations;
@@ -120,6 +124,7 @@ var goChecks = []Check{
 	{Name: "bill_overdue", Description: "no bill still open 24 h past its expiry (WeChat closes unconfirmed bills after 24 h)"},
 	{Name: "cancel_stuck", Description: "no cancel requested over 1 h ago still open on a bill that is not final"},
 	{Name: "stuck_intake", Description: "no payout RECEIVED or CLAIMED unchanged for over 10 min (nothing is working on it)"},
+	{Name: "outbox_stuck", Description: "no outcome or notice event unpublished for over 10 min (upstream has not been told)"},
 	{Name: "cross_file_keys", Description: "no out_detail_no owned by two ledger files (DUPLICATE rows own nothing)"},
 	{Name: "duplicate_unfinished", Description: "every DUPLICATE row's owner (another instance, its file audited) holds the key and is paying or finished it"},
 	{Name: "owner_missing", Description: "every DUPLICATE row names an owner instance whose ledger (or its adopter's) is among the files audited"},
@@ -302,7 +307,7 @@ func (a *auditor) run(ctx context.Context, views []string, now time.Time, keys m
 			return fmt.Errorf("view %s: %w", v, err)
 		}
 	}
-	for _, step := range []func(context.Context, *sql.Tx, time.Time) error{a.replay, a.bodies, a.stuck, a.bills} {
+	for _, step := range []func(context.Context, *sql.Tx, time.Time) error{a.replay, a.bodies, a.stuck, a.bills, a.outbox} {
 		if err := step(ctx, a.tx, now); err != nil {
 			return err
 		}
@@ -717,6 +722,27 @@ func (a *auditor) unaccepted(row string, now time.Time, sealedAt int64, code str
 		}
 	}
 	a.add("stuck", row, "SEALED %s after sealing and never accepted by WeChat (over %s; %s)", age.Round(time.Minute), StuckUnaccepted, last)
+}
+
+// outbox flags outcome and notice events written over StuckOutbox ago and not yet published.
+func (a *auditor) outbox(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	return eachRow(ctx, tx, `SELECT 'outcomes', o.id, p.out_detail_no, o.state, o.at FROM outcomes o JOIN payouts p ON p.seq = o.seq
+			WHERE o.published_at = 0
+		UNION ALL SELECT 'notices', n.id, p.out_detail_no, n.kind, n.at FROM notices n JOIN payouts p ON p.seq = n.seq
+			WHERE n.published_at = 0
+		ORDER BY 1, 2`, nil,
+		func(s func(...any) error) error {
+			var table, key, kind string
+			var id, at int64
+			if err := s(&table, &id, &key, &kind, &at); err != nil {
+				return err
+			}
+			if age := now.Sub(fromMS(at)); age > StuckOutbox {
+				a.add("outbox_stuck", fmt.Sprintf("%s id=%d out_detail_no=%s", table, id, key), "%s event unpublished for %s (over %s): upstream has not been told",
+					kind, age.Round(time.Minute), StuckOutbox)
+			}
+			return nil
+		})
 }
 
 // stuck flags batches that need a human, that WeChat never accepted long after sealing, or

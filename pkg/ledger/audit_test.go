@@ -146,6 +146,7 @@ func TestAudit_CrossFileAndStuck(t *testing.T) {
 	if err := dbB.RecordSubmit(ctx, "W1", SubmitResult{Outcome: SubmitAccepted, BatchID: "x", BatchStatus: BatchWaitPay}); err != nil {
 		t.Fatal(err)
 	}
+	mustPublishAll(t, dbB)
 	mustAuditClean(t, clk.now(), a)
 	mustAuditFinds(t, clk.now(), map[string]int{"owner_missing": 1}, b) // A's ledger is not given
 	r, err := Audit(ctx, []string{a, b}, clk.now().Add(31*time.Minute))
@@ -270,6 +271,7 @@ func TestAudit_DuplicateOwnership(t *testing.T) {
 			if err := b.MarkDuplicate(ctx, seq, owner, tt.conflict); err != nil {
 				t.Fatal(err)
 			}
+			mustPublishAll(t, b)
 			if tt.edit != "" {
 				tamper(t, b.Path(), tt.edit)
 			}

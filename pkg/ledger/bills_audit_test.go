@@ -43,6 +43,7 @@ func healthyBillsLedger(t *testing.T, clk *clock) string {
 	if err := db.RecordCancel(ctx, "h3", CancelResult{Outcome: CancelLocal}); err != nil {
 		t.Fatal(err)
 	}
+	mustPublishAll(t, db)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +169,50 @@ func TestAudit_Unaccepted(t *testing.T) {
 		if !strings.Contains(got[row], "SEALED 1h1m0s after sealing and never accepted by WeChat") || !strings.Contains(got[row], part) {
 			t.Errorf("%s: %q, want it to say it was never accepted and %q", row, got[row], part)
 		}
+	}
+}
+
+// TestAudit_OutboxStuck: an outcome or notice event not published StuckOutbox after it was
+// written is flagged, naming its payout; a published one never is.
+func TestAudit_OutboxStuck(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	db := mustOpenPath(t, path, WithNow(clk.now))
+	seqs := mustInsert(t, db, newPayout("told", 100), newPayout("untold", 100))
+	for _, seq := range seqs {
+		if err := db.MarkDuplicate(ctx, seq, "elsewhere", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs, err := db.PendingOutcomes(ctx, 10)
+	if err != nil || len(outs) != 2 {
+		t.Fatalf("PendingOutcomes = %+v, %v; want 2", outs, err)
+	}
+	if err := db.MarkPublished(ctx, []int64{outs[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	mustSealBills(t, db, "BB1", "h", 1)
+	if err := db.RecordBillCreate(ctx, "h0", BillCreate{Outcome: SubmitAccepted,
+		State: BillState{State: PayoutWaitUserConfirm, TransferBillNo: "Th0", PackageInfo: "pkg", CreateTime: clk.now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustAuditFinds(t, clk.now().Add(StuckOutbox), map[string]int{"owner_missing": 2}, path)
+	r := mustAuditFinds(t, clk.now().Add(StuckOutbox+time.Minute), map[string]int{"owner_missing": 2, "outbox_stuck": 2}, path)
+	var got []string
+	for _, v := range r.Violations {
+		if v.Check == "outbox_stuck" {
+			got = append(got, v.Row+": "+v.Detail)
+		}
+	}
+	want := []string{
+		"notices id=1 out_detail_no=h0: WAIT_USER_CONFIRM event unpublished for 11m0s (over 10m0s): upstream has not been told",
+		"outcomes id=2 out_detail_no=untold: DUPLICATE event unpublished for 11m0s (over 10m0s): upstream has not been told",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("outbox_stuck:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

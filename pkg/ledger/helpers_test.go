@@ -140,6 +140,35 @@ func mustState(t testing.TB, db *DB, key, want string) {
 	}
 }
 
+// mustPublishAll marks every pending outcome and notice event of db published, as a running
+// processor's outbox would.
+func mustPublishAll(t testing.TB, db *DB) {
+	t.Helper()
+	ctx := context.Background()
+	outs, err := db.PendingOutcomes(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := db.PendingNotices(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, o := range outs {
+		ids = append(ids, o.ID)
+	}
+	if err := db.MarkPublished(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for _, n := range ns {
+		ids = append(ids, n.ID)
+	}
+	if err := db.MarkNoticesPublished(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // mustAuditFinds fails unless Audit of paths finds exactly want: violations per check (checks
 // not in want must find none). It returns the report.
 func mustAuditFinds(t testing.TB, now time.Time, want map[string]int, paths ...string) *Report {

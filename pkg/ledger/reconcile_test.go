@@ -134,6 +134,7 @@ func TestRecordReconcile(t *testing.T) {
 	if err := db.RecordSubmit(ctx, "B2", SubmitResult{Outcome: SubmitAccepted, BatchID: "x2", BatchStatus: BatchProcessing}); err != nil {
 		t.Fatal(err)
 	}
+	mustPublishAll(t, db)
 	if _, err := db.wconn.ExecContext(ctx, `UPDATE reconcile_runs SET matched = 0`); err == nil || !strings.Contains(err.Error(), "append-only") {
 		t.Fatalf("UPDATE reconcile_runs = %v, want refused as append-only", err)
 	}
