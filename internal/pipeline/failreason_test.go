@@ -162,7 +162,10 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 		t.Fatalf("no ERROR line naming D1 and D2 in the log:\n%s", text)
 	}
 
-	// Pass 2: D1's reason comes; D2's query answers 429, which slows the throttle.
+	// Pass 2: D1's reason comes; D2's query answers 429, which slows the throttle. The
+	// throttle's clock reads a tenth of a second into each wall-clock second, so the 429 is
+	// early in its window (a late one is jitter, which pauses without slowing: TestThrottle).
+	p.driver.detail.now = func() time.Time { return time.Now().Truncate(time.Second).Add(100 * time.Millisecond) }
 	srv.ClearFaults()
 	srv.Fail(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.Latency(time.Millisecond), wechatpaytest.FrequencyLimited)
 	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
