@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,21 @@ func mustState(t testing.TB, db *DB, key, want string) {
 	}
 	if p.State != want {
 		t.Fatalf("payout %s state = %s, want %s", key, p.State, want)
+	}
+}
+
+// mustViolations fails unless r's violations of check, as "row: detail" lines in report
+// order, are want.
+func mustViolations(t testing.TB, r *Report, check string, want ...string) {
+	t.Helper()
+	var got []string
+	for _, v := range r.Violations {
+		if v.Check == check {
+			got = append(got, v.Row+": "+v.Detail)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("%s violations:\n%s\nwant:\n%s", check, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
