@@ -73,7 +73,7 @@ func (db *DB) appendEvent(ctx context.Context, tx *sql.Conn, e event) error {
 	}
 	e.PrevHash = db.head
 	e.Hash = e.chainHash(e.PrevHash)
-	_, err := db.exec(ctx, tx, true, `INSERT INTO events (id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash)
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (id, at, source, kind, out_batch_no, seqs, from_state, to_state, data, digest, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.At, e.Source, e.Kind, e.OutBatchNo, e.Seqs, e.From, e.To, e.Data, e.Digest, e.PrevHash, e.Hash)
 	if err != nil {

@@ -226,7 +226,7 @@ func (db *DB) commitIntake(ctx context.Context, tx *sql.Conn, rows []Payout, bat
 	if err := db.storeRows(ctx, tx, rows, plan.states, now); err != nil {
 		return err
 	}
-	if err := eachSeqChunk(plan.dups, func(part []int64) error { return db.writeOutcomes(ctx, tx, false, now, part) }); err != nil {
+	if err := eachSeqChunk(plan.dups, func(part []int64) error { return db.writeOutcomes(ctx, tx, now, part) }); err != nil {
 		return err
 	}
 	if len(plan.conflicts) > 0 {

@@ -263,7 +263,7 @@ func (db *DB) addTotals(ctx context.Context, tx *sql.Conn, ds ...totalDelta) err
 	for _, d := range ds {
 		args = append(args, d.state, d.count, d.amount)
 	}
-	_, err := db.exec(ctx, tx, true, `INSERT INTO payout_totals (state, count, amount) VALUES `+
+	_, err := tx.ExecContext(ctx, `INSERT INTO payout_totals (state, count, amount) VALUES `+
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(ds)), ",")+`
 		ON CONFLICT (state) DO UPDATE SET count = count + excluded.count, amount = amount + excluded.amount`, args...)
 	if err != nil {
@@ -589,9 +589,8 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 	var amount int64 // of the rows moved, for payout_totals
 	err := eachSeqChunk(m.seqs, func(part []int64) error {
 		args := append([]any{m.to, m.at, m.failReason, m.failReason, m.detailID, m.detailID, m.from}, int64Args(part)...)
-		one := len(part) == 1 // a page moves details one by one: cache that statement
 		n := 0
-		err := db.query(ctx, tx, one, `UPDATE payouts SET state = ?, updated_at = ?,
+		err := eachRow(ctx, tx, `UPDATE payouts SET state = ?, updated_at = ?,
 			fail_reason = CASE WHEN ? != '' THEN ? ELSE fail_reason END,
 			detail_id = CASE WHEN ? != '' THEN ? ELSE detail_id END
 			WHERE state = ? AND seq IN (`+placeholders(len(part))+`) RETURNING amount`, args, func(scan func(...any) error) error {
@@ -607,7 +606,7 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 			return fmt.Errorf("move payouts %s → %s: %d of %d rows in state", m.from, m.to, n, len(part))
 		}
 		if PayoutFinal(m.to) {
-			return db.writeOutcomes(ctx, tx, one, m.at, part)
+			return db.writeOutcomes(ctx, tx, m.at, part)
 		}
 		return nil
 	})
@@ -622,9 +621,9 @@ func (db *DB) movePayouts(ctx context.Context, tx *sql.Conn, m payoutMove) error
 }
 
 // writeOutcomes writes the outbox row of each of seqs (at most seqChunk payouts, just moved to
-// a final state), at at; cached as for exec.
-func (db *DB) writeOutcomes(ctx context.Context, tx *sql.Conn, cached bool, at int64, seqs []int64) error {
-	_, err := db.exec(ctx, tx, cached, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
+// a final state), at at.
+func (db *DB) writeOutcomes(ctx context.Context, tx *sql.Conn, at int64, seqs []int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO outcomes (seq, state, at) SELECT seq, state, ? FROM payouts WHERE seq IN (`+
 		placeholders(len(seqs))+`)`, append([]any{at}, int64Args(seqs)...)...)
 	if err != nil {
 		return fmt.Errorf("write outcomes: %w", err)

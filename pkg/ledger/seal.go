@@ -242,11 +242,11 @@ func (db *DB) seal(ctx context.Context, tx *sql.Conn, b Batch, claimed bool) err
 
 // insertBatch writes the row of batch b, sealed at now (state SEALED, due now).
 func (db *DB) insertBatch(ctx context.Context, tx *sql.Conn, b Batch, now int64) error {
-	_, err := db.exec(ctx, tx, true, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num,
+	_, err := tx.ExecContext(ctx, `INSERT INTO batches (out_batch_no, rail, group_key, mchid, total_amount, total_num,
 		state, next_at, sealed_at, state_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'SEALED', ?, ?, ?, ?)`,
 		b.OutBatchNo, b.Rail, b.GroupKey, b.MchID, b.TotalAmount, b.TotalNum, now, now, now, now)
 	if err == nil {
-		_, err = db.exec(ctx, tx, true, `INSERT INTO batch_bodies (out_batch_no, body) VALUES (?, ?)`, b.OutBatchNo, b.Body)
+		_, err = tx.ExecContext(ctx, `INSERT INTO batch_bodies (out_batch_no, body) VALUES (?, ?)`, b.OutBatchNo, b.Body)
 	}
 	if err != nil {
 		return fmt.Errorf("insert batch %s: %w", b.OutBatchNo, err)
@@ -271,7 +271,7 @@ func (db *DB) appendSeal(ctx context.Context, tx *sql.Conn, b Batch, now int64) 
 // before sealing (cancels) is carried over.
 func (db *DB) insertBills(ctx context.Context, tx *sql.Conn, b Batch, details []bodyDetail, now int64) error {
 	for i, d := range details {
-		if _, err := db.exec(ctx, tx, true, `INSERT INTO bills (out_bill_no, seq, out_batch_no, body, next_at, state_at, updated_at,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO bills (out_bill_no, seq, out_batch_no, body, next_at, state_at, updated_at,
 			cancel_requested_at, cancel_reason)
 			SELECT ?, ?, ?, ?, ?, ?, ?, coalesce(c.at, 0), coalesce(c.reason, '') FROM (SELECT 1) LEFT JOIN cancels c ON c.seq = ?`,
 			d.OutDetailNo, b.Members[i], b.OutBatchNo, b.Bills[i], now, now, now, b.Members[i]); err != nil {
@@ -308,7 +308,7 @@ func (db *DB) moveMembers(ctx context.Context, tx *sql.Conn, b Batch, details []
 	if claimed {
 		from = PayoutReceived
 	}
-	r, err := db.exec(ctx, tx, true, moveQuery, js, b.OutBatchNo, now, b.Rail, b.MchID, from)
+	r, err := tx.ExecContext(ctx, moveQuery, js, b.OutBatchNo, now, b.Rail, b.MchID, from)
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +329,7 @@ func (db *DB) moveMembers(ctx context.Context, tx *sql.Conn, b Batch, details []
 	}
 	// Members an earlier version left CLAIMED (it recorded claims in their own transaction).
 	already := map[int64]bool{}
-	err = db.query(ctx, tx, false, moveQuery+` RETURNING payouts.seq`, []any{js, b.OutBatchNo, now, b.Rail, b.MchID, PayoutClaimed},
+	err = eachRow(ctx, tx, moveQuery+` RETURNING payouts.seq`, []any{js, b.OutBatchNo, now, b.Rail, b.MchID, PayoutClaimed},
 		func(scan func(...any) error) error {
 			var seq int64
 			err := scan(&seq)
