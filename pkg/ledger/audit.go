@@ -675,25 +675,25 @@ func (a *auditor) bodies(ctx context.Context, tx *sql.Tx, _ time.Time) error {
 }
 
 // bills flags bills open well past their expiry, cancels that do not end, and bills WeChat
-// never accepted (still SEALED) long after their batch was sealed, when that batch itself
-// left SEALED (else stuck flags the batch, which stands for all of them). Final bills are
-// settled, so only unsettled rows are read.
+// never accepted (still SEALED) long after their batch was sealed, each with its own last
+// answer (a rail-bills batch has none of its own). Final bills are settled, so only
+// unsettled rows are read.
 func (a *auditor) bills(ctx context.Context, tx *sql.Tx, now time.Time) error {
 	return eachRow(ctx, tx, `SELECT b.out_bill_no, p.state, b.expire_at, b.cancel_requested_at, b.cancel_closed, b.last_error_code,
-			t.state, t.sealed_at
+			t.sealed_at
 		FROM bills b JOIN payouts p ON p.seq = b.seq JOIN batches t ON t.out_batch_no = b.out_batch_no
 		WHERE b.settled = 0 ORDER BY b.out_bill_no`, nil,
 		func(s func(...any) error) error {
-			var no, state, closed, code, batchState string
+			var no, state, closed, code string
 			var expire, cancelAt, sealedAt int64
-			if err := s(&no, &state, &expire, &cancelAt, &closed, &code, &batchState, &sealedAt); err != nil {
+			if err := s(&no, &state, &expire, &cancelAt, &closed, &code, &sealedAt); err != nil {
 				return err
 			}
 			if PayoutFinal(state) {
 				return nil
 			}
 			row := "bills out_bill_no=" + no
-			if state == PayoutSealed && batchState != BatchSealed {
+			if state == PayoutSealed {
 				a.unaccepted(row, now, sealedAt, code)
 			}
 			if expire != 0 && now.Sub(fromMS(expire)) > BillOverdueMargin {
@@ -745,18 +745,19 @@ func (a *auditor) outbox(ctx context.Context, tx *sql.Tx, now time.Time) error {
 		})
 }
 
-// stuck flags batches that need a human, that WeChat never accepted long after sealing, or
-// that are running out of query window.
+// stuck flags batches that need a human, that WeChat never accepted long after sealing (on
+// rail bills, bills checks each bill instead), or that are running out of query window.
 func (a *auditor) stuck(ctx context.Context, tx *sql.Tx, now time.Time) error {
-	return eachRow(ctx, tx, `SELECT out_batch_no, state, state_at, sealed_at, last_error_code FROM batches WHERE settled = 0 ORDER BY out_batch_no`, nil,
+	return eachRow(ctx, tx, `SELECT out_batch_no, rail, state, state_at, sealed_at, last_error_code FROM batches WHERE settled = 0
+		ORDER BY out_batch_no`, nil,
 		func(s func(...any) error) error {
-			var no, state, code string
+			var no, rail, state, code string
 			var stateAt, sealedAt int64
-			if err := s(&no, &state, &stateAt, &sealedAt, &code); err != nil {
+			if err := s(&no, &rail, &state, &stateAt, &sealedAt, &code); err != nil {
 				return err
 			}
 			row := "batches out_batch_no=" + no
-			if state == BatchSealed {
+			if state == BatchSealed && rail != RailBills {
 				a.unaccepted(row, now, sealedAt, code)
 			}
 			if (state == BatchWaitPay || state == BatchAccepted) && now.Sub(fromMS(stateAt)) > StuckAccepted {

@@ -119,9 +119,9 @@ func TestAudit_BillsOverTime(t *testing.T) {
 	}
 }
 
-// TestAudit_Unaccepted: a batch still SEALED, or a bill never answered in a batch that left
-// SEALED, is stuck once its batch was sealed over StuckUnaccepted ago, with its last code (and
-// whether it is parked); a rail-bills batch nobody answered for stands for its bills.
+// TestAudit_Unaccepted: a batch still SEALED, or a bill WeChat never accepted, is stuck once
+// its batch was sealed over StuckUnaccepted ago, with its own last code (and whether it is
+// parked); a rail-bills batch is not (its bills are).
 func TestAudit_Unaccepted(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
@@ -136,7 +136,7 @@ func TestAudit_Unaccepted(t *testing.T) {
 	if err := db.RecordSubmit(ctx, "A1", SubmitResult{Outcome: SubmitAccepted, BatchID: "xa", BatchStatus: BatchProcessing}); err != nil {
 		t.Fatal(err)
 	}
-	mustSealBills(t, db, "BS", "n", 2) // no bill answered: the batch is flagged, not its bills
+	mustSealBills(t, db, "BS", "n", 2) // no bill answered: the bills are flagged, not the batch
 	mustSealBills(t, db, "BP", "m", 3) // m0 accepted, m1 parked, m2 never answered (a timeout)
 	creates := map[string]BillCreate{
 		"m0": {Outcome: SubmitAccepted, State: BillState{State: PayoutAccepted, TransferBillNo: "Tm0", CreateTime: clk.now()}},
@@ -153,7 +153,7 @@ func TestAudit_Unaccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAuditClean(t, clk.now().Add(StuckUnaccepted), path)
-	r := mustAuditFinds(t, clk.now().Add(StuckUnaccepted+time.Minute), map[string]int{"stuck": 5}, path)
+	r := mustAuditFinds(t, clk.now().Add(StuckUnaccepted+time.Minute), map[string]int{"stuck": 6}, path)
 	got := map[string]string{}
 	for _, v := range r.Violations {
 		got[v.Row] = v.Detail
@@ -161,7 +161,8 @@ func TestAudit_Unaccepted(t *testing.T) {
 	want := map[string]string{
 		"batches out_batch_no=S1": "no answer recorded",
 		"batches out_batch_no=P1": "last answer NOT_ENOUGH, parked: an operator must act",
-		"batches out_batch_no=BS": "no answer recorded",
+		"bills out_bill_no=n0":    "no answer recorded",
+		"bills out_bill_no=n1":    "no answer recorded",
 		"bills out_bill_no=m1":    "last answer NO_AUTH, parked: an operator must act",
 		"bills out_bill_no=m2":    "last answer TIMEOUT)",
 	}
