@@ -708,15 +708,16 @@ func (a *auditor) bills(ctx context.Context, tx *sql.Tx, now time.Time) error {
 }
 
 // unaccepted flags row (a batch or bill still SEALED: WeChat never accepted it) as stuck
-// when its batch was sealed over StuckUnaccepted before now; code is its last answer's.
+// when its batch was sealed over StuckUnaccepted before now; code is the last one recorded
+// for it (a WeChat code or a transport class).
 func (a *auditor) unaccepted(row string, now time.Time, sealedAt int64, code string) {
 	age := now.Sub(fromMS(sealedAt))
 	if age <= StuckUnaccepted {
 		return
 	}
-	last := "no answer recorded"
+	last := "no code recorded"
 	if code != "" {
-		last = "last answer " + code
+		last = "last code " + code
 		if ParkedCode(code) {
 			last += ", parked: an operator must act"
 		}

@@ -159,12 +159,12 @@ func TestAudit_Unaccepted(t *testing.T) {
 		got[v.Row] = v.Detail
 	}
 	want := map[string]string{
-		"batches out_batch_no=S1": "no answer recorded",
-		"batches out_batch_no=P1": "last answer NOT_ENOUGH, parked: an operator must act",
-		"bills out_bill_no=n0":    "no answer recorded",
-		"bills out_bill_no=n1":    "no answer recorded",
-		"bills out_bill_no=m1":    "last answer NO_AUTH, parked: an operator must act",
-		"bills out_bill_no=m2":    "last answer TIMEOUT)",
+		"batches out_batch_no=S1": "no code recorded",
+		"batches out_batch_no=P1": "last code NOT_ENOUGH, parked: an operator must act",
+		"bills out_bill_no=n0":    "no code recorded",
+		"bills out_bill_no=n1":    "no code recorded",
+		"bills out_bill_no=m1":    "last code NO_AUTH, parked: an operator must act",
+		"bills out_bill_no=m2":    "last code TIMEOUT)",
 	}
 	for row, part := range want {
 		if !strings.Contains(got[row], "SEALED 1h1m0s after sealing and never accepted by WeChat") || !strings.Contains(got[row], part) {
