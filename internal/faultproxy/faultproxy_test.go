@@ -20,12 +20,17 @@ import (
 // echoServer echoes every byte it receives and records them all, so a test can see what
 // reached the server even when the client never sees the echo.
 type echoServer struct {
-	ln   net.Listener
-	mu   sync.Mutex
-	got  bytes.Buffer
-	recv chan struct{} // signalled after each read
-	wg   sync.WaitGroup
+	ln    net.Listener
+	mu    sync.Mutex
+	got   bytes.Buffer
+	conns map[net.Conn]bool // open connections; guarded by mu
+	recv  chan struct{}     // signalled after each read
+	wg    sync.WaitGroup
 }
+
+// echoCloseBound is how long the server waits, after its test, for its peers to close their
+// connections before it fails the test and closes them itself.
+const echoCloseBound = 5 * time.Second
 
 func startEcho(t *testing.T) *echoServer {
 	t.Helper()
@@ -33,7 +38,7 @@ func startEcho(t *testing.T) *echoServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &echoServer{ln: ln, recv: make(chan struct{}, 1024)}
+	e := &echoServer{ln: ln, conns: map[net.Conn]bool{}, recv: make(chan struct{}, 1024)}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -42,10 +47,18 @@ func startEcho(t *testing.T) *echoServer {
 			if err != nil {
 				return
 			}
+			e.mu.Lock()
+			e.conns[c] = true
+			e.mu.Unlock()
 			e.wg.Add(1)
 			go func() {
 				defer e.wg.Done()
-				defer c.Close()
+				defer func() {
+					e.mu.Lock()
+					delete(e.conns, c)
+					e.mu.Unlock()
+					c.Close()
+				}()
 				buf := make([]byte, 1024)
 				for {
 					n, err := c.Read(buf)
@@ -63,7 +76,22 @@ func startEcho(t *testing.T) *echoServer {
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); e.wg.Wait() })
+	t.Cleanup(func() { // after the proxy's own cleanup, which closes its connections
+		ln.Close()
+		done := make(chan struct{})
+		go func() { e.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(echoCloseBound):
+			e.mu.Lock()
+			for c := range e.conns {
+				t.Errorf("echo server: the connection from %s is still open %s after the test: its peer (the proxy, in these tests) never closed it", c.RemoteAddr(), echoCloseBound)
+				c.Close()
+			}
+			e.mu.Unlock()
+			<-done
+		}
+	})
 	return e
 }
 
