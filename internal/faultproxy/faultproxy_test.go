@@ -88,9 +88,11 @@ func startEcho(t *testing.T) *echoServer {
 			e.mu.Lock()
 			for c, seen := range e.conns {
 				// Every exchange of these tests sends bytes through the proxy, so a connection
-				// that carried none is not one of them. What opens it is not known: it was seen
-				// once in about 36 000 runs beside busy loops (and a cleanup that waited for it
-				// hung .ci/run once). It is logged and closed; one that carried bytes fails.
+				// that carried none is not one of them: another process dialled a port it
+				// believed closed (its own listener's, or a server's it was reconnecting to)
+				// after this server had taken it, and sends nothing, as a NATS client waiting
+				// for the server's greeting does. A cleanup that waited for such a connection
+				// hung .ci/run once. It is logged and closed; one that carried bytes fails.
 				report := t.Errorf
 				if seen.Len() == 0 {
 					report = t.Logf
@@ -235,9 +237,8 @@ func TestProxy_CutAfter(t *testing.T) {
 		if n, err := c.Read(make([]byte, 8)); err == nil || n > 0 {
 			t.Fatalf("read after Close: %d bytes, err %v; want the connection closed", n, err)
 		}
-		if _, err := net.Dial("tcp", p.Addr()); err == nil {
-			t.Fatal("dial after Close succeeded")
-		}
+		// That Close also closes the listener is TestClose_Listener's: a dial to the port
+		// after Close can reach another process that has just taken the freed port.
 	})
 }
 
