@@ -167,11 +167,19 @@ func TestEnsure(t *testing.T) {
 func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 	_, js, kv := newBucket(t)
 	var calls atomic.Int64
+	// The loop's beats wait until the test has read the first one, which Start writes: on a
+	// loaded machine the loop can otherwise beat twice before that read.
+	firstRead := make(chan struct{})
+	release := sync.OnceFunc(func() { close(firstRead) })
+	t.Cleanup(release)
 	b, err := Start(context.Background(), BeatConfig{
 		JS: js, KV: kv, Self: Info{Instance: "inst000001", MchID: "1900000001", Host: "host-a", Version: "v-test"},
 		Every: 10 * time.Millisecond, Log: quiet,
 		Status: func() LedgerPos {
 			n := calls.Add(1)
+			if n > 1 {
+				<-firstRead
+			}
 			return LedgerPos{Path: "/data/ledger.db", LastSeq: n, LastEvent: 10 * n}
 		},
 	})
@@ -179,6 +187,7 @@ func TestBeat_showsUpAndStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := read(t, js, kv, "inst000001") // the first beat is written by Start
+	release()
 	if got, want := r.Ledger, (LedgerPos{Path: "/data/ledger.db", LastSeq: 1, LastEvent: 10}); got != want {
 		t.Fatalf("first beat ledger %+v, want %+v", got, want)
 	}
