@@ -29,6 +29,22 @@ func readAll(t *testing.T, st jetstream.Stream, subjects []string, each func(n i
 	return seqs
 }
 
+// streamOf makes stream R on r.> holding n messages, r.0 to r.<n-1>.
+func streamOf(t *testing.T, js jetstream.JetStream, n int) jetstream.Stream {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := js.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
 // TestReadStream_lostPullIsReadAgain: the answer to a pull is lost with its connection. The
 // server counted that batch as delivered to the ordered consumer, so the consumer's count of
 // what is pending leaves it out; a read that trusted it ended 1000 messages short with no
@@ -36,17 +52,9 @@ func readAll(t *testing.T, st jetstream.Stream, subjects []string, each func(n i
 // it). Every message stored when the read began is read, once, in order.
 func TestReadStream_lostPullIsReadAgain(t *testing.T) {
 	s := natstest.Run(t)
-	direct := natstest.Connect(t, s)
 	ctx := context.Background()
-	if _, err := direct.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}}); err != nil {
-		t.Fatal(err)
-	}
 	const total = 2500
-	for i := range total {
-		if _, err := direct.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	streamOf(t, natstest.Connect(t, s), total)
 	p, err := faultproxy.Start("127.0.0.1:0", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -80,22 +88,12 @@ func TestReadStream_lostPullIsReadAgain(t *testing.T) {
 // machine, where a read ended 645 of 2500 messages short with no error). The ordered consumer
 // would go on after the last message that arrived; every message is read, once, in order.
 func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
-	s := natstest.Run(t)
-	js := natstest.Connect(t, s)
 	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const total = 2500
-	for i := range total {
-		if _, err := js.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), total)
 	open, opened, lost := orderedFrom(st, nil), 0, 0
 	var seqs []uint64
-	err = readStreamFrom(ctx, st, nil, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
+	err := readStreamFrom(ctx, st, nil, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
 		seqs = append(seqs, md.Sequence.Stream)
 	}, func(ctx context.Context, after uint64) (batchFetcher, error) {
 		opened++
@@ -270,18 +268,8 @@ func (b batchOf) Error() error                   { return b.err }
 // 1000 messages at first, says nothing is pending behind the 300th and brings nothing on the
 // next fetch. The read still ends only at the leader's last message.
 func TestReadStream_aLaggingCopyIsReadToTheEnd(t *testing.T) {
-	js := natstest.Connect(t, natstest.Run(t))
-	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const total = 1000
-	for i := range total {
-		if _, err := js.Publish(ctx, fmt.Sprintf("r.%d", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), total)
 	for _, subjects := range [][]string{nil, {"r.>"}} {
 		seqs := readAll(t, laggingStream{st, 300}, subjects, nil)
 		if len(seqs) != total || seqs[0] != 1 || seqs[total-1] != total {
