@@ -382,31 +382,14 @@ func (o *outcomes) told(ctx context.Context, results jetstream.Stream, held map[
 // 1, 2, 3…: at the first that does not follow, the rest of the batch is left unread and the
 // read starts again, on a new ordered consumer, after the last message read.
 func readStream(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
-	return readStreamFrom(ctx, stream, subjects, fn, orderedFrom(stream, subjects))
-}
-
-// orderedFrom opens ordered consumers of stream on subjects (every subject when none) that
-// start after sequence after.
-func orderedFrom(stream jetstream.Stream, subjects []string) func(ctx context.Context, after uint64) (batchFetcher, error) {
-	return func(ctx context.Context, after uint64) (batchFetcher, error) {
+	// open makes an ordered consumer of the messages on subjects stored after sequence after.
+	open := func(after uint64) (jetstream.Consumer, error) {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
 		if after > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 		}
 		return stream.OrderedConsumer(ctx, cfg)
 	}
-}
-
-// batchFetcher is what readStreamFrom reads through: an ordered consumer.
-type batchFetcher interface {
-	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
-	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
-}
-
-// readStreamFrom is readStream reading through the consumers open makes: one that delivers
-// stream's messages on subjects stored after sequence after.
-func readStreamFrom(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata),
-	open func(ctx context.Context, after uint64) (batchFetcher, error)) error {
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return err
@@ -415,7 +398,7 @@ func readStreamFrom(ctx context.Context, stream jetstream.Stream, subjects []str
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	cons, err := open(ctx, 0)
+	cons, err := open(0)
 	if err != nil {
 		return err
 	}
@@ -466,7 +449,7 @@ func readStreamFrom(ctx context.Context, stream jetstream.Stream, subjects []str
 			return nil
 		}
 		if gap {
-			if cons, err = open(ctx, read); err != nil {
+			if cons, err = open(read); err != nil {
 				return err
 			}
 			continue

@@ -88,32 +88,12 @@ func TestReadStream_lostPullIsReadAgain(t *testing.T) {
 // machine, where a read ended 645 of 2500 messages short with no error). The ordered consumer
 // would go on after the last message that arrived; every message is read, once, in order.
 func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
-	ctx := context.Background()
 	const total = 2500
 	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), total)
-	open, opened, lost := orderedFrom(st, nil), 0, 0
-	var seqs []uint64
-	err := readStreamFrom(ctx, st, nil, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
-		seqs = append(seqs, md.Sequence.Stream)
-	}, func(ctx context.Context, after uint64) (batchFetcher, error) {
-		opened++
-		c, err := open(ctx, after)
-		if err != nil || opened > 1 {
-			return c, err
-		}
-		return &losingFetcher{batchFetcher: c, drop: func(batch, i int) bool {
-			if batch == 2 && i >= 100 && i < 745 {
-				lost++
-				return true
-			}
-			return false
-		}}, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lost != 645 || opened != 2 {
-		t.Fatalf("%d messages lost, %d consumers opened; want 645 lost in the second batch and one consumer more", lost, opened)
+	ls := &losingStream{Stream: st}
+	seqs := readAll(t, ls, nil, nil)
+	if ls.lost != 645 || ls.opened != 2 {
+		t.Fatalf("%d messages lost, %d consumers opened; want 645 lost in the second batch and one consumer more", ls.lost, ls.opened)
 	}
 	if len(seqs) != total {
 		t.Fatalf("read %d of %d messages", len(seqs), total)
@@ -125,42 +105,46 @@ func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
 	}
 }
 
-// losingFetcher passes on its consumer's batches without the messages drop picks (by the
-// batch's number from 1 and the message's place in it from 0), as a lost connection would.
-type losingFetcher struct {
-	batchFetcher
-	drop    func(batch, i int) bool
+// losingStream is a stream whose first ordered consumer loses messages 100 to 744 of its
+// second batch, as a lost connection would; it counts the consumers opened and the messages lost.
+type losingStream struct {
+	jetstream.Stream
+	opened, lost int
+}
+
+func (s *losingStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.Stream.OrderedConsumer(ctx, cfg)
+	s.opened++
+	if err != nil || s.opened > 1 {
+		return c, err
+	}
+	return &losingConsumer{Consumer: c, s: s}, nil
+}
+
+type losingConsumer struct {
+	jetstream.Consumer
+	s       *losingStream
 	batches int
 }
 
-func (f *losingFetcher) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
-	b, err := f.batchFetcher.Fetch(n, opts...)
+func (c *losingConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	b, err := c.Consumer.Fetch(n, opts...)
 	if err != nil {
 		return nil, err
 	}
-	f.batches++
-	out := &lossyBatch{msgs: make(chan jetstream.Msg), inner: b}
-	go func(batch int) {
-		defer close(out.msgs)
-		i := 0
-		for m := range b.Messages() {
-			if !f.drop(batch, i) {
-				out.msgs <- m
-			}
-			i++
+	c.batches++
+	out, i := make(chan jetstream.Msg, n), 0
+	for m := range b.Messages() {
+		if c.batches == 2 && i >= 100 && i < 745 {
+			c.s.lost++
+		} else {
+			out <- m
 		}
-	}(f.batches)
-	return out, nil
+		i++
+	}
+	close(out)
+	return batchOf{out, b.Error()}, nil
 }
-
-// lossyBatch is a batch whose messages come through msgs; its error is the inner batch's.
-type lossyBatch struct {
-	msgs  chan jetstream.Msg
-	inner jetstream.MessageBatch
-}
-
-func (b *lossyBatch) Messages() <-chan jetstream.Msg { return b.msgs }
-func (b *lossyBatch) Error() error                   { return b.inner.Error() }
 
 // TestReadStream_subjectsAndStart: only the messages on the subjects are read, up to the last
 // one stored when the read began (here far before the stream's end), and none stored after.
