@@ -74,7 +74,9 @@ func TestClient_Unverified2xx(t *testing.T) {
 			signHeaders(t, f.keys.platform, f.serial, time.Now().Add(-MaxClockSkew), h, []byte(body))
 		}},
 		{"future timestamp", func(h http.Header, f *fakeAPI) {
-			signHeaders(t, f.keys.platform, f.serial, time.Now().Add(MaxClockSkew), h, []byte(body))
+			// A minute beyond the window: the timestamp is whole seconds, so one signed at
+			// exactly now+MaxClockSkew is inside the window once the clock ticks a second.
+			signHeaders(t, f.keys.platform, f.serial, time.Now().Add(MaxClockSkew+time.Minute), h, []byte(body))
 		}},
 		{"unknown serial", func(h http.Header, f *fakeAPI) {
 			signHeaders(t, f.keys.platform, "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", time.Now(), h, []byte(body))
