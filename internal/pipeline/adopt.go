@@ -381,6 +381,9 @@ func (o *outcomes) told(ctx context.Context, results jetstream.Stream, held map[
 // beside a loaded machine). Each fetch makes a new server consumer, whose deliveries count
 // 1, 2, 3…: at the first that does not follow, the rest of the batch is left unread and the
 // read starts again, on a new ordered consumer, after the last message read.
+//
+// A read that goes maxReadStalls fetches in a row without a message (every batch losing its
+// first delivery, or a consumer that never catches up) ends with errReadStalled, not a loop.
 func readStream(ctx context.Context, stream jetstream.Stream, subjects []string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
 	// open makes an ordered consumer of the messages on subjects stored after sequence after.
 	open := func(after uint64) (jetstream.Consumer, error) {
@@ -416,6 +419,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		}
 	}
 	var read uint64 // the stream sequence of the last message read
+	stalls := 0     // fetches in a row that read nothing
 	for {
 		b, err := cons.Fetch(int(min(max(pending, 1), 1000)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -448,6 +452,11 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		if done {
 			return nil
 		}
+		if n > 0 {
+			stalls = 0
+		} else if stalls++; stalls == maxReadStalls {
+			return fmt.Errorf("%w: %d fetches in a row read nothing after stream sequence %d (the read ends at %d)", errReadStalled, stalls, read, last)
+		}
 		if gap {
 			if cons, err = open(read); err != nil {
 				return err
@@ -462,6 +471,14 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		}
 	}
 }
+
+// maxReadStalls is how many fetches in a row may read nothing before readStream gives up:
+// 30 fetches that each wait up to two seconds, or 30 consumers whose first delivery was lost.
+const maxReadStalls = 30
+
+// errReadStalled: a stream read made no progress (readStream). Nothing is taken over; the
+// adoption can be run again.
+var errReadStalled = errors.New("stream read made no progress")
 
 // storedOn reports whether stream holds a message on subjects (any subject when none) with
 // a sequence from from to last. The streams are made without direct gets (broker.Ensure), so

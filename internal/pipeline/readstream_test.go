@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -90,7 +91,9 @@ func TestReadStream_lostPullIsReadAgain(t *testing.T) {
 func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
 	const total = 2500
 	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), total)
-	ls := &losingStream{Stream: st}
+	ls := &losingStream{Stream: st, lose: func(consumer, batch, i int) bool {
+		return consumer == 1 && batch == 2 && i >= 100 && i < 745
+	}}
 	seqs := readAll(t, ls, nil, nil)
 	if ls.lost != 645 || ls.opened != 2 {
 		t.Fatalf("%d messages lost, %d consumers opened; want 645 lost in the second batch and one consumer more", ls.lost, ls.opened)
@@ -105,26 +108,43 @@ func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
 	}
 }
 
-// losingStream is a stream whose first ordered consumer loses messages 100 to 744 of its
-// second batch, as a lost connection would; it counts the consumers opened and the messages lost.
+// TestReadStream_noProgressEnds: every batch loses its first delivery, so no fetch can be
+// read. The read ends with errReadStalled after maxReadStalls consumers, rather than making
+// consumers for ever.
+func TestReadStream_noProgressEnds(t *testing.T) {
+	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), 10)
+	ls := &losingStream{Stream: st, lose: func(_, _, i int) bool { return i == 0 }}
+	err := readStream(context.Background(), ls, nil, func(jetstream.Msg, *jetstream.MsgMetadata) { t.Fatal("a message was read") })
+	if !errors.Is(err, errReadStalled) {
+		t.Fatalf("read ended with %v, want errReadStalled", err)
+	}
+	if ls.opened != maxReadStalls {
+		t.Fatalf("%d consumers opened, want %d", ls.opened, maxReadStalls)
+	}
+}
+
+// losingStream is a stream whose ordered consumers lose the messages lose names (the i-th of
+// the batch-th fetch of the consumer-th consumer opened, each from 1 but i from 0), as a lost
+// connection would; it counts the consumers opened and the messages lost.
 type losingStream struct {
 	jetstream.Stream
+	lose         func(consumer, batch, i int) bool
 	opened, lost int
 }
 
 func (s *losingStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
 	c, err := s.Stream.OrderedConsumer(ctx, cfg)
-	s.opened++
-	if err != nil || s.opened > 1 {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	return &losingConsumer{Consumer: c, s: s}, nil
+	s.opened++
+	return &losingConsumer{Consumer: c, s: s, n: s.opened}, nil
 }
 
 type losingConsumer struct {
 	jetstream.Consumer
-	s       *losingStream
-	batches int
+	s          *losingStream
+	n, batches int
 }
 
 func (c *losingConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
@@ -135,7 +155,7 @@ func (c *losingConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.Mes
 	c.batches++
 	out, i := make(chan jetstream.Msg, n), 0
 	for m := range b.Messages() {
-		if c.batches == 2 && i >= 100 && i < 745 {
+		if c.s.lose(c.n, c.batches, i) {
 			c.s.lost++
 		} else {
 			out <- m
