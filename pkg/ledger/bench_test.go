@@ -266,7 +266,8 @@ func BenchmarkBillLifecycle(b *testing.B) {
 			State: BillState{State: PayoutWaitUserConfirm, TransferBillNo: tn, PackageInfo: "pkg", CreateTime: db.now()}}); err != nil {
 			b.Fatal(err)
 		}
-		if err := db.ApplyBillCallback(ctx, "n"+strconv.Itoa(i), no, BillState{State: PayoutSuccess, TransferBillNo: tn}); err != nil {
+		if _, err := db.ApplyBillCallback(ctx, "n"+strconv.Itoa(i), no, BillNotice{MchID: p.MchID, Amount: p.Amount,
+			BillState: BillState{State: PayoutSuccess, TransferBillNo: tn}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -282,29 +282,52 @@ func (db *DB) ApplyBillState(ctx context.Context, outBillNo string, src Source, 
 	return nil
 }
 
-// ApplyBillCallback applies a verified MCHTRANSFER.BILL.FINISHED notification: a
-// notificationID already processed is a no-op; otherwise it is recorded and ApplyBillState
-// runs with SourceCallback in the same transaction, keeping the bill's NextAt.
-func (db *DB) ApplyBillCallback(ctx context.Context, notificationID, outBillNo string, st BillState) error {
+// BillNotice is what a verified MCHTRANSFER.BILL.FINISHED notification says of a bill.
+type BillNotice struct {
+	MchID  string // the merchant it names; "" when it names none
+	Amount int64  // transfer_amount, fen
+	BillState
+}
+
+// ApplyBillCallback applies a verified MCHTRANSFER.BILL.FINISHED notification n of bill
+// outBillNo and returns the bill's out_batch_no, in one transaction that first checks n
+// against the bill:
+//   - a merchant (when n names one) or an amount other than the bill's is ErrInvalid, and
+//     nothing is written: verified, yet not what was sent, so a human looks (the query sweep
+//     decides the bill);
+//   - a FAIL without its fail_reason is not applied ("", nil): the query sweep brings the
+//     reason;
+//   - a notificationID already processed is a no-op;
+//   - otherwise it is recorded and ApplyBillState runs with SourceCallback, keeping the
+//     bill's NextAt.
+func (db *DB) ApplyBillCallback(ctx context.Context, notificationID, outBillNo string, n BillNotice) (string, error) {
+	var batch string
 	err := db.write(ctx, func(tx *sql.Conn) error {
 		b, err := billTx(ctx, tx, outBillNo)
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
+		case n.MchID != "" && n.MchID != b.MchID, n.Amount != b.Amount:
+			return fmt.Errorf("%w: the notification says mchid %s amount %d, the ledger %s amount %d", ErrInvalid,
+				n.MchID, n.Amount, b.MchID, b.Amount)
+		case n.State == PayoutFail && n.FailReason == "":
+			return nil
 		}
 		r, err := tx.ExecContext(ctx, `INSERT INTO notifications (id, out_batch_no, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 			notificationID, b.OutBatchNo, ms(db.now()))
 		if err != nil {
 			return err
 		}
+		batch = b.OutBatchNo
 		if n, err := r.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		return db.applyBill(ctx, tx, b, SourceCallback, st, b.NextAt)
+		return db.applyBill(ctx, tx, b, SourceCallback, n.BillState, b.NextAt)
 	})
 	if err != nil {
-		return fmt.Errorf("apply bill callback %s for %s: %w", notificationID, outBillNo, err)
+		return "", fmt.Errorf("apply bill callback %s for %s: %w", notificationID, outBillNo, err)
 	}
-	return nil
+	return batch, nil
 }
 
 // RescheduleBill records a failed call or a NOT_FOUND answer for bill outBillNo: NextAt and

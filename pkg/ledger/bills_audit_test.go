@@ -34,7 +34,7 @@ func healthyBillsLedger(t *testing.T, clk *clock) string {
 			t.Fatal(err)
 		}
 	}
-	if err := db.ApplyBillCallback(ctx, "n1", "h1", BillState{State: PayoutSuccess, TransferBillNo: "Th1"}); err != nil {
+	if _, err := db.ApplyBillCallback(ctx, "n1", "h1", noticeFor(t, db, "h1", BillState{State: PayoutSuccess, TransferBillNo: "Th1"})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RequestCancel(ctx, "h3", "typo"); err != nil {

@@ -48,6 +48,14 @@ func mustSealBills(t testing.TB, db *DB, no, prefix string, n int) []Payout {
 	return ps
 }
 
+// noticeFor is a notification of st for bill no that names the bill's merchant and amount as
+// the ledger holds them.
+func noticeFor(t testing.TB, db *DB, no string, st BillState) BillNotice {
+	t.Helper()
+	b := mustBill(t, db, no)
+	return BillNotice{MchID: b.MchID, Amount: b.Amount, BillState: st}
+}
+
 // mustBill returns bill no or fails.
 func mustBill(t testing.TB, db *DB, no string) Bill {
 	t.Helper()

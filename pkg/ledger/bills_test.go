@@ -338,6 +338,53 @@ func TestApplyBillState_Facts(t *testing.T) {
 	mustAuditClean(t, clk.now(), db.Path())
 }
 
+// TestApplyBillCallback_Checks: a notification that names another merchant or amount than
+// the bill's writes nothing (not even its id, so WeChat's retry is judged again); a FAIL
+// without its reason is left to the query sweep; an accepted one returns the bill's batch.
+func TestApplyBillCallback_Checks(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	db := mustOpenLedger(t, WithNow(clk.now))
+	ps := mustSealBills(t, db, "BB1", "k", 2)
+	for _, p := range ps {
+		if err := db.RecordBillCreate(ctx, p.OutDetailNo, BillCreate{Outcome: SubmitAccepted, NextAt: clk.now().Add(time.Hour),
+			State: BillState{State: PayoutWaitUserConfirm, TransferBillNo: "T" + p.OutDetailNo, PackageInfo: "pkg"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paid, failed := ps[0], ps[1]
+	success := BillState{State: PayoutSuccess, TransferBillNo: "T" + paid.OutDetailNo}
+	for _, n := range []BillNotice{
+		{MchID: paid.MchID, Amount: paid.Amount + 1, BillState: success},
+		{MchID: "1900000999", Amount: paid.Amount, BillState: success},
+	} {
+		if batch, err := db.ApplyBillCallback(ctx, "n1", paid.OutDetailNo, n); !errors.Is(err, ErrInvalid) || batch != "" {
+			t.Fatalf("notification of mchid %s amount %d: (%q, %v), want ErrInvalid", n.MchID, n.Amount, batch, err)
+		}
+		mustState(t, db, paid.OutDetailNo, PayoutWaitUserConfirm)
+	}
+	// The same notification id, now naming what was sent (the merchant left out): applied.
+	if batch, err := db.ApplyBillCallback(ctx, "n1", paid.OutDetailNo, BillNotice{Amount: paid.Amount, BillState: success}); err != nil || batch != "BB1" {
+		t.Fatalf("notification = (%q, %v), want (BB1, nil)", batch, err)
+	}
+	mustState(t, db, paid.OutDetailNo, PayoutSuccess)
+
+	fail := BillState{State: PayoutFail, TransferBillNo: "T" + failed.OutDetailNo}
+	if batch, err := db.ApplyBillCallback(ctx, "n2", failed.OutDetailNo, noticeFor(t, db, failed.OutDetailNo, fail)); err != nil || batch != "" {
+		t.Fatalf("FAIL without a reason = (%q, %v), want (\"\", nil)", batch, err)
+	}
+	mustState(t, db, failed.OutDetailNo, PayoutWaitUserConfirm)
+	fail.FailReason = "PAYEE_ACCOUNT_ABNORMAL"
+	if _, err := db.ApplyBillCallback(ctx, "n2", failed.OutDetailNo, noticeFor(t, db, failed.OutDetailNo, fail)); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, db, failed.OutDetailNo, PayoutFail)
+	if b := mustBill(t, db, failed.OutDetailNo); b.FailReason != fail.FailReason {
+		t.Fatalf("fail_reason %q, want %q", b.FailReason, fail.FailReason)
+	}
+	mustAuditClean(t, clk.now(), db.Path())
+}
+
 func TestApplyBillCallback_Dedupe(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
@@ -357,7 +404,7 @@ func TestApplyBillCallback_Dedupe(t *testing.T) {
 		{id: "n2", state: PayoutSuccess, want: PayoutSuccess},
 	}
 	for _, s := range steps {
-		if err := db.ApplyBillCallback(ctx, s.id, key, BillState{State: s.state, TransferBillNo: "T"}); err != nil {
+		if _, err := db.ApplyBillCallback(ctx, s.id, key, noticeFor(t, db, key, BillState{State: s.state, TransferBillNo: "T"})); err != nil {
 			t.Fatalf("callback %s: %v", s.id, err)
 		}
 		mustState(t, db, key, s.want)
@@ -365,7 +412,7 @@ func TestApplyBillCallback_Dedupe(t *testing.T) {
 	if b := mustBill(t, db, key); !b.NextAt.Equal(next) {
 		t.Fatalf("callback moved next_at to %v, want the bill's %v", b.NextAt, next)
 	}
-	if err := db.ApplyBillCallback(ctx, "n3", "nosuch", BillState{State: PayoutSuccess}); !errors.Is(err, ErrNotFound) {
+	if _, err := db.ApplyBillCallback(ctx, "n3", "nosuch", BillNotice{Amount: 1000, BillState: BillState{State: PayoutSuccess}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("callback for an unknown bill = %v, want ErrNotFound", err)
 	}
 	mustAuditClean(t, clk.now(), db.Path())
@@ -636,7 +683,7 @@ func TestCancel(t *testing.T) {
 			if _, err := e.db.RequestCancel(ctx, "c0", ""); err != nil {
 				t.Fatal(err)
 			}
-			if err := e.db.ApplyBillCallback(ctx, "n1", "c0", BillState{State: PayoutSuccess, TransferBillNo: "T"}); err != nil {
+			if _, err := e.db.ApplyBillCallback(ctx, "n1", "c0", noticeFor(t, e.db, "c0", BillState{State: PayoutSuccess, TransferBillNo: "T"})); err != nil {
 				t.Fatal(err)
 			}
 			ns, _ := e.db.PendingNotices(ctx, 10)
