@@ -86,15 +86,9 @@ func (d *batchRail) fetchReason(ctx context.Context, b ledger.Batch, p *reasonPa
 	if p.stop != "" {
 		return "", p.stop
 	}
-	res, err := d.cbDetail.Execute(func() (detail, error) {
-		if err := d.detail.Wait(ctx); err != nil {
-			return detail{}, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
+	res, err := throttled(ctx, d.cbDetail, d.detail, func() (detail, error) {
 		return queryDetail(ctx, d.api, b.Rail, b.OutBatchNo, r.OutDetailNo)
 	})
-	if is429(err) {
-		d.detail.Slow()
-	}
 	if err != nil {
 		code := errorCode(err)
 		if c := classify(err); c == wechatpay.ClassNotSent || c == wechatpay.ClassBlocked || is429(err) {

@@ -104,16 +104,10 @@ func (d *batchRail) bodies(b batching.Batch, members []ledger.Payout) ([]byte, [
 
 // send submits a sealed batch: the frozen body, the same out_batch_no, every attempt.
 func (d *batchRail) send(ctx context.Context, b ledger.Batch) error {
-	res, err := d.cbCreate.Execute(func() (created, error) {
-		if err := d.create.Wait(ctx); err != nil {
-			return created{}, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
+	res, err := throttled(ctx, d.cbCreate, d.create, func() (created, error) {
 		return createBatch(ctx, d.api, b.Rail, b.Body)
 	})
 	now, code := d.now(), errorCode(err)
-	if is429(err) {
-		d.create.Slow()
-	}
 	r := ledger.SubmitResult{ErrorCode: code, ErrorMessage: errorMessage(err)}
 	switch createAnswer(err, b.Attempts == 0) {
 	case createAccepted:
@@ -235,16 +229,9 @@ func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) 
 }
 
 func (d *batchRail) queryBatch(ctx context.Context, b ledger.Batch, q wechatpay.BatchQuery) (*batchPage, error) {
-	res, err := d.cbQuery.Execute(func() (*batchPage, error) {
-		if err := d.query.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
+	return throttled(ctx, d.cbQuery, d.query, func() (*batchPage, error) {
 		return queryBatch(ctx, d.api, b.Rail, b.OutBatchNo, q)
 	})
-	if is429(err) {
-		d.query.Slow()
-	}
-	return res, err
 }
 
 // pollFailed reschedules a batch whose query failed. NOT_FOUND is not a failure (docs/wechatpay.md

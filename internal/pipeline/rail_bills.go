@@ -204,6 +204,7 @@ const sendingCode = "SENDING"
 // cancel end it here without WeChat.
 func (d *billRail) create(ctx context.Context, bl ledger.Bill, marked bool) error {
 	first := bl.Attempts == 0
+	var sent time.Time
 	res, err := d.cbCreate.Execute(func() (*wechatpay.CreateTransferBillResponse, error) {
 		if first && !marked {
 			err := d.db.RecordBillCreate(context.WithoutCancel(ctx), bl.OutBillNo, ledger.BillCreate{
@@ -215,13 +216,14 @@ func (d *billRail) create(ctx context.Context, bl ledger.Bill, marked bool) erro
 		// The throttle's turn is taken after the record: a ledger write's wait (a commit
 		// behind others, an fsync on a busy disk) between the turn and the send would bunch
 		// requests into WeChat's one-second windows and overflow them.
-		if err := d.driver.create.Wait(ctx); err != nil {
+		var err error
+		if sent, err = d.driver.create.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
 		}
 		return d.api.CreateTransferBillBody(ctx, bl.Body)
 	})
 	if is429(err) {
-		d.driver.create.Slow()
+		d.driver.create.Slow(sent)
 	}
 	now, code := d.now(), errorCode(err)
 	r := ledger.BillCreate{ErrorCode: code, ErrorMessage: errorMessage(err)}
@@ -320,16 +322,9 @@ func (d *billRail) query(ctx context.Context, bl ledger.Bill) error {
 }
 
 func (d *billRail) queryBill(ctx context.Context, bl ledger.Bill) (*wechatpay.TransferBill, error) {
-	res, err := d.cbQuery.Execute(func() (*wechatpay.TransferBill, error) {
-		if err := d.driver.query.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
+	return throttled(ctx, d.cbQuery, d.driver.query, func() (*wechatpay.TransferBill, error) {
 		return d.api.QueryTransferBillByOutBillNo(ctx, bl.OutBillNo)
 	})
-	if is429(err) {
-		d.driver.query.Slow()
-	}
-	return res, err
 }
 
 // cancel acts on an upstream's cancel of the bill. done is false when the bill must first
@@ -348,15 +343,9 @@ func (d *billRail) cancel(ctx context.Context, bl ledger.Bill) (done bool, err e
 	case bl.State == ledger.PayoutSealed, bl.State == ledger.PayoutCanceling:
 		return false, nil
 	}
-	res, err := d.cbCancel.Execute(func() (*wechatpay.CancelTransferBillResponse, error) {
-		if err := d.driver.cancel.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %w", wechatpay.ErrNotSent, err)
-		}
+	res, err := throttled(ctx, d.cbCancel, d.driver.cancel, func() (*wechatpay.CancelTransferBillResponse, error) {
 		return d.api.CancelTransferBill(ctx, bl.OutBillNo)
 	})
-	if is429(err) {
-		d.driver.cancel.Slow()
-	}
 	now = d.now()
 	code := errorCode(err)
 	r := ledger.CancelResult{ErrorCode: code}
