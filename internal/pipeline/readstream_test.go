@@ -30,6 +30,20 @@ func readAll(t *testing.T, st jetstream.Stream, subjects []string, each func(n i
 	return seqs
 }
 
+// mustReadAllInOrder fails unless seqs are the stream sequences 1 to total, in order: every
+// message read once.
+func mustReadAllInOrder(t *testing.T, seqs []uint64, total int) {
+	t.Helper()
+	if len(seqs) != total {
+		t.Fatalf("read %d of %d messages", len(seqs), total)
+	}
+	for i, q := range seqs {
+		if q != uint64(i+1) {
+			t.Fatalf("message %d has stream sequence %d", i, q)
+		}
+	}
+}
+
 // streamOf makes stream R on r.> holding n messages, r.0 to r.<n-1>.
 func streamOf(t *testing.T, js jetstream.JetStream, n int) jetstream.Stream {
 	t.Helper()
@@ -74,14 +88,7 @@ func TestReadStream_lostPullIsReadAgain(t *testing.T) {
 	if p.Cuts() != 1 {
 		t.Fatalf("%d cuts, want 1", p.Cuts())
 	}
-	if len(seqs) != total {
-		t.Fatalf("read %d of %d messages", len(seqs), total)
-	}
-	for i, q := range seqs {
-		if q != uint64(i+1) {
-			t.Fatalf("message %d has stream sequence %d", i, q)
-		}
-	}
+	mustReadAllInOrder(t, seqs, total)
 }
 
 // TestReadStream_lostMiddleIsReadAgain: a batch loses its middle (the connection dropped while
@@ -98,14 +105,7 @@ func TestReadStream_lostMiddleIsReadAgain(t *testing.T) {
 	if ls.lost != 645 || ls.opened != 2 {
 		t.Fatalf("%d messages lost, %d consumers opened; want 645 lost in the second batch and one consumer more", ls.lost, ls.opened)
 	}
-	if len(seqs) != total {
-		t.Fatalf("read %d of %d messages", len(seqs), total)
-	}
-	for i, q := range seqs {
-		if q != uint64(i+1) {
-			t.Fatalf("message %d has stream sequence %d", i, q)
-		}
-	}
+	mustReadAllInOrder(t, seqs, total)
 }
 
 // TestReadStream_noProgressEnds: every batch loses its first delivery, so no fetch can be

@@ -319,8 +319,8 @@ func (db *DB) ApplyBillCallback(ctx context.Context, notificationID, outBillNo s
 			return err
 		}
 		batch = b.OutBatchNo
-		if n, err := r.RowsAffected(); err != nil || n == 0 {
-			return err
+		if added, err := r.RowsAffected(); err != nil || added == 0 {
+			return err // a notification seen before: a no-op
 		}
 		return db.applyBill(ctx, tx, b, SourceCallback, n.BillState, b.NextAt)
 	})
