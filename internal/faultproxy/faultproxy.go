@@ -32,13 +32,13 @@ const chunkSize = 32 << 10
 // methods are safe for concurrent use. Close stops it.
 type Proxy struct {
 	ln     net.Listener
-	target string
 	ctx    context.Context // ends at Close: bounds dials and lingers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	cuts   atomic.Int64
 
 	mu        sync.Mutex
+	target    string
 	closed    bool
 	conns     map[net.Conn]struct{}
 	pattern   []byte
@@ -61,6 +61,14 @@ func Start(listen, target string) (*Proxy, error) {
 
 // Addr is the host:port the proxy listens on.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Retarget sends the connections accepted from now on to target; those open stay where they
+// are. A proxy can so be made before the server it fronts has a port.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
 
 // URL is the NATS URL of the proxy: "nats://" + Addr().
 func (p *Proxy) URL() string { return "nats://" + p.Addr() }
@@ -142,8 +150,11 @@ func (p *Proxy) serve(client net.Conn) {
 	if !p.track(client) {
 		return
 	}
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
 	var d net.Dialer
-	server, err := d.DialContext(p.ctx, "tcp", p.target)
+	server, err := d.DialContext(p.ctx, "tcp", target)
 	if err != nil {
 		return
 	}

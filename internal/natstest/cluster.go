@@ -3,7 +3,6 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -23,8 +22,12 @@ type Cluster struct {
 	routes  [][]*faultproxy.Proxy // routes[i][j]: the proxy server i dials to reach server j
 }
 
-// RunCluster starts n (≥ 3) servers named n0, n1, … on free loopback ports, storing under
-// t.TempDir(), and returns once JetStream has a meta leader; t.Cleanup shuts them down.
+// RunCluster starts n (≥ 3) servers named n0, n1, … on loopback ports of their own choosing,
+// storing under t.TempDir(), and returns once JetStream has a meta leader; t.Cleanup shuts
+// them down. The proxies are made first, aimed at deadRoute, and aimed at their servers once
+// each listens: ports picked free beforehand were sometimes taken by another test before the
+// server bound them, and that server then ran without a route listener and the cluster never
+// formed. A route dialled before its proxy is aimed fails and is dialled again.
 // The servers only ever meet through the proxies: each advertises a cluster address that
 // refuses connections (deadRoute). A server tells the others about each server it meets,
 // and a server that heard of one before its own proxied route to it was up dialled the
@@ -35,10 +38,6 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	if n < 3 {
 		t.Fatalf("a cluster of %d servers: JetStream needs a quorum of at least 3", n)
 	}
-	ports := make([]int, n)
-	for i := range ports {
-		ports[i] = freePort(t)
-	}
 	c := &Cluster{routes: make([][]*faultproxy.Proxy, n)}
 	for i := range n {
 		c.routes[i] = make([]*faultproxy.Proxy, n)
@@ -46,7 +45,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			if i == j {
 				continue
 			}
-			p, err := faultproxy.Start("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", ports[j]))
+			p, err := faultproxy.Start("127.0.0.1:0", deadRoute)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +57,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		opts := natsserver.DefaultTestOptions
 		opts.ServerName = fmt.Sprintf("n%d", i)
 		opts.Port, opts.JetStream, opts.StoreDir = server.RANDOM_PORT, true, t.TempDir()
-		opts.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i], NoAdvertise: true, Advertise: deadRoute}
+		opts.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoAdvertise: true, Advertise: deadRoute}
 		for j, p := range c.routes[i] {
 			if j != i {
 				opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: p.Addr()})
@@ -67,6 +66,14 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		s := natsserver.RunServer(&opts)
 		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 		c.Servers = append(c.Servers, s)
+	}
+	for j, s := range c.Servers {
+		addr := s.ClusterAddr() // RunServer returns once the route listener is up
+		for i := range c.Servers {
+			if i != j {
+				c.routes[i][j].Retarget(addr.String())
+			}
+		}
 	}
 	js := ConnectURL(t, c.Servers[0].ClientURL())
 	testingutil.WaitFor(t, 30*time.Second, func() (bool, string) {
@@ -115,15 +122,4 @@ func (c *Cluster) Isolate(i int) {
 			c.routes[j][i].Close()
 		}
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
