@@ -11,10 +11,10 @@
 //     spent them, the ledger commit measured alone, and the rest of the processor's time.
 //   - Ledger growth ratio: processor intake on a ledger already holding millions of payouts
 //     with random keys ÷ intake on an empty ledger. Target ≥ 0.7.
-//   - Drain ratio: wall time from publish to every payout final against the rate-limited
-//     sandbox on a fast clock ÷ the floor those limits imply (the creates, then the batch
-//     queries and the fail_reason detail queries side by side: each API has its own 50 QPS).
-//     Target ≤ 1.25.
+//   - Drain ratio: wall time from the processor's start on a published backlog to every
+//     payout final against the rate-limited sandbox on a fast clock ÷ the floor those limits
+//     imply (the creates, then the batch queries and the fail_reason detail queries side by
+//     side: each API has its own 50 QPS). Target ≤ 1.25.
 //   - Bills drain ratio: the same on the transfer-bills rail, the sandbox holding
 //     the real 100/s bill create and query limits while its clock runs fast and payees
 //     confirm soon after each create: wall time ÷ (bills / 100 per s + the scaled confirm

@@ -13,7 +13,7 @@ import (
 )
 
 // BillDrainResult is the drain measurement on the transfer-bills rail: the wall time from
-// the first publish to every payout final in the ledger, the floor the 100/s bill create
+// the processor's start on a published backlog to every payout final in the ledger, the floor the 100/s bill create
 // limit implies, and how many queries the sweep spent per bill with callbacks on.
 type BillDrainResult struct {
 	Payouts        int     `json:"payouts"`
@@ -28,7 +28,7 @@ type BillDrainResult struct {
 	CreateFloor    float64 `json:"create_floor_s"`   // bills / create QPS
 	Processing     float64 `json:"processing_s"`     // the sandbox's scaled accept + confirm + process time
 	Floor          float64 `json:"floor_s"`          // create + processing
-	FirstCreate    float64 `json:"first_create_s"`   // the sandbox's first bill, after the first publish
+	FirstCreate    float64 `json:"first_create_s"`   // the sandbox's first bill, after the processor's start
 	LastCreate     float64 `json:"last_create_s"`    // its last bill
 	LastSettled    float64 `json:"last_settled_s"`   // the last bill final at the sandbox
 	Wall           float64 `json:"wall_s"`
@@ -68,14 +68,14 @@ func (e *env) drainBills(ctx context.Context, dataDir string, n int, speed float
 	o := wechatpaytest.DefaultOptions()
 	o.Speed, o.Product, o.BillRateLimit = speed, wechatpaytest.ProductBills, billQPS
 	o.BillAcceptDelay, o.BillAutoConfirm, o.NotifyLoss = 0, billConfirm, billNotifyLoss
-	run, err := e.startDrain(ctx, dataDir, o, func(cfg *app.Config) error { return billsConfig(cfg, speed) }, profile)
+	run, err := e.startDrain(ctx, dataDir, billPayouts(n, 8), o, func(cfg *app.Config) error { return billsConfig(cfg, speed) }, profile)
 	if err != nil {
 		return r, err
 	}
 	defer run.Close()
 	// At the limit the creates alone take n/billQPS seconds; the rest is a generous margin.
 	limit := 10*time.Minute + 3*time.Duration(n/billQPS)*time.Second
-	start, wall, err := run.time(ctx, e, billPayouts(n, 8), limit)
+	wall, err := run.wait(ctx, n, limit)
 	if err != nil {
 		return r, err
 	}
@@ -91,7 +91,7 @@ func (e *env) drainBills(ctx context.Context, dataDir string, n int, speed float
 	}
 	r.Bills = len(bills)
 	for i, b := range bills {
-		c, s := b.Created.Sub(start).Seconds(), b.Settled.Sub(start).Seconds()
+		c, s := b.Created.Sub(run.start).Seconds(), b.Settled.Sub(run.start).Seconds()
 		if i == 0 || c < r.FirstCreate {
 			r.FirstCreate = c
 		}
