@@ -13,8 +13,9 @@ import (
 )
 
 // BillDrainResult is the drain measurement on the transfer-bills rail: the wall time from
-// the processor's start on a published backlog to every payout final in the ledger, the floor the 100/s bill create
-// limit implies, and how many queries the sweep spent per bill with callbacks on.
+// the processor's start on a published backlog to every payout final in the ledger, the
+// floor the 100/s bill create limit implies, and how many queries the sweep spent per bill
+// with callbacks on.
 type BillDrainResult struct {
 	Payouts        int     `json:"payouts"`
 	Speed          float64 `json:"speed"`            // sandbox and processor clock factor
