@@ -1,7 +1,6 @@
 package natstest
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"testing"
@@ -23,8 +22,8 @@ type Cluster struct {
 }
 
 // RunCluster starts n (≥ 3) servers named n0, n1, … on loopback ports of their own choosing,
-// storing under t.TempDir(), and returns once JetStream has a meta leader; t.Cleanup shuts
-// them down. The proxies are made first, aimed at deadRoute, and aimed at their servers once
+// storing under t.TempDir(), and returns once every server can hold a replica (ready);
+// t.Cleanup shuts them down. The proxies are made first, aimed at deadRoute, and aimed at their servers once
 // each listens: ports picked free beforehand were sometimes taken by another test before the
 // server bound them, and that server then ran without a route listener and the cluster never
 // formed. A route dialled before its proxy is aimed fails and is dialled again.
@@ -75,13 +74,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			}
 		}
 	}
-	js := ConnectURL(t, c.Servers[0].ClientURL())
-	testingutil.WaitFor(t, 30*time.Second, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil, fmt.Sprintf("the cluster has no JetStream meta leader: %v", err)
-	})
+	testingutil.WaitFor(t, 30*time.Second, c.ready)
 	for _, s := range c.Servers {
 		rz, err := s.Routez(&server.RoutezOptions{})
 		if err != nil {
@@ -94,6 +87,31 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		}
 	}
 	return c
+}
+
+// ready reports whether the cluster can place an n-replica asset: a meta leader that counts
+// every server as a peer with JetStream and current stats, and every server caught up with
+// it. A meta leader alone is not enough: two servers elect one, and until the leader has the
+// third's stats, creating a three-replica stream fails with "no suitable peers for placement".
+func (c *Cluster) ready() (bool, string) {
+	var leader *server.Server
+	for _, s := range c.Servers {
+		if s.JetStreamIsLeader() {
+			leader = s
+		}
+	}
+	if leader == nil {
+		return false, "the cluster has no JetStream meta leader"
+	}
+	if peers := leader.JetStreamClusterPeers(); len(peers) != len(c.Servers) {
+		return false, fmt.Sprintf("meta leader %s places on %v, want all %d servers", leader.Name(), peers, len(c.Servers))
+	}
+	for _, s := range c.Servers {
+		if !s.JetStreamIsCurrent() {
+			return false, fmt.Sprintf("%s is not caught up with the meta leader", s.Name())
+		}
+	}
+	return true, ""
 }
 
 // deadRoute is the cluster address every server of a Cluster advertises: port 1, where
