@@ -163,9 +163,13 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	}
 
 	// Pass 2: D1's reason comes; D2's query answers 429, which slows the throttle. The
-	// throttle's clock reads a tenth of a second into each wall-clock second, so the 429 is
-	// early in its window (a late one is jitter, which pauses without slowing: TestThrottle).
-	p.driver.detail.now = func() time.Time { return time.Now().Truncate(time.Second).Add(100 * time.Millisecond) }
+	// throttle's clock stands still a tenth of a second into a second, so the 429 is early
+	// in the window it was sent in (a late one is jitter, which pauses without slowing:
+	// TestThrottle). A clock that read a tenth into each wall-clock second failed under load:
+	// when a second ended between the send and its answer, the 429 came in a window after its
+	// own, which is no reason to slow.
+	frozen := time.Now().Truncate(time.Second).Add(100 * time.Millisecond)
+	p.driver.detail.now = func() time.Time { return frozen }
 	srv.ClearFaults()
 	srv.Fail(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.Latency(time.Millisecond), wechatpaytest.FrequencyLimited)
 	if err := p.driver.rails[b.Rail].step(ctx, b); err != nil {
@@ -177,6 +181,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	if got, max := p.driver.detail.Limit(), rate.Limit(cfg.RateLimit.Detail); got >= max {
 		t.Fatalf("query rate %v after a 429, want below %v", got, max)
 	}
+	p.driver.detail.now = time.Now
 
 	// Pass 3: only D2 is queried; everything is final with its reason.
 	before := detailQueries()
