@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -128,6 +129,15 @@ func processCPU() time.Duration {
 
 func newRate(n int, d time.Duration) Rate {
 	return Rate{N: n, Seconds: d.Seconds(), PerSec: float64(n) / d.Seconds()}
+}
+
+// cores is the CPU time r's measurement took per second of its wall time, to two decimals:
+// how many cores' worth the bench process got while it ran (0 where CPU was not measured).
+func (r Rate) cores() float64 {
+	if r.Seconds <= 0 {
+		return 0
+	}
+	return math.Round(r.CPU/r.Seconds*100) / 100
 }
 
 // IntakeRound is one round of the intake measurements, taken one after the other on a server
@@ -307,7 +317,8 @@ func runIntake(ctx context.Context, o Options, dir, sandboxBin string, r *Report
 			return err
 		}
 		log.Info("intake round", "round", round, "raw_per_s", int(ir.Raw.PerSec), "processor_per_s", int(ir.Empty.PerSec),
-			"floor_per_s", int(ir.RawClaim.PerSec), "ledger_per_s", int(ir.Ledger.PerSec))
+			"floor_per_s", int(ir.RawClaim.PerSec), "ledger_per_s", int(ir.Ledger.PerSec),
+			"processor_cores", ir.Empty.cores(), "floor_cores", ir.RawClaim.cores())
 		r.IntakeRounds = append(r.IntakeRounds, ir)
 		r.Raw, r.Empty, r.RawClaim, r.Ledger = best(r.Raw, ir.Raw), best(r.Empty, ir.Empty), best(r.RawClaim, ir.RawClaim), best(r.Ledger, ir.Ledger)
 	}
@@ -593,9 +604,11 @@ func (r *Report) writeStages(w io.Writer) {
 	}
 	if f.CPU > 0 && e.CPU > 0 {
 		// Both cores are busy while the processor takes in a backlog, so its rate follows its CPU
-		// per payout; unlike the rates, this hardly moves with other load on the machine.
-		fmt.Fprintf(w, "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor %.1f, processor %.1f (floor ÷ processor %.3f)\n",
-			per(f.CPU, f.N), per(e.CPU, e.N), f.CPU/float64(f.N)/(e.CPU/float64(e.N)))
+		// per payout; unlike the rates, this hardly moves with other load on the machine. What
+		// does move is the CPU each side got while it ran (cores in use): beside other load the
+		// rates' ratio is the CPU ratio times the ratio of those shares.
+		fmt.Fprintf(w, "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor %.1f, processor %.1f (floor ÷ processor %.3f); cores in use: floor %.2f, processor %.2f\n",
+			per(f.CPU, f.N), per(e.CPU, e.N), f.CPU/float64(f.N)/(e.CPU/float64(e.N)), f.cores(), e.cores())
 	}
 }
 

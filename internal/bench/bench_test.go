@@ -201,7 +201,7 @@ func TestReport_writeStages(t *testing.T) {
 	r.RawClaim.CPU, r.Empty.CPU = 0.04, 0.1
 	out.Reset()
 	r.writeStages(&out)
-	if want := "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor 20.0, processor 50.0 (floor ÷ processor 0.400)\n"; !strings.HasSuffix(out.String(), want) {
+	if want := "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor 20.0, processor 50.0 (floor ÷ processor 0.400); cores in use: floor 0.40, processor 0.33\n"; !strings.HasSuffix(out.String(), want) {
 		t.Fatalf("got  %q\nwant it to end with %q", out.String(), want)
 	}
 	r.Ledger = nil
