@@ -23,10 +23,11 @@ type Cluster struct {
 
 // RunCluster starts n (≥ 3) servers named n0, n1, … on loopback ports of their own choosing,
 // storing under t.TempDir(), and returns once every server can hold a replica (ready);
-// t.Cleanup shuts them down. The proxies are made first, aimed at deadRoute, and aimed at their servers once
-// each listens: ports picked free beforehand were sometimes taken by another test before the
-// server bound them, and that server then ran without a route listener and the cluster never
-// formed. A route dialled before its proxy is aimed fails and is dialled again.
+// t.Cleanup shuts them down. The proxies are made first, aimed at deadRoute, and aimed at
+// their servers once each listens: ports picked free beforehand were sometimes taken by
+// another test before the server bound them, and that server then ran without a route
+// listener and the cluster never formed. A route dialled before its proxy is aimed fails and
+// is dialled again.
 // The servers only ever meet through the proxies: each advertises a cluster address that
 // refuses connections (deadRoute). A server tells the others about each server it meets,
 // and a server that heard of one before its own proxied route to it was up dialled the
@@ -89,10 +90,11 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// ready reports whether the cluster can place an n-replica asset: a meta leader that counts
-// every server as a peer with JetStream and current stats, and every server caught up with
-// it. A meta leader alone is not enough: two servers elect one, and until the leader has the
-// third's stats, creating a three-replica stream fails with "no suitable peers for placement".
+// ready reports whether the cluster can place a replica on every server: a meta leader that
+// counts every server as a peer with JetStream and current stats, and every server caught up
+// with it. A meta leader alone is not enough: two servers elect one, and until the leader has
+// the third's stats, creating a three-replica stream fails with "no suitable peers for
+// placement".
 func (c *Cluster) ready() (bool, string) {
 	var leader *server.Server
 	for _, s := range c.Servers {

@@ -168,7 +168,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	// TestThrottle). A clock that read a tenth into each wall-clock second failed under load:
 	// when a second ended between the send and its answer, the 429 came in a window after its
 	// own, which is no reason to slow.
-	frozen := time.Now().Truncate(time.Second).Add(100 * time.Millisecond)
+	frozen, clock := time.Now().Truncate(time.Second).Add(100*time.Millisecond), p.driver.detail.now
 	p.driver.detail.now = func() time.Time { return frozen }
 	srv.ClearFaults()
 	srv.Fail(wechatpaytest.EndpointDetailByOutNo, wechatpaytest.Latency(time.Millisecond), wechatpaytest.FrequencyLimited)
@@ -181,7 +181,7 @@ func TestDriver_FailReasonDeferred(t *testing.T) {
 	if got, max := p.driver.detail.Limit(), rate.Limit(cfg.RateLimit.Detail); got >= max {
 		t.Fatalf("query rate %v after a 429, want below %v", got, max)
 	}
-	p.driver.detail.now = time.Now
+	p.driver.detail.now = clock
 
 	// Pass 3: only D2 is queried; everything is final with its reason.
 	before := detailQueries()
