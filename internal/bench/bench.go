@@ -604,9 +604,10 @@ func (r *Report) writeStages(w io.Writer) {
 	}
 	if f.CPU > 0 && e.CPU > 0 {
 		// Both cores are busy while the processor takes in a backlog, so its rate follows its CPU
-		// per payout; unlike the rates, this hardly moves with other load on the machine. What
-		// does move is the CPU each side got while it ran (cores in use): beside other load the
-		// rates' ratio is the CPU ratio times the ratio of those shares.
+		// per payout. Other load on the machine moves this ratio less than the rates' (both
+		// sides' CPU per payout rises under it, the processor's a little more). What moves most
+		// is the CPU each side got while it ran (cores in use): beside other load the rates'
+		// ratio is the CPU ratio times the ratio of those shares.
 		fmt.Fprintf(w, "intake CPU, ms per 1000 payouts (with the embedded JetStream server): ownership floor %.1f, processor %.1f (floor ÷ processor %.3f); cores in use: floor %.2f, processor %.2f\n",
 			per(f.CPU, f.N), per(e.CPU, e.N), f.CPU/float64(f.N)/(e.CPU/float64(e.N)), f.cores(), e.cores())
 	}
