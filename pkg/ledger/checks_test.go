@@ -70,15 +70,15 @@ func TestMigrate_ChecksInLine(t *testing.T) {
 			PayoutReceived, PayoutClaimed, PayoutDuplicate, PayoutSealed, PayoutInit, PayoutWaitPay, PayoutProcessing,
 			PayoutSuccess, PayoutFail, PayoutRejected, PayoutAccepted, PayoutWaitUserConfirm, PayoutTransfering,
 			PayoutCanceling, PayoutCancelled}},
-		{`UPDATE payouts SET rail = ? WHERE seq = ?`, []any{bill.Seq}, []string{"direct", "partner", "bills"}},
+		{`UPDATE payouts SET rail = ? WHERE seq = ?`, []any{bill.Seq}, []string{railDirect, railPartner, RailBills}},
 		{`UPDATE batches SET state = ? WHERE out_batch_no = ?`, []any{"B1"}, []string{
 			BatchSealed, BatchWaitPay, BatchAccepted, BatchProcessing, BatchFinished, BatchClosed, BatchRejected}},
-		{`UPDATE batches SET rail = ? WHERE out_batch_no = ?`, []any{"B1"}, []string{"direct", "partner", "bills"}},
-		{`UPDATE bills SET cancel_closed = ? WHERE seq = ?`, []any{bill.Seq}, []string{"", "done", "refused", "local"}},
+		{`UPDATE batches SET rail = ? WHERE out_batch_no = ?`, []any{"B1"}, []string{railDirect, railPartner, RailBills}},
+		{`UPDATE bills SET cancel_closed = ? WHERE seq = ?`, []any{bill.Seq}, []string{cancelOpen, cancelDone, cancelRefused, cancelLocal}},
 		{`INSERT INTO outcomes (state, seq, at) VALUES (?, ?, 1)`, []any{bill.Seq}, []string{
 			PayoutDuplicate, PayoutSuccess, PayoutFail, PayoutRejected, PayoutCancelled}},
 		{`INSERT INTO events (source, at, kind, prev_hash, hash) VALUES (?, 1, 'test', x'', x'')`, nil, []string{
-			"intake", "pipeline", "submit", "query", "callback", "operator"}},
+			srcIntake, srcPipeline, string(SourceSubmit), string(SourceQuery), string(SourceCallback), string(SourceOperator)}},
 	} {
 		for _, v := range c.takes {
 			if err := try(c.q, v, c.args...); err != nil {
