@@ -2,8 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +126,69 @@ func TestDriver_FailReasons(t *testing.T) {
 				t.Fatalf("%d detail queries, want %d (one per FAIL)", got, want)
 			}
 		})
+	}
+}
+
+// pageGate is an http.RoundTripper that holds every single-detail query until the
+// batch query of the detail page at offset ahead has been sent (or 5 s have passed), and
+// records which of the two let it go.
+type pageGate struct {
+	ahead    string        // the offset query parameter of the page to wait for
+	sent     chan struct{} // closed when that page's query is sent
+	once     sync.Once
+	mu       sync.Mutex
+	released []string // "page" or "timeout", one per detail query
+}
+
+func (g *pageGate) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch {
+	case strings.Contains(r.URL.Path, "/details/out-detail-no/"):
+		why := "page"
+		select {
+		case <-g.sent:
+		case <-time.After(5 * time.Second):
+			why = "timeout"
+		}
+		g.mu.Lock()
+		g.released = append(g.released, why)
+		g.mu.Unlock()
+	case r.URL.Query().Get("need_query_detail") == "true" && r.URL.Query().Get("offset") == g.ahead:
+		g.once.Do(func() { close(g.sent) })
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestDriver_PagesAhead: the next detail page is queried while this page's fail reasons are
+// fetched, not after. The client holds the fail-reason query of page one's FAIL until page
+// two's query has been sent: a driver that pages only after the reasons of the page before
+// would wait out the gate's 5 s instead. Every payout still ends with its state and reason.
+func TestDriver_PagesAhead(t *testing.T) {
+	srv := wechatpaytest.NewServer(t)
+	cfg := DefaultConfig()
+	cfg.Poll.PageLimit = 20
+	openIDs := make([]string, 45) // three pages: 20, 20, 5
+	want := map[string][2]string{}
+	for i := range openIDs {
+		openIDs[i] = fmt.Sprintf("o%d", i)
+		want[fmt.Sprintf("D%d", i)] = [2]string{ledger.PayoutSuccess, ""}
+	}
+	openIDs[3], want["D3"] = "fail-ACCOUNT_FROZEN-D3", [2]string{ledger.PayoutFail, "ACCOUNT_FROZEN"}
+	p, b := sealedBatchOf(t, srv, cfg, slog.New(slog.DiscardHandler), directRequest, openIDs)
+	gate := &pageGate{ahead: "20", sent: make(chan struct{})}
+	api, err := wechatpay.NewClient(srv.ClientConfig(), wechatpay.WithHTTPClient(&http.Client{Transport: gate}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.driver.api = api
+	if err := p.driver.rails[b.Rail].step(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	followUntil(t, p, b.OutBatchNo, settled)
+	mustPayouts(t, p.driver.db, want)
+	gate.mu.Lock()
+	defer gate.mu.Unlock()
+	if len(gate.released) != 1 || gate.released[0] != "page" {
+		t.Fatalf("fail-reason queries released by %v, want [page]: the next page was not queried while the reason was fetched", gate.released)
 	}
 }
 

@@ -186,6 +186,11 @@ func (d *batchRail) follow(ctx context.Context, b ledger.Batch) error {
 // page in one transaction. FAIL rows are applied only with their fail_reason, fetched by
 // single-detail queries within the query budget; those whose reason cannot be had now are
 // left for the next pass (see reasonPass), which keeps the batch unsettled.
+//
+// The next page is queried while this one's fail reasons are fetched and its rows committed:
+// the page queries and the detail queries have budgets of their own, and one worker doing
+// the three in turn left both budgets idle whenever answers or commits were slow (beside
+// `make test`, 5–30 page queries a second of 45 while intake ran).
 func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) error {
 	states, err := d.db.MemberStates(ctx, b.OutBatchNo)
 	if err != nil {
@@ -197,17 +202,31 @@ func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) 
 	}
 	p := newReasonPass(states)
 	defer d.reportReasons(ctx, b, p, finishedAt)
+	var next <-chan pageAnswer // the page queried ahead, until it is taken
+	defer func() {
+		if next != nil {
+			<-next // no query outlives the pass
+		}
+	}()
+	if total > 0 {
+		next = d.queryPage(ctx, b, 0)
+	}
 	for offset := 0; offset < total; {
-		q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{
-			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
-		})
-		if err != nil {
-			return err
+		a := <-next
+		next = nil
+		if a.err != nil {
+			return a.err
+		}
+		q := a.page
+		more := len(q.Details) == d.poll.PageLimit && offset+len(q.Details) < total
+		if more {
+			next = d.queryPage(ctx, b, offset+len(q.Details))
 		}
 		rows := make([]ledger.DetailRow, len(q.Details))
 		for i, r := range q.Details {
 			rows[i] = ledger.DetailRow{OutDetailNo: r.OutDetailNo, DetailID: r.DetailID, Status: r.DetailStatus}
 		}
+		var err error
 		if rows = d.withReasons(ctx, b, p, rows); len(rows) > 0 {
 			_, err = d.db.ApplyDetailPage(context.WithoutCancel(ctx), b.OutBatchNo, ledger.SourceQuery, offset, rows)
 		}
@@ -217,15 +236,34 @@ func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) 
 			// moves backwards or is not ours needs a human, not a retry.
 			d.log.Error("detail page rows refused", "out_batch_no", b.OutBatchNo, "offset", offset, "err", err)
 		case err != nil:
-			return err
+			return err // a page queried ahead is dropped: the next pass pages from offset 0 again
 		}
-		if len(q.Details) < d.poll.PageLimit {
+		if !more {
 			break
 		}
 		offset += len(q.Details)
 	}
 	p.complete = true
 	return nil
+}
+
+// pageAnswer is one detail page, or why it could not be had.
+type pageAnswer struct {
+	page *batchPage
+	err  error
+}
+
+// queryPage queries the detail page of b at offset on a goroutine of its own; the answer
+// arrives on the returned channel, whose buffer takes it without waiting for a reader.
+func (d *batchRail) queryPage(ctx context.Context, b ledger.Batch, offset int) <-chan pageAnswer {
+	ch := make(chan pageAnswer, 1)
+	go func() {
+		q, err := d.queryBatch(ctx, b, wechatpay.BatchQuery{
+			NeedQueryDetail: true, Offset: offset, Limit: d.poll.PageLimit, DetailStatus: wechatpay.DetailStatusAll,
+		})
+		ch <- pageAnswer{q, err}
+	}()
+	return ch
 }
 
 func (d *batchRail) queryBatch(ctx context.Context, b ledger.Batch, q wechatpay.BatchQuery) (*batchPage, error) {
