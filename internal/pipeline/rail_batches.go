@@ -218,7 +218,7 @@ func (d *batchRail) pageDetails(ctx context.Context, b ledger.Batch, total int) 
 			return a.err
 		}
 		q := a.page
-		more := len(q.Details) == d.poll.PageLimit && offset+len(q.Details) < total
+		more := len(q.Details) >= d.poll.PageLimit && offset+len(q.Details) < total
 		if more {
 			next = d.queryPage(ctx, b, offset+len(q.Details))
 		}
