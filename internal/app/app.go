@@ -214,7 +214,7 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 	var live *liveness // set before the pipeline runs
 	store := claims.New(claimsJS, jso.claims, db.InstanceID(), claims.WithLogger(log), claims.WithObserver(m.ClaimsObserver()))
 	p, err := pipeline.New(cfg.Pipeline, pipeline.Deps{
-		Consumer: jso.requests, Claims: store, DB: db, Instructions: instrs, API: api, Publisher: pub,
+		Consumer: jso.requests, Conn: nc, Claims: store, DB: db, Instructions: instrs, API: api, Publisher: pub,
 		RequestPrefix: strings.TrimSuffix(topo.Subjects, ".>"), DeadLetterSubject: topo.DeadLetterSubject,
 		MaxDeadLetterBody: min(payout.MaxMessageSize, int(pubConn.MaxPayload()/2)),
 		Merchant:          pipeline.Merchant{MchID: cfg.WeChatPay.MchID, SubMchIDs: cfg.WeChatPay.SubMchIDs},

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -24,7 +25,8 @@ import (
 // ledger, their messages unacked) until a batch of them fills, which is sealed with them in
 // one transaction (cap 4: six owned rows → one batch of four, two held); when a fetch comes
 // back short (no backlog), the held rows are committed CLAIMED and handed to the sealer, which
-// seals them as before.
+// seals them as before. A held payout's message stays unacked until its row commits, and is
+// acked then through its reply subject alone (ackRef).
 func TestCommit_WritesEachRowOnce(t *testing.T) {
 	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
@@ -46,8 +48,9 @@ func TestCommit_WritesEachRowOnce(t *testing.T) {
 	sealed := 0
 	toSealer := make(chan []ledger.Payout, 1)
 	in := &intake{m: metrics.New(""), prog: &progress{}, db: db, claims: claims.New(js, kv, db.InstanceID()), log: slog.New(slog.DiscardHandler),
-		rails: map[string]rail{payout.RailDirect: br}, hold: hold, claimed: toSealer, sealed: func() { sealed++ }}
-	g := claimedGroup{msgs: make([]jetstream.Msg, len(rows)), rows: rows}
+		rails: map[string]rail{payout.RailDirect: br}, hold: hold, claimed: toSealer, sealed: func() { sealed++ }, nc: js.Conn()}
+	cons, msgs := deliveries(t, js, len(rows))
+	g := claimedGroup{msgs: msgs, rows: rows}
 	for i := range rows {
 		g.fresh = append(g.fresh, i)
 		g.owners = append(g.owners, claims.Owner{Instance: db.InstanceID()})
@@ -79,10 +82,12 @@ func TestCommit_WritesEachRowOnce(t *testing.T) {
 	if len(hold.rows) != 2 {
 		t.Fatalf("held %d payouts, want W4 and W5", len(hold.rows))
 	}
+	waitAckPending(t, cons, 2) // W4's and W5's
 
 	if err := in.commit(ctx, nil, claimedGroup{short: true}); err != nil {
 		t.Fatal(err)
 	}
+	waitAckPending(t, cons, 0)
 	rest := <-toSealer
 	var restKeys []string
 	for _, p := range rest {
@@ -123,6 +128,82 @@ func TestCommit_WritesEachRowOnce(t *testing.T) {
 		var b strings.Builder
 		_ = rep.WriteText(&b)
 		t.Fatalf("audit:\n%s", b.String())
+	}
+}
+
+// deliveries publishes n messages to a stream of their own on js and fetches them through an
+// explicit-ack consumer, which it returns with them: deliveries in hand, unacked.
+func deliveries(t *testing.T, js jetstream.JetStream, n int) (jetstream.Consumer, []jetstream.Msg) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REQ", Subjects: []string{"req"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := js.Publish(ctx, "req", fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "REQ", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.FetchNoWait(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != n {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), n)
+	}
+	return cons, msgs
+}
+
+// waitAckPending waits until cons has want deliveries unacked.
+func waitAckPending(t *testing.T, cons jetstream.Consumer, want int) {
+	t.Helper()
+	testingutil.WaitFor(t, 5*time.Second, func() (bool, string) {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.NumAckPending == want, fmt.Sprintf("%d unacked, want %d", info.NumAckPending, want)
+	})
+}
+
+// TestGiveBack_NaksHeld: when a commit of held rows fails, each delivery of their messages is
+// naked through its reply subject and JetStream delivers it again after handBackDelay.
+func TestGiveBack_NaksHeld(t *testing.T) {
+	_, js, _ := claimsSetup(t)
+	cons, msgs := deliveries(t, js, 2)
+	in := &intake{nc: js.Conn(), log: slog.New(slog.DiscardHandler)}
+	rows := testRows("G", 2)
+	held := []*heldRow{{row: rows[0], acks: []ackRef{refOf(msgs[0])}}, {row: rows[1], acks: []ackRef{refOf(msgs[1])}}}
+	want := errors.New("disk full")
+	if err := in.giveBack(want, [][]*heldRow{held[:1]}, held[1:]); err != want {
+		t.Fatalf("giveBack = %v, want its error back", err)
+	}
+	start := time.Now()
+	b, err := cons.Fetch(2, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again []string
+	for m := range b.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again = append(again, fmt.Sprintf("%s×%d", m.Data(), md.NumDelivered))
+	}
+	if slices.Sort(again); !slices.Equal(again, []string{"0×2", "1×2"}) {
+		t.Fatalf("delivered again: %v, want both messages a second time", again)
+	}
+	if waited := time.Since(start); waited < handBackDelay/2 {
+		t.Fatalf("delivered again after %v: the nak's delay (%v) was not sent", waited, handBackDelay)
 	}
 }
 

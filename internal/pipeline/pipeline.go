@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/claims"
@@ -116,8 +117,11 @@ func BillScenes(cfg map[string]SceneConfig) map[string]payout.BillScene {
 // Deps are the things the pipeline runs on; the caller owns and closes them.
 type Deps struct {
 	Consumer jetstream.Consumer // the shared durable pull consumer
-	Claims   *claims.Store
-	DB       *ledger.DB
+	// Conn is Consumer's connection (required with it): intake acks the messages of the
+	// payouts it holds through it, by their reply subjects (see ackRef).
+	Conn   *nats.Conn
+	Claims *claims.Store
+	DB     *ledger.DB
 	// Instructions is DB's abnormal-fund instruction table (ledger.OpenInstructions): the
 	// callback listener applies instruction results to it. Nil: such callbacks are answered
 	// 5xx (WeChat retries; the instruction's follow queries it anyway).
@@ -200,6 +204,9 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if d.Consumer != nil && d.Conn == nil {
+		return nil, errors.New("pipeline: Deps.Conn is required with Deps.Consumer")
+	}
 	if d.Merchant.MchID == "" {
 		return nil, errors.New("the merchant to pay for is required")
 	}
@@ -246,7 +253,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	fin := &finishes{db: d.DB, m: d.Metrics, prog: prog, log: d.Log, seen: map[string]bool{}}
 	p := &Pipeline{progress: prog, wake: poke(wakeDriver),
 		intake: &intake{
-			cfg: cfg.Intake, cons: d.Consumer, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
+			cfg: cfg.Intake, cons: d.Consumer, nc: d.Conn, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
 			m:    d.Metrics, stage: newStageClocks(d.Metrics), prog: prog, leased: d.Leased, sealed: poke(wakeDriver), hold: hold,
