@@ -463,10 +463,11 @@ type heldRow struct {
 }
 
 // ackRef is what a held payout keeps of one delivery of its message: the reply subject that
-// JetStream reads acknowledgements on. A held jetstream.Msg kept the whole request alive (its
-// data and parsed headers, about 1 KB) until the payout's batch filled: with thousands held,
-// the processor's peak RSS at a backlog of 1M was about 25 MB higher (README, "Where the peak
-// goes"). "" is no delivery (a test's nil message).
+// JetStream reads acknowledgements on; commit acks every message it committed through one. A
+// held jetstream.Msg kept the whole request alive (its data and parsed headers, about 1 KB)
+// until the payout's batch filled: with thousands held, the processor's peak RSS at a backlog
+// of 1M was about 25 MB higher (README, "Where the peak goes"). "" is no delivery (a nil
+// message: dead-lettered already, or a test's).
 type ackRef string
 
 func refOf(m jetstream.Msg) ackRef {
@@ -538,7 +539,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 	me, now := in.claims.Instance(), time.Now()
 	var dups []ledger.Payout
 	var dupOwners []ledger.RowOwner
-	var acks []jetstream.Msg
+	var acks []ackRef
 	var conflicts []conflict
 	var full []batching.Batch
 	for j, i := range g.fresh {
@@ -553,7 +554,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 				conflicts = append(conflicts, conflict{m, "out_detail_no was already received, by processor " + o.Instance + ", with different content"})
 			} else {
 				in.log.Info("duplicate payout owned by another processor", "out_detail_no", r.OutDetailNo, "owner", o.Instance)
-				acks = append(acks, m)
+				acks = append(acks, refOf(m))
 			}
 		case !in.hold.attach(&r, m, &conflicts):
 			full = append(full, in.hold.add(&r, m, now)...)
@@ -577,10 +578,9 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 	if err != nil {
 		return err
 	}
-	var held []ackRef
 	for _, rs := range append(batched, rest) {
 		for _, hr := range rs {
-			held = append(held, hr.acks...)
+			acks = append(acks, hr.acks...)
 		}
 	}
 	if len(known) > 0 {
@@ -589,7 +589,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 			return err
 		}
 		for _, i := range known {
-			acks = append(acks, g.msgs[i]) // nil when dead-lettered
+			acks = append(acks, refOf(g.msgs[i])) // "" when dead-lettered
 		}
 	}
 	for _, c := range conflicts {
@@ -601,8 +601,7 @@ func (in *intake) commit(ctx context.Context, stop <-chan struct{}, g claimedGro
 		case <-stop: // CLAIMED in the ledger: the sealer resumes them at the next start
 		}
 	}
-	in.ack(acks)
-	in.reply(held, ackBody, "ack")
+	in.reply(acks, ackBody, "ack")
 	return nil
 }
 
@@ -710,18 +709,6 @@ func (in *intake) giveBack(err error, batched [][]*heldRow, rest []*heldRow) err
 		}
 	}
 	return err
-}
-
-// ack acks msgs, skipping nil ones (a lost ack means a redelivery, which the ledger absorbs).
-func (in *intake) ack(msgs []jetstream.Msg) {
-	for _, m := range msgs {
-		if m == nil {
-			continue
-		}
-		if err := m.Ack(); err != nil {
-			in.log.Warn("ack failed", "err", err)
-		}
-	}
 }
 
 // commitKnown records the group's rows whose key the ledger holds (a redelivery, a
