@@ -27,10 +27,13 @@ type Command func(ctx context.Context, args []string, e Env) int
 type Run func(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int
 
 // Main runs run with the process's arguments and environment under a context that SIGINT
-// and SIGTERM cancel, and exits with its code.
+// and SIGTERM cancel, and exits with its code. DumpSignal writes every goroutine's stack to
+// standard error meanwhile.
 func Main(run Run) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopDumps := DumpStacksOn(os.Stderr, DumpSignal)
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stopDumps()
 	stop()
 	os.Exit(code)
 }

@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/internal/broker"
+	"github.com/paystream/paystream/internal/cli"
 	"github.com/paystream/paystream/internal/faultproxy"
 	"github.com/paystream/paystream/internal/replica"
 	"github.com/paystream/paystream/pkg/ledger"
@@ -687,15 +688,75 @@ func (s *soak) settle(ctx context.Context) {
 		}
 		if time.Since(lastChange) > stallAfter {
 			s.logf("progress stalled at %d/%d final, %d in flight, %d events unpublished", final, len(s.work.valid), pending, unpublished)
+			s.dumpStacks()
 			return
 		}
 		select {
 		case <-ctx.Done():
 			s.logf("timed out at %d/%d final, %d in flight, %d events unpublished", final, len(s.work.valid), pending, unpublished)
+			s.dumpStacks()
 			return
 		case <-tick.C:
 		}
 	}
+}
+
+// dumpStacks has every running processor write a goroutine dump to its log (cli.DumpSignal)
+// and waits up to dumpWait for each: where the stages of a stalled run wait. StackDump reads
+// one back.
+func (s *soak) dumpStacks() {
+	for _, p := range s.procs {
+		if p.p == nil || p.p.exited() {
+			continue
+		}
+		before := dumpsIn(p.logPath)
+		if err := p.p.cmd.Process.Signal(cli.DumpSignal); err != nil {
+			s.logf("%s: goroutine dump: %v", p.name, err)
+			continue
+		}
+		deadline := time.Now().Add(dumpWait)
+		for dumpsIn(p.logPath) == before && time.Now().Before(deadline) && !p.p.exited() {
+			time.Sleep(50 * time.Millisecond) // polling the log for the dump's last line
+		}
+		if dumpsIn(p.logPath) == before {
+			s.logf("%s: no goroutine dump in its log within %s", p.name, dumpWait)
+			continue
+		}
+		s.logf("%s: goroutine dump written to %s", p.name, p.logPath)
+	}
+}
+
+// dumpWait bounds how long dumpStacks waits for one processor's dump.
+const dumpWait = 10 * time.Second
+
+// dumpsIn counts the goroutine dumps completed in the log at path.
+func dumpsIn(path string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), cli.DumpEnd)
+}
+
+// StackDump returns, from a processor's log, the goroutines of its last goroutine dump
+// (cli.DumpSignal) that run paystream code, or "" if the log holds no dump. The runtime's
+// and libraries' own goroutines are left out: a stall is read from where our stages wait.
+func StackDump(log []byte) string {
+	text := string(log)
+	end := strings.LastIndex(text, cli.DumpEnd)
+	if end < 0 {
+		return ""
+	}
+	begin := strings.LastIndex(text[:end], cli.DumpBegin)
+	if begin < 0 {
+		return ""
+	}
+	dump := text[begin:end]
+	header, body, _ := strings.Cut(dump, "\n")
+	kept := []string{header}
+	for _, g := range strings.Split(body, "\n\n") {
+		if strings.Contains(g, "github.com/paystream/paystream/") {
+			kept = append(kept, strings.TrimSpace(g))
+		}
+	}
+	return strings.Join(kept, "\n\n")
 }
 
 // shutdown stops every child process: processors (if verify did not), sandbox, NATS.

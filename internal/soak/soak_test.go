@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paystream/paystream/internal/cli"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -65,6 +67,9 @@ func runShort(t *testing.T, cfg Config, minChecks int) *Report {
 			b, _ := os.ReadFile(path)
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			if d := StackDump(b); d != "" {
+				t.Logf("paystream goroutines of %s when the run stalled:\n%s", path, d)
+			}
 		}
 	}
 	return rep
@@ -322,5 +327,38 @@ func TestChecks_Bills(t *testing.T) {
 				t.Fatalf("no check named %q", tt.wantFail)
 			}
 		})
+	}
+}
+
+// TestStackDump: the last dump of a log is read back with only the goroutines that run
+// paystream code; a log without a whole dump gives "".
+func TestStackDump(t *testing.T) {
+	var log bytes.Buffer
+	log.WriteString("time=… level=INFO msg=one\n")
+	cli.DumpStacks(&log)
+	log.WriteString("time=… level=INFO msg=two\n")
+	cli.DumpStacks(&log)
+	log.WriteString("time=… level=INFO msg=three\n")
+	got := StackDump(log.Bytes())
+	if !strings.HasPrefix(got, cli.DumpBegin+" at ") || !strings.Contains(got, "soak.TestStackDump") {
+		t.Fatalf("dump lacks its header or this test's goroutine:\n%s", got)
+	}
+	for _, g := range strings.Split(got, "\n\n")[1:] {
+		if !strings.HasPrefix(g, "goroutine ") || !strings.Contains(g, "github.com/paystream/paystream/") {
+			t.Fatalf("kept a goroutine without paystream code, or a piece of one:\n%s", g)
+		}
+	}
+	if strings.Contains(got, "msg=") || strings.Contains(got, cli.DumpEnd) {
+		t.Fatalf("log lines or the end line kept:\n%s", got)
+	}
+	if n := strings.Count(got, cli.DumpBegin); n != 1 {
+		t.Fatalf("%d dumps returned, want the last one", n)
+	}
+	cut := log.Bytes()[:bytes.LastIndex(log.Bytes(), []byte(cli.DumpBegin))+5]
+	if got := StackDump(cut); !strings.HasPrefix(got, cli.DumpBegin) {
+		t.Fatalf("a log whose last dump is cut short should give the one before, got %.100q", got)
+	}
+	if got := StackDump([]byte("time=… level=INFO msg=no dump\n")); got != "" {
+		t.Fatalf("no dump: got %q", got)
 	}
 }
