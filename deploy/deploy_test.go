@@ -51,6 +51,7 @@ var metricNames = map[string]metricType{
 	"paystream_ledger_up":                     gauge,
 	"paystream_ready":                         gauge,
 	"paystream_instances_silent":              gauge,
+	"paystream_stage_busy_seconds":            gauge, // {stage}
 	"paystream_build_info":                    gauge, // {version}
 }
 

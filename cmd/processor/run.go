@@ -40,7 +40,8 @@ func cmdRun(ctx context.Context, args []string, e cli.Env) int {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 2
 	}
-	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.Stderr), Version: cli.VersionString()}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Log: cfg.Logger(e.Stderr), Version: cli.VersionString(),
+		DumpStacks: func() { cli.DumpStacks(e.Stderr) }}); err != nil {
 		fmt.Fprintln(e.Stderr, "processor:", err)
 		return 1
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	Version    string       // shown on the status page and in paystream_build_info
 	// Ready, if set, is called once the processor consumes, with the addresses it serves on.
 	Ready func(Addrs)
+	// DumpStacks, if set, writes every goroutine's stack where Log writes (cmd/processor:
+	// cli.DumpStacks on standard error); the pipeline calls it when a stage is stuck.
+	DumpStacks func()
 }
 
 // Addrs are where a running processor can be reached.
@@ -221,7 +224,8 @@ func Run(ctx context.Context, cfg Config, o Options) (err error) {
 		ResultsPrefix:     resultsPrefix(topo.ResultsSubjects), HashKey: contentHashKey(cfg.WeChatPay.APIv3Key), Log: log,
 		Cancels: jso.cancels, CancelPrefix: strings.TrimSuffix(topo.CancelSubjects, ".>"), Metrics: m,
 		Journal: jso.journal, Leased: func() bool { return live != nil && live.leased(topo.SilentAfter) },
-		MayClaim: func() bool { return live != nil && live.mayClaim(topo.SilentAfter) },
+		MayClaim:   func() bool { return live != nil && live.mayClaim(topo.SilentAfter) },
+		DumpStacks: o.DumpStacks,
 	})
 	if err != nil {
 		return err

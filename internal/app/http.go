@@ -63,6 +63,11 @@ func (h *health) notReady(ctx context.Context) []string {
 	if !h.running.Load() {
 		why = append(why, "pipeline: not running")
 	}
+	if p := h.pipe.Load(); p != nil {
+		for _, s := range p.Runtime().Stuck {
+			why = append(why, fmt.Sprintf("pipeline: stage %s stuck on one piece of work for %s (its goroutine dump is in the log)", s.Stage, s.For.Round(time.Second)))
+		}
+	}
 	if p := h.lite.Load(); p != nil {
 		select {
 		case <-p.Done():

@@ -49,6 +49,9 @@ var (
 	// IntakeStages are the stage label values of paystream_intake_stage_seconds_total, in
 	// the order a group goes through them.
 	IntakeStages = []string{"fetch", "validate", "claim", "commit"}
+	// WatchedStages are the stage label values of paystream_stage_busy_seconds: the pipeline
+	// stages whose every piece of work ends in seconds (internal/pipeline's watch).
+	WatchedStages = []string{"validate", "claim", "commit", "seal"}
 )
 
 // Histogram buckets, in seconds.
@@ -94,6 +97,10 @@ type Metrics struct {
 	// overlap, each on a goroutine of its own, so each rate is the share of the time that
 	// stage was busy: the one near 1 under a backlog is what bounds intake.
 	IntakeStageSeconds *prometheus.CounterVec
+	// StageBusy is how long each watched stage (WatchedStages) has been on its current piece
+	// of work, 0 when it waits for work, as the pipeline last looked (every few seconds): a
+	// stage on one piece for a minute or more is stuck, holding payouts.
+	StageBusy *prometheus.GaugeVec
 	// WeChatRequests counts HTTP exchanges with WeChat Pay by endpoint and class; fed by
 	// WeChatObserver.
 	WeChatRequests *prometheus.CounterVec
@@ -147,6 +154,10 @@ func New(version string) *Metrics {
 			Name: "paystream_intake_stage_seconds_total",
 			Help: "Wall time intake's stages spent on groups, by stage; the stages overlap, so each rate is that stage's busy share."},
 			[]string{"stage"}),
+		StageBusy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "paystream_stage_busy_seconds",
+			Help: "How long each watched pipeline stage has been on its current piece of work (0: waiting for work); a minute or more is stuck."},
+			[]string{"stage"}),
 		WeChatRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "paystream_wechatpay_requests_total", Help: "HTTP exchanges with WeChat Pay, by endpoint and outcome class."},
 			[]string{"endpoint", "class"}),
@@ -180,7 +191,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build,
-		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeHandedBack, m.IntakeDeadLettered, m.IntakeStageSeconds, m.WeChatRequests, m.WeChatDuration,
+		m.IntakeReceived, m.IntakeCommitted, m.IntakeDuplicates, m.IntakeHandedBack, m.IntakeDeadLettered, m.IntakeStageSeconds, m.StageBusy, m.WeChatRequests, m.WeChatDuration,
 		m.WeChatThrottled, m.RateLimiterWait, m.OutcomePublishLag, m.OutcomesPublished, m.LedgerCommit, m.ClaimsDuration,
 		m.ClaimsErrors, m.BatchesFinished, m.InstancesSilent)
 	for _, c := range DeadLetterClasses {
@@ -188,6 +199,9 @@ func New(version string) *Metrics {
 	}
 	for _, st := range IntakeStages {
 		m.IntakeStageSeconds.WithLabelValues(st)
+	}
+	for _, st := range WatchedStages {
+		m.StageBusy.WithLabelValues(st)
 	}
 	for _, e := range Endpoints {
 		m.WeChatThrottled.WithLabelValues(e)

@@ -89,6 +89,7 @@ type intake struct {
 	rails  map[string]rail // build the bodies of the batches sealed at commit
 	sealed func()          // wakes the driver
 	hold   *holding
+	watch  *watch // nil: unwatched (tests)
 
 	// Used only by row, which runs on the fetch stage (or in adoption, with no intake running):
 	mac       hash.Hash               // HMAC-SHA256 under hashKey
@@ -171,7 +172,9 @@ func (in *intake) run(ctx context.Context) error {
 		defer close(finished)
 		for g := range claimed {
 			start := time.Now()
+			in.watch.begin(watchCommit)
 			err := in.commit(work, ctx.Done(), g)
+			in.watch.end(watchCommit)
 			in.stage.commit.since(start)
 			if err != nil {
 				// Nothing of this group was acked: JetStream redelivers it, and its keys'
@@ -180,6 +183,8 @@ func (in *intake) run(ctx context.Context) error {
 			}
 		}
 		// Stopping: what is held is committed CLAIMED (the sealer resumes it at the next start).
+		in.watch.begin(watchCommit)
+		defer in.watch.end(watchCommit)
 		if err := in.commit(work, ctx.Done(), claimedGroup{short: true}); err != nil {
 			in.log.Error("intake could not commit the payouts it held; they will be redelivered", "err", err)
 		}
@@ -212,7 +217,9 @@ func (in *intake) run(ctx context.Context) error {
 			continue
 		}
 		start := time.Now()
+		in.watch.begin(watchClaim)
 		c, err := in.claim(work, g.g)
+		in.watch.end(watchClaim)
 		in.stage.claim.since(start)
 		switch {
 		case errors.Is(err, errLeaseStale):
@@ -269,7 +276,9 @@ func (in *intake) fetch(ctx context.Context, groups chan<- fetched) {
 		} else {
 			start = time.Now()
 		}
+		in.watch.begin(watchValidate)
 		g := in.validate(ctx, msgs)
+		in.watch.end(watchValidate)
 		in.stage.validate.since(start)
 		g.short = endsBacklog(msgs, in.cfg.FetchBatch)
 		if !send(fetched{g: g, n: len(msgs)}) { // an empty one too: held payouts wait for no backlog
@@ -790,11 +799,14 @@ func (in *intake) claimReceived(ctx context.Context, rows []ledger.Payout) ([]le
 // sweep claims every RECEIVED payout that nothing is working on: not in the pending set, so
 // neither intake nor the sealer holds it (a claim whose outcome stayed unknown until its
 // context ended, a group cut short by a shutdown or a crash). Owned payouts go to the
-// sealer, the others become DUPLICATE. It pages through the ledger by seq.
+// sealer, the others become DUPLICATE. It pages through the ledger by seq; each page is a
+// piece of the claim stage's work (see watch).
 func (in *intake) sweep(ctx context.Context) error {
+	defer in.watch.end(watchClaim)
 	var after int64
 	swept := 0
 	for {
+		in.watch.begin(watchClaim) // a page
 		// The scan and the check of the set happen under the set's lock (see pendingSet).
 		in.pending.mu.Lock()
 		ps, err := in.db.PayoutsAfter(ctx, ledger.PayoutReceived, after, in.cfg.FetchBatch)

@@ -150,6 +150,10 @@ type Deps struct {
 	MayClaim func() bool
 	Now      func() time.Time
 	Log      *slog.Logger
+	// DumpStacks, if set, writes every goroutine's stack where the log goes (cli.DumpStacks
+	// on the process's standard error): the pipeline calls it when a stage is stuck, so the
+	// log shows where it waits.
+	DumpStacks func()
 	// Metrics receives the pipeline's counters and histograms; nil: a private
 	// metrics.New("") that nobody scrapes. The WeChat Pay client, the claims store and the
 	// ledger are observed through their own options (see metrics.Metrics).
@@ -165,6 +169,7 @@ type Pipeline struct {
 	cancels  *cancels // nil without Deps.Cancels
 	cb       http.Handler
 	progress *progress
+	watch    *watch
 	breakers []breaker // every circuit breaker, for Runtime
 	wake     func()    // wakes the driver
 }
@@ -177,12 +182,14 @@ type BreakerState = metrics.BreakerState
 type Runtime struct {
 	Breakers []BreakerState // every WeChat Pay breaker, by name
 	InFlight int            // batches handed to a driver worker now
+	Stuck    []StuckStage   // stages on one piece of work for a minute or more
 }
 
-// Runtime reads the breakers and the batches in flight. It is safe for concurrent use, at
-// any time (before Run too) and cheap: a scrape may call it.
+// Runtime reads the breakers, the batches in flight and the stuck stages. It is safe for
+// concurrent use, at any time (before Run too) and cheap: a scrape may call it.
 func (p *Pipeline) Runtime() Runtime {
-	r := Runtime{Breakers: make([]BreakerState, len(p.breakers)), InFlight: int(p.driver.inFlight.Load())}
+	r := Runtime{Breakers: make([]BreakerState, len(p.breakers)), InFlight: int(p.driver.inFlight.Load()),
+		Stuck: p.watch.stuck(p.watch.now())}
 	for i, b := range p.breakers {
 		r.Breakers[i] = BreakerState{Name: b.Name(), State: b.State().String()}
 	}
@@ -251,15 +258,17 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	pending := newPendingSet()
 	prog := &progress{cons: d.Consumer, log: d.Log, every: progressEvery, idleEvery: idleEvery}
 	fin := &finishes{db: d.DB, m: d.Metrics, prog: prog, log: d.Log, seen: map[string]bool{}}
-	p := &Pipeline{progress: prog, wake: poke(wakeDriver),
+	// The watch keeps wall time (d.Now may be a test's clock): a stage is stuck in real time.
+	w := &watch{after: stuckAfter, every: stuckAfter / 12, now: time.Now, log: d.Log, dump: d.DumpStacks, busy: d.Metrics.StageBusy}
+	p := &Pipeline{progress: prog, watch: w, wake: poke(wakeDriver),
 		intake: &intake{
 			cfg: cfg.Intake, cons: d.Consumer, nc: d.Conn, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,
 			prefix: d.RequestPrefix, serial: d.API.Serial(), hashKey: d.HashKey, claimed: claimed, pending: pending, log: d.Log,
 			dead: &deadLetters{pub: d.Publisher, subject: d.DeadLetterSubject, maxBody: d.MaxDeadLetterBody, log: d.Log},
-			m:    d.Metrics, stage: newStageClocks(d.Metrics), prog: prog, leased: d.Leased, sealed: poke(wakeDriver), hold: hold,
+			m:    d.Metrics, stage: newStageClocks(d.Metrics), prog: prog, leased: d.Leased, sealed: poke(wakeDriver), hold: hold, watch: w,
 		},
 		sealer: &sealer{
-			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log,
+			b: b, db: d.DB, in: claimed, sealed: poke(wakeDriver), pending: pending, now: d.Now, log: d.Log, watch: w,
 			open: map[int64]ledger.Payout{},
 		},
 		driver: &driver{
@@ -315,7 +324,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	stages := []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run, p.progress.run}
+	stages := []func(context.Context) error{p.intake.run, p.sealer.run, p.driver.run, p.outcomes.run, p.progress.run, p.watch.run}
 	if p.cancels != nil {
 		stages = append(stages, p.cancels.run)
 	}

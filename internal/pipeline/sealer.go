@@ -22,6 +22,7 @@ type sealer struct {
 	pending *pendingSet
 	now     func() time.Time
 	log     *slog.Logger
+	watch   *watch // nil: unwatched (tests)
 
 	open map[int64]ledger.Payout // claimed payouts waiting in the batcher, by ledger seq
 }
@@ -59,11 +60,17 @@ func (s *sealer) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil // open groups stay CLAIMED (or RECEIVED, from the sweep) in the ledger; the next start resumes (sweeps) them
 		case ps := <-s.in:
-			if err := s.add(context.WithoutCancel(ctx), ps); err != nil {
+			s.watch.begin(watchSeal)
+			err := s.add(context.WithoutCancel(ctx), ps)
+			s.watch.end(watchSeal)
+			if err != nil {
 				return err
 			}
 		case <-timer.C:
-			if err := s.seal(context.WithoutCancel(ctx), s.b.Due(s.now())); err != nil {
+			s.watch.begin(watchSeal)
+			err := s.seal(context.WithoutCancel(ctx), s.b.Due(s.now()))
+			s.watch.end(watchSeal)
+			if err != nil {
 				return err
 			}
 		}

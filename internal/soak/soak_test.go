@@ -362,3 +362,40 @@ func TestStackDump(t *testing.T) {
 		t.Fatalf("no dump: got %q", got)
 	}
 }
+
+// TestCheckStuckStages: a processor's (or a lost processor's) report of a stuck stage fails
+// the check, naming the log; logs without one pass it.
+func TestCheckStuckStages(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name, "processor.log")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	healthy := "time=… level=INFO msg=progress\n"
+	stuck := `time=… level=ERROR msg="` + stuckStageLine + `: on one piece of work far longer than it ever takes" stage=commit for=1m0s` + "\n"
+	for _, tc := range []struct {
+		name     string
+		p1, lost string
+		wantOK   bool
+		wantIn   string
+	}{
+		{"none", healthy, healthy, true, "reports []"},
+		{"a running processor", healthy + stuck, healthy, false, "p1/processor.log: 1"},
+		{"a lost processor", healthy, stuck + stuck, false, "lost/processor.log: 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &soak{rep: &Report{}, procs: []*processor{{name: "p1", logPath: write("p1", tc.p1)}}, lostLogs: []string{write("lost", tc.lost)}}
+			s.checkStuckStages()
+			c := s.rep.Checks[0]
+			if c.OK != tc.wantOK || !strings.Contains(c.Detail, tc.wantIn) {
+				t.Fatalf("check %+v, want ok %v with %q", c, tc.wantOK, tc.wantIn)
+			}
+		})
+	}
+}

@@ -134,6 +134,7 @@ func (s *soak) verify(ctx context.Context) {
 	s.checkResults(ctx, ev)
 	s.checkDeadLetters(ctx)
 	s.checkFiles(files)
+	s.checkStuckStages()
 	s.checkAudit(ctx, files)
 
 	// A NATS node restart can delay a publish past the window (or lose an original whose ack
@@ -440,6 +441,27 @@ func (s *soak) checkFiles(ledgers []string) {
 	s.rep.check("no plaintext name in any ledger file or processor log", len(found) == 0, "%d ledgers and %d logs; names found in %v",
 		len(ledgers), len(s.procs)+len(s.lostLogs), found)
 }
+
+// checkStuckStages checks that no processor reported a pipeline stage stuck (its own watch:
+// one piece of work for a minute), in its log or in the logs of lost processors.
+func (s *soak) checkStuckStages() {
+	var stuck []string
+	paths := slices.Clone(s.lostLogs)
+	for _, p := range s.procs {
+		paths = append(paths, p.logPath)
+	}
+	for _, path := range paths {
+		b, _ := os.ReadFile(path)
+		if n := bytes.Count(b, []byte(stuckStageLine)); n > 0 {
+			stuck = append(stuck, fmt.Sprintf("%s: %d", filepath.Base(filepath.Dir(path))+"/"+filepath.Base(path), n))
+		}
+	}
+	s.rep.check("no processor reported a pipeline stage stuck", len(stuck) == 0, "%d logs; reports %v", len(paths), stuck)
+}
+
+// stuckStageLine is the start of the message a processor logs when a stage is stuck
+// (internal/pipeline's watch).
+const stuckStageLine = "pipeline stage stuck"
 
 // readStream returns every message stored in stream (on subject only, when it is not
 // empty), trying again for a while when the cluster cannot answer (a node restarted during
