@@ -169,13 +169,16 @@ type Report struct {
 	// which the restarted processor completes from NATS.
 	LostEvents int64
 	// The recovery drill (Config.Adopt): the lost instance, what `processor adopt --plan` and
-	// then `processor adopt` said (after AdoptAttempts runs), how long after the SIGKILL its
-	// heartbeat was silent and the adoption done, and why it could not be played out.
+	// then `processor adopt` said (after AdoptAttempts invocations, the last of which ran
+	// AdoptRuns times: it runs again by itself after a NATS failure), how long after the
+	// SIGKILL its heartbeat was silent and the adoption done, and why it could not be played
+	// out.
 	Adoptions        int
 	AdoptInstance    string
 	AdoptPlan        Adoption
 	Adopted          Adoption
 	AdoptAttempts    int
+	AdoptRuns        int
 	AdoptSilentAfter time.Duration
 	AdoptTook        time.Duration
 	AdoptErr         string

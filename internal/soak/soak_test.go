@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/cli"
+	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/pkg/batching"
 	"github.com/paystream/paystream/pkg/ledger"
 	"github.com/paystream/paystream/pkg/payout"
@@ -395,6 +399,35 @@ func TestCheckStuckStages(t *testing.T) {
 			c := s.rep.Checks[0]
 			if c.OK != tc.wantOK || !strings.Contains(c.Detail, tc.wantIn) {
 				t.Fatalf("check %+v, want ok %v with %q", c, tc.wantOK, tc.wantIn)
+			}
+		})
+	}
+}
+
+// TestCheckAdoption_RunsAgain: an adoption that ran once must have done what its plan said;
+// one the command ran again by itself after a NATS failure (its first run moved some claims)
+// is judged on what is left behind, not against the plan.
+func TestCheckAdoption_RunsAgain(t *testing.T) {
+	ctx := context.Background()
+	js := natstest.Connect(t, natstest.Run(t))
+	topo := broker.DefaultTopology()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topo.ClaimsBucket}); err != nil {
+		t.Fatal(err)
+	}
+	plan := Adoption{Listed: 14222, Held: 14222, Batches: 129, InBatches: 13112, ToPay: 1110}
+	got := plan
+	got.Listed, got.Held = 14220, 14220 // two claims moved by the first run
+	for _, tc := range []struct {
+		name string
+		runs int
+		want bool
+	}{{"one run", 1, false}, {"run again", 2, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &soak{js: js, topo: topo, adopterKilled: true, rep: &Report{Adoptions: 1, AdoptInstance: "lostInstance", AdoptPlan: plan, Adopted: got,
+				AdoptAttempts: 1, AdoptRuns: tc.runs}}
+			s.checkAdoption(ctx)
+			if c := s.rep.Checks[0]; c.OK != tc.want {
+				t.Fatalf("check %+v, want ok %v", c, tc.want)
 			}
 		})
 	}
