@@ -259,7 +259,7 @@ func New(cfg Config, d Deps) (*Pipeline, error) {
 	prog := &progress{cons: d.Consumer, log: d.Log, every: progressEvery, idleEvery: idleEvery}
 	fin := &finishes{db: d.DB, m: d.Metrics, prog: prog, log: d.Log, seen: map[string]bool{}}
 	// The watch keeps wall time (d.Now may be a test's clock): a stage is stuck in real time.
-	w := &watch{after: stuckAfter, every: stuckAfter / 12, now: time.Now, log: d.Log, dump: d.DumpStacks, busy: d.Metrics.StageBusy}
+	w := &watch{after: stuckAfter, every: stuckAfter / 12, now: time.Now, log: d.Log, dump: d.DumpStacks, gauge: d.Metrics.StageBusy}
 	p := &Pipeline{progress: prog, watch: w, wake: poke(wakeDriver),
 		intake: &intake{
 			cfg: cfg.Intake, cons: d.Consumer, nc: d.Conn, db: d.DB, claims: d.Claims, limits: lim, product: cfg.Product, merchant: d.Merchant,

@@ -45,7 +45,7 @@ type watch struct {
 	now   func() time.Time
 	log   *slog.Logger
 	dump  func()               // writes every goroutine's stack to the log; nil: none
-	busy  *prometheus.GaugeVec // by stage name; nil: none
+	gauge *prometheus.GaugeVec // paystream_stage_busy_seconds, by stage name; nil: none
 	every time.Duration        // how often run checks
 	told  [numWatched]int64    // the since value last reported stuck; only check uses it
 }
@@ -70,14 +70,21 @@ type StuckStage struct {
 	For   time.Duration // how long it has been on it
 }
 
+// busy returns when s began its current piece of work (0: it waits for work) and how long
+// it has been on it at now.
+func (w *watch) busy(s watchedStage, now time.Time) (since int64, d time.Duration) {
+	if since = w.since[s].Load(); since != 0 {
+		d = now.Sub(time.Unix(0, since))
+	}
+	return since, d
+}
+
 // stuck returns the stages on one piece of work for at least w.after at now.
 func (w *watch) stuck(now time.Time) []StuckStage {
 	var out []StuckStage
 	for s := range numWatched {
-		if since := w.since[s].Load(); since != 0 {
-			if d := now.Sub(time.Unix(0, since)); d >= w.after {
-				out = append(out, StuckStage{Stage: s.String(), For: d})
-			}
+		if _, d := w.busy(s, now); d >= w.after {
+			out = append(out, StuckStage{Stage: s.String(), For: d})
 		}
 	}
 	return out
@@ -89,16 +96,12 @@ func (w *watch) stuck(now time.Time) []StuckStage {
 func (w *watch) check(now time.Time) {
 	dumped := false
 	for s := range numWatched {
-		since := w.since[s].Load()
-		busy := time.Duration(0)
-		if since != 0 {
-			busy = now.Sub(time.Unix(0, since))
-		}
-		if w.busy != nil {
-			w.busy.WithLabelValues(s.String()).Set(busy.Seconds())
+		since, busy := w.busy(s, now)
+		if w.gauge != nil {
+			w.gauge.WithLabelValues(s.String()).Set(busy.Seconds())
 		}
 		switch {
-		case since != 0 && busy >= w.after && w.told[s] != since:
+		case busy >= w.after && w.told[s] != since:
 			w.log.Error("pipeline stage stuck: on one piece of work far longer than it ever takes; the payouts it holds wait (a goroutine dump follows in the log)",
 				"stage", s.String(), "for", busy.Round(time.Second))
 			if w.dump != nil && !dumped {

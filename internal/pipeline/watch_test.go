@@ -27,7 +27,7 @@ func TestWatch_ReportsEachStuckPieceOnce(t *testing.T) {
 	dumps := 0
 	m := metrics.New("")
 	w := &watch{after: time.Minute, now: func() time.Time { return now }, log: slog.New(slog.NewTextHandler(&log, nil)),
-		dump: func() { dumps++ }, busy: m.StageBusy}
+		dump: func() { dumps++ }, gauge: m.StageBusy}
 	busy := func(stage string) float64 { return testutil.ToFloat64(m.StageBusy.WithLabelValues(stage)) }
 	count := func(msg string) int { return strings.Count(log.String(), msg) }
 
@@ -69,38 +69,49 @@ func TestWatch_ReportsEachStuckPieceOnce(t *testing.T) {
 	nilWatch.end(watchClaim)
 }
 
-// TestWatch_SweepBlockedOnTheSealer: a sweep whose owned payouts the sealer does not take
-// (nothing reads its channel) holds the claim stage; the watch reports it stuck until the
-// sweep gives up with its context.
+// TestWatch_SweepBlockedOnTheSealer: a sweep page is one piece of the claim stage's work,
+// open until the sealer takes its owned payouts: while nothing reads the sealer's channel the
+// watch reports the claim stage stuck; once the payouts are taken the sweep ends and nothing
+// is stuck.
 func TestWatch_SweepBlockedOnTheSealer(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	db, js, kv := claimsSetup(t)
 	if _, err := db.InsertPayouts(ctx, testRows("R", 3)); err != nil {
 		t.Fatal(err)
 	}
-	w := &watch{after: 100 * time.Millisecond, now: time.Now, log: slog.New(slog.DiscardHandler)}
+	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	began := make(chan struct{}, 4) // a piece of work began (begin reads the clock)
+	w := &watch{after: time.Minute, log: slog.New(slog.DiscardHandler), now: func() time.Time {
+		select {
+		case began <- struct{}{}:
+		default:
+		}
+		return t0
+	}}
+	toSealer := make(chan []ledger.Payout) // nobody reads it until the test does
 	in := &intake{m: metrics.New(""), prog: &progress{}, cfg: IntakeConfig{FetchBatch: 10}, db: db, claims: claims.New(js, kv, db.InstanceID()),
 		pending: newPendingSet(), merchant: Merchant{MchID: "1900000001"}, prefix: payout.DefaultSubjectPrefix,
-		claimed: make(chan []ledger.Payout), log: slog.New(slog.DiscardHandler), watch: w}
+		claimed: toSealer, log: slog.New(slog.DiscardHandler), watch: w}
 	done := make(chan error, 1)
 	go func() { done <- in.sweep(ctx) }()
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if got := w.stuck(time.Now()); len(got) == 1 && got[0].Stage == "claim" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the blocked sweep was not reported stuck within 30s: %v", w.stuck(time.Now()))
-		}
-		time.Sleep(10 * time.Millisecond) // polling the watch, as its own check does
+	select {
+	case <-began:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sweep began no piece of work within 30s")
 	}
-	cancel()
-	if err := <-done; err == nil {
-		t.Fatal("the sweep returned nil with its payouts never taken")
+	// The page cannot end before the sealer takes its payouts, which nobody does yet.
+	if got := w.stuck(t0.Add(2 * time.Minute)); len(got) != 1 || got[0] != (StuckStage{"claim", 2 * time.Minute}) {
+		t.Fatalf("stuck %v while the page waits for the sealer, want claim for 2m", got)
 	}
-	if got := w.stuck(time.Now().Add(time.Hour)); len(got) != 0 {
+	var keys []string
+	for _, p := range <-toSealer {
+		keys = append(keys, p.OutDetailNo)
+	}
+	if err := <-done; err != nil || strings.Join(keys, ",") != "R0,R1,R2" {
+		t.Fatalf("sweep: %v, handed %v to the sealer; want nil and R0,R1,R2", err, keys)
+	}
+	if got := w.stuck(t0.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("stuck after the sweep ended: %v", got)
 	}
 }

@@ -705,7 +705,7 @@ func (s *soak) settle(ctx context.Context) {
 }
 
 // dumpStacks has every running processor write a goroutine dump to its log (cli.DumpSignal)
-// and waits up to dumpWait for each: where the stages of a stalled run wait. StackDump reads
+// and waits up to dumpWait for each: where the stages of a stalled run wait. stackDump reads
 // one back.
 func (s *soak) dumpStacks() {
 	for _, p := range s.procs {
@@ -738,10 +738,10 @@ func dumpsIn(path string) int {
 	return strings.Count(string(b), cli.DumpEnd)
 }
 
-// StackDump returns, from a processor's log, the goroutines of its last goroutine dump
+// stackDump returns, from a processor's log, the goroutines of its last goroutine dump
 // (cli.DumpSignal) that run paystream code, or "" if the log holds no dump. The runtime's
 // and libraries' own goroutines are left out: a stall is read from where our stages wait.
-func StackDump(log []byte) string {
+func stackDump(log []byte) string {
 	text := string(log)
 	end := strings.LastIndex(text, cli.DumpEnd)
 	if end < 0 {

@@ -71,7 +71,7 @@ func runShort(t *testing.T, cfg Config, minChecks int) *Report {
 			b, _ := os.ReadFile(path)
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-30):], "\n"))
-			if d := StackDump(b); d != "" {
+			if d := stackDump(b); d != "" {
 				t.Logf("paystream goroutines of %s when the run stalled:\n%s", path, d)
 			}
 		}
@@ -343,7 +343,7 @@ func TestStackDump(t *testing.T) {
 	log.WriteString("time=… level=INFO msg=two\n")
 	cli.DumpStacks(&log)
 	log.WriteString("time=… level=INFO msg=three\n")
-	got := StackDump(log.Bytes())
+	got := stackDump(log.Bytes())
 	if !strings.HasPrefix(got, cli.DumpBegin+" at ") || !strings.Contains(got, "soak.TestStackDump") {
 		t.Fatalf("dump lacks its header or this test's goroutine:\n%s", got)
 	}
@@ -359,10 +359,10 @@ func TestStackDump(t *testing.T) {
 		t.Fatalf("%d dumps returned, want the last one", n)
 	}
 	cut := log.Bytes()[:bytes.LastIndex(log.Bytes(), []byte(cli.DumpBegin))+5]
-	if got := StackDump(cut); !strings.HasPrefix(got, cli.DumpBegin) {
+	if got := stackDump(cut); !strings.HasPrefix(got, cli.DumpBegin) {
 		t.Fatalf("a log whose last dump is cut short should give the one before, got %.100q", got)
 	}
-	if got := StackDump([]byte("time=… level=INFO msg=no dump\n")); got != "" {
+	if got := stackDump([]byte("time=… level=INFO msg=no dump\n")); got != "" {
 		t.Fatalf("no dump: got %q", got)
 	}
 }
