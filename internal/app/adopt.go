@@ -13,7 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/paystream/paystream/internal/backoff"
 	"github.com/paystream/paystream/internal/broker"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/instances"
@@ -150,10 +152,8 @@ func adoptOnce(ctx context.Context, cfg Config, o AdoptOptions, log *slog.Logger
 	if err != nil || o.Plan {
 		return a, err
 	}
-	for _, h := range a.Transfer {
-		if err := claims.Transfer(ctx, js, jso.claims, h, self); err != nil {
-			return a, fmt.Errorf("%w (run adopt again)", err)
-		}
+	if err := transferClaims(ctx, js, jso.claims, a.Transfer, self); err != nil {
+		return a, fmt.Errorf("%w (run adopt again)", err)
 	}
 	if err := db.EndAdoption(ctx); err != nil {
 		return a, err
@@ -161,6 +161,47 @@ func adoptOnce(ctx context.Context, cfg Config, o AdoptOptions, log *slog.Logger
 	log.Warn("adopted a lost instance", "held", a.Held, "batches", len(a.Batches), "in_batches", a.InBatches,
 		"to_pay", a.ToPay, "reclaimed", a.Reclaimed, "left", len(a.Left))
 	return a, nil
+}
+
+// transferWorkers is how many claim moves an adoption keeps in flight. Each is a KV update, a
+// round trip through the claims stream's leader and its replicas: tens of thousands moved one
+// by one took the better part of a minute, long enough for one of them to meet a slow moment
+// of the cluster and fail the whole run.
+const transferWorkers = 32
+
+// transferTries bounds the tries of one claim move that fails on NATS in a way that passes
+// (transientNATS) before the run fails. Trying again is safe: a move is revision-checked, and
+// one that landed with its reply lost is read back as done (claims.Transfer).
+const transferTries = 5
+
+// transferClaims moves every claim of held to self, transferWorkers at a time, each tried
+// again (after a jittered wait) while it fails on NATS in a way that passes. It returns the
+// first error that ends a move; the moves in flight then stop, and a run again resumes.
+func transferClaims(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, held []claims.Held, self string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(transferWorkers)
+	for _, h := range held {
+		if gctx.Err() != nil {
+			break // a move failed (g.Wait says why) or ctx ended
+		}
+		g.Go(func() error {
+			for try := 0; ; try++ {
+				err := claims.Transfer(gctx, js, kv, h, self)
+				if err == nil || try+1 >= transferTries || !transientNATS(err) {
+					return err
+				}
+				select {
+				case <-gctx.Done():
+					return err
+				case <-time.After(backoff.Jittered(200*time.Millisecond, 5*time.Second, try)):
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return ctx.Err() // ended before every move was started: not done
 }
 
 // openForAdopt opens the adopter's ledger: the writer (its lock refuses a running

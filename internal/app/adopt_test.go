@@ -459,3 +459,62 @@ func confirmAll(srv *wechatpaytest.Server) (stop func()) {
 	}()
 	return func() { close(done); <-finished }
 }
+
+// TestTransferClaims: an adoption moves its claims many at a time, and a move whose reply is
+// lost (the connection cut once the update is through, twice) is tried again within the
+// run, not by running the whole adoption again: every claim ends with the adopter, its
+// digest kept. A context that ends before every move started is an error, never done.
+func TestTransferClaims(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.Run(t)
+	direct := natstest.Connect(t, ns)
+	kv, err := direct.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "claims"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]claims.Item, 300)
+	for i := range items {
+		k := claims.Key("1900000001", fmt.Sprintf("T%05d", i))
+		items[i] = claims.Item{Key: k, Digest: bytes.Repeat([]byte{byte(i)}, 32)}
+	}
+	if _, err := claims.New(direct, kv, "lost0001").Claim(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	held, err := claims.OwnedBy(ctx, direct, kv, "lost0001")
+	if err != nil || len(held) != len(items) {
+		t.Fatalf("lost0001 holds %d claims (%v), want %d", len(held), err, len(items))
+	}
+	proxy, err := faultproxy.Start("127.0.0.1:0", ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	js := natstest.ConnectURL(t, proxy.URL())
+	pkv, err := js.KeyValue(ctx, "claims")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := transferClaims(ended, js, pkv, held, "adopter1"); err == nil {
+		t.Fatal("transferClaims with an ended context = nil, want an error")
+	}
+
+	proxy.CutAfter([]byte("$KV.claims."), 2)
+	if err := transferClaims(ctx, js, pkv, held, "adopter1"); err != nil || proxy.Cuts() != 2 {
+		t.Fatalf("transferClaims = %v after %d cuts, want nil after 2", err, proxy.Cuts())
+	}
+	if left, err := claims.OwnedBy(ctx, direct, kv, "lost0001"); err != nil || len(left) != 0 {
+		t.Fatalf("lost0001 still holds %d claims (%v), want 0", len(left), err)
+	}
+	moved, err := claims.OwnedBy(ctx, direct, kv, "adopter1")
+	if err != nil || len(moved) != len(items) {
+		t.Fatalf("adopter1 holds %d claims (%v), want %d", len(moved), err, len(items))
+	}
+	for i, h := range moved {
+		if h.Key != items[i].Key || h.Owner.Conflicts(items[i].Digest) {
+			t.Fatalf("claim %d: %s %+v, want %s with its digest kept", i, h.Key, h.Owner, items[i].Key)
+		}
+	}
+}
