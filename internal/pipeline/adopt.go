@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/paystream/paystream/internal/backoff"
 	"github.com/paystream/paystream/internal/claims"
 	"github.com/paystream/paystream/internal/journal"
 	"github.com/paystream/paystream/pkg/ledger"
@@ -395,7 +397,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("stream info: %w", err)
 	}
 	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
@@ -403,11 +405,11 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 	}
 	cons, err := open(0)
 	if err != nil {
-		return err
+		return fmt.Errorf("ordered consumer: %w", err)
 	}
 	ci, err := cons.Info(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("ordered consumer info: %w", err)
 	}
 	// pending sizes the fetches only (a fetch asking for more than the server has waits out
 	// its max wait); it is what the consumer last said was pending, whatever became of it.
@@ -423,7 +425,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 	for {
 		b, err := cons.Fetch(int(min(max(pending, 1), 1000)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return err
+			return fmt.Errorf("fetch after stream sequence %d: %w", read, err)
 		}
 		n, done, gap := 0, false, false
 		for m := range b.Messages() {
@@ -446,8 +448,10 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 			read, n, pending = md.Sequence.Stream, n+1, md.NumPending
 			done = read == last
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return err
+		err = b.Error()
+		unanswered := errors.Is(err, nats.ErrNoResponders)
+		if err != nil && !unanswered && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("fetch after stream sequence %d: %w", read, err)
 		}
 		if done {
 			return nil
@@ -457,9 +461,22 @@ func readStream(ctx context.Context, stream jetstream.Stream, subjects []string,
 		} else if stalls++; stalls == maxReadStalls {
 			return fmt.Errorf("%w: %d fetches in a row read nothing after stream sequence %d (the read ends at %d)", errReadStalled, stalls, read, last)
 		}
+		if unanswered {
+			// No consumer answered the pull. Each fetch of an ordered consumer makes a new
+			// consumer on the server, and on a cluster the pull can reach the node this
+			// client is on before that node knows where the new consumer runs: under the
+			// soak's load most runs of `processor adopt` met it at some fetch of the request
+			// stream. Nothing was delivered: after a short wait, read again after the last
+			// message read, on a new consumer.
+			sleepCtx(ctx, backoff.Jittered(100*time.Millisecond, 2*time.Second, stalls))
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			gap = true
+		}
 		if gap {
 			if cons, err = open(read); err != nil {
-				return err
+				return fmt.Errorf("ordered consumer after stream sequence %d: %w", read, err)
 			}
 			continue
 		}

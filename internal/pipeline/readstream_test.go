@@ -281,3 +281,54 @@ func TestReadStream_aLaggingCopyIsReadToTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStream_unansweredPullIsReadAgain: on a cluster a pull can reach no consumer (the
+// node the client is on does not know yet where the ordered fetch's new consumer runs), and
+// the fetch brings nothing but nats.ErrNoResponders. The read goes on after the last message
+// read: every message once, in order. Pulls never answered end with the read's context.
+func TestReadStream_unansweredPullIsReadAgain(t *testing.T) {
+	const total = 2500
+	st := streamOf(t, natstest.Connect(t, natstest.Run(t)), total)
+	us := &unansweredStream{Stream: st, unanswered: func(fetch int) bool { return fetch == 2 || fetch == 3 }}
+	mustReadAllInOrder(t, readAll(t, us, nil, nil), total)
+	if us.refused != 2 {
+		t.Fatalf("%d pulls unanswered, want 2", us.refused)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	never := &unansweredStream{Stream: st, unanswered: func(int) bool { return true }}
+	err := readStream(ctx, never, nil, func(jetstream.Msg, *jetstream.MsgMetadata) { t.Fatal("a message was read") })
+	if !errors.Is(err, context.DeadlineExceeded) || never.refused < 2 {
+		t.Fatalf("read of a stream whose pulls are never answered ended with %v after %d pulls, want the context's deadline after several", err, never.refused)
+	}
+}
+
+// unansweredStream is a stream whose ordered consumers' fetches (counted across consumers,
+// from 1) named by unanswered bring nothing and end with nats.ErrNoResponders, as a pull
+// that reached no consumer does; it counts them.
+type unansweredStream struct {
+	jetstream.Stream
+	unanswered       func(fetch int) bool
+	fetches, refused int
+}
+
+func (s *unansweredStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.Stream.OrderedConsumer(ctx, cfg)
+	return unansweredConsumer{c, s}, err
+}
+
+type unansweredConsumer struct {
+	jetstream.Consumer
+	s *unansweredStream
+}
+
+func (c unansweredConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	if c.s.fetches++; c.s.unanswered(c.s.fetches) {
+		c.s.refused++
+		none := make(chan jetstream.Msg)
+		close(none)
+		return batchOf{none, nats.ErrNoResponders}, nil
+	}
+	return c.Consumer.Fetch(n, opts...)
+}
