@@ -3,9 +3,13 @@ package soak
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -73,12 +77,81 @@ func (p *proc) exited() bool {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePort returns a loopback TCP port that was free a moment ago and that no earlier
+// freePort of this process returned.
+func freePort() (int, error) { return ports.pick() }
+
+// ports picks the soak's ports.
+var ports = portPicker{listen: listenBelowEphemeral}
+
+// listenBelowEphemeral listens on a random loopback port below the kernel's ephemeral range
+// (from which it gives outgoing connections their local ports): a processor or NATS node is
+// restarted on its ports while the soak's clients connect and reconnect, and a port in that
+// range may meanwhile be the local end of someone's connection. Where the range cannot be
+// read or leaves no room below it, the kernel picks (":0").
+func listenBelowEphemeral() (net.Listener, error) {
+	const low = 10000
+	if start := ephemeralStart(); start > low+1000 {
+		for range 50 {
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", low+rand.IntN(start-low))); err == nil {
+				return ln, nil
+			}
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range, or 0 when unknown.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
+}
+
+// portPicker hands out loopback ports, each once. A port picked for a process that has not
+// bound it yet is free again, and the kernel may pick it again: two processors of one soak
+// were given the same callback port, and whichever started second could never run (its
+// restarts failed on "address already in use" until the soak ended).
+type portPicker struct {
+	mu     sync.Mutex
+	given  map[int]bool
+	listen func() (net.Listener, error) // a listener on a port the kernel picks
+}
+
+// pick returns a port that was free a moment ago and that p never returned before. The
+// listeners of ports refused stay open until it returns, so the kernel picks another.
+func (p *portPicker) pick() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var refused []net.Listener
+	defer func() {
+		for _, ln := range refused {
+			ln.Close()
+		}
+	}()
+	for range 100 {
+		ln, err := p.listen()
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if p.given[port] {
+			refused = append(refused, ln)
+			continue
+		}
+		ln.Close()
+		if p.given == nil {
+			p.given = map[int]bool{}
+		}
+		p.given[port] = true
+		return port, nil
+	}
+	return 0, errors.New("no port that was not handed out already in 100 tries")
 }

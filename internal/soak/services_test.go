@@ -2,6 +2,8 @@ package soak
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -107,6 +109,57 @@ func nilEmpty(v reflect.Value) {
 			for i := range v.Len() {
 				nilEmpty(v.Index(i))
 			}
+		}
+	}
+}
+
+// TestPortPicker_eachPortOnce: the kernel picks a port it picked before (free again, since
+// the process it was picked for has not bound it yet); the picker refuses it and hands out
+// another, never the same port twice.
+func TestPortPicker_eachPortOnce(t *testing.T) {
+	first := 0
+	calls := 0
+	p := portPicker{listen: func() (net.Listener, error) {
+		calls++
+		if calls == 2 { // the kernel's second pick is the first port again
+			return net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first))
+		}
+		return net.Listen("tcp", "127.0.0.1:0")
+	}}
+	a, err := p.pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first = a
+	b, err := p.pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == a || calls != 3 {
+		t.Fatalf("picked %d then %d in %d listens; want two ports in 3 listens (the repeat refused)", a, b, calls)
+	}
+	// The refused listener was closed: the port can be bound again.
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", a))
+	if err != nil {
+		t.Fatalf("port %d still held after the pick: %v", a, err)
+	}
+	ln.Close()
+}
+
+// TestListenBelowEphemeral: the soak's ports lie below the kernel's ephemeral range, so no
+// outgoing connection's local port can take one while its process restarts.
+func TestListenBelowEphemeral(t *testing.T) {
+	start := ephemeralStart()
+	if start <= 11000 {
+		t.Fatalf("ephemeral range starts at %d on this machine; the test needs room below it", start)
+	}
+	for range 20 {
+		port, err := ports.pick()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port < 10000 || port >= start {
+			t.Fatalf("picked port %d, want one in [10000, %d)", port, start)
 		}
 	}
 }
