@@ -122,11 +122,12 @@ func ephemeralStart() int {
 type portPicker struct {
 	mu     sync.Mutex
 	given  map[int]bool
-	listen func() (net.Listener, error) // a listener on a port the kernel picks
+	listen func() (net.Listener, error) // a listener on some free port
 }
 
 // pick returns a port that was free a moment ago and that p never returned before. The
-// listeners of ports refused stay open until it returns, so the kernel picks another.
+// listeners of ports refused stay open until it returns, so the next listen cannot pick
+// them again.
 func (p *portPicker) pick() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
