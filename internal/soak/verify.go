@@ -425,10 +425,7 @@ func (s *soak) checkFiles(ledgers []string) {
 	for _, f := range ledgers {
 		files = append(files, f+"-wal")
 	}
-	for _, p := range s.procs {
-		files = append(files, p.logPath)
-	}
-	files = append(files, s.lostLogs...)
+	files = append(files, s.processorLogs()...)
 	for _, path := range files {
 		b, err := os.ReadFile(path)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -442,16 +439,26 @@ func (s *soak) checkFiles(ledgers []string) {
 		len(ledgers), len(s.procs)+len(s.lostLogs), found)
 }
 
-// checkStuckStages checks that no processor reported a pipeline stage stuck (its own watch:
-// one piece of work for a minute), in its log or in the logs of lost processors.
-func (s *soak) checkStuckStages() {
-	var stuck []string
-	paths := slices.Clone(s.lostLogs)
+// processorLogs are the logs of the running processors, then those of the lost ones.
+func (s *soak) processorLogs() []string {
+	var paths []string
 	for _, p := range s.procs {
 		paths = append(paths, p.logPath)
 	}
+	return append(paths, s.lostLogs...)
+}
+
+// checkStuckStages checks that no processor reported a pipeline stage stuck (its own watch:
+// one piece of work for a minute), in its log or in the logs of lost processors. A log that
+// cannot be read is a failure, not a log without reports.
+func (s *soak) checkStuckStages() {
+	var stuck []string
+	paths := s.processorLogs()
 	for _, path := range paths {
-		b, _ := os.ReadFile(path)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			stuck = append(stuck, err.Error())
+		}
 		if n := bytes.Count(b, []byte(stuckStageLine)); n > 0 {
 			stuck = append(stuck, fmt.Sprintf("%s: %d", filepath.Base(filepath.Dir(path))+"/"+filepath.Base(path), n))
 		}
